@@ -1,0 +1,46 @@
+//! What the helper needs to launch one service, after it has validated the request.
+//!
+//! The varlink layer (`server.rs`) turns an `io.berth.Helper.Spawn` call into a [`LaunchSpec`]
+//! only after every field has passed the floor policy (`floor.rs`); the sandbox code in
+//! `sandbox/` trusts a `LaunchSpec` to be sane but still treats the image as hostile.
+
+use std::os::fd::OwnedFd;
+
+/// A validated request to launch a service in a fresh sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// Unit name, e.g. `hello.service`. Only `[A-Za-z0-9:_.@-]`, at most 255 bytes, no leading dot.
+    pub unit: String,
+    /// argv; `argv[0]` is the absolute path of the executable inside the image.
+    pub argv: Vec<String>,
+    /// Complete environment of the service, `KEY=VALUE`.
+    pub environment: Vec<String>,
+    /// Working directory inside the sandbox (absolute). Resolved inside the new root.
+    pub working_directory: String,
+    /// Dynamic UID and GID the service runs as (checked against the floor: never 0, never a host user).
+    pub uid: u32,
+    pub gid: u32,
+    /// Time the supervisor waits after SIGTERM before it sends SIGKILL to the whole sandbox.
+    pub stop_timeout_ms: u64,
+}
+
+/// File descriptors that come with a launch (passed by berthd over SCM_RIGHTS).
+#[derive(Debug)]
+pub struct LaunchFds {
+    /// The image root directory (`O_PATH` or `O_RDONLY`, `O_DIRECTORY`).
+    pub root: OwnedFd,
+    /// Log file opened by berthd for appending; the supervisor writes one line per output line.
+    pub log: OwnedFd,
+    /// Directory owned by the manager uid where the supervisor binds its control socket
+    /// `<unit>.sock`.
+    pub control_dir: OwnedFd,
+}
+
+/// What the caller learns once the service's main process has exec'd (or failed to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launched {
+    /// PID (host namespace) of the per-service supervisor.
+    pub supervisor_pid: u32,
+    /// PID (host namespace) of the service's main process.
+    pub main_pid: u32,
+}

@@ -1,0 +1,11 @@
+//! berth-helper, the root half of berth.
+//!
+//! It does only what needs root: build sandboxes (namespaces, mounts, credentials), spawn and
+//! supervise services. It trusts nothing it is sent: every request passes the floor policy in
+//! [`floor`] before anything happens.
+
+pub mod floor;
+pub mod launch_spec;
+pub mod sandbox;
+pub mod server;
+pub mod supervisor;

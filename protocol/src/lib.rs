@@ -1,0 +1,5 @@
+//! berth's wire protocols: the varlink interfaces `io.berth.Manager` (public) and
+//! `io.berth.Helper` (private), the supervisor control channel and the log record format.
+
+pub mod log_line;
+pub mod supervisor;
