@@ -3,3 +3,8 @@
 
 pub mod log_line;
 pub mod supervisor;
+pub mod idl;
+pub mod varlink;
+pub mod client;
+pub mod helper;
+pub mod manager;

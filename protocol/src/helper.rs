@@ -1,0 +1,80 @@
+//! `io.berth.Helper`: the private API of berth-helper, spoken only by berthd.
+//!
+//! Paths never cross this boundary: the image root, the log file and the supervisor's socket
+//! directory travel as file descriptors (SCM_RIGHTS), in the order of [`SPAWN_FDS`].
+
+use serde::{Deserialize, Serialize};
+use zlink::introspect;
+
+use crate::idl::InterfaceBuilder;
+
+pub const INTERFACE: &str = "io.berth.Helper";
+
+/// The fds a `Spawn` call carries, in order.
+pub const SPAWN_FDS: [&str; 3] = ["image root directory", "log file", "supervisor socket directory"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnParams {
+    pub unit: String,
+    // `argv[0]` is the absolute path of the executable inside the image.
+    pub argv: Vec<String>,
+    // `KEY=VALUE` entries.
+    pub environment: Vec<String>,
+    pub working_directory: String,
+    pub uid: i64,
+    pub gid: i64,
+    pub stop_timeout_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+pub struct SpawnReply {
+    pub supervisor_pid: i64,
+    pub main_pid: i64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+pub struct PingReply {
+    // The manager uid this helper serves.
+    pub manager_uid: i64,
+}
+
+/// Errors of `io.berth.Helper`.
+#[derive(Debug, Clone, PartialEq, zlink::ReplyError, introspect::ReplyError)]
+#[zlink(interface = "io.berth.Helper")]
+pub enum HelperError {
+    // The caller is not the manager.
+    PermissionDenied { uid: i64 },
+    // A field failed the helper's floor policy.
+    RequestRefused { field: String, reason: String },
+    // The sandbox could not be built or the executable could not be started.
+    SpawnFailed { reason: String },
+}
+
+impl std::fmt::Display for HelperError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelperError::PermissionDenied { uid } => {
+                write!(f, "uid {uid} may not use berth-helper")
+            }
+            HelperError::RequestRefused { field, reason } => {
+                write!(f, "request refused: {field}: {reason}")
+            }
+            HelperError::SpawnFailed { reason } => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for HelperError {}
+
+/// The interface description, derived from the types above.
+pub fn description() -> String {
+    InterfaceBuilder::new(INTERFACE)
+        .method::<Empty, PingReply>("Ping")
+        .method::<SpawnParams, SpawnReply>("Spawn")
+        .errors::<HelperError>()
+        .build()
+}

@@ -1,0 +1,229 @@
+//! `io.berth.Manager`: the public API of berthd.
+//!
+//! Field names are snake_case on the wire so that `berth --json` can print the wire objects
+//! unchanged (DESIGN.md §3 names `unit`, `image`, `state`, `main_pid`, `uid`, `profile`).
+
+use serde::{Deserialize, Serialize};
+use zlink::introspect;
+
+use crate::idl::InterfaceBuilder;
+
+pub const INTERFACE: &str = "io.berth.Manager";
+
+/// An image in the search path, or attached from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct Image {
+    pub name: String,
+    pub path: String,
+    // `directory` (more kinds in later versions).
+    pub kind: String,
+    pub version: Option<String>,
+    // `PORTABLE_PRETTY_NAME`, else `PRETTY_NAME`, from its os-release.
+    pub pretty_name: Option<String>,
+    // `detached` or `attached`.
+    pub state: String,
+}
+
+/// A unit file found in an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct UnitFile {
+    pub name: String,
+    // Path inside the image.
+    pub path: String,
+    // File contents, with `--cat` only.
+    pub contents: Option<String>,
+}
+
+/// What `inspect` shows about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct ImageDetails {
+    pub image: Image,
+    // The raw os-release text, with `--cat` only.
+    pub os_release: Option<String>,
+    pub os_pretty_name: Option<String>,
+    pub portable_prefixes: Vec<String>,
+    pub units: Vec<UnitFile>,
+}
+
+/// State of one attached unit (DESIGN.md §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct UnitStatus {
+    pub unit: String,
+    pub image: String,
+    // `running`, `exited`, `failed`, `stopped`, `starting` or `stopping`.
+    pub state: String,
+    pub main_pid: Option<i64>,
+    pub uid: Option<i64>,
+    // Profile and level, e.g. `default@1`.
+    pub profile: String,
+    pub description: Option<String>,
+    // `simple`, `exec` or `oneshot`.
+    pub service_type: String,
+    pub exit_code: Option<i64>,
+    pub exit_signal: Option<i64>,
+    // Last state change, microseconds since the epoch.
+    pub since_usec: Option<i64>,
+    // Why the unit failed, when it did.
+    pub failure: Option<String>,
+}
+
+/// One captured output line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct LogEntry {
+    pub usec: i64,
+    // `stdout` or `stderr`.
+    pub stream: String,
+    pub text: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
+pub struct Empty {}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ImagesReply {
+    pub images: Vec<Image>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct InspectImageParams {
+    pub image: String,
+    pub cat: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct InspectImageReply {
+    pub details: ImageDetails,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct AttachParams {
+    pub image: String,
+    pub prefixes: Option<Vec<String>>,
+    pub profile: Option<String>,
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct AttachReply {
+    pub image: String,
+    pub units: Vec<String>,
+    // Directives berth does not implement (yet), with file and line.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ImageParams {
+    pub image: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct DetachReply {
+    pub image: String,
+    pub units: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct IsAttachedReply {
+    // `attached`, `running` or `detached`.
+    pub state: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ListReply {
+    pub units: Vec<UnitStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct UnitParams {
+    pub unit: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct StatusReply {
+    pub status: UnitStatus,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct LogsParams {
+    pub unit: String,
+    // Only the last `lines` entries (all when absent).
+    pub lines: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct LogsReply {
+    pub entries: Vec<LogEntry>,
+}
+
+/// Errors of `io.berth.Manager`.
+#[derive(Debug, Clone, PartialEq, zlink::ReplyError, introspect::ReplyError)]
+#[zlink(interface = "io.berth.Manager")]
+pub enum ManagerError {
+    NoSuchImage { image: String },
+    InvalidImage { image: String, reason: String },
+    NoSuchUnit { unit: String },
+    InvalidUnit { unit: String, reason: String },
+    NotAttached { image: String },
+    AlreadyAttached { image: String, unit: String },
+    UnitActive { unit: String },
+    StartFailed { unit: String, reason: String },
+    PermissionDenied { method: String },
+    HelperUnavailable { reason: String },
+    Internal { reason: String },
+}
+
+impl std::fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManagerError::NoSuchImage { image } => write!(f, "no image '{image}'"),
+            ManagerError::InvalidImage { image, reason } => {
+                write!(f, "image '{image}' is invalid: {reason}")
+            }
+            ManagerError::NoSuchUnit { unit } => write!(f, "no attached unit '{unit}'"),
+            ManagerError::InvalidUnit { unit, reason } => write!(f, "unit '{unit}': {reason}"),
+            ManagerError::NotAttached { image } => write!(f, "image '{image}' is not attached"),
+            ManagerError::AlreadyAttached { image, unit } => {
+                write!(f, "unit '{unit}' is already attached (from image '{image}')")
+            }
+            ManagerError::UnitActive { unit } => write!(f, "unit '{unit}' is active; stop it first"),
+            ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
+            ManagerError::PermissionDenied { method } => {
+                write!(f, "permission denied: {method} needs root or the admin group")
+            }
+            ManagerError::HelperUnavailable { reason } => {
+                write!(f, "berth-helper is unavailable: {reason}")
+            }
+            ManagerError::Internal { reason } => write!(f, "internal error: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+/// The interface description, derived from the types above.
+pub fn description() -> String {
+    InterfaceBuilder::new(INTERFACE)
+        .custom_type::<Image>()
+        .custom_type::<UnitFile>()
+        .custom_type::<ImageDetails>()
+        .custom_type::<UnitStatus>()
+        .custom_type::<LogEntry>()
+        .method::<Empty, ImagesReply>("ListImages")
+        .method::<InspectImageParams, InspectImageReply>("InspectImage")
+        .method::<AttachParams, AttachReply>("Attach")
+        .method::<ImageParams, DetachReply>("Detach")
+        .method::<ImageParams, IsAttachedReply>("IsAttached")
+        .method::<Empty, ListReply>("List")
+        .method::<UnitParams, StatusReply>("Start")
+        .method::<UnitParams, StatusReply>("Stop")
+        .method::<UnitParams, StatusReply>("Restart")
+        .method::<UnitParams, StatusReply>("Status")
+        .method_more::<LogsParams, LogsReply>("Logs")
+        .errors::<ManagerError>()
+        .build()
+}

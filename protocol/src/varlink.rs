@@ -1,0 +1,327 @@
+//! A varlink service on zlink's server loop that answers every well-formed JSON call.
+//!
+//! zlink's `#[service]` macro closes the connection when a call's parameters do not deserialize
+//! (research/rust-stack.md, pitfall 3). berth must answer such calls with
+//! `org.varlink.service.InvalidParameter` and keep serving, so calls are received leniently as
+//! [`RawCall`] and each interface parses its own parameters with [`parse_params`].
+//! `org.varlink.service` introspection is answered here from the interface's IDL, which is
+//! derived from the same Rust types the parameters are parsed into (see [`crate::idl`]).
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zlink::service::{MethodReply, ReplyStreamItem};
+use zlink::{Call, Connection, Reply};
+
+/// The socket type every berth service runs on.
+pub type Socket = zlink::tokio::unix::Stream;
+
+/// Largest parameters object a berth service accepts, serialized (bytes).
+pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
+
+/// A method call as it arrives: only `method` must be a string.
+#[derive(Debug, Deserialize)]
+pub struct RawCall {
+    pub method: String,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+}
+
+/// A method call as a client sends it.
+#[derive(Debug, Serialize)]
+pub struct OutgoingCall<'a> {
+    pub method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<&'a Value>,
+}
+
+/// A stream of replies for a `more` call (or for a slow single reply).
+pub type ReplyStream = Pin<Box<dyn Stream<Item = ReplyStreamItem<Value, Value>>>>;
+
+/// What a method handler answers.
+pub enum Outcome {
+    /// One successful reply with these parameters (an object).
+    Reply(Value, Vec<OwnedFd>),
+    /// An error reply: a whole `{"error": ..., "parameters": ...}` object.
+    Error(Value),
+    /// Replies produced later; the server keeps serving other clients meanwhile.
+    Stream(ReplyStream),
+}
+
+impl Outcome {
+    /// A successful reply from anything serializable.
+    pub fn reply<T: Serialize>(value: &T) -> Outcome {
+        match serde_json::to_value(value) {
+            Ok(v) => Outcome::Reply(v, Vec::new()),
+            Err(e) => Outcome::Error(internal_error(&e.to_string())),
+        }
+    }
+
+    /// An error reply from a `zlink::ReplyError` enum (or any serializable error object).
+    pub fn error<E: Serialize>(error: &E) -> Outcome {
+        match serde_json::to_value(error) {
+            Ok(v) => Outcome::Error(v),
+            Err(e) => Outcome::Error(internal_error(&e.to_string())),
+        }
+    }
+
+    /// A reply that is computed by `future` while the server goes on serving others.
+    pub fn later<F>(future: F) -> Outcome
+    where
+        F: Future<Output = Result<Value, Value>> + 'static,
+    {
+        let stream = futures_util::stream::once(async move {
+            let item = future.await.map(|v| Reply::new(Some(v)).set_continues(Some(false)));
+            (item, Vec::new())
+        });
+        Outcome::Stream(Box::pin(stream))
+    }
+}
+
+/// Credentials of the connected peer (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+
+/// Everything about a call besides its method and parameters.
+pub struct CallContext {
+    pub more: bool,
+    pub oneway: bool,
+    pub peer: Option<Peer>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// One varlink interface served by a [`VarlinkService`].
+pub trait Interface {
+    /// Fully qualified interface name, e.g. `io.berth.Manager`.
+    const NAME: &'static str;
+
+    /// The interface description in varlink IDL.
+    fn description(&self) -> &str;
+
+    /// Handles `NAME.<method>`; `parameters` is an object (`{}` when the call had none).
+    fn handle(
+        &mut self,
+        method: &str,
+        parameters: Value,
+        ctx: CallContext,
+    ) -> impl Future<Output = Outcome>;
+}
+
+/// What `org.varlink.service.GetInfo` reports.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub vendor: &'static str,
+    pub product: &'static str,
+    pub version: &'static str,
+    pub url: &'static str,
+}
+
+/// berth's service identity.
+pub const BERTH_INFO: ServiceInfo = ServiceInfo {
+    vendor: "berth",
+    product: "berth",
+    version: env!("CARGO_PKG_VERSION"),
+    url: "https://github.com/berth-project/berth",
+};
+
+/// Adapts an [`Interface`] to zlink's [`zlink::Service`], answering introspection and every
+/// malformed call with a varlink error reply.
+pub struct VarlinkService<I> {
+    pub interface: I,
+    info: ServiceInfo,
+}
+
+impl<I: Interface> VarlinkService<I> {
+    pub fn new(interface: I, info: ServiceInfo) -> Self {
+        VarlinkService { interface, info }
+    }
+
+    async fn dispatch(&mut self, call: &Call<RawCall>, ctx: CallContext) -> Outcome {
+        let raw = call.method();
+        let Some((interface, member)) = raw.method.rsplit_once('.') else {
+            return Outcome::Error(varlink_error("MethodNotFound", json!({ "method": raw.method })));
+        };
+        let parameters = match &raw.parameters {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Outcome::Error(invalid_parameter("parameters")),
+        };
+        if parameters.to_string().len() > MAX_PARAMETERS_BYTES {
+            return Outcome::Error(invalid_parameter("parameters"));
+        }
+        if interface == "org.varlink.service" {
+            return self.introspect(member, &parameters);
+        }
+        if interface != I::NAME {
+            return Outcome::Error(varlink_error(
+                "InterfaceNotFound",
+                json!({ "interface": interface }),
+            ));
+        }
+        self.interface.handle(member, parameters, ctx).await
+    }
+
+    fn introspect(&self, member: &str, parameters: &Value) -> Outcome {
+        match member {
+            "GetInfo" => Outcome::Reply(
+                json!({
+                    "vendor": self.info.vendor,
+                    "product": self.info.product,
+                    "version": self.info.version,
+                    "url": self.info.url,
+                    "interfaces": ["org.varlink.service", I::NAME],
+                }),
+                Vec::new(),
+            ),
+            "GetInterfaceDescription" => match parameters.get("interface").and_then(Value::as_str)
+            {
+                Some(name) if name == I::NAME => Outcome::Reply(
+                    json!({ "description": self.interface.description() }),
+                    Vec::new(),
+                ),
+                Some("org.varlink.service") => Outcome::Reply(
+                    json!({ "description": VARLINK_SERVICE_IDL }),
+                    Vec::new(),
+                ),
+                Some(other) => Outcome::Error(varlink_error(
+                    "InterfaceNotFound",
+                    json!({ "interface": other }),
+                )),
+                None => Outcome::Error(invalid_parameter("interface")),
+            },
+            other => Outcome::Error(varlink_error(
+                "MethodNotFound",
+                json!({ "method": format!("org.varlink.service.{other}") }),
+            )),
+        }
+    }
+}
+
+impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
+    type MethodCall<'de> = RawCall;
+    type ReplyParams<'ser>
+        = Value
+    where
+        Self: 'ser;
+    type ReplyStreamParams = Value;
+    type ReplyStreamError = Value;
+    type ReplyStream = ReplyStream;
+    type ReplyError<'ser>
+        = Value
+    where
+        Self: 'ser;
+    type Upgrade = ();
+
+    fn handle<'ser>(
+        &'ser mut self,
+        call: &'ser Call<Self::MethodCall<'_>>,
+        conn: &mut Connection<Socket>,
+        fds: Vec<OwnedFd>,
+    ) -> impl Future<Output = zlink::service::HandleResult<Value, ReplyStream, Value, ()>> {
+        async move {
+            let peer = conn.peer_credentials().await.ok().map(|c| Peer {
+                uid: c.unix_user_id().as_raw(),
+                gid: c.unix_primary_group_id().as_raw(),
+                pid: c.process_id().as_raw_nonzero().get(),
+            });
+            let ctx = CallContext { more: call.more(), oneway: call.oneway(), peer, fds };
+            match self.dispatch(call, ctx).await {
+                Outcome::Reply(v, fds) => (MethodReply::Single(Some(v)), fds),
+                Outcome::Error(e) => (MethodReply::Error(e), Vec::new()),
+                Outcome::Stream(s) => (MethodReply::Multi(s), Vec::new()),
+            }
+        }
+    }
+}
+
+/// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`
+/// naming the offending field.
+pub fn parse_params<T: DeserializeOwned>(parameters: Value) -> Result<T, Value> {
+    serde_json::from_value(parameters).map_err(|e| invalid_parameter(&offending_field(&e)))
+}
+
+// serde_json names the field in backticks for missing/unknown fields; type errors carry no
+// name, so they are reported against `parameters`.
+fn offending_field(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let named = text.starts_with("missing field") || text.starts_with("unknown field");
+    match text.split('`').nth(1) {
+        Some(name) if named && !name.is_empty() => name.to_string(),
+        _ => "parameters".to_string(),
+    }
+}
+
+/// An `org.varlink.service.<name>` error reply.
+pub fn varlink_error(name: &str, parameters: Value) -> Value {
+    json!({ "error": format!("org.varlink.service.{name}"), "parameters": parameters })
+}
+
+/// `org.varlink.service.InvalidParameter` for `parameter`.
+pub fn invalid_parameter(parameter: &str) -> Value {
+    varlink_error("InvalidParameter", json!({ "parameter": parameter }))
+}
+
+fn internal_error(message: &str) -> Value {
+    json!({ "error": "io.berth.InternalError", "parameters": { "message": message } })
+}
+
+/// The standard description of `org.varlink.service` (varlink.org).
+pub const VARLINK_SERVICE_IDL: &str = "interface org.varlink.service
+
+method GetInfo() -> (
+  vendor: string,
+  product: string,
+  version: string,
+  url: string,
+  interfaces: []string
+)
+
+method GetInterfaceDescription(interface: string) -> (description: string)
+
+error InterfaceNotFound (interface: string)
+
+error MethodNotFound (method: string)
+
+error MethodNotImplemented (method: string)
+
+error InvalidParameter (parameter: string)
+
+error PermissionDenied ()
+
+error ExpectedMore ()
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Params {
+        unit: String,
+    }
+
+    #[test]
+    fn missing_field_is_named_in_invalid_parameter() {
+        let err = parse_params::<Params>(json!({})).unwrap_err();
+
+        assert_eq!(err["error"], "org.varlink.service.InvalidParameter");
+        assert_eq!(err["parameters"]["parameter"], "unit");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_against_parameters() {
+        let err = parse_params::<Params>(json!({ "unit": 3 })).unwrap_err();
+
+        assert_eq!(err["error"], "org.varlink.service.InvalidParameter");
+    }
+}
