@@ -91,6 +91,18 @@ pub struct Peer {
     pub pid: i32,
 }
 
+impl Peer {
+    /// Supplementary groups of the peer process (read from /proc; empty if it is gone).
+    pub fn supplementary_groups(&self) -> Vec<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Everything about a call besides its method and parameters.
 pub struct CallContext {
     pub more: bool,

@@ -1,1 +1,422 @@
-fn main() {}
+//! `berth-probe`: runs inside a service sandbox and prints, as one line of JSON on stdout, what
+//! the sandbox looks like from inside (identity, capabilities, namespaces, fds, mounts, ...).
+//!
+//! Usage: `berth-probe [--check-path P]... [--sleep SECS | --loop]`
+//!
+//! Conventions of the output: every field is always present; a field that could not be read
+//! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
+//! unlimited. The object carries `"probe": "berth-probe"` so log scanners can recognise it.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_testkit::procfs::unescape_mountinfo as unescape;
+use rustix::process::{self, Resource};
+use serde_json::{Map, Value, json};
+
+/// Marker value of the `probe` field.
+const MARKER: &str = "berth-probe";
+
+/// `/proc/self/status` keys reported under `status`.
+const STATUS_KEYS: &[&str] = &[
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+];
+
+/// Namespace kinds reported under `namespaces`.
+const NAMESPACES: &[&str] = &["mnt", "pid", "ipc", "uts", "net", "user", "cgroup"];
+
+/// What to do after printing the report.
+enum After {
+    Exit,
+    Sleep(u64),
+    Forever,
+}
+
+/// Parsed command line.
+struct Args {
+    check_paths: Vec<String>,
+    after: After,
+}
+
+/// Parses the command line; unknown arguments are an error (exit status 2).
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        check_paths: Vec::new(),
+        after: After::Exit,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        match arg.as_str() {
+            "--check-path" => {
+                let p = it.next().ok_or("--check-path needs a path")?;
+                args.check_paths.push(p.to_string_lossy().into_owned());
+            }
+            "--sleep" => {
+                let n = it.next().ok_or("--sleep needs a number of seconds")?;
+                let n = n
+                    .to_string_lossy()
+                    .parse::<u64>()
+                    .map_err(|e| format!("--sleep: {e}"))?;
+                args.after = After::Sleep(n);
+            }
+            "--loop" => args.after = After::Forever,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: berth-probe [--check-path P]... [--sleep SECS | --loop]".into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-probe: {e}");
+            std::process::exit(2);
+        }
+    };
+    let report = probe(&args);
+    let mut out = std::io::stdout().lock();
+    // A closed stdout is not worth a panic: the report is simply lost.
+    let _ = writeln!(out, "{report}");
+    let _ = out.flush();
+    drop(out);
+    match args.after {
+        After::Exit => {}
+        After::Sleep(n) => std::thread::sleep(Duration::from_secs(n)),
+        After::Forever => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+}
+
+/// Formats an error as a JSON string value.
+fn err(e: impl Display) -> Value {
+    Value::String(format!("error: {e}"))
+}
+
+/// Turns a `Result` into a JSON value, errors becoming `"error: ..."` strings.
+fn val<T: Into<Value>, E: Display>(r: Result<T, E>) -> Value {
+    match r {
+        Ok(v) => v.into(),
+        Err(e) => err(e),
+    }
+}
+
+/// Builds the whole report.
+fn probe(args: &Args) -> Value {
+    // fds first, before anything else opens files.
+    let fds = open_fds();
+    let mut m = Map::new();
+    m.insert("probe".into(), MARKER.into());
+    m.insert(
+        "pid".into(),
+        process::getpid().as_raw_nonzero().get().into(),
+    );
+    m.insert(
+        "ppid".into(),
+        process::getppid()
+            .map_or(0, |p| p.as_raw_nonzero().get())
+            .into(),
+    );
+    m.insert("uid".into(), process::getuid().as_raw().into());
+    m.insert("gid".into(), process::getgid().as_raw().into());
+    m.insert("euid".into(), process::geteuid().as_raw().into());
+    m.insert("egid".into(), process::getegid().as_raw().into());
+    m.insert(
+        "groups".into(),
+        val(process::getgroups().map(|g| g.iter().map(|g| g.as_raw()).collect::<Vec<_>>())),
+    );
+    m.insert(
+        "uid_map".into(),
+        val(fs::read_to_string("/proc/self/uid_map")),
+    );
+    m.insert(
+        "gid_map".into(),
+        val(fs::read_to_string("/proc/self/gid_map")),
+    );
+    m.insert("status".into(), val(status()));
+    m.insert("namespaces".into(), namespaces());
+    m.insert("fds".into(), fds.into());
+    let uname = rustix::system::uname();
+    m.insert(
+        "hostname".into(),
+        uname.nodename().to_string_lossy().into_owned().into(),
+    );
+    m.insert(
+        "cwd".into(),
+        val(std::env::current_dir().map(|p| p.to_string_lossy().into_owned())),
+    );
+    m.insert("environment".into(), environment());
+    m.insert("mounts".into(), val(mounts()));
+    m.insert("ctty".into(), ctty().into());
+    // libc, not rustix: both are 0 when the session/group leader is outside our pid
+    // namespace, which rustix's `Pid` cannot represent.
+    // SAFETY: getsid(0) only queries the calling process.
+    let sid = unsafe { libc::getsid(0) };
+    m.insert(
+        "sid".into(),
+        if sid < 0 {
+            err(std::io::Error::last_os_error())
+        } else {
+            sid.into()
+        },
+    );
+    // SAFETY: getpgrp only queries the calling process and cannot fail.
+    m.insert("pgid".into(), unsafe { libc::getpgrp() }.into());
+    m.insert(
+        "root_writable".into(),
+        can_create("/.probe-write-test").into(),
+    );
+    m.insert("tmp_entries".into(), val(dir_entries("/tmp")));
+    let tmp_test = format!("/tmp/.probe-write-test-{}", std::process::id());
+    m.insert("tmp_writable".into(), can_create(&tmp_test).into());
+    m.insert("dev_entries".into(), val(dir_entries("/dev")));
+    let visible: Map<String, Value> = args
+        .check_paths
+        .iter()
+        .map(|p| (p.clone(), fs::symlink_metadata(p).is_ok().into()))
+        .collect();
+    m.insert("visible".into(), visible.into());
+    m.insert("rlimits".into(), rlimits());
+    m.insert(
+        "cgroup".into(),
+        val(fs::read_to_string("/proc/self/cgroup").map(|s| s.trim_end().to_owned())),
+    );
+    m.insert("umask".into(), umask().into());
+    m.insert("interfaces".into(), val(interfaces()));
+    Value::Object(m)
+}
+
+/// Sorted open fd numbers, without the fd of the directory iteration. Without `/proc`, the
+/// fds below the `nofile` limit (at most 65536) are probed one by one.
+fn open_fds() -> Vec<i32> {
+    let mut fds: Vec<i32> = match fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => {
+            let limit = process::getrlimit(Resource::Nofile)
+                .current
+                .unwrap_or(65536)
+                .min(65536);
+            (0..i32::try_from(limit).unwrap_or(65536)).collect()
+        }
+    };
+    // The directory is closed now: its fd is the one listed that is no longer valid.
+    fds.retain(|&fd| fd_is_open(fd));
+    fds.sort_unstable();
+    fds
+}
+
+/// Whether `fd` is an open file descriptor.
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries the fd's flags; an unused fd number yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Selected `/proc/self/status` lines; a missing key is `null`.
+fn status() -> std::io::Result<Value> {
+    let text = fs::read_to_string("/proc/self/status")?;
+    let mut m = Map::new();
+    for key in STATUS_KEYS {
+        m.insert((*key).into(), Value::Null);
+    }
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once(':')
+            && STATUS_KEYS.contains(&k)
+        {
+            m.insert(k.into(), v.trim().into());
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// Link targets of `/proc/self/ns/*`, e.g. `"mnt": "mnt:[4026531841]"`.
+fn namespaces() -> Value {
+    let m: Map<String, Value> = NAMESPACES
+        .iter()
+        .map(|ns| {
+            let v = fs::read_link(format!("/proc/self/ns/{ns}"))
+                .map(|t| t.to_string_lossy().into_owned());
+            ((*ns).to_owned(), val(v))
+        })
+        .collect();
+    Value::Object(m)
+}
+
+/// The environment as a map (lossily converted to UTF-8).
+fn environment() -> Value {
+    let m: BTreeMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    json!(m)
+}
+
+/// `/proc/self/mountinfo` as objects; unparsable lines become `{"error": line}`.
+fn mounts() -> std::io::Result<Vec<Value>> {
+    let text = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text.lines().map(mount_entry).collect())
+}
+
+/// One mountinfo line as an object.
+fn mount_entry(line: &str) -> Value {
+    let Some((left, right)) = line.split_once(" - ") else {
+        return json!({ "error": line });
+    };
+    let l: Vec<&str> = left.split(' ').collect();
+    let r: Vec<&str> = right.split(' ').collect();
+    if l.len() < 6 || r.len() < 3 {
+        return json!({ "error": line });
+    }
+    json!({
+        "mount_point": unescape(l[4]),
+        "root": unescape(l[3]),
+        "fs_type": r[0],
+        "source": unescape(r[1]),
+        "options": l[5],
+        "super_options": r[2],
+    })
+}
+
+/// Whether `/dev/tty` (the controlling terminal) can be opened.
+fn ctty() -> bool {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// Whether a new file can be created at `path`; removes it again.
+fn can_create(path: &str) -> bool {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sorted names in a directory.
+fn dir_entries(dir: impl AsRef<Path>) -> std::io::Result<Vec<String>> {
+    let mut names = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// `nofile` and `nproc` soft/hard limits (`null` = unlimited).
+fn rlimits() -> Value {
+    let one = |r| {
+        let l = process::getrlimit(r);
+        json!({ "soft": l.current, "hard": l.maximum })
+    };
+    json!({ "nofile": one(Resource::Nofile), "nproc": one(Resource::Nproc) })
+}
+
+/// The process umask as a number (e.g. 18 for 0022).
+fn umask() -> u32 {
+    let old = process::umask(rustix::fs::Mode::empty());
+    process::umask(old);
+    old.bits()
+}
+
+/// Names of the network interfaces of the probe's network namespace.
+fn interfaces() -> std::io::Result<Vec<String>> {
+    let text = fs::read_to_string("/proc/self/net/dev")?;
+    let mut names: Vec<String> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_line() {
+        let v = mount_entry(
+            "36 35 98:0 /mnt1 /mnt\\040x rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
+        );
+        assert_eq!(v["mount_point"], "/mnt x");
+        assert_eq!(v["fs_type"], "ext3");
+        assert_eq!(v["options"], "rw,noatime");
+        assert_eq!(v["super_options"], "rw,errors=continue");
+        assert!(mount_entry("garbage").get("error").is_some());
+    }
+
+    #[test]
+    fn report_has_all_fields() {
+        let v = probe(&Args {
+            check_paths: vec!["/".into(), "/nonexistent-probe-path".into()],
+            after: After::Exit,
+        });
+        for k in [
+            "pid",
+            "ppid",
+            "uid",
+            "gid",
+            "euid",
+            "egid",
+            "groups",
+            "uid_map",
+            "gid_map",
+            "status",
+            "namespaces",
+            "fds",
+            "hostname",
+            "cwd",
+            "environment",
+            "mounts",
+            "ctty",
+            "sid",
+            "pgid",
+            "root_writable",
+            "tmp_writable",
+            "tmp_entries",
+            "dev_entries",
+            "visible",
+            "rlimits",
+            "cgroup",
+            "umask",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["visible"]["/"], true);
+        assert_eq!(v["visible"]["/nonexistent-probe-path"], false);
+        assert!(v["fds"].as_array().is_some_and(|a| !a.is_empty()));
+    }
+}
