@@ -1,0 +1,284 @@
+//! End to end: an isolated berthd + berth-helper per test, real namespaces, real sockets, the
+//! real CLI. Needs root and the `berth` user (scripts/setup-debian.sh).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_testkit::{Harness, ImageBuilder, busybox_image, ns_inode, proc_status_field, process_exists, probe_output};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn probe_unit(args: &str) -> String {
+    format!("[Unit]\nDescription=probe\n\n[Service]\nExecStart=/usr/bin/berth-probe {args}\n")
+}
+
+/// A harness with image `probe` in its pool, whose `probe.service` runs the probe and sleeps.
+fn harness_with_probe(args: &str) -> Result<Harness> {
+    let h = Harness::start()?;
+    ImageBuilder::new(&h.images_dir().join("probe")).probe().unit("probe.service", &probe_unit(args)).build()?;
+    h.berth_ok(&["attach", "probe"])?;
+    Ok(h)
+}
+
+fn log_text(h: &Harness, unit: &str) -> Result<String> {
+    h.berth_ok(&["logs", unit])
+}
+
+/// Starts probe.service and returns the probe's JSON and the service's main pid.
+fn run_probe(h: &Harness) -> Result<(Value, u32)> {
+    h.berth_ok(&["start", "probe"])?;
+    h.wait_for(|| Ok(probe_output(&log_text(h, "probe")?).is_ok()), WAIT)?;
+    let status = h.berth_json(&["status", "probe"])?;
+    let pid = status["main_pid"].as_u64().context("main_pid")? as u32;
+    Ok((probe_output(&log_text(h, "probe")?)?, pid))
+}
+
+#[test]
+fn attached_image_is_listed_with_its_units() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    let list = h.berth_json(&["list"]).unwrap();
+    assert_eq!(list[0]["unit"], "hello.service");
+    assert_eq!(list[0]["image"], "hello");
+    assert_eq!(list[0]["state"], "stopped");
+    assert_eq!(list[0]["profile"], "default@1");
+    assert!(list[0]["main_pid"].is_null() && list[0]["uid"].is_null());
+    assert_eq!(h.berth_json(&["image", "list"]).unwrap()[0]["state"], "attached");
+}
+
+#[test]
+fn attachment_survives_a_berthd_restart() {
+    let mut h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.restart_berthd().unwrap();
+
+    assert_eq!(h.berth_json(&["list"]).unwrap()[0]["unit"], "hello.service");
+    assert!(h.berth(&["is-attached", "hello"]).unwrap().status.success());
+}
+
+#[test]
+fn detached_image_is_not_attached() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.berth_ok(&["detach", "hello"]).unwrap();
+
+    let out = h.berth(&["is-attached", "hello"]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "detached");
+}
+
+#[test]
+fn image_by_absolute_path_attaches() {
+    let h = Harness::start().unwrap();
+    let outside = h.dir().join("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    let image = busybox_image(&outside, "remote").unwrap();
+
+    h.berth_ok(&["attach", image.to_str().unwrap()]).unwrap();
+
+    assert_eq!(h.berth_json(&["list"]).unwrap()[0]["unit"], "remote.service");
+}
+
+#[test]
+fn started_service_runs_and_its_output_is_logged() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.berth_ok(&["start", "hello"]).unwrap();
+
+    let status = h.berth_json(&["status", "hello"]).unwrap();
+    assert_eq!(status["state"], "running");
+    assert!(process_exists(status["main_pid"].as_u64().unwrap() as u32));
+    h.wait_for(|| Ok(log_text(&h, "hello")?.contains("hello from hello")), WAIT).unwrap();
+}
+
+#[test]
+fn status_json_has_the_contract_fields() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["start", "hello.service"]).unwrap();
+
+    let status = h.berth_json(&["status", "hello"]).unwrap();
+
+    for field in ["unit", "image", "state", "main_pid", "uid", "profile"] {
+        assert!(status.get(field).is_some(), "missing {field} in {status}");
+    }
+    let uid = status["uid"].as_u64().unwrap();
+    assert!((61184..=65519).contains(&uid), "uid {uid} not dynamic");
+}
+
+#[test]
+fn logs_n_returns_the_last_lines() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo one; echo two; echo three'\n";
+    ImageBuilder::new(&h.images_dir().join("lines")).unit("lines.service", unit).build().unwrap();
+    h.berth_ok(&["attach", "lines"]).unwrap();
+    h.berth_ok(&["start", "lines"]).unwrap();
+
+    let out = h.berth_ok(&["logs", "lines", "-n", "2"]).unwrap();
+
+    assert!(!out.contains("one") && out.contains("two") && out.contains("three"), "{out}");
+}
+
+#[test]
+fn logs_follow_streams_new_output() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nExecStart=/bin/sh -c 'while :; do echo tick; sleep 0.2; done'\n";
+    ImageBuilder::new(&h.images_dir().join("ticker")).unit("ticker.service", unit).build().unwrap();
+    h.berth_ok(&["attach", "ticker"]).unwrap();
+    h.berth_ok(&["start", "ticker"]).unwrap();
+
+    let mut child = h
+        .berth_command(&["logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    let ticks = String::from_utf8_lossy(&out.stdout).matches("tick").count();
+    assert!(ticks >= 3, "only {ticks} ticks followed");
+}
+
+#[test]
+fn oneshot_success_ends_exited_and_failure_ends_failed() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("jobs"))
+        .unit("jobs-ok.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        .unit("jobs-bad.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n")
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "jobs"]).unwrap();
+
+    h.berth_ok(&["start", "jobs-ok"]).unwrap();
+    let err = h.berth_err(&["start", "jobs-bad"]).unwrap();
+
+    assert_eq!(h.berth_json(&["status", "jobs-ok"]).unwrap()["state"], "exited");
+    let bad = h.berth_json(&["status", "jobs-bad"]).unwrap();
+    assert_eq!((bad["state"].as_str(), bad["exit_code"].as_i64()), (Some("failed"), Some(3)));
+    assert!(err.starts_with("berth: ") && err.contains("code 3"), "{err}");
+}
+
+#[test]
+fn environment_and_working_directory_reach_the_service() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nType=oneshot\nEnvironment=GREETING=\"hi there\" OTHER=x\nWorkingDirectory=/tmp\n\
+                ExecStart=/bin/sh -c 'echo \"$GREETING|$OTHER|$(pwd)\"'\n";
+    ImageBuilder::new(&h.images_dir().join("envy")).unit("envy.service", unit).build().unwrap();
+    h.berth_ok(&["attach", "envy"]).unwrap();
+
+    h.berth_ok(&["start", "envy"]).unwrap();
+
+    assert!(log_text(&h, "envy").unwrap().contains("hi there|x|/tmp"));
+}
+
+#[test]
+fn sandbox_namespaces_differ_from_the_host() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (_, pid) = run_probe(&h).unwrap();
+
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(ns_inode(pid, ns).unwrap(), ns_inode(std::process::id(), ns).unwrap(), "{ns} shared");
+    }
+}
+
+#[test]
+fn sandbox_runs_with_a_dynamic_uid_and_no_privileges() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (probe, pid) = run_probe(&h).unwrap();
+
+    let uid = probe["uid"].as_u64().unwrap();
+    assert!((61184..=65519).contains(&uid));
+    assert_eq!(probe["gid"].as_u64(), Some(uid));
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(proc_status_field(pid, cap).unwrap().trim(), "0000000000000000", "{cap}");
+    }
+    assert_eq!(proc_status_field(pid, "NoNewPrivs").unwrap().trim(), "1");
+    assert_eq!(probe["status"]["NoNewPrivs"].as_str().map(str::trim), Some("1"));
+}
+
+#[test]
+fn sandbox_leaks_no_fds_and_has_no_controlling_terminal() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (probe, pid) = run_probe(&h).unwrap();
+
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut fds: Vec<u32> = fds.iter().map(|f| f.parse().unwrap()).collect();
+    fds.sort();
+    assert_eq!(fds, vec![0, 1, 2]);
+    assert_eq!(probe["ctty"], false);
+    assert_eq!(probe["sid"], probe["pid"]);
+}
+
+#[test]
+fn sandbox_hides_host_files_and_has_a_private_read_only_root() {
+    let h = Harness::start().unwrap();
+    let marker = h.dir().join("host-marker");
+    std::fs::write(&marker, "secret").unwrap();
+    let args = format!("--check-path {} --check-path /etc/shadow --loop", marker.display());
+    ImageBuilder::new(&h.images_dir().join("probe")).probe().unit("probe.service", &probe_unit(&args)).build().unwrap();
+    h.berth_ok(&["attach", "probe"]).unwrap();
+
+    let (probe, _) = run_probe(&h).unwrap();
+
+    assert_eq!(probe["visible"][marker.to_str().unwrap()], false);
+    assert_eq!(probe["visible"]["/etc/shadow"], false);
+    assert_eq!(probe["root_writable"], false);
+    assert_eq!(probe["tmp_writable"], true);
+    assert_eq!(probe["tmp_entries"], serde_json::json!([]));
+}
+
+#[test]
+fn stop_kills_every_process_of_the_service() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nTimeoutStopSec=1\n\
+                ExecStart=/bin/sh -c 'trap \"\" TERM; sleep 1000 & sleep 1000 & while :; do sleep 1; done'\n";
+    ImageBuilder::new(&h.images_dir().join("stubborn")).unit("stubborn.service", unit).build().unwrap();
+    h.berth_ok(&["attach", "stubborn"]).unwrap();
+    h.berth_ok(&["start", "stubborn"]).unwrap();
+    let pid = h.berth_json(&["status", "stubborn"]).unwrap()["main_pid"].as_u64().unwrap() as u32;
+    let pidns = ns_inode(pid, "pid").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    h.berth_ok(&["stop", "stubborn"]).unwrap();
+
+    let left: Vec<u32> = berth_testkit::procfs::all_pids()
+        .into_iter()
+        .filter(|p| ns_inode(*p, "pid").ok() == Some(pidns))
+        .collect();
+    assert!(left.is_empty(), "processes left in the sandbox: {left:?}");
+    assert_eq!(h.berth_json(&["status", "stubborn"]).unwrap()["state"], "stopped");
+}
+
+#[test]
+fn restart_gives_a_new_main_process() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["start", "hello"]).unwrap();
+    let first = h.berth_json(&["status", "hello"]).unwrap()["main_pid"].as_u64().unwrap();
+
+    h.berth_ok(&["restart", "hello"]).unwrap();
+
+    let status = h.berth_json(&["status", "hello"]).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_ne!(status["main_pid"].as_u64().unwrap(), first);
+    assert!(!process_exists(first as u32));
+}

@@ -1,0 +1,200 @@
+//! Every bad input gets a clear error, and the daemons keep serving afterwards.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use berth_testkit::{Harness, ImageBuilder, busybox_image};
+
+/// One raw varlink exchange: sends `request` + NUL, returns the reply up to its NUL (or "" on EOF).
+fn raw_call(socket: &std::path::Path, request: &[u8]) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(request).unwrap();
+    stream.write_all(b"\0").unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = stream.read(&mut byte) {
+        if byte[0] == 0 {
+            break;
+        }
+        reply.push(byte[0]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+fn assert_still_serving(h: &Harness) {
+    h.berth_ok(&["list"]).unwrap();
+}
+
+#[test]
+fn image_without_os_release_is_refused_clearly() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("bare"))
+        .without_os_release()
+        .unit("bare.service", "[Service]\nExecStart=/bin/true\n")
+        .build()
+        .unwrap();
+
+    let err = h.berth_err(&["attach", "bare"]).unwrap();
+
+    assert!(err.starts_with("berth: ") && err.contains("os-release"), "{err}");
+    assert_still_serving(&h);
+}
+
+#[test]
+fn unit_naming_a_missing_binary_fails_to_start_with_its_path() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("ghost"))
+        .unit("ghost.service", "[Service]\nExecStart=/usr/bin/does-not-exist\n")
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "ghost"]).unwrap();
+
+    let err = h.berth_err(&["start", "ghost"]).unwrap();
+
+    assert!(err.contains("/usr/bin/does-not-exist") && err.contains("not found"), "{err}");
+    assert_eq!(h.berth_json(&["status", "ghost"]).unwrap()["state"], "failed");
+    assert_still_serving(&h);
+}
+
+#[test]
+fn unknown_unit_is_a_clear_error() {
+    let h = Harness::start().unwrap();
+
+    let err = h.berth_err(&["status", "nothing"]).unwrap();
+
+    assert_eq!(err.trim(), "berth: no attached unit 'nothing.service'");
+}
+
+#[test]
+fn symlinked_unit_pointing_at_a_host_file_is_refused() {
+    let h = Harness::start().unwrap();
+    let host_file = h.dir().join("host-unit.service");
+    std::fs::write(&host_file, "[Service]\nExecStart=/bin/true\n").unwrap();
+    ImageBuilder::new(&h.images_dir().join("evil"))
+        .symlink("usr/lib/systemd/system/evil.service", host_file.to_str().unwrap())
+        .build()
+        .unwrap();
+
+    let err = h.berth_err(&["attach", "evil"]).unwrap();
+
+    assert!(err.contains("evil.service"), "{err}");
+    assert!(h.berth(&["is-attached", "evil"]).unwrap().status.code() == Some(1));
+}
+
+#[test]
+fn call_with_missing_parameter_gets_invalid_parameter() {
+    let h = Harness::start().unwrap();
+
+    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Status","parameters":{}}"#);
+
+    assert!(reply.contains("org.varlink.service.InvalidParameter") && reply.contains("unit"), "{reply}");
+    assert_still_serving(&h);
+}
+
+#[test]
+fn call_with_wrong_parameter_type_gets_invalid_parameter() {
+    let h = Harness::start().unwrap();
+
+    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Status","parameters":{"unit":7}}"#);
+
+    assert!(reply.contains("org.varlink.service.InvalidParameter"), "{reply}");
+}
+
+#[test]
+fn call_to_unknown_method_with_parameters_gets_method_not_found() {
+    let h = Harness::start().unwrap();
+
+    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Explode","parameters":{"x":1}}"#);
+
+    assert!(reply.contains("org.varlink.service.MethodNotFound"), "{reply}");
+}
+
+#[test]
+fn call_to_unknown_interface_gets_interface_not_found() {
+    let h = Harness::start().unwrap();
+
+    let reply = raw_call(&h.socket(), br#"{"method":"com.example.Nope.Do","parameters":{}}"#);
+
+    assert!(reply.contains("org.varlink.service.InterfaceNotFound"), "{reply}");
+}
+
+#[test]
+fn garbage_on_the_socket_does_not_stop_the_daemon() {
+    let h = Harness::start().unwrap();
+
+    let _ = raw_call(&h.socket(), b"{not json at all");
+    let _ = raw_call(&h.socket(), b"[1,2,3]");
+
+    assert_still_serving(&h);
+}
+
+#[test]
+fn unprivileged_client_may_read_but_not_change() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    let berth = h.bin_dir().join("berth");
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&berth)
+            .arg("--socket")
+            .arg(h.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let read = as_nobody(&["list"]);
+    let write = as_nobody(&["attach", "hello"]);
+
+    assert!(read.status.success());
+    let err = String::from_utf8_lossy(&write.stderr);
+    assert!(!write.status.success() && err.contains("permission denied"), "{err}");
+}
+
+#[test]
+fn helper_refuses_callers_other_than_the_manager() {
+    let h = Harness::start().unwrap();
+    let helper_socket = h.runtime_dir().join("private/io.berth.Helper");
+
+    // Root is not the manager's uid: the helper must say no.
+    let reply = raw_call(&helper_socket, br#"{"method":"io.berth.Helper.Ping"}"#);
+
+    assert!(reply.contains("io.berth.Helper.PermissionDenied"), "{reply}");
+    assert_still_serving(&h);
+}
+
+#[test]
+fn helper_socket_is_not_reachable_for_other_users() {
+    let h = Harness::start().unwrap();
+    let helper_socket = h.runtime_dir().join("private/io.berth.Helper");
+
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c"])
+        .arg(format!("import socket; socket.socket(socket.AF_UNIX).connect({:?})", helper_socket.to_str().unwrap()))
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn second_berthd_cannot_take_over_the_sockets() {
+    let h = Harness::start().unwrap();
+    let berthd = h.bin_dir().join("berthd");
+
+    let second = std::process::Command::new(&berthd)
+        .arg("--runtime-dir")
+        .arg(h.runtime_dir())
+        .arg("--state-dir")
+        .arg(h.state_dir())
+        .output()
+        .unwrap();
+
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+    assert_still_serving(&h);
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what berth's build, demo and tests need on Debian 12, and creates the berth user.
+# Idempotent; run as root.
+set -euo pipefail
+packages=(busybox-static squashfs-tools erofs-utils bubblewrap hyperfine python3-pip gcc libc6-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python3 -c 'import varlink' 2>/dev/null || python3 -m pip install -q --break-system-packages varlink 2>/dev/null \
+  || python3 -m pip install -q varlink
+getent passwd berth >/dev/null || useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin berth
