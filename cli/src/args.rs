@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Run portable system services, sandboxed")]
+#[command(
+    name = "berth",
+    version,
+    about = "Run portable system services, sandboxed"
+)]
 pub struct Cli {
     /// berthd's socket.
-    #[arg(long, global = true, env = "BERTH_SOCKET", default_value = "/run/berth/io.berth.Manager")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SOCKET",
+        default_value = "/run/berth/io.berth.Manager"
+    )]
     pub socket: PathBuf,
     /// Machine-readable output.
     #[arg(long, global = true)]

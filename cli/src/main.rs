@@ -20,7 +20,10 @@ use args::{Cli, Command, ImageCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("berth: cannot start: {e}");
@@ -53,8 +56,15 @@ struct Session {
 }
 
 impl Session {
-    async fn call<P: Serialize, R: DeserializeOwned>(&mut self, method: &str, params: &P) -> anyhow::Result<R> {
-        self.client.call(&format!("io.berth.Manager.{method}"), params, Vec::new()).await.map_err(explain)
+    async fn call<P: Serialize, R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> anyhow::Result<R> {
+        self.client
+            .call(&format!("io.berth.Manager.{method}"), params, Vec::new())
+            .await
+            .map_err(explain)
     }
 
     fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
@@ -65,19 +75,38 @@ impl Session {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&cli.socket).await.map_err(|e| {
-        anyhow!("{e}\nberth: is berthd running? (socket {})", cli.socket.display())
+        anyhow!(
+            "{e}\nberth: is berthd running? (socket {})",
+            cli.socket.display()
+        )
     })?;
-    let mut s = Session { client, json: cli.json };
+    let mut s = Session {
+        client,
+        json: cli.json,
+    };
     match cli.command {
         Command::Image(ImageCommand::List) => image_list(&mut s).await?,
-        Command::Image(ImageCommand::Inspect { image, cat }) => image_inspect(&mut s, image, cat).await?,
-        Command::List => list(&mut s).await?,
-        Command::Attach { image, prefixes, profile, now, force } => {
-            attach(&mut s, image, prefixes, profile, now, force).await?
+        Command::Image(ImageCommand::Inspect { image, cat }) => {
+            image_inspect(&mut s, image, cat).await?
         }
+        Command::List => list(&mut s).await?,
+        Command::Attach {
+            image,
+            prefixes,
+            profile,
+            now,
+            force,
+        } => attach(&mut s, image, prefixes, profile, now, force).await?,
         Command::Detach { image, now } => detach(&mut s, image, now).await?,
         Command::IsAttached { image } => {
-            let reply: IsAttachedReply = s.call("IsAttached", &ImageParams { image: image_arg(&image)? }).await?;
+            let reply: IsAttachedReply = s
+                .call(
+                    "IsAttached",
+                    &ImageParams {
+                        image: image_arg(&image)?,
+                    },
+                )
+                .await?;
             if s.json {
                 s.print_json(&reply)?;
             } else {
@@ -91,7 +120,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { units } => return lifecycle(&mut s, "Stop", units).await,
         Command::Restart { units } => return lifecycle(&mut s, "Restart", units).await,
         Command::Status { unit } => status(&mut s, unit).await?,
-        Command::Logs { unit, follow, lines } => logs(&mut s, unit, follow, lines).await?,
+        Command::Logs {
+            unit,
+            follow,
+            lines,
+        } => logs(&mut s, unit, follow, lines).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -128,20 +161,32 @@ async fn image_list(s: &mut Session) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    output::table(&["NAME", "TYPE", "STATE", "VERSION", "DESCRIPTION", "PATH"], &rows);
+    output::table(
+        &["NAME", "TYPE", "STATE", "VERSION", "DESCRIPTION", "PATH"],
+        &rows,
+    );
     Ok(())
 }
 
 async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Result<()> {
-    let params = InspectImageParams { image: image_arg(&image)?, cat: Some(cat) };
+    let params = InspectImageParams {
+        image: image_arg(&image)?,
+        cat: Some(cat),
+    };
     let reply: InspectImageReply = s.call("InspectImage", &params).await?;
     let d = reply.details;
     if s.json {
         return s.print_json(&d);
     }
     println!("Image: {}", d.image.path);
-    println!("Portable Service: {}", d.image.pretty_name.as_deref().unwrap_or("n/a"));
-    println!("Operating System: {}", d.os_pretty_name.as_deref().unwrap_or("n/a"));
+    println!(
+        "Portable Service: {}",
+        d.image.pretty_name.as_deref().unwrap_or("n/a")
+    );
+    println!(
+        "Operating System: {}",
+        d.os_pretty_name.as_deref().unwrap_or("n/a")
+    );
     if !d.portable_prefixes.is_empty() {
         println!("Prefixes: {}", d.portable_prefixes.join(" "));
     }
@@ -163,7 +208,14 @@ fn unit_rows(units: &[UnitStatus]) -> Vec<Vec<String>> {
     units
         .iter()
         .map(|u| {
-            vec![u.unit.clone(), u.image.clone(), u.state.clone(), opt(u.main_pid), opt(u.uid), u.profile.clone()]
+            vec![
+                u.unit.clone(),
+                u.image.clone(),
+                u.state.clone(),
+                opt(u.main_pid),
+                opt(u.uid),
+                u.profile.clone(),
+            ]
         })
         .collect()
 }
@@ -177,7 +229,10 @@ async fn list(s: &mut Session) -> anyhow::Result<()> {
         println!("No units attached.");
         return Ok(());
     }
-    output::table(&["UNIT", "IMAGE", "STATE", "MAIN PID", "UID", "PROFILE"], &unit_rows(&reply.units));
+    output::table(
+        &["UNIT", "IMAGE", "STATE", "MAIN PID", "UID", "PROFILE"],
+        &unit_rows(&reply.units),
+    );
     Ok(())
 }
 
@@ -189,7 +244,12 @@ async fn attach(
     now: bool,
     force: bool,
 ) -> anyhow::Result<()> {
-    let params = AttachParams { image: image_arg(&image)?, prefixes: Some(prefixes), profile, force: Some(force) };
+    let params = AttachParams {
+        image: image_arg(&image)?,
+        prefixes: Some(prefixes),
+        profile,
+        force: Some(force),
+    };
     let reply: AttachReply = s.call("Attach", &params).await?;
     for warning in &reply.warnings {
         eprintln!("berth: warning: {warning}");
@@ -212,9 +272,23 @@ async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()>
     let image = image_arg(&image)?;
     if now {
         let list: ListReply = s.call("List", &Empty {}).await?;
-        let name = image.rsplit('/').next().unwrap_or(&image).split('_').next().unwrap_or(&image).to_string();
+        let name = image
+            .rsplit('/')
+            .next()
+            .unwrap_or(&image)
+            .split('_')
+            .next()
+            .unwrap_or(&image)
+            .to_string();
         for unit in list.units.iter().filter(|u| u.image == name) {
-            let _: StatusReply = s.call("Stop", &UnitParams { unit: unit.unit.clone() }).await?;
+            let _: StatusReply = s
+                .call(
+                    "Stop",
+                    &UnitParams {
+                        unit: unit.unit.clone(),
+                    },
+                )
+                .await?;
         }
     }
     let reply: DetachReply = s.call("Detach", &ImageParams { image }).await?;
@@ -229,7 +303,11 @@ async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()>
 fn check_started(status: &UnitStatus) -> anyhow::Result<()> {
     if status.state == "failed" {
         let why = status.failure.as_deref().unwrap_or("failed");
-        return Err(anyhow!("{} failed: {why} (see 'berth logs {}')", status.unit, status.unit));
+        return Err(anyhow!(
+            "{} failed: {why} (see 'berth logs {}')",
+            status.unit,
+            status.unit
+        ));
     }
     Ok(())
 }
@@ -265,7 +343,10 @@ async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
         None => println!("{dot} {}", st.unit),
     }
     println!("     Image: {} (profile {})", st.image, st.profile);
-    let since = st.since_usec.map(|u| format!(" since {} UTC", output::format_usec(u))).unwrap_or_default();
+    let since = st
+        .since_usec
+        .map(|u| format!(" since {} UTC", output::format_usec(u)))
+        .unwrap_or_default();
     println!("     State: {}{since}", st.state);
     if let Some(pid) = st.main_pid {
         println!("  Main PID: {pid}");
@@ -281,7 +362,15 @@ async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
     if let Some(f) = &st.failure {
         println!("   Failure: {f}");
     }
-    let logs: LogsReply = s.call("Logs", &LogsParams { unit, lines: Some(10) }).await?;
+    let logs: LogsReply = s
+        .call(
+            "Logs",
+            &LogsParams {
+                unit,
+                lines: Some(10),
+            },
+        )
+        .await?;
     if !logs.entries.is_empty() {
         println!();
         print_entries(&st.unit, &logs.entries, false);
@@ -296,15 +385,28 @@ fn print_entries(unit: &str, entries: &[LogEntry], json: bool) {
                 println!("{line}");
             }
         } else {
-            let marker = if e.stream == "stderr" { " [stderr]" } else { "" };
+            let marker = if e.stream == "stderr" {
+                " [stderr]"
+            } else {
+                ""
+            };
             println!("{} {unit}{marker}: {}", output::format_usec(e.usec), e.text);
         }
     }
 }
 
-async fn logs(s: &mut Session, unit: String, follow: bool, lines: Option<i64>) -> anyhow::Result<()> {
+async fn logs(
+    s: &mut Session,
+    unit: String,
+    follow: bool,
+    lines: Option<i64>,
+) -> anyhow::Result<()> {
     let json = s.json;
-    let name = if unit.contains('.') { unit.clone() } else { format!("{unit}.service") };
+    let name = if unit.contains('.') {
+        unit.clone()
+    } else {
+        format!("{unit}.service")
+    };
     let params = LogsParams { unit, lines };
     if follow {
         let each = |reply: LogsReply| {
@@ -312,7 +414,11 @@ async fn logs(s: &mut Session, unit: String, follow: bool, lines: Option<i64>) -
             use std::io::Write;
             std::io::stdout().flush().is_ok()
         };
-        return s.client.call_more("io.berth.Manager.Logs", &params, each).await.map_err(explain);
+        return s
+            .client
+            .call_more("io.berth.Manager.Logs", &params, each)
+            .await
+            .map_err(explain);
     }
     let reply: LogsReply = s.call("Logs", &params).await?;
     print_entries(&name, &reply.entries, json);

@@ -9,7 +9,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -25,7 +29,12 @@ pub fn format_usec(usec: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
@@ -53,6 +62,9 @@ mod tests {
     #[test]
     fn known_date_formats_correctly() {
         // 2026-11-28 12:34:56.5 UTC
-        assert_eq!(format_usec(1_795_869_296_500_000), "2026-11-28 12:34:56.500000");
+        assert_eq!(
+            format_usec(1_795_869_296_500_000),
+            "2026-11-28 12:34:56.500000"
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! End to end: an isolated berthd + berth-helper per test, real namespaces, real sockets, the
 //! real CLI. Needs root and the `berth` user (scripts/setup-debian.sh).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use berth_testkit::{Harness, ImageBuilder, busybox_image, ns_inode, proc_status_field, process_exists, probe_output};
+use berth_testkit::{
+    Harness, ImageBuilder, busybox_image, ns_inode, probe_output, proc_status_field, process_exists,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -16,7 +20,10 @@ fn probe_unit(args: &str) -> String {
 /// A harness with image `probe` in its pool, whose `probe.service` runs the probe and sleeps.
 fn harness_with_probe(args: &str) -> Result<Harness> {
     let h = Harness::start()?;
-    ImageBuilder::new(&h.images_dir().join("probe")).probe().unit("probe.service", &probe_unit(args)).build()?;
+    ImageBuilder::new(&h.images_dir().join("probe"))
+        .probe()
+        .unit("probe.service", &probe_unit(args))
+        .build()?;
     h.berth_ok(&["attach", "probe"])?;
     Ok(h)
 }
@@ -47,7 +54,10 @@ fn attached_image_is_listed_with_its_units() {
     assert_eq!(list[0]["state"], "stopped");
     assert_eq!(list[0]["profile"], "default@1");
     assert!(list[0]["main_pid"].is_null() && list[0]["uid"].is_null());
-    assert_eq!(h.berth_json(&["image", "list"]).unwrap()[0]["state"], "attached");
+    assert_eq!(
+        h.berth_json(&["image", "list"]).unwrap()[0]["state"],
+        "attached"
+    );
 }
 
 #[test]
@@ -84,7 +94,10 @@ fn image_by_absolute_path_attaches() {
 
     h.berth_ok(&["attach", image.to_str().unwrap()]).unwrap();
 
-    assert_eq!(h.berth_json(&["list"]).unwrap()[0]["unit"], "remote.service");
+    assert_eq!(
+        h.berth_json(&["list"]).unwrap()[0]["unit"],
+        "remote.service"
+    );
 }
 
 #[test]
@@ -98,7 +111,11 @@ fn started_service_runs_and_its_output_is_logged() {
     let status = h.berth_json(&["status", "hello"]).unwrap();
     assert_eq!(status["state"], "running");
     assert!(process_exists(status["main_pid"].as_u64().unwrap() as u32));
-    h.wait_for(|| Ok(log_text(&h, "hello")?.contains("hello from hello")), WAIT).unwrap();
+    h.wait_for(
+        || Ok(log_text(&h, "hello")?.contains("hello from hello")),
+        WAIT,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -121,20 +138,29 @@ fn status_json_has_the_contract_fields() {
 fn logs_n_returns_the_last_lines() {
     let h = Harness::start().unwrap();
     let unit = "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo one; echo two; echo three'\n";
-    ImageBuilder::new(&h.images_dir().join("lines")).unit("lines.service", unit).build().unwrap();
+    ImageBuilder::new(&h.images_dir().join("lines"))
+        .unit("lines.service", unit)
+        .build()
+        .unwrap();
     h.berth_ok(&["attach", "lines"]).unwrap();
     h.berth_ok(&["start", "lines"]).unwrap();
 
     let out = h.berth_ok(&["logs", "lines", "-n", "2"]).unwrap();
 
-    assert!(!out.contains("one") && out.contains("two") && out.contains("three"), "{out}");
+    assert!(
+        !out.contains("one") && out.contains("two") && out.contains("three"),
+        "{out}"
+    );
 }
 
 #[test]
 fn logs_follow_streams_new_output() {
     let h = Harness::start().unwrap();
     let unit = "[Service]\nExecStart=/bin/sh -c 'while :; do echo tick; sleep 0.2; done'\n";
-    ImageBuilder::new(&h.images_dir().join("ticker")).unit("ticker.service", unit).build().unwrap();
+    ImageBuilder::new(&h.images_dir().join("ticker"))
+        .unit("ticker.service", unit)
+        .build()
+        .unwrap();
     h.berth_ok(&["attach", "ticker"]).unwrap();
     h.berth_ok(&["start", "ticker"]).unwrap();
 
@@ -155,8 +181,14 @@ fn logs_follow_streams_new_output() {
 fn oneshot_success_ends_exited_and_failure_ends_failed() {
     let h = Harness::start().unwrap();
     ImageBuilder::new(&h.images_dir().join("jobs"))
-        .unit("jobs-ok.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
-        .unit("jobs-bad.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n")
+        .unit(
+            "jobs-ok.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        )
+        .unit(
+            "jobs-bad.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n",
+        )
         .build()
         .unwrap();
     h.berth_ok(&["attach", "jobs"]).unwrap();
@@ -164,10 +196,19 @@ fn oneshot_success_ends_exited_and_failure_ends_failed() {
     h.berth_ok(&["start", "jobs-ok"]).unwrap();
     let err = h.berth_err(&["start", "jobs-bad"]).unwrap();
 
-    assert_eq!(h.berth_json(&["status", "jobs-ok"]).unwrap()["state"], "exited");
+    assert_eq!(
+        h.berth_json(&["status", "jobs-ok"]).unwrap()["state"],
+        "exited"
+    );
     let bad = h.berth_json(&["status", "jobs-bad"]).unwrap();
-    assert_eq!((bad["state"].as_str(), bad["exit_code"].as_i64()), (Some("failed"), Some(3)));
-    assert!(err.starts_with("berth: ") && err.contains("code 3"), "{err}");
+    assert_eq!(
+        (bad["state"].as_str(), bad["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
+    assert!(
+        err.starts_with("berth: ") && err.contains("code 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -175,7 +216,10 @@ fn environment_and_working_directory_reach_the_service() {
     let h = Harness::start().unwrap();
     let unit = "[Service]\nType=oneshot\nEnvironment=GREETING=\"hi there\" OTHER=x\nWorkingDirectory=/tmp\n\
                 ExecStart=/bin/sh -c 'echo \"$GREETING|$OTHER|$(pwd)\"'\n";
-    ImageBuilder::new(&h.images_dir().join("envy")).unit("envy.service", unit).build().unwrap();
+    ImageBuilder::new(&h.images_dir().join("envy"))
+        .unit("envy.service", unit)
+        .build()
+        .unwrap();
     h.berth_ok(&["attach", "envy"]).unwrap();
 
     h.berth_ok(&["start", "envy"]).unwrap();
@@ -190,7 +234,11 @@ fn sandbox_namespaces_differ_from_the_host() {
     let (_, pid) = run_probe(&h).unwrap();
 
     for ns in ["mnt", "pid", "ipc", "uts"] {
-        assert_ne!(ns_inode(pid, ns).unwrap(), ns_inode(std::process::id(), ns).unwrap(), "{ns} shared");
+        assert_ne!(
+            ns_inode(pid, ns).unwrap(),
+            ns_inode(std::process::id(), ns).unwrap(),
+            "{ns} shared"
+        );
     }
 }
 
@@ -204,10 +252,17 @@ fn sandbox_runs_with_a_dynamic_uid_and_no_privileges() {
     assert!((61184..=65519).contains(&uid));
     assert_eq!(probe["gid"].as_u64(), Some(uid));
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(proc_status_field(pid, cap).unwrap().trim(), "0000000000000000", "{cap}");
+        assert_eq!(
+            proc_status_field(pid, cap).unwrap().trim(),
+            "0000000000000000",
+            "{cap}"
+        );
     }
     assert_eq!(proc_status_field(pid, "NoNewPrivs").unwrap().trim(), "1");
-    assert_eq!(probe["status"]["NoNewPrivs"].as_str().map(str::trim), Some("1"));
+    assert_eq!(
+        probe["status"]["NoNewPrivs"].as_str().map(str::trim),
+        Some("1")
+    );
 }
 
 #[test]
@@ -232,8 +287,15 @@ fn sandbox_hides_host_files_and_has_a_private_read_only_root() {
     let h = Harness::start().unwrap();
     let marker = h.dir().join("host-marker");
     std::fs::write(&marker, "secret").unwrap();
-    let args = format!("--check-path {} --check-path /etc/shadow --loop", marker.display());
-    ImageBuilder::new(&h.images_dir().join("probe")).probe().unit("probe.service", &probe_unit(&args)).build().unwrap();
+    let args = format!(
+        "--check-path {} --check-path /etc/shadow --loop",
+        marker.display()
+    );
+    ImageBuilder::new(&h.images_dir().join("probe"))
+        .probe()
+        .unit("probe.service", &probe_unit(&args))
+        .build()
+        .unwrap();
     h.berth_ok(&["attach", "probe"]).unwrap();
 
     let (probe, _) = run_probe(&h).unwrap();
@@ -250,10 +312,15 @@ fn stop_kills_every_process_of_the_service() {
     let h = Harness::start().unwrap();
     let unit = "[Service]\nTimeoutStopSec=1\n\
                 ExecStart=/bin/sh -c 'trap \"\" TERM; sleep 1000 & sleep 1000 & while :; do sleep 1; done'\n";
-    ImageBuilder::new(&h.images_dir().join("stubborn")).unit("stubborn.service", unit).build().unwrap();
+    ImageBuilder::new(&h.images_dir().join("stubborn"))
+        .unit("stubborn.service", unit)
+        .build()
+        .unwrap();
     h.berth_ok(&["attach", "stubborn"]).unwrap();
     h.berth_ok(&["start", "stubborn"]).unwrap();
-    let pid = h.berth_json(&["status", "stubborn"]).unwrap()["main_pid"].as_u64().unwrap() as u32;
+    let pid = h.berth_json(&["status", "stubborn"]).unwrap()["main_pid"]
+        .as_u64()
+        .unwrap() as u32;
     let pidns = ns_inode(pid, "pid").unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
@@ -264,7 +331,10 @@ fn stop_kills_every_process_of_the_service() {
         .filter(|p| ns_inode(*p, "pid").ok() == Some(pidns))
         .collect();
     assert!(left.is_empty(), "processes left in the sandbox: {left:?}");
-    assert_eq!(h.berth_json(&["status", "stubborn"]).unwrap()["state"], "stopped");
+    assert_eq!(
+        h.berth_json(&["status", "stubborn"]).unwrap()["state"],
+        "stopped"
+    );
 }
 
 #[test]
@@ -273,7 +343,9 @@ fn restart_gives_a_new_main_process() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello"]).unwrap();
-    let first = h.berth_json(&["status", "hello"]).unwrap()["main_pid"].as_u64().unwrap();
+    let first = h.berth_json(&["status", "hello"]).unwrap()["main_pid"]
+        .as_u64()
+        .unwrap();
 
     h.berth_ok(&["restart", "hello"]).unwrap();
 

@@ -1,5 +1,7 @@
 //! Every bad input gets a clear error, and the daemons keep serving afterwards.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -9,7 +11,9 @@ use berth_testkit::{Harness, ImageBuilder, busybox_image};
 /// One raw varlink exchange: sends `request` + NUL, returns the reply up to its NUL (or "" on EOF).
 fn raw_call(socket: &std::path::Path, request: &[u8]) -> String {
     let mut stream = UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request).unwrap();
     stream.write_all(b"\0").unwrap();
     let mut reply = Vec::new();
@@ -38,7 +42,10 @@ fn image_without_os_release_is_refused_clearly() {
 
     let err = h.berth_err(&["attach", "bare"]).unwrap();
 
-    assert!(err.starts_with("berth: ") && err.contains("os-release"), "{err}");
+    assert!(
+        err.starts_with("berth: ") && err.contains("os-release"),
+        "{err}"
+    );
     assert_still_serving(&h);
 }
 
@@ -46,15 +53,24 @@ fn image_without_os_release_is_refused_clearly() {
 fn unit_naming_a_missing_binary_fails_to_start_with_its_path() {
     let h = Harness::start().unwrap();
     ImageBuilder::new(&h.images_dir().join("ghost"))
-        .unit("ghost.service", "[Service]\nExecStart=/usr/bin/does-not-exist\n")
+        .unit(
+            "ghost.service",
+            "[Service]\nExecStart=/usr/bin/does-not-exist\n",
+        )
         .build()
         .unwrap();
     h.berth_ok(&["attach", "ghost"]).unwrap();
 
     let err = h.berth_err(&["start", "ghost"]).unwrap();
 
-    assert!(err.contains("/usr/bin/does-not-exist") && err.contains("not found"), "{err}");
-    assert_eq!(h.berth_json(&["status", "ghost"]).unwrap()["state"], "failed");
+    assert!(
+        err.contains("/usr/bin/does-not-exist") && err.contains("not found"),
+        "{err}"
+    );
+    assert_eq!(
+        h.berth_json(&["status", "ghost"]).unwrap()["state"],
+        "failed"
+    );
     assert_still_serving(&h);
 }
 
@@ -73,7 +89,10 @@ fn symlinked_unit_pointing_at_a_host_file_is_refused() {
     let host_file = h.dir().join("host-unit.service");
     std::fs::write(&host_file, "[Service]\nExecStart=/bin/true\n").unwrap();
     ImageBuilder::new(&h.images_dir().join("evil"))
-        .symlink("usr/lib/systemd/system/evil.service", host_file.to_str().unwrap())
+        .symlink(
+            "usr/lib/systemd/system/evil.service",
+            host_file.to_str().unwrap(),
+        )
         .build()
         .unwrap();
 
@@ -87,9 +106,15 @@ fn symlinked_unit_pointing_at_a_host_file_is_refused() {
 fn call_with_missing_parameter_gets_invalid_parameter() {
     let h = Harness::start().unwrap();
 
-    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Status","parameters":{}}"#);
+    let reply = raw_call(
+        &h.socket(),
+        br#"{"method":"io.berth.Manager.Status","parameters":{}}"#,
+    );
 
-    assert!(reply.contains("org.varlink.service.InvalidParameter") && reply.contains("unit"), "{reply}");
+    assert!(
+        reply.contains("org.varlink.service.InvalidParameter") && reply.contains("unit"),
+        "{reply}"
+    );
     assert_still_serving(&h);
 }
 
@@ -97,27 +122,45 @@ fn call_with_missing_parameter_gets_invalid_parameter() {
 fn call_with_wrong_parameter_type_gets_invalid_parameter() {
     let h = Harness::start().unwrap();
 
-    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Status","parameters":{"unit":7}}"#);
+    let reply = raw_call(
+        &h.socket(),
+        br#"{"method":"io.berth.Manager.Status","parameters":{"unit":7}}"#,
+    );
 
-    assert!(reply.contains("org.varlink.service.InvalidParameter"), "{reply}");
+    assert!(
+        reply.contains("org.varlink.service.InvalidParameter"),
+        "{reply}"
+    );
 }
 
 #[test]
 fn call_to_unknown_method_with_parameters_gets_method_not_found() {
     let h = Harness::start().unwrap();
 
-    let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.Explode","parameters":{"x":1}}"#);
+    let reply = raw_call(
+        &h.socket(),
+        br#"{"method":"io.berth.Manager.Explode","parameters":{"x":1}}"#,
+    );
 
-    assert!(reply.contains("org.varlink.service.MethodNotFound"), "{reply}");
+    assert!(
+        reply.contains("org.varlink.service.MethodNotFound"),
+        "{reply}"
+    );
 }
 
 #[test]
 fn call_to_unknown_interface_gets_interface_not_found() {
     let h = Harness::start().unwrap();
 
-    let reply = raw_call(&h.socket(), br#"{"method":"com.example.Nope.Do","parameters":{}}"#);
+    let reply = raw_call(
+        &h.socket(),
+        br#"{"method":"com.example.Nope.Do","parameters":{}}"#,
+    );
 
-    assert!(reply.contains("org.varlink.service.InterfaceNotFound"), "{reply}");
+    assert!(
+        reply.contains("org.varlink.service.InterfaceNotFound"),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -151,7 +194,10 @@ fn unprivileged_client_may_read_but_not_change() {
 
     assert!(read.status.success());
     let err = String::from_utf8_lossy(&write.stderr);
-    assert!(!write.status.success() && err.contains("permission denied"), "{err}");
+    assert!(
+        !write.status.success() && err.contains("permission denied"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,7 +208,10 @@ fn helper_refuses_callers_other_than_the_manager() {
     // Root is not the manager's uid: the helper must say no.
     let reply = raw_call(&helper_socket, br#"{"method":"io.berth.Helper.Ping"}"#);
 
-    assert!(reply.contains("io.berth.Helper.PermissionDenied"), "{reply}");
+    assert!(
+        reply.contains("io.berth.Helper.PermissionDenied"),
+        "{reply}"
+    );
     assert_still_serving(&h);
 }
 
@@ -172,8 +221,17 @@ fn helper_socket_is_not_reachable_for_other_users() {
     let helper_socket = h.runtime_dir().join("private/io.berth.Helper");
 
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c"])
-        .arg(format!("import socket; socket.socket(socket.AF_UNIX).connect({:?})", helper_socket.to_str().unwrap()))
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "python3",
+            "-c",
+        ])
+        .arg(format!(
+            "import socket; socket.socket(socket.AF_UNIX).connect({:?})",
+            helper_socket.to_str().unwrap()
+        ))
         .output()
         .unwrap();
 

@@ -1,12 +1,18 @@
 //! Real varlink clients against berthd: the PyPI `varlink` CLI, and introspection that matches
 //! the checked-in IDL.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::process::Command;
 
 use berth_testkit::{Harness, busybox_image};
 
 fn python_varlink(args: &[&str]) -> std::process::Output {
-    Command::new("python3").args(["-m", "varlink.cli"]).args(args).output().unwrap()
+    Command::new("python3")
+        .args(["-m", "varlink.cli"])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -17,8 +23,15 @@ fn python_varlink_info_lists_the_manager_interface() {
     let out = python_varlink(&["info", &address]);
 
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("io.berth.Manager") && text.contains("org.varlink.service"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("io.berth.Manager") && text.contains("org.varlink.service"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -41,14 +54,21 @@ fn python_varlink_help_parses_the_interface_description() {
 
     let out = python_varlink(&["help", &address]);
 
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("method Attach("));
 }
 
 #[test]
 fn served_interface_description_equals_the_idl_file() {
     let h = Harness::start().unwrap();
-    let method = format!("unix:{}/org.varlink.service.GetInterfaceDescription", h.socket().display());
+    let method = format!(
+        "unix:{}/org.varlink.service.GetInterfaceDescription",
+        h.socket().display()
+    );
 
     let out = python_varlink(&["call", &method, r#"{"interface":"io.berth.Manager"}"#]);
 

@@ -1,8 +1,17 @@
 //! berthd, the unprivileged manager of berth: images, units, attachments, service lifecycle,
 //! logs and in-process authorization.
 
+pub mod api;
+pub mod atomic_write;
+pub mod attachments;
+pub mod daemon;
+pub mod dynamic_user;
 pub mod exec_command;
 pub mod image;
+pub mod logs;
 pub mod os_release;
+pub mod paths;
+pub mod privilege_split;
 pub mod service_config;
+pub mod services;
 pub mod unit_file;

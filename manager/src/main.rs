@@ -1,1 +1,103 @@
-fn main() {}
+//! berthd: the unprivileged manager of berth.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use anyhow::Context;
+use berth_manager::api::ManagerInterface;
+use berth_manager::daemon::Manager;
+use berth_manager::dynamic_user::DynamicUsers;
+use berth_manager::paths::Paths;
+use berth_manager::{privilege_split, services};
+use berth_protocol::varlink::{BERTH_INFO, VarlinkService};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "berthd", version, about = "berth's manager daemon")]
+struct Args {
+    /// Runtime directory (sockets, locks).
+    #[arg(long, default_value = "/run/berth")]
+    runtime_dir: PathBuf,
+    /// State directory (images, attachments, logs).
+    #[arg(long, default_value = "/var/lib/berth")]
+    state_dir: PathBuf,
+    /// berth-helper's floor policy file, passed to the helper.
+    #[arg(long, default_value = "/etc/berth/helper.toml")]
+    config: PathBuf,
+    /// User to run as after starting the helper.
+    #[arg(long, default_value = "berth")]
+    user: String,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("berthd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let paths = Paths::new(&args.runtime_dir, &args.state_dir);
+    let is_root = rustix::process::geteuid().is_root();
+    let user = privilege_split::lookup_user(std::path::Path::new("/etc/passwd"), &args.user)?;
+    if user.uid == 0 {
+        return Err(privilege_split::StartupError::UserIsRoot(args.user).into());
+    }
+    privilege_split::prepare_dirs(&paths, is_root.then_some(&user))?;
+    let _lock = privilege_split::lock_instance(&paths)?;
+    // The helper is ours only when we start as root; otherwise one must already serve us.
+    let _helper = if is_root {
+        let helper = privilege_split::start_helper(&paths, &user, Some(&args.config))?;
+        privilege_split::drop_privileges(&user)?;
+        Some(helper)
+    } else {
+        None
+    };
+    let admin_gid = group_id("berth-admin");
+    let users = DynamicUsers::new(61184, 65519);
+    let shared = Rc::new(RefCell::new(Manager::load(paths.clone(), users, admin_gid)));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let socket = paths.manager_socket();
+        if socket.exists() {
+            std::fs::remove_file(&socket)
+                .with_context(|| format!("removing stale {}", socket.display()))?;
+        }
+        let listener = zlink::tokio::unix::bind(&socket)
+            .with_context(|| format!("binding {}", socket.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        services::adopt_running(&shared);
+        let server = zlink::Server::new(
+            listener,
+            VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO),
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        eprintln!("berthd: serving {}", socket.display());
+        tokio::select! {
+            r = server.run() => r.context("varlink server")?,
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = std::fs::remove_file(&socket);
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name)
+            .then(|| f.nth(1)?.parse().ok())
+            .flatten()
+    })
+}

@@ -22,7 +22,9 @@ impl RemoteError {
     /// Converts into a `zlink::ReplyError` enum such as `ManagerError`, if it is one of its
     /// errors.
     pub fn typed<E: DeserializeOwned>(&self) -> Option<E> {
-        serde_json::to_value(self).ok().and_then(|v| serde_json::from_value(v).ok())
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
     }
 }
 
@@ -60,20 +62,32 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let conn = zlink::tokio::unix::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+        let conn =
+            zlink::tokio::unix::connect(path)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                })?;
         Ok(Client { conn })
     }
 
     /// Calls `method` and decodes its single reply.
-    pub async fn call<P, R>(&mut self, method: &str, params: &P, fds: Vec<OwnedFd>) -> Result<R, ClientError>
+    pub async fn call<P, R>(
+        &mut self,
+        method: &str,
+        params: &P,
+        fds: Vec<OwnedFd>,
+    ) -> Result<R, ClientError>
     where
         P: Serialize,
         R: DeserializeOwned,
     {
         let params = serde_json::to_value(params)?;
-        let call = Call::new(OutgoingCall { method, parameters: Some(&params) });
+        let call = Call::new(OutgoingCall {
+            method,
+            parameters: Some(&params),
+        });
         self.conn.send_call(&call, fds).await?;
         let reply = self.receive().await?;
         Ok(serde_json::from_value(reply.0)?)
@@ -81,14 +95,23 @@ impl Client {
 
     /// Calls `method` with the `more` flag and hands every reply to `each` until the service
     /// ends the stream or `each` returns false.
-    pub async fn call_more<P, R, F>(&mut self, method: &str, params: &P, mut each: F) -> Result<(), ClientError>
+    pub async fn call_more<P, R, F>(
+        &mut self,
+        method: &str,
+        params: &P,
+        mut each: F,
+    ) -> Result<(), ClientError>
     where
         P: Serialize,
         R: DeserializeOwned,
         F: FnMut(R) -> bool,
     {
         let params = serde_json::to_value(params)?;
-        let call = Call::new(OutgoingCall { method, parameters: Some(&params) }).set_more(true);
+        let call = Call::new(OutgoingCall {
+            method,
+            parameters: Some(&params),
+        })
+        .set_more(true);
         self.conn.send_call(&call, Vec::new()).await?;
         loop {
             let (value, continues) = self.receive().await?;
@@ -116,7 +139,10 @@ pub fn remote_error_of(error: &ClientError) -> Option<RemoteError> {
     match error {
         ClientError::Remote(e) => Some(e.clone()),
         ClientError::Transport(zlink::Error::VarlinkService(e)) => Some(RemoteError {
-            error: format!("org.varlink.service.{}", varlink_error_name(&format!("{e:?}"))),
+            error: format!(
+                "org.varlink.service.{}",
+                varlink_error_name(&format!("{e:?}"))
+            ),
             parameters: None,
         }),
         _ => None,
@@ -124,5 +150,9 @@ pub fn remote_error_of(error: &ClientError) -> Option<RemoteError> {
 }
 
 fn varlink_error_name(debug: &str) -> String {
-    debug.split(|c: char| !c.is_alphanumeric()).find(|s| !s.is_empty()).unwrap_or("Error").to_string()
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .find(|s| !s.is_empty())
+        .unwrap_or("Error")
+        .to_string()
 }

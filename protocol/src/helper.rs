@@ -11,7 +11,11 @@ use crate::idl::InterfaceBuilder;
 pub const INTERFACE: &str = "io.berth.Helper";
 
 /// The fds a `Spawn` call carries, in order.
-pub const SPAWN_FDS: [&str; 3] = ["image root directory", "log file", "supervisor socket directory"];
+pub const SPAWN_FDS: [&str; 3] = [
+    "image root directory",
+    "log file",
+    "supervisor socket directory",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]

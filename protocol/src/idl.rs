@@ -19,11 +19,19 @@ pub struct InterfaceBuilder {
 
 impl InterfaceBuilder {
     pub fn new(name: &'static str) -> Self {
-        InterfaceBuilder { name, methods: Vec::new(), types: Vec::new(), errors: Vec::new() }
+        InterfaceBuilder {
+            name,
+            methods: Vec::new(),
+            types: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// Adds method `name` taking the fields of `In` and returning the fields of `Out`.
-    pub fn method<In: introspect::Type, Out: introspect::Type>(mut self, name: &'static str) -> Self {
+    pub fn method<In: introspect::Type, Out: introspect::Type>(
+        mut self,
+        name: &'static str,
+    ) -> Self {
         self.methods.push(method(name, In::TYPE, Out::TYPE, &[]));
         self
     }

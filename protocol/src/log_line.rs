@@ -70,7 +70,11 @@ mod tests {
 
         assert_eq!(
             record,
-            Some(LogRecord { usec: 42, stream: Stream::Stderr, text: "hello world".into() })
+            Some(LogRecord {
+                usec: 42,
+                stream: Stream::Stderr,
+                text: "hello world".into()
+            })
         );
     }
 

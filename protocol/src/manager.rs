@@ -188,12 +188,20 @@ impl std::fmt::Display for ManagerError {
             ManagerError::InvalidUnit { unit, reason } => write!(f, "unit '{unit}': {reason}"),
             ManagerError::NotAttached { image } => write!(f, "image '{image}' is not attached"),
             ManagerError::AlreadyAttached { image, unit } => {
-                write!(f, "unit '{unit}' is already attached (from image '{image}')")
+                write!(
+                    f,
+                    "unit '{unit}' is already attached (from image '{image}')"
+                )
             }
-            ManagerError::UnitActive { unit } => write!(f, "unit '{unit}' is active; stop it first"),
+            ManagerError::UnitActive { unit } => {
+                write!(f, "unit '{unit}' is active; stop it first")
+            }
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
             ManagerError::PermissionDenied { method } => {
-                write!(f, "permission denied: {method} needs root or the admin group")
+                write!(
+                    f,
+                    "permission denied: {method} needs root or the admin group"
+                )
             }
             ManagerError::HelperUnavailable { reason } => {
                 write!(f, "berth-helper is unavailable: {reason}")

@@ -76,7 +76,9 @@ impl Outcome {
         F: Future<Output = Result<Value, Value>> + 'static,
     {
         let stream = futures_util::stream::once(async move {
-            let item = future.await.map(|v| Reply::new(Some(v)).set_continues(Some(false)));
+            let item = future
+                .await
+                .map(|v| Reply::new(Some(v)).set_continues(Some(false)));
             (item, Vec::new())
         });
         Outcome::Stream(Box::pin(stream))
@@ -94,11 +96,16 @@ pub struct Peer {
 impl Peer {
     /// Supplementary groups of the peer process (read from /proc; empty if it is gone).
     pub fn supplementary_groups(&self) -> Vec<u32> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("Groups:"))
-            .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -160,7 +167,10 @@ impl<I: Interface> VarlinkService<I> {
     async fn dispatch(&mut self, call: &Call<RawCall>, ctx: CallContext) -> Outcome {
         let raw = call.method();
         let Some((interface, member)) = raw.method.rsplit_once('.') else {
-            return Outcome::Error(varlink_error("MethodNotFound", json!({ "method": raw.method })));
+            return Outcome::Error(varlink_error(
+                "MethodNotFound",
+                json!({ "method": raw.method }),
+            ));
         };
         let parameters = match &raw.parameters {
             None | Some(Value::Null) => Value::Object(Default::default()),
@@ -194,22 +204,22 @@ impl<I: Interface> VarlinkService<I> {
                 }),
                 Vec::new(),
             ),
-            "GetInterfaceDescription" => match parameters.get("interface").and_then(Value::as_str)
-            {
-                Some(name) if name == I::NAME => Outcome::Reply(
-                    json!({ "description": self.interface.description() }),
-                    Vec::new(),
-                ),
-                Some("org.varlink.service") => Outcome::Reply(
-                    json!({ "description": VARLINK_SERVICE_IDL }),
-                    Vec::new(),
-                ),
-                Some(other) => Outcome::Error(varlink_error(
-                    "InterfaceNotFound",
-                    json!({ "interface": other }),
-                )),
-                None => Outcome::Error(invalid_parameter("interface")),
-            },
+            "GetInterfaceDescription" => {
+                match parameters.get("interface").and_then(Value::as_str) {
+                    Some(name) if name == I::NAME => Outcome::Reply(
+                        json!({ "description": self.interface.description() }),
+                        Vec::new(),
+                    ),
+                    Some("org.varlink.service") => {
+                        Outcome::Reply(json!({ "description": VARLINK_SERVICE_IDL }), Vec::new())
+                    }
+                    Some(other) => Outcome::Error(varlink_error(
+                        "InterfaceNotFound",
+                        json!({ "interface": other }),
+                    )),
+                    None => Outcome::Error(invalid_parameter("interface")),
+                }
+            }
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
                 json!({ "method": format!("org.varlink.service.{other}") }),
@@ -233,6 +243,8 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
         Self: 'ser;
     type Upgrade = ();
 
+    // Spelled out (not `async fn`): the trait's `MethodCall<'_>` needs the explicit signature.
+    #[allow(clippy::manual_async_fn)]
     fn handle<'ser>(
         &'ser mut self,
         call: &'ser Call<Self::MethodCall<'_>>,
@@ -245,7 +257,12 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
                 gid: c.unix_primary_group_id().as_raw(),
                 pid: c.process_id().as_raw_nonzero().get(),
             });
-            let ctx = CallContext { more: call.more(), oneway: call.oneway(), peer, fds };
+            let ctx = CallContext {
+                more: call.more(),
+                oneway: call.oneway(),
+                peer,
+                fds,
+            };
             match self.dispatch(call, ctx).await {
                 Outcome::Reply(v, fds) => (MethodReply::Single(Some(v)), fds),
                 Outcome::Error(e) => (MethodReply::Error(e), Vec::new()),

@@ -1,0 +1,223 @@
+//! `io.berth.Manager`: authorization and dispatch of each call.
+//!
+//! Authorization is in-process (DESIGN.md §1): reading is open to every local user; anything
+//! that changes state needs root or membership in the admin group.
+
+use berth_protocol::manager::{
+    self, AttachParams, AttachReply, DetachReply, ImageParams, ImagesReply, InspectImageParams,
+    InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply, ManagerError,
+    StatusReply, UnitParams,
+};
+use berth_protocol::varlink::{CallContext, Interface, Outcome, Peer, parse_params, varlink_error};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use zlink::Reply;
+
+use crate::daemon::Shared;
+use crate::logs;
+use crate::services;
+
+/// Methods anyone may call.
+const READ_ONLY: &[&str] = &[
+    "ListImages",
+    "InspectImage",
+    "IsAttached",
+    "List",
+    "Status",
+    "Logs",
+];
+
+pub struct ManagerInterface {
+    shared: Shared,
+    description: String,
+}
+
+impl ManagerInterface {
+    pub fn new(shared: Shared) -> Self {
+        ManagerInterface {
+            shared,
+            description: manager::description(),
+        }
+    }
+
+    fn authorized(&self, method: &str, peer: Option<Peer>) -> bool {
+        if READ_ONLY.contains(&method) {
+            return true;
+        }
+        let Some(peer) = peer else { return false };
+        if peer.uid == 0 {
+            return true;
+        }
+        let admin = self.shared.borrow().admin_gid;
+        admin.is_some_and(|gid| peer.gid == gid || peer.supplementary_groups().contains(&gid))
+    }
+}
+
+fn params<T: DeserializeOwned>(parameters: Value) -> Result<T, Outcome> {
+    parse_params(parameters).map_err(Outcome::Error)
+}
+
+fn answer<T: serde::Serialize>(result: Result<T, ManagerError>) -> Outcome {
+    match result {
+        Ok(v) => Outcome::reply(&v),
+        Err(e) => Outcome::error(&e),
+    }
+}
+
+fn to_values<T: serde::Serialize>(result: Result<T, ManagerError>) -> Result<Value, Value> {
+    match result {
+        Ok(v) => serde_json::to_value(v).map_err(|e| json!({ "error": "io.berth.Manager.Internal", "parameters": { "reason": e.to_string() } })),
+        Err(e) => Err(serde_json::to_value(&e).unwrap_or(Value::Null)),
+    }
+}
+
+impl Interface for ManagerInterface {
+    const NAME: &'static str = manager::INTERFACE;
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
+        if !self.authorized(method, ctx.peer) {
+            return Outcome::error(&ManagerError::PermissionDenied {
+                method: method.to_string(),
+            });
+        }
+        match self.dispatch(method, parameters, ctx) {
+            Ok(outcome) | Err(outcome) => outcome,
+        }
+    }
+}
+
+impl ManagerInterface {
+    fn dispatch(
+        &mut self,
+        method: &str,
+        parameters: Value,
+        ctx: CallContext,
+    ) -> Result<Outcome, Outcome> {
+        let shared = self.shared.clone();
+        Ok(match method {
+            "ListImages" => {
+                params::<manager::Empty>(parameters)?;
+                Outcome::reply(&ImagesReply {
+                    images: shared.borrow().list_images(),
+                })
+            }
+            "InspectImage" => {
+                let p: InspectImageParams = params(parameters)?;
+                let details = shared
+                    .borrow()
+                    .inspect_image(&p.image, p.cat.unwrap_or(false));
+                answer(details.map(|details| InspectImageReply { details }))
+            }
+            "Attach" => {
+                let p: AttachParams = params(parameters)?;
+                let prefixes = p.prefixes.unwrap_or_default();
+                let result = shared.borrow_mut().attach(
+                    &p.image,
+                    &prefixes,
+                    p.profile.as_deref(),
+                    p.force.unwrap_or(false),
+                );
+                answer(result.map(|(image, units, warnings)| AttachReply {
+                    image,
+                    units,
+                    warnings,
+                }))
+            }
+            "Detach" => {
+                let p: ImageParams = params(parameters)?;
+                let result = shared.borrow_mut().detach(&p.image);
+                answer(result.map(|(image, units)| DetachReply { image, units }))
+            }
+            "IsAttached" => {
+                let p: ImageParams = params(parameters)?;
+                let state = shared.borrow().attachment_state(&p.image).to_string();
+                Outcome::reply(&IsAttachedReply { state })
+            }
+            "List" => {
+                params::<manager::Empty>(parameters)?;
+                Outcome::reply(&ListReply {
+                    units: shared.borrow().list(),
+                })
+            }
+            "Status" => {
+                let p: UnitParams = params(parameters)?;
+                let m = shared.borrow();
+                answer(m.unit(&p.unit).map(|u| StatusReply {
+                    status: m.status(u),
+                }))
+            }
+            "Start" | "Stop" | "Restart" => {
+                let p: UnitParams = params(parameters)?;
+                let verb = method.to_string();
+                Outcome::later(async move {
+                    let result = match verb.as_str() {
+                        "Start" => services::start(shared, p.unit).await,
+                        "Stop" => services::stop(shared, p.unit).await,
+                        _ => services::restart(shared, p.unit).await,
+                    };
+                    to_values(result.map(|status| StatusReply { status }))
+                })
+            }
+            "Logs" => {
+                let p: LogsParams = params(parameters)?;
+                self.logs(p, ctx.more)
+            }
+            other => Outcome::Error(varlink_error(
+                "MethodNotFound",
+                json!({ "method": format!("{}.{other}", manager::INTERFACE) }),
+            )),
+        })
+    }
+
+    fn logs(&self, p: LogsParams, follow: bool) -> Outcome {
+        let m = self.shared.borrow();
+        let unit = match m.unit(&p.unit) {
+            Ok(u) => u.name.clone(),
+            Err(e) => return Outcome::error(&e),
+        };
+        let path = m.paths.unit_log(&unit);
+        let lines = p
+            .lines
+            .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
+        let (entries, offset) = match logs::tail(&path, lines) {
+            Ok(v) => v,
+            Err(e) => {
+                return Outcome::error(&ManagerError::Internal {
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if !follow {
+            return Outcome::reply(&LogsReply { entries });
+        }
+        let first = futures_util::stream::once(async move { (entries, offset) });
+        let rest = futures_util::stream::unfold(offset, move |offset| {
+            let path = path.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
+                    match logs::read_from(&path, offset) {
+                        Ok((entries, next)) if !entries.is_empty() => {
+                            return Some(((entries, next), next));
+                        }
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    }
+                }
+            }
+        });
+        let stream = first.chain(rest).map(|(entries, _)| {
+            let value = serde_json::to_value(LogsReply { entries }).unwrap_or(Value::Null);
+            (
+                Ok(Reply::new(Some(value)).set_continues(Some(true))),
+                Vec::new(),
+            )
+        });
+        Outcome::Stream(Box::pin(stream))
+    }
+}

@@ -1,0 +1,511 @@
+//! berthd's in-memory state and the image/attachment operations.
+//!
+//! The daemon runs on one thread (zlink's server loop is not `Send`), so the state is shared as
+//! `Rc<RefCell<Manager>>`; a borrow is never held across an `.await`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use berth_protocol::manager::{Image, ImageDetails, ManagerError, UnitFile, UnitStatus};
+use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
+use tokio::sync::{mpsc, watch};
+
+use crate::attachments::{self, AttachmentRecord, UnitCopy};
+use crate::dynamic_user::DynamicUsers;
+use crate::image::{self, ImageRoot};
+use crate::paths::Paths;
+use crate::service_config::{self, ServiceConfig, ServiceType};
+use crate::unit_file;
+
+/// The profile every attachment gets for now, with its level (DESIGN.md §5).
+pub const DEFAULT_PROFILE: &str = "default@1";
+const MAX_OS_RELEASE: u64 = 64 * 1024;
+
+pub type Shared = Rc<RefCell<Manager>>;
+
+/// Lifecycle state of a unit, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Exited,
+    Failed,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Stopped => "stopped",
+            UnitState::Starting => "starting",
+            UnitState::Running => "running",
+            UnitState::Stopping => "stopping",
+            UnitState::Exited => "exited",
+            UnitState::Failed => "failed",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            UnitState::Starting | UnitState::Running | UnitState::Stopping
+        )
+    }
+}
+
+/// An attached unit and what berthd knows of its current run.
+#[derive(Debug)]
+pub struct Unit {
+    pub name: String,
+    pub image: String,
+    pub config: ServiceConfig,
+    pub state: UnitState,
+    pub main_pid: Option<u32>,
+    pub supervisor_pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub exit: Option<ExitStatus>,
+    pub since_usec: u64,
+    pub failure: Option<String>,
+    pub stop_requested: bool,
+    /// Requests to the supervisor of the current run; `None` when no supervisor is linked.
+    pub link: Option<mpsc::UnboundedSender<SupervisorRequest>>,
+}
+
+impl Unit {
+    fn new(name: String, image: String, config: ServiceConfig) -> Unit {
+        Unit {
+            name,
+            image,
+            config,
+            state: UnitState::Stopped,
+            main_pid: None,
+            supervisor_pid: None,
+            uid: None,
+            exit: None,
+            since_usec: now_usec(),
+            failure: None,
+            stop_requested: false,
+            link: None,
+        }
+    }
+
+    pub fn set_state(&mut self, state: UnitState) {
+        self.state = state;
+        self.since_usec = now_usec();
+    }
+}
+
+pub struct Manager {
+    pub paths: Paths,
+    pub attachments: BTreeMap<String, AttachmentRecord>,
+    pub units: BTreeMap<String, Unit>,
+    pub users: DynamicUsers,
+    /// Bumped on every state change; waiters watch it.
+    pub changed: watch::Sender<u64>,
+    /// Group whose members may change things besides root (`berth-admin` if it exists).
+    pub admin_gid: Option<u32>,
+}
+
+impl Manager {
+    /// Loads the attachments from disk. Broken ones are logged and skipped.
+    pub fn load(paths: Paths, users: DynamicUsers, admin_gid: Option<u32>) -> Manager {
+        let (changed, _) = watch::channel(0);
+        let mut manager = Manager {
+            paths,
+            attachments: BTreeMap::new(),
+            units: BTreeMap::new(),
+            users,
+            changed,
+            admin_gid,
+        };
+        let (loaded, errors) = attachments::load_all(&manager.paths);
+        for e in errors {
+            eprintln!("berthd: skipping attachment: {e}");
+        }
+        for (record, copies) in loaded {
+            for copy in &copies {
+                match parse_unit(&copy.name, &copy.contents) {
+                    Ok((config, _)) => {
+                        let unit = Unit::new(copy.name.clone(), record.image.clone(), config);
+                        manager.units.insert(copy.name.clone(), unit);
+                    }
+                    Err(e) => eprintln!("berthd: skipping unit {}: {e}", copy.name),
+                }
+            }
+            manager.attachments.insert(record.image.clone(), record);
+        }
+        manager
+    }
+
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Canonical unit name: `hello` means `hello.service`.
+    pub fn unit_name(arg: &str) -> String {
+        if arg.contains('.') {
+            arg.to_string()
+        } else {
+            format!("{arg}.service")
+        }
+    }
+
+    pub fn unit(&self, arg: &str) -> Result<&Unit, ManagerError> {
+        let name = Manager::unit_name(arg);
+        self.units
+            .get(&name)
+            .ok_or(ManagerError::NoSuchUnit { unit: name })
+    }
+
+    pub fn unit_mut(&mut self, arg: &str) -> Result<&mut Unit, ManagerError> {
+        let name = Manager::unit_name(arg);
+        self.units
+            .get_mut(&name)
+            .ok_or(ManagerError::NoSuchUnit { unit: name })
+    }
+
+    pub fn status(&self, unit: &Unit) -> UnitStatus {
+        let profile = self
+            .attachments
+            .get(&unit.image)
+            .map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
+        UnitStatus {
+            unit: unit.name.clone(),
+            image: unit.image.clone(),
+            state: unit.state.as_str().to_string(),
+            main_pid: unit
+                .main_pid
+                .filter(|_| unit.state.is_active())
+                .map(i64::from),
+            uid: unit.uid.filter(|_| unit.state.is_active()).map(i64::from),
+            profile,
+            description: unit.config.description.clone(),
+            service_type: unit.config.service_type.as_str().to_string(),
+            exit_code: unit.exit.and_then(|e| e.code).map(i64::from),
+            exit_signal: unit.exit.and_then(|e| e.signal).map(i64::from),
+            since_usec: i64::try_from(unit.since_usec).ok(),
+            failure: unit.failure.clone(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<UnitStatus> {
+        self.units.values().map(|u| self.status(u)).collect()
+    }
+
+    /// Finds an image: an absolute path, or a name in the pool or among the attachments.
+    pub fn resolve_image(&self, arg: &str) -> Result<(String, PathBuf), ManagerError> {
+        if arg.starts_with('/') {
+            let path = PathBuf::from(arg);
+            let (name, _) = image::image_name_from_path(&path);
+            image::validate_image_name(&name).map_err(|e| ManagerError::InvalidImage {
+                image: arg.to_string(),
+                reason: e.to_string(),
+            })?;
+            if !path.is_dir() {
+                return Err(ManagerError::NoSuchImage {
+                    image: arg.to_string(),
+                });
+            }
+            return Ok((name, path));
+        }
+        if image::validate_image_name(arg).is_err() {
+            return Err(ManagerError::NoSuchImage {
+                image: arg.to_string(),
+            });
+        }
+        if let Some(found) = self.pool_images().into_iter().find(|(name, _)| name == arg) {
+            return Ok(found);
+        }
+        if let Some(record) = self.attachments.get(arg) {
+            return Ok((record.image.clone(), record.path.clone()));
+        }
+        Err(ManagerError::NoSuchImage {
+            image: arg.to_string(),
+        })
+    }
+
+    /// Directory images in `STATE/images/`, by name.
+    fn pool_images(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.paths.images_dir()) else {
+            return Vec::new();
+        };
+        let mut images: Vec<(String, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .filter_map(|p| {
+                let (name, _) = image::image_name_from_path(&p);
+                image::validate_image_name(&name).ok().map(|_| (name, p))
+            })
+            .collect();
+        images.sort();
+        images
+    }
+
+    fn image_entry(&self, name: &str, path: &Path) -> Image {
+        let (_, version) = image::image_name_from_path(path);
+        let pretty_name = ImageRoot::open(path)
+            .ok()
+            .and_then(|root| root.os_release().ok())
+            .and_then(|os| {
+                os.portable_pretty_name()
+                    .or_else(|| os.pretty_name())
+                    .map(str::to_string)
+            });
+        let state = if self.attachments.contains_key(name) {
+            "attached"
+        } else {
+            "detached"
+        };
+        Image {
+            name: name.to_string(),
+            path: path.display().to_string(),
+            kind: "directory".into(),
+            version,
+            pretty_name,
+            state: state.into(),
+        }
+    }
+
+    pub fn list_images(&self) -> Vec<Image> {
+        let mut images: BTreeMap<String, Image> = BTreeMap::new();
+        for (name, path) in self.pool_images() {
+            images
+                .entry(name.clone())
+                .or_insert_with(|| self.image_entry(&name, &path));
+        }
+        for record in self.attachments.values() {
+            images
+                .entry(record.image.clone())
+                .or_insert_with(|| self.image_entry(&record.image, &record.path));
+        }
+        images.into_values().collect()
+    }
+
+    pub fn inspect_image(&self, arg: &str, cat: bool) -> Result<ImageDetails, ManagerError> {
+        let (name, path) = self.resolve_image(arg)?;
+        let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
+            image: name.clone(),
+            reason: e.to_string(),
+        };
+        let root = ImageRoot::open(&path).map_err(|e| invalid(&e))?;
+        let os = root.os_release().map_err(|e| invalid(&e))?;
+        let prefixes = image::check_prefixes(&[], &os, &name).map_err(|e| invalid(&e))?;
+        let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+        let os_release = if cat {
+            root.read_bounded("/etc/os-release", MAX_OS_RELEASE)
+                .or_else(|_| root.read_bounded("/usr/lib/os-release", MAX_OS_RELEASE))
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        } else {
+            None
+        };
+        Ok(ImageDetails {
+            image: self.image_entry(&name, &path),
+            os_release,
+            os_pretty_name: os.pretty_name().map(str::to_string),
+            portable_prefixes: os.portable_prefixes(),
+            units: units
+                .into_iter()
+                .map(|u| UnitFile {
+                    name: u.name,
+                    path: u.path_in_image,
+                    contents: cat.then_some(u.contents),
+                })
+                .collect(),
+        })
+    }
+
+    /// Attaches the matching units of an image: copies them into `STATE/attached/<image>/`.
+    pub fn attach(
+        &mut self,
+        arg: &str,
+        prefixes: &[String],
+        profile: Option<&str>,
+        force: bool,
+    ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
+        let (name, path) = self.resolve_image(arg)?;
+        let profile = match profile {
+            None | Some("default") | Some(DEFAULT_PROFILE) => DEFAULT_PROFILE.to_string(),
+            Some(other) => {
+                return Err(ManagerError::InvalidImage {
+                    image: name,
+                    reason: format!("profile '{other}' is not available yet (only 'default')"),
+                });
+            }
+        };
+        let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
+            image: name.clone(),
+            reason: e.to_string(),
+        };
+        let root = ImageRoot::open(&path).map_err(|e| invalid(&e))?;
+        let os = root.os_release().map_err(|e| invalid(&e))?;
+        let prefixes = image::check_prefixes(prefixes, &os, &name).map_err(|e| invalid(&e))?;
+        let found = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+        if found.is_empty() {
+            return Err(invalid(&format!(
+                "no unit files matching {} in {}",
+                prefixes.join(", "),
+                path.display()
+            )));
+        }
+        let mut warnings = Vec::new();
+        let mut parsed = Vec::new();
+        for unit in &found {
+            let (config, unit_warnings) =
+                parse_unit(&unit.name, &unit.contents).map_err(|reason| {
+                    ManagerError::InvalidUnit {
+                        unit: unit.name.clone(),
+                        reason,
+                    }
+                })?;
+            warnings.extend(unit_warnings);
+            if let Some(existing) = self.units.get(&unit.name) {
+                if existing.image != name && !force {
+                    return Err(ManagerError::AlreadyAttached {
+                        image: existing.image.clone(),
+                        unit: unit.name.clone(),
+                    });
+                }
+                if existing.state.is_active() {
+                    return Err(ManagerError::UnitActive {
+                        unit: unit.name.clone(),
+                    });
+                }
+            }
+            parsed.push((unit.name.clone(), config));
+        }
+        if let Some(old) = self.attachments.get(&name) {
+            let still_active = old
+                .units
+                .iter()
+                .find(|u| self.units.get(*u).is_some_and(|u| u.state.is_active()));
+            if let Some(unit) = still_active {
+                return Err(ManagerError::UnitActive { unit: unit.clone() });
+            }
+        }
+        let record = AttachmentRecord {
+            image: name.clone(),
+            path: path.clone(),
+            profile,
+            units: parsed.iter().map(|(n, _)| n.clone()).collect(),
+            attached_usec: now_usec(),
+        };
+        let copies: Vec<UnitCopy> = found
+            .iter()
+            .map(|u| UnitCopy {
+                name: u.name.clone(),
+                contents: u.contents.clone(),
+            })
+            .collect();
+        attachments::save(&self.paths, &record, &copies).map_err(|e| ManagerError::Internal {
+            reason: e.to_string(),
+        })?;
+        if let Some(old) = self.attachments.remove(&name) {
+            for unit in old.units {
+                self.units.remove(&unit);
+            }
+        }
+        for (unit_name, config) in parsed {
+            if let Some(other) = self.units.get(&unit_name).map(|u| u.image.clone()) {
+                // --force took the unit over from another image.
+                if let Some(rec) = self.attachments.get_mut(&other) {
+                    rec.units.retain(|u| *u != unit_name);
+                }
+            }
+            self.units.insert(
+                unit_name.clone(),
+                Unit::new(unit_name, name.clone(), config),
+            );
+        }
+        let units = record.units.clone();
+        self.attachments.insert(name.clone(), record);
+        self.notify();
+        Ok((name, units, warnings))
+    }
+
+    /// Detaches an image; its units must be stopped.
+    pub fn detach(&mut self, arg: &str) -> Result<(String, Vec<String>), ManagerError> {
+        let name = if arg.starts_with('/') {
+            image::image_name_from_path(Path::new(arg)).0
+        } else {
+            arg.to_string()
+        };
+        let record = self
+            .attachments
+            .get(&name)
+            .ok_or(ManagerError::NotAttached {
+                image: name.clone(),
+            })?;
+        if let Some(active) = record
+            .units
+            .iter()
+            .find(|u| self.units.get(*u).is_some_and(|u| u.state.is_active()))
+        {
+            return Err(ManagerError::UnitActive {
+                unit: active.clone(),
+            });
+        }
+        attachments::remove(&self.paths, &name).map_err(|e| ManagerError::Internal {
+            reason: e.to_string(),
+        })?;
+        let record = self
+            .attachments
+            .remove(&name)
+            .ok_or(ManagerError::NotAttached {
+                image: name.clone(),
+            })?;
+        for unit in &record.units {
+            self.units.remove(unit);
+        }
+        self.notify();
+        Ok((name, record.units))
+    }
+
+    pub fn attachment_state(&self, arg: &str) -> &'static str {
+        let name = if arg.starts_with('/') {
+            image::image_name_from_path(Path::new(arg)).0
+        } else {
+            arg.to_string()
+        };
+        match self.attachments.get(&name) {
+            None => "detached",
+            Some(record)
+                if record
+                    .units
+                    .iter()
+                    .any(|u| self.units.get(u).is_some_and(|u| u.state.is_active())) =>
+            {
+                "running"
+            }
+            Some(_) => "attached",
+        }
+    }
+}
+
+/// Parses a unit file into what berthd runs, plus its warnings.
+pub fn parse_unit(name: &str, contents: &str) -> Result<(ServiceConfig, Vec<String>), String> {
+    let unit = unit_file::parse(contents).map_err(|e| e.to_string())?;
+    let config = service_config::from_unit(name, &unit).map_err(|e| e.to_string())?;
+    let warnings = config.warnings.clone();
+    Ok((config, warnings))
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::Simple => "simple",
+            ServiceType::Exec => "exec",
+            ServiceType::Oneshot => "oneshot",
+        }
+    }
+}
+
+pub fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,132 @@
+//! Dynamic UID/GID allocation for running services (DESIGN.md §5).
+//!
+//! A service gets a UID = GID pair from the configured range while it runs. IDs that the host
+//! database (passwd or group) names are never handed out; berth-helper checks that again.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DynamicUserError {
+    #[error("no free dynamic uid in {min}-{max}")]
+    Exhausted { min: u32, max: u32 },
+}
+
+/// Hands out IDs from `min..=max` that are free in berth and on the host.
+#[derive(Debug)]
+pub struct DynamicUsers {
+    min: u32,
+    max: u32,
+    in_use: BTreeSet<u32>,
+    passwd: PathBuf,
+    group: PathBuf,
+}
+
+impl DynamicUsers {
+    pub fn new(min: u32, max: u32) -> Self {
+        DynamicUsers {
+            min,
+            max,
+            in_use: BTreeSet::new(),
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+        }
+    }
+
+    /// Uses other host databases (tests).
+    pub fn with_databases(mut self, passwd: PathBuf, group: PathBuf) -> Self {
+        self.passwd = passwd;
+        self.group = group;
+        self
+    }
+
+    /// Allocates the lowest free ID, starting from a hash of the unit name so that a unit tends
+    /// to get the same ID again (as systemd does), which keeps its files' owner stable.
+    pub fn allocate(&mut self, unit: &str) -> Result<u32, DynamicUserError> {
+        let taken = host_ids(&self.passwd)
+            .into_iter()
+            .chain(host_ids(&self.group))
+            .collect::<BTreeSet<_>>();
+        let span = self.max - self.min + 1;
+        let start = unit
+            .bytes()
+            .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b))
+            % span;
+        let id = (0..span)
+            .map(|i| self.min + (start + i) % span)
+            .find(|id| !self.in_use.contains(id) && !taken.contains(id))
+            .ok_or(DynamicUserError::Exhausted {
+                min: self.min,
+                max: self.max,
+            })?;
+        self.in_use.insert(id);
+        Ok(id)
+    }
+
+    /// Records an ID found in use by a re-adopted service.
+    pub fn mark_in_use(&mut self, id: u32) {
+        self.in_use.insert(id);
+    }
+
+    pub fn release(&mut self, id: u32) {
+        self.in_use.remove(&id);
+    }
+}
+
+fn host_ids(path: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(dir: &std::path::Path, passwd: &str, min: u32, max: u32) -> DynamicUsers {
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        std::fs::write(dir.join("group"), "").unwrap();
+        DynamicUsers::new(min, max).with_databases(dir.join("passwd"), dir.join("group"))
+    }
+
+    #[test]
+    fn two_running_services_get_different_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 101);
+
+        let a = users.allocate("a.service").unwrap();
+        let b = users.allocate("a.service").unwrap();
+
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn host_user_ids_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "x:x:100:100::/:/bin/sh\n", 100, 101);
+
+        assert_eq!(users.allocate("a.service").unwrap(), 101);
+    }
+
+    #[test]
+    fn exhausted_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        users.allocate("a.service").unwrap();
+
+        assert!(users.allocate("b.service").is_err());
+    }
+
+    #[test]
+    fn released_id_can_be_allocated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        let id = users.allocate("a.service").unwrap();
+
+        users.release(id);
+
+        assert_eq!(users.allocate("b.service").unwrap(), 100);
+    }
+}

@@ -1,0 +1,61 @@
+//! Where berthd keeps things (DESIGN.md §3, "Paths").
+
+use std::path::{Path, PathBuf};
+
+/// The two directories of one berthd instance and everything derived from them.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub runtime: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    pub fn new(runtime: &Path, state: &Path) -> Paths {
+        Paths {
+            runtime: runtime.to_owned(),
+            state: state.to_owned(),
+        }
+    }
+    /// Public API socket, mode 0666.
+    pub fn manager_socket(&self) -> PathBuf {
+        self.runtime.join("io.berth.Manager")
+    }
+    /// Held (flock) by the running berthd.
+    pub fn lock_file(&self) -> PathBuf {
+        self.runtime.join("berthd.lock")
+    }
+    /// 0700, owned by the berth user.
+    pub fn private_dir(&self) -> PathBuf {
+        self.runtime.join("private")
+    }
+    pub fn helper_socket(&self) -> PathBuf {
+        self.private_dir().join("io.berth.Helper")
+    }
+    /// Where supervisors bind `<unit>.sock`.
+    pub fn supervise_dir(&self) -> PathBuf {
+        self.private_dir().join("supervise")
+    }
+    pub fn supervisor_socket(&self, unit: &str) -> PathBuf {
+        self.supervise_dir().join(format!("{unit}.sock"))
+    }
+    /// The image pool.
+    pub fn images_dir(&self) -> PathBuf {
+        self.state.join("images")
+    }
+    pub fn attached_dir(&self) -> PathBuf {
+        self.state.join("attached")
+    }
+    pub fn attachment_dir(&self, image: &str) -> PathBuf {
+        self.attached_dir().join(image)
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+    pub fn unit_log(&self, unit: &str) -> PathBuf {
+        self.logs_dir().join(unit).join("current.log")
+    }
+    /// StateDirectory= of dynamic-user services (0700 parent).
+    pub fn private_state_dir(&self) -> PathBuf {
+        self.state.join("private")
+    }
+}

@@ -1,0 +1,465 @@
+//! Starting and stopping services: berthd asks berth-helper to spawn, then follows each run
+//! through the supervisor's control socket (protocol/src/supervisor.rs).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::time::Duration;
+
+use berth_protocol::client::{Client, ClientError};
+use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
+use berth_protocol::manager::{ManagerError, UnitStatus};
+use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use crate::daemon::{Manager, Shared, UnitState};
+use crate::service_config::ServiceType;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Extra time berthd waits past TimeoutStopSec= for the supervisor's SIGKILL to land.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The helper's floor refuses longer stop timeouts; `infinity` is clamped to it.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn internal(e: impl std::fmt::Display) -> ManagerError {
+    ManagerError::Internal {
+        reason: e.to_string(),
+    }
+}
+
+/// Waits until `done` holds for the manager's state.
+async fn wait_until(shared: &Shared, timeout: Duration, done: impl Fn(&Manager) -> bool) -> bool {
+    let mut rx = shared.borrow().changed.subscribe();
+    let wait = async {
+        loop {
+            if done(&shared.borrow()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.is_ok()
+}
+
+fn status_of(shared: &Shared, unit: &str) -> Result<UnitStatus, ManagerError> {
+    let m = shared.borrow();
+    let u = m.unit(unit)?;
+    Ok(m.status(u))
+}
+
+/// What one spawn needs, gathered under a short borrow.
+struct Plan {
+    unit: String,
+    image_path: std::path::PathBuf,
+    service_type: ServiceType,
+    commands: Vec<Vec<String>>,
+    environment: Vec<String>,
+    working_directory: String,
+    stop_timeout_ms: i64,
+}
+
+fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
+    let unit = m.unit(unit_arg)?;
+    let record = m
+        .attachments
+        .get(&unit.image)
+        .ok_or(ManagerError::NotAttached {
+            image: unit.image.clone(),
+        })?;
+    let config = &unit.config;
+    let stem = unit
+        .name
+        .rsplit_once('.')
+        .map_or(unit.name.as_str(), |(s, _)| s);
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.insert("HOME".into(), "/".into());
+    env.insert("USER".into(), stem.into());
+    env.insert("LOGNAME".into(), stem.into());
+    env.insert("PORTABLE".into(), unit.image.clone());
+    env.extend(config.environment.clone());
+    let commands: Vec<Vec<String>> = match config.service_type {
+        ServiceType::Oneshot => config.exec_start.iter().map(|c| c.expand(&env)).collect(),
+        _ => config
+            .exec_start
+            .iter()
+            .take(1)
+            .map(|c| c.expand(&env))
+            .collect(),
+    };
+    let working_directory = config
+        .working_directory
+        .as_deref()
+        .map(str::to_string)
+        .unwrap_or_else(|| "/".to_string());
+    Ok(Plan {
+        unit: unit.name.clone(),
+        image_path: record.path.clone(),
+        service_type: config.service_type,
+        commands,
+        environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_directory,
+        stop_timeout_ms: i64::try_from(config.timeout_stop.min(MAX_STOP_TIMEOUT).as_millis())
+            .unwrap_or(0),
+    })
+}
+
+/// Starts a unit. Simple/exec: returns once the main process has exec'd. Oneshot: returns once
+/// every ExecStart= has exited (state `exited`, or `failed`).
+pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
+    let plan = {
+        let mut m = shared.borrow_mut();
+        let unit = m.unit(&unit_arg)?;
+        if unit.state.is_active() {
+            return Ok(m.status(unit));
+        }
+        let plan = plan(&m, &unit_arg)?;
+        let uid = m
+            .users
+            .allocate(&plan.unit)
+            .map_err(|e| ManagerError::StartFailed {
+                unit: plan.unit.clone(),
+                reason: e.to_string(),
+            })?;
+        let unit = m.unit_mut(&unit_arg)?;
+        unit.uid = Some(uid);
+        unit.exit = None;
+        unit.failure = None;
+        unit.main_pid = None;
+        unit.stop_requested = false;
+        unit.set_state(UnitState::Starting);
+        m.notify();
+        plan
+    };
+    let result = run_commands(&shared, &plan).await;
+    if let Err(e) = &result {
+        let mut m = shared.borrow_mut();
+        if let Ok(unit) = m.unit_mut(&plan.unit)
+            && unit.link.is_none()
+        {
+            unit.failure = Some(e.to_string());
+            unit.set_state(UnitState::Failed);
+            if let Some(uid) = unit.uid.take() {
+                m.users.release(uid);
+            }
+        }
+        m.notify();
+    }
+    result?;
+    status_of(&shared, &plan.unit)
+}
+
+async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> {
+    for (index, argv) in plan.commands.iter().enumerate() {
+        // A previous run's supervisor must be gone before the next binds the same socket.
+        let unit = plan.unit.clone();
+        wait_until(shared, Duration::from_secs(10), |m| {
+            m.units.get(&unit).is_none_or(|u| u.link.is_none())
+        })
+        .await;
+        let reply = spawn(shared, plan, argv).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut m = shared.borrow_mut();
+            let unit = m.unit_mut(&plan.unit)?;
+            unit.main_pid = u32::try_from(reply.main_pid).ok();
+            unit.supervisor_pid = u32::try_from(reply.supervisor_pid).ok();
+            unit.link = Some(tx);
+            if plan.service_type != ServiceType::Oneshot {
+                unit.set_state(UnitState::Running);
+            }
+            m.notify();
+        }
+        let socket = shared.borrow().paths.supervisor_socket(&plan.unit);
+        tokio::task::spawn_local(follow_supervisor(
+            shared.clone(),
+            plan.unit.clone(),
+            socket,
+            rx,
+        ));
+        if plan.service_type == ServiceType::Oneshot {
+            let unit = plan.unit.clone();
+            let last = index + 1 == plan.commands.len();
+            wait_until(shared, Duration::MAX, |m| {
+                m.units.get(&unit).is_none_or(|u| u.link.is_none())
+            })
+            .await;
+            let m = shared.borrow();
+            let state = m.unit(&plan.unit)?.state;
+            if state == UnitState::Failed || state == UnitState::Stopped {
+                return Ok(());
+            }
+            if !last {
+                drop(m);
+                let mut m = shared.borrow_mut();
+                let unit = m.unit_mut(&plan.unit)?;
+                unit.set_state(UnitState::Starting);
+                if let Some(uid) = unit.uid {
+                    m.users.mark_in_use(uid);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnReply, ManagerError> {
+    let (uid, paths) = {
+        let m = shared.borrow();
+        (m.unit(&plan.unit)?.uid.unwrap_or(0), m.paths.clone())
+    };
+    let start_failed = |reason: String| ManagerError::StartFailed {
+        unit: plan.unit.clone(),
+        reason,
+    };
+    let root: OwnedFd = File::open(&plan.image_path)
+        .map_err(|e| {
+            start_failed(format!(
+                "cannot open image {}: {e}",
+                plan.image_path.display()
+            ))
+        })?
+        .into();
+    let log_path = paths.unit_log(&plan.unit);
+    if let Some(dir) = log_path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(internal)?;
+    }
+    let log: OwnedFd = File::options()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(&log_path)
+        .map_err(|e| internal(format!("{}: {e}", log_path.display())))?
+        .into();
+    let control_dir: OwnedFd = File::open(paths.supervise_dir()).map_err(internal)?.into();
+    let params = SpawnParams {
+        unit: plan.unit.clone(),
+        argv: argv.to_vec(),
+        environment: plan.environment.clone(),
+        working_directory: plan.working_directory.clone(),
+        uid: i64::from(uid),
+        gid: i64::from(uid),
+        stop_timeout_ms: plan.stop_timeout_ms,
+    };
+    let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
+        reason: e.to_string(),
+    };
+    let mut client = Client::connect(&paths.helper_socket())
+        .await
+        .map_err(helper_unavailable)?;
+    match client
+        .call(
+            "io.berth.Helper.Spawn",
+            &params,
+            vec![root, log, control_dir],
+        )
+        .await
+    {
+        Ok(reply) => Ok(reply),
+        Err(ClientError::Remote(e)) => {
+            let reason = e
+                .typed::<HelperError>()
+                .map_or_else(|| e.to_string(), |h| h.to_string());
+            Err(start_failed(reason))
+        }
+        Err(e) => Err(helper_unavailable(e)),
+    }
+}
+
+/// Follows one run through its supervisor: records the exit, releases the supervisor, and
+/// forwards requests. Ends when the supervisor closes the connection.
+pub async fn follow_supervisor(
+    shared: Shared,
+    unit: String,
+    socket: std::path::PathBuf,
+    mut requests: mpsc::UnboundedReceiver<SupervisorRequest>,
+) {
+    if let Err(e) = follow(&shared, &unit, &socket, &mut requests).await {
+        eprintln!("berthd: lost supervisor of {unit}: {e}");
+    }
+    let mut m = shared.borrow_mut();
+    if let Some(u) = m.units.get_mut(&unit) {
+        u.link = None;
+        if u.state.is_active() {
+            // The supervisor vanished without reporting an exit.
+            u.failure = Some("supervisor disappeared".into());
+            u.set_state(UnitState::Failed);
+            if let Some(uid) = u.uid.take() {
+                m.users.release(uid);
+            }
+        }
+    }
+    m.notify();
+}
+
+async fn follow(
+    shared: &Shared,
+    unit: &str,
+    socket: &std::path::Path,
+    requests: &mut mpsc::UnboundedReceiver<SupervisorRequest>,
+) -> std::io::Result<()> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    send(&mut write, &SupervisorRequest::Status).await?;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { return Ok(()) };
+                let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+                if record_status(shared, unit, &status) {
+                    send(&mut write, &SupervisorRequest::Release).await?;
+                }
+            }
+            request = requests.recv() => {
+                match request {
+                    Some(r) => send(&mut write, &r).await?,
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    request: &SupervisorRequest,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// Applies a supervisor's report; true when the run is over and the supervisor may go.
+fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> bool {
+    let mut m = shared.borrow_mut();
+    let Some(u) = m.units.get_mut(unit) else {
+        return false;
+    };
+    if status.error.is_some() {
+        return false;
+    }
+    u.main_pid = Some(status.main_pid);
+    u.supervisor_pid = Some(status.supervisor_pid);
+    if status.running {
+        if u.state == UnitState::Stopped
+            || u.state == UnitState::Failed
+            || u.state == UnitState::Exited
+        {
+            // Re-adopted after a berthd restart.
+            u.set_state(if u.config.service_type == ServiceType::Oneshot {
+                UnitState::Starting
+            } else {
+                UnitState::Running
+            });
+            if u.uid.is_none() {
+                u.uid = proc_uid(status.main_pid);
+            }
+            if let Some(uid) = u.uid {
+                m.users.mark_in_use(uid);
+            }
+        }
+        m.notify();
+        return false;
+    }
+    let Some(exit) = status.exit else {
+        return false;
+    };
+    let stop_requested = u.stop_requested || status.stop_requested;
+    u.exit = Some(exit);
+    let state = if stop_requested {
+        UnitState::Stopped
+    } else if exit.success() {
+        UnitState::Exited
+    } else {
+        u.failure = Some(match (exit.code, exit.signal) {
+            (_, Some(sig)) => format!("main process killed by signal {sig}"),
+            (Some(code), _) => format!("main process exited with code {code}"),
+            _ => "main process ended".into(),
+        });
+        UnitState::Failed
+    };
+    u.set_state(state);
+    if let Some(uid) = u.uid.take() {
+        m.users.release(uid);
+    }
+    m.notify();
+    true
+}
+
+fn proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops a unit: SIGTERM, then SIGKILL of the whole sandbox after TimeoutStopSec=.
+pub async fn stop(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
+    let (name, timeout) = {
+        let mut m = shared.borrow_mut();
+        let unit = m.unit_mut(&unit_arg)?;
+        let name = unit.name.clone();
+        if !unit.state.is_active() {
+            return Ok(m.status(m.unit(&name)?));
+        }
+        let timeout = unit.config.timeout_stop.min(MAX_STOP_TIMEOUT);
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        unit.stop_requested = true;
+        unit.set_state(UnitState::Stopping);
+        let Some(link) = &unit.link else {
+            return Err(internal(format!("{name} has no supervisor link")));
+        };
+        link.send(SupervisorRequest::Stop { timeout_ms })
+            .map_err(internal)?;
+        m.notify();
+        (name, timeout)
+    };
+    let wait = timeout.saturating_add(STOP_GRACE);
+    let stopped = wait_until(&shared, wait, |m| {
+        m.units.get(&name).is_none_or(|u| u.link.is_none())
+    })
+    .await;
+    if !stopped {
+        return Err(internal(format!("{name} did not stop within {wait:?}")));
+    }
+    status_of(&shared, &name)
+}
+
+/// Stops (if active) and starts again.
+pub async fn restart(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
+    stop(shared.clone(), unit_arg.clone()).await?;
+    start(shared, unit_arg).await
+}
+
+/// Re-links the supervisors of services that kept running while berthd was down.
+pub fn adopt_running(shared: &Shared) {
+    let units: Vec<(String, std::path::PathBuf)> = {
+        let m = shared.borrow();
+        m.units
+            .keys()
+            .map(|u| (u.clone(), m.paths.supervisor_socket(u)))
+            .filter(|(_, s)| s.exists())
+            .collect()
+    };
+    for (unit, socket) in units {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(u) = shared.borrow_mut().units.get_mut(&unit) {
+            u.link = Some(tx);
+        }
+        tokio::task::spawn_local(follow_supervisor(shared.clone(), unit, socket, rx));
+    }
+}
