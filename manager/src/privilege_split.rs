@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,7 +140,7 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<(), StartupEr
 }
 
 /// Starts berth-helper (next to this executable) as root and waits until its socket accepts
-/// connections. The helper dies with berthd (PR_SET_PDEATHSIG).
+/// connections. The helper exits when berthd does (it watches its parent).
 pub fn start_helper(
     paths: &Paths,
     manager: &User,
@@ -161,13 +160,6 @@ pub fn start_helper(
         .stdin(Stdio::null());
     if let Some(config) = config {
         command.arg("--config").arg(config);
-    }
-    // SAFETY: the closure only calls prctl, which is async-signal-safe, between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
-                .map_err(std::io::Error::from)
-        });
     }
     let mut child = command
         .spawn()

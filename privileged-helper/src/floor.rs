@@ -1,1 +1,388 @@
-//! TODO
+//! The helper's own floor policy: what it will do for berthd, whatever berthd asks.
+//!
+//! A compromised berthd must not get root through the helper, so every field of a request is
+//! checked here against limits the helper holds itself (its config file, owned by root): UIDs
+//! only from the dynamic range and never a user or group of the host database, image roots only
+//! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use berth_protocol::helper::SpawnParams;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::launch_spec::{LaunchFds, LaunchSpec};
+
+/// Default dynamic UID/GID range, as systemd's DynamicUser= uses.
+pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
+const MAX_ARGS: usize = 4096;
+const MAX_ENV: usize = 4096;
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+const MAX_STOP_TIMEOUT_MS: i64 = 3600 * 1000;
+
+/// A refused request: which field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Refusal {
+    pub field: String,
+    pub reason: String,
+}
+
+fn refuse(field: &str, reason: impl Into<String>) -> Refusal {
+    Refusal { field: field.to_string(), reason: reason.into() }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read helper config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("helper config {path}:{line}: {reason}")]
+    Parse { path: PathBuf, line: usize, reason: String },
+}
+
+/// Limits the helper enforces. Read from `--config` (a `key = value` file, TOML-compatible).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorPolicy {
+    pub uid_min: u32,
+    pub uid_max: u32,
+    /// Directories image roots must lie under; empty means any directory but the host root.
+    pub image_roots: Vec<PathBuf>,
+    /// Files listing host users and groups that dynamic IDs must never collide with.
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+}
+
+impl Default for FloorPolicy {
+    fn default() -> Self {
+        FloorPolicy {
+            uid_min: DEFAULT_UID_RANGE.0,
+            uid_max: DEFAULT_UID_RANGE.1,
+            image_roots: Vec::new(),
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+        }
+    }
+}
+
+impl FloorPolicy {
+    /// Reads the config file; a missing file means the defaults.
+    pub fn load(path: &Path) -> Result<FloorPolicy, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FloorPolicy::default()),
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        FloorPolicy::parse(&text).map_err(|(line, reason)| ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            reason,
+        })
+    }
+
+    /// Parses `dynamic_uid_min = N`, `dynamic_uid_max = N` and `image_roots = ["/a", "/b"]`.
+    pub fn parse(text: &str) -> Result<FloorPolicy, (usize, String)> {
+        let mut policy = FloorPolicy::default();
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err((index + 1, "expected key = value".into()));
+            };
+            let value = value.trim();
+            let number = || value.parse::<u32>().map_err(|_| (index + 1, format!("not a number: {value}")));
+            match key.trim() {
+                "dynamic_uid_min" => policy.uid_min = number()?,
+                "dynamic_uid_max" => policy.uid_max = number()?,
+                "image_roots" => {
+                    let inner = value
+                        .strip_prefix('[')
+                        .and_then(|v| v.strip_suffix(']'))
+                        .ok_or((index + 1, "expected a list [\"/dir\", ...]".to_string()))?;
+                    policy.image_roots = inner
+                        .split(',')
+                        .map(|s| s.trim().trim_matches('"'))
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from)
+                        .collect();
+                    if policy.image_roots.iter().any(|p| !p.is_absolute()) {
+                        return Err((index + 1, "image roots must be absolute".into()));
+                    }
+                }
+                other => return Err((index + 1, format!("unknown key {other}"))),
+            }
+        }
+        if policy.uid_min == 0 || policy.uid_min > policy.uid_max {
+            return Err((0, "the dynamic range must be non-empty and exclude 0".into()));
+        }
+        Ok(policy)
+    }
+
+    /// Checks a spawn request's fields and turns it into a [`LaunchSpec`].
+    pub fn check_spawn(&self, params: SpawnParams) -> Result<LaunchSpec, Refusal> {
+        check_unit_name(&params.unit)?;
+        let uid = self.check_id("uid", params.uid, &self.passwd)?;
+        let gid = self.check_id("gid", params.gid, &self.group)?;
+        if params.argv.is_empty() || params.argv.len() > MAX_ARGS {
+            return Err(refuse("argv", format!("must have 1 to {MAX_ARGS} entries")));
+        }
+        if !params.argv[0].starts_with('/') {
+            return Err(refuse("argv", "argv[0] must be an absolute path"));
+        }
+        if params.environment.len() > MAX_ENV {
+            return Err(refuse("environment", format!("more than {MAX_ENV} entries")));
+        }
+        if params.environment.iter().any(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+            return Err(refuse("environment", "every entry must be KEY=VALUE"));
+        }
+        if !params.working_directory.starts_with('/') {
+            return Err(refuse("working_directory", "must be absolute"));
+        }
+        let strings = params.argv.iter().chain(&params.environment).chain([&params.working_directory]);
+        let mut total = 0usize;
+        for s in strings {
+            if s.contains('\0') {
+                return Err(refuse("argv", "strings must not contain NUL bytes"));
+            }
+            total += s.len();
+        }
+        if total > MAX_REQUEST_BYTES {
+            return Err(refuse("argv", "request too large"));
+        }
+        if !(0..=MAX_STOP_TIMEOUT_MS).contains(&params.stop_timeout_ms) {
+            return Err(refuse("stop_timeout_ms", "must be between 0 and one hour"));
+        }
+        Ok(LaunchSpec {
+            unit: params.unit,
+            argv: params.argv,
+            environment: params.environment,
+            working_directory: params.working_directory,
+            uid,
+            gid,
+            stop_timeout_ms: params.stop_timeout_ms.unsigned_abs(),
+        })
+    }
+
+    fn check_id(&self, field: &str, id: i64, database: &Path) -> Result<u32, Refusal> {
+        let id = u32::try_from(id).map_err(|_| refuse(field, "out of range"))?;
+        if id == 0 || id < self.uid_min || id > self.uid_max {
+            return Err(refuse(
+                field,
+                format!("{id} is outside the dynamic range {}-{}", self.uid_min, self.uid_max),
+            ));
+        }
+        if id_in_database(database, id) {
+            return Err(refuse(field, format!("{id} belongs to the host database {}", database.display())));
+        }
+        Ok(id)
+    }
+
+    /// Checks the fds that came with a spawn, in [`berth_protocol::helper::SPAWN_FDS`] order.
+    pub fn check_spawn_fds(&self, fds: Vec<OwnedFd>, manager_uid: u32) -> Result<LaunchFds, Refusal> {
+        let [root, log, control_dir]: [OwnedFd; 3] =
+            fds.try_into().map_err(|_| refuse("fds", "expected exactly 3 file descriptors"))?;
+        self.check_image_root(&root)?;
+        check_log_fd(&log, manager_uid)?;
+        check_owned_dir("control directory", &control_dir, manager_uid)?;
+        Ok(LaunchFds { root, log, control_dir })
+    }
+
+    fn check_image_root(&self, root: &OwnedFd) -> Result<(), Refusal> {
+        let st = rustix::fs::fstat(root).map_err(|e| refuse("image root", e.to_string()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(refuse("image root", "not a directory"));
+        }
+        let host = rustix::fs::stat("/").map_err(|e| refuse("image root", e.to_string()))?;
+        if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino) {
+            return Err(refuse("image root", "the host root is not an image"));
+        }
+        if self.image_roots.is_empty() {
+            return Ok(());
+        }
+        let path = fd_path(root).ok_or_else(|| refuse("image root", "cannot resolve its path"))?;
+        if self.image_roots.iter().any(|allowed| path.starts_with(allowed)) {
+            Ok(())
+        } else {
+            Err(refuse("image root", format!("{} is not under an allowed image root", path.display())))
+        }
+    }
+}
+
+/// Unit names as systemd allows them, and nothing that could be a path.
+pub fn check_unit_name(unit: &str) -> Result<(), Refusal> {
+    let valid_chars = unit.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@-".contains(&b));
+    if unit.is_empty() || unit.len() > 255 || unit.starts_with('.') || !valid_chars {
+        return Err(refuse("unit", "invalid unit name"));
+    }
+    Ok(())
+}
+
+fn check_log_fd(log: &OwnedFd, manager_uid: u32) -> Result<(), Refusal> {
+    let st = rustix::fs::fstat(log).map_err(|e| refuse("log", e.to_string()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(refuse("log", "not a regular file"));
+    }
+    if st.st_uid != manager_uid {
+        return Err(refuse("log", "not owned by the manager"));
+    }
+    let flags = rustix::fs::fcntl_getfl(log).map_err(|e| refuse("log", e.to_string()))?;
+    if !flags.contains(OFlags::APPEND) || (flags & OFlags::RWMODE) == OFlags::RDONLY {
+        return Err(refuse("log", "must be opened for appending"));
+    }
+    Ok(())
+}
+
+fn check_owned_dir(field: &str, dir: &OwnedFd, owner: u32) -> Result<(), Refusal> {
+    let st = rustix::fs::fstat(dir).map_err(|e| refuse(field, e.to_string()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(refuse(field, "not a directory"));
+    }
+    if st.st_uid != owner {
+        return Err(refuse(field, "not owned by the manager"));
+    }
+    let mode = Mode::from_raw_mode(st.st_mode);
+    if mode.intersects(Mode::WGRP | Mode::WOTH) {
+        return Err(refuse(field, "writable by group or others"));
+    }
+    Ok(())
+}
+
+fn fd_path(fd: &OwnedFd) -> Option<PathBuf> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd());
+    std::fs::read_link(format!("/proc/self/fd/{raw}")).ok()
+}
+
+/// True when `id` is the third field (uid or gid) of a line of a passwd/group-format file.
+fn id_in_database(path: &Path, id: u32) -> bool {
+    let mut text = String::new();
+    let read = File::open(path).and_then(|f| f.take(16 * 1024 * 1024).read_to_string(&mut text));
+    if read.is_err() {
+        // Unreadable database: assume the worst rather than hand out a possibly-taken id.
+        return true;
+    }
+    text.lines().any(|line| line.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn_params() -> SpawnParams {
+        SpawnParams {
+            unit: "hello.service".into(),
+            argv: vec!["/bin/sh".into()],
+            environment: vec!["PATH=/bin".into()],
+            working_directory: "/".into(),
+            uid: 61200,
+            gid: 61200,
+            stop_timeout_ms: 1000,
+        }
+    }
+
+    fn policy_with_database(dir: &Path, passwd: &str) -> FloorPolicy {
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        std::fs::write(dir.join("group"), "root:x:0:\n").unwrap();
+        FloorPolicy { passwd: dir.join("passwd"), group: dir.join("group"), ..FloorPolicy::default() }
+    }
+
+    #[test]
+    fn valid_request_becomes_a_launch_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "root:x:0:0::/root:/bin/sh\n");
+
+        let spec = policy.check_spawn(spawn_params()).unwrap();
+
+        assert_eq!((spec.uid, spec.gid, spec.stop_timeout_ms), (61200, 61200, 1000));
+    }
+
+    #[test]
+    fn uid_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "");
+
+        let refusal = policy.check_spawn(SpawnParams { uid: 0, ..spawn_params() }).unwrap_err();
+
+        assert_eq!(refusal.field, "uid");
+    }
+
+    #[test]
+    fn uid_of_a_host_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "svc:x:61200:61200::/:/bin/false\n");
+
+        let refusal = policy.check_spawn(spawn_params()).unwrap_err();
+
+        assert!(refusal.reason.contains("host database"), "{refusal}");
+    }
+
+    #[test]
+    fn unit_name_with_a_slash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "");
+
+        let refusal = policy.check_spawn(SpawnParams { unit: "../x.service".into(), ..spawn_params() });
+
+        assert_eq!(refusal.unwrap_err().field, "unit");
+    }
+
+    #[test]
+    fn relative_executable_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "");
+
+        let refusal = policy.check_spawn(SpawnParams { argv: vec!["sh".into()], ..spawn_params() });
+
+        assert_eq!(refusal.unwrap_err().field, "argv");
+    }
+
+    #[test]
+    fn nul_byte_in_environment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy_with_database(dir.path(), "");
+
+        let params = SpawnParams { environment: vec!["A=b\0c".into()], ..spawn_params() };
+
+        assert!(policy.check_spawn(params).is_err());
+    }
+
+    #[test]
+    fn host_root_is_not_an_image_root() {
+        let root: OwnedFd = File::open("/").unwrap().into();
+
+        let refusal = FloorPolicy::default().check_image_root(&root).unwrap_err();
+
+        assert!(refusal.reason.contains("host root"));
+    }
+
+    #[test]
+    fn image_root_outside_the_allowed_roots_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = FloorPolicy { image_roots: vec!["/var/lib/berth/images".into()], ..FloorPolicy::default() };
+        let root: OwnedFd = File::open(dir.path()).unwrap().into();
+
+        assert!(policy.check_image_root(&root).is_err());
+    }
+
+    #[test]
+    fn config_sets_range_and_roots() {
+        let policy = FloorPolicy::parse(
+            "# floor\ndynamic_uid_min = 70000\ndynamic_uid_max = 70010\nimage_roots = [\"/srv/img\"]\n",
+        )
+        .unwrap();
+
+        assert_eq!((policy.uid_min, policy.uid_max), (70000, 70010));
+        assert_eq!(policy.image_roots, vec![PathBuf::from("/srv/img")]);
+    }
+
+    #[test]
+    fn config_with_unknown_key_is_an_error() {
+        assert_eq!(FloorPolicy::parse("allow_root = 1").unwrap_err().0, 1);
+    }
+}

@@ -1,1 +1,68 @@
-fn main() {}
+//! berth-helper: the root half of berth. Normally started by berthd.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_helper::floor::FloorPolicy;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "berth-helper", version, about = "berth's minimal root helper")]
+struct Args {
+    /// Socket to serve io.berth.Helper on.
+    #[arg(long)]
+    socket: PathBuf,
+    /// The only uid allowed to call the helper (berthd's).
+    #[arg(long)]
+    manager_uid: u32,
+    /// Floor policy (dynamic uid range, allowed image roots).
+    #[arg(long, default_value = "/etc/berth/helper.toml")]
+    config: PathBuf,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("berth-helper: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    berth_helper::sanitize::sanitize_process().context("sanitizing the process")?;
+    let args = Args::parse();
+    if !rustix::process::geteuid().is_root() {
+        anyhow::bail!("must run as root");
+    }
+    if args.manager_uid == 0 {
+        anyhow::bail!("--manager-uid must not be 0: the manager runs unprivileged");
+    }
+    let policy = FloorPolicy::load(&args.config)?;
+    // One thread only: the sandbox launcher forks, which is only safe in a single-threaded process.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => served,
+            () = parent_gone() => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+/// Resolves when the process that started the helper (berthd) has exited. PR_SET_PDEATHSIG
+/// cannot do this: berthd drops to an unprivileged uid, and the kernel then refuses its death
+/// signal to a root process. Under a service manager (parent PID 1) this never resolves.
+async fn parent_gone() {
+    let parent = rustix::process::getppid();
+    if parent.is_none_or(|p| p.is_init()) {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if rustix::process::getppid() != parent {
+            return;
+        }
+    }
+}

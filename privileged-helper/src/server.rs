@@ -1,1 +1,130 @@
-//! TODO
+//! The `io.berth.Helper` varlink interface: who may call, and what a call turns into.
+
+use std::path::{Path, PathBuf};
+
+use berth_protocol::helper::{self, HelperError, PingReply, SpawnParams, SpawnReply};
+use berth_protocol::varlink::{
+    BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
+};
+use serde_json::{Value, json};
+
+use crate::floor::FloorPolicy;
+use crate::sandbox;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("another berth-helper is serving {0}")]
+    AlreadyServing(PathBuf),
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set owner and mode of {path}: {source}")]
+    SecureSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("varlink server failed: {0}")]
+    Server(#[from] zlink::Error),
+}
+
+/// The helper's interface: accepts only the manager's uid.
+pub struct HelperInterface {
+    manager_uid: u32,
+    policy: FloorPolicy,
+    description: String,
+}
+
+impl HelperInterface {
+    pub fn new(manager_uid: u32, policy: FloorPolicy) -> Self {
+        HelperInterface { manager_uid, policy, description: helper::description() }
+    }
+
+    fn spawn(&self, parameters: Value, ctx: CallContext) -> Outcome {
+        let params: SpawnParams = match parse_params(parameters) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let checked = self
+            .policy
+            .check_spawn(params)
+            .and_then(|spec| Ok((spec, self.policy.check_spawn_fds(ctx.fds, self.manager_uid)?)));
+        let (spec, fds) = match checked {
+            Ok(v) => v,
+            Err(refusal) => {
+                eprintln!("berth-helper: refused spawn: {refusal}");
+                return Outcome::error(&HelperError::RequestRefused {
+                    field: refusal.field,
+                    reason: refusal.reason,
+                });
+            }
+        };
+        match sandbox::launch(&spec, fds) {
+            Ok(launched) => Outcome::reply(&SpawnReply {
+                supervisor_pid: i64::from(launched.supervisor_pid),
+                main_pid: i64::from(launched.main_pid),
+            }),
+            Err(e) => Outcome::error(&HelperError::SpawnFailed { reason: e.to_string() }),
+        }
+    }
+}
+
+impl Interface for HelperInterface {
+    const NAME: &'static str = helper::INTERFACE;
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
+        let uid = ctx.peer.map(|p| p.uid);
+        if uid != Some(self.manager_uid) {
+            eprintln!("berth-helper: refused {method} from uid {uid:?}");
+            let uid = uid.map_or(-1, i64::from);
+            return Outcome::error(&HelperError::PermissionDenied { uid });
+        }
+        match method {
+            "Ping" => Outcome::reply(&PingReply { manager_uid: i64::from(self.manager_uid) }),
+            "Spawn" => self.spawn(parameters, ctx),
+            other => Outcome::Error(varlink_error(
+                "MethodNotFound",
+                json!({ "method": format!("{}.{other}", helper::INTERFACE) }),
+            )),
+        }
+    }
+}
+
+/// Binds the helper socket (0600, owned by the manager uid) and serves until the listener fails.
+pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Result<(), ServeError> {
+    remove_stale_socket(socket).await?;
+    let listener = zlink::tokio::unix::bind(socket).map_err(|e| ServeError::Bind {
+        path: socket.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    secure_socket(socket, manager_uid)?;
+    let service = VarlinkService::new(HelperInterface::new(manager_uid, policy), BERTH_INFO);
+    zlink::Server::new(listener, service).run().await?;
+    Ok(())
+}
+
+/// A leftover socket file is removed; a live one means another helper owns it.
+pub async fn remove_stale_socket(socket: &Path) -> Result<(), ServeError> {
+    if !socket.exists() {
+        return Ok(());
+    }
+    if tokio::net::UnixStream::connect(socket).await.is_ok() {
+        return Err(ServeError::AlreadyServing(socket.to_owned()));
+    }
+    std::fs::remove_file(socket)
+        .map_err(|source| ServeError::Bind { path: socket.to_owned(), source })
+}
+
+fn secure_socket(socket: &Path, owner: u32) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ServeError::SecureSocket { path: socket.to_owned(), source };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::os::unix::fs::chown(socket, Some(owner), None).map_err(err)
+}

@@ -1,0 +1,24 @@
+//! First thing the helper does: forget everything it inherited.
+
+use std::io;
+
+/// Closes every fd above stderr and clears the environment, so nothing a parent left behind
+/// (sockets, directories, `LD_*` variables) can reach a sandbox or steer the helper.
+pub fn sanitize_process() -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; the process has no threads yet and nothing
+    // holds raw fds above 2 at this point.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    for key in keys {
+        // SAFETY: called at start-up before any other thread exists, so no concurrent reader of
+        // the environment can observe the removal.
+        unsafe { std::env::remove_var(key) };
+    }
+    // SAFETY: same single-threaded start-up as above.
+    unsafe { std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin") };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    Ok(())
+}

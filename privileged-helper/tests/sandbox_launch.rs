@@ -1,0 +1,872 @@
+//! Launching services in real sandboxes (needs root; skipped otherwise).
+//!
+//! Each test builds its own busybox image, control and log directories, so tests run in
+//! parallel. `launch` refuses multi-threaded callers, so it runs in a forked (hence
+//! single-threaded) child of the test process.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_helper::launch_spec::{LaunchFds, LaunchSpec, Launched};
+use berth_helper::sandbox::launch;
+use berth_protocol::log_line::{self, Stream};
+use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use rustix::fs::{Mode, OFlags};
+use tempfile::TempDir;
+
+const UID: u32 = 61234;
+const GID: u32 = 61234;
+/// Owner of the control directory (stands in for the manager uid).
+const MANAGER_UID: u32 = 65534;
+const TIMEOUT: Duration = Duration::from_secs(20);
+const APPLETS: [&str; 8] = ["sh", "sleep", "cat", "touch", "ls", "echo", "test", "kill"];
+
+fn is_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+/// A busybox image with `/bin/*` applets, `/etc/os-release` and `/usr`.
+fn busybox_image() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    for sub in ["bin", "etc", "usr/bin"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+        fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(root.join("etc/os-release"), "ID=berth-test\nNAME=\"berth test image\"\n").unwrap();
+    dir
+}
+
+/// One service's directories: image, control dir (owned by the "manager"), log.
+struct Fixture {
+    image: TempDir,
+    control: TempDir,
+    logs: TempDir,
+    unit: String,
+    launched: Option<Launched>,
+}
+
+impl Fixture {
+    fn new(unit: &str) -> Self {
+        Self::with_image(unit, busybox_image())
+    }
+
+    fn with_image(unit: &str, image: TempDir) -> Self {
+        let control = tempfile::tempdir().unwrap();
+        fs::set_permissions(control.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(control.path(), Some(MANAGER_UID), Some(MANAGER_UID)).unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        Fixture { image, control, logs, unit: unit.to_string(), launched: None }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.control.path().join(format!("{}.sock", self.unit))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.logs.path().join("service.log")
+    }
+
+    fn spec(&self, argv: &[&str]) -> LaunchSpec {
+        LaunchSpec {
+            unit: self.unit.clone(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            environment: vec!["PATH=/bin:/usr/bin".into(), "HOME=/".into()],
+            working_directory: "/".into(),
+            uid: UID,
+            gid: GID,
+            stop_timeout_ms: 1000,
+        }
+    }
+
+    fn fds(&self) -> LaunchFds {
+        let dir = OFlags::DIRECTORY | OFlags::CLOEXEC;
+        LaunchFds {
+            root: rustix::fs::open(self.image.path(), OFlags::PATH | dir, Mode::empty()).unwrap(),
+            log: rustix::fs::open(
+                self.log_path().as_path(),
+                OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o640),
+            )
+            .unwrap(),
+            control_dir: rustix::fs::open(self.control.path(), OFlags::RDONLY | dir, Mode::empty())
+                .unwrap(),
+        }
+    }
+
+    fn try_launch_spec(&mut self, spec: &LaunchSpec) -> Result<Launched, String> {
+        let result = launch_in_child(spec, self.fds());
+        if let Ok(launched) = result {
+            self.launched = Some(launched);
+        }
+        result
+    }
+
+    fn try_launch(&mut self, argv: &[&str]) -> Result<Launched, String> {
+        let spec = self.spec(argv);
+        self.try_launch_spec(&spec)
+    }
+
+    fn launch(&mut self, argv: &[&str]) -> Launched {
+        self.try_launch(argv).unwrap_or_else(|e| panic!("launch failed: {e}"))
+    }
+
+    fn launch_script(&mut self, script: &str) -> Launched {
+        self.launch(&["/bin/sh", "-c", script])
+    }
+
+    fn connect(&self) -> Control {
+        let stream = UnixStream::connect(self.socket_path()).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Control { reader: BufReader::new(stream) }
+    }
+
+    fn request(&self, request: &SupervisorRequest) -> SupervisorStatus {
+        self.connect().request(request)
+    }
+
+    /// Waits (on a fresh connection) until the supervisor reports the service's exit.
+    fn wait_exit(&self) -> SupervisorStatus {
+        let mut control = self.connect();
+        let mut status = control.request(&SupervisorRequest::Status);
+        while status.exit.is_none() {
+            status = control.read_status();
+        }
+        status
+    }
+
+    fn log_records(&self) -> Vec<log_line::LogRecord> {
+        let bytes = fs::read(self.log_path()).unwrap_or_default();
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| log_line::decode(line).expect("corrupt log line"))
+            .collect()
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
+        self.log_records()
+            .into_iter()
+            .filter(|r| r.stream == Stream::Stdout)
+            .map(|r| r.text)
+            .collect()
+    }
+
+    /// Runs a script to its end; returns its stdout lines.
+    fn run_script(&mut self, script: &str) -> Vec<String> {
+        self.launch_script(script);
+        self.wait_exit();
+        self.stdout_lines()
+    }
+
+    fn wait_for_stdout(&self, line: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.stdout_lines().iter().any(|l| l == line) {
+            assert!(Instant::now() < deadline, "no {line:?} in the log: {:?}", self.log_records());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Best effort: kill the service and release its supervisor.
+    fn cleanup(&self) -> Option<()> {
+        self.launched?;
+        let mut control = UnixStream::connect(self.socket_path()).ok()?;
+        control.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let stop = serde_json::to_string(&SupervisorRequest::Stop { timeout_ms: 0 }).ok()?;
+        writeln!(control, "{stop}").ok()?;
+        let mut reader = BufReader::new(control);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            let status: SupervisorStatus = serde_json::from_str(&line).ok()?;
+            if status.exit.is_some() || Instant::now() > deadline {
+                break;
+            }
+        }
+        let release = serde_json::to_string(&SupervisorRequest::Release).ok()?;
+        writeln!(reader.get_mut(), "{release}").ok()?;
+        Some(())
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
+
+/// A connection to a supervisor's control socket.
+struct Control {
+    reader: BufReader<UnixStream>,
+}
+
+impl Control {
+    fn request(&mut self, request: &SupervisorRequest) -> SupervisorStatus {
+        let line = serde_json::to_string(request).unwrap();
+        writeln!(self.reader.get_mut(), "{line}").unwrap();
+        self.read_status()
+    }
+
+    fn read_status(&mut self) -> SupervisorStatus {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("no status line before the timeout");
+        assert!(n > 0, "the supervisor closed the connection");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// Runs `launch` in a forked child (single-threaded, as `launch` requires).
+fn launch_in_child(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, String> {
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    // SAFETY: the child only runs `launch` (which is fork-safe in a single-threaded process,
+    // and glibc keeps malloc usable after fork), writes one line and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(read_end);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| launch(spec, fds)));
+        let line = match result {
+            Ok(Ok(l)) => format!("ok {} {}\n", l.supervisor_pid, l.main_pid),
+            Ok(Err(e)) => format!("err {e}\n"),
+            Err(_) => "err launch panicked\n".to_string(),
+        };
+        let _ = rustix::io::write(&write_end, line.as_bytes());
+        // SAFETY: leaves the forked child without running the test harness's code.
+        unsafe { libc::_exit(0) };
+    }
+    drop(write_end);
+    drop(fds);
+    let line = read_line_with_timeout(&read_end, TIMEOUT);
+    let mut status = 0;
+    // SAFETY: waits for our own child; status is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let line = line.ok_or("launch did not answer in time")?;
+    if let Some(err) = line.strip_prefix("err ") {
+        return Err(err.to_string());
+    }
+    let mut parts = line.strip_prefix("ok ").ok_or("bad answer")?.split(' ');
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).ok_or("bad answer");
+    Ok(Launched { supervisor_pid: next()?, main_pid: next()? })
+}
+
+fn read_line_with_timeout(fd: &OwnedFd, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.contains(&b'\n') {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
+        if ready <= 0 {
+            continue;
+        }
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines().next().map(str::to_string)
+}
+
+fn proc_status(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in status"))
+        .trim()
+        .to_string()
+}
+
+fn ns_link(pid: &str, ns: &str) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap()
+}
+
+/// Host pids of the processes in the pid namespace `ns` (a `pid:[inode]` link value).
+fn processes_in(ns: &Path) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Forks a child that becomes `uid`, connects to `socket` and asks for the status.
+/// Returns 0 if a status came back, 1 if the connection was closed without one, 2 if the
+/// connect itself failed. With `keep_dac_override`, the child keeps CAP_DAC_OVERRIDE so the
+/// socket's file mode does not decide.
+fn query_as(uid: u32, socket: &Path, keep_dac_override: bool) -> i32 {
+    let path = socket.to_path_buf();
+    // SAFETY: the child does only setuid, a socket round trip and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| child_query(uid, &path, keep_dac_override)).unwrap_or(99);
+        // SAFETY: leaves the forked child without running the test harness's code.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; status is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "query child crashed");
+    libc::WEXITSTATUS(status)
+}
+
+fn child_query(uid: u32, path: &Path, keep_dac_override: bool) -> i32 {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // SAFETY: plain prctl/set*id calls in a single-threaded child; capget/capset get
+    // version-3 structures of the right layout.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+        if libc::setresgid(uid, uid, uid) != 0 || libc::setresuid(uid, uid, uid) != 0 {
+            return 98;
+        }
+        if keep_dac_override {
+            let header = Header { version: 0x2008_0522, pid: 0 };
+            let mut data = [Data::default(); 2];
+            libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr());
+            // CAP_DAC_OVERRIDE is capability 1.
+            data[0].effective = 1 << 1;
+            if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+                return 97;
+            }
+        }
+    }
+    let Ok(mut stream) = UnixStream::connect(path) else { return 2 };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = writeln!(stream, "{{\"op\":\"status\"}}");
+    let mut line = String::new();
+    match BufReader::new(stream).read_line(&mut line) {
+        Ok(n) if n > 0 && serde_json::from_str::<SupervisorStatus>(&line).is_ok() => 0,
+        _ => 1,
+    }
+}
+
+// ---- the main process runs and is logged ----
+
+#[test]
+fn stdout_of_the_service_is_logged_as_stdout_records() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("echo.service");
+
+    fx.launch_script("echo hello");
+    fx.wait_exit();
+
+    let records = fx.log_records();
+    assert!(
+        records.iter().any(|r| r.stream == Stream::Stdout && r.text == "hello"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn stderr_of_the_service_is_logged_as_stderr_records() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("stderr.service");
+
+    fx.launch_script("echo oops >&2");
+    fx.wait_exit();
+
+    let records = fx.log_records();
+    assert!(
+        records.iter().any(|r| r.stream == Stream::Stderr && r.text == "oops"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn exit_code_of_the_service_is_reported() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("exit3.service");
+
+    fx.launch_script("exit 3");
+    let status = fx.wait_exit();
+
+    let exit = status.exit.unwrap();
+    assert_eq!((exit.code, exit.signal), (Some(3), None));
+    assert!(!status.running);
+}
+
+// ---- the sandbox, seen from outside ----
+
+#[test]
+fn main_runs_in_new_mount_pid_ipc_and_uts_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("ns.service");
+
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let main = launched.main_pid.to_string();
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(ns_link(&main, ns), ns_link("self", ns), "{ns} namespace is shared");
+    }
+}
+
+#[test]
+fn main_runs_as_the_dynamic_uid_without_capabilities() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("creds.service");
+
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let status = proc_status(launched.main_pid);
+    assert_eq!(status_field(&status, "Uid"), format!("{UID}\t{UID}\t{UID}\t{UID}"));
+    assert_eq!(status_field(&status, "Gid"), format!("{GID}\t{GID}\t{GID}\t{GID}"));
+    assert_eq!(status_field(&status, "Groups"), "");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+}
+
+#[test]
+fn main_has_only_stdio_descriptors() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("fds.service");
+
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let mut fds: Vec<u32> = fs::read_dir(format!("/proc/{}/fd", launched.main_pid))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort_unstable();
+    assert_eq!(fds, vec![0, 1, 2]);
+}
+
+#[test]
+fn main_pid_is_the_host_pid_of_the_exec_d_program() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("pid.service");
+
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let status = proc_status(launched.main_pid);
+    assert_eq!(status_field(&status, "Name"), "sleep");
+    // Host pid first, then its pid inside the sandbox (init is 1, main is 2).
+    let nspid = status_field(&status, "NSpid");
+    assert_eq!(nspid, format!("{}\t2", launched.main_pid));
+}
+
+// ---- the sandbox, seen from inside ----
+
+#[test]
+fn root_file_system_is_read_only() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("rofs.service");
+
+    let out = fx.run_script("touch /x 2>/dev/null && echo writable || echo read-only");
+
+    assert_eq!(out, vec!["read-only"]);
+}
+
+#[test]
+fn image_directories_are_read_only() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("roimg.service");
+
+    let out = fx.run_script("touch /etc/x 2>/dev/null && echo writable || echo read-only");
+
+    assert_eq!(out, vec!["read-only"]);
+}
+
+#[test]
+fn tmp_is_empty_and_writable() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("tmp.service");
+
+    let out = fx.run_script(r#"echo "[$(ls -A /tmp)]"; touch /tmp/f && echo writable"#);
+
+    assert_eq!(out, vec!["[]", "writable"]);
+}
+
+#[test]
+fn root_holds_only_image_entries_and_our_mounts() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("ls.service");
+
+    let out = fx.run_script("ls -A /");
+
+    assert_eq!(out, vec!["bin", "dev", "etc", "proc", "run", "sys", "tmp", "usr"]);
+}
+
+#[test]
+fn host_files_are_not_visible() {
+    if !is_root() {
+        return;
+    }
+    let marker = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    let name = marker.path().to_str().unwrap().to_string();
+    let mut fx = Fixture::new("hidden.service");
+
+    let out = fx.run_script(&format!(
+        "test -e {name} && echo visible || echo hidden; test -e /root && echo root || echo no-root"
+    ));
+
+    assert_eq!(out, vec!["hidden", "no-root"]);
+}
+
+#[test]
+fn proc_self_status_shows_the_service() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("proc.service");
+
+    let out = fx.run_script("cat /proc/self/status");
+
+    assert!(out.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")), "{out:?}");
+}
+
+#[test]
+fn dev_holds_usable_pseudo_devices() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("dev.service");
+
+    let out = fx.run_script("echo x > /dev/null && echo null-ok; test -c /dev/zero && echo zero-ok; test -e /dev/vda || echo no-disk");
+
+    assert_eq!(out, vec!["null-ok", "zero-ok", "no-disk"]);
+}
+
+#[test]
+fn stdin_is_dev_null() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("stdin.service");
+
+    let out = fx.run_script("echo \"[$(cat)]\"");
+
+    assert_eq!(out, vec!["[]"]);
+}
+
+#[test]
+fn working_directory_is_honoured() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("cwd.service");
+    let mut spec = fx.spec(&["/bin/sh", "-c", "echo $PWD"]);
+    spec.working_directory = "/etc".into();
+
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+
+    assert_eq!(fx.stdout_lines(), vec!["/etc"]);
+}
+
+// ---- hostile images ----
+
+#[test]
+fn symlinked_tmp_dev_proc_and_run_in_the_image_touch_nothing_on_the_host() {
+    if !is_root() {
+        return;
+    }
+    let host_dir = tempfile::tempdir().unwrap();
+    let image = busybox_image();
+    symlink(host_dir.path(), image.path().join("tmp")).unwrap();
+    symlink("/", image.path().join("dev")).unwrap();
+    symlink("/", image.path().join("proc")).unwrap();
+    symlink(host_dir.path(), image.path().join("run")).unwrap();
+    symlink("../../../../", image.path().join("sys")).unwrap();
+    let mut fx = Fixture::with_image("hostile.service", image);
+
+    let out = fx.run_script("touch /tmp/pwned /dev/shm/pwned && test -d /run/ && echo done");
+
+    assert_eq!(out, vec!["done"], "{:?}", fx.log_records());
+    assert_eq!(fs::read_dir(host_dir.path()).unwrap().count(), 0, "files created on the host");
+    for leaked in ["/pts", "/shm", "/null", "/ptmx", "/stdin", "/pwned"] {
+        assert!(fs::symlink_metadata(leaked).is_err(), "{leaked} created on the host");
+    }
+}
+
+#[test]
+fn absolute_symlinks_in_the_image_resolve_inside_the_sandbox() {
+    if !is_root() {
+        return;
+    }
+    let image = busybox_image();
+    // Points at a host path that exists; inside the sandbox it must not reach the host.
+    symlink("/root", image.path().join("home")).unwrap();
+    symlink("/bin", image.path().join("sbin")).unwrap();
+    let mut fx = Fixture::with_image("links.service", image);
+
+    let out = fx.run_script("test -e /home && echo host-root || echo dangling; test -x /sbin/busybox && echo sbin-ok");
+
+    assert_eq!(out, vec!["dangling", "sbin-ok"]);
+}
+
+// ---- launch errors ----
+
+#[test]
+fn missing_executable_is_reported_as_not_found_in_image() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("nope.service");
+
+    let err = fx.try_launch(&["/usr/bin/nope"]).unwrap_err();
+
+    assert_eq!(err, "executable /usr/bin/nope not found in image");
+    wait_until("the socket is removed", || !fx.socket_path().exists());
+}
+
+#[test]
+fn missing_working_directory_is_reported() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("nocwd.service");
+    let mut spec = fx.spec(&["/bin/sleep", "1"]);
+    spec.working_directory = "/srv/none".into();
+
+    let err = fx.try_launch_spec(&spec).unwrap_err();
+
+    assert!(err.starts_with("cannot change to working directory /srv/none: "), "{err}");
+}
+
+#[test]
+fn control_directory_owned_by_root_is_rejected() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("rootdir.service");
+    std::os::unix::fs::chown(fx.control.path(), Some(0), Some(0)).unwrap();
+
+    let err = fx.try_launch(&["/bin/sleep", "1"]).unwrap_err();
+
+    assert!(err.starts_with("control directory rejected: owned by root"), "{err}");
+}
+
+#[test]
+fn launch_refuses_a_multi_threaded_process() {
+    let fx = Fixture::new("threads.service");
+    let spec = fx.spec(&["/bin/sleep", "1"]);
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let extra = std::thread::spawn(move || stop_rx.recv());
+
+    let result = launch(&spec, fx.fds());
+
+    drop(stop_tx);
+    let _ = extra.join();
+    assert!(
+        matches!(result, Err(berth_helper::sandbox::LaunchError::MultiThreaded { .. })),
+        "{result:?}"
+    );
+}
+
+// ---- control socket ----
+
+#[test]
+fn stop_ends_a_service_with_sigterm() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("stop.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let reply = fx.request(&SupervisorRequest::Stop { timeout_ms: 10_000 });
+    let status = fx.wait_exit();
+
+    assert!(reply.stop_requested);
+    let exit = status.exit.unwrap();
+    assert_eq!((exit.code, exit.signal), (None, Some(libc::SIGTERM)));
+    assert!(status.stop_requested);
+}
+
+#[test]
+fn stop_kills_a_service_ignoring_sigterm_and_everything_in_its_pid_namespace() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("stubborn.service");
+    let launched = fx.launch_script("trap '' TERM; sleep 1000 & echo ready; wait");
+    fx.wait_for_stdout("ready");
+    let ns = ns_link(&launched.main_pid.to_string(), "pid");
+    assert_eq!(processes_in(&ns).len(), 3, "init, sh and sleep should run");
+
+    let started = Instant::now();
+    fx.request(&SupervisorRequest::Stop { timeout_ms: 300 });
+    let status = fx.wait_exit();
+
+    assert!(started.elapsed() >= Duration::from_millis(300), "killed before the timeout");
+    assert_eq!(status.exit.unwrap().signal, Some(libc::SIGKILL));
+    assert_eq!(processes_in(&ns), Vec::<u32>::new());
+}
+
+#[test]
+fn signal_is_forwarded_to_main() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("usr1.service");
+    fx.launch_script("trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done");
+    fx.wait_for_stdout("ready");
+
+    let reply = fx.request(&SupervisorRequest::Signal { signal: libc::SIGUSR1 });
+    let status = fx.wait_exit();
+
+    assert_eq!(reply.error, None);
+    assert_eq!(status.exit.unwrap().code, Some(0));
+    assert!(fx.stdout_lines().contains(&"got-usr1".to_string()));
+}
+
+#[test]
+fn release_while_running_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("busy.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let reply = fx.request(&SupervisorRequest::Release);
+
+    assert!(reply.running);
+    assert!(reply.error.is_some());
+    assert!(fx.socket_path().exists());
+}
+
+#[test]
+fn release_after_exit_removes_the_socket_and_ends_the_supervisor() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("release.service");
+    let launched = fx.launch_script("exit 0");
+    fx.wait_exit();
+
+    let reply = fx.request(&SupervisorRequest::Release);
+
+    assert_eq!(reply.error, None);
+    wait_until("the socket is removed", || !fx.socket_path().exists());
+    wait_until("the supervisor exits", || process_gone(launched.supervisor_pid));
+}
+
+#[test]
+fn status_reports_the_pids_and_the_unit() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("status.service");
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let status = fx.request(&SupervisorRequest::Status);
+
+    assert_eq!(status.unit, "status.service");
+    assert_eq!((status.supervisor_pid, status.main_pid), (launched.supervisor_pid, launched.main_pid));
+    assert!(status.running && !status.stop_requested && status.exit.is_none());
+    assert!(status.started_usec > 0);
+}
+
+#[test]
+fn control_socket_refuses_other_uids() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("peer.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let outcome = query_as(65533, &fx.socket_path(), true);
+
+    assert_eq!(outcome, 1, "expected the connection to be closed without a reply");
+}
+
+#[test]
+fn control_socket_serves_the_directory_owner() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("owner.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let outcome = query_as(MANAGER_UID, &fx.socket_path(), false);
+
+    assert_eq!(outcome, 0, "expected a status reply");
+}
+
+#[test]
+fn control_socket_is_owned_by_the_manager_with_mode_0600() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("mode.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let meta = fs::symlink_metadata(fx.socket_path()).unwrap();
+
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (MANAGER_UID, 0o600));
+}
