@@ -354,3 +354,49 @@ fn restart_gives_a_new_main_process() {
     assert_ne!(status["main_pid"].as_u64().unwrap(), first);
     assert!(!process_exists(first as u32));
 }
+
+#[test]
+fn running_service_is_readopted_after_a_berthd_restart() {
+    let mut h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["start", "hello"]).unwrap();
+    let before = h.berth_json(&["status", "hello"]).unwrap();
+
+    h.restart_berthd().unwrap();
+
+    h.wait_for(|| Ok(h.berth_json(&["status", "hello"])?["state"] == "running"), WAIT).unwrap();
+    let after = h.berth_json(&["status", "hello"]).unwrap();
+    assert_eq!(after["main_pid"], before["main_pid"]);
+    assert_eq!(after["uid"], before["uid"]);
+    h.berth_ok(&["stop", "hello"]).unwrap();
+    assert!(!process_exists(before["main_pid"].as_u64().unwrap() as u32));
+}
+
+#[test]
+fn sandbox_dev_holds_only_the_minimal_devices() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (probe, _) = run_probe(&h).unwrap();
+
+    let mut dev: Vec<String> =
+        probe["dev_entries"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    dev.sort();
+    for expected in ["full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero"] {
+        assert!(dev.iter().any(|d| d == expected), "/dev lacks {expected}: {dev:?}");
+    }
+    let allowed = ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"];
+    assert!(dev.iter().all(|d| allowed.contains(&d.as_str())), "unexpected entries in /dev: {dev:?}");
+}
+
+#[test]
+fn image_inspect_shows_units_and_os_release() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    let details = h.berth_json(&["image", "inspect", "hello", "--cat"]).unwrap();
+
+    assert_eq!(details["units"][0]["name"], "hello.service");
+    assert!(details["units"][0]["contents"].as_str().unwrap().contains("ExecStart="));
+    assert!(details["os_release"].as_str().unwrap().contains("ID="));
+}

@@ -21,8 +21,8 @@ use berth_protocol::supervisor::{ExitStatus, SupervisorRequest, SupervisorStatus
 use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags,
-    SocketAddrUnix, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
 };
 use rustix::process::{Pid, PidfdFlags};
 
@@ -47,7 +47,10 @@ pub(crate) fn run(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
     let (fds, report) = sanitize(fds, report);
     let code = match start(spec, fds) {
         Ok(mut sup) => {
-            let launched = Report::Launched { supervisor_pid: sup.pid, main_pid: sup.main_pid };
+            let launched = Report::Launched {
+                supervisor_pid: sup.pid,
+                main_pid: sup.main_pid,
+            };
             if launched.send(&report).is_ok() {
                 drop(report);
                 sup.serve()
@@ -71,7 +74,9 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
     let _ = rustix::process::set_parent_process_death_signal(None);
     // SIGPIPE ignored: a vanished client or reader must not kill us.
     let _ = sys::reset_signals(true);
-    let Ok(report) = sys::above_stdio(report) else { sys::exit(1) };
+    let Ok(report) = sys::above_stdio(report) else {
+        sys::exit(1)
+    };
     let fail = |report: &OwnedFd, stage: &str, e: std::io::Error| -> ! {
         let _ = Report::Failed(Failure::setup(stage, e)).send(report);
         sys::exit(1)
@@ -100,11 +105,23 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
     }
     rustix::process::umask(Mode::from_raw_mode(0o022));
     let _ = rustix::process::chdir(c"/");
+    // Tells it apart from the helper in `ps` (the command line stays the helper's).
+    let _ = rustix::thread::set_name(c"berth-supervise");
     (fds, report)
 }
 
 fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
-    let LaunchFds { root, log, control_dir } = fds;
+    let LaunchFds {
+        root,
+        log,
+        control_dir,
+    } = fds;
+    // A log that is a pipe or socket must never block us (and through us the service): drop
+    // records instead. Regular files ignore O_NONBLOCK.
+    let log_type = rustix::fs::fstat(&log).map(|st| FileType::from_raw_mode(st.st_mode));
+    if matches!(log_type, Ok(FileType::Fifo | FileType::Socket)) {
+        nonblocking(&log)?;
+    }
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
     match spawn(spec, root) {
         Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
@@ -128,8 +145,11 @@ struct ControlSocket {
 
 impl ControlSocket {
     fn bind(unit: &str, dir: OwnedFd) -> Result<Self, Failure> {
-        let refuse = |reason: &str| Failure::ControlDir { reason: reason.to_string() };
-        let st = rustix::fs::fstat(&dir).map_err(|e| Failure::setup("stat the control directory", e))?;
+        let refuse = |reason: &str| Failure::ControlDir {
+            reason: reason.to_string(),
+        };
+        let st =
+            rustix::fs::fstat(&dir).map_err(|e| Failure::setup("stat the control directory", e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Err(refuse("not a directory"));
         }
@@ -140,14 +160,17 @@ impl ControlSocket {
             return Err(refuse("writable by group or others"));
         }
         let path = format!("{unit}.sock");
-        let bind_err = |e: Errno| Failure::BindControlSocket { path: path.clone(), errno: e.raw_os_error() };
+        let bind_err = |e: Errno| Failure::BindControlSocket {
+            path: path.clone(),
+            errno: e.raw_os_error(),
+        };
         let name = CString::new(path.as_str()).map_err(|_| bind_err(Errno::INVAL))?;
 
         // A socket left by a dead supervisor of the same unit.
-        if let Ok(old) = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
-            if FileType::from_raw_mode(old.st_mode) == FileType::Socket {
-                rustix::fs::unlinkat(&dir, &name, AtFlags::empty()).map_err(bind_err)?;
-            }
+        if let Ok(old) = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+            && FileType::from_raw_mode(old.st_mode) == FileType::Socket
+        {
+            rustix::fs::unlinkat(&dir, &name, AtFlags::empty()).map_err(bind_err)?;
         }
         let listener = rustix::net::socket_with(
             AddressFamily::UNIX,
@@ -156,29 +179,37 @@ impl ControlSocket {
             None,
         )
         .map_err(bind_err)?;
-        // Bind by a name relative to the directory (as cwd): no host path is involved, and
-        // the umask makes the socket 0600 from the start.
+        // Bind by a name relative to the directory (as cwd), so no host path is involved,
+        // with the directory owner's fs ids and umask 0177: the socket is the owner's and
+        // 0600 from the start, and no chown by path (raceable in a directory the manager
+        // controls) is needed.
         rustix::process::fchdir(&dir).map_err(bind_err)?;
         let old_mask = rustix::process::umask(Mode::from_raw_mode(0o177));
-        let bound = SocketAddrUnix::new(name.as_c_str()).and_then(|addr| rustix::net::bind(&listener, &addr));
+        let bound = sys::set_fs_ids(st.st_uid, st.st_gid)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::PERM))
+            .and_then(|()| SocketAddrUnix::new(name.as_c_str()))
+            .and_then(|addr| rustix::net::bind(&listener, &addr));
+        let restored = sys::set_fs_ids(0, 0);
         rustix::process::umask(old_mask);
         let _ = rustix::process::chdir(c"/");
+        // Cannot fail for root; if it did, we must not go on with the manager's fs ids (the
+        // caller reports and exits).
+        restored.map_err(|e| Failure::setup("restore the filesystem ids", e))?;
         bound.map_err(bind_err)?;
 
         let finish = || -> Result<(u64, u64), Errno> {
-            rustix::fs::chownat(
-                &dir,
-                &name,
-                Some(rustix::fs::Uid::from_raw(st.st_uid)),
-                Some(rustix::fs::Gid::from_raw(st.st_gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
             rustix::net::listen(&listener, 16)?;
             let sock = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
             Ok((sock.st_dev, sock.st_ino))
         };
         match finish() {
-            Ok(ident) => Ok(ControlSocket { listener, dir, name, ident, owner: st.st_uid }),
+            Ok(ident) => Ok(ControlSocket {
+                listener,
+                dir,
+                name,
+                ident,
+                owner: st.st_uid,
+            }),
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
                 Err(bind_err(e))
@@ -188,10 +219,10 @@ impl ControlSocket {
 
     /// Removes the socket, if it is still the one we bound.
     fn remove(&self) {
-        if let Ok(st) = rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
-            if (st.st_dev, st.st_ino) == self.ident {
-                let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
-            }
+        if let Ok(st) = rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW)
+            && (st.st_dev, st.st_ino) == self.ident
+        {
+            let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
         }
     }
 
@@ -220,7 +251,8 @@ fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
 
 fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
     let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| Failure::setup("fcntl", e))?;
-    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK).map_err(|e| Failure::setup("fcntl", e))
+    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| Failure::setup("fcntl", e))
 }
 
 /// Forks init into a new pid namespace and waits until main has exec'd.
@@ -246,25 +278,34 @@ fn spawn(spec: &LaunchSpec, root: OwnedFd) -> Result<Sandbox, Failure> {
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
         .map_err(|e| Failure::setup("unshare the pid namespace", e))?;
     // Blocked across the fork, so init queues a stop request that arrives early.
-    let old_mask = init::init_signals().block().map_err(|e| Failure::setup("block signals", e))?;
+    let old_mask = init::init_signals()
+        .block()
+        .map_err(|e| Failure::setup("block signals", e))?;
     // SAFETY: single-threaded; init ends in sys::exit.
     let forked = unsafe { sys::fork() };
-    if let Ok(sys::Forked::Child) = forked {
-        let fds = InitFds { root, stdout: stdout_w, stderr: stderr_w, status: status_w, report: report_w };
-        init::run(spec, fds)
-    }
-    let _ = old_mask.set_mask();
-    drop((root, stdout_w, stderr_w, status_w, report_w));
     let init_pid = match forked {
+        Ok(sys::Forked::Child) => init::run(
+            spec,
+            InitFds {
+                root,
+                stdout: stdout_w,
+                stderr: stderr_w,
+                status: status_w,
+                report: report_w,
+            },
+        ),
         Ok(sys::Forked::Parent(pid)) => pid,
-        Ok(sys::Forked::Child) => unreachable!("the child never gets here"),
         Err(e) => return Err(Failure::setup("fork the sandbox's init", e)),
     };
+    let _ = old_mask.set_mask();
+    drop((root, stdout_w, stderr_w, status_w, report_w));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);
         let _ = sys::waitpid(init_pid, 0);
     };
-    let pidfd = match Pid::from_raw(init_pid).map(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty())) {
+    let pidfd = match Pid::from_raw(init_pid)
+        .map(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()))
+    {
         Some(Ok(fd)) => fd,
         other => {
             kill_init();
@@ -301,7 +342,10 @@ fn await_exec(report: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Resul
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::setup("wait for the service to exec", Errno::TIMEDOUT));
+            return Err(Failure::setup(
+                "wait for the service to exec",
+                Errno::TIMEDOUT,
+            ));
         }
         let mut pfd = [sys::pollfd(report.as_fd(), libc::POLLIN)];
         if sys::poll(&mut pfd, millis(left).max(1)).map_err(|e| Failure::setup("poll", e))? == 0 {
@@ -329,14 +373,18 @@ fn await_exec(report: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Resul
         match buf[0] {
             init::MSG_PID => main_pid = sender,
             init::MSG_FAILURE => {
-                return Err(serde_json::from_slice(&buf[1..msg.bytes]).unwrap_or_else(|_| {
-                    Failure::setup("decode the sandbox's report", Errno::PROTO)
-                }));
+                return Err(
+                    serde_json::from_slice(&buf[1..msg.bytes]).unwrap_or_else(|_| {
+                        Failure::setup("decode the sandbox's report", Errno::PROTO)
+                    }),
+                );
             }
             _ => return Err(Failure::setup("decode the sandbox's report", Errno::PROTO)),
         }
     }
-    main_pid.ok_or_else(|| Failure::InitDied { detail: init_death(pidfd, init_pid) })
+    main_pid.ok_or_else(|| Failure::InitDied {
+        detail: init_death(pidfd, init_pid),
+    })
 }
 
 /// Describes how init ended, waiting briefly for it to do so.
@@ -358,11 +406,20 @@ fn init_death(pidfd: &OwnedFd, init_pid: libc::pid_t) -> String {
 
 fn decode_wait(status: i32) -> ExitStatus {
     if libc::WIFEXITED(status) {
-        ExitStatus { code: Some(libc::WEXITSTATUS(status)), signal: None }
+        ExitStatus {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+        }
     } else if libc::WIFSIGNALED(status) {
-        ExitStatus { code: None, signal: Some(libc::WTERMSIG(status)) }
+        ExitStatus {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+        }
     } else {
-        ExitStatus { code: None, signal: None }
+        ExitStatus {
+            code: None,
+            signal: None,
+        }
     }
 }
 
@@ -374,7 +431,10 @@ struct LineBuffer {
 
 impl LineBuffer {
     fn new(stream: Stream) -> Self {
-        LineBuffer { stream, partial: Vec::new() }
+        LineBuffer {
+            stream,
+            partial: Vec::new(),
+        }
     }
 
     /// Appends the records for every line completed by `data` to `out`.
@@ -442,7 +502,11 @@ impl Client {
 
     fn flush(&mut self) {
         while !self.output.is_empty() && !self.dead {
-            match rustix::net::send(&self.fd, &self.output, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            match rustix::net::send(
+                &self.fd,
+                &self.output,
+                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+            ) {
                 Ok(n) => {
                     self.output.drain(..n);
                 }
@@ -491,8 +555,14 @@ impl Supervisor {
             control,
             log,
             outputs: [
-                Output { fd: Some(sandbox.stdout), lines: LineBuffer::new(Stream::Stdout) },
-                Output { fd: Some(sandbox.stderr), lines: LineBuffer::new(Stream::Stderr) },
+                Output {
+                    fd: Some(sandbox.stdout),
+                    lines: LineBuffer::new(Stream::Stdout),
+                },
+                Output {
+                    fd: Some(sandbox.stderr),
+                    lines: LineBuffer::new(Stream::Stderr),
+                },
             ],
             init: Some((sandbox.init_pid, sandbox.pidfd)),
             status_pipe: sandbox.status,
@@ -547,7 +617,11 @@ impl Supervisor {
                 }
             }
             for (i, client) in self.clients.iter().enumerate() {
-                let events = if client.output.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
+                let events = if client.output.is_empty() {
+                    libc::POLLIN
+                } else {
+                    libc::POLLIN | libc::POLLOUT
+                };
                 pfds.push(sys::pollfd(client.fd.as_fd(), events));
                 slots.push(Slot::Client(i));
             }
@@ -564,12 +638,12 @@ impl Supervisor {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            if let Some(at) = self.kill_at {
-                if Instant::now() >= at {
-                    self.kill_at = None;
-                    if let Some((pid, _)) = &self.init {
-                        let _ = sys::kill(*pid, libc::SIGKILL);
-                    }
+            if let Some(at) = self.kill_at
+                && Instant::now() >= at
+            {
+                self.kill_at = None;
+                if let Some((pid, _)) = &self.init {
+                    let _ = sys::kill(*pid, libc::SIGKILL);
                 }
             }
             for (slot, pfd) in slots.iter().zip(&pfds) {
@@ -596,11 +670,19 @@ impl Supervisor {
 
     fn accept(&mut self) {
         loop {
-            match rustix::net::accept_with(&self.control.listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            match rustix::net::accept_with(
+                &self.control.listener,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
                 Ok(fd) => {
                     // Refused peers are just closed.
                     if self.control.allowed(&fd) && self.clients.len() < MAX_CLIENTS {
-                        self.clients.push(Client { fd, input: Vec::new(), output: Vec::new(), dead: false });
+                        self.clients.push(Client {
+                            fd,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            dead: false,
+                        });
                     }
                 }
                 Err(Errno::INTR | Errno::CONNABORTED) => {}
@@ -619,7 +701,9 @@ impl Supervisor {
                     out.lines.finish(sys::realtime_usec(), &mut records);
                     out.fd = None;
                 }
-                Ok(n) => out.lines.push(&chunk[..n], sys::realtime_usec(), &mut records),
+                Ok(n) => out
+                    .lines
+                    .push(&chunk[..n], sys::realtime_usec(), &mut records),
                 Err(Errno::INTR) => continue,
                 Err(_) => break,
             }
@@ -665,7 +749,10 @@ impl Supervisor {
         };
         self.exit = Some(match (main_status, init_status) {
             (Some(status), _) | (None, Some(status)) => decode_wait(status),
-            (None, None) => ExitStatus { code: None, signal: None },
+            (None, None) => ExitStatus {
+                code: None,
+                signal: None,
+            },
         });
         let status = self.status(None);
         for client in &mut self.clients {
@@ -731,6 +818,13 @@ impl Supervisor {
                 if !(1..=sys::SIGNAL_MAX).contains(&signal) {
                     return self.status(Some(format!("invalid signal {signal}")));
                 }
+                // Init (PID 1) ignores what it does not forward, except SIGSTOP, which would
+                // freeze init alone; SIGKILL is allowed and ends the whole sandbox.
+                if signal != libc::SIGKILL && !init::forwarded_signals().any(|s| s == signal) {
+                    return self.status(Some(format!(
+                        "signal {signal} cannot be forwarded to the service"
+                    )));
+                }
                 let Some((pid, _)) = &self.init else {
                     return self.status(Some("the service is not running".into()));
                 };
@@ -776,7 +870,13 @@ mod tests {
     fn lines_split_across_reads_are_joined() {
         let got = records(&[b"hel", b"lo\nwor", b"ld\n"], false);
 
-        assert_eq!(got, vec![("stdout".into(), "hello".into()), ("stdout".into(), "world".into())]);
+        assert_eq!(
+            got,
+            vec![
+                ("stdout".into(), "hello".into()),
+                ("stdout".into(), "world".into())
+            ]
+        );
     }
 
     #[test]
@@ -823,7 +923,19 @@ mod tests {
 
     #[test]
     fn wait_status_decodes_code_and_signal() {
-        assert_eq!(decode_wait(3 << 8), ExitStatus { code: Some(3), signal: None });
-        assert_eq!(decode_wait(libc::SIGKILL), ExitStatus { code: None, signal: Some(9) });
+        assert_eq!(
+            decode_wait(3 << 8),
+            ExitStatus {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            decode_wait(libc::SIGKILL),
+            ExitStatus {
+                code: None,
+                signal: Some(9)
+            }
+        );
     }
 }

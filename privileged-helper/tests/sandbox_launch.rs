@@ -3,6 +3,7 @@
 //! Each test builds its own busybox image, control and log directories, so tests run in
 //! parallel. `launch` refuses multi-threaded callers, so it runs in a forked (hence
 //! single-threaded) child of the test process.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use berth_helper::launch_spec::{LaunchFds, LaunchSpec, Launched};
@@ -25,6 +27,17 @@ const GID: u32 = 61234;
 const MANAGER_UID: u32 = 65534;
 const TIMEOUT: Duration = Duration::from_secs(20);
 const APPLETS: [&str; 8] = ["sh", "sleep", "cat", "touch", "ls", "echo", "test", "kill"];
+
+/// Held (shared) while an executable is being written and (exclusive) across every fork: a
+/// child forked while another test's busybox copy is open for writing would keep that fd and
+/// make its execve fail with ETXTBSY.
+static FORK_LOCK: RwLock<()> = RwLock::new(());
+
+fn fork_guarded() -> libc::pid_t {
+    let _guard = FORK_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: callers' children only run fork-safe code (see each call site) and _exit.
+    unsafe { libc::fork() }
+}
 
 fn is_root() -> bool {
     if rustix::process::geteuid().is_root() {
@@ -43,12 +56,19 @@ fn busybox_image() -> TempDir {
         fs::create_dir_all(root.join(sub)).unwrap();
         fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    {
+        let _guard = FORK_LOCK.read().unwrap_or_else(|e| e.into_inner());
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    }
     fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
     for applet in APPLETS {
         symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
-    fs::write(root.join("etc/os-release"), "ID=berth-test\nNAME=\"berth test image\"\n").unwrap();
+    fs::write(
+        root.join("etc/os-release"),
+        "ID=berth-test\nNAME=\"berth test image\"\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -71,7 +91,13 @@ impl Fixture {
         fs::set_permissions(control.path(), fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(control.path(), Some(MANAGER_UID), Some(MANAGER_UID)).unwrap();
         let logs = tempfile::tempdir().unwrap();
-        Fixture { image, control, logs, unit: unit.to_string(), launched: None }
+        Fixture {
+            image,
+            control,
+            logs,
+            unit: unit.to_string(),
+            launched: None,
+        }
     }
 
     fn socket_path(&self) -> PathBuf {
@@ -123,7 +149,8 @@ impl Fixture {
     }
 
     fn launch(&mut self, argv: &[&str]) -> Launched {
-        self.try_launch(argv).unwrap_or_else(|e| panic!("launch failed: {e}"))
+        self.try_launch(argv)
+            .unwrap_or_else(|e| panic!("launch failed: {e}"))
     }
 
     fn launch_script(&mut self, script: &str) -> Launched {
@@ -133,7 +160,9 @@ impl Fixture {
     fn connect(&self) -> Control {
         let stream = UnixStream::connect(self.socket_path()).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Control { reader: BufReader::new(stream) }
+        Control {
+            reader: BufReader::new(stream),
+        }
     }
 
     fn request(&self, request: &SupervisorRequest) -> SupervisorStatus {
@@ -177,7 +206,11 @@ impl Fixture {
     fn wait_for_stdout(&self, line: &str) {
         let deadline = Instant::now() + TIMEOUT;
         while !self.stdout_lines().iter().any(|l| l == line) {
-            assert!(Instant::now() < deadline, "no {line:?} in the log: {:?}", self.log_records());
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} in the log: {:?}",
+                self.log_records()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -186,7 +219,9 @@ impl Fixture {
     fn cleanup(&self) -> Option<()> {
         self.launched?;
         let mut control = UnixStream::connect(self.socket_path()).ok()?;
-        control.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        control
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .ok()?;
         let stop = serde_json::to_string(&SupervisorRequest::Stop { timeout_ms: 0 }).ok()?;
         writeln!(control, "{stop}").ok()?;
         let mut reader = BufReader::new(control);
@@ -225,7 +260,10 @@ impl Control {
 
     fn read_status(&mut self) -> SupervisorStatus {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("no status line before the timeout");
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .expect("no status line before the timeout");
         assert!(n > 0, "the supervisor closed the connection");
         serde_json::from_str(&line).unwrap()
     }
@@ -234,9 +272,9 @@ impl Control {
 /// Runs `launch` in a forked child (single-threaded, as `launch` requires).
 fn launch_in_child(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, String> {
     let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-    // SAFETY: the child only runs `launch` (which is fork-safe in a single-threaded process,
-    // and glibc keeps malloc usable after fork), writes one line and leaves with _exit.
-    let pid = unsafe { libc::fork() };
+    // The child only runs `launch` (fine in the single-threaded child; glibc keeps malloc
+    // usable after fork), writes one line and leaves with _exit.
+    let pid = fork_guarded();
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         drop(read_end);
@@ -261,8 +299,16 @@ fn launch_in_child(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, String
         return Err(err.to_string());
     }
     let mut parts = line.strip_prefix("ok ").ok_or("bad answer")?.split(' ');
-    let mut next = || parts.next().and_then(|p| p.parse().ok()).ok_or("bad answer");
-    Ok(Launched { supervisor_pid: next()?, main_pid: next()? })
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("bad answer")
+    };
+    Ok(Launched {
+        supervisor_pid: next()?,
+        main_pid: next()?,
+    })
 }
 
 fn read_line_with_timeout(fd: &OwnedFd, timeout: Duration) -> Option<String> {
@@ -271,7 +317,11 @@ fn read_line_with_timeout(fd: &OwnedFd, timeout: Duration) -> Option<String> {
     let mut buf = [0u8; 1024];
     while !out.contains(&b'\n') {
         let left = deadline.checked_duration_since(Instant::now())?;
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
         if ready <= 0 {
@@ -325,7 +375,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn process_gone(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -335,11 +388,12 @@ fn process_gone(pid: u32) -> bool {
 /// socket's file mode does not decide.
 fn query_as(uid: u32, socket: &Path, keep_dac_override: bool) -> i32 {
     let path = socket.to_path_buf();
-    // SAFETY: the child does only setuid, a socket round trip and _exit.
-    let pid = unsafe { libc::fork() };
+    // The child does only setuid, a socket round trip and _exit.
+    let pid = fork_guarded();
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let code = std::panic::catch_unwind(|| child_query(uid, &path, keep_dac_override)).unwrap_or(99);
+        let code =
+            std::panic::catch_unwind(|| child_query(uid, &path, keep_dac_override)).unwrap_or(99);
         // SAFETY: leaves the forked child without running the test harness's code.
         unsafe { libc::_exit(code) };
     }
@@ -371,7 +425,10 @@ fn child_query(uid: u32, path: &Path, keep_dac_override: bool) -> i32 {
             return 98;
         }
         if keep_dac_override {
-            let header = Header { version: 0x2008_0522, pid: 0 };
+            let header = Header {
+                version: 0x2008_0522,
+                pid: 0,
+            };
             let mut data = [Data::default(); 2];
             libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr());
             // CAP_DAC_OVERRIDE is capability 1.
@@ -381,7 +438,9 @@ fn child_query(uid: u32, path: &Path, keep_dac_override: bool) -> i32 {
             }
         }
     }
-    let Ok(mut stream) = UnixStream::connect(path) else { return 2 };
+    let Ok(mut stream) = UnixStream::connect(path) else {
+        return 2;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = writeln!(stream, "{{\"op\":\"status\"}}");
     let mut line = String::new();
@@ -405,7 +464,9 @@ fn stdout_of_the_service_is_logged_as_stdout_records() {
 
     let records = fx.log_records();
     assert!(
-        records.iter().any(|r| r.stream == Stream::Stdout && r.text == "hello"),
+        records
+            .iter()
+            .any(|r| r.stream == Stream::Stdout && r.text == "hello"),
         "{records:?}"
     );
 }
@@ -422,9 +483,23 @@ fn stderr_of_the_service_is_logged_as_stderr_records() {
 
     let records = fx.log_records();
     assert!(
-        records.iter().any(|r| r.stream == Stream::Stderr && r.text == "oops"),
+        records
+            .iter()
+            .any(|r| r.stream == Stream::Stderr && r.text == "oops"),
         "{records:?}"
     );
+}
+
+#[test]
+fn unterminated_last_line_is_logged_at_exit() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("tail.service");
+
+    let out = fx.run_script("echo first; printf tail");
+
+    assert_eq!(out, vec!["first", "tail"]);
 }
 
 #[test]
@@ -455,7 +530,11 @@ fn main_runs_in_new_mount_pid_ipc_and_uts_namespaces() {
 
     let main = launched.main_pid.to_string();
     for ns in ["mnt", "pid", "ipc", "uts"] {
-        assert_ne!(ns_link(&main, ns), ns_link("self", ns), "{ns} namespace is shared");
+        assert_ne!(
+            ns_link(&main, ns),
+            ns_link("self", ns),
+            "{ns} namespace is shared"
+        );
     }
 }
 
@@ -469,8 +548,14 @@ fn main_runs_as_the_dynamic_uid_without_capabilities() {
     let launched = fx.launch(&["/bin/sleep", "1000"]);
 
     let status = proc_status(launched.main_pid);
-    assert_eq!(status_field(&status, "Uid"), format!("{UID}\t{UID}\t{UID}\t{UID}"));
-    assert_eq!(status_field(&status, "Gid"), format!("{GID}\t{GID}\t{GID}\t{GID}"));
+    assert_eq!(
+        status_field(&status, "Uid"),
+        format!("{UID}\t{UID}\t{UID}\t{UID}")
+    );
+    assert_eq!(
+        status_field(&status, "Gid"),
+        format!("{GID}\t{GID}\t{GID}\t{GID}")
+    );
     assert_eq!(status_field(&status, "Groups"), "");
     for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(status_field(&status, caps), "0000000000000000", "{caps}");
@@ -509,6 +594,46 @@ fn main_pid_is_the_host_pid_of_the_exec_d_program() {
     // Host pid first, then its pid inside the sandbox (init is 1, main is 2).
     let nspid = status_field(&status, "NSpid");
     assert_eq!(nspid, format!("{}\t2", launched.main_pid));
+}
+
+#[test]
+fn sandbox_init_runs_unprivileged_holding_only_stdio_and_its_status_pipe() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("init.service");
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let init: u32 = status_field(&proc_status(launched.main_pid), "PPid")
+        .parse()
+        .unwrap();
+
+    let status = proc_status(init);
+    assert_eq!(status_field(&status, "Name"), "berth-init");
+    assert_eq!(status_field(&status, "NSpid"), format!("{init}\t1"));
+    assert_eq!(
+        status_field(&status, "Uid"),
+        format!("{UID}\t{UID}\t{UID}\t{UID}")
+    );
+    assert_eq!(status_field(&status, "CapBnd"), "0000000000000000");
+    let mut targets: Vec<(u32, String)> = fs::read_dir(format!("/proc/{init}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let target = fs::read_link(e.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (e.file_name().to_str().unwrap().parse().unwrap(), target)
+        })
+        .collect();
+    targets.sort();
+    assert_eq!(targets.len(), 4, "{targets:?}");
+    assert!(
+        targets[..3].iter().all(|(_, t)| t == "/dev/null"),
+        "{targets:?}"
+    );
+    assert!(targets[3].1.starts_with("pipe:"), "{targets:?}");
 }
 
 // ---- the sandbox, seen from inside ----
@@ -558,7 +683,10 @@ fn root_holds_only_image_entries_and_our_mounts() {
 
     let out = fx.run_script("ls -A /");
 
-    assert_eq!(out, vec!["bin", "dev", "etc", "proc", "run", "sys", "tmp", "usr"]);
+    assert_eq!(
+        out,
+        vec!["bin", "dev", "etc", "proc", "run", "sys", "tmp", "usr"]
+    );
 }
 
 #[test]
@@ -586,7 +714,10 @@ fn proc_self_status_shows_the_service() {
 
     let out = fx.run_script("cat /proc/self/status");
 
-    assert!(out.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")), "{out:?}");
+    assert!(
+        out.contains(&format!("Uid:\t{UID}\t{UID}\t{UID}\t{UID}")),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -647,9 +778,16 @@ fn symlinked_tmp_dev_proc_and_run_in_the_image_touch_nothing_on_the_host() {
     let out = fx.run_script("touch /tmp/pwned /dev/shm/pwned && test -d /run/ && echo done");
 
     assert_eq!(out, vec!["done"], "{:?}", fx.log_records());
-    assert_eq!(fs::read_dir(host_dir.path()).unwrap().count(), 0, "files created on the host");
+    assert_eq!(
+        fs::read_dir(host_dir.path()).unwrap().count(),
+        0,
+        "files created on the host"
+    );
     for leaked in ["/pts", "/shm", "/null", "/ptmx", "/stdin", "/pwned"] {
-        assert!(fs::symlink_metadata(leaked).is_err(), "{leaked} created on the host");
+        assert!(
+            fs::symlink_metadata(leaked).is_err(),
+            "{leaked} created on the host"
+        );
     }
 }
 
@@ -664,7 +802,9 @@ fn absolute_symlinks_in_the_image_resolve_inside_the_sandbox() {
     symlink("/bin", image.path().join("sbin")).unwrap();
     let mut fx = Fixture::with_image("links.service", image);
 
-    let out = fx.run_script("test -e /home && echo host-root || echo dangling; test -x /sbin/busybox && echo sbin-ok");
+    let out = fx.run_script(
+        "test -e /home && echo host-root || echo dangling; test -x /sbin/busybox && echo sbin-ok",
+    );
 
     assert_eq!(out, vec!["dangling", "sbin-ok"]);
 }
@@ -695,7 +835,10 @@ fn missing_working_directory_is_reported() {
 
     let err = fx.try_launch_spec(&spec).unwrap_err();
 
-    assert!(err.starts_with("cannot change to working directory /srv/none: "), "{err}");
+    assert!(
+        err.starts_with("cannot change to working directory /srv/none: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -708,11 +851,17 @@ fn control_directory_owned_by_root_is_rejected() {
 
     let err = fx.try_launch(&["/bin/sleep", "1"]).unwrap_err();
 
-    assert!(err.starts_with("control directory rejected: owned by root"), "{err}");
+    assert!(
+        err.starts_with("control directory rejected: owned by root"),
+        "{err}"
+    );
 }
 
 #[test]
 fn launch_refuses_a_multi_threaded_process() {
+    if !is_root() {
+        return;
+    }
     let fx = Fixture::new("threads.service");
     let spec = fx.spec(&["/bin/sleep", "1"]);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -723,7 +872,10 @@ fn launch_refuses_a_multi_threaded_process() {
     drop(stop_tx);
     let _ = extra.join();
     assert!(
-        matches!(result, Err(berth_helper::sandbox::LaunchError::MultiThreaded { .. })),
+        matches!(
+            result,
+            Err(berth_helper::sandbox::LaunchError::MultiThreaded { .. })
+        ),
         "{result:?}"
     );
 }
@@ -762,7 +914,31 @@ fn stop_kills_a_service_ignoring_sigterm_and_everything_in_its_pid_namespace() {
     fx.request(&SupervisorRequest::Stop { timeout_ms: 300 });
     let status = fx.wait_exit();
 
-    assert!(started.elapsed() >= Duration::from_millis(300), "killed before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "killed before the timeout"
+    );
+    assert_eq!(status.exit.unwrap().signal, Some(libc::SIGKILL));
+    assert_eq!(processes_in(&ns), Vec::<u32>::new());
+}
+
+#[test]
+fn processes_left_behind_by_main_are_killed_when_it_exits() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("orphan.service");
+    let launched = fx.launch_script("sleep 1000 & echo ready; wait");
+    fx.wait_for_stdout("ready");
+    let ns = ns_link(&launched.main_pid.to_string(), "pid");
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(launched.main_pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let status = fx.wait_exit();
+
     assert_eq!(status.exit.unwrap().signal, Some(libc::SIGKILL));
     assert_eq!(processes_in(&ns), Vec::<u32>::new());
 }
@@ -776,12 +952,34 @@ fn signal_is_forwarded_to_main() {
     fx.launch_script("trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done");
     fx.wait_for_stdout("ready");
 
-    let reply = fx.request(&SupervisorRequest::Signal { signal: libc::SIGUSR1 });
+    let reply = fx.request(&SupervisorRequest::Signal {
+        signal: libc::SIGUSR1,
+    });
     let status = fx.wait_exit();
 
     assert_eq!(reply.error, None);
     assert_eq!(status.exit.unwrap().code, Some(0));
     assert!(fx.stdout_lines().contains(&"got-usr1".to_string()));
+}
+
+#[test]
+fn signal_init_cannot_forward_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let mut fx = Fixture::new("sigstop.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let reply = fx.request(&SupervisorRequest::Signal {
+        signal: libc::SIGSTOP,
+    });
+
+    assert!(
+        reply
+            .error
+            .is_some_and(|e| e.contains("cannot be forwarded"))
+    );
+    assert!(reply.running);
 }
 
 #[test]
@@ -812,7 +1010,9 @@ fn release_after_exit_removes_the_socket_and_ends_the_supervisor() {
 
     assert_eq!(reply.error, None);
     wait_until("the socket is removed", || !fx.socket_path().exists());
-    wait_until("the supervisor exits", || process_gone(launched.supervisor_pid));
+    wait_until("the supervisor exits", || {
+        process_gone(launched.supervisor_pid)
+    });
 }
 
 #[test]
@@ -826,7 +1026,10 @@ fn status_reports_the_pids_and_the_unit() {
     let status = fx.request(&SupervisorRequest::Status);
 
     assert_eq!(status.unit, "status.service");
-    assert_eq!((status.supervisor_pid, status.main_pid), (launched.supervisor_pid, launched.main_pid));
+    assert_eq!(
+        (status.supervisor_pid, status.main_pid),
+        (launched.supervisor_pid, launched.main_pid)
+    );
     assert!(status.running && !status.stop_requested && status.exit.is_none());
     assert!(status.started_usec > 0);
 }
@@ -841,7 +1044,10 @@ fn control_socket_refuses_other_uids() {
 
     let outcome = query_as(65533, &fx.socket_path(), true);
 
-    assert_eq!(outcome, 1, "expected the connection to be closed without a reply");
+    assert_eq!(
+        outcome, 1,
+        "expected the connection to be closed without a reply"
+    );
 }
 
 #[test]

@@ -8,9 +8,12 @@ use super::sys;
 pub(super) fn last_cap() -> Result<u32, Failure> {
     let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .map_err(|e| Failure::setup("read /proc/sys/kernel/cap_last_cap", e))?;
-    text.trim()
-        .parse()
-        .map_err(|_| Failure::setup("parse /proc/sys/kernel/cap_last_cap", rustix::io::Errno::INVAL))
+    text.trim().parse().map_err(|_| {
+        Failure::setup(
+            "parse /proc/sys/kernel/cap_last_cap",
+            rustix::io::Errno::INVAL,
+        )
+    })
 }
 
 /// Becomes `uid`/`gid` for good: empty bounding, permitted, effective, inheritable and ambient
@@ -21,7 +24,12 @@ pub(super) fn drop_to(uid: u32, gid: u32, last_cap: u32) -> Result<(), Failure> 
         match sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
-            Err(e) => return Err(Failure::setup(format!("drop capability {cap} from the bounding set"), e)),
+            Err(e) => {
+                return Err(Failure::setup(
+                    format!("drop capability {cap} from the bounding set"),
+                    e,
+                ));
+            }
         }
     }
     sys::clear_groups().map_err(|e| Failure::setup("setgroups", e))?;
@@ -30,8 +38,11 @@ pub(super) fn drop_to(uid: u32, gid: u32, last_cap: u32) -> Result<(), Failure> 
     // setresuid already emptied permitted/effective unless securebits say otherwise; make
     // sure, and clear inheritable too.
     sys::clear_capabilities().map_err(|e| Failure::setup("clear capabilities", e))?;
-    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong)
-        .map_err(|e| Failure::setup("clear ambient capabilities", e))?;
+    sys::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )
+    .map_err(|e| Failure::setup("clear ambient capabilities", e))?;
     rustix::thread::set_no_new_privs(true).map_err(|e| Failure::setup("set no_new_privs", e))?;
     // A credential change resets the parent-death signal, so set it last. A service whose
     // supervisor died could never be stopped or reported on: take it down with it.

@@ -1,11 +1,15 @@
 //! PID 1 of the sandbox and the service's main process.
 //!
 //! Init builds the sandbox (mount, ipc and uts namespaces, new root), drops to the service's
-//! credentials, forks main, then only forwards signals to main and reaps orphans. When main
-//! exits, init writes main's raw wait status (4 bytes, native endian) to the status pipe and
-//! exits with main's exit code, or 128 + signal; the kernel then kills whatever is left in the
-//! pid namespace. The supervisor takes the exact status from the pipe and falls back to init's
-//! own wait status (e.g. when init was SIGKILLed by a stop).
+//! credentials, forks main, then only forwards signals to main and reaps orphans. It catches
+//! no signal with a handler: it keeps the forwarded ones and SIGCHLD blocked and takes them with
+//! `sigwaitinfo`, which cannot race with reaping; blocked signals are queued even for a
+//! pid-namespace init (which otherwise drops signals it has no handler for).
+//!
+//! Exit status: when main exits, init writes main's raw wait status (4 bytes, native endian)
+//! to the status pipe, then exits with main's exit code, or 128 + signal; the kernel then kills
+//! whatever is left in the pid namespace. The supervisor takes the exact status from the pipe;
+//! without it (init SIGKILLed by a stop timeout) it uses init's own wait status, i.e. SIGKILL.
 //!
 //! Init and main talk to the supervisor over a SOCK_SEQPACKET socket (CLOEXEC): main sends
 //! [`MSG_PID`] with SCM_CREDENTIALS just before execve, so the supervisor learns main's host
@@ -66,7 +70,13 @@ pub(crate) fn init_signals() -> sys::SigSet {
 
 /// Entry point of init, in a fresh child of the supervisor inside the new pid namespace.
 pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
-    let InitFds { root, stdout, stderr, status, report } = fds;
+    let InitFds {
+        root,
+        stdout,
+        stderr,
+        status,
+        report,
+    } = fds;
     let keep = [
         root.as_raw_fd(),
         stdout.as_raw_fd(),
@@ -104,10 +114,17 @@ struct Exec {
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
-    CString::new(s).map_err(|_| Failure::setup(format!("{what} contains a NUL byte"), rustix::io::Errno::INVAL))
+    CString::new(s).map_err(|_| {
+        Failure::setup(
+            format!("{what} contains a NUL byte"),
+            rustix::io::Errno::INVAL,
+        )
+    })
 }
 
 fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
+    let _ = rustix::thread::set_name(c"berth-init");
+    // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
     let last_cap = credentials::last_cap()?;
     let entries = mounts::clone_image(&root)?;
@@ -117,7 +134,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
         | rustix::thread::UnshareFlags::NEWUTS;
     // SAFETY: no CLONE_FILES involved, and init has a single thread anyway.
     unsafe { rustix::thread::unshare_unsafe(flags) }
-    .map_err(|e| Failure::setup("unshare mount, ipc and uts namespaces", e))?;
+        .map_err(|e| Failure::setup("unshare mount, ipc and uts namespaces", e))?;
     mounts::build_root(entries)?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
@@ -126,17 +143,33 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     let path_str = spec.argv.first().cloned().unwrap_or_default();
     Ok(Exec {
         path: cstring(&path_str, "argv[0]")?,
-        argv: spec.argv.iter().map(|a| cstring(a, "argv")).collect::<Result<_, _>>()?,
-        env: spec.environment.iter().map(|e| cstring(e, "environment")).collect::<Result<_, _>>()?,
+        argv: spec
+            .argv
+            .iter()
+            .map(|a| cstring(a, "argv"))
+            .collect::<Result<_, _>>()?,
+        env: spec
+            .environment
+            .iter()
+            .map(|e| cstring(e, "environment"))
+            .collect::<Result<_, _>>()?,
         cwd: cstring(&spec.working_directory, "working directory")?,
         path_str,
         cwd_str: spec.working_directory.clone(),
     })
 }
 
-fn spawn_main(exec: &Exec, stdout: OwnedFd, stderr: OwnedFd, report: &OwnedFd) -> Result<libc::pid_t, Failure> {
+fn spawn_main(
+    exec: &Exec,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: &OwnedFd,
+) -> Result<libc::pid_t, Failure> {
     if exec.argv.is_empty() {
-        return Err(Failure::Exec { path: String::new(), errno: libc::EINVAL });
+        return Err(Failure::Exec {
+            path: String::new(),
+            errno: libc::EINVAL,
+        });
     }
     // SAFETY: init is single-threaded; main ends in execve or sys::exit.
     match unsafe { sys::fork() }.map_err(|e| Failure::setup("fork the main process", e))? {
@@ -149,19 +182,30 @@ fn spawn_main(exec: &Exec, stdout: OwnedFd, stderr: OwnedFd, report: &OwnedFd) -
     }
 }
 
-fn become_main(exec: &Exec, stdout: OwnedFd, stderr: OwnedFd, report: &OwnedFd) -> Result<Infallible, Failure> {
+fn become_main(
+    exec: &Exec,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: &OwnedFd,
+) -> Result<Infallible, Failure> {
     rustix::stdio::dup2_stdout(&stdout).map_err(|e| Failure::setup("set up stdout", e))?;
     rustix::stdio::dup2_stderr(&stderr).map_err(|e| Failure::setup("set up stderr", e))?;
     drop((stdout, stderr));
-    let null = rustix::fs::open(c"/dev/null", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-        .map_err(|e| Failure::setup("open /dev/null", e))?;
+    let null = rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Failure::setup("open /dev/null", e))?;
     rustix::stdio::dup2_stdin(&null).map_err(|e| Failure::setup("set up stdin", e))?;
     drop(null);
     // No controlling terminal, own session.
     rustix::process::setsid().map_err(|e| Failure::setup("setsid", e))?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    rustix::process::chdir(exec.cwd.as_c_str())
-        .map_err(|e| Failure::WorkingDirectory { path: exec.cwd_str.clone(), errno: e.raw_os_error() })?;
+    rustix::process::chdir(exec.cwd.as_c_str()).map_err(|e| Failure::WorkingDirectory {
+        path: exec.cwd_str.clone(),
+        errno: e.raw_os_error(),
+    })?;
     sys::reset_signals(false).map_err(|e| Failure::setup("reset signals", e))?;
     // Only 0, 1 and 2 survive the exec (the report socket closes with it, which is the signal
     // of success).
@@ -175,8 +219,13 @@ fn become_main(exec: &Exec, stdout: OwnedFd, stderr: OwnedFd, report: &OwnedFd) 
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     control.push(SendAncillaryMessage::ScmCredentials(ucred));
-    rustix::net::sendmsg(report, &[IoSlice::new(&[MSG_PID])], &mut control, SendFlags::NOSIGNAL)
-        .map_err(|e| Failure::setup("report the main pid", e))?;
+    rustix::net::sendmsg(
+        report,
+        &[IoSlice::new(&[MSG_PID])],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .map_err(|e| Failure::setup("report the main pid", e))?;
 
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -185,8 +234,13 @@ fn become_main(exec: &Exec, stdout: OwnedFd, stderr: OwnedFd, report: &OwnedFd) 
     // SAFETY: path and every element are NUL-terminated strings alive for the call; both
     // arrays end with a null pointer.
     unsafe { libc::execve(exec.path.as_ptr(), argv.as_ptr(), env.as_ptr()) };
-    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-    Err(Failure::Exec { path: exec.path_str.clone(), errno })
+    let errno = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    Err(Failure::Exec {
+        path: exec.path_str.clone(),
+        errno,
+    })
 }
 
 /// Sends a failure to the supervisor; best effort (the supervisor also sees EOF).

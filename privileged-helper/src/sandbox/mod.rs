@@ -90,7 +90,10 @@ pub(crate) enum Failure {
 impl Failure {
     /// A failed setup step; `err` is an `io::Error` or a rustix `Errno`.
     pub(crate) fn setup(stage: impl Into<String>, err: impl Into<io::Error>) -> Failure {
-        Failure::Setup { stage: stage.into(), errno: errno_of(err.into()) }
+        Failure::Setup {
+            stage: stage.into(),
+            errno: errno_of(err.into()),
+        }
     }
 }
 
@@ -102,9 +105,10 @@ impl From<Failure> for LaunchError {
     fn from(f: Failure) -> Self {
         match f {
             Failure::ControlDir { reason } => LaunchError::ControlDir { reason },
-            Failure::BindControlSocket { path, errno } => {
-                LaunchError::BindControlSocket { path, source: os_error(errno) }
-            }
+            Failure::BindControlSocket { path, errno } => LaunchError::BindControlSocket {
+                path,
+                source: os_error(errno),
+            },
             Failure::Exec { path, errno } => LaunchError::Exec { path, errno },
             Failure::WorkingDirectory { path, errno } => {
                 LaunchError::WorkingDirectory { path, errno }
@@ -164,13 +168,17 @@ pub fn launch(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, LaunchError
 
     let bytes = read_report(&read_end, REPORT_TIMEOUT)?;
     match serde_json::from_slice::<Report>(&bytes) {
-        Ok(Report::Launched { supervisor_pid, main_pid }) => {
-            Ok(Launched { supervisor_pid, main_pid })
-        }
+        Ok(Report::Launched {
+            supervisor_pid,
+            main_pid,
+        }) => Ok(Launched {
+            supervisor_pid,
+            main_pid,
+        }),
         Ok(Report::Failed(f)) => Err(f.into()),
-        Err(_) if bytes.is_empty() => {
-            Err(LaunchError::BadReport("the supervisor exited without reporting".into()))
-        }
+        Err(_) if bytes.is_empty() => Err(LaunchError::BadReport(
+            "the supervisor exited without reporting".into(),
+        )),
         Err(e) => Err(LaunchError::BadReport(e.to_string())),
     }
 }
@@ -229,25 +237,43 @@ mod tests {
 
     #[test]
     fn missing_executable_message_names_the_path() {
-        let err = LaunchError::Exec { path: "/usr/bin/nope".into(), errno: libc::ENOENT };
+        let err = LaunchError::Exec {
+            path: "/usr/bin/nope".into(),
+            errno: libc::ENOENT,
+        };
 
-        assert_eq!(err.to_string(), "executable /usr/bin/nope not found in image");
+        assert_eq!(
+            err.to_string(),
+            "executable /usr/bin/nope not found in image"
+        );
     }
 
     #[test]
     fn failure_survives_the_report_pipe_format() {
-        let report = Report::Failed(Failure::Setup { stage: "mount /proc".into(), errno: 1 });
+        let report = Report::Failed(Failure::Setup {
+            stage: "mount /proc".into(),
+            errno: 1,
+        });
 
         let json = serde_json::to_vec(&report).unwrap();
         let back: Report = serde_json::from_slice(&json).unwrap();
 
-        assert!(matches!(back, Report::Failed(Failure::Setup { ref stage, errno: 1 }) if stage == "mount /proc"));
+        assert!(
+            matches!(back, Report::Failed(Failure::Setup { ref stage, errno: 1 }) if stage == "mount /proc")
+        );
     }
 
     #[test]
     fn setup_failure_converts_to_a_readable_error() {
-        let err = LaunchError::from(Failure::Setup { stage: "mount /proc".into(), errno: libc::EPERM });
+        let err = LaunchError::from(Failure::Setup {
+            stage: "mount /proc".into(),
+            errno: libc::EPERM,
+        });
 
-        assert!(err.to_string().starts_with("sandbox setup failed at mount /proc: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("sandbox setup failed at mount /proc: "),
+            "{err}"
+        );
     }
 }

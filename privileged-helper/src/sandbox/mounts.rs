@@ -7,12 +7,14 @@
 //! nodev under a fresh tmpfs; symlinks are recreated verbatim, never followed. `/proc`, `/dev`,
 //! `/tmp`, `/run` and `/sys` always come from us, whatever the image has there.
 //!
-//! `/sys` is an empty read-only directory for now: no sysfs is mounted in the sandbox.
+//! `/dev` is a nodev tmpfs: the bound host nodes keep their own (dev) mount flags, and nothing
+//! else in it can act as a device. `/sys` is an empty read-only directory for now: no sysfs is
+//! mounted in the sandbox.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::mount::{
     MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
@@ -37,7 +39,10 @@ pub(super) struct Entry {
 
 enum Kind {
     /// A detached clone of a directory or file (with submounts).
-    Tree { fd: OwnedFd, dir: bool },
+    Tree {
+        fd: OwnedFd,
+        dir: bool,
+    },
     Symlink(CString),
 }
 
@@ -54,7 +59,8 @@ pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
         Mode::empty(),
     )
     .map_err(|e| Failure::setup("open the image root", e))?;
-    let mut dir = rustix::fs::Dir::new(dir).map_err(|e| Failure::setup("read the image root", e))?;
+    let mut dir =
+        rustix::fs::Dir::new(dir).map_err(|e| Failure::setup("read the image root", e))?;
     let mut entries = Vec::new();
     while let Some(item) = dir.read() {
         let item = item.map_err(|e| Failure::setup("read the image root", e))?;
@@ -64,7 +70,8 @@ pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
             continue;
         }
         if entries.len() == MAX_ENTRIES {
-            return Err(Failure::setup("read the image root (too many entries)", rustix::io::Errno::TOOBIG));
+            let stage = format!("read the image root (more than {MAX_ENTRIES} entries)");
+            return Err(Failure::setup(stage, rustix::io::Errno::TOOBIG));
         }
         let stat = rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| Failure::setup(format!("stat {} in image", display(name)), e))?;
@@ -72,14 +79,18 @@ pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
             FileType::Directory => clone_tree(root, name, true)?,
             FileType::RegularFile => clone_tree(root, name, false)?,
             FileType::Symlink => {
-                let target = rustix::fs::readlinkat(root, name, Vec::new())
-                    .map_err(|e| Failure::setup(format!("read symlink {} in image", display(name)), e))?;
+                let target = rustix::fs::readlinkat(root, name, Vec::new()).map_err(|e| {
+                    Failure::setup(format!("read symlink {} in image", display(name)), e)
+                })?;
                 Kind::Symlink(target)
             }
             // Devices, fifos and sockets have no business at the top of an image.
             _ => continue,
         };
-        entries.push(Entry { name: name.to_owned(), kind });
+        entries.push(Entry {
+            name: name.to_owned(),
+            kind,
+        });
     }
     Ok(entries)
 }
@@ -97,7 +108,11 @@ fn clone_tree(root: &OwnedFd, name: &CStr, dir: bool) -> Result<Kind, Failure> {
     .map_err(|e| Failure::setup(stage(), e))?;
     // The entry may have been swapped since statat: trust only what we cloned.
     let stat = rustix::fs::fstat(&fd).map_err(|e| Failure::setup(stage(), e))?;
-    let expected = if dir { FileType::Directory } else { FileType::RegularFile };
+    let expected = if dir {
+        FileType::Directory
+    } else {
+        FileType::RegularFile
+    };
     if FileType::from_raw_mode(stat.st_mode) != expected {
         return Err(Failure::setup(stage(), rustix::io::Errno::STALE));
     }
@@ -111,10 +126,18 @@ fn at<'a>(stage: &'a str) -> impl Fn(rustix::io::Errno) -> Failure + 'a {
 /// Builds the new root from `entries` and pivots into it. Must run right after
 /// `unshare(CLONE_NEWNS)`. Leaves the cwd at the new `/`.
 pub(super) fn build_root(entries: Vec<Entry>) -> Result<(), Failure> {
-    rustix::mount::mount_change(c"/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-        .map_err(at("make / private"))?;
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(at("make / private"))?;
     // Scratch place for the new root, only visible in this mount namespace (as bubblewrap).
-    tmpfs(c"/tmp", MountFlags::NOSUID | MountFlags::NODEV, c"mode=0755", "mount the root tmpfs")?;
+    tmpfs(
+        c"/tmp",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0755",
+        "mount the root tmpfs",
+    )?;
     let newroot = rustix::fs::open(
         c"/tmp",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -131,8 +154,18 @@ pub(super) fn build_root(entries: Vec<Entry>) -> Result<(), Failure> {
     }
     mount_proc()?;
     mount_dev(&newroot)?;
-    tmpfs(c"tmp", MountFlags::NOSUID | MountFlags::NODEV, c"mode=1777", "mount /tmp")?;
-    tmpfs(c"run", MountFlags::NOSUID | MountFlags::NODEV, c"mode=0755", "mount /run")?;
+    tmpfs(
+        c"tmp",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=1777",
+        "mount /tmp",
+    )?;
+    tmpfs(
+        c"run",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0755",
+        "mount /run",
+    )?;
     drop(newroot);
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
@@ -140,7 +173,7 @@ pub(super) fn build_root(entries: Vec<Entry>) -> Result<(), Failure> {
     rustix::process::pivot_root(c".", c".").map_err(at("pivot_root"))?;
     rustix::mount::unmount(c".", UnmountFlags::DETACH).map_err(at("detach the old root"))?;
     rustix::process::chdir(c"/").map_err(at("chdir to the new root"))?;
-    sys::mount_setattr(CWD, c"/", 0, libc::MOUNT_ATTR_RDONLY as u64)
+    sys::mount_setattr(CWD, c"/", 0, libc::MOUNT_ATTR_RDONLY)
         .map_err(|e| Failure::setup("make / read-only", e))?;
     Ok(())
 }
@@ -159,7 +192,11 @@ fn place(newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
                 rustix::fs::openat(
                     newroot,
                     name,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o644),
                 )
                 .map_err(|e| Failure::setup(stage.as_str(), e))?;
@@ -177,7 +214,7 @@ fn place(newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
                 newroot.as_fd(),
                 name,
                 (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
-                attrs as u64,
+                attrs,
             )
             .map_err(|e| Failure::setup(format!("make {} read-only", display(name)), e))
         }
@@ -209,7 +246,7 @@ fn mount_proc() -> Result<(), Failure> {
             | libc::MOUNT_ATTR_NOSUID
             | libc::MOUNT_ATTR_NODEV
             | libc::MOUNT_ATTR_NOEXEC;
-        sys::mount_setattr(CWD, path, libc::AT_SYMLINK_NOFOLLOW as libc::c_uint, attrs as u64)
+        sys::mount_setattr(CWD, path, libc::AT_SYMLINK_NOFOLLOW as libc::c_uint, attrs)
             .map_err(|e| Failure::setup(stage, e))?;
     }
     Ok(())
@@ -257,7 +294,12 @@ fn mount_dev(newroot: &OwnedFd) -> Result<(), Failure> {
     )
     .map_err(at("mount /dev/pts"))?;
     mkdir(&dev, c"shm", 0o755)?;
-    tmpfs(c"dev/shm", MountFlags::NOSUID | MountFlags::NODEV, c"mode=1777", "mount /dev/shm")?;
+    tmpfs(
+        c"dev/shm",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=1777",
+        "mount /dev/shm",
+    )?;
     for (name, target) in [
         (c"ptmx", c"pts/ptmx"),
         (c"fd", c"/proc/self/fd"),

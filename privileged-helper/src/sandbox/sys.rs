@@ -9,11 +9,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 pub(crate) const SIGNAL_MAX: i32 = 64;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Which side of a `fork()` we are on.
@@ -30,7 +38,11 @@ pub(crate) enum Forked {
 pub(crate) unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: the caller upholds the single-thread requirement documented above.
     let pid = cvt(unsafe { libc::fork() })?;
-    Ok(if pid == 0 { Forked::Child } else { Forked::Parent(pid) })
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid)
+    })
 }
 
 /// `_exit(code)`: leaves without running destructors or atexit handlers of the forked-from
@@ -46,7 +58,11 @@ pub(crate) fn exit(code: i32) -> ! {
 /// Descriptors owned by live Rust objects get closed behind their back: call this only in a
 /// freshly forked process that never uses (or drops) those objects again.
 pub(crate) unsafe fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep.iter().filter(|fd| **fd >= 3).map(|fd| *fd as u32).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|fd| **fd >= 3)
+        .map(|fd| *fd as u32)
+        .collect();
     keep.sort_unstable();
     keep.dedup();
     let mut first = 3u32;
@@ -109,7 +125,11 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
 }
 
 pub(crate) fn pollfd(fd: BorrowedFd<'_>, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 }
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }
 }
 
 /// `mount_setattr(dirfd, path, flags, {attr_set})`.
@@ -126,7 +146,12 @@ pub(crate) fn mount_setattr(
         propagation: u64,
         userns_fd: u64,
     }
-    let attr = MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed.
     let ret = unsafe {
         libc::syscall(
@@ -156,20 +181,33 @@ pub(crate) fn clear_capabilities() -> io::Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let header = Header { version: VERSION_3, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
-    // SAFETY: header and data have the layout capset(2) expects for version 3 (two data slots).
-    let ret = unsafe {
-        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr())
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
     };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data have the layout capset(2) expects for version 3 (two data slots).
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
     cvt_long(ret).map(drop)
 }
 
 /// `prctl(option, arg2, 0, 0, 0)`.
 pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
     // SAFETY: only integer-argument prctl options are passed through here.
-    cvt(unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) })
-        .map(drop)
+    cvt(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+    .map(drop)
 }
 
 /// Drops supplementary groups.
@@ -188,6 +226,25 @@ pub(crate) fn setresuid(uid: u32) -> io::Result<()> {
     cvt(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
 }
 
+/// Sets the filesystem uid and gid (ownership of created files, permission checks); verifies
+/// the change, since setfsuid/setfsgid report no errors.
+pub(crate) fn set_fs_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain integer arguments; -1 only queries the current value.
+    let (fsgid, fsuid) = unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+        (
+            libc::setfsgid(u32::MAX) as u32,
+            libc::setfsuid(u32::MAX) as u32,
+        )
+    };
+    if (fsuid, fsgid) == (uid, gid) {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
 /// `kill(pid, sig)`.
 pub(crate) fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
     // SAFETY: plain integer arguments.
@@ -195,7 +252,10 @@ pub(crate) fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
 }
 
 /// `waitpid(pid, flags)`, retrying on EINTR. `Ok(None)` when WNOHANG found nothing.
-pub(crate) fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, i32)>> {
+pub(crate) fn waitpid(
+    pid: libc::pid_t,
+    flags: libc::c_int,
+) -> io::Result<Option<(libc::pid_t, i32)>> {
     loop {
         let mut status = 0;
         // SAFETY: status is a valid out-pointer.
