@@ -50,28 +50,49 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(()); // `cargo test --benches` lists benches; nothing to list here
     }
-    let runs: usize = std::env::var("BERTH_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::var("BERTH_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let h = Harness::start()?;
     let image = ImageBuilder::new(&h.images_dir().join("bench"))
-        .unit("bench.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        .unit(
+            "bench.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        )
         .build()?;
     h.berth_ok(&["attach", "bench"])?;
 
     let berth = h.bin_dir().join("berth");
     let socket = h.socket();
     let berth_samples = measure(runs, || {
-        let out = Command::new(&berth).arg("--socket").arg(&socket).args(["start", "bench"]).output()?;
-        ensure!(out.status.success(), "berth start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&berth)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["start", "bench"])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "berth start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     })?;
     let bwrap_samples = measure(runs, || {
         let status = Command::new("bwrap")
-            .args(["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-user"])
+            .args([
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-user",
+            ])
             .args(["--uid", "61300", "--gid", "61300", "--cap-drop", "ALL"])
             .arg("--ro-bind")
             .arg(&image)
             .arg("/")
-            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"])
+            .args([
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+            ])
             .args(["--new-session", "--die-with-parent", "/bin/true"])
             .status()
             .context("running bwrap (apt-get install bubblewrap)")?;
@@ -79,7 +100,7 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     let baseline = measure(runs, || {
-        ensure!(Command::new(&image.join("bin/true")).status()?.success());
+        ensure!(Command::new(image.join("bin/true")).status()?.success());
         Ok(())
     })?;
 

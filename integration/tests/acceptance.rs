@@ -365,7 +365,11 @@ fn running_service_is_readopted_after_a_berthd_restart() {
 
     h.restart_berthd().unwrap();
 
-    h.wait_for(|| Ok(h.berth_json(&["status", "hello"])?["state"] == "running"), WAIT).unwrap();
+    h.wait_for(
+        || Ok(h.berth_json(&["status", "hello"])?["state"] == "running"),
+        WAIT,
+    )
+    .unwrap();
     let after = h.berth_json(&["status", "hello"]).unwrap();
     assert_eq!(after["main_pid"], before["main_pid"]);
     assert_eq!(after["uid"], before["uid"]);
@@ -379,14 +383,29 @@ fn sandbox_dev_holds_only_the_minimal_devices() {
 
     let (probe, _) = run_probe(&h).unwrap();
 
-    let mut dev: Vec<String> =
-        probe["dev_entries"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut dev: Vec<String> = probe["dev_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     dev.sort();
-    for expected in ["full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero"] {
-        assert!(dev.iter().any(|d| d == expected), "/dev lacks {expected}: {dev:?}");
+    for expected in [
+        "full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero",
+    ] {
+        assert!(
+            dev.iter().any(|d| d == expected),
+            "/dev lacks {expected}: {dev:?}"
+        );
     }
-    let allowed = ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"];
-    assert!(dev.iter().all(|d| allowed.contains(&d.as_str())), "unexpected entries in /dev: {dev:?}");
+    let allowed = [
+        "core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+        "tty", "urandom", "zero",
+    ];
+    assert!(
+        dev.iter().all(|d| allowed.contains(&d.as_str())),
+        "unexpected entries in /dev: {dev:?}"
+    );
 }
 
 #[test]
@@ -394,9 +413,16 @@ fn image_inspect_shows_units_and_os_release() {
     let h = Harness::start().unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
-    let details = h.berth_json(&["image", "inspect", "hello", "--cat"]).unwrap();
+    let details = h
+        .berth_json(&["image", "inspect", "hello", "--cat"])
+        .unwrap();
 
     assert_eq!(details["units"][0]["name"], "hello.service");
-    assert!(details["units"][0]["contents"].as_str().unwrap().contains("ExecStart="));
+    assert!(
+        details["units"][0]["contents"]
+            .as_str()
+            .unwrap()
+            .contains("ExecStart=")
+    );
     assert!(details["os_release"].as_str().unwrap().contains("ID="));
 }

@@ -31,7 +31,10 @@ pub struct Refusal {
 }
 
 fn refuse(field: &str, reason: impl Into<String>) -> Refusal {
-    Refusal { field: field.to_string(), reason: reason.into() }
+    Refusal {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +46,11 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("helper config {path}:{line}: {reason}")]
-    Parse { path: PathBuf, line: usize, reason: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// Limits the helper enforces. Read from `--config` (a `key = value` file, TOML-compatible).
@@ -76,7 +83,12 @@ impl FloorPolicy {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FloorPolicy::default()),
-            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         FloorPolicy::parse(&text).map_err(|(line, reason)| ConfigError::Parse {
             path: path.to_owned(),
@@ -97,7 +109,11 @@ impl FloorPolicy {
                 return Err((index + 1, "expected key = value".into()));
             };
             let value = value.trim();
-            let number = || value.parse::<u32>().map_err(|_| (index + 1, format!("not a number: {value}")));
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| (index + 1, format!("not a number: {value}")))
+            };
             match key.trim() {
                 "dynamic_uid_min" => policy.uid_min = number()?,
                 "dynamic_uid_max" => policy.uid_max = number()?,
@@ -120,7 +136,10 @@ impl FloorPolicy {
             }
         }
         if policy.uid_min == 0 || policy.uid_min > policy.uid_max {
-            return Err((0, "the dynamic range must be non-empty and exclude 0".into()));
+            return Err((
+                0,
+                "the dynamic range must be non-empty and exclude 0".into(),
+            ));
         }
         Ok(policy)
     }
@@ -137,15 +156,26 @@ impl FloorPolicy {
             return Err(refuse("argv", "argv[0] must be an absolute path"));
         }
         if params.environment.len() > MAX_ENV {
-            return Err(refuse("environment", format!("more than {MAX_ENV} entries")));
+            return Err(refuse(
+                "environment",
+                format!("more than {MAX_ENV} entries"),
+            ));
         }
-        if params.environment.iter().any(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+        if params
+            .environment
+            .iter()
+            .any(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+        {
             return Err(refuse("environment", "every entry must be KEY=VALUE"));
         }
         if !params.working_directory.starts_with('/') {
             return Err(refuse("working_directory", "must be absolute"));
         }
-        let strings = params.argv.iter().chain(&params.environment).chain([&params.working_directory]);
+        let strings = params
+            .argv
+            .iter()
+            .chain(&params.environment)
+            .chain([&params.working_directory]);
         let mut total = 0usize;
         for s in strings {
             if s.contains('\0') {
@@ -175,23 +205,38 @@ impl FloorPolicy {
         if id == 0 || id < self.uid_min || id > self.uid_max {
             return Err(refuse(
                 field,
-                format!("{id} is outside the dynamic range {}-{}", self.uid_min, self.uid_max),
+                format!(
+                    "{id} is outside the dynamic range {}-{}",
+                    self.uid_min, self.uid_max
+                ),
             ));
         }
         if id_in_database(database, id) {
-            return Err(refuse(field, format!("{id} belongs to the host database {}", database.display())));
+            return Err(refuse(
+                field,
+                format!("{id} belongs to the host database {}", database.display()),
+            ));
         }
         Ok(id)
     }
 
     /// Checks the fds that came with a spawn, in [`berth_protocol::helper::SPAWN_FDS`] order.
-    pub fn check_spawn_fds(&self, fds: Vec<OwnedFd>, manager_uid: u32) -> Result<LaunchFds, Refusal> {
-        let [root, log, control_dir]: [OwnedFd; 3] =
-            fds.try_into().map_err(|_| refuse("fds", "expected exactly 3 file descriptors"))?;
+    pub fn check_spawn_fds(
+        &self,
+        fds: Vec<OwnedFd>,
+        manager_uid: u32,
+    ) -> Result<LaunchFds, Refusal> {
+        let [root, log, control_dir]: [OwnedFd; 3] = fds
+            .try_into()
+            .map_err(|_| refuse("fds", "expected exactly 3 file descriptors"))?;
         self.check_image_root(&root)?;
         check_log_fd(&log, manager_uid)?;
         check_owned_dir("control directory", &control_dir, manager_uid)?;
-        Ok(LaunchFds { root, log, control_dir })
+        Ok(LaunchFds {
+            root,
+            log,
+            control_dir,
+        })
     }
 
     fn check_image_root(&self, root: &OwnedFd) -> Result<(), Refusal> {
@@ -207,17 +252,26 @@ impl FloorPolicy {
             return Ok(());
         }
         let path = fd_path(root).ok_or_else(|| refuse("image root", "cannot resolve its path"))?;
-        if self.image_roots.iter().any(|allowed| path.starts_with(allowed)) {
+        if self
+            .image_roots
+            .iter()
+            .any(|allowed| path.starts_with(allowed))
+        {
             Ok(())
         } else {
-            Err(refuse("image root", format!("{} is not under an allowed image root", path.display())))
+            Err(refuse(
+                "image root",
+                format!("{} is not under an allowed image root", path.display()),
+            ))
         }
     }
 }
 
 /// Unit names as systemd allows them, and nothing that could be a path.
 pub fn check_unit_name(unit: &str) -> Result<(), Refusal> {
-    let valid_chars = unit.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@-".contains(&b));
+    let valid_chars = unit
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":_.@-".contains(&b));
     if unit.is_empty() || unit.len() > 255 || unit.starts_with('.') || !valid_chars {
         return Err(refuse("unit", "invalid unit name"));
     }
@@ -267,7 +321,8 @@ fn id_in_database(path: &Path, id: u32) -> bool {
         // Unreadable database: assume the worst rather than hand out a possibly-taken id.
         return true;
     }
-    text.lines().any(|line| line.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
+    text.lines()
+        .any(|line| line.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
 }
 
 #[cfg(test)]
@@ -289,7 +344,11 @@ mod tests {
     fn policy_with_database(dir: &Path, passwd: &str) -> FloorPolicy {
         std::fs::write(dir.join("passwd"), passwd).unwrap();
         std::fs::write(dir.join("group"), "root:x:0:\n").unwrap();
-        FloorPolicy { passwd: dir.join("passwd"), group: dir.join("group"), ..FloorPolicy::default() }
+        FloorPolicy {
+            passwd: dir.join("passwd"),
+            group: dir.join("group"),
+            ..FloorPolicy::default()
+        }
     }
 
     #[test]
@@ -299,7 +358,10 @@ mod tests {
 
         let spec = policy.check_spawn(spawn_params()).unwrap();
 
-        assert_eq!((spec.uid, spec.gid, spec.stop_timeout_ms), (61200, 61200, 1000));
+        assert_eq!(
+            (spec.uid, spec.gid, spec.stop_timeout_ms),
+            (61200, 61200, 1000)
+        );
     }
 
     #[test]
@@ -307,7 +369,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_with_database(dir.path(), "");
 
-        let refusal = policy.check_spawn(SpawnParams { uid: 0, ..spawn_params() }).unwrap_err();
+        let refusal = policy
+            .check_spawn(SpawnParams {
+                uid: 0,
+                ..spawn_params()
+            })
+            .unwrap_err();
 
         assert_eq!(refusal.field, "uid");
     }
@@ -327,7 +394,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_with_database(dir.path(), "");
 
-        let refusal = policy.check_spawn(SpawnParams { unit: "../x.service".into(), ..spawn_params() });
+        let refusal = policy.check_spawn(SpawnParams {
+            unit: "../x.service".into(),
+            ..spawn_params()
+        });
 
         assert_eq!(refusal.unwrap_err().field, "unit");
     }
@@ -337,7 +407,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_with_database(dir.path(), "");
 
-        let refusal = policy.check_spawn(SpawnParams { argv: vec!["sh".into()], ..spawn_params() });
+        let refusal = policy.check_spawn(SpawnParams {
+            argv: vec!["sh".into()],
+            ..spawn_params()
+        });
 
         assert_eq!(refusal.unwrap_err().field, "argv");
     }
@@ -347,7 +420,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_with_database(dir.path(), "");
 
-        let params = SpawnParams { environment: vec!["A=b\0c".into()], ..spawn_params() };
+        let params = SpawnParams {
+            environment: vec!["A=b\0c".into()],
+            ..spawn_params()
+        };
 
         assert!(policy.check_spawn(params).is_err());
     }
@@ -364,7 +440,10 @@ mod tests {
     #[test]
     fn image_root_outside_the_allowed_roots_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = FloorPolicy { image_roots: vec!["/var/lib/berth/images".into()], ..FloorPolicy::default() };
+        let policy = FloorPolicy {
+            image_roots: vec!["/var/lib/berth/images".into()],
+            ..FloorPolicy::default()
+        };
         let root: OwnedFd = File::open(dir.path()).unwrap().into();
 
         assert!(policy.check_image_root(&root).is_err());

@@ -6,7 +6,7 @@
 
 pub mod floor;
 pub mod launch_spec;
-pub mod sanitize;
 pub mod sandbox;
+pub mod sanitize;
 pub mod server;
 pub mod supervisor;

@@ -40,7 +40,11 @@ pub struct HelperInterface {
 
 impl HelperInterface {
     pub fn new(manager_uid: u32, policy: FloorPolicy) -> Self {
-        HelperInterface { manager_uid, policy, description: helper::description() }
+        HelperInterface {
+            manager_uid,
+            policy,
+            description: helper::description(),
+        }
     }
 
     fn spawn(&self, parameters: Value, ctx: CallContext) -> Outcome {
@@ -48,10 +52,12 @@ impl HelperInterface {
             Ok(p) => p,
             Err(e) => return Outcome::Error(e),
         };
-        let checked = self
-            .policy
-            .check_spawn(params)
-            .and_then(|spec| Ok((spec, self.policy.check_spawn_fds(ctx.fds, self.manager_uid)?)));
+        let checked = self.policy.check_spawn(params).and_then(|spec| {
+            Ok((
+                spec,
+                self.policy.check_spawn_fds(ctx.fds, self.manager_uid)?,
+            ))
+        });
         let (spec, fds) = match checked {
             Ok(v) => v,
             Err(refusal) => {
@@ -67,7 +73,9 @@ impl HelperInterface {
                 supervisor_pid: i64::from(launched.supervisor_pid),
                 main_pid: i64::from(launched.main_pid),
             }),
-            Err(e) => Outcome::error(&HelperError::SpawnFailed { reason: e.to_string() }),
+            Err(e) => Outcome::error(&HelperError::SpawnFailed {
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -87,7 +95,9 @@ impl Interface for HelperInterface {
             return Outcome::error(&HelperError::PermissionDenied { uid });
         }
         match method {
-            "Ping" => Outcome::reply(&PingReply { manager_uid: i64::from(self.manager_uid) }),
+            "Ping" => Outcome::reply(&PingReply {
+                manager_uid: i64::from(self.manager_uid),
+            }),
             "Spawn" => self.spawn(parameters, ctx),
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
@@ -118,13 +128,18 @@ pub async fn remove_stale_socket(socket: &Path) -> Result<(), ServeError> {
     if tokio::net::UnixStream::connect(socket).await.is_ok() {
         return Err(ServeError::AlreadyServing(socket.to_owned()));
     }
-    std::fs::remove_file(socket)
-        .map_err(|source| ServeError::Bind { path: socket.to_owned(), source })
+    std::fs::remove_file(socket).map_err(|source| ServeError::Bind {
+        path: socket.to_owned(),
+        source,
+    })
 }
 
 fn secure_socket(socket: &Path, owner: u32) -> Result<(), ServeError> {
     use std::os::unix::fs::PermissionsExt;
-    let err = |source| ServeError::SecureSocket { path: socket.to_owned(), source };
+    let err = |source| ServeError::SecureSocket {
+        path: socket.to_owned(),
+        source,
+    };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     std::os::unix::fs::chown(socket, Some(owner), None).map_err(err)
 }
