@@ -37,6 +37,10 @@ fn run() -> anyhow::Result<()> {
         anyhow::bail!("--manager-uid must not be 0: the manager runs unprivileged");
     }
     let policy = FloorPolicy::load(&args.config)?;
+    // Supervisors are forked straight from the helper; ignoring SIGCHLD lets the kernel reap
+    // those that end while the helper runs (sandbox::launch relies on it).
+    // SAFETY: installing SIG_IGN runs no code; no other thread exists yet.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     // One thread only: the sandbox launcher forks, which is only safe in a single-threaded process.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -146,25 +146,20 @@ pub fn launch(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, LaunchError
     let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| LaunchError::ReportPipe(e.into()))?;
 
+    // One fork, no double-fork: the helper ignores SIGCHLD (see its main), so a supervisor that
+    // ends is reaped by the kernel, and one that outlives the helper is reparented. This keeps a
+    // whole fork off the start path.
     // SAFETY: checked above that this process has a single thread; the child ends in
-    // `sys::exit` (through `intermediate`), never returning here.
-    let intermediate = match unsafe { sys::fork() }.map_err(LaunchError::Fork)? {
+    // `sys::exit` (through `supervisor_child`), never returning here.
+    match unsafe { sys::fork() }.map_err(LaunchError::Fork)? {
         sys::Forked::Child => {
             drop(read_end);
-            intermediate(spec, fds, write_end)
+            supervisor_child(spec, fds, write_end)
         }
-        sys::Forked::Parent(pid) => pid,
-    };
+        sys::Forked::Parent(_) => {}
+    }
     drop(write_end);
     drop(fds);
-
-    // The intermediate exits right after its fork, so this wait is short.
-    match sys::waitpid(intermediate, 0) {
-        Ok(_) => {}
-        // Someone else reaped it (e.g. a SIGCHLD handler): nothing left to do.
-        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {}
-        Err(e) => return Err(LaunchError::Reap(e)),
-    }
 
     let bytes = read_report(&read_end, REPORT_TIMEOUT)?;
     match serde_json::from_slice::<Report>(&bytes) {
@@ -183,21 +178,13 @@ pub fn launch(spec: &LaunchSpec, fds: LaunchFds) -> Result<Launched, LaunchError
     }
 }
 
-/// The intermediate child: new session, fork the supervisor, exit.
-fn intermediate(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
+/// The supervisor's child side: a new session (no controlling terminal, its own process
+/// group), then the supervisor loop.
+fn supervisor_child(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // Fails only if already a group leader, which a fresh child is not.
         let _ = rustix::process::setsid();
-        // SAFETY: this child of a single-threaded process is single-threaded too; the
-        // supervisor ends in `sys::exit`.
-        match unsafe { sys::fork() } {
-            Ok(sys::Forked::Child) => crate::supervisor::run(spec, fds, report),
-            Ok(sys::Forked::Parent(_)) => 0,
-            Err(e) => {
-                let _ = Report::Failed(Failure::setup("fork the supervisor", e)).send(&report);
-                1
-            }
-        }
+        crate::supervisor::run(spec, fds, report)
     }));
     sys::exit(result.unwrap_or(101))
 }
