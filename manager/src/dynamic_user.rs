@@ -74,10 +74,9 @@ impl DynamicUsers {
 }
 
 fn host_ids(path: &std::path::Path) -> Vec<u32> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+    crate::host_users::entries(path)
+        .into_iter()
+        .map(|e| e.id)
         .collect()
 }
 

@@ -7,6 +7,7 @@ pub mod attachments;
 pub mod daemon;
 pub mod dynamic_user;
 pub mod exec_command;
+pub mod host_users;
 pub mod image;
 pub mod logs;
 pub mod os_release;

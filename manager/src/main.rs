@@ -9,7 +9,7 @@ use berth_manager::api::ManagerInterface;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
-use berth_manager::{privilege_split, services};
+use berth_manager::{host_users, privilege_split, services};
 use berth_protocol::varlink::{BERTH_INFO, VarlinkService};
 use clap::Parser;
 
@@ -55,7 +55,8 @@ fn run() -> anyhow::Result<()> {
     } else {
         None
     };
-    let admin_gid = group_id("berth-admin");
+    let admin_gid =
+        host_users::lookup(std::path::Path::new("/etc/group"), "berth-admin").map(|g| g.id);
     let users = DynamicUsers::new(61184, 65519);
     let shared = Rc::new(RefCell::new(Manager::load(paths.clone(), users, admin_gid)));
 
@@ -89,15 +90,5 @@ fn run() -> anyhow::Result<()> {
         }
         let _ = std::fs::remove_file(&socket);
         Ok::<(), anyhow::Error>(())
-    })
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name)
-            .then(|| f.nth(1)?.parse().ok())
-            .flatten()
     })
 }

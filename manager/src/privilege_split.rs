@@ -65,21 +65,21 @@ pub struct User {
 
 /// Looks `name` up in a passwd-format file.
 pub fn lookup_user(passwd: &Path, name: &str) -> Result<User, StartupError> {
-    let text = std::fs::read_to_string(passwd).map_err(StartupError::UserDatabase)?;
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            match fields.as_slice() {
-                [n, _, uid, gid, ..] if *n == name => Some(User {
-                    name: name.to_string(),
-                    uid: uid.parse().ok()?,
-                    gid: gid.parse().ok()?,
-                }),
-                _ => None,
-            }
-        })
-        .next()
-        .ok_or_else(|| StartupError::NoSuchUser(name.to_string()))
+    if !passwd.exists() {
+        return Err(StartupError::UserDatabase(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )));
+    }
+    let entry = crate::host_users::lookup(passwd, name)
+        .ok_or_else(|| StartupError::NoSuchUser(name.to_string()))?;
+    let gid = entry
+        .gid
+        .ok_or_else(|| StartupError::NoSuchUser(name.to_string()))?;
+    Ok(User {
+        name: entry.name,
+        uid: entry.id,
+        gid,
+    })
 }
 
 /// The instance lock; held for the life of the process.

@@ -1,0 +1,66 @@
+//! The host's user and group databases (`/etc/passwd`, `/etc/group` format).
+
+use std::path::Path;
+
+/// One line of a passwd- or group-format file: name, id (uid or gid) and, for passwd, the
+/// primary gid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseEntry {
+    pub name: String,
+    pub id: u32,
+    pub gid: Option<u32>,
+}
+
+/// Parses a passwd- or group-format file; unreadable files and malformed lines yield nothing.
+pub fn entries(path: &Path) -> Vec<DatabaseEntry> {
+    std::fs::read_to_string(path).map_or_else(|_| Vec::new(), |text| parse(&text))
+}
+
+fn parse(text: &str) -> Vec<DatabaseEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?.to_string();
+            let id = fields.nth(1)?.parse().ok()?;
+            let gid = fields.next().and_then(|g| g.parse().ok());
+            Some(DatabaseEntry { name, id, gid })
+        })
+        .collect()
+}
+
+/// The id of `name` in the database at `path`.
+pub fn lookup(path: &Path, name: &str) -> Option<DatabaseEntry> {
+    entries(path).into_iter().find(|e| e.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_line_gives_name_uid_and_gid() {
+        let entries = parse("berth:x:998:997::/:/usr/sbin/nologin\n");
+
+        assert_eq!(
+            entries,
+            vec![DatabaseEntry {
+                name: "berth".into(),
+                id: 998,
+                gid: Some(997)
+            }]
+        );
+    }
+
+    #[test]
+    fn group_line_has_no_primary_gid() {
+        let entries = parse("berth-admin:x:990:alice,bob\n");
+
+        assert_eq!(entries[0].id, 990);
+        assert_eq!(entries[0].gid, None);
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        assert!(parse("garbage\nx:y:notanumber:1\n").is_empty());
+    }
+}
