@@ -14,10 +14,11 @@ if ! "$bin/berth" list >/dev/null 2>&1; then
   nohup "$bin/berthd" --runtime-dir "$runtime" --state-dir "$state" >/var/log/berthd.log 2>&1 &
   for _ in $(seq 100); do "$bin/berth" list >/dev/null 2>&1 && break; sleep 0.1; done
 fi
+# A re-run replaces the example: stop and detach the old one before rebuilding its image.
+"$bin/berth" detach --now hello >/dev/null 2>&1 || true
 scripts/build-example-image.sh "$state/images/hello"
 set -x
 "$bin/berth" image list
-"$bin/berth" detach --now hello >/dev/null 2>&1 || true
 "$bin/berth" attach hello
 "$bin/berth" start hello
 sleep 1

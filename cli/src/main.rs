@@ -74,12 +74,9 @@ impl Session {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&cli.socket).await.map_err(|e| {
-        anyhow!(
-            "{e}\nberth: is berthd running? (socket {})",
-            cli.socket.display()
-        )
-    })?;
+    let client = Client::connect(&cli.socket)
+        .await
+        .map_err(|e| anyhow!("{e} (is berthd running?)"))?;
     let mut s = Session {
         client,
         json: cli.json,

@@ -254,3 +254,47 @@ fn second_berthd_cannot_take_over_the_sockets() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
     assert_still_serving(&h);
 }
+
+#[test]
+fn berthd_without_its_user_says_how_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let berthd = berth_testkit::locate_binary("berthd", "BERTH_BIN_DIR").unwrap();
+
+    let out = std::process::Command::new(berthd)
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--user", "no-such-berth-user"])
+        .output()
+        .unwrap();
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("berthd: user 'no-such-berth-user' does not exist")
+            && err.contains("useradd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_without_a_daemon_fails_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let berth = berth_testkit::locate_binary("berth", "BERTH_BIN_DIR").unwrap();
+
+    let out = std::process::Command::new(berth)
+        .arg("--socket")
+        .arg(dir.path().join("none"))
+        .arg("list")
+        .output()
+        .unwrap();
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("berth: cannot connect") && err.contains("is berthd running"),
+        "{err}"
+    );
+}

@@ -21,7 +21,7 @@ use crate::service_config::ServiceType;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Extra time berthd waits past TimeoutStopSec= for the supervisor's SIGKILL to land.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// The helper's floor refuses longer stop timeouts; `infinity` is clamped to it.
+/// Longest TimeoutStopSec= honoured (`infinity` included): after it the sandbox is SIGKILLed.
 const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn internal(e: impl std::fmt::Display) -> ManagerError {
@@ -60,7 +60,6 @@ struct Plan {
     commands: Vec<Vec<String>>,
     environment: Vec<String>,
     working_directory: String,
-    stop_timeout_ms: i64,
 }
 
 fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
@@ -104,8 +103,6 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_directory,
-        stop_timeout_ms: i64::try_from(config.timeout_stop.min(MAX_STOP_TIMEOUT).as_millis())
-            .unwrap_or(0),
     })
 }
 
@@ -248,7 +245,6 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         working_directory: plan.working_directory.clone(),
         uid: i64::from(uid),
         gid: i64::from(uid),
-        stop_timeout_ms: plan.stop_timeout_ms,
     };
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),

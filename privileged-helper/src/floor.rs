@@ -20,7 +20,6 @@ pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-const MAX_STOP_TIMEOUT_MS: i64 = 3600 * 1000;
 
 /// A refused request: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,9 +185,6 @@ impl FloorPolicy {
         if total > MAX_REQUEST_BYTES {
             return Err(refuse("argv", "request too large"));
         }
-        if !(0..=MAX_STOP_TIMEOUT_MS).contains(&params.stop_timeout_ms) {
-            return Err(refuse("stop_timeout_ms", "must be between 0 and one hour"));
-        }
         Ok(LaunchSpec {
             unit: params.unit,
             argv: params.argv,
@@ -196,7 +192,6 @@ impl FloorPolicy {
             working_directory: params.working_directory,
             uid,
             gid,
-            stop_timeout_ms: params.stop_timeout_ms.unsigned_abs(),
         })
     }
 
@@ -337,7 +332,6 @@ mod tests {
             working_directory: "/".into(),
             uid: 61200,
             gid: 61200,
-            stop_timeout_ms: 1000,
         }
     }
 
@@ -358,10 +352,7 @@ mod tests {
 
         let spec = policy.check_spawn(spawn_params()).unwrap();
 
-        assert_eq!(
-            (spec.uid, spec.gid, spec.stop_timeout_ms),
-            (61200, 61200, 1000)
-        );
+        assert_eq!((spec.uid, spec.gid), (61200, 61200));
     }
 
     #[test]

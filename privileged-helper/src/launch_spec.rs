@@ -20,8 +20,6 @@ pub struct LaunchSpec {
     /// Dynamic UID and GID the service runs as (checked against the floor: never 0, never a host user).
     pub uid: u32,
     pub gid: u32,
-    /// Time the supervisor waits after SIGTERM before it sends SIGKILL to the whole sandbox.
-    pub stop_timeout_ms: u64,
 }
 
 /// File descriptors that come with a launch (passed by berthd over SCM_RIGHTS).

@@ -116,7 +116,6 @@ impl Fixture {
             working_directory: "/".into(),
             uid: UID,
             gid: GID,
-            stop_timeout_ms: 1000,
         }
     }
 

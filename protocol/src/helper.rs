@@ -28,7 +28,6 @@ pub struct SpawnParams {
     pub working_directory: String,
     pub uid: i64,
     pub gid: i64,
-    pub stop_timeout_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
