@@ -298,3 +298,57 @@ fn cli_without_a_daemon_fails_with_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn every_method_answers_malformed_parameters_with_an_error_and_keeps_serving() {
+    let h = Harness::start().unwrap();
+    let methods = [
+        "ListImages",
+        "InspectImage",
+        "Attach",
+        "Detach",
+        "IsAttached",
+        "List",
+        "Start",
+        "Stop",
+        "Restart",
+        "Status",
+        "Logs",
+    ];
+    let bad_parameters = [
+        r#"{"bogus":1}"#,
+        r#"{"unit":[],"image":{},"lines":"x"}"#,
+        r#"[]"#,
+        r#""text""#,
+    ];
+
+    for method in methods {
+        for parameters in bad_parameters {
+            let call =
+                format!(r#"{{"method":"io.berth.Manager.{method}","parameters":{parameters}}}"#);
+            let reply = raw_call(&h.socket(), call.as_bytes());
+            assert!(
+                reply.contains("org.varlink.service.InvalidParameter"),
+                "{call} -> {reply:?}"
+            );
+        }
+    }
+    assert_still_serving(&h);
+}
+
+#[test]
+fn oversized_parameters_are_refused() {
+    let h = Harness::start().unwrap();
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let call =
+        format!(r#"{{"method":"io.berth.Manager.Status","parameters":{{"unit":"{huge}"}}}}"#);
+
+    let reply = raw_call(&h.socket(), call.as_bytes());
+
+    assert!(
+        reply.contains("org.varlink.service.InvalidParameter"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert_still_serving(&h);
+}

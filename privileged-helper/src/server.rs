@@ -95,9 +95,12 @@ impl Interface for HelperInterface {
             return Outcome::error(&HelperError::PermissionDenied { uid });
         }
         match method {
-            "Ping" => Outcome::reply(&PingReply {
-                manager_uid: i64::from(self.manager_uid),
-            }),
+            "Ping" => match parse_params::<helper::Empty>(parameters) {
+                Err(e) => Outcome::Error(e),
+                Ok(_) => Outcome::reply(&PingReply {
+                    manager_uid: i64::from(self.manager_uid),
+                }),
+            },
             "Spawn" => self.spawn(parameters, ctx),
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",

@@ -37,6 +37,7 @@ pub struct SpawnReply {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]

@@ -77,6 +77,7 @@ pub struct LogEntry {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
