@@ -11,22 +11,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use berth_testkit::{Harness, ImageBuilder};
-
-fn measure(runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<Vec<Duration>> {
-    for _ in 0..runs.min(10) {
-        run()?; // warm-up: page cache, first-allocation costs
-    }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        run()?;
-        samples.push(start.elapsed());
-    }
-    samples.sort();
-    Ok(samples)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -69,68 +55,67 @@ fn main() -> Result<()> {
 
     let berth = h.bin_dir().join("berth");
     let socket = h.socket();
-    let berth_samples = measure(runs, || {
-        let out = Command::new(&berth)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["start", "bench"])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "berth start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    })?;
-    // The DESIGN.md §9 metric proper: CLI start to the service exec'd (Type=exec returns then);
-    // the stop between runs is not timed.
-    let mut exec_samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
+    let run = |command: &mut Command| -> Result<Duration> {
         let start = Instant::now();
-        let out = Command::new(&berth)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["start", "bench-exec"])
-            .output()?;
-        exec_samples.push(start.elapsed());
+        let out = command.output()?;
+        let elapsed = start.elapsed();
         ensure!(
             out.status.success(),
-            "berth start failed: {}",
+            "{command:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        h.berth_ok(&["stop", "bench-exec"])?;
-    }
-    exec_samples.sort();
-    let bwrap_samples = measure(runs, || {
-        let status = Command::new("bwrap")
-            .args([
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--unshare-uts",
-                "--unshare-user",
-            ])
-            .args(["--uid", "61300", "--gid", "61300", "--cap-drop", "ALL"])
-            .arg("--ro-bind")
-            .arg(&image)
-            .arg("/")
-            .args([
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-            ])
-            .args(["--new-session", "--die-with-parent", "/bin/true"])
-            .status()
-            .context("running bwrap (apt-get install bubblewrap)")?;
-        ensure!(status.success(), "bwrap failed");
-        Ok(())
-    })?;
-    let baseline = measure(runs, || {
-        ensure!(Command::new(image.join("bin/true")).status()?.success());
-        Ok(())
-    })?;
+        Ok(elapsed)
+    };
+    let berth_start = |unit: &str| {
+        let mut c = Command::new(&berth);
+        c.arg("--socket").arg(&socket).args(["start", unit]);
+        c
+    };
+    let bwrap = || {
+        let mut c = Command::new("bwrap");
+        c.args([
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-user",
+        ])
+        .args(["--uid", "61300", "--gid", "61300", "--cap-drop", "ALL"])
+        .arg("--ro-bind")
+        .arg(&image)
+        .arg("/")
+        .args([
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+        ])
+        .args(["--new-session", "--die-with-parent", "/bin/true"]);
+        c
+    };
+    let plain = || Command::new(image.join("bin/true"));
 
-    println!("start to exit of /bin/true on the same busybox rootfs:");
-    let b = report("berth start (oneshot)", &berth_samples);
-    let e = report("berth start (exec'd)", &exec_samples);
-    let w = report("bwrap", &bwrap_samples);
+    // Warm-up, then the contenders take turns in every round, so drift in the machine's load
+    // hits them alike. `exec'd` is the DESIGN.md §9 metric proper: CLI start until the service
+    // has exec'd (Type=exec returns then); the stop after it is not timed.
+    for _ in 0..10 {
+        run(&mut berth_start("bench"))?;
+        run(&mut bwrap())?;
+    }
+    let (mut oneshot, mut exec, mut wrapped, mut baseline) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        oneshot.push(run(&mut berth_start("bench"))?);
+        wrapped.push(run(&mut bwrap())?);
+        exec.push(run(&mut berth_start("bench-exec"))?);
+        h.berth_ok(&["stop", "bench-exec"])?;
+        baseline.push(run(&mut plain())?);
+    }
+    for samples in [&mut oneshot, &mut exec, &mut wrapped, &mut baseline] {
+        samples.sort();
+    }
+
+    println!(
+        "start of /bin/true (sleep for exec'd) on the same busybox rootfs, {runs} interleaved rounds:"
+    );
+    let b = report("berth start (oneshot)", &oneshot);
+    let e = report("berth start (exec'd)", &exec);
+    let w = report("bwrap", &wrapped);
     report("plain fork+exec (no sandbox)", &baseline);
     println!("ratio berth oneshot/bwrap (p50): {:.2}", b / w);
     println!("ratio berth exec'd/bwrap (p50): {:.2}", e / w);

@@ -107,6 +107,8 @@ pub struct Manager {
     pub changed: watch::Sender<u64>,
     /// Group whose members may change things besides root (`berth-admin` if it exists).
     pub admin_gid: Option<u32>,
+    /// The connection to berth-helper, kept between spawns.
+    pub helper_client: Option<berth_protocol::client::Client>,
 }
 
 impl Manager {
@@ -120,6 +122,7 @@ impl Manager {
             users,
             changed,
             admin_gid,
+            helper_client: None,
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {

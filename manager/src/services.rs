@@ -182,8 +182,12 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
         if plan.service_type == ServiceType::Oneshot {
             let unit = plan.unit.clone();
             let last = index + 1 == plan.commands.len();
+            // Done once the exit is recorded; the supervisor's release finishes in the background.
             wait_until(shared, Duration::MAX, |m| {
-                m.units.get(&unit).is_none_or(|u| u.link.is_none())
+                m.units.get(&unit).is_none_or(|u| {
+                    u.link.is_none()
+                        || !matches!(u.state, UnitState::Starting | UnitState::Stopping)
+                })
             })
             .await;
             let m = shared.borrow();
@@ -249,17 +253,25 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),
     };
-    let mut client = Client::connect(&paths.helper_socket())
-        .await
-        .map_err(helper_unavailable)?;
-    match client
+    // One connection to the helper is kept and reused; a call that fails drops it.
+    let kept = shared.borrow_mut().helper_client.take();
+    let mut client = match kept {
+        Some(client) => client,
+        None => Client::connect(&paths.helper_socket())
+            .await
+            .map_err(helper_unavailable)?,
+    };
+    let result = client
         .call(
             "io.berth.Helper.Spawn",
             &params,
             vec![root, log, control_dir],
         )
-        .await
-    {
+        .await;
+    if result.is_ok() {
+        shared.borrow_mut().helper_client = Some(client);
+    }
+    match result {
         Ok(reply) => Ok(reply),
         Err(ClientError::Remote(e)) => {
             let reason = e
@@ -267,7 +279,13 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
                 .map_or_else(|| e.to_string(), |h| h.to_string());
             Err(start_failed(reason))
         }
-        Err(e) => Err(helper_unavailable(e)),
+        // A protocol-level refusal (e.g. InvalidParameter) means the helper is up but disagrees.
+        Err(e) => match berth_protocol::client::remote_error_of(&e) {
+            Some(remote) => Err(start_failed(format!(
+                "berth-helper refused the request: {remote}"
+            ))),
+            None => Err(helper_unavailable(e)),
+        },
     }
 }
 
