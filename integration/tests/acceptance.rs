@@ -426,3 +426,83 @@ fn image_inspect_shows_units_and_os_release() {
     );
     assert!(details["os_release"].as_str().unwrap().contains("ID="));
 }
+
+#[test]
+fn sandbox_image_mounts_are_read_only_nosuid_nodev() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (probe, _) = run_probe(&h).unwrap();
+
+    let mounts = probe["mounts"].as_array().unwrap();
+    let image_dirs = ["/", "/usr", "/etc", "/bin"];
+    for dir in image_dirs {
+        let mount = mounts
+            .iter()
+            .find(|m| m["mount_point"] == dir)
+            .unwrap_or_else(|| panic!("{dir} not mounted"));
+        let options: Vec<&str> = mount["options"].as_str().unwrap().split(',').collect();
+        for flag in ["ro", "nosuid", "nodev"] {
+            assert!(options.contains(&flag), "{dir} lacks {flag}: {options:?}");
+        }
+    }
+    for writable in ["/tmp", "/run", "/dev/shm"] {
+        let mount = mounts
+            .iter()
+            .find(|m| m["mount_point"] == writable)
+            .unwrap();
+        let options = mount["options"].as_str().unwrap();
+        assert!(
+            options.starts_with("rw") && options.contains("nosuid") && options.contains("nodev"),
+            "{writable}: {options}"
+        );
+    }
+}
+
+#[test]
+fn sandbox_has_its_own_proc_with_an_init_as_pid_1() {
+    let h = harness_with_probe("--loop").unwrap();
+
+    let (probe, pid) = run_probe(&h).unwrap();
+
+    assert_eq!(probe["pid"], 2, "the service is the init's first child");
+    assert_eq!(probe["ppid"], 1);
+    assert_ne!(
+        probe["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "/proc shows host pids"
+    );
+    let proc_mount = probe["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mount_point"] == "/proc")
+        .cloned();
+    assert_eq!(proc_mount.unwrap()["fs_type"], "proc");
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn abandoned_log_follower_of_a_quiet_service_is_dropped() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nExecStart=/bin/sleep 1000\n";
+    ImageBuilder::new(&h.images_dir().join("quiet"))
+        .unit("quiet.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "quiet"]).unwrap();
+    h.berth_ok(&["start", "quiet"]).unwrap();
+    let berthd = h.berthd_pid().unwrap();
+    let baseline = open_fds(berthd);
+    let mut follower = h.berth_command(&["logs", "-f", "quiet"]).spawn().unwrap();
+    h.wait_for(|| Ok(open_fds(berthd) > baseline), WAIT)
+        .unwrap();
+
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    h.wait_for(|| Ok(open_fds(berthd) <= baseline), Duration::from_secs(12))
+        .unwrap();
+}

@@ -68,7 +68,9 @@ fn answer<T: serde::Serialize>(result: Result<T, ManagerError>) -> Outcome {
 fn to_values<T: serde::Serialize>(result: Result<T, ManagerError>) -> Result<Value, Value> {
     match result {
         Ok(v) => serde_json::to_value(v).map_err(|e| json!({ "error": "io.berth.Manager.Internal", "parameters": { "reason": e.to_string() } })),
-        Err(e) => Err(serde_json::to_value(&e).unwrap_or(Value::Null)),
+        Err(e) => Err(serde_json::to_value(&e).unwrap_or_else(
+            |_| json!({ "error": "io.berth.Manager.Internal", "parameters": { "reason": e.to_string() } }),
+        )),
     }
 }
 
@@ -199,11 +201,18 @@ impl ManagerInterface {
         let rest = futures_util::stream::unfold(offset, move |offset| {
             let path = path.clone();
             async move {
+                let mut idle = std::time::Duration::ZERO;
                 loop {
                     tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
+                    idle += logs::FOLLOW_INTERVAL;
                     match logs::read_from(&path, offset) {
                         Ok((entries, next)) if !entries.is_empty() => {
                             return Some(((entries, next), next));
+                        }
+                        // An empty batch now and then: varlink has no keepalive, and only a
+                        // write tells the server that a follower has gone away.
+                        Ok(_) if idle >= logs::FOLLOW_KEEPALIVE => {
+                            return Some(((Vec::new(), offset), offset));
                         }
                         Ok(_) => continue,
                         Err(_) => return None,

@@ -11,6 +11,8 @@ use berth_protocol::manager::LogEntry;
 const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
 /// How often `logs -f` looks for new output.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest silence on a `logs -f` stream: an empty batch is sent after it.
+pub const FOLLOW_KEEPALIVE: Duration = Duration::from_secs(5);
 
 fn entry(line: &[u8]) -> Option<LogEntry> {
     let record = log_line::decode(line)?;
