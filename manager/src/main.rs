@@ -10,7 +10,7 @@ use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
 use berth_manager::{host_users, privilege_split, services};
-use berth_protocol::varlink::{BERTH_INFO, VarlinkService};
+use berth_protocol::varlink::{BERTH_INFO, BoundedListener, VarlinkService, raise_fd_limit};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -39,6 +39,7 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    raise_fd_limit();
     let paths = Paths::new(&args.runtime_dir, &args.state_dir);
     let is_root = rustix::process::geteuid().is_root();
     let user = privilege_split::lookup_user(std::path::Path::new("/etc/passwd"), &args.user)?;
@@ -77,7 +78,7 @@ fn run() -> anyhow::Result<()> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
         services::adopt_running(&shared);
         let server = zlink::Server::new(
-            listener,
+            BoundedListener::new(listener),
             VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO),
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::{self, HelperError, PingReply, SpawnParams, SpawnReply};
 use berth_protocol::varlink::{
-    BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
+    BERTH_INFO, BoundedListener, CallContext, Interface, Outcome, VarlinkService, parse_params,
+    varlink_error,
 };
 use serde_json::{Value, json};
 
@@ -119,7 +120,9 @@ pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Resu
     })?;
     secure_socket(socket, manager_uid)?;
     let service = VarlinkService::new(HelperInterface::new(manager_uid, policy), BERTH_INFO);
-    zlink::Server::new(listener, service).run().await?;
+    zlink::Server::new(BoundedListener::new(listener), service)
+        .run()
+        .await?;
     Ok(())
 }
 

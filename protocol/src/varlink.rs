@@ -272,6 +272,65 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
     }
 }
 
+/// File descriptors a daemon keeps for its own work (images, logs, supervisors, the helper):
+/// once fewer than this many are left below RLIMIT_NOFILE, new connections are refused.
+pub const FD_RESERVE: u64 = 256;
+
+/// A listener that refuses connections when the process is running out of file descriptors,
+/// so that clients opening connections without end cannot starve the daemon.
+#[derive(Debug)]
+pub struct BoundedListener {
+    inner: zlink::tokio::unix::Listener,
+}
+
+impl BoundedListener {
+    pub fn new(inner: zlink::tokio::unix::Listener) -> Self {
+        BoundedListener { inner }
+    }
+}
+
+/// Open fds of this process and its soft RLIMIT_NOFILE.
+fn fd_usage() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (open, limit)
+}
+
+impl zlink::Listener for BoundedListener {
+    type Socket = Socket;
+
+    async fn accept(&mut self) -> zlink::Result<Option<zlink::Connection<Socket>>> {
+        loop {
+            let Some(conn) = self.inner.accept().await? else {
+                return Ok(None);
+            };
+            let (open, limit) = fd_usage();
+            if open.saturating_add(FD_RESERVE) <= limit {
+                return Ok(Some(conn));
+            }
+            eprintln!("berth: refusing a connection: {open} of {limit} file descriptors in use");
+            drop(conn);
+        }
+    }
+
+    fn set_xattr(&self, name: &str, value: impl AsRef<[u8]>) -> zlink::Result<()> {
+        self.inner.set_xattr(name, value)
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (daemons hold one fd per client and per
+/// running service).
+pub fn raise_fd_limit() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
+}
+
 /// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`
 /// naming the offending field.
 pub fn parse_params<T: DeserializeOwned>(parameters: Value) -> Result<T, Value> {
