@@ -352,3 +352,20 @@ fn oversized_parameters_are_refused() {
     );
     assert_still_serving(&h);
 }
+
+#[test]
+fn image_the_berth_user_cannot_read_is_a_clear_error() {
+    let h = Harness::start().unwrap();
+    let private = h.dir().join("private-images");
+    std::fs::create_dir(&private).unwrap();
+    let image = busybox_image(&private, "secret").unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+
+    let err = h.berth_err(&["attach", image.to_str().unwrap()]).unwrap();
+
+    assert!(err.contains("cannot read it"), "{err}");
+}

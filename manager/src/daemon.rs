@@ -207,10 +207,22 @@ impl Manager {
                 image: arg.to_string(),
                 reason: e.to_string(),
             })?;
-            if !path.is_dir() {
-                return Err(ManagerError::NoSuchImage {
-                    image: arg.to_string(),
-                });
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    // berthd reads images with its own (unprivileged) rights.
+                    return Err(ManagerError::InvalidImage {
+                        image: arg.to_string(),
+                        reason: "berthd's user cannot read it; put it under the image pool \
+                                 (STATE/images) or make it readable"
+                            .into(),
+                    });
+                }
+                _ => {
+                    return Err(ManagerError::NoSuchImage {
+                        image: arg.to_string(),
+                    });
+                }
             }
             return Ok((name, path));
         }
