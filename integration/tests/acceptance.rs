@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -505,4 +506,28 @@ fn abandoned_log_follower_of_a_quiet_service_is_dropped() {
 
     h.wait_for(|| Ok(open_fds(berthd) <= baseline), Duration::from_secs(12))
         .unwrap();
+}
+
+#[test]
+fn members_of_the_configured_admin_group_may_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berthd.toml");
+    std::fs::write(&config, "admin_group = \"nogroup\"\n").unwrap();
+    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(h.bin_dir().join("berth"))
+        .arg("--socket")
+        .arg(h.socket())
+        .args(["attach", "hello"])
+        .output()
+        .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod atomic_write;
 pub mod attachments;
+pub mod config;
 pub mod daemon;
 pub mod dynamic_user;
 pub mod exec_command;

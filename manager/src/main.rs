@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use anyhow::Context;
 use berth_manager::api::ManagerInterface;
+use berth_manager::config::Config;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
@@ -22,8 +23,9 @@ struct Args {
     /// State directory (images, attachments, logs).
     #[arg(long, default_value = "/var/lib/berth")]
     state_dir: PathBuf,
-    /// berth-helper's floor policy file, passed to the helper.
-    #[arg(long, default_value = "/etc/berth/helper.toml")]
+    /// berthd's configuration (dynamic uid range, admin group). berth-helper reads its own
+    /// floor policy from /etc/berth/helper.toml.
+    #[arg(long, default_value = "/etc/berth/berthd.toml")]
     config: PathBuf,
     /// User to run as after starting the helper.
     #[arg(long, default_value = "berth")]
@@ -40,6 +42,7 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     raise_fd_limit();
+    let config = Config::load(&args.config)?;
     let paths = Paths::new(&args.runtime_dir, &args.state_dir);
     let is_root = rustix::process::geteuid().is_root();
     let user = privilege_split::lookup_user(std::path::Path::new("/etc/passwd"), &args.user)?;
@@ -50,15 +53,15 @@ fn run() -> anyhow::Result<()> {
     let _lock = privilege_split::lock_instance(&paths)?;
     // The helper is ours only when we start as root; otherwise one must already serve us.
     let _helper = if is_root {
-        let helper = privilege_split::start_helper(&paths, &user, Some(&args.config))?;
+        let helper = privilege_split::start_helper(&paths, &user)?;
         privilege_split::drop_privileges(&user)?;
         Some(helper)
     } else {
         None
     };
     let admin_gid =
-        host_users::lookup(std::path::Path::new("/etc/group"), "berth-admin").map(|g| g.id);
-    let users = DynamicUsers::new(61184, 65519);
+        host_users::lookup(std::path::Path::new("/etc/group"), &config.admin_group).map(|g| g.id);
+    let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let shared = Rc::new(RefCell::new(Manager::load(paths.clone(), users, admin_gid)));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -141,11 +141,7 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<(), StartupEr
 
 /// Starts berth-helper (next to this executable) as root and waits until its socket accepts
 /// connections. The helper exits when berthd does (it watches its parent).
-pub fn start_helper(
-    paths: &Paths,
-    manager: &User,
-    config: Option<&Path>,
-) -> Result<Child, StartupError> {
+pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError> {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("berth-helper")))
@@ -158,9 +154,6 @@ pub fn start_helper(
         .arg("--manager-uid")
         .arg(manager.uid.to_string())
         .stdin(Stdio::null());
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
     let mut child = command
         .spawn()
         .map_err(|source| StartupError::SpawnHelper {
