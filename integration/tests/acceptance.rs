@@ -531,3 +531,49 @@ fn members_of_the_configured_admin_group_may_attach() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn oneshot_runs_every_exec_start_in_order_and_honours_the_dash_prefix() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nType=oneshot\n\
+                ExecStart=/bin/sh -c 'echo first'\n\
+                ExecStart=-/bin/sh -c 'echo second; exit 4'\n\
+                ExecStart=/bin/sh -c 'echo third'\n";
+    ImageBuilder::new(&h.images_dir().join("steps"))
+        .unit("steps.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "steps"]).unwrap();
+
+    h.berth_ok(&["start", "steps"]).unwrap();
+
+    let text = log_text(&h, "steps").unwrap();
+    let order: Vec<&str> = ["first", "second", "third"]
+        .into_iter()
+        .filter(|w| text.contains(w))
+        .collect();
+    assert_eq!(order, ["first", "second", "third"], "{text}");
+    assert!(text.find("first") < text.find("second") && text.find("second") < text.find("third"));
+    assert_eq!(
+        h.berth_json(&["status", "steps"]).unwrap()["state"],
+        "exited"
+    );
+}
+
+#[test]
+fn oneshot_stops_at_the_first_failing_exec_start() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nType=oneshot\n\
+                ExecStart=/bin/sh -c 'exit 2'\n\
+                ExecStart=/bin/sh -c 'echo never'\n";
+    ImageBuilder::new(&h.images_dir().join("halt"))
+        .unit("halt.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "halt"]).unwrap();
+
+    h.berth_err(&["start", "halt"]).unwrap();
+
+    assert!(!log_text(&h, "halt").unwrap().contains("never"));
+    assert_eq!(h.berth_json(&["status", "halt"]).unwrap()["exit_code"], 2);
+}

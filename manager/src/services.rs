@@ -57,7 +57,8 @@ struct Plan {
     unit: String,
     image_path: std::path::PathBuf,
     service_type: ServiceType,
-    commands: Vec<Vec<String>>,
+    /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
+    commands: Vec<(Vec<String>, bool)>,
     environment: Vec<String>,
     working_directory: String,
 }
@@ -82,15 +83,17 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
     env.insert("LOGNAME".into(), stem.into());
     env.insert("PORTABLE".into(), unit.image.clone());
     env.extend(config.environment.clone());
-    let commands: Vec<Vec<String>> = match config.service_type {
-        ServiceType::Oneshot => config.exec_start.iter().map(|c| c.expand(&env)).collect(),
-        _ => config
-            .exec_start
-            .iter()
-            .take(1)
-            .map(|c| c.expand(&env))
-            .collect(),
+    // Only oneshot services run several ExecStart= lines (one after the other).
+    let count = match config.service_type {
+        ServiceType::Oneshot => config.exec_start.len(),
+        _ => 1,
     };
+    let commands = config
+        .exec_start
+        .iter()
+        .take(count)
+        .map(|c| (c.expand(&env), c.ignore_failure))
+        .collect();
     let working_directory = config
         .working_directory
         .as_deref()
@@ -152,7 +155,7 @@ pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, Manag
 }
 
 async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> {
-    for (index, argv) in plan.commands.iter().enumerate() {
+    for (index, (argv, ignore_failure)) in plan.commands.iter().enumerate() {
         // A previous run's supervisor must be gone before the next binds the same socket.
         let unit = plan.unit.clone();
         wait_until(shared, Duration::from_secs(10), |m| {
@@ -190,20 +193,30 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
                 })
             })
             .await;
-            let m = shared.borrow();
-            let state = m.unit(&plan.unit)?.state;
-            if state == UnitState::Failed || state == UnitState::Stopped {
+            let mut m = shared.borrow_mut();
+            let unit = m.unit_mut(&plan.unit)?;
+            if unit.state == UnitState::Failed && *ignore_failure && !unit.stop_requested {
+                // `-` prefix: this command's failure does not fail the unit.
+                unit.failure = None;
+                unit.set_state(UnitState::Exited);
+            }
+            if unit.state != UnitState::Exited {
                 return Ok(());
             }
             if !last {
-                drop(m);
-                let mut m = shared.borrow_mut();
-                let unit = m.unit_mut(&plan.unit)?;
+                // The exit released the uid; the next command gets one again.
                 unit.set_state(UnitState::Starting);
-                if let Some(uid) = unit.uid {
-                    m.users.mark_in_use(uid);
-                }
+                let name = unit.name.clone();
+                let uid = m
+                    .users
+                    .allocate(&name)
+                    .map_err(|e| ManagerError::StartFailed {
+                        unit: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                m.unit_mut(&name)?.uid = Some(uid);
             }
+            m.notify();
         }
     }
     Ok(())
@@ -212,7 +225,11 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
 async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnReply, ManagerError> {
     let (uid, paths) = {
         let m = shared.borrow();
-        (m.unit(&plan.unit)?.uid.unwrap_or(0), m.paths.clone())
+        let uid = m
+            .unit(&plan.unit)?
+            .uid
+            .ok_or_else(|| internal("no uid allocated"))?;
+        (uid, m.paths.clone())
     };
     let start_failed = |reason: String| ManagerError::StartFailed {
         unit: plan.unit.clone(),
@@ -297,13 +314,15 @@ pub async fn follow_supervisor(
     socket: std::path::PathBuf,
     mut requests: mpsc::UnboundedReceiver<SupervisorRequest>,
 ) {
-    if let Err(e) = follow(&shared, &unit, &socket, &mut requests).await {
+    let mut exited = false;
+    if let Err(e) = follow(&shared, &unit, &socket, &mut requests, &mut exited).await {
         eprintln!("berthd: lost supervisor of {unit}: {e}");
     }
     let mut m = shared.borrow_mut();
     if let Some(u) = m.units.get_mut(&unit) {
         u.link = None;
-        if u.state.is_active() {
+        // After a recorded exit the unit may already be on its next run (oneshot).
+        if !exited && u.state.is_active() {
             // The supervisor vanished without reporting an exit.
             u.failure = Some("supervisor disappeared".into());
             u.set_state(UnitState::Failed);
@@ -320,6 +339,7 @@ async fn follow(
     unit: &str,
     socket: &std::path::Path,
     requests: &mut mpsc::UnboundedReceiver<SupervisorRequest>,
+    exited: &mut bool,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
@@ -330,7 +350,9 @@ async fn follow(
             line = lines.next_line() => {
                 let Some(line) = line? else { return Ok(()) };
                 let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-                if record_status(shared, unit, &status) {
+                // One exit per run: later lines (the answer to Release) change nothing.
+                if !*exited && record_status(shared, unit, &status) {
+                    *exited = true;
                     send(&mut write, &SupervisorRequest::Release).await?;
                 }
             }
