@@ -1,8 +1,5 @@
 //! berth: the command line client of berthd.
 
-mod args;
-mod output;
-
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -16,7 +13,8 @@ use clap::Parser;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use args::{Cli, Command, ImageCommand};
+use berth_cli::args::{Cli, Command, ImageCommand};
+use berth_cli::output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,6 @@
+//! The `berth` command line: its grammar ([`args`]) and presentation ([`output`]), shared by the
+//! `berth` binary and `berth-docs`, which writes its man page and shell completions.
+
+pub mod args;
+pub mod docs;
+pub mod output;
