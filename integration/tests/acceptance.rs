@@ -577,3 +577,26 @@ fn oneshot_stops_at_the_first_failing_exec_start() {
     assert!(!log_text(&h, "halt").unwrap().contains("never"));
     assert_eq!(h.berth_json(&["status", "halt"]).unwrap()["exit_code"], 2);
 }
+
+#[test]
+fn exit_while_berthd_was_down_is_reported_after_it_returns() {
+    let mut h = Harness::start().unwrap();
+    let unit = "[Service]\nExecStart=/bin/sh -c 'sleep 1; exit 7'\n";
+    ImageBuilder::new(&h.images_dir().join("brief"))
+        .unit("brief.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "brief"]).unwrap();
+    h.berth_ok(&["start", "brief"]).unwrap();
+
+    h.kill_berthd().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    h.start_berthd().unwrap();
+
+    h.wait_for(
+        || Ok(h.berth_json(&["status", "brief"])?["state"] == "failed"),
+        WAIT,
+    )
+    .unwrap();
+    assert_eq!(h.berth_json(&["status", "brief"]).unwrap()["exit_code"], 7);
+}
