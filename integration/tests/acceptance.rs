@@ -600,3 +600,36 @@ fn exit_while_berthd_was_down_is_reported_after_it_returns() {
     .unwrap();
     assert_eq!(h.berth_json(&["status", "brief"]).unwrap()["exit_code"], 7);
 }
+
+#[test]
+fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
+    let mut h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["start", "hello"]).unwrap();
+    let main_pid = h.berth_json(&["status", "hello"]).unwrap()["main_pid"].clone();
+    let (berthd, helper) = (h.berthd_pid().unwrap(), h.helper_pid().unwrap());
+
+    // SAFETY: plain kill(2) of the helper this test's berthd started.
+    assert_eq!(unsafe { libc::kill(helper as i32, libc::SIGKILL) }, 0);
+
+    h.wait_for(|| Ok(!process_exists(berthd)), WAIT).unwrap();
+    assert!(
+        h.stderr_log().contains("berth-helper exited"),
+        "{}",
+        h.stderr_log()
+    );
+    let status = h.stop_berthd().unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "berthd should fail: {status:?}");
+    h.start_berthd().unwrap();
+    h.wait_for(
+        || Ok(h.berth_json(&["status", "hello"])?["state"] == "running"),
+        WAIT,
+    )
+    .unwrap();
+    assert_eq!(
+        h.berth_json(&["status", "hello"]).unwrap()["main_pid"],
+        main_pid
+    );
+    h.berth_ok(&["start", "hello"]).unwrap();
+}

@@ -52,7 +52,7 @@ fn run() -> anyhow::Result<()> {
     privilege_split::prepare_dirs(&paths, is_root.then_some(&user))?;
     let _lock = privilege_split::lock_instance(&paths)?;
     // The helper is ours only when we start as root; otherwise one must already serve us.
-    let _helper = if is_root {
+    let mut helper = if is_root {
         let helper = privilege_split::start_helper(&paths, &user)?;
         privilege_split::drop_privileges(&user)?;
         Some(helper)
@@ -91,8 +91,27 @@ fn run() -> anyhow::Result<()> {
             r = server.run() => r.context("varlink server")?,
             _ = term.recv() => {}
             _ = int.recv() => {}
+            status = helper_exit(helper.as_mut()) => {
+                // berthd cannot restart a root helper once it has dropped privileges. Exiting lets
+                // whatever runs berthd restart the pair; running services are re-adopted then.
+                let _ = std::fs::remove_file(&socket);
+                anyhow::bail!("berth-helper exited ({status}); restart berthd");
+            }
         }
         let _ = std::fs::remove_file(&socket);
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Resolves when the helper berthd started has exited; never when berthd started none.
+async fn helper_exit(helper: Option<&mut std::process::Child>) -> std::process::ExitStatus {
+    let Some(helper) = helper else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Ok(Some(status)) = helper.try_wait() {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
