@@ -620,7 +620,10 @@ fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
         h.stderr_log()
     );
     let status = h.stop_berthd().unwrap();
-    assert!(status.is_some_and(|s| !s.success()), "berthd should fail: {status:?}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "berthd should fail: {status:?}"
+    );
     h.start_berthd().unwrap();
     h.wait_for(
         || Ok(h.berth_json(&["status", "hello"])?["state"] == "running"),

@@ -23,6 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
+use super::syscalls::LinuxSyscalls;
 use super::{Failure, credentials, mounts, sys};
 use crate::launch_spec::LaunchSpec;
 
@@ -127,7 +128,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
     let last_cap = credentials::last_cap()?;
-    let entries = mounts::clone_image(&root)?;
+    let entries = mounts::clone_image(&LinuxSyscalls, &root)?;
     drop(root);
     let flags = rustix::thread::UnshareFlags::NEWNS
         | rustix::thread::UnshareFlags::NEWIPC
@@ -135,7 +136,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     // SAFETY: no CLONE_FILES involved, and init has a single thread anyway.
     unsafe { rustix::thread::unshare_unsafe(flags) }
         .map_err(|e| Failure::setup("unshare mount, ipc and uts namespaces", e))?;
-    mounts::build_root(entries)?;
+    mounts::build_root(&LinuxSyscalls, entries)?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
     credentials::drop_to(spec.uid, spec.gid, last_cap)?;

@@ -17,6 +17,7 @@ mod credentials;
 pub(crate) mod init;
 mod mounts;
 pub(crate) mod sys;
+mod syscalls;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

@@ -10,17 +10,20 @@
 //! `/dev` is a nodev tmpfs: the bound host nodes keep their own (dev) mount flags, and nothing
 //! else in it can act as a device. `/sys` is an empty read-only directory for now: no sysfs is
 //! mounted in the sandbox.
+//!
+//! Every mount-namespace change goes through [`MountSyscalls`] (`LinuxSyscalls` in init), so
+//! the plan is unit-tested below with the recording fake; reading the image is direct.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{
-    MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+    MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
 use super::Failure;
-use super::sys;
+use super::syscalls::{AT_RECURSIVE, MountSyscalls};
 
 /// Names we provide ourselves; the image's entries of that name are ignored.
 const RESERVED: [&[u8]; 5] = [b"proc", b"dev", b"tmp", b"run", b"sys"];
@@ -28,8 +31,16 @@ const RESERVED: [&[u8]; 5] = [b"proc", b"dev", b"tmp", b"run", b"sys"];
 /// More top-level entries than any real image has; bounds the mounts a hostile image causes.
 const MAX_ENTRIES: usize = 1024;
 
-/// Host device nodes bound into the sandbox's `/dev` (skipped when the host lacks one).
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Host device nodes bound into the sandbox's `/dev` (skipped when the host lacks one): name,
+/// host path, mount point relative to the new root.
+const DEVICES: [(&CStr, &CStr, &CStr); 6] = [
+    (c"null", c"/dev/null", c"dev/null"),
+    (c"zero", c"/dev/zero", c"dev/zero"),
+    (c"full", c"/dev/full", c"dev/full"),
+    (c"random", c"/dev/random", c"dev/random"),
+    (c"urandom", c"/dev/urandom", c"dev/urandom"),
+    (c"tty", c"/dev/tty", c"dev/tty"),
+];
 
 /// One top-level entry of the image, ready to be placed in the new root.
 pub(super) struct Entry {
@@ -51,7 +62,7 @@ fn display(name: &CStr) -> String {
 }
 
 /// Clones the image's top-level entries. Must run in the mount namespace `root` lives in.
-pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
+pub(super) fn clone_image(os: &impl MountSyscalls, root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
     let dir = rustix::fs::openat(
         root,
         c".",
@@ -76,8 +87,8 @@ pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
         let stat = rustix::fs::statat(root, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| Failure::setup(format!("stat {} in image", display(name)), e))?;
         let kind = match FileType::from_raw_mode(stat.st_mode) {
-            FileType::Directory => clone_tree(root, name, true)?,
-            FileType::RegularFile => clone_tree(root, name, false)?,
+            FileType::Directory => clone_tree(os, root, name, true)?,
+            FileType::RegularFile => clone_tree(os, root, name, false)?,
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(root, name, Vec::new()).map_err(|e| {
                     Failure::setup(format!("read symlink {} in image", display(name)), e)
@@ -95,17 +106,23 @@ pub(super) fn clone_image(root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
     Ok(entries)
 }
 
-fn clone_tree(root: &OwnedFd, name: &CStr, dir: bool) -> Result<Kind, Failure> {
+fn clone_tree(
+    os: &impl MountSyscalls,
+    root: &OwnedFd,
+    name: &CStr,
+    dir: bool,
+) -> Result<Kind, Failure> {
     let stage = || format!("bind {} from image", display(name));
-    let fd = rustix::mount::open_tree(
-        root,
-        name,
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_RECURSIVE
-            | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Failure::setup(stage(), e))?;
+    let fd = os
+        .open_tree(
+            root.as_fd(),
+            name,
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE
+                | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Failure::setup(stage(), e))?;
     // The entry may have been swapped since statat: trust only what we cloned.
     let stat = rustix::fs::fstat(&fd).map_err(|e| Failure::setup(stage(), e))?;
     let expected = if dir {
@@ -125,42 +142,46 @@ fn at<'a>(stage: &'a str) -> impl Fn(rustix::io::Errno) -> Failure + 'a {
 
 /// Builds the new root from `entries` and pivots into it. Must run right after
 /// `unshare(CLONE_NEWNS)`. Leaves the cwd at the new `/`.
-pub(super) fn build_root(entries: Vec<Entry>) -> Result<(), Failure> {
-    rustix::mount::mount_change(
+pub(super) fn build_root(os: &impl MountSyscalls, entries: Vec<Entry>) -> Result<(), Failure> {
+    os.mount_change(
         c"/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(at("make / private"))?;
     // Scratch place for the new root, only visible in this mount namespace (as bubblewrap).
     tmpfs(
+        os,
         c"/tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
         c"mode=0755",
         "mount the root tmpfs",
     )?;
-    let newroot = rustix::fs::open(
-        c"/tmp",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(at("open the root tmpfs"))?;
-    rustix::process::fchdir(&newroot).map_err(at("enter the root tmpfs"))?;
+    let newroot = os
+        .open(
+            c"/tmp",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        )
+        .map_err(at("open the root tmpfs"))?;
+    os.fchdir(newroot.as_fd())
+        .map_err(at("enter the root tmpfs"))?;
 
     for entry in entries {
-        place(&newroot, entry)?;
+        place(os, &newroot, entry)?;
     }
     for name in [c"proc", c"dev", c"tmp", c"run", c"sys"] {
-        mkdir(&newroot, name, 0o755)?;
+        mkdir(os, &newroot, name, 0o755)?;
     }
-    mount_proc()?;
-    mount_dev(&newroot)?;
+    mount_proc(os)?;
+    mount_dev(os, &newroot)?;
     tmpfs(
+        os,
         c"tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
         c"mode=1777",
         "mount /tmp",
     )?;
     tmpfs(
+        os,
         c"run",
         MountFlags::NOSUID | MountFlags::NODEV,
         c"mode=0755",
@@ -170,27 +191,34 @@ pub(super) fn build_root(entries: Vec<Entry>) -> Result<(), Failure> {
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
     // removes the old root and leaves the new one.
-    rustix::process::pivot_root(c".", c".").map_err(at("pivot_root"))?;
-    rustix::mount::unmount(c".", UnmountFlags::DETACH).map_err(at("detach the old root"))?;
-    rustix::process::chdir(c"/").map_err(at("chdir to the new root"))?;
-    sys::mount_setattr(CWD, c"/", 0, libc::MOUNT_ATTR_RDONLY)
-        .map_err(|e| Failure::setup("make / read-only", e))?;
+    os.pivot_root(c".", c".").map_err(at("pivot_root"))?;
+    os.umount2(c".", UnmountFlags::DETACH)
+        .map_err(at("detach the old root"))?;
+    os.chdir(c"/").map_err(at("chdir to the new root"))?;
+    os.mount_setattr(
+        None,
+        c"/",
+        AtFlags::empty(),
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(at("make / read-only"))?;
     Ok(())
 }
 
-fn place(newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
+fn place(os: &impl MountSyscalls, newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
     let name = entry.name.as_c_str();
     let stage = format!("bind {} from image", display(name));
     match entry.kind {
-        Kind::Symlink(target) => rustix::fs::symlinkat(target.as_c_str(), newroot, name)
+        Kind::Symlink(target) => os
+            .symlinkat(target.as_c_str(), newroot.as_fd(), name)
             .map_err(|e| Failure::setup(format!("create symlink {}", display(name)), e)),
         Kind::Tree { fd, dir } => {
             if dir {
-                rustix::fs::mkdirat(newroot, name, Mode::from_raw_mode(0o755))
-                    .map_err(|e| Failure::setup(stage.as_str(), e))?;
+                os.mkdirat(newroot.as_fd(), name, Mode::from_raw_mode(0o755))
+                    .map_err(at(&stage))?;
             } else {
-                rustix::fs::openat(
-                    newroot,
+                os.openat(
+                    newroot.as_fd(),
                     name,
                     OFlags::CREATE
                         | OFlags::EXCL
@@ -199,21 +227,23 @@ fn place(newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
                         | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o644),
                 )
-                .map_err(|e| Failure::setup(stage.as_str(), e))?;
+                .map_err(at(&stage))?;
             }
-            rustix::mount::move_mount(
-                &fd,
+            os.move_mount(
+                fd.as_fd(),
                 c"",
-                newroot,
+                newroot.as_fd(),
                 name,
                 MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
             )
-            .map_err(|e| Failure::setup(stage.as_str(), e))?;
-            let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
-            sys::mount_setattr(
-                newroot.as_fd(),
+            .map_err(at(&stage))?;
+            let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV;
+            os.mount_setattr(
+                Some(newroot.as_fd()),
                 name,
-                (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+                AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
                 attrs,
             )
             .map_err(|e| Failure::setup(format!("make {} read-only", display(name)), e))
@@ -221,80 +251,89 @@ fn place(newroot: &OwnedFd, entry: Entry) -> Result<(), Failure> {
     }
 }
 
-fn mkdir(dir: &OwnedFd, name: &CStr, mode: u32) -> Result<(), Failure> {
-    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))
+fn mkdir(os: &impl MountSyscalls, dir: &OwnedFd, name: &CStr, mode: u32) -> Result<(), Failure> {
+    os.mkdirat(dir.as_fd(), name, Mode::from_raw_mode(mode))
         .map_err(|e| Failure::setup(format!("create {}", name.to_string_lossy()), e))
 }
 
 /// Mounts a tmpfs at `target` (relative to the cwd unless absolute).
-fn tmpfs(target: &CStr, flags: MountFlags, data: &CStr, stage: &str) -> Result<(), Failure> {
-    rustix::mount::mount(c"tmpfs", target, c"tmpfs", flags, data).map_err(at(stage))
+fn tmpfs(
+    os: &impl MountSyscalls,
+    target: &CStr,
+    flags: MountFlags,
+    data: &CStr,
+    stage: &str,
+) -> Result<(), Failure> {
+    os.mount(c"tmpfs", target, c"tmpfs", flags, Some(data))
+        .map_err(at(stage))
 }
 
-fn mount_proc() -> Result<(), Failure> {
+fn mount_proc(os: &impl MountSyscalls) -> Result<(), Failure> {
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    rustix::mount::mount(c"proc", c"proc", c"proc", flags, None).map_err(at("mount /proc"))?;
+    os.mount(c"proc", c"proc", c"proc", flags, None)
+        .map_err(at("mount /proc"))?;
     // Kernel tunables and the sysrq trigger stay read-only, bound over themselves.
     for path in [c"proc/sys", c"proc/sysrq-trigger"] {
         let stage = format!("make /{} read-only", path.to_string_lossy());
-        match rustix::mount::mount_bind(path, path) {
+        match os.mount_bind(path, path) {
             Ok(()) => {}
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err(Failure::setup(stage, e)),
         }
-        let attrs = libc::MOUNT_ATTR_RDONLY
-            | libc::MOUNT_ATTR_NOSUID
-            | libc::MOUNT_ATTR_NODEV
-            | libc::MOUNT_ATTR_NOEXEC;
-        sys::mount_setattr(CWD, path, libc::AT_SYMLINK_NOFOLLOW as libc::c_uint, attrs)
+        let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+        os.mount_setattr(None, path, AtFlags::SYMLINK_NOFOLLOW, attrs)
             .map_err(|e| Failure::setup(stage, e))?;
     }
     Ok(())
 }
 
-fn mount_dev(newroot: &OwnedFd) -> Result<(), Failure> {
+fn mount_dev(os: &impl MountSyscalls, newroot: &OwnedFd) -> Result<(), Failure> {
     tmpfs(
+        os,
         c"dev",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         c"mode=0755",
         "mount /dev",
     )?;
-    let dev = rustix::fs::openat(
-        newroot,
-        c"dev",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(at("open /dev"))?;
-    for name in DEVICES {
-        let host = format!("/dev/{name}");
-        let stage = format!("bind {host}");
+    let dev = os
+        .openat(
+            newroot.as_fd(),
+            c"dev",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(at("open /dev"))?;
+    for (name, host, target) in DEVICES {
+        let stage = format!("bind {}", host.to_string_lossy());
         // The host's /dev is trusted, but bind only what really is a character device.
-        match rustix::fs::stat(host.as_str()) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice => {}
+        match os.file_type(host) {
+            Ok(FileType::CharacterDevice) => {}
             _ => continue,
         }
-        rustix::fs::openat(
-            &dev,
+        os.openat(
+            dev.as_fd(),
             name,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o666),
         )
-        .map_err(|e| Failure::setup(stage.as_str(), e))?;
-        rustix::mount::mount_bind(host.as_str(), format!("dev/{name}").as_str())
-            .map_err(|e| Failure::setup(stage.as_str(), e))?;
+        .map_err(at(&stage))?;
+        os.mount_bind(host, target).map_err(at(&stage))?;
     }
-    mkdir(&dev, c"pts", 0o755)?;
-    rustix::mount::mount(
+    mkdir(os, &dev, c"pts", 0o755)?;
+    os.mount(
         c"devpts",
         c"dev/pts",
         c"devpts",
         MountFlags::NOSUID | MountFlags::NOEXEC,
-        c"newinstance,ptmxmode=0666,mode=0620",
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(at("mount /dev/pts"))?;
-    mkdir(&dev, c"shm", 0o755)?;
+    mkdir(os, &dev, c"shm", 0o755)?;
     tmpfs(
+        os,
         c"dev/shm",
         MountFlags::NOSUID | MountFlags::NODEV,
         c"mode=1777",
@@ -307,8 +346,432 @@ fn mount_dev(newroot: &OwnedFd) -> Result<(), Failure> {
         (c"stdout", c"/proc/self/fd/1"),
         (c"stderr", c"/proc/self/fd/2"),
     ] {
-        rustix::fs::symlinkat(target, &dev, name)
+        os.symlinkat(target, dev.as_fd(), name)
             .map_err(|e| Failure::setup(format!("create /dev/{}", name.to_string_lossy()), e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use rustix::io::Errno;
+
+    use super::*;
+    use crate::sandbox::syscalls::{Call, RecordingSyscalls};
+
+    fn build(os: &RecordingSyscalls, entries: Vec<Entry>) -> Vec<Call> {
+        build_root(os, entries).unwrap();
+        os.calls()
+    }
+
+    fn mounts_at(calls: &[Call], at: &str) -> Vec<Call> {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { target, .. } if target == at))
+            .cloned()
+            .collect()
+    }
+
+    fn tmpfs_call(target: &str, flags: MountFlags, mode: &str) -> Call {
+        Call::Mount {
+            source: "tmpfs".into(),
+            target: target.into(),
+            fstype: "tmpfs".into(),
+            flags,
+            data: Some(format!("mode={mode}")),
+        }
+    }
+
+    fn index_of(calls: &[Call], call: &Call) -> usize {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("{call:?} not in {calls:#?}"))
+    }
+
+    /// A temporary image root with the given top-level directories, and its fd.
+    fn image(dirs: &[&str]) -> (tempfile::TempDir, OwnedFd) {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in dirs {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        let fd = rustix::fs::open(
+            tmp.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        (tmp, fd)
+    }
+
+    #[test]
+    fn tmp_is_a_nosuid_nodev_tmpfs_with_mode_1777() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "tmp"),
+            [tmpfs_call(
+                "tmp",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                "1777"
+            )]
+        );
+    }
+
+    #[test]
+    fn run_is_a_nosuid_nodev_tmpfs_with_mode_0755() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "run"),
+            [tmpfs_call(
+                "run",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                "0755"
+            )]
+        );
+    }
+
+    #[test]
+    fn dev_shm_is_a_nosuid_nodev_tmpfs_with_mode_1777() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "dev/shm"),
+            [tmpfs_call(
+                "dev/shm",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                "1777"
+            )]
+        );
+    }
+
+    #[test]
+    fn proc_is_mounted_nosuid_nodev_noexec() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "proc"),
+            [Call::Mount {
+                source: "proc".into(),
+                target: "proc".into(),
+                fstype: "proc".into(),
+                flags: MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                data: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn proc_sys_is_rebound_read_only_after_proc_is_mounted() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        let proc = index_of(&calls, &mounts_at(&calls, "proc")[0]);
+        let bind = index_of(
+            &calls,
+            &Call::MountBind {
+                source: "proc/sys".into(),
+                target: "proc/sys".into(),
+            },
+        );
+        assert!(proc < bind);
+        assert_eq!(
+            calls[bind + 1],
+            Call::MountSetattr {
+                dir: ".".into(),
+                path: "proc/sys".into(),
+                flags: AtFlags::SYMLINK_NOFOLLOW,
+                attr_set: MountAttrFlags::MOUNT_ATTR_RDONLY
+                    | MountAttrFlags::MOUNT_ATTR_NOSUID
+                    | MountAttrFlags::MOUNT_ATTR_NODEV
+                    | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+            }
+        );
+    }
+
+    #[test]
+    fn proc_entry_missing_from_the_kernel_is_not_made_read_only() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::MountBind { source, .. } if source == "proc/sysrq-trigger"),
+            Errno::NOENT,
+        );
+
+        let calls = build(&os, Vec::new());
+
+        assert!(
+            !calls.iter().any(
+                |c| matches!(c, Call::MountSetattr { path, .. } if path == "proc/sysrq-trigger")
+            )
+        );
+    }
+
+    #[test]
+    fn dev_is_a_nosuid_nodev_noexec_tmpfs_with_mode_0755() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "dev"),
+            [tmpfs_call(
+                "dev",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                "0755"
+            )]
+        );
+    }
+
+    #[test]
+    fn dev_gets_the_six_host_device_nodes_bound_onto_new_files() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let bind = index_of(
+                &calls,
+                &Call::MountBind {
+                    source: format!("/dev/{name}"),
+                    target: format!("dev/{name}"),
+                },
+            );
+            assert_eq!(
+                calls[bind - 1],
+                Call::Openat {
+                    dir: "/tmp/dev".into(),
+                    path: name.into(),
+                    flags: OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    mode: 0o666,
+                }
+            );
+        }
+        let binds = calls
+            .iter()
+            .filter(|c| matches!(c, Call::MountBind { target, .. } if target.starts_with("dev/")))
+            .count();
+        assert_eq!(binds, 6);
+    }
+
+    #[test]
+    fn dev_skips_a_device_node_the_host_lacks() {
+        let os = RecordingSyscalls::new().without_host_file("/dev/tty");
+
+        let calls = build(&os, Vec::new());
+
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, Call::MountBind { source, .. } if source == "/dev/tty"))
+        );
+    }
+
+    #[test]
+    fn dev_pts_is_a_new_devpts_instance() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "dev/pts"),
+            [Call::Mount {
+                source: "devpts".into(),
+                target: "dev/pts".into(),
+                fstype: "devpts".into(),
+                flags: MountFlags::NOSUID | MountFlags::NOEXEC,
+                data: Some("newinstance,ptmxmode=0666,mode=0620".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn root_ends_read_only_after_pivot_root() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            calls[calls.len() - 4..],
+            [
+                Call::PivotRoot {
+                    new_root: ".".into(),
+                    put_old: ".".into(),
+                },
+                Call::Umount2 {
+                    target: ".".into(),
+                    flags: UnmountFlags::DETACH,
+                },
+                Call::Chdir { path: "/".into() },
+                Call::MountSetattr {
+                    dir: ".".into(),
+                    path: "/".into(),
+                    flags: AtFlags::empty(),
+                    attr_set: MountAttrFlags::MOUNT_ATTR_RDONLY,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn failing_proc_mount_is_reported_with_its_stage() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::Mount { fstype, .. } if fstype == "proc"),
+            Errno::PERM,
+        );
+
+        let result = build_root(&os, Vec::new());
+
+        assert_eq!(
+            result,
+            Err(Failure::Setup {
+                stage: "mount /proc".into(),
+                errno: libc::EPERM,
+            })
+        );
+    }
+
+    #[test]
+    fn setup_stops_at_the_first_failing_call() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::Mount { target, .. } if target == "dev"),
+            Errno::NOMEM,
+        );
+
+        let _ = build_root(&os, Vec::new());
+
+        let calls = os.calls();
+        assert_eq!(calls.last(), mounts_at(&calls, "dev").first());
+    }
+
+    #[test]
+    fn reserved_image_names_are_never_mount_sources() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["proc", "dev", "tmp", "run", "sys", "usr"]);
+
+        let entries = clone_image(&os, &root).unwrap();
+        let calls = build(&os, entries);
+
+        // Image content becomes a mount only by open_tree + move_mount.
+        let sources: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::OpenTree { path, .. } => Some(path.as_str()),
+                Call::MoveMount { from_dir, .. } => Some(from_dir.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sources, ["usr", "image:usr"]);
+    }
+
+    #[test]
+    fn image_directory_is_attached_read_only_nosuid_nodev() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["usr"]);
+
+        let entries = clone_image(&os, &root).unwrap();
+        let calls = build(&os, entries);
+
+        let mkdir = Call::Mkdirat {
+            dir: "/tmp".into(),
+            path: "usr".into(),
+            mode: 0o755,
+        };
+        let at = index_of(&calls, &mkdir);
+        assert_eq!(
+            calls[at..at + 3],
+            [
+                mkdir,
+                Call::MoveMount {
+                    from_dir: "image:usr".into(),
+                    from_path: "".into(),
+                    to_dir: "/tmp".into(),
+                    to_path: "usr".into(),
+                    flags: MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                },
+                Call::MountSetattr {
+                    dir: "/tmp".into(),
+                    path: "usr".into(),
+                    flags: AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
+                    attr_set: MountAttrFlags::MOUNT_ATTR_RDONLY
+                        | MountAttrFlags::MOUNT_ATTR_NOSUID
+                        | MountAttrFlags::MOUNT_ATTR_NODEV,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn image_file_is_attached_onto_a_new_empty_file() {
+        let os = RecordingSyscalls::new();
+        let (tmp, root) = image(&[]);
+        std::fs::write(tmp.path().join("init"), b"#!/bin/sh\n").unwrap();
+
+        let entries = clone_image(&os, &root).unwrap();
+        let calls = build(&os, entries);
+
+        let create = Call::Openat {
+            dir: "/tmp".into(),
+            path: "init".into(),
+            flags: OFlags::CREATE
+                | OFlags::EXCL
+                | OFlags::WRONLY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC,
+            mode: 0o644,
+        };
+        let at = index_of(&calls, &create);
+        assert!(
+            matches!(&calls[at + 1], Call::MoveMount { from_dir, to_path, .. }
+                if from_dir == "image:init" && to_path == "init")
+        );
+    }
+
+    #[test]
+    fn image_symlink_is_recreated_verbatim_not_cloned() {
+        let os = RecordingSyscalls::new();
+        let (tmp, root) = image(&[]);
+        symlink("/etc/shadow", tmp.path().join("bin")).unwrap();
+
+        let entries = clone_image(&os, &root).unwrap();
+        let calls = build(&os, entries);
+
+        assert!(!calls.iter().any(|c| matches!(c, Call::OpenTree { .. })));
+        index_of(
+            &calls,
+            &Call::Symlinkat {
+                target: "/etc/shadow".into(),
+                dir: "/tmp".into(),
+                path: "bin".into(),
+            },
+        );
+    }
+
+    #[test]
+    fn failing_clone_names_the_image_entry() {
+        let os =
+            RecordingSyscalls::new().failing(|c| matches!(c, Call::OpenTree { .. }), Errno::PERM);
+        let (_tmp, root) = image(&["usr"]);
+
+        let result = clone_image(&os, &root);
+
+        assert!(
+            matches!(result, Err(Failure::Setup { ref stage, errno: libc::EPERM })
+                if stage == "bind /usr from image")
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Thin wrappers over the syscalls rustix does not offer (fork, close_range, poll without the
-//! `event` feature, mount_setattr, capset, signal masks), each keeping its `unsafe` in one place.
+//! `event` feature, capset, signal masks), each keeping its `unsafe` in one place.
 
 use std::ffi::CStr;
 use std::io;
@@ -130,40 +130,6 @@ pub(crate) fn pollfd(fd: BorrowedFd<'_>, events: libc::c_short) -> libc::pollfd 
         events,
         revents: 0,
     }
-}
-
-/// `mount_setattr(dirfd, path, flags, {attr_set})`.
-pub(crate) fn mount_setattr(
-    dirfd: BorrowedFd<'_>,
-    path: &CStr,
-    flags: libc::c_uint,
-    attr_set: u64,
-) -> io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd.as_raw_fd(),
-            path.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    cvt_long(ret).map(drop)
 }
 
 /// Clears the effective, permitted and inheritable capability sets.

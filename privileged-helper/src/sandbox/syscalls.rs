@@ -1,0 +1,546 @@
+//! The privileged syscalls that build the sandbox's root, behind a trait (as youki's
+//! `Syscall`): [`LinuxSyscalls`] forwards them to the kernel; the test-only
+//! `RecordingSyscalls` records them instead, so the mount plan in `mounts.rs` can be checked
+//! without root.
+//!
+//! Only what needs privilege or changes the mount namespace is here. Reading the image
+//! (readdir, `statat`, `readlinkat`, `fstat` of a clone) stays a direct call: it needs no
+//! privilege, and unit tests point it at a real temporary directory.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+};
+
+/// `AT_RECURSIVE` for [`MountSyscalls::mount_setattr`] (rustix's `AtFlags` lacks it).
+pub(crate) const AT_RECURSIVE: AtFlags = AtFlags::from_bits_retain(libc::AT_RECURSIVE as u32);
+
+/// The operations `mounts.rs` performs to clone the image and build the new root. Paths are
+/// relative to the cwd unless absolute or given with a directory fd.
+pub(crate) trait MountSyscalls {
+    /// `mount(NULL, target, NULL, flags, NULL)`: changes the propagation type.
+    fn mount_change(&self, target: &CStr, flags: MountPropagationFlags) -> Result<(), Errno>;
+    /// `mount(source, target, fstype, flags, data)`: mounts a new file system.
+    fn mount(
+        &self,
+        source: &CStr,
+        target: &CStr,
+        fstype: &CStr,
+        flags: MountFlags,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno>;
+    /// `mount(source, target, NULL, MS_BIND, NULL)`.
+    fn mount_bind(&self, source: &CStr, target: &CStr) -> Result<(), Errno>;
+    /// `mount_setattr(dir, path, flags, {attr_set})`; `dir` `None` is `AT_FDCWD`.
+    fn mount_setattr(
+        &self,
+        dir: Option<BorrowedFd<'_>>,
+        path: &CStr,
+        flags: AtFlags,
+        attr_set: MountAttrFlags,
+    ) -> Result<(), Errno>;
+    /// `open_tree(dir, path, flags)`.
+    fn open_tree(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        flags: OpenTreeFlags,
+    ) -> Result<OwnedFd, Errno>;
+    /// `move_mount(from_dir, from_path, to_dir, to_path, flags)`.
+    fn move_mount(
+        &self,
+        from_dir: BorrowedFd<'_>,
+        from_path: &CStr,
+        to_dir: BorrowedFd<'_>,
+        to_path: &CStr,
+        flags: MoveMountFlags,
+    ) -> Result<(), Errno>;
+    /// `open(path, flags)` (no `O_CREAT`).
+    fn open(&self, path: &CStr, flags: OFlags) -> Result<OwnedFd, Errno>;
+    /// `openat(dir, path, flags, mode)`.
+    fn openat(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, Errno>;
+    /// `mkdirat(dir, path, mode)`.
+    fn mkdirat(&self, dir: BorrowedFd<'_>, path: &CStr, mode: Mode) -> Result<(), Errno>;
+    /// `symlinkat(target, dir, path)`.
+    fn symlinkat(&self, target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno>;
+    /// The file type of `path` (`stat`, following symlinks).
+    fn file_type(&self, path: &CStr) -> Result<FileType, Errno>;
+    /// `fchdir(dir)`.
+    fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno>;
+    /// `chdir(path)`.
+    fn chdir(&self, path: &CStr) -> Result<(), Errno>;
+    /// `pivot_root(new_root, put_old)`.
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
+    /// `umount2(target, flags)`.
+    fn umount2(&self, target: &CStr, flags: UnmountFlags) -> Result<(), Errno>;
+}
+
+/// The real syscalls.
+pub(crate) struct LinuxSyscalls;
+
+impl MountSyscalls for LinuxSyscalls {
+    fn mount_change(&self, target: &CStr, flags: MountPropagationFlags) -> Result<(), Errno> {
+        rustix::mount::mount_change(target, flags)
+    }
+
+    fn mount(
+        &self,
+        source: &CStr,
+        target: &CStr,
+        fstype: &CStr,
+        flags: MountFlags,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno> {
+        rustix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn mount_bind(&self, source: &CStr, target: &CStr) -> Result<(), Errno> {
+        rustix::mount::mount_bind(source, target)
+    }
+
+    fn mount_setattr(
+        &self,
+        dir: Option<BorrowedFd<'_>>,
+        path: &CStr,
+        flags: AtFlags,
+        attr_set: MountAttrFlags,
+    ) -> Result<(), Errno> {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: u64::from(attr_set.bits()),
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+        // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed;
+        // both outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                dirfd,
+                path.as_ptr(),
+                flags.bits(),
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if ret == -1 {
+            Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn open_tree(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        flags: OpenTreeFlags,
+    ) -> Result<OwnedFd, Errno> {
+        rustix::mount::open_tree(dir, path, flags)
+    }
+
+    fn move_mount(
+        &self,
+        from_dir: BorrowedFd<'_>,
+        from_path: &CStr,
+        to_dir: BorrowedFd<'_>,
+        to_path: &CStr,
+        flags: MoveMountFlags,
+    ) -> Result<(), Errno> {
+        rustix::mount::move_mount(from_dir, from_path, to_dir, to_path, flags)
+    }
+
+    fn open(&self, path: &CStr, flags: OFlags) -> Result<OwnedFd, Errno> {
+        rustix::fs::open(path, flags, Mode::empty())
+    }
+
+    fn openat(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, Errno> {
+        rustix::fs::openat(dir, path, flags, mode)
+    }
+
+    fn mkdirat(&self, dir: BorrowedFd<'_>, path: &CStr, mode: Mode) -> Result<(), Errno> {
+        rustix::fs::mkdirat(dir, path, mode)
+    }
+
+    fn symlinkat(&self, target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
+        rustix::fs::symlinkat(target, dir, path)
+    }
+
+    fn file_type(&self, path: &CStr) -> Result<FileType, Errno> {
+        rustix::fs::stat(path).map(|st| FileType::from_raw_mode(st.st_mode))
+    }
+
+    fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno> {
+        rustix::process::fchdir(dir)
+    }
+
+    fn chdir(&self, path: &CStr) -> Result<(), Errno> {
+        rustix::process::chdir(path)
+    }
+
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
+        rustix::process::pivot_root(new_root, put_old)
+    }
+
+    fn umount2(&self, target: &CStr, flags: UnmountFlags) -> Result<(), Errno> {
+        rustix::mount::unmount(target, flags)
+    }
+}
+
+#[cfg(test)]
+pub(crate) use fake::{Call, RecordingSyscalls};
+
+#[cfg(test)]
+mod fake {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::os::fd::RawFd;
+
+    use super::*;
+
+    /// One recorded call. Paths are as passed; a directory fd shows as the path it was opened
+    /// at (`/tmp`, `/tmp/dev`), a clone made by `open_tree` as `image:NAME`, `AT_FDCWD` as `.`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum Call {
+        MountChange {
+            target: String,
+            flags: MountPropagationFlags,
+        },
+        Mount {
+            source: String,
+            target: String,
+            fstype: String,
+            flags: MountFlags,
+            data: Option<String>,
+        },
+        MountBind {
+            source: String,
+            target: String,
+        },
+        MountSetattr {
+            dir: String,
+            path: String,
+            flags: AtFlags,
+            attr_set: MountAttrFlags,
+        },
+        OpenTree {
+            dir: String,
+            path: String,
+            flags: OpenTreeFlags,
+        },
+        MoveMount {
+            from_dir: String,
+            from_path: String,
+            to_dir: String,
+            to_path: String,
+            flags: MoveMountFlags,
+        },
+        Open {
+            path: String,
+            flags: OFlags,
+        },
+        Openat {
+            dir: String,
+            path: String,
+            flags: OFlags,
+            mode: u32,
+        },
+        Mkdirat {
+            dir: String,
+            path: String,
+            mode: u32,
+        },
+        Symlinkat {
+            target: String,
+            dir: String,
+            path: String,
+        },
+        FileType {
+            path: String,
+        },
+        Fchdir {
+            dir: String,
+        },
+        Chdir {
+            path: String,
+        },
+        PivotRoot {
+            new_root: String,
+            put_old: String,
+        },
+        Umount2 {
+            target: String,
+            flags: UnmountFlags,
+        },
+    }
+
+    type FailRule = (Box<dyn Fn(&Call) -> bool>, Errno);
+
+    /// Records every call and changes nothing. Calls that return a descriptor get a real but
+    /// harmless one (`O_PATH` of `/`; for `open_tree`, `O_PATH` of the entry itself, so the
+    /// caller's `fstat` sees the real type). Host device nodes all exist unless removed with
+    /// [`RecordingSyscalls::without_host_file`].
+    pub(crate) struct RecordingSyscalls {
+        calls: RefCell<Vec<Call>>,
+        fd_names: RefCell<HashMap<RawFd, String>>,
+        fail: Vec<FailRule>,
+        missing: Vec<String>,
+    }
+
+    fn text(s: &CStr) -> String {
+        s.to_string_lossy().into_owned()
+    }
+
+    impl RecordingSyscalls {
+        pub(crate) fn new() -> Self {
+            RecordingSyscalls {
+                calls: RefCell::default(),
+                fd_names: RefCell::default(),
+                fail: Vec::new(),
+                missing: Vec::new(),
+            }
+        }
+
+        /// Makes every call matching `when` fail with `errno` (it is still recorded).
+        pub(crate) fn failing(
+            mut self,
+            when: impl Fn(&Call) -> bool + 'static,
+            errno: Errno,
+        ) -> Self {
+            self.fail.push((Box::new(when), errno));
+            self
+        }
+
+        /// Makes `file_type(path)` fail with `ENOENT`.
+        pub(crate) fn without_host_file(mut self, path: &str) -> Self {
+            self.missing.push(path.to_owned());
+            self
+        }
+
+        /// The calls so far, in order.
+        pub(crate) fn calls(&self) -> Vec<Call> {
+            self.calls.borrow().clone()
+        }
+
+        fn record(&self, call: Call) -> Result<(), Errno> {
+            let errno = self
+                .fail
+                .iter()
+                .find(|(when, _)| when(&call))
+                .map(|(_, errno)| *errno);
+            self.calls.borrow_mut().push(call);
+            errno.map_or(Ok(()), Err)
+        }
+
+        fn name_of(&self, fd: BorrowedFd<'_>) -> String {
+            let raw = fd.as_raw_fd();
+            self.fd_names
+                .borrow()
+                .get(&raw)
+                .cloned()
+                .unwrap_or_else(|| format!("fd {raw}"))
+        }
+
+        fn at_name(&self, dir: Option<BorrowedFd<'_>>) -> String {
+            dir.map_or_else(|| ".".to_owned(), |d| self.name_of(d))
+        }
+
+        /// A descriptor standing for `name` in later records.
+        fn token(&self, fd: OwnedFd, name: String) -> OwnedFd {
+            self.fd_names.borrow_mut().insert(fd.as_raw_fd(), name);
+            fd
+        }
+
+        fn root_token(&self, name: String) -> OwnedFd {
+            let fd = rustix::fs::open(c"/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .expect("open / as a token descriptor");
+            self.token(fd, name)
+        }
+    }
+
+    impl MountSyscalls for RecordingSyscalls {
+        fn mount_change(&self, target: &CStr, flags: MountPropagationFlags) -> Result<(), Errno> {
+            self.record(Call::MountChange {
+                target: text(target),
+                flags,
+            })
+        }
+
+        fn mount(
+            &self,
+            source: &CStr,
+            target: &CStr,
+            fstype: &CStr,
+            flags: MountFlags,
+            data: Option<&CStr>,
+        ) -> Result<(), Errno> {
+            self.record(Call::Mount {
+                source: text(source),
+                target: text(target),
+                fstype: text(fstype),
+                flags,
+                data: data.map(text),
+            })
+        }
+
+        fn mount_bind(&self, source: &CStr, target: &CStr) -> Result<(), Errno> {
+            self.record(Call::MountBind {
+                source: text(source),
+                target: text(target),
+            })
+        }
+
+        fn mount_setattr(
+            &self,
+            dir: Option<BorrowedFd<'_>>,
+            path: &CStr,
+            flags: AtFlags,
+            attr_set: MountAttrFlags,
+        ) -> Result<(), Errno> {
+            self.record(Call::MountSetattr {
+                dir: self.at_name(dir),
+                path: text(path),
+                flags,
+                attr_set,
+            })
+        }
+
+        fn open_tree(
+            &self,
+            dir: BorrowedFd<'_>,
+            path: &CStr,
+            flags: OpenTreeFlags,
+        ) -> Result<OwnedFd, Errno> {
+            self.record(Call::OpenTree {
+                dir: self.name_of(dir),
+                path: text(path),
+                flags,
+            })?;
+            let fd = rustix::fs::openat(
+                dir,
+                path,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            Ok(self.token(fd, format!("image:{}", text(path))))
+        }
+
+        fn move_mount(
+            &self,
+            from_dir: BorrowedFd<'_>,
+            from_path: &CStr,
+            to_dir: BorrowedFd<'_>,
+            to_path: &CStr,
+            flags: MoveMountFlags,
+        ) -> Result<(), Errno> {
+            self.record(Call::MoveMount {
+                from_dir: self.name_of(from_dir),
+                from_path: text(from_path),
+                to_dir: self.name_of(to_dir),
+                to_path: text(to_path),
+                flags,
+            })
+        }
+
+        fn open(&self, path: &CStr, flags: OFlags) -> Result<OwnedFd, Errno> {
+            self.record(Call::Open {
+                path: text(path),
+                flags,
+            })?;
+            Ok(self.root_token(text(path)))
+        }
+
+        fn openat(
+            &self,
+            dir: BorrowedFd<'_>,
+            path: &CStr,
+            flags: OFlags,
+            mode: Mode,
+        ) -> Result<OwnedFd, Errno> {
+            let dir = self.name_of(dir);
+            let name = format!("{dir}/{}", text(path));
+            self.record(Call::Openat {
+                dir,
+                path: text(path),
+                flags,
+                mode: mode.as_raw_mode(),
+            })?;
+            Ok(self.root_token(name))
+        }
+
+        fn mkdirat(&self, dir: BorrowedFd<'_>, path: &CStr, mode: Mode) -> Result<(), Errno> {
+            self.record(Call::Mkdirat {
+                dir: self.name_of(dir),
+                path: text(path),
+                mode: mode.as_raw_mode(),
+            })
+        }
+
+        fn symlinkat(&self, target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
+            self.record(Call::Symlinkat {
+                target: text(target),
+                dir: self.name_of(dir),
+                path: text(path),
+            })
+        }
+
+        fn file_type(&self, path: &CStr) -> Result<FileType, Errno> {
+            let path = text(path);
+            let missing = self.missing.contains(&path);
+            self.record(Call::FileType { path })?;
+            if missing {
+                Err(Errno::NOENT)
+            } else {
+                Ok(FileType::CharacterDevice)
+            }
+        }
+
+        fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno> {
+            self.record(Call::Fchdir {
+                dir: self.name_of(dir),
+            })
+        }
+
+        fn chdir(&self, path: &CStr) -> Result<(), Errno> {
+            self.record(Call::Chdir { path: text(path) })
+        }
+
+        fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
+            self.record(Call::PivotRoot {
+                new_root: text(new_root),
+                put_old: text(put_old),
+            })
+        }
+
+        fn umount2(&self, target: &CStr, flags: UnmountFlags) -> Result<(), Errno> {
+            self.record(Call::Umount2 {
+                target: text(target),
+                flags,
+            })
+        }
+    }
+}
