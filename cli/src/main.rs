@@ -216,7 +216,15 @@ fn unit_rows(units: &[UnitStatus]) -> Vec<Vec<String>> {
 }
 
 async fn list(s: &mut Session) -> anyhow::Result<()> {
-    let reply: ListReply = s.call("List", &Empty {}).await?;
+    let mut units = Vec::new();
+    s.client
+        .call_more("io.berth.Manager.List", &Empty {}, |reply: ListReply| {
+            units.extend(reply.units);
+            true
+        })
+        .await
+        .map_err(explain)?;
+    let reply = ListReply { units };
     if s.json {
         return s.print_json(&reply.units);
     }

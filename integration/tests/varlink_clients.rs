@@ -76,3 +76,32 @@ fn served_interface_description_equals_the_idl_file() {
     let file = include_str!("../../protocol/io.berth.Manager.varlink");
     assert_eq!(reply["description"].as_str(), Some(file));
 }
+
+#[test]
+fn list_with_more_streams_one_reply_per_unit() {
+    let h = Harness::start().unwrap();
+    berth_testkit::ImageBuilder::new(&h.images_dir().join("trio"))
+        .unit("trio-a.service", "[Service]\nExecStart=/bin/true\n")
+        .unit("trio-b.service", "[Service]\nExecStart=/bin/true\n")
+        .unit("trio-c.service", "[Service]\nExecStart=/bin/true\n")
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "trio"]).unwrap();
+    let method = format!("unix:{}/io.berth.Manager.List", h.socket().display());
+
+    let out = python_varlink(&["call", "-m", &method, "{}"]);
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let units: Vec<&str> = replies
+        .iter()
+        .map(|r| r["units"][0]["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        units,
+        ["trio-a.service", "trio-b.service", "trio-c.service"]
+    );
+}

@@ -142,9 +142,12 @@ impl ManagerInterface {
             }
             "List" => {
                 params::<manager::Empty>(parameters)?;
-                Outcome::reply(&ListReply {
-                    units: shared.borrow().list(),
-                })
+                let units = shared.borrow().list();
+                if ctx.more {
+                    list_stream(units)
+                } else {
+                    Outcome::reply(&ListReply { units })
+                }
             }
             "Status" => {
                 let p: UnitParams = params(parameters)?;
@@ -229,4 +232,27 @@ impl ManagerInterface {
         });
         Outcome::Stream(Box::pin(stream))
     }
+}
+
+/// `List` with `more`: one reply per unit, as systemd's varlink listings do. Small messages also
+/// keep clear of zlink's write buffer, which grows 256 bytes per retry (quadratic in the reply).
+fn list_stream(units: Vec<manager::UnitStatus>) -> Outcome {
+    let count = units.len();
+    let replies: Vec<_> = if units.is_empty() {
+        vec![(ListReply { units }, false)]
+    } else {
+        units
+            .into_iter()
+            .enumerate()
+            .map(|(i, unit)| (ListReply { units: vec![unit] }, i + 1 < count))
+            .collect()
+    };
+    let stream = futures_util::stream::iter(replies).map(|(reply, continues)| {
+        let value = serde_json::to_value(reply).unwrap_or(Value::Null);
+        (
+            Ok(Reply::new(Some(value)).set_continues(Some(continues))),
+            Vec::new(),
+        )
+    });
+    Outcome::Stream(Box::pin(stream))
 }

@@ -227,7 +227,7 @@ pub fn description() -> String {
         .method::<AttachParams, AttachReply>("Attach")
         .method::<ImageParams, DetachReply>("Detach")
         .method::<ImageParams, IsAttachedReply>("IsAttached")
-        .method::<Empty, ListReply>("List")
+        .method_more::<Empty, ListReply>("List")
         .method::<UnitParams, StatusReply>("Start")
         .method::<UnitParams, StatusReply>("Stop")
         .method::<UnitParams, StatusReply>("Restart")
