@@ -636,3 +636,39 @@ fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
     );
     h.berth_ok(&["start", "hello"]).unwrap();
 }
+
+/// Runs the CLI as uid/gid 65534 with the given supplementary groups.
+fn berth_as_nobody(h: &Harness, groups: &str, args: &[&str]) -> std::process::Output {
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        format!("--groups={groups}")
+    };
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &groups])
+        .arg(h.bin_dir().join("berth"))
+        .arg("--socket")
+        .arg(h.socket())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn supplementary_membership_of_the_admin_group_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berthd.toml");
+    std::fs::write(&config, "admin_group = \"users\"\n").unwrap();
+    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    let outsider = berth_as_nobody(&h, "", &["attach", "hello"]);
+    let member = berth_as_nobody(&h, "100", &["attach", "hello"]);
+
+    assert!(!outsider.status.success());
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+}

@@ -41,7 +41,7 @@ impl ManagerInterface {
         }
     }
 
-    fn authorized(&self, method: &str, peer: Option<Peer>) -> bool {
+    fn authorized(&self, method: &str, peer: Option<&Peer>) -> bool {
         if READ_ONLY.contains(&method) {
             return true;
         }
@@ -50,7 +50,7 @@ impl ManagerInterface {
             return true;
         }
         let admin = self.shared.borrow().admin_gid;
-        admin.is_some_and(|gid| peer.gid == gid || peer.supplementary_groups().contains(&gid))
+        admin.is_some_and(|gid| peer.gid == gid || peer.groups.contains(&gid))
     }
 }
 
@@ -82,7 +82,7 @@ impl Interface for ManagerInterface {
     }
 
     async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
-        if !self.authorized(method, ctx.peer) {
+        if !self.authorized(method, ctx.peer.as_ref()) {
             return Outcome::error(&ManagerError::PermissionDenied {
                 method: method.to_string(),
             });

@@ -89,7 +89,7 @@ impl Interface for HelperInterface {
     }
 
     async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
-        let uid = ctx.peer.map(|p| p.uid);
+        let uid = ctx.peer.as_ref().map(|p| p.uid);
         if uid != Some(self.manager_uid) {
             eprintln!("berth-helper: refused {method} from uid {uid:?}");
             let uid = uid.map_or(-1, i64::from);

@@ -85,29 +85,14 @@ impl Outcome {
     }
 }
 
-/// Credentials of the connected peer (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Credentials of the connected peer, as the kernel recorded them at connect time
+/// (SO_PEERCRED, SO_PEERGROUPS): they cannot change or be recycled afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
-}
-
-impl Peer {
-    /// Supplementary groups of the peer process (read from /proc; empty if it is gone).
-    pub fn supplementary_groups(&self) -> Vec<u32> {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Groups:"))
-            .map(|g| {
-                g.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+    pub groups: Vec<u32>,
 }
 
 /// Everything about a call besides its method and parameters.
@@ -256,6 +241,11 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
                 uid: c.unix_user_id().as_raw(),
                 gid: c.unix_primary_group_id().as_raw(),
                 pid: c.process_id().as_raw_nonzero().get(),
+                groups: c
+                    .unix_supplementary_group_ids()
+                    .iter()
+                    .map(|g| g.as_raw())
+                    .collect(),
             });
             let ctx = CallContext {
                 more: call.more(),
