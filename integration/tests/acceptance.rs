@@ -672,3 +672,35 @@ fn supplementary_membership_of_the_admin_group_is_honoured() {
         String::from_utf8_lossy(&member.stderr)
     );
 }
+
+#[test]
+fn setuid_root_binary_in_the_image_grants_nothing() {
+    let h = Harness::start().unwrap();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let unit = "[Service]\nType=oneshot\nExecStart=/usr/suid/busybox sh -c 'echo euid=$(/usr/suid/busybox id -u)'\n";
+    ImageBuilder::new(&h.images_dir().join("suid"))
+        .file("usr/suid/busybox", busybox, 0o4755)
+        .unit("suid.service", unit)
+        .build()
+        .unwrap();
+    let mode = std::fs::metadata(h.images_dir().join("suid/usr/suid/busybox")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o4000,
+        0o4000
+    );
+    h.berth_ok(&["attach", "suid"]).unwrap();
+
+    h.berth_ok(&["start", "suid"]).unwrap();
+
+    let text = log_text(&h, "suid").unwrap();
+    let euid: u32 = text
+        .split("euid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no euid in {text}"));
+    assert!(
+        (61184..=65519).contains(&euid),
+        "setuid binary ran with euid {euid}"
+    );
+}
