@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use berth_protocol::client::{Client, ClientError, remote_error_of};
 use berth_protocol::manager::{
-    AttachParams, AttachReply, DetachReply, Empty, ImageParams, ImagesReply, InspectImageParams,
-    InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams, LogsReply, ManagerError,
-    StatusReply, UnitParams, UnitStatus,
+    AttachParams, AttachReply, DetachParams, DetachReply, Empty, ImageParams, ImagesReply,
+    InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams,
+    LogsReply, ManagerError, StatusReply, UnitParams, UnitStatus,
 };
 use clap::Parser;
 use serde::Serialize;
@@ -272,29 +272,11 @@ async fn attach(
 }
 
 async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()> {
-    let image = image_arg(&image)?;
-    if now {
-        let list: ListReply = s.call("List", &Empty {}).await?;
-        let name = image
-            .rsplit('/')
-            .next()
-            .unwrap_or(&image)
-            .split('_')
-            .next()
-            .unwrap_or(&image)
-            .to_string();
-        for unit in list.units.iter().filter(|u| u.image == name) {
-            let _: StatusReply = s
-                .call(
-                    "Stop",
-                    &UnitParams {
-                        unit: unit.unit.clone(),
-                    },
-                )
-                .await?;
-        }
-    }
-    let reply: DetachReply = s.call("Detach", &ImageParams { image }).await?;
+    let params = DetachParams {
+        image: image_arg(&image)?,
+        now: Some(now),
+    };
+    let reply: DetachReply = s.call("Detach", &params).await?;
     if s.json {
         s.print_json(&reply)
     } else {

@@ -704,3 +704,24 @@ fn setuid_root_binary_in_the_image_grants_nothing() {
         "setuid binary ran with euid {euid}"
     );
 }
+
+#[test]
+fn detach_of_a_running_image_needs_now_which_stops_it_first() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["start", "hello"]).unwrap();
+    let pid = h.berth_json(&["status", "hello"]).unwrap()["main_pid"]
+        .as_u64()
+        .unwrap() as u32;
+
+    let refused = h.berth_err(&["detach", "hello"]).unwrap();
+    h.berth_ok(&["detach", "--now", "hello"]).unwrap();
+
+    assert!(refused.contains("is active"), "{refused}");
+    assert!(!process_exists(pid));
+    assert_eq!(
+        h.berth(&["is-attached", "hello"]).unwrap().status.code(),
+        Some(1)
+    );
+}

@@ -4,17 +4,18 @@
 //! that changes state needs root or membership in the admin group.
 
 use berth_protocol::manager::{
-    self, AttachParams, AttachReply, DetachReply, ImageParams, ImagesReply, InspectImageParams,
-    InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply, ManagerError,
-    StatusReply, UnitParams,
+    self, AttachParams, AttachReply, DetachParams, DetachReply, ImageParams, ImagesReply,
+    InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply,
+    ManagerError, StatusReply, UnitParams,
 };
-use berth_protocol::varlink::{CallContext, Interface, Outcome, Peer, parse_params, varlink_error};
+use berth_protocol::varlink::{
+    CallContext, Interface, Outcome, Peer, parse_params, stream_item, varlink_error,
+};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use zlink::Reply;
 
-use crate::daemon::Shared;
+use crate::daemon::{Shared, attachment_name};
 use crate::logs;
 use crate::services;
 
@@ -58,22 +59,6 @@ fn params<T: DeserializeOwned>(parameters: Value) -> Result<T, Outcome> {
     parse_params(parameters).map_err(Outcome::Error)
 }
 
-fn answer<T: serde::Serialize>(result: Result<T, ManagerError>) -> Outcome {
-    match result {
-        Ok(v) => Outcome::reply(&v),
-        Err(e) => Outcome::error(&e),
-    }
-}
-
-fn to_values<T: serde::Serialize>(result: Result<T, ManagerError>) -> Result<Value, Value> {
-    match result {
-        Ok(v) => serde_json::to_value(v).map_err(|e| json!({ "error": "io.berth.Manager.Internal", "parameters": { "reason": e.to_string() } })),
-        Err(e) => Err(serde_json::to_value(&e).unwrap_or_else(
-            |_| json!({ "error": "io.berth.Manager.Internal", "parameters": { "reason": e.to_string() } }),
-        )),
-    }
-}
-
 impl Interface for ManagerInterface {
     const NAME: &'static str = manager::INTERFACE;
 
@@ -113,7 +98,7 @@ impl ManagerInterface {
                 let details = shared
                     .borrow()
                     .inspect_image(&p.image, p.cat.unwrap_or(false));
-                answer(details.map(|details| InspectImageReply { details }))
+                Outcome::from_result(details.map(|details| InspectImageReply { details }))
             }
             "Attach" => {
                 let p: AttachParams = params(parameters)?;
@@ -124,16 +109,28 @@ impl ManagerInterface {
                     p.profile.as_deref(),
                     p.force.unwrap_or(false),
                 );
-                answer(result.map(|(image, units, warnings)| AttachReply {
+                Outcome::from_result(result.map(|(image, units, warnings)| AttachReply {
                     image,
                     units,
                     warnings,
                 }))
             }
             "Detach" => {
-                let p: ImageParams = params(parameters)?;
-                let result = shared.borrow_mut().detach(&p.image);
-                answer(result.map(|(image, units)| DetachReply { image, units }))
+                let p: DetachParams = params(parameters)?;
+                if !p.now.unwrap_or(false) {
+                    let result = shared.borrow_mut().detach(&p.image);
+                    return Ok(Outcome::from_result(
+                        result.map(|(image, units)| DetachReply { image, units }),
+                    ));
+                }
+                Outcome::later(async move {
+                    let units = shared.borrow().units_of(&attachment_name(&p.image));
+                    for unit in units {
+                        services::stop(shared.clone(), unit).await?;
+                    }
+                    let result = shared.borrow_mut().detach(&p.image);
+                    result.map(|(image, units)| DetachReply { image, units })
+                })
             }
             "IsAttached" => {
                 let p: ImageParams = params(parameters)?;
@@ -152,7 +149,7 @@ impl ManagerInterface {
             "Status" => {
                 let p: UnitParams = params(parameters)?;
                 let m = shared.borrow();
-                answer(m.unit(&p.unit).map(|u| StatusReply {
+                Outcome::from_result(m.unit(&p.unit).map(|u| StatusReply {
                     status: m.status(u),
                 }))
             }
@@ -165,7 +162,7 @@ impl ManagerInterface {
                         "Stop" => services::stop(shared, p.unit).await,
                         _ => services::restart(shared, p.unit).await,
                     };
-                    to_values(result.map(|status| StatusReply { status }))
+                    result.map(|status| StatusReply { status })
                 })
             }
             "Logs" => {
@@ -223,13 +220,9 @@ impl ManagerInterface {
                 }
             }
         });
-        let stream = first.chain(rest).map(|(entries, _)| {
-            let value = serde_json::to_value(LogsReply { entries }).unwrap_or(Value::Null);
-            (
-                Ok(Reply::new(Some(value)).set_continues(Some(true))),
-                Vec::new(),
-            )
-        });
+        let stream = first
+            .chain(rest)
+            .map(|(entries, _)| stream_item(&LogsReply { entries }, true));
         Outcome::Stream(Box::pin(stream))
     }
 }
@@ -247,12 +240,7 @@ fn list_stream(units: Vec<manager::UnitStatus>) -> Outcome {
             .map(|(i, unit)| (ListReply { units: vec![unit] }, i + 1 < count))
             .collect()
     };
-    let stream = futures_util::stream::iter(replies).map(|(reply, continues)| {
-        let value = serde_json::to_value(reply).unwrap_or(Value::Null);
-        (
-            Ok(Reply::new(Some(value)).set_continues(Some(continues))),
-            Vec::new(),
-        )
-    });
+    let stream = futures_util::stream::iter(replies)
+        .map(|(reply, continues)| stream_item(&reply, continues));
     Outcome::Stream(Box::pin(stream))
 }

@@ -64,7 +64,6 @@ pub struct Unit {
     pub config: ServiceConfig,
     pub state: UnitState,
     pub main_pid: Option<u32>,
-    pub supervisor_pid: Option<u32>,
     pub uid: Option<u32>,
     pub exit: Option<ExitStatus>,
     pub since_usec: u64,
@@ -82,7 +81,6 @@ impl Unit {
             config,
             state: UnitState::Stopped,
             main_pid: None,
-            supervisor_pid: None,
             uid: None,
             exit: None,
             since_usec: now_usec(),
@@ -393,14 +391,8 @@ impl Manager {
             }
             parsed.push((unit.name.clone(), config));
         }
-        if let Some(old) = self.attachments.get(&name) {
-            let still_active = old
-                .units
-                .iter()
-                .find(|u| self.units.get(*u).is_some_and(|u| u.state.is_active()));
-            if let Some(unit) = still_active {
-                return Err(ManagerError::UnitActive { unit: unit.clone() });
-            }
+        if let Some(unit) = self.active_unit_of(&name) {
+            return Err(ManagerError::UnitActive { unit });
         }
         let record = AttachmentRecord {
             image: name.clone(),
@@ -444,25 +436,12 @@ impl Manager {
 
     /// Detaches an image; its units must be stopped.
     pub fn detach(&mut self, arg: &str) -> Result<(String, Vec<String>), ManagerError> {
-        let name = if arg.starts_with('/') {
-            image::image_name_from_path(Path::new(arg)).0
-        } else {
-            arg.to_string()
-        };
-        let record = self
-            .attachments
-            .get(&name)
-            .ok_or(ManagerError::NotAttached {
-                image: name.clone(),
-            })?;
-        if let Some(active) = record
-            .units
-            .iter()
-            .find(|u| self.units.get(*u).is_some_and(|u| u.state.is_active()))
-        {
-            return Err(ManagerError::UnitActive {
-                unit: active.clone(),
-            });
+        let name = attachment_name(arg);
+        if !self.attachments.contains_key(&name) {
+            return Err(ManagerError::NotAttached { image: name });
+        }
+        if let Some(unit) = self.active_unit_of(&name) {
+            return Err(ManagerError::UnitActive { unit });
         }
         attachments::remove(&self.paths, &name).map_err(|e| ManagerError::Internal {
             reason: e.to_string(),
@@ -481,23 +460,37 @@ impl Manager {
     }
 
     pub fn attachment_state(&self, arg: &str) -> &'static str {
-        let name = if arg.starts_with('/') {
-            image::image_name_from_path(Path::new(arg)).0
+        let name = attachment_name(arg);
+        if !self.attachments.contains_key(&name) {
+            "detached"
+        } else if self.active_unit_of(&name).is_some() {
+            "running"
         } else {
-            arg.to_string()
-        };
-        match self.attachments.get(&name) {
-            None => "detached",
-            Some(record)
-                if record
-                    .units
-                    .iter()
-                    .any(|u| self.units.get(u).is_some_and(|u| u.state.is_active())) =>
-            {
-                "running"
-            }
-            Some(_) => "attached",
+            "attached"
         }
+    }
+
+    /// The units attached from image `name`.
+    pub fn units_of(&self, name: &str) -> Vec<String> {
+        self.attachments
+            .get(name)
+            .map_or_else(Vec::new, |r| r.units.clone())
+    }
+
+    /// One unit of image `name` that is starting, running or stopping, if any.
+    fn active_unit_of(&self, name: &str) -> Option<String> {
+        self.units_of(name)
+            .into_iter()
+            .find(|u| self.units.get(u).is_some_and(|u| u.state.is_active()))
+    }
+}
+
+/// The attachment an argument names: an image name, or the name of an image path.
+pub fn attachment_name(arg: &str) -> String {
+    if arg.starts_with('/') {
+        image::image_name_from_path(Path::new(arg)).0
+    } else {
+        arg.to_string()
     }
 }
 

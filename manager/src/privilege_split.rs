@@ -21,8 +21,6 @@ pub enum StartupError {
     NoSuchUser(String),
     #[error("user '{0}' is root; berthd must run unprivileged")]
     UserIsRoot(String),
-    #[error("cannot read the user database: {0}")]
-    UserDatabase(#[source] std::io::Error),
     #[error("cannot prepare {path}: {source}")]
     PrepareDir {
         path: PathBuf,
@@ -65,11 +63,6 @@ pub struct User {
 
 /// Looks `name` up in a passwd-format file.
 pub fn lookup_user(passwd: &Path, name: &str) -> Result<User, StartupError> {
-    if !passwd.exists() {
-        return Err(StartupError::UserDatabase(std::io::Error::from(
-            std::io::ErrorKind::NotFound,
-        )));
-    }
     let entry = crate::host_users::lookup(passwd, name)
         .ok_or_else(|| StartupError::NoSuchUser(name.to_string()))?;
     let gid = entry

@@ -168,7 +168,6 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
             let mut m = shared.borrow_mut();
             let unit = m.unit_mut(&plan.unit)?;
             unit.main_pid = u32::try_from(reply.main_pid).ok();
-            unit.supervisor_pid = u32::try_from(reply.supervisor_pid).ok();
             unit.link = Some(tx);
             if plan.service_type != ServiceType::Oneshot {
                 unit.set_state(UnitState::Running);
@@ -385,7 +384,6 @@ fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> bool
         return false;
     }
     u.main_pid = Some(status.main_pid);
-    u.supervisor_pid = Some(status.supervisor_pid);
     if status.running {
         if u.state == UnitState::Stopped
             || u.state == UnitState::Failed

@@ -1,4 +1,4 @@
-//! Launching services in real sandboxes (needs root; skipped otherwise).
+//! Launching services in real sandboxes (needs root).
 //!
 //! Each test builds its own busybox image, control and log directories, so tests run in
 //! parallel. `launch` refuses multi-threaded callers, so it runs in a forked (hence
@@ -39,12 +39,12 @@ fn fork_guarded() -> libc::pid_t {
     unsafe { libc::fork() }
 }
 
-fn is_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipped: needs root");
-    false
+/// These tests build real sandboxes: without root they fail, rather than pass without testing.
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root (namespaces, mounts, credentials); run as root, as CI does"
+    );
 }
 
 /// A busybox image with `/bin/*` applets, `/etc/os-release` and `/usr`.
@@ -453,9 +453,7 @@ fn child_query(uid: u32, path: &Path, keep_dac_override: bool) -> i32 {
 
 #[test]
 fn stdout_of_the_service_is_logged_as_stdout_records() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("echo.service");
 
     fx.launch_script("echo hello");
@@ -472,9 +470,7 @@ fn stdout_of_the_service_is_logged_as_stdout_records() {
 
 #[test]
 fn stderr_of_the_service_is_logged_as_stderr_records() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("stderr.service");
 
     fx.launch_script("echo oops >&2");
@@ -491,9 +487,7 @@ fn stderr_of_the_service_is_logged_as_stderr_records() {
 
 #[test]
 fn unterminated_last_line_is_logged_at_exit() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("tail.service");
 
     let out = fx.run_script("echo first; printf tail");
@@ -503,9 +497,7 @@ fn unterminated_last_line_is_logged_at_exit() {
 
 #[test]
 fn exit_code_of_the_service_is_reported() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("exit3.service");
 
     fx.launch_script("exit 3");
@@ -520,9 +512,7 @@ fn exit_code_of_the_service_is_reported() {
 
 #[test]
 fn main_runs_in_new_mount_pid_ipc_and_uts_namespaces() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("ns.service");
 
     let launched = fx.launch(&["/bin/sleep", "1000"]);
@@ -539,9 +529,7 @@ fn main_runs_in_new_mount_pid_ipc_and_uts_namespaces() {
 
 #[test]
 fn main_runs_as_the_dynamic_uid_without_capabilities() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("creds.service");
 
     let launched = fx.launch(&["/bin/sleep", "1000"]);
@@ -564,9 +552,7 @@ fn main_runs_as_the_dynamic_uid_without_capabilities() {
 
 #[test]
 fn main_has_only_stdio_descriptors() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("fds.service");
 
     let launched = fx.launch(&["/bin/sleep", "1000"]);
@@ -581,9 +567,7 @@ fn main_has_only_stdio_descriptors() {
 
 #[test]
 fn main_pid_is_the_host_pid_of_the_exec_d_program() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("pid.service");
 
     let launched = fx.launch(&["/bin/sleep", "1000"]);
@@ -597,9 +581,7 @@ fn main_pid_is_the_host_pid_of_the_exec_d_program() {
 
 #[test]
 fn sandbox_init_runs_unprivileged_holding_only_stdio_and_its_status_pipe() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("init.service");
     let launched = fx.launch(&["/bin/sleep", "1000"]);
 
@@ -639,9 +621,7 @@ fn sandbox_init_runs_unprivileged_holding_only_stdio_and_its_status_pipe() {
 
 #[test]
 fn root_file_system_is_read_only() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("rofs.service");
 
     let out = fx.run_script("touch /x 2>/dev/null && echo writable || echo read-only");
@@ -651,9 +631,7 @@ fn root_file_system_is_read_only() {
 
 #[test]
 fn image_directories_are_read_only() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("roimg.service");
 
     let out = fx.run_script("touch /etc/x 2>/dev/null && echo writable || echo read-only");
@@ -663,9 +641,7 @@ fn image_directories_are_read_only() {
 
 #[test]
 fn tmp_is_empty_and_writable() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("tmp.service");
 
     let out = fx.run_script(r#"echo "[$(ls -A /tmp)]"; touch /tmp/f && echo writable"#);
@@ -675,9 +651,7 @@ fn tmp_is_empty_and_writable() {
 
 #[test]
 fn root_holds_only_image_entries_and_our_mounts() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("ls.service");
 
     let out = fx.run_script("ls -A /");
@@ -690,9 +664,7 @@ fn root_holds_only_image_entries_and_our_mounts() {
 
 #[test]
 fn host_files_are_not_visible() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let marker = tempfile::NamedTempFile::new_in("/tmp").unwrap();
     let name = marker.path().to_str().unwrap().to_string();
     let mut fx = Fixture::new("hidden.service");
@@ -706,9 +678,7 @@ fn host_files_are_not_visible() {
 
 #[test]
 fn proc_self_status_shows_the_service() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("proc.service");
 
     let out = fx.run_script("cat /proc/self/status");
@@ -721,9 +691,7 @@ fn proc_self_status_shows_the_service() {
 
 #[test]
 fn dev_holds_usable_pseudo_devices() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("dev.service");
 
     let out = fx.run_script("echo x > /dev/null && echo null-ok; test -c /dev/zero && echo zero-ok; test -e /dev/vda || echo no-disk");
@@ -733,9 +701,7 @@ fn dev_holds_usable_pseudo_devices() {
 
 #[test]
 fn stdin_is_dev_null() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("stdin.service");
 
     let out = fx.run_script("echo \"[$(cat)]\"");
@@ -745,9 +711,7 @@ fn stdin_is_dev_null() {
 
 #[test]
 fn working_directory_is_honoured() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("cwd.service");
     let mut spec = fx.spec(&["/bin/sh", "-c", "echo $PWD"]);
     spec.working_directory = "/etc".into();
@@ -762,9 +726,7 @@ fn working_directory_is_honoured() {
 
 #[test]
 fn symlinked_tmp_dev_proc_and_run_in_the_image_touch_nothing_on_the_host() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let host_dir = tempfile::tempdir().unwrap();
     let image = busybox_image();
     symlink(host_dir.path(), image.path().join("tmp")).unwrap();
@@ -792,9 +754,7 @@ fn symlinked_tmp_dev_proc_and_run_in_the_image_touch_nothing_on_the_host() {
 
 #[test]
 fn absolute_symlinks_in_the_image_resolve_inside_the_sandbox() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let image = busybox_image();
     // Points at a host path that exists; inside the sandbox it must not reach the host.
     symlink("/root", image.path().join("home")).unwrap();
@@ -812,9 +772,7 @@ fn absolute_symlinks_in_the_image_resolve_inside_the_sandbox() {
 
 #[test]
 fn missing_executable_is_reported_as_not_found_in_image() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("nope.service");
 
     let err = fx.try_launch(&["/usr/bin/nope"]).unwrap_err();
@@ -825,9 +783,7 @@ fn missing_executable_is_reported_as_not_found_in_image() {
 
 #[test]
 fn missing_working_directory_is_reported() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("nocwd.service");
     let mut spec = fx.spec(&["/bin/sleep", "1"]);
     spec.working_directory = "/srv/none".into();
@@ -842,9 +798,7 @@ fn missing_working_directory_is_reported() {
 
 #[test]
 fn control_directory_owned_by_root_is_rejected() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("rootdir.service");
     std::os::unix::fs::chown(fx.control.path(), Some(0), Some(0)).unwrap();
 
@@ -858,9 +812,7 @@ fn control_directory_owned_by_root_is_rejected() {
 
 #[test]
 fn launch_refuses_a_multi_threaded_process() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let fx = Fixture::new("threads.service");
     let spec = fx.spec(&["/bin/sleep", "1"]);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -883,9 +835,7 @@ fn launch_refuses_a_multi_threaded_process() {
 
 #[test]
 fn stop_ends_a_service_with_sigterm() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("stop.service");
     fx.launch(&["/bin/sleep", "1000"]);
 
@@ -900,9 +850,7 @@ fn stop_ends_a_service_with_sigterm() {
 
 #[test]
 fn stop_kills_a_service_ignoring_sigterm_and_everything_in_its_pid_namespace() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("stubborn.service");
     let launched = fx.launch_script("trap '' TERM; sleep 1000 & echo ready; wait");
     fx.wait_for_stdout("ready");
@@ -923,9 +871,7 @@ fn stop_kills_a_service_ignoring_sigterm_and_everything_in_its_pid_namespace() {
 
 #[test]
 fn processes_left_behind_by_main_are_killed_when_it_exits() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("orphan.service");
     let launched = fx.launch_script("sleep 1000 & echo ready; wait");
     fx.wait_for_stdout("ready");
@@ -944,9 +890,7 @@ fn processes_left_behind_by_main_are_killed_when_it_exits() {
 
 #[test]
 fn signal_is_forwarded_to_main() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("usr1.service");
     fx.launch_script("trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done");
     fx.wait_for_stdout("ready");
@@ -963,9 +907,7 @@ fn signal_is_forwarded_to_main() {
 
 #[test]
 fn signal_init_cannot_forward_is_refused() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("sigstop.service");
     fx.launch(&["/bin/sleep", "1000"]);
 
@@ -983,9 +925,7 @@ fn signal_init_cannot_forward_is_refused() {
 
 #[test]
 fn release_while_running_is_refused() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("busy.service");
     fx.launch(&["/bin/sleep", "1000"]);
 
@@ -998,9 +938,7 @@ fn release_while_running_is_refused() {
 
 #[test]
 fn release_after_exit_removes_the_socket_and_ends_the_supervisor() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("release.service");
     let launched = fx.launch_script("exit 0");
     fx.wait_exit();
@@ -1016,9 +954,7 @@ fn release_after_exit_removes_the_socket_and_ends_the_supervisor() {
 
 #[test]
 fn status_reports_the_pids_and_the_unit() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("status.service");
     let launched = fx.launch(&["/bin/sleep", "1000"]);
 
@@ -1035,9 +971,7 @@ fn status_reports_the_pids_and_the_unit() {
 
 #[test]
 fn control_socket_refuses_other_uids() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("peer.service");
     fx.launch(&["/bin/sleep", "1000"]);
 
@@ -1051,9 +985,7 @@ fn control_socket_refuses_other_uids() {
 
 #[test]
 fn control_socket_serves_the_directory_owner() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("owner.service");
     fx.launch(&["/bin/sleep", "1000"]);
 
@@ -1064,9 +996,7 @@ fn control_socket_serves_the_directory_owner() {
 
 #[test]
 fn control_socket_is_owned_by_the_manager_with_mode_0600() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let mut fx = Fixture::new("mode.service");
     fx.launch(&["/bin/sleep", "1000"]);
 

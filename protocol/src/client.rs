@@ -138,21 +138,45 @@ impl Client {
 pub fn remote_error_of(error: &ClientError) -> Option<RemoteError> {
     match error {
         ClientError::Remote(e) => Some(e.clone()),
-        ClientError::Transport(zlink::Error::VarlinkService(e)) => Some(RemoteError {
-            error: format!(
-                "org.varlink.service.{}",
-                varlink_error_name(&format!("{e:?}"))
-            ),
-            parameters: None,
-        }),
+        // zlink serializes these to their wire form, `{"error": ..., "parameters": ...}`.
+        ClientError::Transport(zlink::Error::VarlinkService(e)) => serde_json::to_value(e)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok()),
         _ => None,
     }
 }
 
-fn varlink_error_name(debug: &str) -> String {
-    debug
-        .split(|c: char| !c.is_alphanumeric())
-        .find(|s| !s.is_empty())
-        .unwrap_or("Error")
-        .to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn varlink_service_error_keeps_its_name_and_parameters() {
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut server, mut buf) = (server, [0u8; 512]);
+            let _ = server.read(&mut buf).await.unwrap();
+            let reply = br#"{"error":"org.varlink.service.InvalidParameter","parameters":{"parameter":"unit"}}"#;
+            server.write_all(reply).await.unwrap();
+            server.write_all(b"\0").await.unwrap();
+        });
+        let socket = zlink::tokio::unix::Stream::try_from(client).unwrap();
+        let mut client = Client {
+            conn: zlink::Connection::new(socket),
+        };
+
+        let err = client
+            .call::<_, Value>("io.berth.Manager.Status", &Value::Null, Vec::new())
+            .await
+            .unwrap_err();
+        server.await.unwrap();
+
+        let remote = remote_error_of(&err).unwrap();
+        assert_eq!(remote.error, "org.varlink.service.InvalidParameter");
+        assert_eq!(
+            remote.parameters,
+            Some(serde_json::json!({ "parameter": "unit" }))
+        );
+    }
 }

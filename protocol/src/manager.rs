@@ -121,6 +121,14 @@ pub struct ImageParams {
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct DetachParams {
+    pub image: String,
+    // Stop the image's active units first (otherwise their being active is an error).
+    pub now: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
 pub struct DetachReply {
     pub image: String,
     pub units: Vec<String>,
@@ -225,7 +233,7 @@ pub fn description() -> String {
         .method::<Empty, ImagesReply>("ListImages")
         .method::<InspectImageParams, InspectImageReply>("InspectImage")
         .method::<AttachParams, AttachReply>("Attach")
-        .method::<ImageParams, DetachReply>("Detach")
+        .method::<DetachParams, DetachReply>("Detach")
         .method::<ImageParams, IsAttachedReply>("IsAttached")
         .method_more::<Empty, ListReply>("List")
         .method::<UnitParams, StatusReply>("Start")

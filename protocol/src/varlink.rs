@@ -56,33 +56,51 @@ pub enum Outcome {
 impl Outcome {
     /// A successful reply from anything serializable.
     pub fn reply<T: Serialize>(value: &T) -> Outcome {
-        match serde_json::to_value(value) {
+        match to_value(value) {
             Ok(v) => Outcome::Reply(v, Vec::new()),
-            Err(e) => Outcome::Error(internal_error(&e.to_string())),
+            Err(e) => Outcome::Error(e),
         }
     }
 
     /// An error reply from a `zlink::ReplyError` enum (or any serializable error object).
     pub fn error<E: Serialize>(error: &E) -> Outcome {
-        match serde_json::to_value(error) {
-            Ok(v) => Outcome::Error(v),
-            Err(e) => Outcome::Error(internal_error(&e.to_string())),
+        Outcome::Error(to_value(error).unwrap_or_else(|e| e))
+    }
+
+    /// A reply or an error reply, from a typed result.
+    pub fn from_result<T: Serialize, E: Serialize>(result: Result<T, E>) -> Outcome {
+        match result {
+            Ok(v) => Outcome::reply(&v),
+            Err(e) => Outcome::error(&e),
         }
     }
 
     /// A reply that is computed by `future` while the server goes on serving others.
-    pub fn later<F>(future: F) -> Outcome
+    pub fn later<F, T, E>(future: F) -> Outcome
     where
-        F: Future<Output = Result<Value, Value>> + 'static,
+        F: Future<Output = Result<T, E>> + 'static,
+        T: Serialize,
+        E: Serialize,
     {
         let stream = futures_util::stream::once(async move {
-            let item = future
-                .await
-                .map(|v| Reply::new(Some(v)).set_continues(Some(false)));
-            (item, Vec::new())
+            match future.await {
+                Ok(v) => stream_item(&v, false),
+                Err(e) => (Err(to_value(&e).unwrap_or_else(|e| e)), Vec::new()),
+            }
         });
         Outcome::Stream(Box::pin(stream))
     }
+}
+
+/// One successful reply of a reply stream; `continues` tells the client more will follow.
+pub fn stream_item<T: Serialize>(value: &T, continues: bool) -> ReplyStreamItem<Value, Value> {
+    let item = to_value(value).map(|v| Reply::new(Some(v)).set_continues(Some(continues)));
+    (item, Vec::new())
+}
+
+/// Serializes a reply or error; a failure (a bug, not input) becomes an internal error reply.
+fn to_value<T: Serialize>(value: &T) -> Result<Value, Value> {
+    serde_json::to_value(value).map_err(|e| internal_error(&e.to_string()))
 }
 
 /// Credentials of the connected peer, as the kernel recorded them at connect time
