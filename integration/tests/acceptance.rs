@@ -516,14 +516,7 @@ fn members_of_the_configured_admin_group_may_attach() {
     let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(h.bin_dir().join("berth"))
-        .arg("--socket")
-        .arg(h.socket())
-        .args(["attach", "hello"])
-        .output()
-        .unwrap();
+    let out = berth_as_nobody(&h, "", &["attach", "hello"]);
 
     assert!(
         out.status.success(),
