@@ -485,6 +485,22 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// `pid`'s fd count once it has stayed the same for 300 ms: berthd notices a finished CLI's
+/// connection asynchronously, so a single sample may still include it.
+fn settled_open_fds(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    let mut stable_since = std::time::Instant::now();
+    while stable_since.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = open_fds(pid);
+        if now != last {
+            last = now;
+            stable_since = std::time::Instant::now();
+        }
+    }
+    last
+}
+
 #[test]
 fn abandoned_log_follower_of_a_quiet_service_is_dropped() {
     let h = Harness::start().unwrap();
@@ -496,7 +512,7 @@ fn abandoned_log_follower_of_a_quiet_service_is_dropped() {
     h.berth_ok(&["attach", "quiet"]).unwrap();
     h.berth_ok(&["start", "quiet"]).unwrap();
     let berthd = h.berthd_pid().unwrap();
-    let baseline = open_fds(berthd);
+    let baseline = settled_open_fds(berthd);
     let mut follower = h.berth_command(&["logs", "-f", "quiet"]).spawn().unwrap();
     h.wait_for(|| Ok(open_fds(berthd) > baseline), WAIT)
         .unwrap();
@@ -628,6 +644,24 @@ fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
         main_pid
     );
     h.berth_ok(&["start", "hello"]).unwrap();
+}
+
+#[test]
+fn the_helper_exits_with_a_killed_berthd_and_an_immediate_restart_serves() {
+    let mut h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    for _ in 0..3 {
+        let helper = h.helper_pid().unwrap();
+        h.kill_berthd().unwrap();
+        h.start_berthd().unwrap();
+
+        h.wait_for(|| Ok(!process_exists(helper)), WAIT).unwrap();
+        assert_ne!(h.helper_pid(), Some(helper));
+        h.berth_ok(&["start", "hello"]).unwrap();
+        h.berth_ok(&["stop", "hello"]).unwrap();
+    }
 }
 
 /// Runs the CLI as uid/gid 65534 with the given supplementary groups.

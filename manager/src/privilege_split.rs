@@ -133,7 +133,7 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<(), StartupEr
 }
 
 /// Starts berth-helper (next to this executable) as root and waits until its socket accepts
-/// connections. The helper exits when berthd does (it watches its parent).
+/// connections. The helper exits when berthd does (through its lifeline pipe).
 pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError> {
     let exe = std::env::current_exe()
         .ok()
@@ -146,13 +146,19 @@ pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError
         .arg(&socket)
         .arg("--manager-uid")
         .arg(manager.uid.to_string())
-        .stdin(Stdio::null());
-    let mut child = command
-        .spawn()
-        .map_err(|source| StartupError::SpawnHelper {
-            path: exe.clone(),
-            source,
-        })?;
+        .arg("--lifeline");
+    let spawn_error = |source| StartupError::SpawnHelper {
+        path: exe.clone(),
+        source,
+    };
+    // The helper's stdin is the read end of a pipe whose write end berthd keeps (close-on-exec,
+    // so no child inherits it) until it exits: the helper then sees end of file and exits too.
+    let (lifeline_read, lifeline_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| spawn_error(e.into()))?;
+    command.stdin(Stdio::from(lifeline_read));
+    let mut child = command.spawn().map_err(spawn_error)?;
+    // Deliberately never closed: the kernel closes it when berthd exits.
+    std::mem::forget(lifeline_write);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {

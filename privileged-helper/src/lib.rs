@@ -6,6 +6,7 @@
 
 pub mod floor;
 pub mod launch_spec;
+pub mod lifeline;
 pub mod sandbox;
 pub mod sanitize;
 pub mod server;

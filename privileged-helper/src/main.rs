@@ -18,6 +18,10 @@ struct Args {
     /// Floor policy (dynamic uid range, allowed image roots).
     #[arg(long, default_value = "/etc/berth/helper.toml")]
     config: PathBuf,
+    /// Standard input is a pipe whose write end the manager holds: exit as soon as it closes,
+    /// that is, as soon as the manager is gone.
+    #[arg(long)]
+    lifeline: bool,
 }
 
 fn main() {
@@ -48,25 +52,23 @@ fn run() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         tokio::select! {
-            served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => served,
-            () = parent_gone() => Ok(()),
+            served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => Ok(served?),
+            gone = manager_gone(args.lifeline) => gone,
         }
     })?;
     Ok(())
 }
 
-/// Resolves when the process that started the helper (berthd) has exited. PR_SET_PDEATHSIG
-/// cannot do this: berthd drops to an unprivileged uid, and the kernel then refuses its death
-/// signal to a root process. Under a service manager (parent PID 1) this never resolves.
-async fn parent_gone() {
-    let parent = rustix::process::getppid();
-    if parent.is_none_or(|p| p.is_init()) {
+/// Resolves when the manager that started the helper has exited. berthd keeps the write end of
+/// the helper's stdin pipe open for its whole life; the kernel closes it when berthd dies, however
+/// it dies, so the helper notices at once. (PR_SET_PDEATHSIG cannot do this: berthd drops to an
+/// unprivileged uid, and the kernel then refuses its death signal to a root process.) Without a
+/// lifeline, as under a service manager, this never resolves.
+async fn manager_gone(lifeline: bool) -> anyhow::Result<()> {
+    if !lifeline {
         return std::future::pending().await;
     }
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        if rustix::process::getppid() != parent {
-            return;
-        }
-    }
+    berth_helper::lifeline::closed(std::io::stdin())
+        .await
+        .context("watching the manager's lifeline (stdin)")
 }

@@ -113,7 +113,7 @@ impl Interface for HelperInterface {
 
 /// Binds the helper socket (0600, owned by the manager uid) and serves until the listener fails.
 pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Result<(), ServeError> {
-    remove_stale_socket(socket).await?;
+    remove_stale_socket(socket, PREVIOUS_HELPER_GRACE).await?;
     let listener = zlink::tokio::unix::bind(socket).map_err(|e| ServeError::Bind {
         path: socket.to_owned(),
         source: std::io::Error::other(e.to_string()),
@@ -126,13 +126,29 @@ pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Resu
     Ok(())
 }
 
-/// A leftover socket file is removed; a live one means another helper owns it.
-pub async fn remove_stale_socket(socket: &Path) -> Result<(), ServeError> {
-    if !socket.exists() {
-        return Ok(());
-    }
-    if tokio::net::UnixStream::connect(socket).await.is_ok() {
-        return Err(ServeError::AlreadyServing(socket.to_owned()));
+/// How long a live socket may keep answering before it counts as another helper's. A restarted
+/// berthd starts its helper while the previous one may still be winding down: that one exits as
+/// soon as its lifeline closes, which takes milliseconds.
+const PREVIOUS_HELPER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A leftover socket file is removed; one that keeps answering for `grace` means another helper
+/// owns it.
+pub async fn remove_stale_socket(
+    socket: &Path,
+    grace: std::time::Duration,
+) -> Result<(), ServeError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        if !socket.exists() {
+            return Ok(());
+        }
+        if tokio::net::UnixStream::connect(socket).await.is_err() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServeError::AlreadyServing(socket.to_owned()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     std::fs::remove_file(socket).map_err(|source| ServeError::Bind {
         path: socket.to_owned(),
@@ -148,4 +164,62 @@ fn secure_socket(socket: &Path, owner: u32) -> Result<(), ServeError> {
     };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     std::os::unix::fs::chown(socket, Some(owner), None).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_dead_socket_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("helper");
+        drop(UnixListener::bind(&socket).unwrap());
+
+        runtime()
+            .block_on(remove_stale_socket(&socket, Duration::ZERO))
+            .unwrap();
+
+        assert!(!socket.exists());
+    }
+
+    #[test]
+    fn a_previous_helper_that_exits_within_the_grace_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("helper");
+        let previous = UnixListener::bind(&socket).unwrap();
+        let departing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            drop(previous);
+        });
+
+        let result = runtime().block_on(remove_stale_socket(&socket, Duration::from_secs(10)));
+
+        departing.join().unwrap();
+        result.unwrap();
+        assert!(!socket.exists());
+    }
+
+    #[test]
+    fn a_helper_that_keeps_serving_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("helper");
+        let _live = UnixListener::bind(&socket).unwrap();
+
+        let result = runtime().block_on(remove_stale_socket(&socket, Duration::from_millis(100)));
+
+        assert!(matches!(result, Err(ServeError::AlreadyServing(_))));
+        assert!(socket.exists());
+    }
 }
