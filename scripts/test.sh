@@ -13,7 +13,17 @@ set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The release build as shipped (static CLI) and a short run of each benchmark, so neither rots.
+# Their figures are not checked: benchmarks are read by people, not asserted (DESIGN.md §9).
+bench_status=0
+if [ "$status" = 0 ]; then
+  { scripts/build-release.sh &&
+    BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench start_latency &&
+    cargo bench --quiet -p berth-integration --bench control_plane; } || bench_status=$?
+fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$bench_status" = 0 ] || echo "berth: the release build or a benchmark failed (exit $bench_status)" >&2
+[ "$status" = 0 ] || exit "$status"
+exit "$bench_status"

@@ -6,7 +6,8 @@
 //! service execs and exits, and the CLI returns once berthd has its exit status.
 //! bwrap: the same rootfs, namespaces and mounts, `/bin/true`, uid 61300 (bwrap needs a user
 //! namespace for that), all capabilities dropped, new session.
-//! Run as root: `cargo bench -p berth-integration --bench start_latency` (BERTH_BENCH_RUNS=N).
+//! Run as root: `scripts/build-release.sh && cargo bench -p berth-integration --bench
+//! start_latency` (BERTH_BENCH_RUNS=N).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -30,6 +31,25 @@ fn report(name: &str, samples: &[Duration]) -> f64 {
         samples.len()
     );
     ms(p(0.5))
+}
+
+/// How the CLI binary is linked: its start-up is part of every `berth start`, and
+/// scripts/build-release.sh links it statically, as shipped.
+fn linking_of(binary: &std::path::Path) -> String {
+    let described = Command::new("file")
+        .arg("-L")
+        .arg("-b")
+        .arg(binary)
+        .output();
+    match described {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("static") => {
+            "statically linked".into()
+        }
+        Ok(_) => {
+            "dynamically linked (run scripts/build-release.sh for the shipped static CLI)".into()
+        }
+        Err(e) => format!("unknown (file: {e})"),
+    }
 }
 
 fn main() -> Result<()> {
@@ -113,6 +133,7 @@ fn main() -> Result<()> {
     println!(
         "start of /bin/true (sleep for exec'd) on the same busybox rootfs, {runs} interleaved rounds:"
     );
+    println!("berth CLI: {}", linking_of(&berth));
     let b = report("berth start (oneshot)", &oneshot);
     let e = report("berth start (exec'd)", &exec);
     let w = report("bwrap", &wrapped);

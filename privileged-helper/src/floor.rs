@@ -310,8 +310,15 @@ fn fd_path(fd: &OwnedFd) -> Option<PathBuf> {
 
 /// True when `id` is the third field (uid or gid) of a line of a passwd/group-format file.
 fn id_in_database(path: &Path, id: u32) -> bool {
+    const LIMIT: u64 = 16 * 1024 * 1024;
     let mut text = String::new();
-    let read = File::open(path).and_then(|f| f.take(16 * 1024 * 1024).read_to_string(&mut text));
+    // Sized from the file's length: `take` hides it from read_to_string, which would otherwise
+    // grow its buffer from 32 bytes, one read(2) per doubling, on every spawn.
+    let read = File::open(path).and_then(|f| {
+        let len = f.metadata().map_or(0, |m| m.len().min(LIMIT));
+        text.reserve(usize::try_from(len).unwrap_or(0));
+        f.take(LIMIT).read_to_string(&mut text)
+    });
     if read.is_err() {
         // Unreadable database: assume the worst rather than hand out a possibly-taken id.
         return true;
