@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -532,7 +531,7 @@ fn members_of_the_configured_admin_group_may_attach() {
     let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
-    let out = berth_as_nobody(&h, "", &["attach", "hello"]);
+    let out = berth_as_nobody(&h, &[], &["attach", "hello"]);
 
     assert!(
         out.status.success(),
@@ -664,21 +663,9 @@ fn the_helper_exits_with_a_killed_berthd_and_an_immediate_restart_serves() {
     }
 }
 
-/// Runs the CLI as uid/gid 65534 with the given supplementary groups.
-fn berth_as_nobody(h: &Harness, groups: &str, args: &[&str]) -> std::process::Output {
-    let groups = if groups.is_empty() {
-        "--clear-groups".to_string()
-    } else {
-        format!("--groups={groups}")
-    };
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", &groups])
-        .arg(h.bin_dir().join("berth"))
-        .arg("--socket")
-        .arg(h.socket())
-        .args(args)
-        .output()
-        .unwrap()
+/// Runs the CLI as nobody (uid/gid 65534) with the given supplementary groups.
+fn berth_as_nobody(h: &Harness, groups: &[u32], args: &[&str]) -> std::process::Output {
+    h.berth_as(65534, 65534, groups, args).unwrap()
 }
 
 #[test]
@@ -689,8 +676,8 @@ fn supplementary_membership_of_the_admin_group_is_honoured() {
     let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
-    let outsider = berth_as_nobody(&h, "", &["attach", "hello"]);
-    let member = berth_as_nobody(&h, "100", &["attach", "hello"]);
+    let outsider = berth_as_nobody(&h, &[], &["attach", "hello"]);
+    let member = berth_as_nobody(&h, &[100], &["attach", "hello"]);
 
     assert!(!outsider.status.success());
     assert!(

@@ -369,3 +369,61 @@ fn image_the_berth_user_cannot_read_is_a_clear_error() {
 
     assert!(err.contains("cannot read it"), "{err}");
 }
+
+/// Opens `count` connections to `socket` as `uid`, sends GetInfo on each, prints how many were
+/// answered, then holds them all until its stdin closes.
+const CONNECTION_HOARDER: &str = r#"
+import socket, sys
+path, count = sys.argv[1], int(sys.argv[2])
+held, answered = [], 0
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(5)
+    s.sendall(b'{"method":"org.varlink.service.GetInfo"}\0')
+    try:
+        answered += len(s.recv(1)) == 1
+    except OSError:
+        pass
+    held.append(s)
+print(answered, flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn one_user_cannot_hoard_connections_and_lock_out_others() {
+    use std::io::BufRead;
+    let h = Harness::start().unwrap();
+    let limit = berth_protocol::listener::CONNECTIONS_PER_UID;
+    let mut hoarder = berth_testkit::as_user(65533, 65533, &[])
+        .args(["/usr/bin/python3", "-c", CONNECTION_HOARDER])
+        .arg(h.socket())
+        .arg((limit + 10).to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(hoarder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+
+    let other_user = h.berth_as(65534, 65534, &[], &["list"]).unwrap();
+    let root = h.berth(&["list"]).unwrap();
+    drop(hoarder.stdin.take());
+    hoarder.wait().unwrap();
+
+    assert_eq!(line.trim(), limit.to_string(), "answered connections");
+    assert!(
+        other_user.status.success(),
+        "another user was locked out: {}",
+        String::from_utf8_lossy(&other_user.stderr)
+    );
+    assert!(root.status.success());
+    assert!(
+        h.stderr_log()
+            .contains("refusing connections: uid 65533 already holds"),
+        "{}",
+        h.stderr_log()
+    );
+}

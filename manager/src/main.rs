@@ -11,7 +11,8 @@ use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
 use berth_manager::{host_users, privilege_split, services};
-use berth_protocol::varlink::{BERTH_INFO, BoundedListener, VarlinkService, raise_fd_limit};
+use berth_protocol::listener::{BoundedListener, raise_fd_limit};
+use berth_protocol::varlink::{BERTH_INFO, VarlinkService};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -75,13 +76,13 @@ fn run() -> anyhow::Result<()> {
             std::fs::remove_file(&socket)
                 .with_context(|| format!("removing stale {}", socket.display()))?;
         }
-        let listener = zlink::tokio::unix::bind(&socket)
+        let listener = BoundedListener::bind(&socket)
             .with_context(|| format!("binding {}", socket.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
         services::adopt_running(&shared);
         let server = zlink::Server::new(
-            BoundedListener::new(listener),
+            listener,
             VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO),
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -11,3 +11,15 @@ pub mod sandbox;
 pub mod sanitize;
 pub mod server;
 pub mod supervisor;
+
+#[cfg(test)]
+mod test_support {
+    /// The single-threaded runtime the helper itself runs on.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+}

@@ -40,13 +40,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_support::runtime;
 
     #[test]
     fn resolves_when_the_write_end_closes() {

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::{self, HelperError, PingReply, SpawnParams, SpawnReply};
+use berth_protocol::listener::BoundedListener;
 use berth_protocol::varlink::{
-    BERTH_INFO, BoundedListener, CallContext, Interface, Outcome, VarlinkService, parse_params,
-    varlink_error,
+    BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
 };
 use serde_json::{Value, json};
 
@@ -114,15 +114,13 @@ impl Interface for HelperInterface {
 /// Binds the helper socket (0600, owned by the manager uid) and serves until the listener fails.
 pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Result<(), ServeError> {
     remove_stale_socket(socket, PREVIOUS_HELPER_GRACE).await?;
-    let listener = zlink::tokio::unix::bind(socket).map_err(|e| ServeError::Bind {
+    let listener = BoundedListener::bind(socket).map_err(|source| ServeError::Bind {
         path: socket.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })?;
     secure_socket(socket, manager_uid)?;
     let service = VarlinkService::new(HelperInterface::new(manager_uid, policy), BERTH_INFO);
-    zlink::Server::new(BoundedListener::new(listener), service)
-        .run()
-        .await?;
+    zlink::Server::new(listener, service).run().await?;
     Ok(())
 }
 
@@ -173,13 +171,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::test_support::runtime;
 
     #[test]
     fn a_dead_socket_file_is_removed() {

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod helper;
 pub mod idl;
+pub mod listener;
 pub mod log_line;
 pub mod manager;
 pub mod supervisor;

@@ -18,8 +18,11 @@ use serde_json::{Value, json};
 use zlink::service::{MethodReply, ReplyStreamItem};
 use zlink::{Call, Connection, Reply};
 
-/// The socket type every berth service runs on.
+/// The socket type berth's clients connect with.
 pub type Socket = zlink::tokio::unix::Stream;
+
+/// The socket type every berth service runs on: a connection counted against its peer's limit.
+pub type ServerSocket = crate::listener::CountedStream;
 
 /// Largest parameters object a berth service accepts, serialized (bytes).
 pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
@@ -231,7 +234,7 @@ impl<I: Interface> VarlinkService<I> {
     }
 }
 
-impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
+impl<I: Interface> zlink::Service<ServerSocket> for VarlinkService<I> {
     type MethodCall<'de> = RawCall;
     type ReplyParams<'ser>
         = Value
@@ -251,7 +254,7 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
     fn handle<'ser>(
         &'ser mut self,
         call: &'ser Call<Self::MethodCall<'_>>,
-        conn: &mut Connection<Socket>,
+        conn: &mut Connection<ServerSocket>,
         fds: Vec<OwnedFd>,
     ) -> impl Future<Output = zlink::service::HandleResult<Value, ReplyStream, Value, ()>> {
         async move {
@@ -278,65 +281,6 @@ impl<I: Interface> zlink::Service<Socket> for VarlinkService<I> {
             }
         }
     }
-}
-
-/// File descriptors a daemon keeps for its own work (images, logs, supervisors, the helper):
-/// once fewer than this many are left below RLIMIT_NOFILE, new connections are refused.
-pub const FD_RESERVE: u64 = 256;
-
-/// A listener that refuses connections when the process is running out of file descriptors,
-/// so that clients opening connections without end cannot starve the daemon.
-#[derive(Debug)]
-pub struct BoundedListener {
-    inner: zlink::tokio::unix::Listener,
-}
-
-impl BoundedListener {
-    pub fn new(inner: zlink::tokio::unix::Listener) -> Self {
-        BoundedListener { inner }
-    }
-}
-
-/// Open fds of this process and its soft RLIMIT_NOFILE.
-fn fd_usage() -> (u64, u64) {
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    (open, limit)
-}
-
-impl zlink::Listener for BoundedListener {
-    type Socket = Socket;
-
-    async fn accept(&mut self) -> zlink::Result<Option<zlink::Connection<Socket>>> {
-        loop {
-            let Some(conn) = self.inner.accept().await? else {
-                return Ok(None);
-            };
-            let (open, limit) = fd_usage();
-            if open.saturating_add(FD_RESERVE) <= limit {
-                return Ok(Some(conn));
-            }
-            eprintln!("berth: refusing a connection: {open} of {limit} file descriptors in use");
-            drop(conn);
-        }
-    }
-
-    fn set_xattr(&self, name: &str, value: impl AsRef<[u8]>) -> zlink::Result<()> {
-        self.inner.set_xattr(name, value)
-    }
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit (daemons hold one fd per client and per
-/// running service).
-pub fn raise_fd_limit() {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let raised = rustix::process::Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
 }
 
 /// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`

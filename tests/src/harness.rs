@@ -237,6 +237,19 @@ impl Harness {
         cmd
     }
 
+    /// Runs the CLI as `uid`/`gid` with the supplementary `groups` (none when empty), through
+    /// setpriv, to completion (killed after [`CLI_TIMEOUT`]).
+    pub fn berth_as(&self, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Result<Output> {
+        let mut cmd = as_user(uid, gid, groups);
+        cmd.arg(self.bin_dir.join("berth"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .env_remove("BERTH_SOCKET")
+            .stdin(Stdio::null());
+        output_with_timeout(cmd, CLI_TIMEOUT)
+    }
+
     /// Runs the CLI to completion (killed after [`CLI_TIMEOUT`]).
     pub fn berth(&self, args: &[&str]) -> Result<Output> {
         output_with_timeout(self.berth_command(args), CLI_TIMEOUT)
@@ -374,6 +387,21 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 }
 
 /// Runs `cmd` capturing stdout and stderr; kills it and fails after `timeout`.
+/// A `setpriv` command prefix that runs what follows as `uid`/`gid` with exactly `groups`.
+pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Command {
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        format!("--groups={}", list.join(","))
+    };
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(groups);
+    cmd
+}
+
 pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
     let mut child = cmd
         .stdout(Stdio::piped())

@@ -10,7 +10,7 @@ pub mod harness;
 pub mod image;
 pub mod procfs;
 
-pub use harness::{Harness, probe_output, wait_until};
+pub use harness::{Harness, as_user, probe_output, wait_until};
 pub use image::{ImageBuilder, busybox_image, probe_path};
 pub use procfs::{ns_inode, proc_status_field, process_exists};
 
