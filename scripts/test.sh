@@ -19,7 +19,8 @@ bench_status=0
 if [ "$status" = 0 ]; then
   { scripts/build-release.sh &&
     BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench start_latency &&
-    cargo bench --quiet -p berth-integration --bench control_plane; } || bench_status=$?
+    cargo bench --quiet -p berth-integration --bench control_plane &&
+    BERTH_BENCH_RUNNING=100 cargo bench --quiet -p berth-integration --bench scale; } || bench_status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
