@@ -20,7 +20,8 @@ if [ "$status" = 0 ]; then
   { scripts/build-release.sh &&
     BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench start_latency &&
     cargo bench --quiet -p berth-integration --bench control_plane &&
-    BERTH_BENCH_RUNNING=100 cargo bench --quiet -p berth-integration --bench scale; } || bench_status=$?
+    BERTH_BENCH_RUNNING=100 cargo bench --quiet -p berth-integration --bench scale &&
+    BERTH_BENCH_MB=16 cargo bench --quiet -p berth-integration --bench log_throughput; } || bench_status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }

@@ -353,6 +353,7 @@ async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
             &LogsParams {
                 unit,
                 lines: Some(10),
+                follow: None,
             },
         )
         .await?;
@@ -392,20 +393,19 @@ async fn logs(
     } else {
         format!("{unit}.service")
     };
-    let params = LogsParams { unit, lines };
-    if follow {
-        let each = |reply: LogsReply| {
-            print_entries(&name, &reply.entries, json);
-            use std::io::Write;
-            std::io::stdout().flush().is_ok()
-        };
-        return s
-            .client
-            .call_more("io.berth.Manager.Logs", &params, each)
-            .await
-            .map_err(explain);
-    }
-    let reply: LogsReply = s.call("Logs", &params).await?;
-    print_entries(&name, &reply.entries, json);
-    Ok(())
+    // Always streamed with `more`: the entries come in small batches however long the log.
+    let params = LogsParams {
+        unit,
+        lines,
+        follow: Some(follow),
+    };
+    let each = |reply: LogsReply| {
+        print_entries(&name, &reply.entries, json);
+        use std::io::Write;
+        std::io::stdout().flush().is_ok()
+    };
+    s.client
+        .call_more("io.berth.Manager.Logs", &params, each)
+        .await
+        .map_err(explain)
 }

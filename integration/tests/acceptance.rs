@@ -177,6 +177,110 @@ fn logs_follow_streams_new_output() {
     assert!(ticks >= 3, "only {ticks} ticks followed");
 }
 
+/// Image `flood` whose oneshot prints `lines` numbered lines of about 100 bytes each.
+fn flood_image(h: &Harness, lines: u32) -> Result<()> {
+    let pad = "x".repeat(90);
+    let unit = format!(
+        "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'seq 1 {lines} | sed \"s/$/ {pad}/\"'\n"
+    );
+    ImageBuilder::new(&h.images_dir().join("flood"))
+        .unit("flood.service", &unit)
+        .build()?;
+    h.berth_ok(&["attach", "flood"])?;
+    Ok(())
+}
+
+/// Reads `child`'s stdout until `lines` lines came or `timeout` passed; returns the count.
+fn count_lines_until(child: &mut std::process::Child, lines: usize, timeout: Duration) -> usize {
+    use std::io::BufRead;
+    let Some(stdout) = child.stdout.take() else {
+        return 0;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in std::io::BufReader::new(stdout).lines() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = 0;
+    while seen < lines {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            break;
+        }
+        seen += 1;
+    }
+    seen
+}
+
+#[test]
+fn a_long_log_is_read_back_whole() {
+    let h = Harness::start().unwrap();
+    flood_image(&h, 40_000).unwrap();
+    h.berth_ok(&["start", "flood"]).unwrap();
+
+    let out = h.berth_ok(&["logs", "flood"]).unwrap();
+
+    assert_eq!(out.lines().count(), 40_000);
+    assert!(
+        out.lines().last().unwrap().contains(": 40000 x"),
+        "{:?}",
+        out.lines().last()
+    );
+}
+
+#[test]
+fn a_follower_gets_a_burst_whole_while_berthd_keeps_serving() {
+    let h = Harness::start().unwrap();
+    flood_image(&h, 40_000).unwrap();
+    let mut follower = h
+        .berth_command(&["logs", "-f", "flood"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    h.wait_for(|| Ok(h.berthd_pid().is_some()), WAIT).unwrap();
+
+    h.berth_ok(&["start", "flood"]).unwrap();
+    let status = h.berth_json(&["status", "flood"]).unwrap();
+    let followed = count_lines_until(&mut follower, 40_000, Duration::from_secs(30));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    assert_eq!(status["state"], "exited");
+    assert_eq!(followed, 40_000);
+}
+
+#[test]
+fn a_stopped_follower_holds_up_neither_the_service_nor_berthd() {
+    let h = Harness::start().unwrap();
+    flood_image(&h, 40_000).unwrap();
+    h.berth_ok(&["start", "flood"]).unwrap();
+    // The follower asks for the whole 4 MB log so far, then never reads.
+    let mut follower = h
+        .berth_command(&["logs", "-f", "flood"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = follower.id() as i32;
+    // SAFETY: plain kill(2) of the follower this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+
+    let started = h.berth(&["start", "flood"]).unwrap();
+    let status = h.berth_json(&["status", "flood"]);
+    let list = h.berth(&["list"]).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    follower.wait().unwrap();
+
+    assert!(started.status.success(), "{started:?}");
+    assert_eq!(status.unwrap()["state"], "exited");
+    assert!(list.status.success());
+}
+
 #[test]
 fn oneshot_success_ends_exited_and_failure_ends_failed() {
     let h = Harness::start().unwrap();

@@ -427,3 +427,29 @@ fn one_user_cannot_hoard_connections_and_lock_out_others() {
         h.stderr_log()
     );
 }
+
+#[test]
+fn a_client_that_never_reads_its_reply_does_not_hold_up_others() {
+    let h = Harness::start().unwrap();
+    let mut image = ImageBuilder::new(&h.images_dir().join("many"));
+    for i in 0..1200 {
+        image = image.unit(
+            &format!("many-{i}.service"),
+            "[Service]\nExecStart=/bin/true\n",
+        );
+    }
+    image.build().unwrap();
+    h.berth_ok(&["attach", "many"]).unwrap();
+    // One List reply of 1,200 units (about 350 KB) is larger than the socket buffer (208 KiB).
+    let mut hog = UnixStream::connect(h.socket()).unwrap();
+    hog.write_all(b"{\"method\":\"io.berth.Manager.List\"}\0")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let status = h.berth(&["status", "many-1"]).unwrap();
+    let listed = h.berth_json(&["list"]).unwrap();
+    drop(hog);
+
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(listed.as_array().unwrap().len(), 1200);
+}

@@ -9,7 +9,8 @@ use berth_protocol::manager::{
     ManagerError, StatusReply, UnitParams,
 };
 use berth_protocol::varlink::{
-    CallContext, Interface, Outcome, Peer, parse_params, stream_item, varlink_error,
+    CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_item,
+    varlink_error,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -176,7 +177,13 @@ impl ManagerInterface {
         })
     }
 
-    fn logs(&self, p: LogsParams, follow: bool) -> Outcome {
+    /// `Logs`: without `more`, one small reply of the newest entries; with `more`, every
+    /// requested entry in small batches, then (unless `follow` is false) new ones as they come.
+    fn logs(&self, p: LogsParams, more: bool) -> Outcome {
+        let follow = p.follow.unwrap_or(more);
+        if follow && !more {
+            return Outcome::Error(invalid_parameter("follow"));
+        }
         let m = self.shared.borrow();
         let unit = match m.unit(&p.unit) {
             Ok(u) => u.name.clone(),
@@ -194,36 +201,70 @@ impl ManagerInterface {
                 });
             }
         };
-        if !follow {
-            return Outcome::reply(&LogsReply { entries });
+        if !more {
+            let (entries, truncated) = logs::newest_within(entries, logs::REPLY_MAX_BYTES);
+            return Outcome::reply(&LogsReply {
+                entries,
+                truncated: Some(truncated),
+            });
         }
-        let first = futures_util::stream::once(async move { (entries, offset) });
-        let rest = futures_util::stream::unfold(offset, move |offset| {
+        let mut existing = logs::batches(entries, logs::BATCH_BYTES as usize);
+        if existing.is_empty() {
+            existing.push(Vec::new());
+        }
+        let count = existing.len();
+        let existing = futures_util::stream::iter(existing.into_iter().enumerate().map(
+            move |(i, entries)| {
+                let last = i + 1 == count;
+                stream_item(
+                    &LogsReply {
+                        entries,
+                        truncated: None,
+                    },
+                    follow || !last,
+                )
+            },
+        ));
+        if !follow {
+            return Outcome::Stream(Box::pin(existing));
+        }
+        let new = futures_util::stream::unfold((offset, false), move |(offset, behind)| {
             let path = path.clone();
             async move {
                 let mut idle = std::time::Duration::ZERO;
+                let mut behind = behind;
                 loop {
-                    tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
-                    idle += logs::FOLLOW_INTERVAL;
+                    // Catching up on a burst: read on at once, one batch per reply.
+                    if !behind {
+                        tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
+                        idle += logs::FOLLOW_INTERVAL;
+                    }
                     match logs::read_from(&path, offset) {
                         Ok((entries, next)) if !entries.is_empty() => {
-                            return Some(((entries, next), next));
+                            let behind = next - offset >= logs::BATCH_BYTES / 2;
+                            return Some((entries, (next, behind)));
                         }
                         // An empty batch now and then: varlink has no keepalive, and only a
                         // write tells the server that a follower has gone away.
                         Ok(_) if idle >= logs::FOLLOW_KEEPALIVE => {
-                            return Some(((Vec::new(), offset), offset));
+                            return Some((Vec::new(), (offset, false)));
                         }
-                        Ok(_) => continue,
+                        Ok(_) => behind = false,
                         Err(_) => return None,
                     }
                 }
             }
+        })
+        .map(|entries| {
+            stream_item(
+                &LogsReply {
+                    entries,
+                    truncated: None,
+                },
+                true,
+            )
         });
-        let stream = first
-            .chain(rest)
-            .map(|(entries, _)| stream_item(&LogsReply { entries }, true));
-        Outcome::Stream(Box::pin(stream))
+        Outcome::Stream(Box::pin(existing.chain(new)))
     }
 }
 

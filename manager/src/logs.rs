@@ -13,6 +13,15 @@ const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest silence on a `logs -f` stream: an empty batch is sent after it.
 pub const FOLLOW_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Log bytes per streamed batch. zlink serializes a reply into a buffer that grows 256 bytes
+/// per failed attempt, so a reply's cost is quadratic in its size: a 1 MiB reply costs seconds of
+/// CPU, during which berthd serves nobody. Small batches keep every reply cheap. The read size
+/// leaves room for one record of the longest line.
+pub const BATCH_BYTES: u64 = 32 * 1024 + log_line::MAX_LINE as u64;
+/// Largest single (non-`more`) `Logs` reply, in entry bytes; older entries are left out.
+pub const REPLY_MAX_BYTES: usize = 64 * 1024;
+/// What an entry adds to a reply besides its text: timestamp, stream, keys and quotes.
+const ENTRY_OVERHEAD: usize = 48;
 
 fn entry(line: &[u8]) -> Option<LogEntry> {
     let record = log_line::decode(line)?;
@@ -64,7 +73,48 @@ pub fn tail(path: &Path, lines: Option<usize>) -> std::io::Result<(Vec<LogEntry>
     Ok((entries, start + (skip + used) as u64))
 }
 
-/// New complete entries after `offset`; returns them and the new offset.
+fn size_of(entry: &LogEntry) -> usize {
+    entry.text.len() + ENTRY_OVERHEAD
+}
+
+/// Splits `entries` into batches of at most `max` bytes (one entry per batch at least).
+pub fn batches(entries: Vec<LogEntry>, max: usize) -> Vec<Vec<LogEntry>> {
+    let mut all = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for entry in entries {
+        let add = size_of(&entry);
+        if !current.is_empty() && size + add > max {
+            all.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += add;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        all.push(current);
+    }
+    all
+}
+
+/// The newest of `entries` that fit in `max` bytes, and whether older ones were left out.
+pub fn newest_within(mut entries: Vec<LogEntry>, max: usize) -> (Vec<LogEntry>, bool) {
+    let mut size = 0;
+    let kept = entries
+        .iter()
+        .rev()
+        .take_while(|e| {
+            size += size_of(e);
+            size <= max
+        })
+        .count();
+    let dropped = entries.len() - kept;
+    entries.drain(..dropped);
+    (entries, dropped > 0)
+}
+
+/// New complete entries after `offset`, from at most [`BATCH_BYTES`] of the log; returns them
+/// and the new offset.
 pub fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<LogEntry>, u64)> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -78,7 +128,7 @@ pub fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<LogEntry>,
     }
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
-    file.take((len - offset).min(MAX_TAIL_BYTES))
+    file.take((len - offset).min(BATCH_BYTES))
         .read_to_end(&mut bytes)?;
     let (entries, used) = parse_complete(&bytes);
     Ok((entries, offset + used as u64))
@@ -132,6 +182,80 @@ mod tests {
             entries.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
             ["b"]
         );
+    }
+
+    fn entries(texts: &[&str]) -> Vec<LogEntry> {
+        texts
+            .iter()
+            .map(|t| LogEntry {
+                usec: 1,
+                stream: "stdout".into(),
+                text: (*t).into(),
+            })
+            .collect()
+    }
+
+    fn texts(batch: &[LogEntry]) -> Vec<&str> {
+        batch.iter().map(|e| e.text.as_str()).collect()
+    }
+
+    #[test]
+    fn batches_stay_within_their_size() {
+        let ten = "x".repeat(10);
+        let all = entries(&[&ten, &ten, &ten]);
+        let two_fit = 2 * (10 + ENTRY_OVERHEAD);
+
+        let split = batches(all, two_fit);
+
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn an_entry_larger_than_a_batch_gets_a_batch_of_its_own() {
+        let big = "y".repeat(1000);
+
+        let split = batches(entries(&["a", &big, "b"]), 100);
+
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_single_reply_keeps_the_newest_entries_that_fit() {
+        let one = 1 + ENTRY_OVERHEAD;
+
+        let (kept, truncated) = newest_within(entries(&["a", "b", "c"]), 2 * one);
+
+        assert_eq!((texts(&kept), truncated), (vec!["b", "c"], true));
+    }
+
+    #[test]
+    fn a_reply_that_fits_is_not_truncated() {
+        let (kept, truncated) = newest_within(entries(&["a", "b"]), 1024);
+
+        assert_eq!((texts(&kept), truncated), (vec!["a", "b"], false));
+    }
+
+    #[test]
+    fn read_from_reads_one_batch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = "z".repeat(1000);
+        let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), 100).collect();
+        write_log(&path, &lines);
+
+        let mut reads = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (batch, next) = read_from(&path.to_path_buf(), offset).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            reads.push(batch.len());
+            offset = next;
+        }
+
+        assert!(reads.len() > 1, "one read took the whole log: {reads:?}");
+        assert_eq!(reads.iter().sum::<usize>(), 100);
     }
 
     #[test]

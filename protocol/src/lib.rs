@@ -9,3 +9,4 @@ pub mod log_line;
 pub mod manager;
 pub mod supervisor;
 pub mod varlink;
+pub mod write_queue;

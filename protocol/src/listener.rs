@@ -15,6 +15,8 @@ use std::rc::Rc;
 
 use zlink::connection::socket::{ReadHalf, ReadResult, Socket, UnixSocket};
 
+use crate::write_queue::{QueuedWriteHalf, WriteQueue};
+
 /// File descriptors a daemon keeps for its own work (images, logs, supervisors, the helper):
 /// once fewer than this many are left below RLIMIT_NOFILE, new connections are refused.
 pub const FD_RESERVE: u64 = 256;
@@ -120,15 +122,17 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// A server-side connection socket that holds its uid's slot for as long as it lives.
+/// A server-side connection socket that holds its uid's slot for as long as it lives, and
+/// writes through a [`WriteQueue`] so that a slow client never holds up the server.
 #[derive(Debug)]
 pub struct CountedStream {
     stream: zlink::tokio::unix::Stream,
+    /// A second descriptor of the same socket, registered on its own for the write queue.
+    writer: tokio::net::UnixStream,
     slot: ConnectionSlot,
 }
 
 type StreamReadHalf = <zlink::tokio::unix::Stream as Socket>::ReadHalf;
-type StreamWriteHalf = <zlink::tokio::unix::Stream as Socket>::WriteHalf;
 
 /// The read half of a [`CountedStream`]; the slot lives here, as zlink drops both halves together.
 #[derive(Debug)]
@@ -137,19 +141,35 @@ pub struct CountedReadHalf {
     _slot: ConnectionSlot,
 }
 
+impl CountedStream {
+    fn new(stream: tokio::net::UnixStream, slot: ConnectionSlot) -> std::io::Result<Self> {
+        let duplicate = std::os::unix::net::UnixStream::from(stream.as_fd().try_clone_to_owned()?);
+        let writer = tokio::net::UnixStream::from_std(duplicate)?;
+        let stream = zlink::tokio::unix::Stream::try_from(stream).map_err(std::io::Error::other)?;
+        Ok(CountedStream {
+            stream,
+            writer,
+            slot,
+        })
+    }
+}
+
 impl Socket for CountedStream {
     type ReadHalf = CountedReadHalf;
-    type WriteHalf = StreamWriteHalf;
+    type WriteHalf = QueuedWriteHalf;
 
     const CAN_TRANSFER_FDS: bool = true;
 
-    fn split(self) -> (CountedReadHalf, StreamWriteHalf) {
-        let (read, write) = self.stream.split();
+    fn split(self) -> (CountedReadHalf, QueuedWriteHalf) {
+        let (read, direct) = self.stream.split();
         let read = CountedReadHalf {
             inner: read,
             _slot: self.slot,
         };
-        (read, write)
+        (
+            read,
+            QueuedWriteHalf::new(WriteQueue::new(self.writer), direct),
+        )
     }
 }
 
@@ -220,10 +240,7 @@ impl zlink::Listener for BoundedListener {
         loop {
             let (stream, _) = self.listener.accept().await?;
             match self.admit(&stream) {
-                Ok(slot) => {
-                    let stream = zlink::tokio::unix::Stream::try_from(stream)?;
-                    return Ok(Some(CountedStream { stream, slot }.into()));
-                }
+                Ok(slot) => return Ok(Some(CountedStream::new(stream, slot)?.into())),
                 Err(reason) if reason.is_empty() => {}
                 Err(reason) => eprintln!("berth: refusing connections: {reason}"),
             }

@@ -162,11 +162,18 @@ pub struct LogsParams {
     pub unit: String,
     // Only the last `lines` entries (all when absent).
     pub lines: Option<i64>,
+    // With `more`: after the existing entries, keep streaming new ones (true, the default) or
+    // end the stream (false). Without `more` it must not be true.
+    pub follow: Option<bool>,
 }
 
+/// One batch of log entries. Replies are kept small: with `more`, the entries come in batches
+/// of a few tens of KiB; a single reply (no `more`) holds only the newest entries that fit in
+/// 64 KiB, and sets `truncated` when older ones were left out.
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
 pub struct LogsReply {
     pub entries: Vec<LogEntry>,
+    pub truncated: Option<bool>,
 }
 
 /// Errors of `io.berth.Manager`.

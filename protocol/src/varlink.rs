@@ -277,10 +277,27 @@ impl<I: Interface> zlink::Service<ServerSocket> for VarlinkService<I> {
             match self.dispatch(call, ctx).await {
                 Outcome::Reply(v, fds) => (MethodReply::Single(Some(v)), fds),
                 Outcome::Error(e) => (MethodReply::Error(e), Vec::new()),
-                Outcome::Stream(s) => (MethodReply::Multi(s), Vec::new()),
+                Outcome::Stream(s) => {
+                    let queue = conn.write().write_half().queue();
+                    (MethodReply::Multi(paced(s, queue)), Vec::new())
+                }
             }
         }
     }
+}
+
+/// `stream`, yielding its next reply only while its connection has room in its write queue: a
+/// client that reads slowly slows only its own stream.
+fn paced(
+    mut stream: ReplyStream,
+    queue: std::sync::Arc<crate::write_queue::WriteQueue>,
+) -> ReplyStream {
+    Box::pin(futures_util::stream::poll_fn(move |cx| {
+        if queue.poll_room(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        stream.as_mut().poll_next(cx)
+    }))
 }
 
 /// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`

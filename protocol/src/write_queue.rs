@@ -1,0 +1,341 @@
+//! Replies are written without making the server wait for the client to read them.
+//!
+//! zlink's server loop awaits each reply's write in place. So while one client's socket buffer
+//! is full (the client stopped reading, or reads slowly), the whole daemon serves nobody. Any
+//! local user could freeze berthd that way: ask for a long log and never read it. Here a reply
+//! is written as far as the socket takes it at once, and the rest is queued per connection. A
+//! background task sends the queue as the client reads. A reply stream waits while its
+//! connection's queue is long ([`WriteQueue::poll_room`]), so a slow follower slows only
+//! itself. A connection whose queue would pass [`MAX_QUEUED_BYTES`] is shut down.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use zlink::connection::socket::{UnixSocket, WriteHalf};
+
+/// Most bytes one connection may have waiting to be sent.
+pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+/// A reply stream pauses while its connection has this many bytes waiting...
+pub const HIGH_WATER_BYTES: usize = 256 * 1024;
+/// ...and resumes once the queue is down to this.
+pub const LOW_WATER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+struct QueueState {
+    pending: VecDeque<u8>,
+    /// A background task is sending `pending`.
+    flushing: bool,
+    /// The connection failed or was shut down: nothing more is sent.
+    broken: bool,
+    /// Streams and writers waiting for the queue to shrink.
+    waiters: Vec<Waker>,
+}
+
+/// The bytes waiting to go out on one connection, and the socket they go out on.
+#[derive(Debug)]
+pub struct WriteQueue {
+    socket: tokio::net::UnixStream,
+    state: Mutex<QueueState>,
+}
+
+fn broken_pipe() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
+}
+
+impl WriteQueue {
+    /// `socket` is the connection's own descriptor or a duplicate of it.
+    pub fn new(socket: tokio::net::UnixStream) -> Arc<Self> {
+        Arc::new(WriteQueue {
+            socket,
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// Sends what the socket takes now. MSG_NOSIGNAL: a vanished client is an error, not SIGPIPE.
+    fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(&self.socket, bytes, rustix::net::SendFlags::NOSIGNAL)
+                .map_err(io::Error::from)
+        })
+    }
+
+    /// Sends `bytes` or queues what the socket does not take at once. Fails once the
+    /// connection is broken, or when the queue would pass [`MAX_QUEUED_BYTES`] (the connection
+    /// is then shut down).
+    pub fn push(self: &Arc<Self>, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.state();
+        if state.broken {
+            return Err(broken_pipe());
+        }
+        let mut rest = bytes;
+        while state.pending.is_empty() && !rest.is_empty() {
+            match self.send_now(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(&mut state);
+                    return Err(e);
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if state.pending.len() + rest.len() > MAX_QUEUED_BYTES {
+            self.fail(&mut state);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "the client is not reading its replies",
+            ));
+        }
+        state.pending.extend(rest);
+        if !state.flushing {
+            state.flushing = true;
+            tokio::spawn(Arc::clone(self).flush());
+        }
+        Ok(())
+    }
+
+    /// Marks the connection broken, drops what was queued and wakes everyone waiting. Shutting
+    /// the socket down also ends the client's reads.
+    fn fail(&self, state: &mut QueueState) {
+        state.broken = true;
+        state.pending.clear();
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
+        for waker in state.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Sends the queue as the socket takes it, until it is empty or the connection fails.
+    async fn flush(self: Arc<Self>) {
+        loop {
+            if self.socket.writable().await.is_err() {
+                let mut state = self.state();
+                state.flushing = false;
+                self.fail(&mut state);
+                return;
+            }
+            let mut state = self.state();
+            loop {
+                let (front, _) = state.pending.as_slices();
+                if front.is_empty() {
+                    break;
+                }
+                match self.send_now(front) {
+                    Ok(n) => {
+                        state.pending.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        state.flushing = false;
+                        self.fail(&mut state);
+                        return;
+                    }
+                }
+            }
+            if state.pending.len() <= LOW_WATER_BYTES {
+                for waker in state.waiters.drain(..) {
+                    waker.wake();
+                }
+            }
+            if state.pending.is_empty() {
+                state.flushing = false;
+                return;
+            }
+        }
+    }
+
+    /// Ready when the connection can take another reply of a stream: its queue is below
+    /// [`HIGH_WATER_BYTES`], or it is broken (the next write then reports the error).
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state();
+        if state.broken || state.pending.len() < HIGH_WATER_BYTES {
+            return Poll::Ready(());
+        }
+        state.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Ready once nothing is queued (or the connection is broken).
+    fn poll_empty(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state();
+        if state.broken || state.pending.is_empty() {
+            return Poll::Ready(());
+        }
+        state.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The write half of a server connection: queues instead of waiting (see the module docs).
+#[derive(Debug)]
+pub struct QueuedWriteHalf {
+    queue: Arc<WriteQueue>,
+    /// zlink's own write half of the connection: sends messages that carry file descriptors or
+    /// credentials, after the queue has drained. Kept for the connection's life, as dropping it
+    /// shuts the socket's write side down.
+    direct: <zlink::tokio::unix::Stream as zlink::connection::socket::Socket>::WriteHalf,
+}
+
+impl QueuedWriteHalf {
+    pub fn new(
+        queue: Arc<WriteQueue>,
+        direct: <zlink::tokio::unix::Stream as zlink::connection::socket::Socket>::WriteHalf,
+    ) -> Self {
+        QueuedWriteHalf { queue, direct }
+    }
+
+    /// The connection's queue, for reply streams to wait on.
+    pub fn queue(&self) -> Arc<WriteQueue> {
+        Arc::clone(&self.queue)
+    }
+}
+
+impl WriteHalf for QueuedWriteHalf {
+    async fn write(
+        &mut self,
+        buf: &[u8],
+        fds: &[impl AsFd],
+        creds: Option<&zlink::connection::PassedCredentials>,
+    ) -> zlink::Result<()> {
+        if fds.is_empty() && creds.is_none() {
+            return Ok(self.queue.push(buf)?);
+        }
+        // Rare (berth's replies carry no descriptors today): keep the order, then send directly.
+        std::future::poll_fn(|cx| self.queue.poll_empty(cx)).await;
+        if self.queue.state().broken {
+            return Err(broken_pipe().into());
+        }
+        self.direct.write(buf, fds, creds).await
+    }
+}
+
+impl AsFd for QueuedWriteHalf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.direct.as_fd()
+    }
+}
+
+impl UnixSocket for QueuedWriteHalf {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Read;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A queue on one end of a socket pair, and the other end as a blocking std socket.
+    fn pair() -> (Arc<WriteQueue>, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+        (WriteQueue::new(ours), theirs)
+    }
+
+    #[test]
+    fn a_push_to_a_client_that_does_not_read_returns_at_once() {
+        runtime().block_on(async {
+            let (queue, _client) = pair();
+            let reply = vec![b'x'; 4 * 1024 * 1024];
+
+            let pushed =
+                tokio::time::timeout(Duration::from_secs(5), async { queue.push(&reply) }).await;
+
+            assert!(pushed.unwrap().is_ok());
+            assert!(queue.queued() > 0, "the socket took 4 MiB at once");
+        });
+    }
+
+    #[test]
+    fn queued_bytes_reach_the_client_in_order() {
+        runtime().block_on(async {
+            let (queue, mut client) = pair();
+            let first = vec![b'a'; 1024 * 1024];
+            let second = vec![b'b'; 1024 * 1024];
+            queue.push(&first).unwrap();
+            queue.push(&second).unwrap();
+
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut got = vec![0u8; 2 * 1024 * 1024];
+                client.read_exact(&mut got).unwrap();
+                got
+            });
+            let got = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .unwrap()
+                .unwrap();
+
+            assert!(got[..first.len()].iter().all(|b| *b == b'a'));
+            assert!(got[first.len()..].iter().all(|b| *b == b'b'));
+        });
+    }
+
+    #[test]
+    fn a_queue_past_its_limit_breaks_the_connection() {
+        runtime().block_on(async {
+            let (queue, _client) = pair();
+            let chunk = vec![b'x'; 1024 * 1024];
+            let mut result = Ok(());
+            for _ in 0..(MAX_QUEUED_BYTES / chunk.len() + 2) {
+                result = queue.push(&chunk);
+                if result.is_err() {
+                    break;
+                }
+            }
+
+            assert!(result.is_err());
+            assert!(
+                queue.push(b"more").is_err(),
+                "a broken connection took more"
+            );
+        });
+    }
+
+    #[test]
+    fn a_stream_waits_for_room_and_resumes_as_the_client_reads() {
+        runtime().block_on(async {
+            let (queue, mut client) = pair();
+            queue.push(&vec![b'x'; 2 * HIGH_WATER_BYTES]).unwrap();
+            let full = std::future::poll_fn(|cx| Poll::Ready(queue.poll_room(cx))).await;
+
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut sink = vec![0u8; 2 * HIGH_WATER_BYTES];
+                client.read_exact(&mut sink).unwrap();
+            });
+            let room = tokio::time::timeout(
+                Duration::from_secs(10),
+                std::future::poll_fn(|cx| queue.poll_room(cx)),
+            )
+            .await;
+            reader.await.unwrap();
+
+            assert!(full.is_pending());
+            assert!(room.is_ok(), "room never came back");
+        });
+    }
+}
