@@ -453,3 +453,33 @@ fn a_client_that_never_reads_its_reply_does_not_hold_up_others() {
     assert!(status.status.success(), "{status:?}");
     assert_eq!(listed.as_array().unwrap().len(), 1200);
 }
+
+#[test]
+fn a_message_past_the_size_limit_closes_its_connection_only() {
+    let h = Harness::start().unwrap();
+    let mut stream = UnixStream::connect(h.socket()).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let limit = berth_protocol::listener::MAX_MESSAGE_BYTES;
+
+    // Whitespace without end: no NUL ever comes. The daemon closes the connection, so a write
+    // fails sooner or later.
+    let mut sent = 0;
+    while sent <= 2 * limit && stream.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    let mut reply = Vec::new();
+    let read = stream.read_to_end(&mut reply);
+
+    assert!(
+        sent <= 2 * limit,
+        "the daemon took {sent} bytes of one message"
+    );
+    assert!(read.is_err() || reply.is_empty(), "got a reply: {reply:?}");
+    assert_still_serving(&h);
+}

@@ -134,11 +134,30 @@ pub struct CountedStream {
 
 type StreamReadHalf = <zlink::tokio::unix::Stream as Socket>::ReadHalf;
 
+/// Longest message a client may send, NUL delimiter excluded. zlink buffers a message until its
+/// NUL, growing its buffer up to 100 MB, so without this limit each connection could hold that
+/// much of a daemon's memory. Parameters are limited further, with an error reply, to
+/// [`crate::varlink::MAX_PARAMETERS_BYTES`]; a message past this limit gets its connection
+/// closed instead.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The read half of a [`CountedStream`]; the slot lives here, as zlink drops both halves together.
 #[derive(Debug)]
 pub struct CountedReadHalf {
     inner: StreamReadHalf,
     _slot: ConnectionSlot,
+    /// Bytes received since the last NUL: the length so far of the message being received.
+    unterminated: usize,
+}
+
+/// The length of the unfinished message after reading `received` on top of `unterminated`
+/// bytes of it, or None when it passes [`MAX_MESSAGE_BYTES`].
+fn message_length_after(unterminated: usize, received: &[u8]) -> Option<usize> {
+    let length = match received.iter().rposition(|b| *b == 0) {
+        Some(nul) => received.len() - nul - 1,
+        None => unterminated + received.len(),
+    };
+    (length <= MAX_MESSAGE_BYTES).then_some(length)
 }
 
 impl CountedStream {
@@ -165,6 +184,7 @@ impl Socket for CountedStream {
         let read = CountedReadHalf {
             inner: read,
             _slot: self.slot,
+            unterminated: 0,
         };
         (
             read,
@@ -175,7 +195,20 @@ impl Socket for CountedStream {
 
 impl ReadHalf for CountedReadHalf {
     async fn read(&mut self, buf: &mut [u8]) -> zlink::Result<ReadResult> {
-        self.inner.read(buf).await
+        let result = self.inner.read(buf).await?;
+        let received = &buf[..result.bytes_read().min(buf.len())];
+        match message_length_after(self.unterminated, received) {
+            Some(length) => {
+                self.unterminated = length;
+                Ok(result)
+            }
+            // An error ends the connection: zlink drops connections it cannot read from.
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("message longer than {MAX_MESSAGE_BYTES} bytes"),
+            )
+            .into()),
+        }
     }
 }
 
@@ -282,6 +315,24 @@ mod tests {
             per_uid,
             limit_root: true,
         }
+    }
+
+    #[test]
+    fn message_length_counts_from_the_last_nul() {
+        assert_eq!(message_length_after(10, b"abc"), Some(13));
+        assert_eq!(message_length_after(10, b"ab\0cd"), Some(2));
+        assert_eq!(message_length_after(10, b"abc\0"), Some(0));
+    }
+
+    #[test]
+    fn a_message_past_the_limit_is_refused() {
+        let chunk = vec![b'x'; 1024];
+
+        let over = message_length_after(MAX_MESSAGE_BYTES - 10, &chunk);
+        let after_nul = message_length_after(MAX_MESSAGE_BYTES - 10, b"x\0y");
+
+        assert_eq!(over, None);
+        assert_eq!(after_nul, Some(1));
     }
 
     #[test]
