@@ -1,0 +1,177 @@
+//! Hostile services and images against the sandbox: the attack cases of
+//! research/sandbox-peers.md §4 that apply to the sandbox as it is now (the numbers in the test
+//! names' comments are that table's).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use berth_testkit::{Harness, ImageBuilder, process_exists};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Attaches image `name` holding one oneshot `name.service` that runs `script` with sh, starts
+/// it, and returns its log.
+fn run_script(h: &Harness, name: &str, script: &str) -> String {
+    let unit = format!("[Service]\nType=oneshot\nExecStart=/bin/sh -c '{script}'\n");
+    ImageBuilder::new(&h.images_dir().join(name))
+        .unit(&format!("{name}.service"), &unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", name]).unwrap();
+    h.berth_ok(&["start", name]).unwrap();
+    h.berth_ok(&["logs", name]).unwrap()
+}
+
+/// Shell that prints `<label>:open` or `<label>:denied` for `command`.
+fn attempt(label: &str, command: &str) -> String {
+    format!("if {command} >/dev/null 2>&1; then echo {label}:open; else echo {label}:denied; fi; ")
+}
+
+// #12: signals from the sandbox reach only the sandbox.
+#[test]
+fn kill_of_every_process_from_a_service_reaches_nothing_outside_its_sandbox() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("victim"))
+        .unit("victim.service", "[Service]\nExecStart=/bin/sleep 1000\n")
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "victim"]).unwrap();
+    h.berth_ok(&["start", "victim"]).unwrap();
+    let victim = h.berth_json(&["status", "victim"]).unwrap()["main_pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let (berthd, helper) = (h.berthd_pid().unwrap(), h.helper_pid().unwrap());
+
+    let log = run_script(&h, "killer", "kill -9 -1; echo after-kill");
+
+    assert!(log.contains("after-kill"), "{log}");
+    assert!(process_exists(victim), "another service was killed");
+    assert!(process_exists(berthd) && process_exists(helper));
+    assert_eq!(
+        h.berth_json(&["status", "victim"]).unwrap()["state"],
+        "running"
+    );
+}
+
+// #11: the sandbox's init is forked from the root helper; the service must not reach it
+// through /proc (its memory, environment, or the helper binary behind /proc/1/exe).
+#[test]
+fn the_service_cannot_reach_its_init_through_proc() {
+    let h = Harness::start().unwrap();
+    let script = [
+        attempt("environ", "cat /proc/1/environ"),
+        attempt("maps", "cat /proc/1/maps"),
+        attempt("mem", "dd if=/proc/1/mem bs=1 count=1"),
+        attempt("exe-read", "head -c 1 /proc/1/exe"),
+        attempt("exe-link", "readlink /proc/1/exe"),
+        attempt("exe-write", "echo x >> /proc/1/exe"),
+        attempt("root", "ls /proc/1/root/"),
+        // Controls: the same reads of the service's own /proc entries work.
+        attempt("own-maps", "cat /proc/self/maps"),
+        attempt("own-exe-link", "readlink /proc/self/exe"),
+    ]
+    .concat();
+
+    let log = run_script(&h, "snoop", &script);
+
+    assert!(
+        log.contains("own-maps:open") && log.contains("own-exe-link:open"),
+        "{log}"
+    );
+    for label in [
+        "environ",
+        "maps",
+        "mem",
+        "exe-read",
+        "exe-link",
+        "exe-write",
+        "root",
+    ] {
+        assert!(
+            log.contains(&format!("{label}:denied")),
+            "{label} was not denied:\n{log}"
+        );
+    }
+}
+
+// #6: device nodes shipped in an image do not work (every image mount is nodev).
+#[test]
+fn device_nodes_in_the_image_cannot_be_opened() {
+    let h = Harness::start().unwrap();
+    let script = [
+        attempt("null", "head -c 1 /opt/devices/null"),
+        attempt("mem", "head -c 1 /opt/devices/mem"),
+        // Control: the sandbox's own /dev/null works.
+        attempt("own-null", "head -c 1 /dev/null"),
+    ]
+    .concat();
+    let unit = format!("[Service]\nType=oneshot\nExecStart=/bin/sh -c '{script}'\n");
+    let image = ImageBuilder::new(&h.images_dir().join("nodes"))
+        .dir("opt/devices", 0o755)
+        .unit("nodes.service", &unit)
+        .build()
+        .unwrap();
+    for (name, minor) in [("null", 3), ("mem", 1)] {
+        let path = std::ffi::CString::new(
+            image
+                .join("opt/devices")
+                .join(name)
+                .to_str()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        // SAFETY: mknod(2) with a valid NUL-terminated path; the test runs as root.
+        let made = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, minor),
+            )
+        };
+        assert_eq!(made, 0, "mknod {name}");
+    }
+    h.berth_ok(&["attach", "nodes"]).unwrap();
+
+    h.berth_ok(&["start", "nodes"]).unwrap();
+    let log = h.berth_ok(&["logs", "nodes"]).unwrap();
+
+    assert!(log.contains("own-null:open"), "{log}");
+    assert!(log.contains(" null:denied"), "{log}");
+    assert!(log.contains("mem:denied"), "{log}");
+}
+
+// #10: a working directory through /proc/self/fd must not lead out of the sandbox (the runc
+// CVE-2024-21626 pattern: a leaked directory fd of the host as cwd).
+#[test]
+fn a_working_directory_through_proc_self_fd_does_not_escape() {
+    let h = Harness::start().unwrap();
+    std::fs::write(h.images_dir().join("HOST-MARKER"), "host").unwrap();
+    let mut image = ImageBuilder::new(&h.images_dir().join("cwd"));
+    for fd in 3..10 {
+        image = image.unit(
+            &format!("cwd-{fd}.service"),
+            &format!(
+                "[Service]\nType=oneshot\nWorkingDirectory=/proc/self/fd/{fd}\n\
+                 ExecStart=/bin/sh -c 'echo cwd=$(pwd); ls -a . .. ../.. ../../..'\n"
+            ),
+        );
+    }
+    image.build().unwrap();
+    h.berth_ok(&["attach", "cwd"]).unwrap();
+
+    let mut logs = String::new();
+    for fd in 3..10 {
+        // Refusing to start is fine; starting with a cwd outside the sandbox is not.
+        let _ = h.berth(&["start", &format!("cwd-{fd}")]).unwrap();
+        logs.push_str(&h.berth_ok(&["logs", &format!("cwd-{fd}")]).unwrap());
+    }
+
+    assert!(
+        !logs.contains("HOST-MARKER"),
+        "a service saw a host directory:\n{logs}"
+    );
+    h.wait_for(|| Ok(h.berth(&["list"])?.status.success()), WAIT)
+        .unwrap();
+}
