@@ -31,6 +31,37 @@ const RESERVED: [&[u8]; 5] = [b"proc", b"dev", b"tmp", b"run", b"sys"];
 /// More top-level entries than any real image has; bounds the mounts a hostile image causes.
 const MAX_ENTRIES: usize = 1024;
 
+/// Size limits of our tmpfs mounts, as systemd sets them for private mounts. Without them each
+/// tmpfs may grow to half the host's RAM. The root and `/dev` hold only mount points, symlinks
+/// and device nodes.
+const ROOT_TMPFS: &CStr = c"mode=0755,size=4m,nr_inodes=4k";
+const DEV_TMPFS: &CStr = c"mode=0755,size=4m,nr_inodes=64k";
+const SHM_TMPFS: &CStr = c"mode=1777,size=10%,nr_inodes=400k";
+const TMP_TMPFS: &CStr = c"mode=1777,size=10%,nr_inodes=400k";
+const RUN_TMPFS: &CStr = c"mode=0755,size=10%,nr_inodes=400k";
+
+/// `/proc` entries that stay read-only, each bound over itself (as OCI's readonlyPaths).
+const PROC_READ_ONLY: [&CStr; 5] = [
+    c"proc/sys",
+    c"proc/sysrq-trigger",
+    c"proc/bus",
+    c"proc/fs",
+    c"proc/irq",
+];
+/// `/proc` files that would leak kernel or other tenants' state; `/dev/null` is bound over each
+/// (as OCI's maskedPaths).
+const PROC_MASKED_FILES: [&CStr; 7] = [
+    c"proc/kcore",
+    c"proc/keys",
+    c"proc/latency_stats",
+    c"proc/timer_list",
+    c"proc/timer_stats",
+    c"proc/sched_debug",
+    c"proc/interrupts",
+];
+/// `/proc` directories masked with an empty read-only tmpfs.
+const PROC_MASKED_DIRS: [&CStr; 3] = [c"proc/acpi", c"proc/asound", c"proc/scsi"];
+
 /// Host device nodes bound into the sandbox's `/dev` (skipped when the host lacks one): name,
 /// host path, mount point relative to the new root.
 const DEVICES: [(&CStr, &CStr, &CStr); 6] = [
@@ -153,7 +184,7 @@ pub(super) fn build_root(os: &impl MountSyscalls, entries: Vec<Entry>) -> Result
         os,
         c"/tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
-        c"mode=0755",
+        ROOT_TMPFS,
         "mount the root tmpfs",
     )?;
     let newroot = os
@@ -173,18 +204,20 @@ pub(super) fn build_root(os: &impl MountSyscalls, entries: Vec<Entry>) -> Result
     }
     mount_proc(os)?;
     mount_dev(os, &newroot)?;
+    // Needs our /dev/null, so after /dev.
+    mask_proc(os)?;
     tmpfs(
         os,
         c"tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
-        c"mode=1777",
+        TMP_TMPFS,
         "mount /tmp",
     )?;
     tmpfs(
         os,
         c"run",
         MountFlags::NOSUID | MountFlags::NODEV,
-        c"mode=0755",
+        RUN_TMPFS,
         "mount /run",
     )?;
     drop(newroot);
@@ -272,8 +305,7 @@ fn mount_proc(os: &impl MountSyscalls) -> Result<(), Failure> {
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     os.mount(c"proc", c"proc", c"proc", flags, None)
         .map_err(at("mount /proc"))?;
-    // Kernel tunables and the sysrq trigger stay read-only, bound over themselves.
-    for path in [c"proc/sys", c"proc/sysrq-trigger"] {
+    for path in PROC_READ_ONLY {
         let stage = format!("make /{} read-only", path.to_string_lossy());
         match os.mount_bind(path, path) {
             Ok(()) => {}
@@ -290,12 +322,42 @@ fn mount_proc(os: &impl MountSyscalls) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Hides the `/proc` entries of [`PROC_MASKED_FILES`] (under the sandbox's `/dev/null`, itself
+/// the host's null device) and [`PROC_MASKED_DIRS`]. Entries this kernel lacks are skipped; any
+/// other failure fails the launch, as an unmasked entry would be a silent leak.
+fn mask_proc(os: &impl MountSyscalls) -> Result<(), Failure> {
+    for path in PROC_MASKED_FILES {
+        match os.mount_bind(c"dev/null", path) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Failure::setup(
+                    format!("mask /{}", path.to_string_lossy()),
+                    e,
+                ));
+            }
+        }
+    }
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    for path in PROC_MASKED_DIRS {
+        match os.mount(c"tmpfs", path, c"tmpfs", flags, Some(c"mode=0555,size=4k")) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Failure::setup(
+                    format!("mask /{}", path.to_string_lossy()),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn mount_dev(os: &impl MountSyscalls, newroot: &OwnedFd) -> Result<(), Failure> {
     tmpfs(
         os,
         c"dev",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"mode=0755",
+        DEV_TMPFS,
         "mount /dev",
     )?;
     let dev = os
@@ -336,7 +398,7 @@ fn mount_dev(os: &impl MountSyscalls, newroot: &OwnedFd) -> Result<(), Failure> 
         os,
         c"dev/shm",
         MountFlags::NOSUID | MountFlags::NODEV,
-        c"mode=1777",
+        SHM_TMPFS,
         "mount /dev/shm",
     )?;
     for (name, target) in [
@@ -374,13 +436,13 @@ mod tests {
             .collect()
     }
 
-    fn tmpfs_call(target: &str, flags: MountFlags, mode: &str) -> Call {
+    fn tmpfs_call(target: &str, flags: MountFlags, data: &str) -> Call {
         Call::Mount {
             source: "tmpfs".into(),
             target: target.into(),
             fstype: "tmpfs".into(),
             flags,
-            data: Some(format!("mode={mode}")),
+            data: Some(data.into()),
         }
     }
 
@@ -407,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn tmp_is_a_nosuid_nodev_tmpfs_with_mode_1777() {
+    fn tmp_is_a_size_limited_nosuid_nodev_tmpfs_with_mode_1777() {
         let os = RecordingSyscalls::new();
 
         let calls = build(&os, Vec::new());
@@ -417,13 +479,13 @@ mod tests {
             [tmpfs_call(
                 "tmp",
                 MountFlags::NOSUID | MountFlags::NODEV,
-                "1777"
+                "mode=1777,size=10%,nr_inodes=400k"
             )]
         );
     }
 
     #[test]
-    fn run_is_a_nosuid_nodev_tmpfs_with_mode_0755() {
+    fn run_is_a_size_limited_nosuid_nodev_tmpfs_with_mode_0755() {
         let os = RecordingSyscalls::new();
 
         let calls = build(&os, Vec::new());
@@ -433,13 +495,13 @@ mod tests {
             [tmpfs_call(
                 "run",
                 MountFlags::NOSUID | MountFlags::NODEV,
-                "0755"
+                "mode=0755,size=10%,nr_inodes=400k"
             )]
         );
     }
 
     #[test]
-    fn dev_shm_is_a_nosuid_nodev_tmpfs_with_mode_1777() {
+    fn dev_shm_is_a_size_limited_nosuid_nodev_tmpfs_with_mode_1777() {
         let os = RecordingSyscalls::new();
 
         let calls = build(&os, Vec::new());
@@ -449,8 +511,92 @@ mod tests {
             [tmpfs_call(
                 "dev/shm",
                 MountFlags::NOSUID | MountFlags::NODEV,
-                "1777"
+                "mode=1777,size=10%,nr_inodes=400k"
             )]
+        );
+    }
+
+    fn bind(source: &str, target: &str) -> Call {
+        Call::MountBind {
+            source: source.into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn kernel_state_files_of_proc_are_masked_with_the_sandbox_dev_null() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        let null_bound = index_of(&calls, &bind("/dev/null", "dev/null"));
+        for file in [
+            "kcore",
+            "keys",
+            "timer_list",
+            "sched_debug",
+            "latency_stats",
+        ] {
+            let masked = index_of(&calls, &bind("dev/null", &format!("proc/{file}")));
+            assert!(
+                masked > null_bound,
+                "/proc/{file} masked before /dev/null exists"
+            );
+        }
+    }
+
+    #[test]
+    fn proc_directories_are_masked_with_an_empty_read_only_tmpfs() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        let flags =
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        for dir in ["acpi", "asound", "scsi"] {
+            let target = format!("proc/{dir}");
+            assert_eq!(
+                mounts_at(&calls, &target),
+                [tmpfs_call(&target, flags, "mode=0555,size=4k")]
+            );
+        }
+    }
+
+    #[test]
+    fn proc_bus_fs_and_irq_are_read_only() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        for path in ["proc/bus", "proc/fs", "proc/irq"] {
+            index_of(&calls, &bind(path, path));
+        }
+    }
+
+    #[test]
+    fn a_proc_entry_this_kernel_lacks_is_skipped() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::MountBind { target, .. } if target == "proc/timer_stats"),
+            Errno::NOENT,
+        );
+
+        let built = build_root(&os, Vec::new());
+
+        assert!(built.is_ok(), "{built:?}");
+    }
+
+    #[test]
+    fn a_mask_that_fails_otherwise_fails_the_launch() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::MountBind { target, .. } if target == "proc/kcore"),
+            Errno::PERM,
+        );
+
+        let built = build_root(&os, Vec::new());
+
+        assert!(
+            matches!(&built, Err(Failure::Setup { stage, .. }) if stage == "mask /proc/kcore"),
+            "{built:?}"
         );
     }
 
@@ -518,7 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn dev_is_a_nosuid_nodev_noexec_tmpfs_with_mode_0755() {
+    fn dev_is_a_small_nosuid_nodev_noexec_tmpfs_with_mode_0755() {
         let os = RecordingSyscalls::new();
 
         let calls = build(&os, Vec::new());
@@ -528,7 +674,7 @@ mod tests {
             [tmpfs_call(
                 "dev",
                 MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-                "0755"
+                "mode=0755,size=4m,nr_inodes=64k"
             )]
         );
     }
