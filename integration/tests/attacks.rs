@@ -239,3 +239,33 @@ fn the_sandbox_tmpfs_mounts_are_size_limited() {
         assert!(log.contains(expected), "{expected} expected:\n{log}");
     }
 }
+
+// #20: what a service leaves in its private /tmp, /dev/shm and /run is gone when it (or the
+// next holder of its dynamic uid) starts again.
+#[test]
+fn a_restarted_service_finds_nothing_its_previous_run_left() {
+    let h = Harness::start().unwrap();
+    let script = "for d in /tmp /dev/shm /run; do \
+                  if [ -e $d/left-behind ]; then echo $d:found; else echo $d:clean; fi; \
+                  echo secret > $d/left-behind; done; id -u";
+    let unit = format!("[Service]\nType=oneshot\nExecStart=/bin/sh -c '{script}'\n");
+    ImageBuilder::new(&h.images_dir().join("recycle"))
+        .unit("recycle.service", &unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "recycle"]).unwrap();
+
+    h.berth_ok(&["start", "recycle"]).unwrap();
+    h.berth_ok(&["start", "recycle"]).unwrap();
+    let log = h.berth_ok(&["logs", "recycle"]).unwrap();
+
+    let uids: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.rsplit(": ").next())
+        .filter(|t| t.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(uids.len(), 2, "{log}");
+    assert_eq!(uids[0], uids[1], "the second run got another uid:\n{log}");
+    assert!(!log.contains(":found"), "{log}");
+    assert_eq!(log.matches(":clean").count(), 6, "{log}");
+}

@@ -483,3 +483,70 @@ fn a_message_past_the_size_limit_closes_its_connection_only() {
     assert!(read.is_err() || reply.is_empty(), "got a reply: {reply:?}");
     assert_still_serving(&h);
 }
+
+#[test]
+fn deeply_nested_parameters_get_an_error_and_the_daemon_keeps_serving() {
+    let h = Harness::start().unwrap();
+    let depth = 100_000;
+    let call = format!(
+        r#"{{"method":"io.berth.Manager.Status","parameters":{{"unit":{}{}}}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+
+    let reply = raw_call(&h.socket(), call.as_bytes());
+
+    assert!(
+        reply.is_empty() || reply.contains("org.varlink.service.InvalidParameter"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert_still_serving(&h);
+}
+
+#[test]
+fn descriptors_sent_with_a_call_are_not_kept() {
+    use std::os::fd::AsFd;
+    let h = Harness::start().unwrap();
+    let berthd = h.berthd_pid().unwrap();
+    let count = || {
+        std::fs::read_dir(format!("/proc/{berthd}/fd"))
+            .unwrap()
+            .count()
+    };
+    let stream = UnixStream::connect(h.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // A first call settles the connection's own descriptors.
+    let probe = b"{\"method\":\"org.varlink.service.GetInfo\"}\0";
+    rustix::net::send(&stream, probe, rustix::net::SendFlags::empty()).unwrap();
+    let mut buf = [0u8; 4096];
+    rustix::io::read(&stream, &mut buf).unwrap();
+    let before = count();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let fds: Vec<_> = (0..200).map(|_| null.as_fd()).collect();
+
+    // Status takes no descriptors; send 200 copies of one along with it, in batches of 100.
+    for batch in fds.chunks(100) {
+        let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(100))];
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(batch)));
+        let call = b"{\"method\":\"io.berth.Manager.Status\",\"parameters\":{\"unit\":\"none\"}}\0";
+        rustix::net::sendmsg(
+            &stream,
+            &[std::io::IoSlice::new(call)],
+            &mut control,
+            rustix::net::SendFlags::empty(),
+        )
+        .unwrap();
+        rustix::io::read(&stream, &mut buf).unwrap();
+    }
+
+    assert!(
+        count() <= before,
+        "berthd kept descriptors: {} > {before}",
+        count()
+    );
+    assert_still_serving(&h);
+}
