@@ -190,28 +190,33 @@ fn flood_image(h: &Harness, lines: u32) -> Result<()> {
     Ok(())
 }
 
-/// Reads `child`'s stdout until `lines` lines came or `timeout` passed; returns the count.
-fn count_lines_until(child: &mut std::process::Child, lines: usize, timeout: Duration) -> usize {
+/// Reads `child`'s stdout until `lines` lines came or `timeout` passed; returns them.
+fn read_lines_until(
+    child: &mut std::process::Child,
+    lines: usize,
+    timeout: Duration,
+) -> Vec<String> {
     use std::io::BufRead;
     let Some(stdout) = child.stdout.take() else {
-        return 0;
+        return Vec::new();
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for _ in std::io::BufReader::new(stdout).lines() {
-            if tx.send(()).is_err() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
                 break;
             }
         }
     });
     let deadline = std::time::Instant::now() + timeout;
-    let mut seen = 0;
-    while seen < lines {
+    let mut seen = Vec::new();
+    while seen.len() < lines {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if rx.recv_timeout(left).is_err() {
-            break;
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
         }
-        seen += 1;
     }
     seen
 }
@@ -245,7 +250,7 @@ fn a_follower_gets_a_burst_whole_while_berthd_keeps_serving() {
 
     h.berth_ok(&["start", "flood"]).unwrap();
     let status = h.berth_json(&["status", "flood"]).unwrap();
-    let followed = count_lines_until(&mut follower, 40_000, Duration::from_secs(30));
+    let followed = read_lines_until(&mut follower, 40_000, Duration::from_secs(30)).len();
     follower.kill().unwrap();
     follower.wait().unwrap();
 
@@ -279,6 +284,60 @@ fn a_stopped_follower_holds_up_neither_the_service_nor_berthd() {
     assert!(started.status.success(), "{started:?}");
     assert_eq!(status.unwrap()["state"], "exited");
     assert!(list.status.success());
+}
+
+#[test]
+fn a_full_log_is_rotated_and_a_follower_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berthd.toml");
+    std::fs::write(&config, "log_max_bytes = 65536\n").unwrap();
+    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    // 3,000 lines of about 110 bytes over about 3 s: several rotations at 64 KiB.
+    let pad = "x".repeat(100);
+    let unit = format!(
+        "[Service]\nExecStart=/bin/sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); \
+         echo \"line $i {pad}\"; [ $((i % 100)) = 0 ] && sleep 0.1; done; sleep 1000'\n"
+    );
+    ImageBuilder::new(&h.images_dir().join("chatty"))
+        .unit("chatty.service", &unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "chatty"]).unwrap();
+    let mut follower = h
+        .berth_command(&["logs", "-f", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    h.berth_ok(&["start", "chatty"]).unwrap();
+    let followed = read_lines_until(&mut follower, 3000, Duration::from_secs(30));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    // The last check may still be a second away.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let logs = h.state_dir().join("logs/chatty.service");
+    let current = std::fs::metadata(logs.join("current.log")).unwrap().len();
+    let previous = std::fs::metadata(logs.join("previous.log")).unwrap().len();
+    let numbers: Vec<usize> = followed
+        .iter()
+        .filter_map(|l| l.split("line ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=3000).collect::<Vec<_>>(),
+        "the follower lost or repeated lines across rotations"
+    );
+    assert!(current <= 65536, "current.log is {current} bytes");
+    assert!(previous > 0, "nothing was moved aside");
+    assert!(
+        h.stderr_log()
+            .lines()
+            .all(|l| !l.contains("supervisor of chatty")),
+        "{}",
+        h.stderr_log()
+    );
 }
 
 #[test]

@@ -189,11 +189,14 @@ impl ManagerInterface {
             Ok(u) => u.name.clone(),
             Err(e) => return Outcome::error(&e),
         };
-        let path = m.paths.unit_log(&unit);
+        let files = logs::LogFiles {
+            current: m.paths.unit_log(&unit),
+            previous: m.paths.unit_previous_log(&unit),
+        };
         let lines = p
             .lines
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let (entries, offset) = match logs::tail(&path, lines) {
+        let (entries, cursor) = match logs::tail(&files, lines) {
             Ok(v) => v,
             Err(e) => {
                 return Outcome::error(&ManagerError::Internal {
@@ -228,8 +231,8 @@ impl ManagerInterface {
         if !follow {
             return Outcome::Stream(Box::pin(existing));
         }
-        let new = futures_util::stream::unfold((offset, false), move |(offset, behind)| {
-            let path = path.clone();
+        let new = futures_util::stream::unfold((cursor, false), move |(mut cursor, behind)| {
+            let files = files.clone();
             async move {
                 let mut idle = std::time::Duration::ZERO;
                 let mut behind = behind;
@@ -239,17 +242,19 @@ impl ManagerInterface {
                         tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
                         idle += logs::FOLLOW_INTERVAL;
                     }
-                    match logs::read_from(&path, offset) {
+                    match logs::read_next(&files, cursor) {
                         Ok((entries, next)) if !entries.is_empty() => {
-                            let behind = next - offset >= logs::BATCH_BYTES / 2;
-                            return Some((entries, (next, behind)));
+                            return Some((entries, (next, true)));
                         }
                         // An empty batch now and then: varlink has no keepalive, and only a
                         // write tells the server that a follower has gone away.
-                        Ok(_) if idle >= logs::FOLLOW_KEEPALIVE => {
-                            return Some((Vec::new(), (offset, false)));
+                        Ok((_, next)) if idle >= logs::FOLLOW_KEEPALIVE => {
+                            return Some((Vec::new(), (next, false)));
                         }
-                        Ok(_) => behind = false,
+                        Ok((_, next)) => {
+                            cursor = next;
+                            behind = false;
+                        }
                         Err(_) => return None,
                     }
                 }

@@ -1,8 +1,10 @@
 //! berthd's configuration file (`--config`, default `/etc/berth/berthd.toml`).
 //!
 //! A TOML subset of `key = value` lines: `dynamic_uid_min`, `dynamic_uid_max` (the range berthd
-//! allocates from; berth-helper enforces its own floor on top) and `admin_group` (members may
-//! change state besides root). A missing file means the defaults.
+//! allocates from; berth-helper enforces its own floor on top), `admin_group` (members may
+//! change state besides root) and `log_max_bytes` (a service's log is moved aside to
+//! `previous.log` past this size, so one service keeps at most about twice it). A missing file
+//! means the defaults.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,11 @@ pub struct Config {
     pub uid_min: u32,
     pub uid_max: u32,
     pub admin_group: String,
+    pub log_max_bytes: u64,
 }
+
+/// Default `log_max_bytes`: 64 MiB.
+pub const LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -19,6 +25,7 @@ impl Default for Config {
             uid_min: 61184,
             uid_max: 65519,
             admin_group: "berth-admin".into(),
+            log_max_bytes: LOG_MAX_BYTES,
         }
     }
 }
@@ -76,6 +83,15 @@ impl Config {
                 "dynamic_uid_min" => config.uid_min = number()?,
                 "dynamic_uid_max" => config.uid_max = number()?,
                 "admin_group" => config.admin_group = value.trim_matches('"').to_string(),
+                "log_max_bytes" => {
+                    config.log_max_bytes = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= 4096)
+                        .ok_or_else(|| {
+                            err(format!("log_max_bytes must be at least 4096: {value}"))
+                        })?;
+                }
                 other => return Err(err(format!("unknown key {other}"))),
             }
         }
@@ -94,6 +110,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_max_bytes_is_read_and_bounded_below() {
+        let config = Config::parse("log_max_bytes = 1048576\n").unwrap();
+
+        assert_eq!(config.log_max_bytes, 1_048_576);
+        assert!(Config::parse("log_max_bytes = 10\n").is_err());
+    }
+
+    #[test]
     fn keys_override_the_defaults() {
         let config = Config::parse(
             "dynamic_uid_min = 70000\ndynamic_uid_max = 70100\nadmin_group = \"ops\"\n",
@@ -105,7 +129,8 @@ mod tests {
             Config {
                 uid_min: 70000,
                 uid_max: 70100,
-                admin_group: "ops".into()
+                admin_group: "ops".into(),
+                log_max_bytes: LOG_MAX_BYTES,
             }
         );
     }

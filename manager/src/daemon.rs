@@ -107,6 +107,8 @@ pub struct Manager {
     pub admin_gid: Option<u32>,
     /// The connection to berth-helper, kept between spawns.
     pub helper_client: Option<berth_protocol::client::Client>,
+    /// A service's `current.log` is moved aside past this size.
+    pub log_max_bytes: u64,
 }
 
 impl Manager {
@@ -121,6 +123,7 @@ impl Manager {
             changed,
             admin_gid,
             helper_client: None,
+            log_max_bytes: crate::config::LOG_MAX_BYTES,
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {

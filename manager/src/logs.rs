@@ -44,15 +44,38 @@ pub fn parse_complete(bytes: &[u8]) -> (Vec<LogEntry>, usize) {
     (entries, end + 1)
 }
 
-/// The last `lines` entries (all when None) and the offset where following continues.
-pub fn tail(path: &Path, lines: Option<usize>) -> std::io::Result<(Vec<LogEntry>, u64)> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(MAX_TAIL_BYTES);
+/// A unit's log: `current.log`, which its supervisor appends to, and `previous.log`, where
+/// berthd moves it once it is full.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    pub current: PathBuf,
+    pub previous: PathBuf,
+}
+
+/// How far a reader got: the file (by inode, since rotation renames it) and the offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub ino: u64,
+    pub offset: u64,
+}
+
+/// The open file at `path`, its inode and length; None when it does not exist.
+fn open_log(path: &Path) -> std::io::Result<Option<(std::fs::File, u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            Ok(Some((file, meta.ino(), meta.len())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The complete entries in the last `max` bytes of `file` (of length `len`), and the offset
+/// after the last of them.
+fn tail_of(file: &mut std::fs::File, len: u64, max: u64) -> std::io::Result<(Vec<LogEntry>, u64)> {
+    let start = len.saturating_sub(max);
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
     file.take(len - start).read_to_end(&mut bytes)?;
@@ -65,12 +88,101 @@ pub fn tail(path: &Path, lines: Option<usize>) -> std::io::Result<(Vec<LogEntry>
     } else {
         0
     };
-    let (mut entries, used) = parse_complete(&bytes[skip..]);
+    let (entries, used) = parse_complete(&bytes[skip..]);
+    Ok((entries, start + (skip + used) as u64))
+}
+
+/// The last `lines` entries (all when None, up to [`MAX_TAIL_BYTES`] of log), taken from
+/// `previous.log` too when `current.log` has fewer, and the cursor where following continues.
+pub fn tail(files: &LogFiles, lines: Option<usize>) -> std::io::Result<(Vec<LogEntry>, Cursor)> {
+    let (mut entries, cursor, used) = match open_log(&files.current)? {
+        Some((mut file, ino, len)) => {
+            let (entries, offset) = tail_of(&mut file, len, MAX_TAIL_BYTES)?;
+            (entries, Cursor { ino, offset }, len.min(MAX_TAIL_BYTES))
+        }
+        None => (Vec::new(), Cursor { ino: 0, offset: 0 }, 0),
+    };
+    let wanted_more = lines.is_none_or(|n| entries.len() < n);
+    if wanted_more
+        && used < MAX_TAIL_BYTES
+        && let Some((mut file, _, len)) = open_log(&files.previous)?
+    {
+        let (mut older, _) = tail_of(&mut file, len, MAX_TAIL_BYTES - used)?;
+        older.append(&mut entries);
+        entries = older;
+    }
     if let Some(n) = lines {
         let drop = entries.len().saturating_sub(n);
         entries.drain(..drop);
     }
-    Ok((entries, start + (skip + used) as u64))
+    Ok((entries, cursor))
+}
+
+/// New complete entries after `cursor`, from at most [`BATCH_BYTES`] of log. When
+/// `current.log` was moved aside since, the rest of it is read from `previous.log` first.
+pub fn read_next(files: &LogFiles, cursor: Cursor) -> std::io::Result<(Vec<LogEntry>, Cursor)> {
+    let Some((file, ino, len)) = open_log(&files.current)? else {
+        return Ok((Vec::new(), cursor));
+    };
+    if ino == cursor.ino {
+        let (entries, offset) = read_after(file, len, cursor.offset)?;
+        return Ok((entries, Cursor { ino, offset }));
+    }
+    if let Some((old, old_ino, old_len)) = open_log(&files.previous)?
+        && old_ino == cursor.ino
+        && old_len > cursor.offset
+    {
+        let (entries, offset) = read_after(old, old_len, cursor.offset)?;
+        if !entries.is_empty() {
+            return Ok((
+                entries,
+                Cursor {
+                    ino: old_ino,
+                    offset,
+                },
+            ));
+        }
+    }
+    // A new file (rotated, or rotated twice since): start at its beginning.
+    let (entries, offset) = read_after(file, len, 0)?;
+    Ok((entries, Cursor { ino, offset }))
+}
+
+/// Complete entries after `offset` in `file` (of length `len`), one batch at most.
+fn read_after(
+    mut file: std::fs::File,
+    len: u64,
+    offset: u64,
+) -> std::io::Result<(Vec<LogEntry>, u64)> {
+    // Truncated: start over.
+    let offset = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.take((len - offset).min(BATCH_BYTES))
+        .read_to_end(&mut bytes)?;
+    let (entries, used) = parse_complete(&bytes);
+    Ok((entries, offset + used as u64))
+}
+
+/// Moves `current.log` aside to `previous.log` (replacing it) once it has grown past `max`
+/// bytes, and returns a fresh `current.log`, opened for appending, for the supervisor to write
+/// to from then on. Lines written until the supervisor switches go on into `previous.log`.
+pub fn rotate_if_full(files: &LogFiles, max: u64) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::metadata(&files.current) {
+        Ok(meta) if meta.len() > max => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    std::fs::rename(&files.current, &files.previous)?;
+    let fresh = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&files.current)?;
+    Ok(Some(fresh))
 }
 
 fn size_of(entry: &LogEntry) -> usize {
@@ -113,27 +225,6 @@ pub fn newest_within(mut entries: Vec<LogEntry>, max: usize) -> (Vec<LogEntry>, 
     (entries, dropped > 0)
 }
 
-/// New complete entries after `offset`, from at most [`BATCH_BYTES`] of the log; returns them
-/// and the new offset.
-pub fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<(Vec<LogEntry>, u64)> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    if len < offset {
-        // Truncated or replaced: start over.
-        return read_from(path, 0);
-    }
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.take((len - offset).min(BATCH_BYTES))
-        .read_to_end(&mut bytes)?;
-    let (entries, used) = parse_complete(&bytes);
-    Ok((entries, offset + used as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,13 +238,43 @@ mod tests {
         std::fs::write(path, bytes).unwrap();
     }
 
+    fn append_log(path: &Path, texts: &[&str]) {
+        use std::io::Write;
+        let mut bytes = Vec::new();
+        for t in texts {
+            encode(9, Stream::Stdout, t.as_bytes(), &mut bytes);
+        }
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(&bytes).unwrap();
+    }
+
+    fn files(dir: &Path) -> LogFiles {
+        LogFiles {
+            current: dir.join("current.log"),
+            previous: dir.join("previous.log"),
+        }
+    }
+
+    /// Everything `read_next` returns from `cursor` until it has nothing new.
+    fn read_all(files: &LogFiles, mut cursor: Cursor) -> (Vec<String>, Cursor) {
+        let mut texts = Vec::new();
+        loop {
+            let (batch, next) = read_next(files, cursor).unwrap();
+            cursor = next;
+            if batch.is_empty() {
+                return (texts, cursor);
+            }
+            texts.extend(batch.into_iter().map(|e| e.text));
+        }
+    }
+
     #[test]
     fn tail_returns_the_last_n_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        write_log(&path, &["a", "b", "c"]);
+        let files = files(dir.path());
+        write_log(&files.current, &["a", "b", "c"]);
 
-        let (entries, _) = tail(&path, Some(2)).unwrap();
+        let (entries, _) = tail(&files, Some(2)).unwrap();
 
         assert_eq!(
             entries.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
@@ -169,18 +290,73 @@ mod tests {
     }
 
     #[test]
-    fn read_from_returns_only_new_entries() {
+    fn read_next_returns_only_new_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        write_log(&path, &["a"]);
-        let (_, offset) = tail(&path, None).unwrap();
-        write_log(&path, &["a", "b"]);
+        let files = files(dir.path());
+        write_log(&files.current, &["a"]);
+        let (_, cursor) = tail(&files, None).unwrap();
+        append_log(&files.current, &["b"]);
 
-        let (entries, _) = read_from(&path.to_path_buf(), offset).unwrap();
+        let (texts, _) = read_all(&files, cursor);
+
+        assert_eq!(texts, ["b"]);
+    }
+
+    #[test]
+    fn a_full_log_is_moved_aside_and_a_fresh_one_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["old"]);
+
+        let fresh = rotate_if_full(&files, 1).unwrap();
+
+        assert!(fresh.is_some());
+        assert_eq!(std::fs::metadata(&files.current).unwrap().len(), 0);
+        assert!(
+            std::fs::read_to_string(&files.previous)
+                .unwrap()
+                .contains("old")
+        );
+    }
+
+    #[test]
+    fn a_log_under_its_limit_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["small"]);
+
+        assert!(rotate_if_full(&files, 1 << 20).unwrap().is_none());
+        assert!(!files.previous.exists());
+    }
+
+    #[test]
+    fn a_follower_reads_the_rest_of_a_rotated_log_then_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["a"]);
+        let (_, cursor) = tail(&files, None).unwrap();
+        // Written after the follower's last read, then the log is moved aside.
+        append_log(&files.current, &["b"]);
+        rotate_if_full(&files, 1).unwrap().unwrap();
+        append_log(&files.current, &["c"]);
+
+        let (texts, _) = read_all(&files, cursor);
+
+        assert_eq!(texts, ["b", "c"]);
+    }
+
+    #[test]
+    fn tail_reaches_into_the_previous_log_for_more_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.previous, &["a", "b"]);
+        write_log(&files.current, &["c"]);
+
+        let (entries, _) = tail(&files, Some(2)).unwrap();
 
         assert_eq!(
             entries.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
-            ["b"]
+            ["b", "c"]
         );
     }
 
@@ -236,22 +412,23 @@ mod tests {
     }
 
     #[test]
-    fn read_from_reads_one_batch_at_a_time() {
+    fn read_next_reads_one_batch_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
+        let files = files(dir.path());
         let line = "z".repeat(1000);
         let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), 100).collect();
-        write_log(&path, &lines);
+        write_log(&files.current, &lines);
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&files.current).unwrap());
 
         let mut reads = Vec::new();
-        let mut offset = 0;
+        let mut cursor = Cursor { ino, offset: 0 };
         loop {
-            let (batch, next) = read_from(&path.to_path_buf(), offset).unwrap();
+            let (batch, next) = read_next(&files, cursor).unwrap();
             if batch.is_empty() {
                 break;
             }
             reads.push(batch.len());
-            offset = next;
+            cursor = next;
         }
 
         assert!(reads.len() > 1, "one read took the whole log: {reads:?}");
@@ -262,6 +439,6 @@ mod tests {
     fn missing_log_is_empty() {
         let dir = tempfile::tempdir().unwrap();
 
-        assert!(tail(&dir.path().join("none"), None).unwrap().0.is_empty());
+        assert!(tail(&files(dir.path()), None).unwrap().0.is_empty());
     }
 }

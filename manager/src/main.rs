@@ -63,7 +63,9 @@ fn run() -> anyhow::Result<()> {
     let admin_gid =
         host_users::lookup(std::path::Path::new("/etc/group"), &config.admin_group).map(|g| g.id);
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
-    let shared = Rc::new(RefCell::new(Manager::load(paths.clone(), users, admin_gid)));
+    let mut manager = Manager::load(paths.clone(), users, admin_gid);
+    manager.log_max_bytes = config.log_max_bytes;
+    let shared = Rc::new(RefCell::new(manager));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

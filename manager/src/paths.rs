@@ -54,6 +54,10 @@ impl Paths {
     pub fn unit_log(&self, unit: &str) -> PathBuf {
         self.logs_dir().join(unit).join("current.log")
     }
+    /// Where a full `current.log` is moved to (replacing the one before).
+    pub fn unit_previous_log(&self, unit: &str) -> PathBuf {
+        self.logs_dir().join(unit).join("previous.log")
+    }
     /// StateDirectory= of dynamic-user services (0700 parent).
     pub fn private_state_dir(&self) -> PathBuf {
         self.state.join("private")

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::daemon::{Manager, Shared, UnitState};
+use crate::logs;
 use crate::service_config::ServiceType;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -344,11 +345,16 @@ async fn follow(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     send(&mut write, &SupervisorRequest::Status).await?;
+    let mut rotation = tokio::time::interval(LOG_CHECK_INTERVAL);
+    rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { return Ok(()) };
                 let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+                if let Some(error) = &status.error {
+                    eprintln!("berthd: supervisor of {unit}: {error}");
+                }
                 // One exit per run: later lines (the answer to Release) change nothing.
                 if !*exited && record_status(shared, unit, &status) {
                     *exited = true;
@@ -361,8 +367,69 @@ async fn follow(
                     None => return Ok(()),
                 }
             }
+            _ = rotation.tick(), if !*exited => {
+                let (files, max) = {
+                    let m = shared.borrow();
+                    let files = logs::LogFiles {
+                        current: m.paths.unit_log(unit),
+                        previous: m.paths.unit_previous_log(unit),
+                    };
+                    (files, m.log_max_bytes)
+                };
+                match logs::rotate_if_full(&files, max) {
+                    Ok(Some(fresh)) => send_with_fd(&write, &SupervisorRequest::ReplaceLog, fresh.as_fd()).await?,
+                    Ok(None) => {}
+                    Err(e) => eprintln!("berthd: cannot rotate the log of {unit}: {e}"),
+                }
+            }
         }
     }
+}
+
+/// How often a running service's log size is checked against `log_max_bytes`.
+const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sends `request` with `fd` attached to its first byte (SCM_RIGHTS).
+async fn send_with_fd(
+    write: &tokio::net::unix::OwnedWriteHalf,
+    request: &SupervisorRequest,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let stream: &UnixStream = write.as_ref();
+    let sent = loop {
+        stream.writable().await?;
+        let attempt = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let fds = [fd];
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+            rustix::net::sendmsg(
+                stream,
+                &[std::io::IoSlice::new(&line)],
+                &mut control,
+                rustix::net::SendFlags::NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match attempt {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    };
+    // The descriptor went with the first byte; the rest of a short write follows plainly.
+    let mut rest = &line[sent..];
+    while !rest.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn send(

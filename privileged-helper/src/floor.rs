@@ -273,7 +273,8 @@ pub fn check_unit_name(unit: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_log_fd(log: &OwnedFd, manager_uid: u32) -> Result<(), Refusal> {
+/// A log descriptor the manager hands over: a regular file it owns, opened for appending.
+pub(crate) fn check_log_fd(log: &OwnedFd, manager_uid: u32) -> Result<(), Refusal> {
     let st = rustix::fs::fstat(log).map_err(|e| refuse("log", e.to_string()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(refuse("log", "not a regular file"));

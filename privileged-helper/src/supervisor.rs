@@ -10,6 +10,7 @@
 //! - on init's exit records the [`ExitStatus`], tells every client, and keeps it until a
 //!   `Release`, after which it removes its socket and exits.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
@@ -35,6 +36,8 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(8);
 const MAX_CLIENTS: usize = 32;
 /// Longest request line; a client sending more is disconnected.
 const MAX_REQUEST: usize = 64 * 1024;
+/// Descriptors a client may have sent ahead of the requests that use them.
+const MAX_CLIENT_FDS: usize = 4;
 /// Unsent replies a slow client may accumulate before it is disconnected.
 const MAX_PENDING_REPLIES: usize = 1 << 20;
 const READ_CHUNK: usize = 64 * 1024;
@@ -488,6 +491,8 @@ struct Client {
     fd: OwnedFd,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Descriptors received with the input, oldest first (for `ReplaceLog`).
+    fds: VecDeque<OwnedFd>,
     dead: bool,
 }
 
@@ -681,6 +686,7 @@ impl Supervisor {
                             fd,
                             input: Vec::new(),
                             output: Vec::new(),
+                            fds: VecDeque::new(),
                             dead: false,
                         });
                     }
@@ -764,7 +770,25 @@ impl Supervisor {
         let mut buf = [0u8; 4096];
         loop {
             let client = &mut self.clients[i];
-            match rustix::io::read(&client.fd, &mut buf) {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_CLIENT_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &client.fd,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            );
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = message {
+                    client.fds.extend(fds);
+                }
+            }
+            // Only ReplaceLog uses descriptors; a client piling them up is dropped.
+            if client.fds.len() > MAX_CLIENT_FDS {
+                client.dead = true;
+                break;
+            }
+            match received.map(|r| r.bytes) {
                 Ok(0) => {
                     client.dead = true;
                     break;
@@ -784,13 +808,29 @@ impl Supervisor {
         }
         while let Some(pos) = self.clients[i].input.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.clients[i].input.drain(..=pos).collect();
-            let reply = self.handle(&line[..pos]);
+            let mut fds = std::mem::take(&mut self.clients[i].fds);
+            let reply = self.handle(&line[..pos], &mut fds);
+            self.clients[i].fds = fds;
             self.clients[i].queue(&reply);
         }
         self.clients[i].flush();
     }
 
-    fn handle(&mut self, line: &[u8]) -> SupervisorStatus {
+    /// Switches the output to the log that came with a `ReplaceLog` request.
+    fn replace_log(&mut self, fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
+        let Some(log) = fds.pop_front() else {
+            return self.status(Some("no log descriptor came with the request".into()));
+        };
+        match crate::floor::check_log_fd(&log, self.control.owner) {
+            Ok(()) => {
+                self.log = log;
+                self.status(None)
+            }
+            Err(refusal) => self.status(Some(format!("log refused: {refusal}"))),
+        }
+    }
+
+    fn handle(&mut self, line: &[u8], fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
         let request = match serde_json::from_slice::<SupervisorRequest>(line) {
             Ok(request) => request,
             Err(e) => return self.status(Some(format!("invalid request: {e}"))),
@@ -833,6 +873,7 @@ impl Supervisor {
                     Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
                 }
             }
+            SupervisorRequest::ReplaceLog => self.replace_log(fds),
             SupervisorRequest::Release => {
                 if self.init.is_some() {
                     return self.status(Some("the service is still running; stop it first".into()));

@@ -251,6 +251,25 @@ struct Control {
 }
 
 impl Control {
+    /// Sends `request` with `fd` attached (SCM_RIGHTS) and reads the reply.
+    fn request_with_fd(&mut self, request: &SupervisorRequest, fd: &OwnedFd) -> SupervisorStatus {
+        let mut line = serde_json::to_vec(request).unwrap();
+        line.push(b'\n');
+        let fds = [std::os::fd::AsFd::as_fd(fd)];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+        let sent = rustix::net::sendmsg(
+            self.reader.get_ref(),
+            &[std::io::IoSlice::new(&line)],
+            &mut control,
+            rustix::net::SendFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(sent, line.len());
+        self.read_status()
+    }
+
     fn request(&mut self, request: &SupervisorRequest) -> SupervisorStatus {
         let line = serde_json::to_string(request).unwrap();
         writeln!(self.reader.get_mut(), "{line}").unwrap();
@@ -1004,4 +1023,73 @@ fn control_socket_is_owned_by_the_manager_with_mode_0600() {
 
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.mode() & 0o777), (MANAGER_UID, 0o600));
+}
+
+/// A fresh log file for `ReplaceLog`, owned by `owner`, opened for appending.
+fn new_log(fx: &Fixture, name: &str, owner: u32) -> (PathBuf, OwnedFd) {
+    let path = fx.logs.path().join(name);
+    fs::write(&path, b"").unwrap();
+    std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+    let fd = rustix::fs::open(
+        path.as_path(),
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    (path, fd)
+}
+
+#[test]
+fn replace_log_sends_the_output_to_the_new_file_from_then_on() {
+    require_root();
+    let mut fx = Fixture::new("rotate.service");
+    fx.launch_script("while :; do echo tick; sleep 0.05; done");
+    fx.wait_for_stdout("tick");
+    let (path, fd) = new_log(&fx, "fresh.log", MANAGER_UID);
+
+    let reply = fx
+        .connect()
+        .request_with_fd(&SupervisorRequest::ReplaceLog, &fd);
+
+    assert_eq!(reply.error, None);
+    wait_until("output reaches the new log", || {
+        fs::read_to_string(&path).is_ok_and(|t| t.contains("stdout tick"))
+    });
+}
+
+#[test]
+fn replace_log_refuses_a_file_the_manager_does_not_own() {
+    require_root();
+    let mut fx = Fixture::new("rotate-root.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+    let (_, fd) = new_log(&fx, "roots.log", 0);
+
+    let reply = fx
+        .connect()
+        .request_with_fd(&SupervisorRequest::ReplaceLog, &fd);
+
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not owned by the manager")),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn replace_log_without_a_descriptor_is_refused() {
+    require_root();
+    let mut fx = Fixture::new("rotate-none.service");
+    fx.launch(&["/bin/sleep", "1000"]);
+
+    let reply = fx.request(&SupervisorRequest::ReplaceLog);
+
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no log descriptor")),
+        "{reply:?}"
+    );
 }

@@ -21,6 +21,10 @@ pub enum SupervisorRequest {
     Signal { signal: i32 },
     /// The exit status has been recorded: the supervisor may exit. Refused while running.
     Release,
+    /// From now on, write the service's output to the log file whose descriptor comes with this
+    /// request (SCM_RIGHTS on its first byte). berthd sends it after moving a full log aside.
+    /// The file must be regular, owned by the manager and opened for appending.
+    ReplaceLog,
 }
 
 /// How the main process ended.
