@@ -177,17 +177,7 @@ fn garbage_on_the_socket_does_not_stop_the_daemon() {
 fn unprivileged_client_may_read_but_not_change() {
     let h = Harness::start().unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
-    let berth = h.bin_dir().join("berth");
-    let as_nobody = |args: &[&str]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&berth)
-            .arg("--socket")
-            .arg(h.socket())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_nobody = |args: &[&str]| h.berth_as(65534, 65534, &[], args).unwrap();
 
     let read = as_nobody(&["list"]);
     let write = as_nobody(&["attach", "hello"]);
@@ -198,6 +188,29 @@ fn unprivileged_client_may_read_but_not_change() {
         !write.status.success() && err.contains("permission denied"),
         "{err}"
     );
+}
+
+#[test]
+fn only_admins_may_inspect_an_image_by_path() {
+    let h = Harness::start().unwrap();
+    let image = busybox_image(&h.images_dir(), "hello").unwrap();
+    let path = image.to_str().unwrap();
+
+    let by_name = h
+        .berth_as(65534, 65534, &[], &["image", "inspect", "hello"])
+        .unwrap();
+    let by_path = h
+        .berth_as(65534, 65534, &[], &["image", "inspect", path])
+        .unwrap();
+    let root_by_path = h.berth(&["image", "inspect", path]).unwrap();
+
+    assert!(by_name.status.success(), "{by_name:?}");
+    let err = String::from_utf8_lossy(&by_path.stderr);
+    assert!(
+        !by_path.status.success() && err.contains("permission denied"),
+        "{err}"
+    );
+    assert!(root_by_path.status.success(), "{root_by_path:?}");
 }
 
 #[test]

@@ -44,9 +44,11 @@ impl ManagerInterface {
     }
 
     fn authorized(&self, method: &str, peer: Option<&Peer>) -> bool {
-        if READ_ONLY.contains(&method) {
-            return true;
-        }
+        READ_ONLY.contains(&method) || self.privileged(peer)
+    }
+
+    /// Root, or a member (primary or supplementary) of the admin group.
+    fn privileged(&self, peer: Option<&Peer>) -> bool {
         let Some(peer) = peer else { return false };
         if peer.uid == 0 {
             return true;
@@ -96,6 +98,14 @@ impl ManagerInterface {
             }
             "InspectImage" => {
                 let p: InspectImageParams = params(parameters)?;
+                // Anyone may inspect the images in the pool. An arbitrary path is read with
+                // berthd's rights, not the caller's, so only those who may attach it may look
+                // (otherwise berthd would show anyone files only its user can read).
+                if p.image.starts_with('/') && !self.privileged(ctx.peer.as_ref()) {
+                    return Err(Outcome::error(&ManagerError::PermissionDenied {
+                        method: "InspectImage of a path".to_string(),
+                    }));
+                }
                 let details = shared
                     .borrow()
                     .inspect_image(&p.image, p.cat.unwrap_or(false));
