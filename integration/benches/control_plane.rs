@@ -18,7 +18,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if berth_testkit::bench::listing_only() {
         return Ok(());
     }
     let h = Harness::start()?;

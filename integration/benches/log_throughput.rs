@@ -33,13 +33,10 @@ fn run_once(h: &Harness) -> Result<Duration> {
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if berth_testkit::bench::listing_only() {
         return Ok(());
     }
-    let mib: u64 = std::env::var("BERTH_BENCH_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
+    let mib: u64 = berth_testkit::bench::env_or("BERTH_BENCH_MB", 512);
     let bytes = mib * 1024 * 1024;
     ensure!(LINE.len() == 99, "LINE is {} bytes", LINE.len());
     let h = Harness::start()?;

@@ -37,13 +37,10 @@ fn supervisors() -> Vec<u32> {
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if berth_testkit::bench::listing_only() {
         return Ok(());
     }
-    let running: usize = std::env::var("BERTH_BENCH_RUNNING")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let running: usize = berth_testkit::bench::env_or("BERTH_BENCH_RUNNING", 500);
     ensure!(running <= ATTACHED, "at most {ATTACHED} services");
     let before = supervisors().len();
     let h = Harness::start()?;

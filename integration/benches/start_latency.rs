@@ -53,13 +53,10 @@ fn linking_of(binary: &std::path::Path) -> String {
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(()); // `cargo test --benches` lists benches; nothing to list here
+    if berth_testkit::bench::listing_only() {
+        return Ok(());
     }
-    let runs: usize = std::env::var("BERTH_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let runs: usize = berth_testkit::bench::env_or("BERTH_BENCH_RUNS", 200);
     let h = Harness::start()?;
     let image = ImageBuilder::new(&h.images_dir().join("bench"))
         .unit(
