@@ -199,10 +199,7 @@ impl ManagerInterface {
             Ok(u) => u.name.clone(),
             Err(e) => return Outcome::error(&e),
         };
-        let files = logs::LogFiles {
-            current: m.paths.unit_log(&unit),
-            previous: m.paths.unit_previous_log(&unit),
-        };
+        let files = logs::LogFiles::of(&m.paths, &unit);
         let lines = p
             .lines
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));

@@ -44,12 +44,28 @@ pub fn parse_complete(bytes: &[u8]) -> (Vec<LogEntry>, usize) {
     (entries, end + 1)
 }
 
-/// A unit's log: `current.log`, which its supervisor appends to, and `previous.log`, where
-/// berthd moves it once it is full.
+/// A unit's log: `current.log`, which its supervisor appends to; `previous.log`, where berthd
+/// moves it once it is full; and `incoming.log`, the next `current.log` while the supervisor
+/// is switching to it.
 #[derive(Debug, Clone)]
 pub struct LogFiles {
     pub current: PathBuf,
     pub previous: PathBuf,
+    pub incoming: PathBuf,
+}
+
+impl LogFiles {
+    pub fn of(paths: &crate::paths::Paths, unit: &str) -> LogFiles {
+        LogFiles::in_dir(&paths.unit_log_dir(unit))
+    }
+
+    pub fn in_dir(dir: &Path) -> LogFiles {
+        LogFiles {
+            current: dir.join("current.log"),
+            previous: dir.join("previous.log"),
+            incoming: dir.join("incoming.log"),
+        }
+    }
 }
 
 /// How far a reader got: the file (by inode, since rotation renames it) and the offset in it.
@@ -164,10 +180,16 @@ fn read_after(
     Ok((entries, offset + used as u64))
 }
 
-/// Moves `current.log` aside to `previous.log` (replacing it) once it has grown past `max`
-/// bytes, and returns a fresh `current.log`, opened for appending, for the supervisor to write
-/// to from then on. Lines written until the supervisor switches go on into `previous.log`.
-pub fn rotate_if_full(files: &LogFiles, max: u64) -> std::io::Result<Option<std::fs::File>> {
+/// Rotation, in three steps that readers in berthd never see half done:
+/// 1. [`begin_rotation`]: once `current.log` has grown past the limit, create `incoming.log`,
+///    which berthd hands to the supervisor;
+/// 2. the supervisor switches to it, so `current.log` receives no more output;
+/// 3. [`finish_rotation`]: move `current.log` to `previous.log` (replacing it) and
+///    `incoming.log` to `current.log`.
+///
+/// A follower therefore reads the old file to its true end before the new one starts, and
+/// loses no line. If the supervisor refuses the file, [`abandon_rotation`] removes it.
+pub fn begin_rotation(files: &LogFiles, max: u64) -> std::io::Result<Option<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::metadata(&files.current) {
         Ok(meta) if meta.len() > max => {}
@@ -175,14 +197,33 @@ pub fn rotate_if_full(files: &LogFiles, max: u64) -> std::io::Result<Option<std:
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    std::fs::rename(&files.current, &files.previous)?;
-    let fresh = std::fs::OpenOptions::new()
+    let incoming = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .truncate(false)
         .mode(0o640)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&files.current)?;
-    Ok(Some(fresh))
+        .open(&files.incoming)?;
+    incoming.set_len(0)?;
+    Ok(Some(incoming))
+}
+
+/// Step 3 of a rotation (see [`begin_rotation`]), once the supervisor writes to `incoming.log`.
+/// Also completes a rotation that a berthd restart interrupted.
+pub fn finish_rotation(files: &LogFiles) -> std::io::Result<()> {
+    if !files.incoming.exists() {
+        return Ok(());
+    }
+    std::fs::rename(&files.current, &files.previous)?;
+    std::fs::rename(&files.incoming, &files.current)
+}
+
+/// Undoes step 1 when the supervisor refused the new file.
+pub fn abandon_rotation(files: &LogFiles) -> std::io::Result<()> {
+    match std::fs::remove_file(&files.incoming) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 fn size_of(entry: &LogEntry) -> usize {
@@ -249,10 +290,13 @@ mod tests {
     }
 
     fn files(dir: &Path) -> LogFiles {
-        LogFiles {
-            current: dir.join("current.log"),
-            previous: dir.join("previous.log"),
-        }
+        LogFiles::in_dir(dir)
+    }
+
+    /// A whole rotation, as berthd and a cooperating supervisor do it.
+    fn rotate(files: &LogFiles) {
+        begin_rotation(files, 1).unwrap().unwrap();
+        finish_rotation(files).unwrap();
     }
 
     /// Everything `read_next` returns from `cursor` until it has nothing new.
@@ -303,20 +347,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_log_is_moved_aside_and_a_fresh_one_returned() {
+    fn a_full_log_gets_an_incoming_file_and_is_moved_aside_when_finished() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
         write_log(&files.current, &["old"]);
 
-        let fresh = rotate_if_full(&files, 1).unwrap();
+        let incoming = begin_rotation(&files, 1).unwrap();
+        let untouched = std::fs::read_to_string(&files.current).unwrap();
+        finish_rotation(&files).unwrap();
 
-        assert!(fresh.is_some());
+        assert!(incoming.is_some());
+        assert!(
+            untouched.contains("old"),
+            "current.log moved before the switch"
+        );
         assert_eq!(std::fs::metadata(&files.current).unwrap().len(), 0);
         assert!(
             std::fs::read_to_string(&files.previous)
                 .unwrap()
                 .contains("old")
         );
+        assert!(!files.incoming.exists());
     }
 
     #[test]
@@ -325,8 +376,26 @@ mod tests {
         let files = files(dir.path());
         write_log(&files.current, &["small"]);
 
-        assert!(rotate_if_full(&files, 1 << 20).unwrap().is_none());
-        assert!(!files.previous.exists());
+        assert!(begin_rotation(&files, 1 << 20).unwrap().is_none());
+        assert!(!files.incoming.exists());
+    }
+
+    #[test]
+    fn an_abandoned_rotation_leaves_the_log_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["kept"]);
+        begin_rotation(&files, 1).unwrap().unwrap();
+
+        abandon_rotation(&files).unwrap();
+        finish_rotation(&files).unwrap();
+
+        assert!(
+            std::fs::read_to_string(&files.current)
+                .unwrap()
+                .contains("kept")
+        );
+        assert!(!files.previous.exists() && !files.incoming.exists());
     }
 
     #[test]
@@ -337,7 +406,7 @@ mod tests {
         let (_, cursor) = tail(&files, None).unwrap();
         // Written after the follower's last read, then the log is moved aside.
         append_log(&files.current, &["b"]);
-        rotate_if_full(&files, 1).unwrap().unwrap();
+        rotate(&files);
         append_log(&files.current, &["c"]);
 
         let (texts, _) = read_all(&files, cursor);

@@ -52,11 +52,11 @@ impl Paths {
         self.state.join("logs")
     }
     pub fn unit_log(&self, unit: &str) -> PathBuf {
-        self.logs_dir().join(unit).join("current.log")
+        self.unit_log_dir(unit).join("current.log")
     }
-    /// Where a full `current.log` is moved to (replacing the one before).
-    pub fn unit_previous_log(&self, unit: &str) -> PathBuf {
-        self.logs_dir().join(unit).join("previous.log")
+    /// The directory of a unit's log files (see `logs::LogFiles`).
+    pub fn unit_log_dir(&self, unit: &str) -> PathBuf {
+        self.logs_dir().join(unit)
     }
     /// StateDirectory= of dynamic-user services (0700 parent).
     pub fn private_state_dir(&self) -> PathBuf {

@@ -345,8 +345,24 @@ async fn follow(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     send(&mut write, &SupervisorRequest::Status).await?;
-    let mut rotation = tokio::time::interval(LOG_CHECK_INTERVAL);
+    let (files, max) = {
+        let m = shared.borrow();
+        (logs::LogFiles::of(&m.paths, unit), m.log_max_bytes)
+    };
+    // A rotation a berthd restart interrupted: the supervisor may already write to the new file.
+    if let Err(e) = logs::finish_rotation(&files) {
+        eprintln!("berthd: cannot finish rotating the log of {unit}: {e}");
+    }
+    // Not at once: the answer to the Status above must not be taken for a ReplaceLog's.
+    let mut rotation = tokio::time::interval_at(
+        tokio::time::Instant::now() + LOG_CHECK_INTERVAL,
+        LOG_CHECK_INTERVAL,
+    );
     rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A ReplaceLog is out; the next status line is its answer (or the exit, after which the
+    // service writes no more).
+    let mut switching = false;
+    let mut rotating = true;
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -354,6 +370,19 @@ async fn follow(
                 let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
                 if let Some(error) = &status.error {
                     eprintln!("berthd: supervisor of {unit}: {error}");
+                }
+                if switching {
+                    switching = false;
+                    let step = if status.error.is_some() {
+                        // An older supervisor: leave its log alone from now on.
+                        rotating = false;
+                        logs::abandon_rotation(&files)
+                    } else {
+                        logs::finish_rotation(&files)
+                    };
+                    if let Err(e) = step {
+                        eprintln!("berthd: cannot rotate the log of {unit}: {e}");
+                    }
                 }
                 // One exit per run: later lines (the answer to Release) change nothing.
                 if !*exited && record_status(shared, unit, &status) {
@@ -367,17 +396,12 @@ async fn follow(
                     None => return Ok(()),
                 }
             }
-            _ = rotation.tick(), if !*exited => {
-                let (files, max) = {
-                    let m = shared.borrow();
-                    let files = logs::LogFiles {
-                        current: m.paths.unit_log(unit),
-                        previous: m.paths.unit_previous_log(unit),
-                    };
-                    (files, m.log_max_bytes)
-                };
-                match logs::rotate_if_full(&files, max) {
-                    Ok(Some(fresh)) => send_with_fd(&write, &SupervisorRequest::ReplaceLog, fresh.as_fd()).await?,
+            _ = rotation.tick(), if rotating && !switching && !*exited => {
+                match logs::begin_rotation(&files, max) {
+                    Ok(Some(incoming)) => {
+                        send_with_fd(&write, &SupervisorRequest::ReplaceLog, incoming.as_fd()).await?;
+                        switching = true;
+                    }
                     Ok(None) => {}
                     Err(e) => eprintln!("berthd: cannot rotate the log of {unit}: {e}"),
                 }
