@@ -338,4 +338,58 @@ mod tests {
             assert!(room.is_ok(), "room never came back");
         });
     }
+
+    #[test]
+    fn a_message_with_a_descriptor_waits_for_the_queue_and_keeps_its_descriptor() {
+        use zlink::connection::socket::Socket as _;
+        runtime().block_on(async {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let dup = ours.try_clone().unwrap();
+            let queue = WriteQueue::new(tokio::net::UnixStream::from_std(dup).unwrap());
+            let stream = zlink::tokio::unix::Stream::try_from(ours).unwrap();
+            let (_read, direct) = stream.split();
+            let mut half = QueuedWriteHalf::new(queue, direct);
+            let bulk = vec![b'q'; 1024 * 1024];
+            half.write(&bulk, &[] as &[std::os::fd::BorrowedFd<'_>], None)
+                .await
+                .unwrap();
+            let null = std::fs::File::open("/dev/null").unwrap();
+
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut got = vec![0u8; bulk.len()];
+                theirs.read_exact(&mut got).unwrap();
+                let mut space =
+                    [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+                let mut tail = [0u8; 16];
+                let n = rustix::net::recvmsg(
+                    &theirs,
+                    &mut [std::io::IoSliceMut::new(&mut tail)],
+                    &mut control,
+                    rustix::net::RecvFlags::empty(),
+                )
+                .unwrap()
+                .bytes;
+                let fds: usize = control
+                    .drain()
+                    .map(|m| match m {
+                        rustix::net::RecvAncillaryMessage::ScmRights(fds) => fds.count(),
+                        _ => 0,
+                    })
+                    .sum();
+                (got.iter().all(|b| *b == b'q'), tail[..n].to_vec(), fds)
+            });
+            let sent = tokio::time::timeout(
+                Duration::from_secs(10),
+                half.write(b"fd", &[null.as_fd()], None),
+            )
+            .await;
+            let (bulk_first, tail, fds) = reader.await.unwrap();
+
+            assert!(sent.unwrap().is_ok());
+            assert!(bulk_first, "the queued bytes did not come first");
+            assert_eq!((tail.as_slice(), fds), (&b"fd"[..], 1));
+        });
+    }
 }
