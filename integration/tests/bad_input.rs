@@ -563,3 +563,84 @@ fn descriptors_sent_with_a_call_are_not_kept() {
     );
     assert_still_serving(&h);
 }
+
+/// Unit files no one should write: each either attaches (with warnings) and then starts or fails
+/// with a clear error, or is refused with a clear error. berthd keeps serving throughout.
+#[test]
+fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
+    let h = Harness::start().unwrap();
+    let many_args = format!("[Service]\nExecStart=/bin/true{}\n", " x".repeat(20_000));
+    let many_env = format!(
+        "[Service]\nExecStart=/bin/true\n{}",
+        "Environment=A=b\n".repeat(30_000)
+    );
+    let long_line = format!("[Service]\nExecStart=/bin/echo {}\n", "y".repeat(900_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("nul", b"[Service]\nExecStart=/bin/tr\0ue\n".to_vec()),
+        (
+            "utf8",
+            b"[Service]\nExecStart=/bin/true \xff\xfe\n".to_vec(),
+        ),
+        ("garbage", (0u8..=255).cycle().take(50_000).collect()),
+        (
+            "quote",
+            b"[Service]\nExecStart=/bin/echo \"unterminated\n".to_vec(),
+        ),
+        (
+            "continuation",
+            b"[Service]\nExecStart=/bin/echo \\".to_vec(),
+        ),
+        (
+            "specifier",
+            b"[Service]\nExecStart=/bin/echo %z %\n".to_vec(),
+        ),
+        ("relative", b"[Service]\nExecStart=bin/true\n".to_vec()),
+        ("nosection", b"ExecStart=/bin/true\n".to_vec()),
+        ("args", many_args.into_bytes()),
+        ("env", many_env.into_bytes()),
+        ("longline", long_line.into_bytes()),
+        ("toolarge", vec![b'#'; 2 * 1024 * 1024]),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, contents) in &cases {
+        let image = format!("hostile{name}");
+        ImageBuilder::new(&h.images_dir().join(&image))
+            .file(
+                &format!("usr/lib/systemd/system/{image}.service"),
+                contents,
+                0o644,
+            )
+            .os_release(&format!("ID=test\nPORTABLE_PREFIXES={image}\n"))
+            .build()
+            .unwrap();
+
+        let attach = h.berth(&["attach", &image]).unwrap();
+        let start = attach
+            .status
+            .success()
+            .then(|| h.berth(&["start", &image]).unwrap());
+
+        for out in std::iter::once(&attach).chain(start.as_ref()) {
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.starts_with("berth: ") && err.trim_end().lines().count() == 1,
+                    "{name}: unclear error: {err}"
+                );
+            }
+        }
+        if *name == "longline" {
+            // execve would refuse a 900 KB argument; berth says so before asking the helper.
+            let start = start.as_ref().expect("longline attaches");
+            let err = String::from_utf8_lossy(&start.stderr);
+            assert!(err.contains("the most is"), "{err}");
+        }
+        outcomes.push(format!(
+            "{name}: attach {}, start {:?}",
+            attach.status,
+            start.map(|s| s.status)
+        ));
+        assert_still_serving(&h);
+    }
+    assert!(h.berthd_pid().is_some(), "{outcomes:#?}");
+}

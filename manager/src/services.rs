@@ -235,6 +235,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         unit: plan.unit.clone(),
         reason,
     };
+    check_exec_size(argv, &plan.environment).map_err(start_failed)?;
     let root: OwnedFd = File::open(&plan.image_path)
         .map_err(|e| {
             start_failed(format!(
@@ -408,6 +409,37 @@ async fn follow(
             }
         }
     }
+}
+
+/// Longest single argument or environment string execve(2) takes (Linux MAX_ARG_STRLEN).
+const MAX_ARG_BYTES: usize = 128 * 1024;
+/// Most bytes of argv and environment together that berth passes to a service. Below what
+/// execve takes (a quarter of the stack limit), and it keeps the Spawn message to the helper
+/// small: zlink serializes a message in time quadratic in its size, and berthd waits for it.
+const MAX_EXEC_BYTES: usize = 256 * 1024;
+
+/// Refuses a command line (after `$VAR` expansion) and environment that execve would refuse, or
+/// that are too large to hand over quickly.
+fn check_exec_size(argv: &[String], environment: &[String]) -> Result<(), String> {
+    if let Some(long) = argv
+        .iter()
+        .chain(environment)
+        .find(|s| s.len() >= MAX_ARG_BYTES)
+    {
+        let start: String = long.chars().take(24).collect();
+        return Err(format!(
+            "an argument or environment entry is {} bytes (\"{start}...\"); the most is {}",
+            long.len(),
+            MAX_ARG_BYTES - 1
+        ));
+    }
+    let total: usize = argv.iter().chain(environment).map(|s| s.len() + 1).sum();
+    if total > MAX_EXEC_BYTES {
+        return Err(format!(
+            "the command line and environment are {total} bytes; the most is {MAX_EXEC_BYTES}"
+        ));
+    }
+    Ok(())
 }
 
 /// How often a running service's log size is checked against `log_max_bytes`.
@@ -586,5 +618,38 @@ pub fn adopt_running(shared: &Shared) {
             u.link = Some(tx);
         }
         tokio::task::spawn_local(follow_supervisor(shared.clone(), unit, socket, rx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_ordinary_command_passes() {
+        assert!(check_exec_size(&strings(&["/bin/echo", "hi"]), &strings(&["A=b"])).is_ok());
+    }
+
+    #[test]
+    fn an_argument_execve_would_refuse_is_refused() {
+        let long = "x".repeat(MAX_ARG_BYTES);
+
+        let result = check_exec_size(&strings(&["/bin/echo", &long]), &[]);
+
+        assert!(result.is_err_and(|e| e.contains("131072 bytes")));
+    }
+
+    #[test]
+    fn too_much_in_total_is_refused() {
+        let chunk = "y".repeat(100 * 1024);
+        let argv = strings(&["/bin/echo", &chunk, &chunk, &chunk]);
+
+        let result = check_exec_size(&argv, &[]);
+
+        assert!(result.is_err_and(|e| e.contains("the most is 262144")));
     }
 }
