@@ -575,6 +575,10 @@ fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
         "Environment=A=b\n".repeat(30_000)
     );
     let long_line = format!("[Service]\nExecStart=/bin/echo {}\n", "y".repeat(900_000));
+    let many_unknown = format!(
+        "[Service]\nExecStart=/bin/true\n{}",
+        "NoSuchDirective=1\n".repeat(30_000)
+    );
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("nul", b"[Service]\nExecStart=/bin/tr\0ue\n".to_vec()),
         (
@@ -599,6 +603,7 @@ fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
         ("args", many_args.into_bytes()),
         ("env", many_env.into_bytes()),
         ("longline", long_line.into_bytes()),
+        ("unknown", many_unknown.into_bytes()),
         ("toolarge", vec![b'#'; 2 * 1024 * 1024]),
     ];
     let mut outcomes = Vec::new();

@@ -434,6 +434,7 @@ impl Manager {
         let units = record.units.clone();
         self.attachments.insert(name.clone(), record);
         self.notify();
+        crate::service_config::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
         Ok((name, units, warnings))
     }
 
@@ -496,6 +497,9 @@ pub fn attachment_name(arg: &str) -> String {
         arg.to_string()
     }
 }
+
+/// Warnings in one `Attach` reply, over all of an image's units.
+const MAX_ATTACH_WARNINGS: usize = 200;
 
 /// Parses a unit file into what berthd runs, plus its warnings.
 pub fn parse_unit(name: &str, contents: &str) -> Result<(ServiceConfig, Vec<String>), String> {

@@ -115,6 +115,19 @@ pub struct ServiceConfig {
     pub warnings: Vec<String>,
 }
 
+/// Warnings kept per unit; a hostile unit can hold thousands of bogus directives, and every
+/// warning goes into the `Attach` reply.
+pub const MAX_WARNINGS_PER_UNIT: usize = 50;
+
+/// Keeps the first `max` of `warnings` and says how many more `source` had.
+pub fn cap_warnings(warnings: &mut Vec<String>, max: usize, source: &str) {
+    if warnings.len() > max {
+        let more = warnings.len() - max;
+        warnings.truncate(max);
+        warnings.push(format!("{source}: {more} more warnings not shown"));
+    }
+}
+
 /// Builds the service configuration of unit `name` from its parsed file.
 pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceConfigError> {
     if unit.section("Service").is_none() {
@@ -163,7 +176,8 @@ pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceCo
             }
         }
     }
-    let config = builder.config;
+    let mut config = builder.config;
+    cap_warnings(&mut config.warnings, MAX_WARNINGS_PER_UNIT, name);
     match config.exec_start.len() {
         0 => Err(ServiceConfigError::MissingExecStart {
             unit: name.to_owned(),
@@ -1507,5 +1521,19 @@ mod tests {
             assert_eq!(parse_boolean(no), Some(false), "{no}");
         }
         assert_eq!(parse_boolean("maybe"), None);
+    }
+
+    #[test]
+    fn a_unit_full_of_unknown_directives_gets_a_bounded_list_of_warnings() {
+        let lines = "NoSuchDirective=1\n".repeat(1000);
+
+        let cfg = config(&format!("[Service]\nExecStart=/bin/hello\n{lines}")).unwrap();
+
+        assert_eq!(cfg.warnings.len(), MAX_WARNINGS_PER_UNIT + 1);
+        assert!(
+            cfg.warnings[MAX_WARNINGS_PER_UNIT].ends_with("950 more warnings not shown"),
+            "{:?}",
+            cfg.warnings.last()
+        );
     }
 }
