@@ -20,6 +20,9 @@ use crate::daemon::{Shared, attachment_name};
 use crate::logs;
 use crate::services;
 
+/// Most units in one `List` reply without `more`.
+const MAX_LIST_REPLY_UNITS: usize = 1000;
+
 /// Methods anyone may call.
 const READ_ONLY: &[&str] = &[
     "ListImages",
@@ -153,6 +156,14 @@ impl ManagerInterface {
                 let units = shared.borrow().list();
                 if ctx.more {
                     list_stream(units)
+                } else if units.len() > MAX_LIST_REPLY_UNITS {
+                    // Anyone may call List; zlink's cost for one reply grows with the square
+                    // of its size, so a single reply stays below about 300 KB.
+                    Outcome::error(&ManagerError::ReplyTooLarge {
+                        method: "List".into(),
+                        count: i64::try_from(units.len()).unwrap_or(i64::MAX),
+                        limit: MAX_LIST_REPLY_UNITS as i64,
+                    })
                 } else {
                     Outcome::reply(&ListReply { units })
                 }

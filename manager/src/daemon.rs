@@ -326,10 +326,13 @@ impl Manager {
             portable_prefixes: os.portable_prefixes(),
             units: units
                 .into_iter()
-                .map(|u| UnitFile {
-                    name: u.name,
-                    path: u.path_in_image,
-                    contents: cat.then_some(u.contents),
+                .scan(MAX_CAT_BYTES, |budget, u| {
+                    let contents = cat.then(|| shown_contents(u.contents, budget));
+                    Some(UnitFile {
+                        name: u.name,
+                        path: u.path_in_image,
+                        contents,
+                    })
                 })
                 .collect(),
         })
@@ -498,6 +501,23 @@ pub fn attachment_name(arg: &str) -> String {
     }
 }
 
+/// Unit file bytes one `InspectImage --cat` reply shows. Inspecting pool images is open to
+/// every user, and a reply's cost in zlink grows with the square of its size.
+const MAX_CAT_BYTES: usize = 256 * 1024;
+
+/// `contents` if it fits in what is left of `budget`, else a line saying it was left out.
+fn shown_contents(contents: String, budget: &mut usize) -> String {
+    if contents.len() <= *budget {
+        *budget -= contents.len();
+        return contents;
+    }
+    *budget = 0;
+    format!(
+        "# berth: {} bytes not shown; --cat shows at most {MAX_CAT_BYTES} bytes per image\n",
+        contents.len()
+    )
+}
+
 /// Warnings in one `Attach` reply, over all of an image's units.
 const MAX_ATTACH_WARNINGS: usize = 200;
 
@@ -523,4 +543,22 @@ pub fn now_usec() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cat_shows_files_while_the_budget_lasts() {
+        let mut budget = 10;
+
+        let first = shown_contents("12345".into(), &mut budget);
+        let second = shown_contents("1234567".into(), &mut budget);
+        let third = shown_contents("1".into(), &mut budget);
+
+        assert_eq!(first, "12345");
+        assert!(second.starts_with("# berth: 7 bytes not shown"), "{second}");
+        assert!(third.starts_with("# berth: 1 bytes not shown"), "{third}");
+    }
 }

@@ -180,17 +180,48 @@ pub struct LogsReply {
 #[derive(Debug, Clone, PartialEq, zlink::ReplyError, introspect::ReplyError)]
 #[zlink(interface = "io.berth.Manager")]
 pub enum ManagerError {
-    NoSuchImage { image: String },
-    InvalidImage { image: String, reason: String },
-    NoSuchUnit { unit: String },
-    InvalidUnit { unit: String, reason: String },
-    NotAttached { image: String },
-    AlreadyAttached { image: String, unit: String },
-    UnitActive { unit: String },
-    StartFailed { unit: String, reason: String },
-    PermissionDenied { method: String },
-    HelperUnavailable { reason: String },
-    Internal { reason: String },
+    NoSuchImage {
+        image: String,
+    },
+    InvalidImage {
+        image: String,
+        reason: String,
+    },
+    NoSuchUnit {
+        unit: String,
+    },
+    InvalidUnit {
+        unit: String,
+        reason: String,
+    },
+    NotAttached {
+        image: String,
+    },
+    AlreadyAttached {
+        image: String,
+        unit: String,
+    },
+    UnitActive {
+        unit: String,
+    },
+    StartFailed {
+        unit: String,
+        reason: String,
+    },
+    PermissionDenied {
+        method: String,
+    },
+    HelperUnavailable {
+        reason: String,
+    },
+    ReplyTooLarge {
+        method: String,
+        count: i64,
+        limit: i64,
+    },
+    Internal {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ManagerError {
@@ -219,6 +250,15 @@ impl std::fmt::Display for ManagerError {
                     "permission denied: {method} needs root or the admin group"
                 )
             }
+            ManagerError::ReplyTooLarge {
+                method,
+                count,
+                limit,
+            } => write!(
+                f,
+                "{method} has {count} items, more than one reply holds ({limit}); call it with \
+                 'more' to receive them one by one"
+            ),
             ManagerError::HelperUnavailable { reason } => {
                 write!(f, "berth-helper is unavailable: {reason}")
             }
