@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use zlink::connection::socket::{UnixSocket, WriteHalf};
 
@@ -22,6 +23,10 @@ pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 pub const HIGH_WATER_BYTES: usize = 256 * 1024;
 /// ...and resumes once the queue is down to this.
 pub const LOW_WATER_BYTES: usize = 64 * 1024;
+/// How long queued bytes may wait for a client once its connection is closed on our side (zlink
+/// dropped it). The bytes are still owed (a client may shut down its writing side and only then
+/// read), but a client that never reads must not keep the socket open for ever.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct QueueState {
@@ -39,6 +44,7 @@ struct QueueState {
 pub struct WriteQueue {
     socket: tokio::net::UnixStream,
     state: Mutex<QueueState>,
+    orphan_grace: Duration,
 }
 
 fn broken_pipe() -> io::Error {
@@ -48,9 +54,14 @@ fn broken_pipe() -> io::Error {
 impl WriteQueue {
     /// `socket` is the connection's own descriptor or a duplicate of it.
     pub fn new(socket: tokio::net::UnixStream) -> Arc<Self> {
+        Self::with_orphan_grace(socket, ORPHAN_GRACE)
+    }
+
+    pub fn with_orphan_grace(socket: tokio::net::UnixStream, grace: Duration) -> Arc<Self> {
         Arc::new(WriteQueue {
             socket,
             state: Mutex::default(),
+            orphan_grace: grace,
         })
     }
 
@@ -121,10 +132,27 @@ impl WriteQueue {
         }
     }
 
-    /// Sends the queue as the socket takes it, until it is empty or the connection fails.
+    /// Sends the queue as the socket takes it, until it is empty or the connection fails, or
+    /// until [`ORPHAN_GRACE`] has passed since our side of the connection was dropped.
     async fn flush(self: Arc<Self>) {
+        let tick = self.orphan_grace.min(Duration::from_secs(1));
+        let mut orphaned_since: Option<Instant> = None;
         loop {
-            if self.socket.writable().await.is_err() {
+            let ready = match tokio::time::timeout(tick, self.socket.writable()).await {
+                Ok(ready) => ready.is_ok(),
+                Err(_waiting) => {
+                    // Only this task still holds the queue: the connection's halves are gone.
+                    if Arc::strong_count(&self) > 1 {
+                        continue;
+                    }
+                    let since = *orphaned_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < self.orphan_grace {
+                        continue;
+                    }
+                    false
+                }
+            };
+            if !ready {
                 let mut state = self.state();
                 state.flushing = false;
                 self.fail(&mut state);
@@ -390,6 +418,31 @@ mod tests {
             assert!(sent.unwrap().is_ok());
             assert!(bulk_first, "the queued bytes did not come first");
             assert_eq!((tail.as_slice(), fds), (&b"fd"[..], 1));
+        });
+    }
+
+    #[test]
+    fn an_orphaned_queue_gives_up_on_a_client_that_never_reads() {
+        runtime().block_on(async {
+            let (ours, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+            let queue = WriteQueue::with_orphan_grace(ours, Duration::from_millis(200));
+            queue.push(&vec![b'z'; 4 * 1024 * 1024]).unwrap();
+
+            drop(queue);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let reader = tokio::task::spawn_blocking(move || {
+                client
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut sink = Vec::new();
+                client.read_to_end(&mut sink).map(|_| sink.len())
+            });
+            let read = reader.await.unwrap();
+
+            let got = read.expect("the socket was not shut down");
+            assert!(got < 4 * 1024 * 1024, "all of it arrived: {got}");
         });
     }
 }
