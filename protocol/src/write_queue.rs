@@ -35,8 +35,23 @@ struct QueueState {
     flushing: bool,
     /// The connection failed or was shut down: nothing more is sent.
     broken: bool,
-    /// Streams and writers waiting for the queue to shrink.
-    waiters: Vec<Waker>,
+    /// The reply stream waiting for room ([`WriteQueue::poll_room`]). One slot, replaced on
+    /// every poll: zlink polls its streams on every turn of its loop, and a list would grow
+    /// with each turn while a client stalls.
+    room_waiter: Option<Waker>,
+    /// The writer waiting for the queue to drain ([`WriteQueue::poll_empty`]).
+    empty_waiter: Option<Waker>,
+}
+
+impl QueueState {
+    fn wake_all(&mut self) {
+        for waker in [self.room_waiter.take(), self.empty_waiter.take()]
+            .into_iter()
+            .flatten()
+        {
+            waker.wake();
+        }
+    }
 }
 
 /// The bytes waiting to go out on one connection, and the socket they go out on.
@@ -127,9 +142,7 @@ impl WriteQueue {
         state.broken = true;
         state.pending.clear();
         let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
-        for waker in state.waiters.drain(..) {
-            waker.wake();
-        }
+        state.wake_all();
     }
 
     /// Sends the queue as the socket takes it, until it is empty or the connection fails, or
@@ -178,9 +191,14 @@ impl WriteQueue {
                 }
             }
             if state.pending.len() <= LOW_WATER_BYTES {
-                for waker in state.waiters.drain(..) {
+                if let Some(waker) = state.room_waiter.take() {
                     waker.wake();
                 }
+            }
+            if state.pending.is_empty()
+                && let Some(waker) = state.empty_waiter.take()
+            {
+                waker.wake();
             }
             if state.pending.is_empty() {
                 state.flushing = false;
@@ -196,7 +214,7 @@ impl WriteQueue {
         if state.broken || state.pending.len() < HIGH_WATER_BYTES {
             return Poll::Ready(());
         }
-        state.waiters.push(cx.waker().clone());
+        state.room_waiter = Some(cx.waker().clone());
         Poll::Pending
     }
 
@@ -206,7 +224,7 @@ impl WriteQueue {
         if state.broken || state.pending.is_empty() {
             return Poll::Ready(());
         }
-        state.waiters.push(cx.waker().clone());
+        state.empty_waiter = Some(cx.waker().clone());
         Poll::Pending
     }
 }
