@@ -190,10 +190,10 @@ impl WriteQueue {
                     }
                 }
             }
-            if state.pending.len() <= LOW_WATER_BYTES {
-                if let Some(waker) = state.room_waiter.take() {
-                    waker.wake();
-                }
+            if state.pending.len() <= LOW_WATER_BYTES
+                && let Some(waker) = state.room_waiter.take()
+            {
+                waker.wake();
             }
             if state.pending.is_empty()
                 && let Some(waker) = state.empty_waiter.take()
