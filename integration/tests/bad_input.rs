@@ -441,18 +441,23 @@ fn one_user_cannot_hoard_connections_and_lock_out_others() {
     );
 }
 
-#[test]
-fn a_client_that_never_reads_its_reply_does_not_hold_up_others() {
-    let h = Harness::start().unwrap();
-    let mut image = ImageBuilder::new(&h.images_dir().join("many"));
-    for i in 0..1000 {
+/// Attaches image `name` with `count` units `name-<i>.service`.
+fn attach_many_units(h: &Harness, name: &str, count: usize) {
+    let mut image = ImageBuilder::new(&h.images_dir().join(name));
+    for i in 0..count {
         image = image.unit(
-            &format!("many-{i}.service"),
+            &format!("{name}-{i}.service"),
             "[Service]\nExecStart=/bin/true\n",
         );
     }
     image.build().unwrap();
-    h.berth_ok(&["attach", "many"]).unwrap();
+    h.berth_ok(&["attach", name]).unwrap();
+}
+
+#[test]
+fn a_client_that_never_reads_its_reply_does_not_hold_up_others() {
+    let h = Harness::start().unwrap();
+    attach_many_units(&h, "many", 1000);
     // One List reply of 1,000 units (the most in one reply, about 290 KB) is larger than the
     // socket buffer (208 KiB).
     let mut hog = UnixStream::connect(h.socket()).unwrap();
@@ -654,15 +659,7 @@ fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
 #[test]
 fn a_list_too_large_for_one_reply_says_to_use_more() {
     let h = Harness::start().unwrap();
-    let mut image = ImageBuilder::new(&h.images_dir().join("lots"));
-    for i in 0..1001 {
-        image = image.unit(
-            &format!("lots-{i}.service"),
-            "[Service]\nExecStart=/bin/true\n",
-        );
-    }
-    image.build().unwrap();
-    h.berth_ok(&["attach", "lots"]).unwrap();
+    attach_many_units(&h, "lots", 1001);
 
     let reply = raw_call(&h.socket(), br#"{"method":"io.berth.Manager.List"}"#);
     let listed = h.berth_json(&["list"]).unwrap();
@@ -673,4 +670,28 @@ fn a_list_too_large_for_one_reply_says_to_use_more() {
         &reply[..reply.len().min(300)]
     );
     assert_eq!(listed.as_array().unwrap().len(), 1001);
+}
+
+#[test]
+fn a_client_that_stops_sending_before_reading_still_gets_its_whole_reply() {
+    let h = Harness::start().unwrap();
+    attach_many_units(&h, "whole", 1000);
+    let mut stream = UnixStream::connect(h.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"{\"method\":\"io.berth.Manager.List\"}\0")
+        .unwrap();
+    // The reply (about 290 KB) cannot fit in the socket buffer before the daemon sees the end
+    // of the client's input and drops the connection on its side.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+
+    assert_eq!(reply.last(), Some(&0u8), "the reply was cut short");
+    let json: serde_json::Value = serde_json::from_slice(&reply[..reply.len() - 1]).unwrap();
+    assert_eq!(json["parameters"]["units"].as_array().unwrap().len(), 1000);
 }

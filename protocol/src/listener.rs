@@ -7,11 +7,10 @@
 //! else out. Root is exempt, as it can stop the daemon anyway. A refused connection is accepted
 //! and closed at once, so its client sees the connection end before any reply.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use zlink::connection::socket::{ReadHalf, ReadResult, Socket, UnixSocket};
 
@@ -54,14 +53,20 @@ struct Counts {
 #[derive(Debug, Clone)]
 pub struct ConnectionCounter {
     limits: ConnectionLimits,
-    counts: Rc<RefCell<Counts>>,
+    counts: Arc<Mutex<Counts>>,
 }
 
-/// One connection's place in its uid's count, given back when the connection is dropped.
+/// One connection's place in its uid's count, given back when the connection is done: its
+/// halves are dropped and nothing it owes the client is left in its write queue.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     uid: u32,
-    counts: Rc<RefCell<Counts>>,
+    counts: Arc<Mutex<Counts>>,
+}
+
+fn lock(counts: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    // Plain counters: carry on with them after a panic elsewhere.
+    counts.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a connection was refused.
@@ -75,13 +80,13 @@ impl ConnectionCounter {
     pub fn new(limits: ConnectionLimits) -> Self {
         ConnectionCounter {
             limits,
-            counts: Rc::default(),
+            counts: Arc::default(),
         }
     }
 
     /// A slot for one more connection of `uid`, unless `uid` is at its limit.
     pub fn claim(&self, uid: u32) -> Result<ConnectionSlot, Refusal> {
-        let mut counts = self.counts.borrow_mut();
+        let mut counts = lock(&self.counts);
         let open = counts.open.get(&uid).copied().unwrap_or(0);
         let limited = uid != 0 || self.limits.limit_root;
         if limited && open >= self.limits.per_uid {
@@ -90,24 +95,24 @@ impl ConnectionCounter {
         counts.open.insert(uid, open + 1);
         Ok(ConnectionSlot {
             uid,
-            counts: self.counts.clone(),
+            counts: Arc::clone(&self.counts),
         })
     }
 
     /// Open connections of `uid`.
     pub fn open(&self, uid: u32) -> usize {
-        self.counts.borrow().open.get(&uid).copied().unwrap_or(0)
+        lock(&self.counts).open.get(&uid).copied().unwrap_or(0)
     }
 
     /// True the first time `uid` is refused since it last had room: a flood logs one line.
     fn first_refusal(&self, uid: u32) -> bool {
-        self.counts.borrow_mut().reported.insert(uid)
+        lock(&self.counts).reported.insert(uid)
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.borrow_mut();
+        let mut counts = lock(&self.counts);
         let left = match counts.open.get_mut(&self.uid) {
             Some(open) => {
                 *open = open.saturating_sub(1);
@@ -141,11 +146,10 @@ type StreamReadHalf = <zlink::tokio::unix::Stream as Socket>::ReadHalf;
 /// closed instead.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The read half of a [`CountedStream`]; the slot lives here, as zlink drops both halves together.
+/// The read half of a [`CountedStream`]: enforces [`MAX_MESSAGE_BYTES`].
 #[derive(Debug)]
 pub struct CountedReadHalf {
     inner: StreamReadHalf,
-    _slot: ConnectionSlot,
     /// Bytes received since the last NUL: the length so far of the message being received.
     unterminated: usize,
 }
@@ -183,13 +187,12 @@ impl Socket for CountedStream {
         let (read, direct) = self.stream.split();
         let read = CountedReadHalf {
             inner: read,
-            _slot: self.slot,
             unterminated: 0,
         };
-        (
-            read,
-            QueuedWriteHalf::new(WriteQueue::new(self.writer), direct),
-        )
+        // The slot goes with the write queue, which outlives the connection while it still
+        // owes the client bytes: a client cannot shed its slot by leaving a reply unread.
+        let queue = WriteQueue::for_connection(self.writer, direct, self.slot);
+        (read, QueuedWriteHalf::new(queue))
     }
 }
 

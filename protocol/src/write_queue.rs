@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use zlink::connection::socket::{UnixSocket, WriteHalf};
 
+use crate::listener::ConnectionSlot;
+
 /// Most bytes one connection may have waiting to be sent.
-pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// A reply stream pauses while its connection has this many bytes waiting...
 pub const HIGH_WATER_BYTES: usize = 256 * 1024;
 /// ...and resumes once the queue is down to this.
@@ -60,7 +62,15 @@ pub struct WriteQueue {
     socket: tokio::net::UnixStream,
     state: Mutex<QueueState>,
     orphan_grace: Duration,
+    /// zlink's own write half of the connection: sends messages that carry file descriptors or
+    /// credentials, after the queue has drained. It lives as long as the queue, since dropping
+    /// it shuts the socket's write side down, and queued bytes may still be owed.
+    direct: Mutex<Option<DirectHalf>>,
+    /// The connection's place in its uid's count ([`crate::listener::ConnectionSlot`]).
+    _slot: Option<ConnectionSlot>,
 }
+
+type DirectHalf = <zlink::tokio::unix::Stream as zlink::connection::socket::Socket>::WriteHalf;
 
 fn broken_pipe() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
@@ -68,6 +78,7 @@ fn broken_pipe() -> io::Error {
 
 impl WriteQueue {
     /// `socket` is the connection's own descriptor or a duplicate of it.
+    /// A queue on `socket` alone (no descriptor passing, no slot).
     pub fn new(socket: tokio::net::UnixStream) -> Arc<Self> {
         Self::with_orphan_grace(socket, ORPHAN_GRACE)
     }
@@ -77,6 +88,24 @@ impl WriteQueue {
             socket,
             state: Mutex::default(),
             orphan_grace: grace,
+            direct: Mutex::new(None),
+            _slot: None,
+        })
+    }
+
+    /// The queue of one server connection: `socket` is a duplicate of the connection's
+    /// descriptor, `direct` zlink's write half of it, and `slot` its place in its uid's count.
+    pub fn for_connection(
+        socket: tokio::net::UnixStream,
+        direct: DirectHalf,
+        slot: ConnectionSlot,
+    ) -> Arc<Self> {
+        Arc::new(WriteQueue {
+            socket,
+            state: Mutex::default(),
+            orphan_grace: ORPHAN_GRACE,
+            direct: Mutex::new(Some(direct)),
+            _slot: Some(slot),
         })
     }
 
@@ -233,18 +262,11 @@ impl WriteQueue {
 #[derive(Debug)]
 pub struct QueuedWriteHalf {
     queue: Arc<WriteQueue>,
-    /// zlink's own write half of the connection: sends messages that carry file descriptors or
-    /// credentials, after the queue has drained. Kept for the connection's life, as dropping it
-    /// shuts the socket's write side down.
-    direct: <zlink::tokio::unix::Stream as zlink::connection::socket::Socket>::WriteHalf,
 }
 
 impl QueuedWriteHalf {
-    pub fn new(
-        queue: Arc<WriteQueue>,
-        direct: <zlink::tokio::unix::Stream as zlink::connection::socket::Socket>::WriteHalf,
-    ) -> Self {
-        QueuedWriteHalf { queue, direct }
+    pub fn new(queue: Arc<WriteQueue>) -> Self {
+        QueuedWriteHalf { queue }
     }
 
     /// The connection's queue, for reply streams to wait on.
@@ -268,13 +290,29 @@ impl WriteHalf for QueuedWriteHalf {
         if self.queue.state().broken {
             return Err(broken_pipe().into());
         }
-        self.direct.write(buf, fds, creds).await
+        // Taken out for the write (it needs `&mut`); this half is its only user.
+        let taken = self
+            .queue
+            .direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut direct) = taken else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this connection cannot pass descriptors",
+            )
+            .into());
+        };
+        let written = direct.write(buf, fds, creds).await;
+        *self.queue.direct.lock().unwrap_or_else(|p| p.into_inner()) = Some(direct);
+        written
     }
 }
 
 impl AsFd for QueuedWriteHalf {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.direct.as_fd()
+        self.queue.socket.as_fd()
     }
 }
 
@@ -392,10 +430,16 @@ mod tests {
             let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
             ours.set_nonblocking(true).unwrap();
             let dup = ours.try_clone().unwrap();
-            let queue = WriteQueue::new(tokio::net::UnixStream::from_std(dup).unwrap());
             let stream = zlink::tokio::unix::Stream::try_from(ours).unwrap();
             let (_read, direct) = stream.split();
-            let mut half = QueuedWriteHalf::new(queue, direct);
+            let counter = crate::listener::ConnectionCounter::new(Default::default());
+            let slot = counter.claim(1000).unwrap();
+            let queue = WriteQueue::for_connection(
+                tokio::net::UnixStream::from_std(dup).unwrap(),
+                direct,
+                slot,
+            );
+            let mut half = QueuedWriteHalf::new(queue);
             let bulk = vec![b'q'; 1024 * 1024];
             half.write(&bulk, &[] as &[std::os::fd::BorrowedFd<'_>], None)
                 .await
@@ -461,6 +505,32 @@ mod tests {
 
             let got = read.expect("the socket was not shut down");
             assert!(got < 4 * 1024 * 1024, "all of it arrived: {got}");
+        });
+    }
+
+    #[test]
+    fn a_connection_keeps_its_slot_while_it_still_owes_bytes() {
+        use zlink::connection::socket::Socket as _;
+        runtime().block_on(async {
+            let (ours, client) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let dup = tokio::net::UnixStream::from_std(ours.try_clone().unwrap()).unwrap();
+            let (_read, direct) = zlink::tokio::unix::Stream::try_from(ours).unwrap().split();
+            let counter = crate::listener::ConnectionCounter::new(Default::default());
+            let queue = WriteQueue::for_connection(dup, direct, counter.claim(1000).unwrap());
+            queue.push(&vec![b'o'; 2 * 1024 * 1024]).unwrap();
+
+            drop(queue);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let while_owed = counter.open(1000);
+            drop(client);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while counter.open(1000) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+
+            assert_eq!(while_owed, 1, "the slot went before the bytes did");
+            assert_eq!(counter.open(1000), 0, "the slot outlived the client");
         });
     }
 }
