@@ -341,6 +341,47 @@ fn a_full_log_is_rotated_and_a_follower_loses_no_line() {
 }
 
 #[test]
+fn a_stale_incoming_log_does_not_divert_a_new_run() {
+    let h = Harness::start().unwrap();
+    let unit = "[Service]\nExecStart=/bin/sh -c 'echo fresh-run; sleep 1000'\n";
+    ImageBuilder::new(&h.images_dir().join("stale"))
+        .unit("stale.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "stale"]).unwrap();
+    // As left by a berthd that stopped in the middle of a rotation.
+    let logs = h.state_dir().join("logs/stale.service");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("incoming.log"), "").unwrap();
+    let owner = std::fs::metadata(h.state_dir().join("logs")).unwrap();
+    let (uid, gid) = (
+        std::os::unix::fs::MetadataExt::uid(&owner),
+        std::os::unix::fs::MetadataExt::gid(&owner),
+    );
+    for path in [logs.clone(), logs.join("incoming.log")] {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    }
+
+    h.berth_ok(&["start", "stale"]).unwrap();
+    h.wait_for(
+        || {
+            Ok(std::fs::read_to_string(logs.join("current.log"))
+                .is_ok_and(|t| t.contains("fresh-run")))
+        },
+        WAIT,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    assert!(!logs.join("incoming.log").exists());
+    assert!(
+        std::fs::read_to_string(logs.join("current.log"))
+            .unwrap()
+            .contains("fresh-run")
+    );
+}
+
+#[test]
 fn oneshot_success_ends_exited_and_failure_ends_failed() {
     let h = Harness::start().unwrap();
     ImageBuilder::new(&h.images_dir().join("jobs"))

@@ -208,8 +208,22 @@ pub fn begin_rotation(files: &LogFiles, max: u64) -> std::io::Result<Option<std:
     Ok(Some(incoming))
 }
 
+/// `incoming.log` left by a rotation a berthd restart interrupted, opened for appending, to be
+/// handed to the supervisor again.
+pub fn interrupted_rotation(files: &LogFiles) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&files.incoming)
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Step 3 of a rotation (see [`begin_rotation`]), once the supervisor writes to `incoming.log`.
-/// Also completes a rotation that a berthd restart interrupted.
 pub fn finish_rotation(files: &LogFiles) -> std::io::Result<()> {
     if !files.incoming.exists() {
         return Ok(());
@@ -368,6 +382,31 @@ mod tests {
                 .contains("old")
         );
         assert!(!files.incoming.exists());
+    }
+
+    #[test]
+    fn an_interrupted_rotation_hands_over_the_same_incoming_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["old"]);
+        assert!(interrupted_rotation(&files).unwrap().is_none());
+        begin_rotation(&files, 1).unwrap().unwrap();
+        append_log(&files.incoming, &["new"]);
+
+        let again = interrupted_rotation(&files).unwrap();
+        finish_rotation(&files).unwrap();
+
+        assert!(again.is_some());
+        assert!(
+            std::fs::read_to_string(&files.current)
+                .unwrap()
+                .contains("new")
+        );
+        assert!(
+            std::fs::read_to_string(&files.previous)
+                .unwrap()
+                .contains("old")
+        );
     }
 
     #[test]

@@ -244,6 +244,14 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             ))
         })?
         .into();
+    // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
+    // interrupted rotation of an earlier run is not its business.
+    if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {
+        eprintln!(
+            "berthd: cannot remove a stale incoming log of {}: {e}",
+            plan.unit
+        );
+    }
     let log_path = paths.unit_log(&plan.unit);
     if let Some(dir) = log_path.parent() {
         std::fs::DirBuilder::new()
@@ -350,24 +358,23 @@ async fn follow(
         let m = shared.borrow();
         (logs::LogFiles::of(&m.paths, unit), m.log_max_bytes)
     };
-    // A rotation a berthd restart interrupted: the supervisor may already write to the new file.
-    if let Err(e) = logs::finish_rotation(&files) {
-        eprintln!("berthd: cannot finish rotating the log of {unit}: {e}");
-    }
     // Not at once: the answer to the Status above must not be taken for a ReplaceLog's.
     let mut rotation = tokio::time::interval_at(
         tokio::time::Instant::now() + LOG_CHECK_INTERVAL,
         LOG_CHECK_INTERVAL,
     );
     rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A ReplaceLog is out; the next status line is its answer (or the exit, after which the
-    // service writes no more).
+    // Requests not answered yet. Every request gets one status line back; before the exit no
+    // line comes unasked, so a ReplaceLog sent with none outstanding is answered by the next
+    // line (or the service exits, and writes no more).
+    let mut outstanding = 1usize;
     let mut switching = false;
     let mut rotating = true;
     loop {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { return Ok(()) };
+                outstanding = outstanding.saturating_sub(1);
                 let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
                 if let Some(error) = &status.error {
                     eprintln!("berthd: supervisor of {unit}: {error}");
@@ -389,18 +396,29 @@ async fn follow(
                 if !*exited && record_status(shared, unit, &status) {
                     *exited = true;
                     send(&mut write, &SupervisorRequest::Release).await?;
+                    outstanding += 1;
                 }
             }
             request = requests.recv() => {
                 match request {
-                    Some(r) => send(&mut write, &r).await?,
+                    Some(r) => {
+                        send(&mut write, &r).await?;
+                        outstanding += 1;
+                    }
                     None => return Ok(()),
                 }
             }
-            _ = rotation.tick(), if rotating && !switching && !*exited => {
-                match logs::begin_rotation(&files, max) {
+            _ = rotation.tick(), if rotating && !switching && outstanding == 0 && !*exited => {
+                // An incoming.log left by a berthd that stopped mid-rotation is handed over
+                // (again: the supervisor may or may not have switched to it) before any new one.
+                let incoming = match logs::interrupted_rotation(&files) {
+                    Ok(None) => logs::begin_rotation(&files, max),
+                    other => other,
+                };
+                match incoming {
                     Ok(Some(incoming)) => {
                         send_with_fd(&write, &SupervisorRequest::ReplaceLog, incoming.as_fd()).await?;
+                        outstanding += 1;
                         switching = true;
                     }
                     Ok(None) => {}
