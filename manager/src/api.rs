@@ -214,81 +214,98 @@ impl ManagerInterface {
         let lines = p
             .lines
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let (entries, cursor) = match logs::tail(&files, lines) {
-            Ok(v) => v,
-            Err(e) => {
-                return Outcome::error(&ManagerError::Internal {
-                    reason: e.to_string(),
-                });
-            }
+        let internal = |e: std::io::Error| {
+            Outcome::error(&ManagerError::Internal {
+                reason: e.to_string(),
+            })
         };
         if !more {
-            let (entries, truncated) = logs::newest_within(entries, logs::REPLY_MAX_BYTES);
+            let budget = logs::REPLY_MAX_BYTES as u64;
+            let range = match logs::tail_range(&files, lines, budget) {
+                Ok(range) => range,
+                Err(e) => return internal(e),
+            };
+            let entries = match logs::read_range(&files, range) {
+                Ok(entries) => entries,
+                Err(e) => return internal(e),
+            };
+            let (entries, dropped) = logs::newest_within(entries, logs::REPLY_MAX_BYTES);
             return Outcome::reply(&LogsReply {
                 entries,
-                truncated: Some(truncated),
+                truncated: Some(dropped || !range.complete),
             });
         }
-        let mut existing = logs::batches(entries, logs::BATCH_BYTES as usize);
-        if existing.is_empty() {
-            existing.push(Vec::new());
-        }
-        let count = existing.len();
-        let existing = futures_util::stream::iter(existing.into_iter().enumerate().map(
-            move |(i, entries)| {
-                let last = i + 1 == count;
-                stream_item(
-                    &LogsReply {
-                        entries,
-                        truncated: None,
-                    },
-                    follow || !last,
-                )
-            },
-        ));
-        if !follow {
-            return Outcome::Stream(Box::pin(existing));
-        }
-        let new = futures_util::stream::unfold((cursor, false), move |(mut cursor, behind)| {
-            let files = files.clone();
-            async move {
-                let mut idle = std::time::Duration::ZERO;
-                let mut behind = behind;
-                loop {
-                    // Catching up on a burst: read on at once, one batch per reply.
-                    if !behind {
-                        tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
-                        idle += logs::FOLLOW_INTERVAL;
-                    }
-                    match logs::read_next(&files, cursor) {
-                        Ok((entries, next)) if !entries.is_empty() => {
-                            return Some((entries, (next, true)));
+        let range = match logs::tail_range(&files, lines, logs::MAX_TAIL_BYTES) {
+            Ok(range) => range,
+            Err(e) => return internal(e),
+        };
+        let end = range.end;
+        let reached_end = move |c: logs::Cursor| c.ino == end.ino && c.offset >= end.offset;
+        // The existing records, then (when following) new ones; each batch is read from the
+        // file when the client has room for it, so a stalled client costs no memory.
+        let stream = futures_util::stream::unfold(
+            Some((range.start, false)),
+            move |state| {
+                let files = files.clone();
+                async move {
+                    let (mut cursor, mut following) = state?;
+                    let mut idle = std::time::Duration::ZERO;
+                    let mut behind = true;
+                    loop {
+                        if !following && reached_end(cursor) {
+                            if !follow {
+                                return Some((logs_item(Vec::new(), false), None));
+                            }
+                            following = true;
+                        }
+                        // Catching up (the existing records, or a burst): read on at once.
+                        if following && !behind {
+                            tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
+                            idle += logs::FOLLOW_INTERVAL;
+                        }
+                        let (entries, next) = match logs::read_next(&files, cursor) {
+                            Ok(read) => read,
+                            Err(_) => return None,
+                        };
+                        if !entries.is_empty() {
+                            let last = !follow && !following && reached_end(next);
+                            let state = (!last).then_some((next, following));
+                            return Some((logs_item(entries, !last), state));
+                        }
+                        if !following && next == cursor {
+                            // Nothing more to read before the end (the log went away).
+                            if !follow {
+                                return Some((logs_item(Vec::new(), false), None));
+                            }
+                            following = true;
                         }
                         // An empty batch now and then: varlink has no keepalive, and only a
                         // write tells the server that a follower has gone away.
-                        Ok((_, next)) if idle >= logs::FOLLOW_KEEPALIVE => {
-                            return Some((Vec::new(), (next, false)));
+                        if following && idle >= logs::FOLLOW_KEEPALIVE {
+                            return Some((logs_item(Vec::new(), true), Some((next, true))));
                         }
-                        Ok((_, next)) => {
-                            cursor = next;
-                            behind = false;
-                        }
-                        Err(_) => return None,
+                        cursor = next;
+                        behind = false;
                     }
                 }
-            }
-        })
-        .map(|entries| {
-            stream_item(
-                &LogsReply {
-                    entries,
-                    truncated: None,
-                },
-                true,
-            )
-        });
-        Outcome::Stream(Box::pin(existing.chain(new)))
+            },
+        );
+        Outcome::Stream(Box::pin(stream))
     }
+}
+
+/// One batch of a `Logs` stream.
+fn logs_item(
+    entries: Vec<manager::LogEntry>,
+    continues: bool,
+) -> zlink::service::ReplyStreamItem<Value, Value> {
+    stream_item(
+        &LogsReply {
+            entries,
+            truncated: None,
+        },
+        continues,
+    )
 }
 
 /// `List` with `more`: one reply per unit, as systemd's varlink listings do. Small messages also

@@ -8,7 +8,7 @@ use berth_protocol::log_line;
 use berth_protocol::manager::LogEntry;
 
 /// Most bytes read from the end of a log for one `logs` call.
-const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
 /// How often `logs -f` looks for new output.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest silence on a `logs -f` stream: an empty batch is sent after it.
@@ -18,6 +18,9 @@ pub const FOLLOW_KEEPALIVE: Duration = Duration::from_secs(5);
 /// CPU, during which berthd serves nobody. Small batches keep every reply cheap. The read size
 /// leaves room for one record of the longest line.
 pub const BATCH_BYTES: u64 = 32 * 1024 + log_line::MAX_LINE as u64;
+/// Most reply bytes (by [`size_of`]) in one streamed batch: log text full of control characters
+/// takes up to six times its size as JSON.
+const BATCH_REPLY_BYTES: usize = 64 * 1024;
 /// Largest single (non-`more`) `Logs` reply, in entry bytes; older entries are left out.
 pub const REPLY_MAX_BYTES: usize = 64 * 1024;
 /// What an entry adds to a reply besides its text: timestamp, stream, keys and quotes.
@@ -34,14 +37,28 @@ fn entry(line: &[u8]) -> Option<LogEntry> {
 
 /// Parses the complete lines of `bytes`; returns the entries and how many bytes they used.
 pub fn parse_complete(bytes: &[u8]) -> (Vec<LogEntry>, usize) {
-    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
-        return (Vec::new(), 0);
-    };
-    let entries = bytes[..end]
-        .split(|b| *b == b'\n')
-        .filter_map(entry)
-        .collect();
-    (entries, end + 1)
+    parse_batch(bytes, usize::MAX)
+}
+
+/// Like [`parse_complete`], but stops once the entries would pass `budget` bytes of reply
+/// (by [`size_of`]); one entry is always taken.
+fn parse_batch(bytes: &[u8], budget: usize) -> (Vec<LogEntry>, usize) {
+    let mut entries = Vec::new();
+    let mut used = 0;
+    let mut size = 0;
+    while let Some(len) = bytes[used..].iter().position(|b| *b == b'\n') {
+        let line = &bytes[used..used + len];
+        if let Some(e) = entry(line) {
+            let add = size_of(&e);
+            if !entries.is_empty() && size + add > budget {
+                break;
+            }
+            size += add;
+            entries.push(e);
+        }
+        used += len + 1;
+    }
+    (entries, used)
 }
 
 /// A unit's log: `current.log`, which its supervisor appends to; `previous.log`, where berthd
@@ -88,50 +105,139 @@ fn open_log(path: &Path) -> std::io::Result<Option<(std::fs::File, u64, u64)>> {
     }
 }
 
-/// The complete entries in the last `max` bytes of `file` (of length `len`), and the offset
-/// after the last of them.
-fn tail_of(file: &mut std::fs::File, len: u64, max: u64) -> std::io::Result<(Vec<LogEntry>, u64)> {
-    let start = len.saturating_sub(max);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    file.take(len - start).read_to_end(&mut bytes)?;
-    // When the read started mid-file, its first line may be partial.
-    let skip = if start > 0 {
-        bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(bytes.len(), |p| p + 1)
-    } else {
-        0
-    };
-    let (entries, used) = parse_complete(&bytes[skip..]);
-    Ok((entries, start + (skip + used) as u64))
+/// Bytes read per step when scanning a log backwards.
+const SCAN_CHUNK: usize = 64 * 1024;
+
+/// The offset just after the last newline of `file` (of length `len`): where its complete
+/// records end.
+fn complete_end(file: &mut std::fs::File, len: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(SCAN_CHUNK as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
-/// The last `lines` entries (all when None, up to [`MAX_TAIL_BYTES`] of log), taken from
-/// `previous.log` too when `current.log` has fewer, and the cursor where following continues.
-pub fn tail(files: &LogFiles, lines: Option<usize>) -> std::io::Result<(Vec<LogEntry>, Cursor)> {
-    let (mut entries, cursor, used) = match open_log(&files.current)? {
-        Some((mut file, ino, len)) => {
-            let (entries, offset) = tail_of(&mut file, len, MAX_TAIL_BYTES)?;
-            (entries, Cursor { ino, offset }, len.min(MAX_TAIL_BYTES))
+/// Scanning back from `end` (just after a newline) over at most `budget` bytes: where the last
+/// `lines` records of `file` start (as far back as the budget goes when None or when there are
+/// fewer), how many records that is, and whether the scan reached the start of the file.
+fn records_start(
+    file: &mut std::fs::File,
+    end: u64,
+    lines: Option<usize>,
+    budget: u64,
+) -> std::io::Result<(u64, usize, bool)> {
+    if end == 0 || lines == Some(0) {
+        return Ok((end, 0, end == 0));
+    }
+    let floor = end.saturating_sub(budget);
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    // The newline at end - 1 ends the last record; each newline before it ends one more, and
+    // the record after it starts right there.
+    let mut scan_end = end - 1;
+    let mut found = 0;
+    let mut earliest = end;
+    while scan_end > floor {
+        let start = scan_end.saturating_sub(SCAN_CHUNK as u64).max(floor);
+        let chunk = &mut buf[..(scan_end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        for (i, byte) in chunk.iter().enumerate().rev() {
+            if *byte == b'\n' {
+                found += 1;
+                earliest = start + i as u64 + 1;
+                if lines == Some(found) {
+                    return Ok((earliest, found, false));
+                }
+            }
         }
-        None => (Vec::new(), Cursor { ino: 0, offset: 0 }, 0),
+        scan_end = start;
+    }
+    if floor == 0 {
+        // The first record of the file, from offset 0, is complete too.
+        return Ok((0, found + 1, true));
+    }
+    Ok((earliest, found, false))
+}
+
+/// Which records a `Logs` call returns: from `start` up to `end` (where `current.log`'s
+/// complete records end now). `complete` is false when older records were left out because
+/// they lie beyond the byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailRange {
+    pub start: Cursor,
+    pub end: Cursor,
+    pub complete: bool,
+}
+
+/// The range of the last `lines` records (all when None), within `budget` bytes, reaching into
+/// `previous.log` when `current.log` has fewer. Only positions are computed: the records are
+/// read batch by batch later, so no call holds a whole log in memory.
+pub fn tail_range(
+    files: &LogFiles,
+    lines: Option<usize>,
+    budget: u64,
+) -> std::io::Result<TailRange> {
+    let Some((mut file, ino, len)) = open_log(&files.current)? else {
+        let none = Cursor { ino: 0, offset: 0 };
+        return Ok(TailRange {
+            start: none,
+            end: none,
+            complete: true,
+        });
     };
-    let wanted_more = lines.is_none_or(|n| entries.len() < n);
-    if wanted_more
-        && used < MAX_TAIL_BYTES
-        && let Some((mut file, _, len)) = open_log(&files.previous)?
+    let end = Cursor {
+        ino,
+        offset: complete_end(&mut file, len)?,
+    };
+    let (start, found, whole_file) = records_start(&mut file, end.offset, lines, budget)?;
+    let mut range = TailRange {
+        start: Cursor { ino, offset: start },
+        end,
+        complete: whole_file || lines.is_some_and(|n| found >= n),
+    };
+    let wanted = lines.map(|n| n.saturating_sub(found));
+    let left = budget.saturating_sub(end.offset);
+    if whole_file
+        && wanted != Some(0)
+        && let Some((mut old, old_ino, old_len)) = open_log(&files.previous)?
     {
-        let (mut older, _) = tail_of(&mut file, len, MAX_TAIL_BYTES - used)?;
-        older.append(&mut entries);
-        entries = older;
+        let old_end = complete_end(&mut old, old_len)?;
+        let (old_start, old_found, old_whole) = records_start(&mut old, old_end, wanted, left)?;
+        if old_start < old_end {
+            range.start = Cursor {
+                ino: old_ino,
+                offset: old_start,
+            };
+        }
+        range.complete = old_whole || wanted.is_some_and(|n| old_found >= n);
     }
-    if let Some(n) = lines {
-        let drop = entries.len().saturating_sub(n);
-        entries.drain(..drop);
+    Ok(range)
+}
+
+/// The records of `range` (a small one: this holds them all), and whether it reached its end.
+pub fn read_range(files: &LogFiles, range: TailRange) -> std::io::Result<Vec<LogEntry>> {
+    let mut entries = Vec::new();
+    let mut cursor = range.start;
+    loop {
+        if cursor.ino == range.end.ino && cursor.offset >= range.end.offset {
+            return Ok(entries);
+        }
+        let (batch, next) = read_next(files, cursor)?;
+        if batch.is_empty() && next == cursor {
+            return Ok(entries);
+        }
+        entries.extend(batch);
+        cursor = next;
     }
-    Ok((entries, cursor))
 }
 
 /// New complete entries after `cursor`, from at most [`BATCH_BYTES`] of log. When
@@ -176,7 +282,7 @@ fn read_after(
     let mut bytes = Vec::new();
     file.take((len - offset).min(BATCH_BYTES))
         .read_to_end(&mut bytes)?;
-    let (entries, used) = parse_complete(&bytes);
+    let (entries, used) = parse_batch(&bytes, BATCH_REPLY_BYTES);
     Ok((entries, offset + used as u64))
 }
 
@@ -240,28 +346,19 @@ pub fn abandon_rotation(files: &LogFiles) -> std::io::Result<()> {
     }
 }
 
+/// What `entry` adds to a reply: its text as JSON (a control character takes six bytes as
+/// `\u00XX`, a quote or backslash two) plus the fixed fields.
 fn size_of(entry: &LogEntry) -> usize {
-    entry.text.len() + ENTRY_OVERHEAD
-}
-
-/// Splits `entries` into batches of at most `max` bytes (one entry per batch at least).
-pub fn batches(entries: Vec<LogEntry>, max: usize) -> Vec<Vec<LogEntry>> {
-    let mut all = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for entry in entries {
-        let add = size_of(&entry);
-        if !current.is_empty() && size + add > max {
-            all.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += add;
-        current.push(entry);
-    }
-    if !current.is_empty() {
-        all.push(current);
-    }
-    all
+    let escaped: usize = entry
+        .text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum();
+    escaped + ENTRY_OVERHEAD
 }
 
 /// The newest of `entries` that fit in `max` bytes, and whether older ones were left out.
@@ -313,6 +410,21 @@ mod tests {
         finish_rotation(files).unwrap();
     }
 
+    /// The texts of the last `lines` records, as a single `Logs` reply reads them.
+    fn tail_texts(files: &LogFiles, lines: Option<usize>) -> Vec<String> {
+        let range = tail_range(files, lines, MAX_TAIL_BYTES).unwrap();
+        read_range(files, range)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect()
+    }
+
+    /// Where following starts: the end of the existing records.
+    fn end_cursor(files: &LogFiles) -> Cursor {
+        tail_range(files, Some(0), MAX_TAIL_BYTES).unwrap().end
+    }
+
     /// Everything `read_next` returns from `cursor` until it has nothing new.
     fn read_all(files: &LogFiles, mut cursor: Cursor) -> (Vec<String>, Cursor) {
         let mut texts = Vec::new();
@@ -332,12 +444,9 @@ mod tests {
         let files = files(dir.path());
         write_log(&files.current, &["a", "b", "c"]);
 
-        let (entries, _) = tail(&files, Some(2)).unwrap();
+        let texts = tail_texts(&files, Some(2));
 
-        assert_eq!(
-            entries.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
-            ["b", "c"]
-        );
+        assert_eq!(texts, ["b", "c"]);
     }
 
     #[test]
@@ -352,7 +461,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
         write_log(&files.current, &["a"]);
-        let (_, cursor) = tail(&files, None).unwrap();
+        let cursor = end_cursor(&files);
         append_log(&files.current, &["b"]);
 
         let (texts, _) = read_all(&files, cursor);
@@ -442,7 +551,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
         write_log(&files.current, &["a"]);
-        let (_, cursor) = tail(&files, None).unwrap();
+        let cursor = end_cursor(&files);
         // Written after the follower's last read, then the log is moved aside.
         append_log(&files.current, &["b"]);
         rotate(&files);
@@ -460,12 +569,9 @@ mod tests {
         write_log(&files.previous, &["a", "b"]);
         write_log(&files.current, &["c"]);
 
-        let (entries, _) = tail(&files, Some(2)).unwrap();
+        let texts = tail_texts(&files, Some(2));
 
-        assert_eq!(
-            entries.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
-            ["b", "c"]
-        );
+        assert_eq!(texts, ["b", "c"]);
     }
 
     fn entries(texts: &[&str]) -> Vec<LogEntry> {
@@ -484,23 +590,27 @@ mod tests {
     }
 
     #[test]
-    fn batches_stay_within_their_size() {
-        let ten = "x".repeat(10);
-        let all = entries(&[&ten, &ten, &ten]);
-        let two_fit = 2 * (10 + ENTRY_OVERHEAD);
+    fn a_batch_stops_at_its_reply_budget_and_resumes_there() {
+        let mut bytes = Vec::new();
+        let control = "\u{1}".repeat(1000);
+        for _ in 0..100 {
+            encode(1, Stream::Stdout, control.as_bytes(), &mut bytes);
+        }
 
-        let split = batches(all, two_fit);
+        let (first, used) = parse_batch(&bytes, 20_000);
+        let (rest, rest_used) = parse_batch(&bytes[used..], usize::MAX);
 
-        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        assert!(first.len() < 5, "{} entries", first.len());
+        assert_eq!(first.len() + rest.len(), 100);
+        assert_eq!(used + rest_used, bytes.len());
     }
 
     #[test]
-    fn an_entry_larger_than_a_batch_gets_a_batch_of_its_own() {
-        let big = "y".repeat(1000);
+    fn control_characters_count_as_their_escaped_size() {
+        let plain = entries(&["ab"]).remove(0);
+        let control = entries(&["\u{1}\u{2}"]).remove(0);
 
-        let split = batches(entries(&["a", &big, "b"]), 100);
-
-        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(size_of(&control) - size_of(&plain), 10);
     }
 
     #[test]
@@ -544,9 +654,51 @@ mod tests {
     }
 
     #[test]
+    fn all_records_come_back_when_no_count_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.previous, &["a"]);
+        write_log(&files.current, &["b", "c"]);
+
+        assert_eq!(tail_texts(&files, None), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_byte_budget_keeps_the_newest_whole_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let line = "w".repeat(100);
+        let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), 50).collect();
+        write_log(&files.current, &lines);
+
+        let range = tail_range(&files, None, 1000).unwrap();
+        let texts: Vec<String> = read_range(&files, range)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+
+        assert!(!range.complete);
+        assert!(!texts.is_empty() && texts.len() < 10, "{}", texts.len());
+        assert!(texts.iter().all(|t| *t == line), "a partial record came back");
+    }
+
+    #[test]
+    fn a_count_larger_than_the_log_returns_everything_and_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["a", "b"]);
+
+        let range = tail_range(&files, Some(10), MAX_TAIL_BYTES).unwrap();
+
+        assert!(range.complete);
+        assert_eq!(tail_texts(&files, Some(10)), ["a", "b"]);
+    }
+
+    #[test]
     fn missing_log_is_empty() {
         let dir = tempfile::tempdir().unwrap();
 
-        assert!(tail(&files(dir.path()), None).unwrap().0.is_empty());
+        assert!(tail_texts(&files(dir.path()), None).is_empty());
     }
 }
