@@ -680,7 +680,10 @@ mod tests {
 
         assert!(!range.complete);
         assert!(!texts.is_empty() && texts.len() < 10, "{}", texts.len());
-        assert!(texts.iter().all(|t| *t == line), "a partial record came back");
+        assert!(
+            texts.iter().all(|t| *t == line),
+            "a partial record came back"
+        );
     }
 
     #[test]
