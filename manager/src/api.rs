@@ -240,7 +240,7 @@ impl ManagerInterface {
             Err(e) => return internal(e),
         };
         let end = range.end;
-        let reached_end = move |c: logs::Cursor| c.ino == end.ino && c.offset >= end.offset;
+        let reached_end = move |c: logs::Cursor| c.file == end.file && c.offset >= end.offset;
         // The existing records, then (when following) new ones; each batch is read from the
         // file when the client has room for it, so a stalled client costs no memory.
         let stream = futures_util::stream::unfold(Some((range.start, false)), move |state| {

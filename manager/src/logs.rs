@@ -85,20 +85,32 @@ impl LogFiles {
     }
 }
 
-/// How far a reader got: the file (by inode, since rotation renames it) and the offset in it.
+/// Which file a reader is in, whatever its name now (rotation renames files): its inode and
+/// its birth time, since a freed inode number is soon given to a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileId {
+    ino: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+/// How far a reader got: the file and the offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    pub ino: u64,
+    pub file: FileId,
     pub offset: u64,
 }
 
-/// The open file at `path`, its inode and length; None when it does not exist.
-fn open_log(path: &Path) -> std::io::Result<Option<(std::fs::File, u64, u64)>> {
+/// The open file at `path`, its identity and length; None when it does not exist.
+fn open_log(path: &Path) -> std::io::Result<Option<(std::fs::File, FileId, u64)>> {
     use std::os::unix::fs::MetadataExt;
     match std::fs::File::open(path) {
         Ok(file) => {
             let meta = file.metadata()?;
-            Ok(Some((file, meta.ino(), meta.len())))
+            let id = FileId {
+                ino: meta.ino(),
+                born: meta.created().ok(),
+            };
+            Ok(Some((file, id, meta.len())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -186,8 +198,11 @@ pub fn tail_range(
     lines: Option<usize>,
     budget: u64,
 ) -> std::io::Result<TailRange> {
-    let Some((mut file, ino, len)) = open_log(&files.current)? else {
-        let none = Cursor { ino: 0, offset: 0 };
+    let Some((mut file, id, len)) = open_log(&files.current)? else {
+        let none = Cursor {
+            file: FileId::default(),
+            offset: 0,
+        };
         return Ok(TailRange {
             start: none,
             end: none,
@@ -195,12 +210,15 @@ pub fn tail_range(
         });
     };
     let end = Cursor {
-        ino,
+        file: id,
         offset: complete_end(&mut file, len)?,
     };
     let (start, found, whole_file) = records_start(&mut file, end.offset, lines, budget)?;
     let mut range = TailRange {
-        start: Cursor { ino, offset: start },
+        start: Cursor {
+            file: id,
+            offset: start,
+        },
         end,
         complete: whole_file || lines.is_some_and(|n| found >= n),
     };
@@ -208,13 +226,13 @@ pub fn tail_range(
     let left = budget.saturating_sub(end.offset);
     if whole_file
         && wanted != Some(0)
-        && let Some((mut old, old_ino, old_len)) = open_log(&files.previous)?
+        && let Some((mut old, old_id, old_len)) = open_log(&files.previous)?
     {
         let old_end = complete_end(&mut old, old_len)?;
         let (old_start, old_found, old_whole) = records_start(&mut old, old_end, wanted, left)?;
         if old_start < old_end {
             range.start = Cursor {
-                ino: old_ino,
+                file: old_id,
                 offset: old_start,
             };
         }
@@ -228,7 +246,7 @@ pub fn read_range(files: &LogFiles, range: TailRange) -> std::io::Result<Vec<Log
     let mut entries = Vec::new();
     let mut cursor = range.start;
     loop {
-        if cursor.ino == range.end.ino && cursor.offset >= range.end.offset {
+        if cursor.file == range.end.file && cursor.offset >= range.end.offset {
             return Ok(entries);
         }
         let (batch, next) = read_next(files, cursor)?;
@@ -243,31 +261,39 @@ pub fn read_range(files: &LogFiles, range: TailRange) -> std::io::Result<Vec<Log
 /// New complete entries after `cursor`, from at most [`BATCH_BYTES`] of log. When
 /// `current.log` was moved aside since, the rest of it is read from `previous.log` first.
 pub fn read_next(files: &LogFiles, cursor: Cursor) -> std::io::Result<(Vec<LogEntry>, Cursor)> {
-    let Some((file, ino, len)) = open_log(&files.current)? else {
+    let Some((file, id, len)) = open_log(&files.current)? else {
         return Ok((Vec::new(), cursor));
     };
-    if ino == cursor.ino {
+    if id == cursor.file {
         let (entries, offset) = read_after(file, len, cursor.offset)?;
-        return Ok((entries, Cursor { ino, offset }));
+        return Ok((entries, Cursor { file: id, offset }));
     }
-    if let Some((old, old_ino, old_len)) = open_log(&files.previous)?
-        && old_ino == cursor.ino
-        && old_len > cursor.offset
+    if let Some((old, old_id, old_len)) = open_log(&files.previous)?
+        && old_id != id
     {
-        let (entries, offset) = read_after(old, old_len, cursor.offset)?;
-        if !entries.is_empty() {
-            return Ok((
-                entries,
-                Cursor {
-                    ino: old_ino,
-                    offset,
-                },
-            ));
+        // Our file was moved aside: finish it. Or it is gone, moved aside twice while we were
+        // away: the one moved aside since comes next, from its start.
+        let from = if old_id == cursor.file {
+            cursor.offset
+        } else {
+            0
+        };
+        if old_len > from {
+            let (entries, offset) = read_after(old, old_len, from)?;
+            if !entries.is_empty() {
+                return Ok((
+                    entries,
+                    Cursor {
+                        file: old_id,
+                        offset,
+                    },
+                ));
+            }
         }
     }
-    // A new file (rotated, or rotated twice since): start at its beginning.
+    // A new file: start at its beginning.
     let (entries, offset) = read_after(file, len, 0)?;
-    Ok((entries, Cursor { ino, offset }))
+    Ok((entries, Cursor { file: id, offset }))
 }
 
 /// Complete entries after `offset` in `file` (of length `len`), one batch at most.
@@ -563,6 +589,22 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_away_for_two_rotations_reads_the_file_moved_aside_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["a"]);
+        let cursor = end_cursor(&files);
+        rotate(&files);
+        append_log(&files.current, &["b"]);
+        rotate(&files);
+        append_log(&files.current, &["c"]);
+
+        let (texts, _) = read_all(&files, cursor);
+
+        assert_eq!(texts, ["b", "c"]);
+    }
+
+    #[test]
     fn tail_reaches_into_the_previous_log_for_more_lines() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
@@ -636,10 +678,10 @@ mod tests {
         let line = "z".repeat(1000);
         let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), 100).collect();
         write_log(&files.current, &lines);
-        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&files.current).unwrap());
+        let start = tail_range(&files, None, MAX_TAIL_BYTES).unwrap().start;
 
         let mut reads = Vec::new();
-        let mut cursor = Cursor { ino, offset: 0 };
+        let mut cursor = start;
         loop {
             let (batch, next) = read_next(&files, cursor).unwrap();
             if batch.is_empty() {
