@@ -695,3 +695,39 @@ fn a_client_that_stops_sending_before_reading_still_gets_its_whole_reply() {
     let json: serde_json::Value = serde_json::from_slice(&reply[..reply.len() - 1]).unwrap();
     assert_eq!(json["parameters"]["units"].as_array().unwrap().len(), 1000);
 }
+
+#[test]
+fn a_logs_stream_answers_at_once_even_without_records() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    let call = |params: &str| {
+        let mut stream = UnixStream::connect(h.socket()).unwrap();
+        // Well below the 5 s keepalive: the first reply must not wait for it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let request =
+            format!(r#"{{"method":"io.berth.Manager.Logs","parameters":{params},"more":true}}"#);
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(b"\0").unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = stream.read(&mut byte) {
+            if byte[0] == 0 {
+                break;
+            }
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+
+    let followed = call(r#"{"unit":"hello"}"#);
+    let listed = call(r#"{"unit":"hello","follow":false}"#);
+
+    assert!(followed.contains(r#""continues":true"#), "{followed}");
+    assert!(
+        listed.contains(r#""entries":[]"#) && !listed.contains(r#""continues":true"#),
+        "{listed}"
+    );
+}

@@ -241,52 +241,60 @@ impl ManagerInterface {
         };
         let end = range.end;
         let reached_end = move |c: logs::Cursor| c.file == end.file && c.offset >= end.offset;
+        let range_end = range.end;
         // The existing records, then (when following) new ones; each batch is read from the
         // file when the client has room for it, so a stalled client costs no memory.
-        let stream = futures_util::stream::unfold(Some((range.start, false)), move |state| {
-            let files = files.clone();
-            async move {
-                let (mut cursor, mut following) = state?;
-                let mut idle = std::time::Duration::ZERO;
-                let mut behind = true;
-                loop {
-                    if !following && reached_end(cursor) {
-                        if !follow {
-                            return Some((logs_item(Vec::new(), false), None));
+        // State: where to read next, whether the existing records are done (following), and
+        // whether anything was sent yet (a follower gets a first reply at once, even if empty).
+        let stream =
+            futures_util::stream::unfold(Some((range.start, false, false)), move |state| {
+                let files = files.clone();
+                async move {
+                    let (mut cursor, mut following, sent) = state?;
+                    let mut idle = std::time::Duration::ZERO;
+                    let mut behind = true;
+                    loop {
+                        if !following && reached_end(cursor) {
+                            if !follow {
+                                return Some((logs_item(Vec::new(), false), None));
+                            }
+                            following = true;
+                            if !sent {
+                                return Some((
+                                    logs_item(Vec::new(), true),
+                                    Some((cursor, true, true)),
+                                ));
+                            }
                         }
-                        following = true;
-                    }
-                    // Catching up (the existing records, or a burst): read on at once.
-                    if following && !behind {
-                        tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
-                        idle += logs::FOLLOW_INTERVAL;
-                    }
-                    let (entries, next) = match logs::read_next(&files, cursor) {
-                        Ok(read) => read,
-                        Err(_) => return None,
-                    };
-                    if !entries.is_empty() {
-                        let last = !follow && !following && reached_end(next);
-                        let state = (!last).then_some((next, following));
-                        return Some((logs_item(entries, !last), state));
-                    }
-                    if !following && next == cursor {
-                        // Nothing more to read before the end (the log went away).
-                        if !follow {
-                            return Some((logs_item(Vec::new(), false), None));
+                        // Catching up (the existing records, or a burst): read on at once.
+                        if following && !behind {
+                            tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
+                            idle += logs::FOLLOW_INTERVAL;
                         }
-                        following = true;
+                        let (entries, next) = match logs::read_next(&files, cursor) {
+                            Ok(read) => read,
+                            Err(_) => return None,
+                        };
+                        if !entries.is_empty() {
+                            let last = !follow && !following && reached_end(next);
+                            let state = (!last).then_some((next, following, true));
+                            return Some((logs_item(entries, !last), state));
+                        }
+                        if !following && next == cursor {
+                            // Nothing more to read before the end (the log went away).
+                            cursor = range_end;
+                            continue;
+                        }
+                        // An empty batch now and then: varlink has no keepalive, and only a
+                        // write tells the server that a follower has gone away.
+                        if following && idle >= logs::FOLLOW_KEEPALIVE {
+                            return Some((logs_item(Vec::new(), true), Some((next, true, true))));
+                        }
+                        cursor = next;
+                        behind = false;
                     }
-                    // An empty batch now and then: varlink has no keepalive, and only a
-                    // write tells the server that a follower has gone away.
-                    if following && idle >= logs::FOLLOW_KEEPALIVE {
-                        return Some((logs_item(Vec::new(), true), Some((next, true))));
-                    }
-                    cursor = next;
-                    behind = false;
                 }
-            }
-        });
+            });
         Outcome::Stream(Box::pin(stream))
     }
 }
