@@ -9,8 +9,8 @@ use berth_protocol::manager::{
     ManagerError, StatusReply, UnitParams,
 };
 use berth_protocol::varlink::{
-    CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_item,
-    varlink_error,
+    CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_error,
+    stream_item, varlink_error,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -273,8 +273,17 @@ impl ManagerInterface {
                         }
                         let (entries, next) = match logs::read_next(&files, cursor) {
                             Ok(read) => read,
-                            Err(_) => return None,
+                            // Said, not just dropped: the client would wait for ever.
+                            Err(e) => {
+                                let error = ManagerError::Internal {
+                                    reason: format!("reading the log: {e}"),
+                                };
+                                return Some((stream_error(&error), None));
+                            }
                         };
+                        // Let the daemon's other work run between batches: sending to a fast
+                        // client never waits, so a long catch-up would otherwise hold the loop.
+                        tokio::task::yield_now().await;
                         if !entries.is_empty() {
                             let last = !follow && !following && reached_end(next);
                             let state = (!last).then_some((next, following, true));

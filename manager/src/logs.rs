@@ -360,7 +360,11 @@ pub fn finish_rotation(files: &LogFiles) -> std::io::Result<()> {
     if !files.incoming.exists() {
         return Ok(());
     }
-    std::fs::rename(&files.current, &files.previous)?;
+    match std::fs::rename(&files.current, &files.previous) {
+        // Already moved by a berthd that stopped between the two renames.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     std::fs::rename(&files.incoming, &files.current)
 }
 
@@ -397,7 +401,9 @@ pub fn newest_within(mut entries: Vec<LogEntry>, max: usize) -> (Vec<LogEntry>, 
             size += size_of(e);
             size <= max
         })
-        .count();
+        .count()
+        // The newest entry always, even one larger than `max` on its own.
+        .max(entries.len().min(1));
     let dropped = entries.len() - kept;
     entries.drain(..dropped);
     (entries, dropped > 0)
@@ -662,6 +668,29 @@ mod tests {
         let (kept, truncated) = newest_within(entries(&["a", "b", "c"]), 2 * one);
 
         assert_eq!((texts(&kept), truncated), (vec!["b", "c"], true));
+    }
+
+    #[test]
+    fn a_single_reply_keeps_the_newest_entry_even_when_it_is_larger() {
+        let big = "\u{1}".repeat(20_000);
+
+        let (kept, truncated) = newest_within(entries(&["a", &big]), 1024);
+
+        assert_eq!((kept.len(), truncated), (1, true));
+        assert_eq!(kept[0].text, big);
+    }
+
+    #[test]
+    fn a_rotation_interrupted_between_its_renames_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write_log(&files.current, &["old"]);
+        begin_rotation(&files, 1).unwrap().unwrap();
+        std::fs::rename(&files.current, &files.previous).unwrap();
+
+        finish_rotation(&files).unwrap();
+
+        assert!(files.current.exists() && !files.incoming.exists());
     }
 
     #[test]

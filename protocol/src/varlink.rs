@@ -88,11 +88,16 @@ impl Outcome {
         let stream = futures_util::stream::once(async move {
             match future.await {
                 Ok(v) => stream_item(&v, false),
-                Err(e) => (Err(to_value(&e).unwrap_or_else(|e| e)), Vec::new()),
+                Err(e) => stream_error(&e),
             }
         });
         Outcome::Stream(Box::pin(stream))
     }
+}
+
+/// An error reply in a reply stream; the stream should end after it.
+pub fn stream_error<E: Serialize>(error: &E) -> ReplyStreamItem<Value, Value> {
+    (Err(to_value(error).unwrap_or_else(|e| e)), Vec::new())
 }
 
 /// One successful reply of a reply stream; `continues` tells the client more will follow.
