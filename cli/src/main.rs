@@ -400,6 +400,9 @@ async fn logs(
         follow: Some(follow),
     };
     let each = |reply: LogsReply| {
+        if reply.truncated == Some(true) {
+            eprintln!("berth: older lines of the log are left out; this is its newest part");
+        }
         print_entries(&name, &reply.entries, json);
         use std::io::Write;
         std::io::stdout().flush().is_ok()

@@ -238,6 +238,34 @@ fn a_long_log_is_read_back_whole() {
 }
 
 #[test]
+fn a_log_longer_than_a_call_returns_says_older_lines_are_left_out() {
+    let h = Harness::start().unwrap();
+    // About 20 MB of records: more than the 16 MiB one call goes back.
+    flood_image(&h, 200_000).unwrap();
+    h.berth_ok(&["start", "flood"]).unwrap();
+
+    let all = h.berth(&["logs", "flood"]).unwrap();
+    let last = h.berth(&["logs", "flood", "-n", "5"]).unwrap();
+
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    assert!(all.status.success());
+    assert!(
+        String::from_utf8_lossy(&all.stderr).contains("older lines of the log are left out"),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    let count = stdout.lines().count();
+    assert!(count > 100_000 && count < 200_000, "{count} lines");
+    assert!(stdout.lines().last().unwrap().contains(": 200000 x"));
+    assert!(
+        last.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&last.stdout).lines().count(), 5);
+}
+
+#[test]
 fn a_follower_gets_a_burst_whole_while_berthd_keeps_serving() {
     let h = Harness::start().unwrap();
     flood_image(&h, 40_000).unwrap();

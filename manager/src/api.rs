@@ -242,6 +242,7 @@ impl ManagerInterface {
         let end = range.end;
         let reached_end = move |c: logs::Cursor| c.file == end.file && c.offset >= end.offset;
         let range_end = range.end;
+        let complete = range.complete;
         // The existing records, then (when following) new ones; each batch is read from the
         // file when the client has room for it, so a stalled client costs no memory.
         // State: where to read next, whether the existing records are done (following), and
@@ -256,12 +257,13 @@ impl ManagerInterface {
                     loop {
                         if !following && reached_end(cursor) {
                             if !follow {
-                                return Some((logs_item(Vec::new(), false), None));
+                                let item = logs_item(Vec::new(), false, !sent, complete);
+                                return Some((item, None));
                             }
                             following = true;
                             if !sent {
                                 return Some((
-                                    logs_item(Vec::new(), true),
+                                    logs_item(Vec::new(), true, true, complete),
                                     Some((cursor, true, true)),
                                 ));
                             }
@@ -287,7 +289,7 @@ impl ManagerInterface {
                         if !entries.is_empty() {
                             let last = !follow && !following && reached_end(next);
                             let state = (!last).then_some((next, following, true));
-                            return Some((logs_item(entries, !last), state));
+                            return Some((logs_item(entries, !last, !sent, complete), state));
                         }
                         if !following && next == cursor {
                             // Nothing more to read before the end (the log went away).
@@ -297,7 +299,8 @@ impl ManagerInterface {
                         // An empty batch now and then: varlink has no keepalive, and only a
                         // write tells the server that a follower has gone away.
                         if following && idle >= logs::FOLLOW_KEEPALIVE {
-                            return Some((logs_item(Vec::new(), true), Some((next, true, true))));
+                            let item = logs_item(Vec::new(), true, !sent, complete);
+                            return Some((item, Some((next, true, true))));
                         }
                         cursor = next;
                         behind = false;
@@ -308,15 +311,17 @@ impl ManagerInterface {
     }
 }
 
-/// One batch of a `Logs` stream.
+/// One batch of a `Logs` stream; the first says whether older records were left out.
 fn logs_item(
     entries: Vec<manager::LogEntry>,
     continues: bool,
+    first: bool,
+    complete: bool,
 ) -> zlink::service::ReplyStreamItem<Value, Value> {
     stream_item(
         &LogsReply {
             entries,
-            truncated: None,
+            truncated: first.then_some(!complete),
         },
         continues,
     )
