@@ -703,9 +703,9 @@ fn a_logs_stream_answers_at_once_even_without_records() {
     h.berth_ok(&["attach", "hello"]).unwrap();
     let call = |params: &str| {
         let mut stream = UnixStream::connect(h.socket()).unwrap();
-        // Well below the 5 s keepalive: the first reply must not wait for it.
+        // Below the 5 s keepalive: the first reply must not wait for it.
         stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
+            .set_read_timeout(Some(Duration::from_secs(4)))
             .unwrap();
         let request =
             format!(r#"{{"method":"io.berth.Manager.Logs","parameters":{params},"more":true}}"#);
