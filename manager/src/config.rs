@@ -6,7 +6,7 @@
 //! `previous.log` past this size, so one service keeps at most about twice it). A missing file
 //! means the defaults.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -30,77 +30,37 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-}
+pub use berth_protocol::config_file::ConfigFileError as ConfigError;
+use berth_protocol::config_file::{self, LineError};
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text).map_err(|(line, reason)| ConfigError::Parse {
-                path: path.to_owned(),
-                line,
-                reason,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }),
-        }
+        config_file::load(path, Config::default, Config::parse)
     }
 
-    pub fn parse(text: &str) -> Result<Config, (usize, String)> {
+    pub fn parse(text: &str) -> Result<Config, LineError> {
         let mut config = Config::default();
-        for (index, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |reason: String| (index + 1, reason);
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| err("expected key = value".into()))?;
-            let value = value.trim();
-            let number = || {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| err(format!("not a number: {value}")))
-            };
-            match key.trim() {
-                "dynamic_uid_min" => config.uid_min = number()?,
-                "dynamic_uid_max" => config.uid_max = number()?,
+        for assignment in config_file::assignments(text) {
+            let (line, key, value) = assignment?;
+            match key {
+                "dynamic_uid_min" => config.uid_min = config_file::number(line, value)?,
+                "dynamic_uid_max" => config.uid_max = config_file::number(line, value)?,
                 "admin_group" => config.admin_group = value.trim_matches('"').to_string(),
                 "log_max_bytes" => {
-                    config.log_max_bytes = value
-                        .parse::<u64>()
+                    config.log_max_bytes = config_file::number::<u64>(line, value)
                         .ok()
                         .filter(|n| *n >= 4096)
                         .ok_or_else(|| {
-                            err(format!("log_max_bytes must be at least 4096: {value}"))
+                            (
+                                line,
+                                format!("log_max_bytes must be at least 4096: {value}"),
+                            )
                         })?;
                 }
-                other => return Err(err(format!("unknown key {other}"))),
+                other => return Err((line, format!("unknown key {other}"))),
             }
         }
-        if config.uid_min == 0 || config.uid_min > config.uid_max {
-            return Err((
-                0,
-                "the dynamic range must be non-empty and exclude 0".into(),
-            ));
-        }
+        config_file::check_uid_range(config.uid_min, config.uid_max)?;
         Ok(config)
     }
 }

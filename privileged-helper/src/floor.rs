@@ -36,21 +36,8 @@ fn refuse(field: &str, reason: impl Into<String>) -> Refusal {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read helper config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("helper config {path}:{line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-}
+pub use berth_protocol::config_file::ConfigFileError as ConfigError;
+use berth_protocol::config_file::{self, LineError};
 
 /// Limits the helper enforces. Read from `--config` (a `key = value` file, TOML-compatible).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,48 +66,22 @@ impl Default for FloorPolicy {
 impl FloorPolicy {
     /// Reads the config file; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<FloorPolicy, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FloorPolicy::default()),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        FloorPolicy::parse(&text).map_err(|(line, reason)| ConfigError::Parse {
-            path: path.to_owned(),
-            line,
-            reason,
-        })
+        config_file::load(path, FloorPolicy::default, FloorPolicy::parse)
     }
 
     /// Parses `dynamic_uid_min = N`, `dynamic_uid_max = N` and `image_roots = ["/a", "/b"]`.
-    pub fn parse(text: &str) -> Result<FloorPolicy, (usize, String)> {
+    pub fn parse(text: &str) -> Result<FloorPolicy, LineError> {
         let mut policy = FloorPolicy::default();
-        for (index, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err((index + 1, "expected key = value".into()));
-            };
-            let value = value.trim();
-            let number = || {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| (index + 1, format!("not a number: {value}")))
-            };
-            match key.trim() {
-                "dynamic_uid_min" => policy.uid_min = number()?,
-                "dynamic_uid_max" => policy.uid_max = number()?,
+        for assignment in config_file::assignments(text) {
+            let (line, key, value) = assignment?;
+            match key {
+                "dynamic_uid_min" => policy.uid_min = config_file::number(line, value)?,
+                "dynamic_uid_max" => policy.uid_max = config_file::number(line, value)?,
                 "image_roots" => {
                     let inner = value
                         .strip_prefix('[')
                         .and_then(|v| v.strip_suffix(']'))
-                        .ok_or((index + 1, "expected a list [\"/dir\", ...]".to_string()))?;
+                        .ok_or((line, "expected a list [\"/dir\", ...]".to_string()))?;
                     policy.image_roots = inner
                         .split(',')
                         .map(|s| s.trim().trim_matches('"'))
@@ -128,18 +89,13 @@ impl FloorPolicy {
                         .map(PathBuf::from)
                         .collect();
                     if policy.image_roots.iter().any(|p| !p.is_absolute()) {
-                        return Err((index + 1, "image roots must be absolute".into()));
+                        return Err((line, "image roots must be absolute".into()));
                     }
                 }
-                other => return Err((index + 1, format!("unknown key {other}"))),
+                other => return Err((line, format!("unknown key {other}"))),
             }
         }
-        if policy.uid_min == 0 || policy.uid_min > policy.uid_max {
-            return Err((
-                0,
-                "the dynamic range must be non-empty and exclude 0".into(),
-            ));
-        }
+        config_file::check_uid_range(policy.uid_min, policy.uid_max)?;
         Ok(policy)
     }
 

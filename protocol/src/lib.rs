@@ -2,6 +2,7 @@
 //! `io.berth.Helper` (private), the supervisor control channel and the log record format.
 
 pub mod client;
+pub mod config_file;
 pub mod helper;
 pub mod idl;
 pub mod listener;
