@@ -39,7 +39,8 @@ fn main() -> Result<()> {
     let mib: u64 = berth_testkit::bench::env_or("BERTH_BENCH_MB", 512);
     let bytes = mib * 1024 * 1024;
     ensure!(LINE.len() == 99, "LINE is {} bytes", LINE.len());
-    let h = Harness::start()?;
+    // No rotation during the run: the log must take all of it, to be measured.
+    let h = Harness::start_with_config(&format!("log_max_bytes = {}\n", 4 * bytes))?;
     let unit = format!(
         "[Service]\nType=oneshot\n\
          ExecStart=/bin/sh -c '/bin/busybox yes {LINE} | /bin/head -c {bytes}'\n"

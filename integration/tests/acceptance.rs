@@ -274,8 +274,9 @@ fn a_follower_gets_a_burst_whole_while_berthd_keeps_serving() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    h.wait_for(|| Ok(h.berthd_pid().is_some()), WAIT).unwrap();
 
+    // Connected before or during the run, the follower sees every line: those already logged
+    // come with its first batch.
     h.berth_ok(&["start", "flood"]).unwrap();
     let status = h.berth_json(&["status", "flood"]).unwrap();
     let followed = read_lines_until(&mut follower, 40_000, Duration::from_secs(30)).len();
@@ -316,10 +317,7 @@ fn a_stopped_follower_holds_up_neither_the_service_nor_berthd() {
 
 #[test]
 fn a_full_log_is_rotated_and_a_follower_loses_no_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("berthd.toml");
-    std::fs::write(&config, "log_max_bytes = 65536\n").unwrap();
-    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    let h = Harness::start_with_config("log_max_bytes = 65536\n").unwrap();
     // 3,000 lines of about 110 bytes over about 3 s: several rotations at 64 KiB.
     let pad = "x".repeat(100);
     let unit = format!(
@@ -757,10 +755,7 @@ fn abandoned_log_follower_of_a_quiet_service_is_dropped() {
 
 #[test]
 fn members_of_the_configured_admin_group_may_attach() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("berthd.toml");
-    std::fs::write(&config, "admin_group = \"nogroup\"\n").unwrap();
-    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    let h = Harness::start_with_config("admin_group = \"nogroup\"\n").unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
     let out = berth_as_nobody(&h, &[], &["attach", "hello"]);
@@ -902,10 +897,7 @@ fn berth_as_nobody(h: &Harness, groups: &[u32], args: &[&str]) -> std::process::
 
 #[test]
 fn supplementary_membership_of_the_admin_group_is_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("berthd.toml");
-    std::fs::write(&config, "admin_group = \"users\"\n").unwrap();
-    let h = Harness::start_with_args(&["--config", config.to_str().unwrap()]).unwrap();
+    let h = Harness::start_with_config("admin_group = \"users\"\n").unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
 
     let outsider = berth_as_nobody(&h, &[], &["attach", "hello"]);

@@ -499,12 +499,19 @@ fn a_message_past_the_size_limit_closes_its_connection_only() {
         sent <= 2 * limit,
         "the daemon took {sent} bytes of one message"
     );
-    assert!(read.is_err() || reply.is_empty(), "got a reply: {reply:?}");
+    // Closed: end of file, or a reset for the bytes it never read. Not a timeout.
+    let closed = match &read {
+        Ok(_) => reply.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "not closed: {read:?}, reply {reply:?}");
     assert_still_serving(&h);
 }
 
+/// serde_json stops at 128 levels of nesting, inside zlink's reading of the call, before
+/// berth sees it: zlink then closes that connection, and only that one.
 #[test]
-fn deeply_nested_parameters_get_an_error_and_the_daemon_keeps_serving() {
+fn deeply_nested_parameters_close_only_their_connection() {
     let h = Harness::start().unwrap();
     let depth = 100_000;
     let call = format!(
@@ -515,11 +522,7 @@ fn deeply_nested_parameters_get_an_error_and_the_daemon_keeps_serving() {
 
     let reply = raw_call(&h.socket(), call.as_bytes());
 
-    assert!(
-        reply.is_empty() || reply.contains("org.varlink.service.InvalidParameter"),
-        "{}",
-        &reply[..reply.len().min(200)]
-    );
+    assert!(reply.is_empty(), "{}", &reply[..reply.len().min(200)]);
     assert_still_serving(&h);
 }
 
@@ -612,7 +615,6 @@ fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
         ("unknown", many_unknown.into_bytes()),
         ("toolarge", vec![b'#'; 2 * 1024 * 1024]),
     ];
-    let mut outcomes = Vec::new();
     for (name, contents) in &cases {
         let image = format!("hostile{name}");
         ImageBuilder::new(&h.images_dir().join(&image))
@@ -646,14 +648,8 @@ fn hostile_unit_files_get_clear_errors_and_the_daemon_keeps_serving() {
             let err = String::from_utf8_lossy(&start.stderr);
             assert!(err.contains("the most is"), "{err}");
         }
-        outcomes.push(format!(
-            "{name}: attach {}, start {:?}",
-            attach.status,
-            start.map(|s| s.status)
-        ));
         assert_still_serving(&h);
     }
-    assert!(h.berthd_pid().is_some(), "{outcomes:#?}");
 }
 
 #[test]

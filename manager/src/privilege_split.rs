@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,9 +112,26 @@ fn make_dir(path: &Path, mode: u32, owner: Option<&User>) -> Result<(), StartupE
         .mode(mode)
         .create(path)
         .map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    // Still root here, in directories a previous berthd (as `berth`) owned: mode and owner
+    // are set through a descriptor of the directory itself, so a symlink put in its place
+    // (to /etc, say) is refused instead of followed.
+    let dir = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| err(e.into()))?;
+    rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
     if let Some(user) = owner {
-        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(err)?;
+        rustix::fs::fchown(
+            &dir,
+            Some(rustix::fs::Uid::from_raw(user.uid)),
+            Some(rustix::fs::Gid::from_raw(user.gid)),
+        )
+        .map_err(|e| err(e.into()))?;
     }
     Ok(())
 }

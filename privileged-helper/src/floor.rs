@@ -126,17 +126,19 @@ impl FloorPolicy {
         if !params.working_directory.starts_with('/') {
             return Err(refuse("working_directory", "must be absolute"));
         }
-        let strings = params
-            .argv
-            .iter()
-            .chain(&params.environment)
-            .chain([&params.working_directory]);
+        let fields = [
+            ("argv", &params.argv),
+            ("environment", &params.environment),
+            ("working_directory", &vec![params.working_directory.clone()]),
+        ];
         let mut total = 0usize;
-        for s in strings {
-            if s.contains('\0') {
-                return Err(refuse("argv", "strings must not contain NUL bytes"));
+        for (field, strings) in fields {
+            for s in strings {
+                if s.contains('\0') {
+                    return Err(refuse(field, "strings must not contain NUL bytes"));
+                }
+                total += s.len();
             }
-            total += s.len();
         }
         if total > MAX_REQUEST_BYTES {
             return Err(refuse("argv", "request too large"));
@@ -194,6 +196,17 @@ impl FloorPolicy {
         let st = rustix::fs::fstat(root).map_err(|e| refuse("image root", e.to_string()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Err(refuse("image root", "not a directory"));
+        }
+        // An O_PATH descriptor proves only that the sender could reach the directory; init,
+        // still root, would then show the service a directory (say, one under a 0700 home)
+        // that the sender could not read. A real open proves read permission.
+        let flags =
+            rustix::fs::fcntl_getfl(root).map_err(|e| refuse("image root", e.to_string()))?;
+        if flags.contains(OFlags::PATH) {
+            return Err(refuse(
+                "image root",
+                "must be opened for reading, not O_PATH",
+            ));
         }
         let host = rustix::fs::stat("/").map_err(|e| refuse("image root", e.to_string()))?;
         if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino) {
@@ -274,10 +287,11 @@ fn id_in_database(path: &Path, id: u32) -> bool {
     let read = File::open(path).and_then(|f| {
         let len = f.metadata().map_or(0, |m| m.len().min(LIMIT));
         text.reserve(usize::try_from(len).unwrap_or(0));
-        f.take(LIMIT).read_to_string(&mut text)
+        f.take(LIMIT + 1).read_to_string(&mut text)
     });
-    if read.is_err() {
-        // Unreadable database: assume the worst rather than hand out a possibly-taken id.
+    // Unreadable, or too large to read whole: assume the worst rather than hand out an id the
+    // unread part may list.
+    if read.is_err() || text.len() as u64 > LIMIT {
         return true;
     }
     text.lines()
@@ -418,5 +432,70 @@ mod tests {
     #[test]
     fn config_with_unknown_key_is_an_error() {
         assert_eq!(FloorPolicy::parse("allow_root = 1").unwrap_err().0, 1);
+    }
+
+    fn open(path: &Path, flags: OFlags) -> OwnedFd {
+        rustix::fs::open(
+            path,
+            flags | OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o640),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_image_root_opened_for_reading_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let root = open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY);
+
+        assert!(FloorPolicy::default().check_image_root(&root).is_ok());
+    }
+
+    #[test]
+    fn an_o_path_image_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let root = open(dir.path(), OFlags::PATH | OFlags::DIRECTORY);
+
+        let refused = FloorPolicy::default().check_image_root(&root).unwrap_err();
+        assert!(refused.reason.contains("O_PATH"), "{refused}");
+    }
+
+    #[test]
+    fn a_log_not_opened_for_appending_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let path = dir.path().join("log");
+
+        let appending = open(&path, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE);
+        let plain = open(&path, OFlags::WRONLY);
+
+        assert!(check_log_fd(&appending, me).is_ok());
+        assert!(check_log_fd(&plain, me).is_err());
+        assert!(
+            check_log_fd(&appending, me + 1).is_err(),
+            "another owner was accepted"
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_is_reported_against_its_own_field() {
+        let mut params = spawn_params();
+        params.environment = vec!["A=b\0c".into()];
+
+        let refused = FloorPolicy::default().check_spawn(params).unwrap_err();
+
+        assert_eq!(refused.field, "environment");
+    }
+
+    #[test]
+    fn a_database_too_large_to_read_whole_counts_as_listing_every_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(16 * 1024 * 1024 + 10).unwrap();
+
+        assert!(id_in_database(&path, 61200));
     }
 }

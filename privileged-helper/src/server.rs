@@ -114,7 +114,12 @@ impl Interface for HelperInterface {
 /// Binds the helper socket (0600, owned by the manager uid) and serves until the listener fails.
 pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Result<(), ServeError> {
     remove_stale_socket(socket, PREVIOUS_HELPER_GRACE).await?;
-    let listener = BoundedListener::bind(socket).map_err(|source| ServeError::Bind {
+    // Created 0600: never a moment when others may connect, and no chmod by path afterwards.
+    // The helper is single-threaded here, so the umask change affects nothing else.
+    let old_mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = BoundedListener::bind(socket);
+    rustix::process::umask(old_mask);
+    let listener = bound.map_err(|source| ServeError::Bind {
         path: socket.to_owned(),
         source,
     })?;
@@ -154,14 +159,16 @@ pub async fn remove_stale_socket(
     })
 }
 
+/// Hands the socket to the manager uid. `lchown`: the directory is the manager's, so by now
+/// the name could be a symlink, and root must not chown what it points at. The mode is already
+/// 0600 from the umask at bind time.
 fn secure_socket(socket: &Path, owner: u32) -> Result<(), ServeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| ServeError::SecureSocket {
-        path: socket.to_owned(),
-        source,
-    };
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::os::unix::fs::chown(socket, Some(owner), None).map_err(err)
+    std::os::unix::fs::lchown(socket, Some(owner), None).map_err(|source| {
+        ServeError::SecureSocket {
+            path: socket.to_owned(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -213,5 +220,61 @@ mod tests {
 
         assert!(matches!(result, Err(ServeError::AlreadyServing(_))));
         assert!(socket.exists());
+    }
+
+    fn call_as(uid: u32, method: &str) -> Outcome {
+        call_with(uid, method, json!({}))
+    }
+
+    fn call_with(uid: u32, method: &str, parameters: Value) -> Outcome {
+        let mut helper = HelperInterface::new(1000, FloorPolicy::default());
+        let ctx = CallContext {
+            more: false,
+            oneway: false,
+            peer: Some(berth_protocol::varlink::Peer {
+                uid,
+                gid: uid,
+                pid: 1,
+                groups: Vec::new(),
+            }),
+            fds: Vec::new(),
+        };
+        runtime().block_on(helper.handle(method, parameters, ctx))
+    }
+
+    #[test]
+    fn the_manager_uid_is_served() {
+        let outcome = call_as(1000, "Ping");
+
+        assert!(matches!(outcome, Outcome::Reply(..)));
+    }
+
+    #[test]
+    fn any_other_uid_even_root_is_refused() {
+        for uid in [0, 999, 1001] {
+            let Outcome::Error(error) = call_as(uid, "Ping") else {
+                panic!("uid {uid} was served");
+            };
+            assert_eq!(error["error"], "io.berth.Helper.PermissionDenied");
+        }
+    }
+
+    #[test]
+    fn a_spawn_without_its_descriptors_is_refused() {
+        let params = json!({
+            "unit": "hello.service",
+            "argv": ["/bin/true"],
+            "environment": [],
+            "working_directory": "/",
+            "uid": 61200,
+            "gid": 61200,
+        });
+
+        let Outcome::Error(error) = call_with(1000, "Spawn", params) else {
+            panic!("a spawn without descriptors went through");
+        };
+
+        assert_eq!(error["error"], "io.berth.Helper.RequestRefused");
+        assert_eq!(error["parameters"]["field"], "fds");
     }
 }

@@ -244,11 +244,6 @@ impl BoundedListener {
         })
     }
 
-    /// The per-uid counts of this listener's connections.
-    pub fn counter(&self) -> ConnectionCounter {
-        self.counter.clone()
-    }
-
     /// Takes `stream` on, or says why not.
     fn admit(&self, stream: &tokio::net::UnixStream) -> Result<ConnectionSlot, String> {
         let (open, limit) = fd_usage();

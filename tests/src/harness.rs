@@ -46,20 +46,45 @@ impl Harness {
     /// Like [`start`](Self::start), passing `extra_args` (e.g. `--config F`, `--user U`) to
     /// berthd, also on restarts.
     pub fn start_with_args(extra_args: &[&str]) -> Result<Harness> {
-        let berthd = crate::locate_binary("berthd", "BERTH_BIN_DIR")?;
-        let bin_dir = berthd
-            .parent()
-            .ok_or_else(|| anyhow!("berthd has no parent dir"))?;
-        Self::start_from(bin_dir, extra_args)
+        let mut h = Self::prepare(extra_args)?;
+        h.start_berthd()?;
+        Ok(h)
+    }
+
+    /// Like [`start`](Self::start), with `berthd.toml` (see manager/src/config.rs) holding
+    /// `config`.
+    pub fn start_with_config(config: &str) -> Result<Harness> {
+        let mut h = Self::prepare(&[])?;
+        let path = h.dir.join("berthd.toml");
+        fs::write(&path, config)?;
+        h.extra_args
+            .extend(["--config".to_owned(), path.to_string_lossy().into_owned()]);
+        h.start_berthd()?;
+        Ok(h)
     }
 
     /// Like [`start_with_args`](Self::start_with_args), with the `berthd` and `berth` binaries
     /// of `bin_dir`.
     pub fn start_from(bin_dir: &Path, extra_args: &[&str]) -> Result<Harness> {
+        let mut h = Self::prepared_in(bin_dir, extra_args)?;
+        h.start_berthd()?;
+        Ok(h)
+    }
+
+    /// The directories, without berthd yet.
+    fn prepare(extra_args: &[&str]) -> Result<Harness> {
+        let berthd = crate::locate_binary("berthd", "BERTH_BIN_DIR")?;
+        let bin_dir = berthd
+            .parent()
+            .ok_or_else(|| anyhow!("berthd has no parent dir"))?;
+        Self::prepared_in(bin_dir, extra_args)
+    }
+
+    fn prepared_in(bin_dir: &Path, extra_args: &[&str]) -> Result<Harness> {
         let bin_dir = bin_dir.to_owned();
         let tmp = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
         let dir = tmp.keep();
-        let mut h = Harness {
+        let h = Harness {
             dir,
             bin_dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
@@ -70,7 +95,6 @@ impl Harness {
             fs::create_dir_all(&d).with_context(|| format!("mkdir {}", d.display()))?;
             fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
         }
-        h.start_berthd()?;
         Ok(h)
     }
 
