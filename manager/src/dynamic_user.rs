@@ -106,7 +106,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut users = users(dir.path(), "x:x:100:100::/:/bin/sh\n", 100, 101);
 
-        assert_eq!(users.allocate("a.service").unwrap(), 101);
+        // Whatever id the unit's hash starts at, 100 is taken by the host.
+        for name in ["a.service", "b.service", "c.service", "d.service"] {
+            let id = users.allocate(name).unwrap();
+            assert_eq!(id, 101, "{name}");
+            users.release(id);
+        }
+    }
+
+    #[test]
+    fn host_group_ids_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        std::fs::write(dir.path().join("group"), "g:x:100:\n").unwrap();
+
+        assert!(users.allocate("a.service").is_err());
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum ExecCommandError {
     /// berth resolves commands inside the image only, so the path must be absolute.
     #[error("executable path {path:?} is not absolute (no PATH search is done)")]
     RelativePath { path: String },
+    /// `@`: an argv[0] other than the executable. Parsed, but the helper executes argv[0], so
+    /// berth refuses it rather than run the wrong file.
+    #[error("prefix '@' (an argv[0] other than the executable) is not supported yet")]
+    SeparateArgv0Unsupported,
     /// `.`/`..` components, `//` or a trailing `/`, which systemd rejects too.
     #[error("executable path {path:?} is not normalized")]
     UnnormalizedPath { path: String },

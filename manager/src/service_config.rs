@@ -106,11 +106,8 @@ pub struct ServiceConfig {
     pub environment: BTreeMap<String, String>,
     /// `WorkingDirectory=`, an absolute path inside the sandbox.
     pub working_directory: Option<String>,
-    /// `WorkingDirectory=-/path`: a missing directory is not an error.
-    pub working_directory_missing_ok: bool,
     /// `TimeoutStopSec=` (or `TimeoutSec=`); [`TIMEOUT_INFINITY`] for none.
     pub timeout_stop: Duration,
-    pub remain_after_exit: bool,
     /// One line per directive berth did not apply, as `unit:line: [Section] ...`.
     pub warnings: Vec<String>,
 }
@@ -143,9 +140,7 @@ pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceCo
             exec_start: Vec::new(),
             environment: BTreeMap::new(),
             working_directory: None,
-            working_directory_missing_ok: false,
             timeout_stop: DEFAULT_TIMEOUT_STOP,
-            remain_after_exit: false,
             warnings: Vec::new(),
         },
     };
@@ -281,13 +276,17 @@ impl Builder {
                     self.config.exec_start.clear();
                 } else {
                     let value = self.specifiers(a, "Service", true);
-                    let command = exec_command::parse(&value).map_err(|source| {
-                        ServiceConfigError::ExecStart {
-                            unit: self.unit(),
-                            line: a.line,
-                            source,
-                        }
-                    })?;
+                    let exec_start_error = |source| ServiceConfigError::ExecStart {
+                        unit: self.unit(),
+                        line: a.line,
+                        source,
+                    };
+                    let command = exec_command::parse(&value).map_err(exec_start_error)?;
+                    if command.argv.first() != Some(&command.path) {
+                        return Err(exec_start_error(
+                            exec_command::ExecCommandError::SeparateArgv0Unsupported,
+                        ));
+                    }
                     self.config.exec_start.push(command);
                 }
             }
@@ -305,13 +304,13 @@ impl Builder {
                     }
                 };
             }
-            "RemainAfterExit" => {
-                self.config.remain_after_exit = if a.value.is_empty() {
-                    false
-                } else {
-                    parse_boolean(&a.value).ok_or_else(|| self.invalid_value(a, "a boolean"))?
-                };
+            // Parsed so that a bad value is still an error; the exited state is not kept yet.
+            "RemainAfterExit" if !a.value.is_empty() => {
+                if parse_boolean(&a.value).ok_or_else(|| self.invalid_value(a, "a boolean"))? {
+                    self.warn_not_supported(a, "Service");
+                }
             }
+            "RemainAfterExit" => {}
             key if key.starts_with("X-") => {}
             key if loosens_sandbox(key, &a.value) => {
                 let what = format!(
@@ -398,13 +397,19 @@ impl Builder {
     fn working_directory(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
         if a.value.is_empty() {
             self.config.working_directory = None;
-            self.config.working_directory_missing_ok = false;
             return Ok(());
         }
         let value = self.specifiers(a, "Service", false);
-        let (missing_ok, path) = match value.strip_prefix('-') {
-            Some(path) => (true, path),
-            None => (false, value.as_str()),
+        let path = match value.strip_prefix('-') {
+            Some(path) => {
+                self.warn(
+                    a,
+                    "Service",
+                    "prefix '-' is not supported yet: a missing directory fails the start",
+                );
+                path
+            }
+            None => value.as_str(),
         };
         let error = |reason| ServiceConfigError::WorkingDirectory {
             unit: self.unit(),
@@ -419,7 +424,6 @@ impl Builder {
             return Err(error("the path must be absolute"));
         }
         self.config.working_directory = Some(path.to_owned());
-        self.config.working_directory_missing_ok = missing_ok;
         Ok(())
     }
 }
@@ -1020,7 +1024,6 @@ mod tests {
         assert_eq!(cfg.exec_start.len(), 1);
         assert_eq!(cfg.exec_start[0].path, "/bin/hello");
         assert_eq!(cfg.timeout_stop, DEFAULT_TIMEOUT_STOP);
-        assert!(!cfg.remain_after_exit);
         assert!(cfg.environment.is_empty());
         assert!(cfg.warnings.is_empty());
     }
@@ -1210,19 +1213,20 @@ mod tests {
     }
 
     #[test]
-    fn working_directory_dash_means_missing_is_ok() {
+    fn working_directory_dash_is_warned_about_not_silently_ignored() {
         let cfg = with_service("WorkingDirectory=-/srv/app\n");
 
         assert_eq!(cfg.working_directory.as_deref(), Some("/srv/app"));
-        assert!(cfg.working_directory_missing_ok);
+        assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+        assert!(cfg.warnings[0].contains("prefix '-' is not supported yet"));
     }
 
     #[test]
-    fn working_directory_without_dash_is_required() {
+    fn working_directory_without_dash_is_taken_as_is() {
         let cfg = with_service("WorkingDirectory=/srv/app\n");
 
         assert_eq!(cfg.working_directory.as_deref(), Some("/srv/app"));
-        assert!(!cfg.working_directory_missing_ok);
+        assert!(cfg.warnings.is_empty());
     }
 
     #[test]
@@ -1287,9 +1291,22 @@ mod tests {
     }
 
     #[test]
-    fn remain_after_exit_parses_booleans() {
-        assert!(with_service("RemainAfterExit=yes\n").remain_after_exit);
-        assert!(!with_service("RemainAfterExit=off\n").remain_after_exit);
+    fn remain_after_exit_yes_is_warned_about_and_no_is_what_berth_does() {
+        assert_eq!(with_service("RemainAfterExit=yes\n").warnings.len(), 1);
+        assert!(with_service("RemainAfterExit=off\n").warnings.is_empty());
+    }
+
+    #[test]
+    fn an_argv0_other_than_the_executable_is_refused() {
+        let result = config("[Service]\nExecStart=@/bin/busybox sh -c true\n");
+
+        assert!(matches!(
+            result,
+            Err(ServiceConfigError::ExecStart {
+                source: ExecCommandError::SeparateArgv0Unsupported,
+                ..
+            })
+        ));
     }
 
     #[test]
