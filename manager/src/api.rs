@@ -214,11 +214,7 @@ impl ManagerInterface {
         let lines = p
             .lines
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let internal = |e: std::io::Error| {
-            Outcome::error(&ManagerError::Internal {
-                reason: e.to_string(),
-            })
-        };
+        let internal = |e: std::io::Error| Outcome::error(&ManagerError::internal(e));
         if !more {
             let budget = logs::REPLY_MAX_BYTES as u64;
             let range = match logs::tail_range(&files, lines, budget) {
@@ -277,9 +273,7 @@ impl ManagerInterface {
                             Ok(read) => read,
                             // Said, not just dropped: the client would wait for ever.
                             Err(e) => {
-                                let error = ManagerError::Internal {
-                                    reason: format!("reading the log: {e}"),
-                                };
+                                let error = ManagerError::internal(format!("reading the log: {e}"));
                                 return Some((stream_error(&error), None));
                             }
                         };

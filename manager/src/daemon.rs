@@ -15,13 +15,13 @@ use tokio::sync::{mpsc, watch};
 use crate::attachments::{self, AttachmentRecord, UnitCopy};
 use crate::dynamic_user::DynamicUsers;
 use crate::image::{self, ImageRoot};
+use crate::os_release::{self, OsRelease};
 use crate::paths::Paths;
 use crate::service_config::{self, ServiceConfig, ServiceType};
 use crate::unit_file;
 
 /// The profile every attachment gets for now, with its level (DESIGN.md §5).
 pub const DEFAULT_PROFILE: &str = "default@1";
-const MAX_OS_RELEASE: u64 = 64 * 1024;
 
 pub type Shared = Rc<RefCell<Manager>>;
 
@@ -261,16 +261,19 @@ impl Manager {
         images
     }
 
-    fn image_entry(&self, name: &str, path: &Path) -> Image {
+    /// The listing entry of an image; `os` is its os-release when the caller has it already.
+    fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
         let (_, version) = image::image_name_from_path(path);
-        let pretty_name = ImageRoot::open(path)
-            .ok()
-            .and_then(|root| root.os_release().ok())
-            .and_then(|os| {
-                os.portable_pretty_name()
-                    .or_else(|| os.pretty_name())
-                    .map(str::to_string)
-            });
+        let read = || ImageRoot::open(path).ok()?.os_release().ok();
+        let pretty = |os: &OsRelease| {
+            os.portable_pretty_name()
+                .or_else(|| os.pretty_name())
+                .map(str::to_string)
+        };
+        let pretty_name = match os {
+            Some(os) => pretty(os),
+            None => read().as_ref().and_then(pretty),
+        };
         let state = if self.attachments.contains_key(name) {
             "attached"
         } else {
@@ -291,12 +294,12 @@ impl Manager {
         for (name, path) in self.pool_images() {
             images
                 .entry(name.clone())
-                .or_insert_with(|| self.image_entry(&name, &path));
+                .or_insert_with(|| self.image_entry(&name, &path, None));
         }
         for record in self.attachments.values() {
             images
                 .entry(record.image.clone())
-                .or_insert_with(|| self.image_entry(&record.image, &record.path));
+                .or_insert_with(|| self.image_entry(&record.image, &record.path, None));
         }
         images.into_values().collect()
     }
@@ -308,20 +311,13 @@ impl Manager {
             reason: e.to_string(),
         };
         let root = ImageRoot::open(&path).map_err(|e| invalid(&e))?;
-        let os = root.os_release().map_err(|e| invalid(&e))?;
+        let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
+        let os = os_release::parse(&os_release);
         let prefixes = image::check_prefixes(&[], &os, &name).map_err(|e| invalid(&e))?;
         let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
-        let os_release = if cat {
-            root.read_bounded("/etc/os-release", MAX_OS_RELEASE)
-                .or_else(|_| root.read_bounded("/usr/lib/os-release", MAX_OS_RELEASE))
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        } else {
-            None
-        };
         Ok(ImageDetails {
-            image: self.image_entry(&name, &path),
-            os_release,
+            image: self.image_entry(&name, &path, Some(&os)),
+            os_release: cat.then_some(os_release),
             os_pretty_name: os.pretty_name().map(str::to_string),
             portable_prefixes: os.portable_prefixes(),
             units: units
@@ -414,9 +410,7 @@ impl Manager {
                 contents: u.contents.clone(),
             })
             .collect();
-        attachments::save(&self.paths, &record, &copies).map_err(|e| ManagerError::Internal {
-            reason: e.to_string(),
-        })?;
+        attachments::save(&self.paths, &record, &copies).map_err(ManagerError::internal)?;
         if let Some(old) = self.attachments.remove(&name) {
             for unit in old.units {
                 self.units.remove(&unit);
@@ -450,9 +444,7 @@ impl Manager {
         if let Some(unit) = self.active_unit_of(&name) {
             return Err(ManagerError::UnitActive { unit });
         }
-        attachments::remove(&self.paths, &name).map_err(|e| ManagerError::Internal {
-            reason: e.to_string(),
-        })?;
+        attachments::remove(&self.paths, &name).map_err(ManagerError::internal)?;
         let record = self
             .attachments
             .remove(&name)
@@ -524,8 +516,9 @@ const MAX_ATTACH_WARNINGS: usize = 200;
 /// Parses a unit file into what berthd runs, plus its warnings.
 pub fn parse_unit(name: &str, contents: &str) -> Result<(ServiceConfig, Vec<String>), String> {
     let unit = unit_file::parse(contents).map_err(|e| e.to_string())?;
-    let config = service_config::from_unit(name, &unit).map_err(|e| e.to_string())?;
-    let warnings = config.warnings.clone();
+    let mut config = service_config::from_unit(name, &unit).map_err(|e| e.to_string())?;
+    // Reported once, at attach: the running unit has no use for them.
+    let warnings = std::mem::take(&mut config.warnings);
     Ok((config, warnings))
 }
 

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
@@ -179,6 +179,7 @@ impl ImageRoot {
 
     /// Wraps a directory fd opened by someone else (the CLI opens local images with the
     /// caller's rights and passes the fd); `path` is only for messages.
+    #[cfg(test)]
     pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<ImageRoot, ImageError> {
         let stat = rfs::fstat(&fd).map_err(|e| ImageError::OpenImage {
             path: path.display().to_string(),
@@ -190,16 +191,6 @@ impl ImageRoot {
             });
         }
         Ok(ImageRoot { fd, path })
-    }
-
-    /// The path the image was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The root directory fd.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     fn image(&self) -> String {
@@ -306,10 +297,15 @@ impl ImageRoot {
     /// The image's os-release: `/etc/os-release`, else `/usr/lib/os-release` (both resolved
     /// inside the image). Missing in both is [`ImageError::NoOsRelease`].
     pub fn os_release(&self) -> Result<OsRelease, ImageError> {
+        self.os_release_text().map(|text| os_release::parse(&text))
+    }
+
+    /// The text of the image's os-release, found as [`ImageRoot::os_release`] finds it.
+    pub fn os_release_text(&self) -> Result<String, ImageError> {
         for path in OS_RELEASE_PATHS {
             match self.read_bounded(path, MAX_OS_RELEASE_SIZE) {
                 // Lossy: os-release is parsed leniently, a stray byte must not hide the rest.
-                Ok(bytes) => return Ok(os_release::parse(&String::from_utf8_lossy(&bytes))),
+                Ok(bytes) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
                 Err(ImageError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             }

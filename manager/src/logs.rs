@@ -36,6 +36,7 @@ fn entry(line: &[u8]) -> Option<LogEntry> {
 }
 
 /// Parses the complete lines of `bytes`; returns the entries and how many bytes they used.
+#[cfg(test)]
 pub fn parse_complete(bytes: &[u8]) -> (Vec<LogEntry>, usize) {
     parse_batch(bytes, usize::MAX)
 }

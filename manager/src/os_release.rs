@@ -19,6 +19,7 @@ impl OsRelease {
     }
 
     /// `ID=`, the lower-case operating system identifier.
+    #[cfg(test)]
     pub fn id(&self) -> Option<&str> {
         self.get("ID")
     }
@@ -42,6 +43,7 @@ impl OsRelease {
     }
 
     /// All fields, sorted by key.
+    #[cfg(test)]
     pub fn fields(&self) -> &BTreeMap<String, String> {
         &self.fields
     }

@@ -51,9 +51,6 @@ impl Paths {
     pub fn logs_dir(&self) -> PathBuf {
         self.state.join("logs")
     }
-    pub fn unit_log(&self, unit: &str) -> PathBuf {
-        self.unit_log_dir(unit).join("current.log")
-    }
     /// The directory of a unit's log files (see `logs::LogFiles`).
     pub fn unit_log_dir(&self, unit: &str) -> PathBuf {
         self.logs_dir().join(unit)

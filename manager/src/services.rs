@@ -25,12 +25,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Longest TimeoutStopSec= honoured (`infinity` included): after it the sandbox is SIGKILLed.
 const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn internal(e: impl std::fmt::Display) -> ManagerError {
-    ManagerError::Internal {
-        reason: e.to_string(),
-    }
-}
-
 /// Waits until `done` holds for the manager's state.
 async fn wait_until(shared: &Shared, timeout: Duration, done: impl Fn(&Manager) -> bool) -> bool {
     let mut rx = shared.borrow().changed.subscribe();
@@ -228,7 +222,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         let uid = m
             .unit(&plan.unit)?
             .uid
-            .ok_or_else(|| internal("no uid allocated"))?;
+            .ok_or_else(|| ManagerError::internal("no uid allocated"))?;
         (uid, m.paths.clone())
     };
     let start_failed = |reason: String| ManagerError::StartFailed {
@@ -252,22 +246,24 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             plan.unit
         );
     }
-    let log_path = paths.unit_log(&plan.unit);
+    let log_path = logs::LogFiles::of(&paths, &plan.unit).current;
     if let Some(dir) = log_path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
             .create(dir)
-            .map_err(internal)?;
+            .map_err(ManagerError::internal)?;
     }
     let log: OwnedFd = File::options()
         .append(true)
         .create(true)
         .mode(0o640)
         .open(&log_path)
-        .map_err(|e| internal(format!("{}: {e}", log_path.display())))?
+        .map_err(|e| ManagerError::internal(format!("{}: {e}", log_path.display())))?
         .into();
-    let control_dir: OwnedFd = File::open(paths.supervise_dir()).map_err(internal)?.into();
+    let control_dir: OwnedFd = File::open(paths.supervise_dir())
+        .map_err(ManagerError::internal)?
+        .into();
     let params = SpawnParams {
         unit: plan.unit.clone(),
         argv: argv.to_vec(),
@@ -596,10 +592,12 @@ pub async fn stop(shared: Shared, unit_arg: String) -> Result<UnitStatus, Manage
         unit.stop_requested = true;
         unit.set_state(UnitState::Stopping);
         let Some(link) = &unit.link else {
-            return Err(internal(format!("{name} has no supervisor link")));
+            return Err(ManagerError::internal(format!(
+                "{name} has no supervisor link"
+            )));
         };
         link.send(SupervisorRequest::Stop { timeout_ms })
-            .map_err(internal)?;
+            .map_err(ManagerError::internal)?;
         m.notify();
         (name, timeout)
     };
@@ -609,7 +607,9 @@ pub async fn stop(shared: Shared, unit_arg: String) -> Result<UnitStatus, Manage
     })
     .await;
     if !stopped {
-        return Err(internal(format!("{name} did not stop within {wait:?}")));
+        return Err(ManagerError::internal(format!(
+            "{name} did not stop within {wait:?}"
+        )));
     }
     status_of(&shared, &name)
 }

@@ -79,6 +79,7 @@ impl UnitFile {
     }
 
     /// The value of the last assignment of `key` in `section` (possibly empty).
+    #[cfg(test)]
     pub fn get_last(&self, section: &str, key: &str) -> Option<&str> {
         self.section(section)?
             .assignments
@@ -90,6 +91,7 @@ impl UnitFile {
 
     /// Every value of `key` in `section` after the last empty assignment: `Key=` resets a
     /// list-valued setting in systemd, so only what follows it counts.
+    #[cfg(test)]
     pub fn get_all(&self, section: &str, key: &str) -> Vec<&str> {
         let mut values = Vec::new();
         if let Some(section) = self.section(section) {

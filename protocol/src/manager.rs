@@ -224,6 +224,15 @@ pub enum ManagerError {
     },
 }
 
+impl ManagerError {
+    /// An internal error (I/O on berthd's own state and the like) carrying `e`'s message.
+    pub fn internal(e: impl std::fmt::Display) -> ManagerError {
+        ManagerError::Internal {
+            reason: e.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for ManagerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
