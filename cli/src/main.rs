@@ -388,11 +388,7 @@ async fn logs(
     lines: Option<i64>,
 ) -> anyhow::Result<()> {
     let json = s.json;
-    let name = if unit.contains('.') {
-        unit.clone()
-    } else {
-        format!("{unit}.service")
-    };
+    let name = berth_protocol::manager::unit_name(&unit);
     // Always streamed with `more`: the entries come in small batches however long the log.
     let params = LogsParams {
         unit,

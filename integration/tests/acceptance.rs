@@ -710,9 +710,7 @@ fn sandbox_has_its_own_proc_with_an_init_as_pid_1() {
     assert_eq!(proc_mount.unwrap()["fs_type"], "proc");
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
+use berth_testkit::open_fd_count as open_fds;
 
 /// `pid`'s fd count once it has stayed the same for 300 ms: berthd notices a finished CLI's
 /// connection asynchronously, so a single sample may still include it.

@@ -10,10 +10,13 @@ use berth_testkit::{Harness, ImageBuilder, busybox_image};
 
 /// One raw varlink exchange: sends `request` + NUL, returns the reply up to its NUL (or "" on EOF).
 fn raw_call(socket: &std::path::Path, request: &[u8]) -> String {
+    raw_call_within(socket, request, Duration::from_secs(5))
+}
+
+/// [`raw_call`], waiting at most `timeout` for the reply.
+fn raw_call_within(socket: &std::path::Path, request: &[u8], timeout: Duration) -> String {
     let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     stream.write_all(request).unwrap();
     stream.write_all(b"\0").unwrap();
     let mut reply = Vec::new();
@@ -233,13 +236,12 @@ fn helper_socket_is_not_reachable_for_other_users() {
     let h = Harness::start().unwrap();
     let helper_socket = h.runtime_dir().join("private/io.berth.Helper");
 
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(h.bin_dir().join("berth"))
+    let mut cmd = berth_testkit::as_user(65534, 65534, &[]);
+    cmd.arg(h.bin_dir().join("berth"))
         .arg("--socket")
         .arg(&helper_socket)
-        .arg("list")
-        .output()
+        .arg("list");
+    let out = berth_testkit::harness::output_with_timeout(cmd, berth_testkit::harness::CLI_TIMEOUT)
         .unwrap();
 
     let err = String::from_utf8_lossy(&out.stderr);
@@ -531,11 +533,7 @@ fn descriptors_sent_with_a_call_are_not_kept() {
     use std::os::fd::AsFd;
     let h = Harness::start().unwrap();
     let berthd = h.berthd_pid().unwrap();
-    let count = || {
-        std::fs::read_dir(format!("/proc/{berthd}/fd"))
-            .unwrap()
-            .count()
-    };
+    let count = || berth_testkit::open_fd_count(berthd);
     let stream = UnixStream::connect(h.socket()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -698,24 +696,10 @@ fn a_logs_stream_answers_at_once_even_without_records() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     let call = |params: &str| {
-        let mut stream = UnixStream::connect(h.socket()).unwrap();
-        // Below the 5 s keepalive: the first reply must not wait for it.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(4)))
-            .unwrap();
         let request =
             format!(r#"{{"method":"io.berth.Manager.Logs","parameters":{params},"more":true}}"#);
-        stream.write_all(request.as_bytes()).unwrap();
-        stream.write_all(b"\0").unwrap();
-        let mut reply = Vec::new();
-        let mut byte = [0u8; 1];
-        while let Ok(1) = stream.read(&mut byte) {
-            if byte[0] == 0 {
-                break;
-            }
-            reply.push(byte[0]);
-        }
-        String::from_utf8_lossy(&reply).into_owned()
+        // Below the 5 s keepalive: the first reply must not wait for it.
+        raw_call_within(&h.socket(), request.as_bytes(), Duration::from_secs(4))
     };
 
     let followed = call(r#"{"unit":"hello"}"#);

@@ -29,13 +29,11 @@ fn connection_flood_is_refused_and_the_daemon_recovers() {
         .filter_map(|_| UnixStream::connect(h.socket()).ok())
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let open = std::fs::read_dir(format!("/proc/{berthd}/fd"))
-        .unwrap()
-        .count() as u64;
+    let open = berth_testkit::open_fd_count(berthd) as u64;
     drop(flood);
 
     assert!(
-        open <= LIMIT - 256 + 2,
+        open <= LIMIT - berth_protocol::listener::FD_RESERVE + 2,
         "berthd holds {open} fds with a limit of {LIMIT}"
     );
     berth_testkit::wait_until(Duration::from_secs(5), || {

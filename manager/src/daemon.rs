@@ -149,23 +149,15 @@ impl Manager {
     }
 
     /// Canonical unit name: `hello` means `hello.service`.
-    pub fn unit_name(arg: &str) -> String {
-        if arg.contains('.') {
-            arg.to_string()
-        } else {
-            format!("{arg}.service")
-        }
-    }
-
     pub fn unit(&self, arg: &str) -> Result<&Unit, ManagerError> {
-        let name = Manager::unit_name(arg);
+        let name = berth_protocol::manager::unit_name(arg);
         self.units
             .get(&name)
             .ok_or(ManagerError::NoSuchUnit { unit: name })
     }
 
     pub fn unit_mut(&mut self, arg: &str) -> Result<&mut Unit, ManagerError> {
-        let name = Manager::unit_name(arg);
+        let name = berth_protocol::manager::unit_name(arg);
         self.units
             .get_mut(&name)
             .ok_or(ManagerError::NoSuchUnit { unit: name })

@@ -224,6 +224,15 @@ pub enum ManagerError {
     },
 }
 
+/// The unit a `UNIT` argument names: `hello` means `hello.service` (DESIGN.md §3).
+pub fn unit_name(arg: &str) -> String {
+    if arg.contains('.') {
+        arg.to_string()
+    } else {
+        format!("{arg}.service")
+    }
+}
+
 impl ManagerError {
     /// An internal error (I/O on berthd's own state and the like) carrying `e`'s message.
     pub fn internal(e: impl std::fmt::Display) -> ManagerError {

@@ -410,7 +410,6 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Runs `cmd` capturing stdout and stderr; kills it and fails after `timeout`.
 /// A `setpriv` command prefix that runs what follows as `uid`/`gid` with exactly `groups`.
 pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Command {
     let groups = if groups.is_empty() {
@@ -426,6 +425,7 @@ pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Command {
     cmd
 }
 
+/// Runs `cmd` capturing stdout and stderr; kills it and fails after `timeout`.
 pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
     let mut child = cmd
         .stdout(Stdio::piped())

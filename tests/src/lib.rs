@@ -13,7 +13,7 @@ pub mod procfs;
 
 pub use harness::{Harness, as_user, probe_output, wait_until};
 pub use image::{ImageBuilder, busybox_image, probe_path};
-pub use procfs::{ns_inode, proc_status_field, process_exists};
+pub use procfs::{ns_inode, open_fd_count, proc_status_field, process_exists};
 
 use std::path::{Path, PathBuf};
 

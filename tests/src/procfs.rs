@@ -8,6 +8,11 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 
 /// Whether process `pid` is alive: present in `/proc` and not a zombie.
+/// How many descriptors `pid` has open (0 when it is gone).
+pub fn open_fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 pub fn process_exists(pid: u32) -> bool {
     match proc_state(pid) {
         Some(state) => state != 'Z' && state != 'X',
