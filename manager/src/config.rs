@@ -22,8 +22,8 @@ pub const LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
 impl Default for Config {
     fn default() -> Self {
         Config {
-            uid_min: 61184,
-            uid_max: 65519,
+            uid_min: berth_protocol::config_file::DEFAULT_UID_RANGE.0,
+            uid_max: berth_protocol::config_file::DEFAULT_UID_RANGE.1,
             admin_group: "berth-admin".into(),
             log_max_bytes: LOG_MAX_BYTES,
         }

@@ -15,8 +15,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
 
-/// Default dynamic UID/GID range, as systemd's DynamicUser= uses.
-pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
+use berth_protocol::config_file::DEFAULT_UID_RANGE;
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;

@@ -3,14 +3,14 @@
 //! and the read end then reports end of file.
 
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use tokio::io::unix::AsyncFd;
 
 /// Resolves once every writer of `pipe` is gone. Bytes written to the pipe are read and ignored.
 pub async fn closed(pipe: impl AsFd) -> std::io::Result<()> {
     let fd = pipe.as_fd().try_clone_to_owned()?;
-    set_nonblocking(&fd)?;
+    crate::sandbox::sys::set_nonblocking(&fd)?;
     // SAFETY: the File owns the descriptor and is moved into the AsyncFd, so it stays open and
     // names the same pipe for the AsyncFd's whole life.
     let watched = unsafe { AsyncFd::register(std::fs::File::from(fd)) }?;
@@ -25,12 +25,6 @@ pub async fn closed(pipe: impl AsFd) -> std::io::Result<()> {
             Err(_would_block) => {}
         }
     }
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(fd)?;
-    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,12 +5,8 @@ use std::io;
 /// Closes every fd above stderr and clears the environment, so nothing a parent left behind
 /// (sockets, directories, `LD_*` variables) can reach a sandbox or steer the helper.
 pub fn sanitize_process() -> io::Result<()> {
-    // SAFETY: close_range only closes descriptors; the process has no threads yet and nothing
-    // holds raw fds above 2 at this point.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: the process has no threads yet and no Rust object owns a descriptor above 2.
+    unsafe { crate::sandbox::sys::close_fds_except(&[]) }?;
     let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
     for key in keys {
         // SAFETY: called at start-up before any other thread exists, so no concurrent reader of

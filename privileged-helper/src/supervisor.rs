@@ -1,6 +1,6 @@
 //! The per-service supervisor (DESIGN.md §6).
 //!
-//! Forked (through an intermediate that exits at once) by [`crate::sandbox::launch`], it runs
+//! Forked by [`crate::sandbox::launch`] (the helper ignores SIGCHLD, so none is reaped), it runs
 //! as root in the host namespaces and outlives the helper. It binds `<unit>.sock` in the
 //! control directory, forks the sandbox's init into a new pid namespace, waits until main has
 //! exec'd and reports that to `launch`. Then a single-threaded `poll()` loop:
@@ -119,12 +119,6 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
         log,
         control_dir,
     } = fds;
-    // A log that is a pipe or socket must never block us (and through us the service): drop
-    // records instead. Regular files ignore O_NONBLOCK.
-    let log_type = rustix::fs::fstat(&log).map(|st| FileType::from_raw_mode(st.st_mode));
-    if matches!(log_type, Ok(FileType::Fifo | FileType::Socket)) {
-        nonblocking(&log)?;
-    }
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
     match spawn(spec, root) {
         Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
@@ -253,9 +247,7 @@ fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
 }
 
 fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
-    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| Failure::setup("fcntl", e))?;
-    rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)
-        .map_err(|e| Failure::setup("fcntl", e))
+    sys::set_nonblocking(fd).map_err(|e| Failure::setup("fcntl", e))
 }
 
 /// Forks init into a new pid namespace and waits until main has exec'd.
@@ -727,8 +719,7 @@ impl Supervisor {
                 Ok(0) => return,
                 Ok(n) => records = &records[n..],
                 Err(Errno::INTR) => {}
-                // EAGAIN (a non-blocking reader side) or a full disk: drop rather than stall
-                // the service.
+                // A full disk or another write error: drop rather than stall the service.
                 Err(_) => return,
             }
         }

@@ -65,6 +65,10 @@ pub fn number<T: std::str::FromStr>(line: usize, value: &str) -> Result<T, LineE
         .map_err(|_| (line, format!("not a number: {value}")))
 }
 
+/// The dynamic uid range both daemons use unless configured otherwise (as systemd's
+/// DynamicUser= range).
+pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
+
 /// Checks a dynamic uid range: non-empty, and never 0.
 pub fn check_uid_range(min: u32, max: u32) -> Result<(), LineError> {
     if min == 0 || min > max {

@@ -27,6 +27,24 @@ pub type ServerSocket = crate::listener::CountedStream;
 /// Largest parameters object a berth service accepts, serialized (bytes).
 pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
 
+/// The length of `value` as JSON, counted without building the text.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to the counter cannot fail; a Value always serializes.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 /// A method call as it arrives: only `method` must be a string.
 #[derive(Debug, Deserialize)]
 pub struct RawCall {
@@ -188,7 +206,7 @@ impl<I: Interface> VarlinkService<I> {
             Some(v @ Value::Object(_)) => v.clone(),
             Some(_) => return Outcome::Error(invalid_parameter("parameters")),
         };
-        if parameters.to_string().len() > MAX_PARAMETERS_BYTES {
+        if serialized_len(&parameters) > MAX_PARAMETERS_BYTES {
             return Outcome::Error(invalid_parameter("parameters"));
         }
         if interface == "org.varlink.service" {
@@ -385,5 +403,12 @@ mod tests {
         let err = parse_params::<Params>(json!({ "unit": 3 })).unwrap_err();
 
         assert_eq!(err["error"], "org.varlink.service.InvalidParameter");
+    }
+
+    #[test]
+    fn serialized_len_is_the_length_of_the_json_text() {
+        let value = json!({"unit": "hello", "lines": [1, 2, "é"]});
+
+        assert_eq!(serialized_len(&value), value.to_string().len());
     }
 }

@@ -3,24 +3,15 @@
 use super::Failure;
 use super::sys;
 
-/// Reads the highest capability number the kernel knows. Needs the host's `/proc`, so call it
-/// before pivoting.
-pub(super) fn last_cap() -> Result<u32, Failure> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .map_err(|e| Failure::setup("read /proc/sys/kernel/cap_last_cap", e))?;
-    text.trim().parse().map_err(|_| {
-        Failure::setup(
-            "parse /proc/sys/kernel/cap_last_cap",
-            rustix::io::Errno::INVAL,
-        )
-    })
-}
+/// Above any capability number a kernel has had (40 today). The kernel answers EINVAL past its
+/// own last one, which ends the drop loop; no need to read `cap_last_cap` on every start.
+const CAP_NUMBERS: u32 = 64;
 
 /// Becomes `uid`/`gid` for good: empty bounding, permitted, effective, inheritable and ambient
 /// sets, no supplementary groups, no_new_privs, and SIGKILL when the supervisor dies.
-pub(super) fn drop_to(uid: u32, gid: u32, last_cap: u32) -> Result<(), Failure> {
+pub(super) fn drop_to(uid: u32, gid: u32) -> Result<(), Failure> {
     // Needs CAP_SETPCAP, so before the uid change.
-    for cap in 0..=last_cap {
+    for cap in 0..CAP_NUMBERS {
         match sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,

@@ -127,7 +127,6 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     let _ = rustix::thread::set_name(c"berth-init");
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let last_cap = credentials::last_cap()?;
     let entries = mounts::clone_image(&LinuxSyscalls, &root)?;
     drop(root);
     let flags = rustix::thread::UnshareFlags::NEWNS
@@ -139,7 +138,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     mounts::build_root(&LinuxSyscalls, entries)?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
-    credentials::drop_to(spec.uid, spec.gid, last_cap)?;
+    credentials::drop_to(spec.uid, spec.gid)?;
 
     let path_str = spec.argv.first().cloned().unwrap_or_default();
     Ok(Exec {

@@ -3,11 +3,10 @@
 //! Process tree (DESIGN.md §6):
 //!
 //! ```text
-//! helper ─fork→ intermediate (setsid, exits at once, reaped by `launch`)
-//!          └─fork→ supervisor (root, host namespaces; crate::supervisor)
-//!                   └─unshare(NEWPID)+fork→ init = PID 1 (new mnt/ipc/uts ns, new root,
-//!                                            service uid; init.rs)
-//!                                             └─fork→ main (execs argv)
+//! helper ─fork→ supervisor (setsid; root, host namespaces; crate::supervisor)
+//!          └─unshare(NEWPID)+fork→ init = PID 1 (new mnt/ipc/uts ns, new root,
+//!                                   service uid; init.rs)
+//!                                    └─fork→ main (execs argv)
 //! ```
 //!
 //! The supervisor reports `Launched` (or the failure) to `launch` over a CLOEXEC pipe as one
@@ -41,8 +40,6 @@ pub enum LaunchError {
     ReportPipe(#[source] io::Error),
     #[error("cannot fork the supervisor: {0}")]
     Fork(#[source] io::Error),
-    #[error("cannot reap the intermediate launcher process: {0}")]
-    Reap(#[source] io::Error),
     #[error("cannot read the supervisor's launch report: {0}")]
     ReadReport(#[source] io::Error),
     #[error("the supervisor did not report within {} s", .0.as_secs())]

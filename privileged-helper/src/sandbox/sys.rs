@@ -47,6 +47,13 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
 
 /// `_exit(code)`: leaves without running destructors or atexit handlers of the forked-from
 /// process.
+/// Sets O_NONBLOCK on `fd`'s open file description.
+pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
 pub(crate) fn exit(code: i32) -> ! {
     // SAFETY: _exit has no preconditions and never returns.
     unsafe { libc::_exit(code) }
