@@ -65,6 +65,19 @@ impl Session {
             .map_err(explain)
     }
 
+    /// `method` with `more`: `each` gets every reply until the last (or until it says stop).
+    async fn call_more<P: Serialize, R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+        each: impl FnMut(R) -> bool,
+    ) -> anyhow::Result<()> {
+        self.client
+            .call_more(&format!("io.berth.Manager.{method}"), params, each)
+            .await
+            .map_err(explain)
+    }
+
     fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
@@ -111,9 +124,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Start { units } => return lifecycle(&mut s, "Start", units).await,
-        Command::Stop { units } => return lifecycle(&mut s, "Stop", units).await,
-        Command::Restart { units } => return lifecycle(&mut s, "Restart", units).await,
+        Command::Start { units } => lifecycle(&mut s, "Start", units).await?,
+        Command::Stop { units } => lifecycle(&mut s, "Stop", units).await?,
+        Command::Restart { units } => lifecycle(&mut s, "Restart", units).await?,
         Command::Status { unit } => status(&mut s, unit).await?,
         Command::Logs {
             unit,
@@ -217,24 +230,21 @@ fn unit_rows(units: &[UnitStatus]) -> Vec<Vec<String>> {
 
 async fn list(s: &mut Session) -> anyhow::Result<()> {
     let mut units = Vec::new();
-    s.client
-        .call_more("io.berth.Manager.List", &Empty {}, |reply: ListReply| {
-            units.extend(reply.units);
-            true
-        })
-        .await
-        .map_err(explain)?;
-    let reply = ListReply { units };
+    s.call_more("List", &Empty {}, |reply: ListReply| {
+        units.extend(reply.units);
+        true
+    })
+    .await?;
     if s.json {
-        return s.print_json(&reply.units);
+        return s.print_json(&units);
     }
-    if reply.units.is_empty() {
+    if units.is_empty() {
         println!("No units attached.");
         return Ok(());
     }
     output::table(
         &["UNIT", "IMAGE", "STATE", "MAIN PID", "UID", "PROFILE"],
-        &unit_rows(&reply.units),
+        &unit_rows(&units),
     );
     Ok(())
 }
@@ -297,7 +307,7 @@ fn check_started(status: &UnitStatus) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn lifecycle(s: &mut Session, method: &str, units: Vec<String>) -> anyhow::Result<ExitCode> {
+async fn lifecycle(s: &mut Session, method: &str, units: Vec<String>) -> anyhow::Result<()> {
     let mut statuses = Vec::new();
     for unit in units {
         let reply: StatusReply = s.call(method, &UnitParams { unit }).await?;
@@ -309,7 +319,7 @@ async fn lifecycle(s: &mut Session, method: &str, units: Vec<String>) -> anyhow:
     if s.json {
         s.print_json(&statuses)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
@@ -403,8 +413,5 @@ async fn logs(
         use std::io::Write;
         std::io::stdout().flush().is_ok()
     };
-    s.client
-        .call_more("io.berth.Manager.Logs", &params, each)
-        .await
-        .map_err(explain)
+    s.call_more("Logs", &params, each).await
 }

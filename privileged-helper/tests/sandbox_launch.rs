@@ -1055,6 +1055,13 @@ fn replace_log_sends_the_output_to_the_new_file_from_then_on() {
     wait_until("output reaches the new log", || {
         fs::read_to_string(&path).is_ok_and(|t| t.contains("stdout tick"))
     });
+    // And no longer the old one: it stays as it was while the new one grows.
+    let old_len = fs::metadata(fx.log_path()).unwrap().len();
+    let new_len = fs::metadata(&path).unwrap().len();
+    wait_until("the new log grows", || {
+        fs::metadata(&path).is_ok_and(|m| m.len() > new_len)
+    });
+    assert_eq!(fs::metadata(fx.log_path()).unwrap().len(), old_len);
 }
 
 #[test]
