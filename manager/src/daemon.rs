@@ -298,15 +298,12 @@ impl Manager {
 
     pub fn inspect_image(&self, arg: &str, cat: bool) -> Result<ImageDetails, ManagerError> {
         let (name, path) = self.resolve_image(arg)?;
-        let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
-            image: name.clone(),
-            reason: e.to_string(),
-        };
-        let root = ImageRoot::open(&path).map_err(|e| invalid(&e))?;
-        let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
-        let os = os_release::parse(&os_release);
-        let prefixes = image::check_prefixes(&[], &os, &name).map_err(|e| invalid(&e))?;
-        let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+        let ScannedImage {
+            os_release,
+            os,
+            units,
+            ..
+        } = scan_image(&name, &path, &[])?;
         Ok(ImageDetails {
             image: self.image_entry(&name, &path, Some(&os)),
             os_release: cat.then_some(os_release),
@@ -348,10 +345,11 @@ impl Manager {
             image: name.clone(),
             reason: e.to_string(),
         };
-        let root = ImageRoot::open(&path).map_err(|e| invalid(&e))?;
-        let os = root.os_release().map_err(|e| invalid(&e))?;
-        let prefixes = image::check_prefixes(prefixes, &os, &name).map_err(|e| invalid(&e))?;
-        let found = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+        let ScannedImage {
+            prefixes,
+            units: found,
+            ..
+        } = scan_image(&name, &path, prefixes)?;
         if found.is_empty() {
             return Err(invalid(&format!(
                 "no unit files matching {} in {}",
@@ -483,6 +481,35 @@ pub fn attachment_name(arg: &str) -> String {
     } else {
         arg.to_string()
     }
+}
+
+/// What `inspect` and `attach` both read from an image.
+struct ScannedImage {
+    os_release: String,
+    os: OsRelease,
+    /// The prefixes that apply (the requested ones, checked against PORTABLE_PREFIXES).
+    prefixes: Vec<String>,
+    units: Vec<image::FoundUnit>,
+}
+
+/// Opens image `name` at `path`, reads its os-release and finds its units matching `prefixes`
+/// (all when empty, within PORTABLE_PREFIXES); every failure is the image's `InvalidImage`.
+fn scan_image(name: &str, path: &Path, prefixes: &[String]) -> Result<ScannedImage, ManagerError> {
+    let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
+        image: name.to_string(),
+        reason: e.to_string(),
+    };
+    let root = ImageRoot::open(path).map_err(|e| invalid(&e))?;
+    let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
+    let os = os_release::parse(&os_release);
+    let prefixes = image::check_prefixes(prefixes, &os, name).map_err(|e| invalid(&e))?;
+    let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+    Ok(ScannedImage {
+        os_release,
+        os,
+        prefixes,
+        units,
+    })
 }
 
 /// Unit file bytes one `InspectImage --cat` reply shows. Inspecting pool images is open to
