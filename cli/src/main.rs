@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use berth_protocol::client::{Client, ClientError, remote_error_of};
 use berth_protocol::manager::{
     AttachParams, AttachReply, DetachParams, DetachReply, Empty, ImageParams, ImagesReply,
     InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams,
     LogsReply, ManagerError, StatusReply, UnitParams, UnitStatus,
 };
+use berth_varlink::client::{Client, ClientError, remote_error_of};
 use clap::Parser;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use berth_protocol::client::Client;
 use berth_protocol::manager::{Empty, ListReply, StatusReply, UnitParams};
 use berth_testkit::{Harness, ImageBuilder};
+use berth_varlink::client::Client;
 
 const CLIENTS: usize = 8;
 const CALLS_PER_CLIENT: usize = 5_000;

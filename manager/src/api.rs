@@ -8,7 +8,7 @@ use berth_protocol::manager::{
     InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply,
     ManagerError, StatusReply, UnitParams,
 };
-use berth_protocol::varlink::{
+use berth_varlink::service::{
     CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_error,
     stream_item, varlink_error,
 };

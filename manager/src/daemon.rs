@@ -106,7 +106,7 @@ pub struct Manager {
     /// Group whose members may change things besides root (`berth-admin` if it exists).
     pub admin_gid: Option<u32>,
     /// The connection to berth-helper, kept between spawns.
-    pub helper_client: Option<berth_protocol::client::Client>,
+    pub helper_client: Option<berth_varlink::client::Client>,
     /// A service's `current.log` is moved aside past this size.
     pub log_max_bytes: u64,
 }

@@ -11,8 +11,8 @@ use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
 use berth_manager::{host_users, privilege_split, services};
-use berth_protocol::listener::{BoundedListener, raise_fd_limit};
-use berth_protocol::varlink::{BERTH_INFO, VarlinkService};
+use berth_varlink::listener::{BoundedListener, raise_fd_limit};
+use berth_varlink::service::{BERTH_INFO, VarlinkService};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -83,15 +83,12 @@ fn run() -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
         services::adopt_running(&shared);
-        let server = zlink::Server::new(
-            listener,
-            VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO),
-        );
+        let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         eprintln!("berthd: serving {}", socket.display());
         tokio::select! {
-            r = server.run() => r.context("varlink server")?,
+            r = server => r.context("varlink server")?,
             _ = term.recv() => {}
             _ = int.recv() => {}
             status = helper_exit(helper.as_mut()) => {

@@ -7,10 +7,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::time::Duration;
 
-use berth_protocol::client::{Client, ClientError};
 use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::{ManagerError, UnitStatus};
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use berth_varlink::client::{Client, ClientError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -302,7 +302,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             Err(start_failed(reason))
         }
         // A protocol-level refusal (e.g. InvalidParameter) means the helper is up but disagrees.
-        Err(e) => match berth_protocol::client::remote_error_of(&e) {
+        Err(e) => match berth_varlink::client::remote_error_of(&e) {
             Some(remote) => Err(start_failed(format!(
                 "berth-helper refused the request: {remote}"
             ))),

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::{self, HelperError, PingReply, SpawnParams, SpawnReply};
-use berth_protocol::listener::BoundedListener;
-use berth_protocol::varlink::{
+use berth_varlink::listener::BoundedListener;
+use berth_varlink::service::{
     BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
 };
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("varlink server failed: {0}")]
-    Server(#[from] zlink::Error),
+    Server(#[from] berth_varlink::Error),
 }
 
 /// The helper's interface: accepts only the manager's uid.
@@ -125,7 +125,7 @@ pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Resu
     })?;
     secure_socket(socket, manager_uid)?;
     let service = VarlinkService::new(HelperInterface::new(manager_uid, policy), BERTH_INFO);
-    zlink::Server::new(listener, service).run().await?;
+    service.serve(listener).await?;
     Ok(())
 }
 
@@ -231,7 +231,7 @@ mod tests {
         let ctx = CallContext {
             more: false,
             oneway: false,
-            peer: Some(berth_protocol::varlink::Peer {
+            peer: Some(berth_varlink::service::Peer {
                 uid,
                 gid: uid,
                 pid: 1,

@@ -142,7 +142,7 @@ type StreamReadHalf = <zlink::tokio::unix::Stream as Socket>::ReadHalf;
 /// Longest message a client may send, NUL delimiter excluded. zlink buffers a message until its
 /// NUL, growing its buffer up to 100 MB, so without this limit each connection could hold that
 /// much of a daemon's memory. Parameters are limited further, with an error reply, to
-/// [`crate::varlink::MAX_PARAMETERS_BYTES`]; a message past this limit gets its connection
+/// [`crate::service::MAX_PARAMETERS_BYTES`]; a message past this limit gets its connection
 /// closed instead.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -399,7 +399,7 @@ mod tests {
     /// An interface with no methods: GetInfo is answered by the service layer.
     struct Silent;
 
-    impl crate::varlink::Interface for Silent {
+    impl crate::service::Interface for Silent {
         const NAME: &'static str = "io.berth.Test";
 
         fn description(&self) -> &str {
@@ -410,9 +410,9 @@ mod tests {
             &mut self,
             _method: &str,
             _parameters: serde_json::Value,
-            _ctx: crate::varlink::CallContext,
-        ) -> crate::varlink::Outcome {
-            crate::varlink::Outcome::Error(serde_json::json!({}))
+            _ctx: crate::service::CallContext,
+        ) -> crate::service::Outcome {
+            crate::service::Outcome::Error(serde_json::json!({}))
         }
     }
 
@@ -447,7 +447,7 @@ mod tests {
                 let listener = BoundedListener::bind_with(&server_path, limits(2)).unwrap();
                 ready_tx.send(()).unwrap();
                 let service =
-                    crate::varlink::VarlinkService::new(Silent, crate::varlink::BERTH_INFO);
+                    crate::service::VarlinkService::new(Silent, crate::service::BERTH_INFO);
                 tokio::select! {
                     _ = zlink::Server::new(listener, service).run() => {}
                     _ = done_rx => {}

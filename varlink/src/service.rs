@@ -5,7 +5,7 @@
 //! `org.varlink.service.InvalidParameter` and keep serving, so calls are received leniently as
 //! [`RawCall`] and each interface parses its own parameters with [`parse_params`].
 //! `org.varlink.service` introspection is answered here from the interface's IDL, which is
-//! derived from the same Rust types the parameters are parsed into (see [`crate::idl`]).
+//! derived from the same Rust types the parameters are parsed into (see `berth_protocol::idl`).
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -191,6 +191,12 @@ pub struct VarlinkService<I> {
 impl<I: Interface> VarlinkService<I> {
     pub fn new(interface: I, info: ServiceInfo) -> Self {
         VarlinkService { interface, info }
+    }
+
+    /// Serves the connections `listener` accepts until it fails. Not `Send` (zlink's server
+    /// loop is not): run it on a current-thread runtime or a `LocalSet`.
+    pub async fn serve(self, listener: crate::listener::BoundedListener) -> zlink::Result<()> {
+        zlink::Server::new(listener, self).run().await
     }
 
     async fn dispatch(&mut self, call: &Call<RawCall>, ctx: CallContext) -> Outcome {

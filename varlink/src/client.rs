@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zlink::Call;
 
-use crate::varlink::{OutgoingCall, Socket};
+use crate::service::{OutgoingCall, Socket};
 
 /// An error reply from the service, kept whole so callers can map it onto a typed enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
