@@ -4,6 +4,7 @@
 //! supervise services. It trusts nothing it is sent: every request passes the floor policy in
 //! [`floor`] before anything happens.
 
+pub mod args;
 pub mod floor;
 pub mod launch_spec;
 pub mod lifeline;

@@ -1,46 +1,60 @@
 //! berth-helper: the root half of berth. Normally started by berthd.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
+use berth_helper::args::{self, Args, Command};
 use berth_helper::floor::FloorPolicy;
-use clap::Parser;
 
-#[derive(Parser)]
-#[command(name = "berth-helper", version, about = "berth's minimal root helper")]
-struct Args {
-    /// Socket to serve io.berth.Helper on.
-    #[arg(long)]
-    socket: PathBuf,
-    /// The only uid allowed to call the helper (berthd's).
-    #[arg(long)]
-    manager_uid: u32,
-    /// Floor policy (dynamic uid range, allowed image roots).
-    #[arg(long, default_value = "/etc/berth/helper.toml")]
-    config: PathBuf,
-    /// Standard input is a pipe whose write end the manager holds: exit as soon as it closes,
-    /// that is, as soon as the manager is gone.
-    #[arg(long)]
-    lifeline: bool,
+/// Why the helper did not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    #[error("sanitizing the process: {0}")]
+    Sanitize(#[source] std::io::Error),
+    #[error(transparent)]
+    Args(#[from] args::ArgsError),
+    #[error("must run as root")]
+    NotRoot,
+    #[error("--manager-uid must not be 0: the manager runs unprivileged")]
+    ManagerIsRoot,
+    #[error(transparent)]
+    Config(Box<dyn std::error::Error>),
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] berth_helper::server::ServeError),
+    #[error("watching the manager's lifeline (stdin): {0}")]
+    Lifeline(#[source] std::io::Error),
 }
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("berth-helper: {e:#}");
+        eprintln!("berth-helper: {e}");
         std::process::exit(1);
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    berth_helper::sanitize::sanitize_process().context("sanitizing the process")?;
-    let args = Args::parse();
+fn run() -> Result<(), HelperError> {
+    berth_helper::sanitize::sanitize_process().map_err(HelperError::Sanitize)?;
+    let args = match args::parse(std::env::args_os().skip(1))? {
+        Command::Serve(args) => args,
+        Command::Help => {
+            println!("{}", args::USAGE);
+            return Ok(());
+        }
+        Command::Version => {
+            println!("berth-helper {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+    };
+    serve(args)
+}
+
+fn serve(args: Args) -> Result<(), HelperError> {
     if !rustix::process::geteuid().is_root() {
-        anyhow::bail!("must run as root");
+        return Err(HelperError::NotRoot);
     }
     if args.manager_uid == 0 {
-        anyhow::bail!("--manager-uid must not be 0: the manager runs unprivileged");
+        return Err(HelperError::ManagerIsRoot);
     }
-    let policy = FloorPolicy::load(&args.config)?;
+    let policy = FloorPolicy::load(&args.config).map_err(|e| HelperError::Config(e.into()))?;
     // Supervisors are forked straight from the helper; ignoring SIGCHLD lets the kernel reap
     // those that end while the helper runs (sandbox::launch relies on it).
     // SAFETY: installing SIG_IGN runs no code; no other thread exists yet.
@@ -49,14 +63,15 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
+        .map_err(HelperError::Runtime)?;
     runtime.block_on(async {
         tokio::select! {
-            served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => Ok(served?),
-            gone = manager_gone(args.lifeline) => gone,
+            served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => {
+                Ok(served?)
+            }
+            gone = manager_gone(args.lifeline) => gone.map_err(HelperError::Lifeline),
         }
-    })?;
-    Ok(())
+    })
 }
 
 /// Resolves when the manager that started the helper has exited. berthd keeps the write end of
@@ -64,11 +79,9 @@ fn run() -> anyhow::Result<()> {
 /// it dies, so the helper notices at once. (PR_SET_PDEATHSIG cannot do this: berthd drops to an
 /// unprivileged uid, and the kernel then refuses its death signal to a root process.) Without a
 /// lifeline, as under a service manager, this never resolves.
-async fn manager_gone(lifeline: bool) -> anyhow::Result<()> {
+async fn manager_gone(lifeline: bool) -> std::io::Result<()> {
     if !lifeline {
         return std::future::pending().await;
     }
-    berth_helper::lifeline::closed(std::io::stdin())
-        .await
-        .context("watching the manager's lifeline (stdin)")
+    berth_helper::lifeline::closed(std::io::stdin()).await
 }
