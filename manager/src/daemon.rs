@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use berth_logging::Untrusted;
 use berth_protocol::manager::{Image, ImageDetails, ManagerError, UnitFile, UnitStatus};
 use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
 use tokio::sync::{mpsc, watch};
@@ -90,9 +91,37 @@ impl Unit {
         }
     }
 
+    /// Moves to `state` and logs the change; set the pid, exit and failure first, so the line
+    /// carries them.
     pub fn set_state(&mut self, state: UnitState) {
+        let from = self.state;
         self.state = state;
         self.since_usec = now_usec();
+        // An exit belongs to the run that ended: shown once the unit is no longer active.
+        let exit = (!state.is_active()).then_some(self.exit).flatten();
+        let (exit_code, exit_signal) = (exit.and_then(|e| e.code), exit.and_then(|e| e.signal));
+        let failure = self.failure.as_deref().map(Untrusted);
+        macro_rules! log_change {
+            ($level:ident) => {
+                tracing::$level!(
+                    unit = %Untrusted(&self.name),
+                    from = %from.as_str(),
+                    state = %state.as_str(),
+                    pid = self.main_pid,
+                    uid = self.uid,
+                    exit_code,
+                    exit_signal,
+                    failure = failure.as_ref().map(tracing::field::display),
+                    "unit {}",
+                    state.as_str()
+                )
+            };
+        }
+        if state == UnitState::Failed {
+            log_change!(warn);
+        } else {
+            log_change!(info);
+        }
     }
 }
 
@@ -127,7 +156,7 @@ impl Manager {
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {
-            eprintln!("berthd: skipping attachment: {e}");
+            tracing::warn!(error = %e, "skipping attachment");
         }
         for (record, copies) in loaded {
             for copy in &copies {
@@ -136,7 +165,9 @@ impl Manager {
                         let unit = Unit::new(copy.name.clone(), record.image.clone(), config);
                         manager.units.insert(copy.name.clone(), unit);
                     }
-                    Err(e) => eprintln!("berthd: skipping unit {}: {e}", copy.name),
+                    Err(e) => {
+                        tracing::warn!(unit = %Untrusted(&copy.name), error = %e, "skipping unit");
+                    }
                 }
             }
             manager.attachments.insert(record.image.clone(), record);
@@ -422,6 +453,13 @@ impl Manager {
         self.attachments.insert(name.clone(), record);
         self.notify();
         crate::service_config::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
+        tracing::info!(
+            image = %Untrusted(&name),
+            path = %Untrusted(&path.to_string_lossy()),
+            units = units.len(),
+            warnings = warnings.len(),
+            "image attached"
+        );
         Ok((name, units, warnings))
     }
 
@@ -445,6 +483,7 @@ impl Manager {
             self.units.remove(unit);
         }
         self.notify();
+        tracing::info!(image = %Untrusted(&name), units = record.units.len(), "image detached");
         Ok((name, record.units))
     }
 

@@ -31,6 +31,14 @@ struct Args {
     /// User to run as after starting the helper.
     #[arg(long, default_value = "berth")]
     user: String,
+    /// Log level (error, warn, info, debug, trace) or directives such as
+    /// `info,berth_manager=debug`; overrides RUST_LOG. Default: info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Where to log: journal, stderr, or auto (journald when the host has one and stderr is not
+    /// a terminal).
+    #[arg(long, value_name = "TARGET", default_value = "auto")]
+    log_target: berth_logging::Target,
 }
 
 fn main() {
@@ -42,6 +50,20 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let logging = berth_logging::init(
+        "berthd",
+        args.log_level.as_deref(),
+        rust_log.as_deref(),
+        args.log_target,
+    )?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        uid = rustix::process::geteuid().as_raw(),
+        level = %logging.level,
+        log_target = %logging.target,
+        "berthd starting"
+    );
     raise_fd_limit();
     let config = Config::load(&args.config)?;
     let paths = Paths::new(&args.runtime_dir, &args.state_dir);
@@ -54,7 +76,7 @@ fn run() -> anyhow::Result<()> {
     let _lock = privilege_split::lock_instance(&paths)?;
     // The helper is ours only when we start as root; otherwise one must already serve us.
     let mut helper = if is_root {
-        let helper = privilege_split::start_helper(&paths, &user)?;
+        let helper = privilege_split::start_helper(&paths, &user, &logging)?;
         privilege_split::drop_privileges(&user)?;
         Some(helper)
     } else {
@@ -86,15 +108,16 @@ fn run() -> anyhow::Result<()> {
         let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        eprintln!("berthd: serving {}", socket.display());
+        tracing::info!(socket = %socket.display(), "berthd serving");
         tokio::select! {
             r = server => r.context("varlink server")?,
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "berthd stopping"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "berthd stopping"),
             status = helper_exit(helper.as_mut()) => {
                 // berthd cannot restart a root helper once it has dropped privileges. Exiting lets
                 // whatever runs berthd restart the pair; running services are re-adopted then.
                 let _ = std::fs::remove_file(&socket);
+                tracing::error!(%status, "berth-helper exited; berthd stopping");
                 anyhow::bail!("berth-helper exited ({status}); restart berthd");
             }
         }

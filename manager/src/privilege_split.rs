@@ -150,8 +150,13 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<(), StartupEr
 }
 
 /// Starts berth-helper (next to this executable) as root and waits until its socket accepts
-/// connections. The helper exits when berthd does (through its lifeline pipe).
-pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError> {
+/// connections. The helper exits when berthd does (through its lifeline pipe). It logs at
+/// berthd's level to berthd's log target (it clears its environment, so RUST_LOG would not reach it).
+pub fn start_helper(
+    paths: &Paths,
+    manager: &User,
+    logging: &berth_logging::Logging,
+) -> Result<Child, StartupError> {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("berth-helper")))
@@ -163,6 +168,10 @@ pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError
         .arg(&socket)
         .arg("--manager-uid")
         .arg(manager.uid.to_string())
+        .arg("--log-level")
+        .arg(&logging.level)
+        .arg("--log-target")
+        .arg(logging.target.to_string())
         .arg("--lifeline");
     let spawn_error = |source| StartupError::SpawnHelper {
         path: exe.clone(),
@@ -179,6 +188,7 @@ pub fn start_helper(paths: &Paths, manager: &User) -> Result<Child, StartupError
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            tracing::info!(pid = child.id(), socket = %socket.display(), "berth-helper started");
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -220,6 +230,12 @@ pub fn drop_privileges(user: &User) -> Result<(), StartupError> {
             "capabilities remain after setresuid",
         )));
     }
+    tracing::info!(
+        user = %user.name,
+        uid = user.uid,
+        gid = user.gid,
+        "dropped privileges: no capabilities, no_new_privs"
+    );
     Ok(())
 }
 

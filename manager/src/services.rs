@@ -241,10 +241,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
     // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
     // interrupted rotation of an earlier run is not its business.
     if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {
-        eprintln!(
-            "berthd: cannot remove a stale incoming log of {}: {e}",
-            plan.unit
-        );
+        tracing::warn!(unit = %plan.unit, error = %e, "cannot remove a stale incoming log");
     }
     let log_path = logs::LogFiles::of(&paths, &plan.unit).current;
     if let Some(dir) = log_path.parent() {
@@ -321,7 +318,7 @@ pub async fn follow_supervisor(
 ) {
     let mut exited = false;
     if let Err(e) = follow(&shared, &unit, &socket, &mut requests, &mut exited).await {
-        eprintln!("berthd: lost supervisor of {unit}: {e}");
+        tracing::warn!(%unit, error = %e, "lost the supervisor");
     }
     let mut m = shared.borrow_mut();
     if let Some(u) = m.units.get_mut(&unit) {
@@ -373,7 +370,7 @@ async fn follow(
                 outstanding = outstanding.saturating_sub(1);
                 let status: SupervisorStatus = serde_json::from_str(&line).map_err(std::io::Error::other)?;
                 if let Some(error) = &status.error {
-                    eprintln!("berthd: supervisor of {unit}: {error}");
+                    tracing::warn!(%unit, error = %berth_logging::Untrusted(error), "supervisor error");
                 }
                 if switching {
                     switching = false;
@@ -385,7 +382,7 @@ async fn follow(
                         logs::finish_rotation(&files)
                     };
                     if let Err(e) = step {
-                        eprintln!("berthd: cannot rotate the log of {unit}: {e}");
+                        tracing::warn!(%unit, error = %e, "cannot rotate the log");
                     }
                 }
                 // One exit per run: later lines (the answer to Release) change nothing.
@@ -418,7 +415,7 @@ async fn follow(
                         switching = true;
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("berthd: cannot rotate the log of {unit}: {e}"),
+                    Err(e) => tracing::warn!(%unit, error = %e, "cannot rotate the log"),
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! The helper's command line, parsed by hand: five flags do not need an argument parser, and
 //! every crate the root half links is code that runs as root.
 //!
-//! `berth-helper --socket PATH --manager-uid UID [--config FILE] [--lifeline] [--log-level LEVEL]`
-//! (DESIGN.md §3). A value may follow its flag as the next argument or after `=`.
+//! `berth-helper --socket PATH --manager-uid UID [--config FILE] [--lifeline] [--log-level LEVEL]
+//! [--log-target TARGET]` (DESIGN.md §3). A value may follow its flag as the next argument or after `=`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,13 +11,14 @@ use std::path::PathBuf;
 pub const DEFAULT_CONFIG: &str = "/etc/berth/helper.toml";
 
 pub const USAGE: &str = "usage: berth-helper --socket PATH --manager-uid UID [--config FILE] \
-[--lifeline] [--log-level LEVEL]
+[--lifeline] [--log-level LEVEL] [--log-target TARGET]
 
   --socket PATH       socket to serve io.berth.Helper on
   --manager-uid UID   the only uid allowed to call the helper (berthd's)
   --config FILE       floor policy (default /etc/berth/helper.toml)
   --lifeline          exit as soon as standard input (a pipe the manager holds) closes
   --log-level LEVEL   how much to log: error, warn, info, debug or trace
+  --log-target TARGET where to log: journal, stderr or auto (the default)
   --help, --version";
 
 /// What the helper was asked to do.
@@ -44,6 +45,8 @@ pub struct Args {
     /// set-up; None leaves it to `RUST_LOG` and the default. Taken as given here: the logging
     /// set-up validates it.
     pub log_level: Option<String>,
+    /// Where to log (berthd passes its own choice).
+    pub log_target: berth_logging::Target,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +78,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, ArgsE
     let mut config = None;
     let mut lifeline = false;
     let mut log_level = None;
+    let mut log_target = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
@@ -113,6 +117,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, ArgsE
                 })?;
                 set(&mut log_level, "--log-level", level)?;
             }
+            "--log-target" => {
+                let raw = value("--log-target")?;
+                let target = raw.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    ArgsError::InvalidValue {
+                        flag: "--log-target",
+                        value: raw.to_string_lossy().into_owned(),
+                        expected: "auto, journal or stderr",
+                    }
+                })?;
+                set(&mut log_target, "--log-target", target)?;
+            }
             "--lifeline" if inline.is_some() => {
                 return Err(ArgsError::UnexpectedValue { flag: "--lifeline" });
             }
@@ -129,6 +144,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, ArgsE
         config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
         lifeline,
         log_level,
+        log_target: log_target.unwrap_or_default(),
     }))
 }
 
@@ -166,6 +182,7 @@ mod tests {
                 config: PathBuf::from(DEFAULT_CONFIG),
                 lifeline: true,
                 log_level: None,
+                log_target: berth_logging::Target::Auto,
             }))
         );
     }
@@ -177,6 +194,7 @@ mod tests {
             "--manager-uid=5",
             "--config=/c.toml",
             "--log-level=debug",
+            "--log-target=stderr",
         ]);
 
         let Ok(Command::Serve(args)) = parsed else {
@@ -186,6 +204,7 @@ mod tests {
         assert_eq!(args.manager_uid, 5);
         assert_eq!(args.config, PathBuf::from("/c.toml"));
         assert_eq!(args.log_level.as_deref(), Some("debug"));
+        assert_eq!(args.log_target, berth_logging::Target::Stderr);
         assert!(!args.lifeline);
     }
 
@@ -212,6 +231,25 @@ mod tests {
 
         assert!(matches!(negative, Err(ArgsError::InvalidValue { .. })));
         assert!(matches!(name, Err(ArgsError::InvalidValue { .. })));
+    }
+
+    #[test]
+    fn an_unknown_log_target_is_refused() {
+        let parsed = parse_strs(&[
+            "--socket",
+            "/s",
+            "--manager-uid",
+            "5",
+            "--log-target=syslog",
+        ]);
+
+        assert!(matches!(
+            parsed,
+            Err(ArgsError::InvalidValue {
+                flag: "--log-target",
+                ..
+            })
+        ));
     }
 
     #[test]

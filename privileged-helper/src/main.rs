@@ -10,6 +10,8 @@ enum HelperError {
     Sanitize(#[source] std::io::Error),
     #[error(transparent)]
     Args(#[from] args::ArgsError),
+    #[error(transparent)]
+    Logging(#[from] berth_logging::LogError),
     #[error("must run as root")]
     NotRoot,
     #[error("--manager-uid must not be 0: the manager runs unprivileged")]
@@ -32,6 +34,8 @@ fn main() {
 }
 
 fn run() -> Result<(), HelperError> {
+    // Read before the environment is cleared; it only picks a log level.
+    let rust_log = std::env::var("RUST_LOG").ok();
     berth_helper::sanitize::sanitize_process().map_err(HelperError::Sanitize)?;
     let args = match args::parse(std::env::args_os().skip(1))? {
         Command::Serve(args) => args,
@@ -44,10 +48,16 @@ fn run() -> Result<(), HelperError> {
             return Ok(());
         }
     };
-    serve(args)
+    let logging = berth_logging::init(
+        "berth-helper",
+        args.log_level.as_deref(),
+        rust_log.as_deref(),
+        args.log_target,
+    )?;
+    serve(args, &logging)
 }
 
-fn serve(args: Args) -> Result<(), HelperError> {
+fn serve(args: Args, logging: &berth_logging::Logging) -> Result<(), HelperError> {
     if !rustix::process::geteuid().is_root() {
         return Err(HelperError::NotRoot);
     }
@@ -55,6 +65,13 @@ fn serve(args: Args) -> Result<(), HelperError> {
         return Err(HelperError::ManagerIsRoot);
     }
     let policy = FloorPolicy::load(&args.config).map_err(|e| HelperError::Config(e.into()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        manager_uid = args.manager_uid,
+        socket = %args.socket.display(),
+        level = %logging.level,
+        "berth-helper starting"
+    );
     // Supervisors are forked straight from the helper; ignoring SIGCHLD lets the kernel reap
     // those that end while the helper runs (sandbox::launch relies on it).
     // SAFETY: installing SIG_IGN runs no code; no other thread exists yet.
@@ -69,7 +86,10 @@ fn serve(args: Args) -> Result<(), HelperError> {
             served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => {
                 Ok(served?)
             }
-            gone = manager_gone(args.lifeline) => gone.map_err(HelperError::Lifeline),
+            gone = manager_gone(args.lifeline) => {
+                tracing::info!("the manager's lifeline closed; berth-helper stopping");
+                gone.map_err(HelperError::Lifeline)
+            }
         }
     })
 }

@@ -53,6 +53,8 @@ impl HelperInterface {
             Ok(p) => p,
             Err(e) => return Outcome::Error(e),
         };
+        // For the log: the request is consumed by the check.
+        let (params_unit, params_uid) = (berth_logging::untrusted(&params.unit), params.uid);
         let checked = self.policy.check_spawn(params).and_then(|spec| {
             Ok((
                 spec,
@@ -62,7 +64,13 @@ impl HelperInterface {
         let (spec, fds) = match checked {
             Ok(v) => v,
             Err(refusal) => {
-                eprintln!("berth-helper: refused spawn: {refusal}");
+                tracing::warn!(
+                    unit = %params_unit,
+                    uid = params_uid,
+                    field = %refusal.field,
+                    reason = %refusal.reason,
+                    "floor refused spawn"
+                );
                 return Outcome::error(&HelperError::RequestRefused {
                     field: refusal.field,
                     reason: refusal.reason,
@@ -70,13 +78,25 @@ impl HelperInterface {
             }
         };
         match sandbox::launch(&spec, fds) {
-            Ok(launched) => Outcome::reply(&SpawnReply {
-                supervisor_pid: i64::from(launched.supervisor_pid),
-                main_pid: i64::from(launched.main_pid),
-            }),
-            Err(e) => Outcome::error(&HelperError::SpawnFailed {
-                reason: e.to_string(),
-            }),
+            Ok(launched) => {
+                tracing::info!(
+                    unit = %params_unit,
+                    uid = params_uid,
+                    supervisor_pid = launched.supervisor_pid,
+                    pid = launched.main_pid,
+                    "spawned"
+                );
+                Outcome::reply(&SpawnReply {
+                    supervisor_pid: i64::from(launched.supervisor_pid),
+                    main_pid: i64::from(launched.main_pid),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(unit = %params_unit, uid = params_uid, error = %e, "spawn failed");
+                Outcome::error(&HelperError::SpawnFailed {
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 }
@@ -91,7 +111,7 @@ impl Interface for HelperInterface {
     async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
         let uid = ctx.peer.as_ref().map(|p| p.uid);
         if uid != Some(self.manager_uid) {
-            eprintln!("berth-helper: refused {method} from uid {uid:?}");
+            // Logged with the peer's uid and pid where every refused call is (VarlinkService).
             let uid = uid.map_or(-1, i64::from);
             return Outcome::error(&HelperError::PermissionDenied { uid });
         }

@@ -273,7 +273,7 @@ impl zlink::Listener for BoundedListener {
             match self.admit(&stream) {
                 Ok(slot) => return Ok(Some(CountedStream::new(stream, slot)?.into())),
                 Err(reason) if reason.is_empty() => {}
-                Err(reason) => eprintln!("berth: refusing connections: {reason}"),
+                Err(reason) => tracing::warn!(%reason, "refusing connections"),
             }
         }
     }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 
+use berth_logging::Untrusted;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -297,6 +298,7 @@ impl<I: Interface> zlink::Service<ServerSocket> for VarlinkService<I> {
                     .map(|g| g.as_raw())
                     .collect(),
             });
+            let caller = peer.as_ref().map(|p| (p.uid, p.pid));
             let ctx = CallContext {
                 more: call.more(),
                 oneway: call.oneway(),
@@ -305,9 +307,13 @@ impl<I: Interface> zlink::Service<ServerSocket> for VarlinkService<I> {
             };
             match self.dispatch(call, ctx).await {
                 Outcome::Reply(v, fds) => (MethodReply::Single(Some(v)), fds),
-                Outcome::Error(e) => (MethodReply::Error(e), Vec::new()),
+                Outcome::Error(e) => {
+                    log_refused(&call.method().method, caller, &e);
+                    (MethodReply::Error(e), Vec::new())
+                }
                 Outcome::Stream(s) => {
                     let queue = conn.write().write_half().queue();
+                    let s = logging_errors(s, call.method().method.clone(), caller);
                     (MethodReply::Multi(paced(s, queue)), Vec::new())
                 }
             }
@@ -327,6 +333,69 @@ fn paced(
         }
         stream.as_mut().poll_next(cx)
     }))
+}
+
+/// Logs an error reply with who called what: a refusal (PermissionDenied) as a warning, any
+/// other error at debug level (a missing unit or a malformed call is the caller's business).
+fn log_refused(method: &str, caller: Option<(u32, i32)>, error: &Value) {
+    let name = error
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (peer_uid, peer_pid) = (caller.map(|c| c.0), caller.map(|c| c.1));
+    let method = Untrusted(method);
+    if name.ends_with(".PermissionDenied") {
+        tracing::warn!(%method, peer_uid, peer_pid, error = %Untrusted(name), "call refused");
+    } else {
+        tracing::debug!(
+            %method,
+            peer_uid,
+            peer_pid,
+            error = %Untrusted(name),
+            parameters = %Untrusted(&capped_json(error.get("parameters"))),
+            "call failed"
+        );
+    }
+}
+
+/// The error replies of `stream` logged as [`log_refused`] does.
+fn logging_errors(stream: ReplyStream, method: String, caller: Option<(u32, i32)>) -> ReplyStream {
+    Box::pin(futures_util::StreamExt::inspect(
+        stream,
+        move |(item, _)| {
+            if let Err(error) = item {
+                log_refused(&method, caller, error);
+            }
+        },
+    ))
+}
+
+/// The start of `value` as JSON text, serialized no further than a log line shows.
+fn capped_json(value: Option<&Value>) -> String {
+    const ROOM: usize = berth_logging::MAX_FIELD_BYTES - 3;
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = ROOM - self.0.len();
+            if room == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let n = buf.len().min(room);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut capped = Capped(Vec::new());
+    // Stopping early is the point: the error only says the text was cut.
+    let cut = serde_json::to_writer(&mut capped, &value.unwrap_or(&Value::Null)).is_err();
+    let mut text = String::from_utf8_lossy(&capped.0).into_owned();
+    if cut {
+        text.push_str("...");
+    }
+    text
 }
 
 /// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`
@@ -409,6 +478,23 @@ mod tests {
         let err = parse_params::<Params>(json!({ "unit": 3 })).unwrap_err();
 
         assert_eq!(err["error"], "org.varlink.service.InvalidParameter");
+    }
+
+    #[test]
+    fn capped_json_stops_at_the_field_limit() {
+        let value = json!({ "unit": "x".repeat(1 << 20) });
+
+        let text = capped_json(Some(&value));
+
+        assert!(
+            text.len() <= berth_logging::MAX_FIELD_BYTES,
+            "{}",
+            text.len()
+        );
+        assert!(
+            text.starts_with("{\"unit\":\"xxx") && text.ends_with("..."),
+            "{text}"
+        );
     }
 
     #[test]
