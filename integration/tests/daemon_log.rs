@@ -1,0 +1,202 @@
+//! What the daemons log: a real berthd + berth-helper logging to stderr (the harness's log
+//! file), read back line by line. Needs root and the `berth` user.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::process::Command;
+use std::time::Duration;
+
+use berth_testkit::harness::output_with_timeout;
+use berth_testkit::{Harness, busybox_image, locate_binary};
+
+const WAIT: Duration = Duration::from_secs(10);
+const DEBUG_TO_STDERR: &[&str] = &["--log-level", "debug", "--log-target", "stderr"];
+
+/// The lines of berthd's (and its helper's) log holding every one of `parts`.
+fn lines_with(h: &Harness, parts: &[&str]) -> Vec<String> {
+    h.stderr_log()
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits for a log line holding every one of `parts`; fails with the whole log after [`WAIT`].
+fn wait_for_line(h: &Harness, parts: &[&str]) -> String {
+    h.wait_for(|| Ok(!lines_with(h, parts).is_empty()), WAIT)
+        .unwrap_or_else(|e| panic!("no log line with {parts:?}: {e}"));
+    lines_with(h, parts).remove(0)
+}
+
+#[test]
+fn a_refused_call_is_logged_with_who_what_and_why() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    let out = h.berth_as(65534, 65534, &[], &["start", "hello"]).unwrap();
+
+    assert!(!out.status.success());
+    let line = wait_for_line(&h, &["call refused", "peer_uid=65534"]);
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("method=io.berth.Manager.Start"), "{line}");
+    assert!(
+        line.contains("error=io.berth.Manager.PermissionDenied"),
+        "{line}"
+    );
+    let pid = line.split("peer_pid=").nth(1).unwrap_or_default();
+    assert!(pid.starts_with(|c: char| c.is_ascii_digit()), "{line}");
+}
+
+#[test]
+fn a_failed_call_is_logged_at_debug_level_with_its_error() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+
+    h.berth_err(&["status", "nosuch"]).unwrap();
+
+    let line = wait_for_line(&h, &["call failed", "method=io.berth.Manager.Status"]);
+    assert!(line.contains("DEBUG"), "{line}");
+    assert!(line.contains("error=io.berth.Manager.NoSuchUnit"), "{line}");
+    assert!(line.contains("nosuch.service"), "{line}");
+    assert!(line.contains("peer_uid=0"), "{line}");
+}
+
+#[test]
+fn each_state_change_of_a_service_is_logged_with_its_pid_and_exit() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.berth_ok(&["start", "hello"]).unwrap();
+    let pid = h.berth_json(&["status", "hello"]).unwrap()["main_pid"].clone();
+    h.berth_ok(&["stop", "hello"]).unwrap();
+
+    let unit = "unit=hello.service";
+    wait_for_line(&h, &["INFO", "unit starting", unit]);
+    let running = wait_for_line(&h, &["INFO", "unit running", unit]);
+    assert!(running.contains(&format!("pid={pid}")), "{running}");
+    assert!(running.contains("uid="), "{running}");
+    wait_for_line(&h, &["INFO", "unit stopping", unit]);
+    let stopped = wait_for_line(&h, &["INFO", "unit stopped", unit]);
+    assert!(stopped.contains("exit_"), "no exit status: {stopped}");
+}
+
+#[test]
+fn a_floor_refusal_is_logged_by_the_helper_with_field_and_reason() {
+    // berthd allocates uids the helper's floor (default range 61184-65519) does not allow.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("berthd.toml");
+    std::fs::write(
+        &config,
+        "dynamic_uid_min = 70000\ndynamic_uid_max = 70100\n",
+    )
+    .unwrap();
+    let mut args = DEBUG_TO_STDERR.to_vec();
+    args.extend(["--config", config.to_str().unwrap()]);
+    let h = Harness::start_with_args(&args).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.berth_err(&["start", "hello"]).unwrap();
+
+    let refusal = wait_for_line(&h, &["berth_helper", "floor refused spawn"]);
+    assert!(refusal.contains("WARN"), "{refusal}");
+    assert!(refusal.contains("unit=hello.service"), "{refusal}");
+    assert!(refusal.contains("field=uid reason=700"), "{refusal}");
+    assert!(
+        refusal.contains(" is outside the dynamic range 61184-65519"),
+        "{refusal}"
+    );
+    let failed = wait_for_line(&h, &["unit failed", "unit=hello.service"]);
+    assert!(failed.contains("WARN"), "{failed}");
+    assert!(failed.contains("outside the dynamic range"), "{failed}");
+}
+
+#[test]
+fn the_level_reaches_the_helper_and_info_hides_debug() {
+    let h = Harness::start_with_args(&["--log-level", "info", "--log-target", "stderr"]).unwrap();
+
+    h.berth_err(&["status", "nosuch"]).unwrap();
+    h.berth_ok(&["list"]).unwrap();
+
+    let started = wait_for_line(&h, &["berth-helper starting"]);
+    assert!(started.contains("level=info"), "{started}");
+    wait_for_line(&h, &["berthd serving"]);
+    assert!(
+        lines_with(&h, &["call failed"]).is_empty(),
+        "{}",
+        h.stderr_log()
+    );
+    assert!(lines_with(&h, &["DEBUG"]).is_empty(), "{}", h.stderr_log());
+}
+
+#[test]
+fn the_privilege_split_is_logged() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+
+    let started = wait_for_line(&h, &["berth_manager", "berth-helper started"]);
+    let dropped = wait_for_line(&h, &["dropped privileges"]);
+
+    assert!(started.contains("pid="), "{started}");
+    assert!(dropped.contains("user=berth"), "{dropped}");
+}
+
+/// Runs `binary` with `args`; returns its exit status's success and its stderr.
+fn run(binary: &str, args: &[&str], rust_log: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(locate_binary(binary, "BERTH_BIN_DIR").unwrap());
+    cmd.args(args).env_remove("RUST_LOG");
+    if let Some(value) = rust_log {
+        cmd.env("RUST_LOG", value);
+    }
+    let out = output_with_timeout(cmd, WAIT).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_log_level_stops_either_daemon_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("helper.sock");
+    let helper_args = ["--socket", socket.to_str().unwrap(), "--manager-uid", "998"];
+
+    for (binary, args) in [
+        ("berthd", vec!["--log-level", "verbose"]),
+        (
+            "berth-helper",
+            [&helper_args[..], &["--log-level", "verbose"]].concat(),
+        ),
+    ] {
+        let (ok, stderr) = run(binary, &args, None);
+
+        assert!(!ok, "{binary} started with --log-level verbose");
+        assert!(
+            stderr.contains("invalid --log-level \"verbose\""),
+            "{binary}: {stderr}"
+        );
+    }
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_bad_rust_log_is_refused_naming_it_unless_the_flag_overrides_it() {
+    // A user that does not exist stops berthd right after its logging is set up.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berthd.toml");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        "no-such-berth-user",
+    ];
+
+    let (env_ok, env_stderr) = run("berthd", &args, Some("berth_manager"));
+    let flag_args = [&args[..], &["--log-level", "debug"]].concat();
+    let (flag_ok, flag_stderr) = run("berthd", &flag_args, Some("berth_manager"));
+
+    assert!(!env_ok && !flag_ok);
+    assert!(env_stderr.contains("invalid RUST_LOG"), "{env_stderr}");
+    assert!(!flag_stderr.contains("RUST_LOG"), "{flag_stderr}");
+    assert!(flag_stderr.contains("no-such-berth-user"), "{flag_stderr}");
+}
