@@ -23,7 +23,7 @@ fn run_once(h: &Harness) -> Result<Duration> {
     let t = Instant::now();
     h.berth_ok(&["start", "flood"])?;
     let elapsed = t.elapsed();
-    let status = h.berth_json(&["status", "flood"])?;
+    let status = h.status_json("flood")?;
     ensure!(
         status["state"] == "exited",
         "flood ended as {}",

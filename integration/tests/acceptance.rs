@@ -36,7 +36,7 @@ fn log_text(h: &Harness, unit: &str) -> Result<String> {
 fn run_probe(h: &Harness) -> Result<(Value, u32)> {
     h.berth_ok(&["start", "probe"])?;
     h.wait_for(|| Ok(probe_output(&log_text(h, "probe")?).is_ok()), WAIT)?;
-    let status = h.berth_json(&["status", "probe"])?;
+    let status = h.status_json("probe")?;
     let pid = status["main_pid"].as_u64().context("main_pid")? as u32;
     Ok((probe_output(&log_text(h, "probe")?)?, pid))
 }
@@ -108,7 +108,7 @@ fn started_service_runs_and_its_output_is_logged() {
 
     h.berth_ok(&["start", "hello"]).unwrap();
 
-    let status = h.berth_json(&["status", "hello"]).unwrap();
+    let status = h.status_json("hello").unwrap();
     assert_eq!(status["state"], "running");
     assert!(process_exists(status["main_pid"].as_u64().unwrap() as u32));
     h.wait_for(
@@ -125,7 +125,7 @@ fn status_json_has_the_contract_fields() {
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello.service"]).unwrap();
 
-    let status = h.berth_json(&["status", "hello"]).unwrap();
+    let status = h.status_json("hello").unwrap();
 
     for field in ["unit", "image", "state", "main_pid", "uid", "profile"] {
         assert!(status.get(field).is_some(), "missing {field} in {status}");
@@ -278,7 +278,7 @@ fn a_follower_gets_a_burst_whole_while_berthd_keeps_serving() {
     // Connected before or during the run, the follower sees every line: those already logged
     // come with its first batch.
     h.berth_ok(&["start", "flood"]).unwrap();
-    let status = h.berth_json(&["status", "flood"]).unwrap();
+    let status = h.status_json("flood").unwrap();
     let followed = read_lines_until(&mut follower, 40_000, Duration::from_secs(30)).len();
     follower.kill().unwrap();
     follower.wait().unwrap();
@@ -304,7 +304,7 @@ fn a_stopped_follower_holds_up_neither_the_service_nor_berthd() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
 
     let started = h.berth(&["start", "flood"]).unwrap();
-    let status = h.berth_json(&["status", "flood"]);
+    let status = h.status_json("flood");
     let list = h.berth(&["list"]).unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -427,11 +427,8 @@ fn oneshot_success_ends_exited_and_failure_ends_failed() {
     h.berth_ok(&["start", "jobs-ok"]).unwrap();
     let err = h.berth_err(&["start", "jobs-bad"]).unwrap();
 
-    assert_eq!(
-        h.berth_json(&["status", "jobs-ok"]).unwrap()["state"],
-        "exited"
-    );
-    let bad = h.berth_json(&["status", "jobs-bad"]).unwrap();
+    assert_eq!(h.status_json("jobs-ok").unwrap()["state"], "exited");
+    let bad = h.status_json("jobs-bad").unwrap();
     assert_eq!(
         (bad["state"].as_str(), bad["exit_code"].as_i64()),
         (Some("failed"), Some(3))
@@ -549,7 +546,7 @@ fn stop_kills_every_process_of_the_service() {
         .unwrap();
     h.berth_ok(&["attach", "stubborn"]).unwrap();
     h.berth_ok(&["start", "stubborn"]).unwrap();
-    let pid = h.berth_json(&["status", "stubborn"]).unwrap()["main_pid"]
+    let pid = h.status_json("stubborn").unwrap()["main_pid"]
         .as_u64()
         .unwrap() as u32;
     let pidns = ns_inode(pid, "pid").unwrap();
@@ -562,10 +559,7 @@ fn stop_kills_every_process_of_the_service() {
         .filter(|p| ns_inode(*p, "pid").ok() == Some(pidns))
         .collect();
     assert!(left.is_empty(), "processes left in the sandbox: {left:?}");
-    assert_eq!(
-        h.berth_json(&["status", "stubborn"]).unwrap()["state"],
-        "stopped"
-    );
+    assert_eq!(h.status_json("stubborn").unwrap()["state"], "stopped");
 }
 
 #[test]
@@ -574,13 +568,13 @@ fn restart_gives_a_new_main_process() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello"]).unwrap();
-    let first = h.berth_json(&["status", "hello"]).unwrap()["main_pid"]
+    let first = h.status_json("hello").unwrap()["main_pid"]
         .as_u64()
         .unwrap();
 
     h.berth_ok(&["restart", "hello"]).unwrap();
 
-    let status = h.berth_json(&["status", "hello"]).unwrap();
+    let status = h.status_json("hello").unwrap();
     assert_eq!(status["state"], "running");
     assert_ne!(status["main_pid"].as_u64().unwrap(), first);
     assert!(!process_exists(first as u32));
@@ -592,16 +586,13 @@ fn running_service_is_readopted_after_a_berthd_restart() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello"]).unwrap();
-    let before = h.berth_json(&["status", "hello"]).unwrap();
+    let before = h.status_json("hello").unwrap();
 
     h.restart_berthd().unwrap();
 
-    h.wait_for(
-        || Ok(h.berth_json(&["status", "hello"])?["state"] == "running"),
-        WAIT,
-    )
-    .unwrap();
-    let after = h.berth_json(&["status", "hello"]).unwrap();
+    h.wait_for(|| Ok(h.status_json("hello")?["state"] == "running"), WAIT)
+        .unwrap();
+    let after = h.status_json("hello").unwrap();
     assert_eq!(after["main_pid"], before["main_pid"]);
     assert_eq!(after["uid"], before["uid"]);
     h.berth_ok(&["stop", "hello"]).unwrap();
@@ -788,10 +779,7 @@ fn oneshot_runs_every_exec_start_in_order_and_honours_the_dash_prefix() {
         .collect();
     assert_eq!(order, ["first", "second", "third"], "{text}");
     assert!(text.find("first") < text.find("second") && text.find("second") < text.find("third"));
-    assert_eq!(
-        h.berth_json(&["status", "steps"]).unwrap()["state"],
-        "exited"
-    );
+    assert_eq!(h.status_json("steps").unwrap()["state"], "exited");
 }
 
 #[test]
@@ -809,7 +797,7 @@ fn oneshot_stops_at_the_first_failing_exec_start() {
     h.berth_err(&["start", "halt"]).unwrap();
 
     assert!(!log_text(&h, "halt").unwrap().contains("never"));
-    assert_eq!(h.berth_json(&["status", "halt"]).unwrap()["exit_code"], 2);
+    assert_eq!(h.status_json("halt").unwrap()["exit_code"], 2);
 }
 
 #[test]
@@ -827,12 +815,9 @@ fn exit_while_berthd_was_down_is_reported_after_it_returns() {
     std::thread::sleep(Duration::from_millis(1500));
     h.start_berthd().unwrap();
 
-    h.wait_for(
-        || Ok(h.berth_json(&["status", "brief"])?["state"] == "failed"),
-        WAIT,
-    )
-    .unwrap();
-    assert_eq!(h.berth_json(&["status", "brief"]).unwrap()["exit_code"], 7);
+    h.wait_for(|| Ok(h.status_json("brief")?["state"] == "failed"), WAIT)
+        .unwrap();
+    assert_eq!(h.status_json("brief").unwrap()["exit_code"], 7);
 }
 
 #[test]
@@ -841,7 +826,7 @@ fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello"]).unwrap();
-    let main_pid = h.berth_json(&["status", "hello"]).unwrap()["main_pid"].clone();
+    let main_pid = h.status_json("hello").unwrap()["main_pid"].clone();
     let (berthd, helper) = (h.berthd_pid().unwrap(), h.helper_pid().unwrap());
 
     // SAFETY: plain kill(2) of the helper this test's berthd started.
@@ -859,15 +844,9 @@ fn berthd_exits_when_its_helper_dies_and_a_restart_readopts_services() {
         "berthd should fail: {status:?}"
     );
     h.start_berthd().unwrap();
-    h.wait_for(
-        || Ok(h.berth_json(&["status", "hello"])?["state"] == "running"),
-        WAIT,
-    )
-    .unwrap();
-    assert_eq!(
-        h.berth_json(&["status", "hello"]).unwrap()["main_pid"],
-        main_pid
-    );
+    h.wait_for(|| Ok(h.status_json("hello")?["state"] == "running"), WAIT)
+        .unwrap();
+    assert_eq!(h.status_json("hello").unwrap()["main_pid"], main_pid);
     h.berth_ok(&["start", "hello"]).unwrap();
 }
 
@@ -948,7 +927,7 @@ fn detach_of_a_running_image_needs_now_which_stops_it_first() {
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
     h.berth_ok(&["start", "hello"]).unwrap();
-    let pid = h.berth_json(&["status", "hello"]).unwrap()["main_pid"]
+    let pid = h.status_json("hello").unwrap()["main_pid"]
         .as_u64()
         .unwrap() as u32;
 

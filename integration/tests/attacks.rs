@@ -38,7 +38,7 @@ fn kill_of_every_process_from_a_service_reaches_nothing_outside_its_sandbox() {
         .unwrap();
     h.berth_ok(&["attach", "victim"]).unwrap();
     h.berth_ok(&["start", "victim"]).unwrap();
-    let victim = h.berth_json(&["status", "victim"]).unwrap()["main_pid"]
+    let victim = h.status_json("victim").unwrap()["main_pid"]
         .as_u64()
         .unwrap() as u32;
     let (berthd, helper) = (h.berthd_pid().unwrap(), h.helper_pid().unwrap());
@@ -48,10 +48,7 @@ fn kill_of_every_process_from_a_service_reaches_nothing_outside_its_sandbox() {
     assert!(log.contains("after-kill"), "{log}");
     assert!(process_exists(victim), "another service was killed");
     assert!(process_exists(berthd) && process_exists(helper));
-    assert_eq!(
-        h.berth_json(&["status", "victim"]).unwrap()["state"],
-        "running"
-    );
+    assert_eq!(h.status_json("victim").unwrap()["state"], "running");
 }
 
 // #11: the sandbox's init is forked from the root helper; the service must not reach it

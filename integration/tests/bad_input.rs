@@ -70,10 +70,7 @@ fn unit_naming_a_missing_binary_fails_to_start_with_its_path() {
         err.contains("/usr/bin/does-not-exist") && err.contains("not found"),
         "{err}"
     );
-    assert_eq!(
-        h.berth_json(&["status", "ghost"]).unwrap()["state"],
-        "failed"
-    );
+    assert_eq!(h.status_json("ghost").unwrap()["state"], "failed");
     assert_still_serving(&h);
 }
 

@@ -317,6 +317,21 @@ impl Harness {
             .with_context(|| format!("berth {}: stdout is not JSON: {out}", all.join(" ")))
     }
 
+    /// Runs `berth --json status UNIT` and parses the status, whatever the unit's state: exit
+    /// status 0 (active) or 3 (not active), as systemctl's; any other fails.
+    pub fn status_json(&self, unit: &str) -> Result<serde_json::Value> {
+        let out = self.berth(&["--json", "status", unit])?;
+        if !matches!(out.status.code(), Some(0 | 3)) {
+            bail!(
+                "berth status {unit} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("berth status {unit}: stdout is not JSON"))
+    }
+
     /// Polls `cond` until it returns true; fails on its first error or after `timeout`
     /// (the error then ends with the tail of berthd's log).
     pub fn wait_for(&self, cond: impl FnMut() -> Result<bool>, timeout: Duration) -> Result<()> {
