@@ -32,6 +32,7 @@ fn entry(line: &[u8]) -> Option<LogEntry> {
         usec: i64::try_from(record.usec).unwrap_or(i64::MAX),
         stream: record.stream.as_str().to_string(),
         text: record.text,
+        bytes: record.bytes,
     })
 }
 
@@ -378,7 +379,8 @@ pub fn abandon_rotation(files: &LogFiles) -> std::io::Result<()> {
 }
 
 /// What `entry` adds to a reply: its text as JSON (a control character takes six bytes as
-/// `\u00XX`, a quote or backslash two) plus the fixed fields.
+/// `\u00XX`, a quote or backslash two), its bytes if any (up to four each, `255,`) plus the fixed
+/// fields.
 fn size_of(entry: &LogEntry) -> usize {
     let escaped: usize = entry
         .text
@@ -389,7 +391,11 @@ fn size_of(entry: &LogEntry) -> usize {
             _ => 1,
         })
         .sum();
-    escaped + ENTRY_OVERHEAD
+    let bytes = entry
+        .bytes
+        .as_ref()
+        .map_or(0, |b| b.len() * 4 + ENTRY_OVERHEAD);
+    escaped + bytes + ENTRY_OVERHEAD
 }
 
 /// The newest of `entries` that fit in `max` bytes, and whether older ones were left out.
@@ -630,6 +636,7 @@ mod tests {
                 usec: 1,
                 stream: "stdout".into(),
                 text: (*t).into(),
+                bytes: None,
             })
             .collect()
     }

@@ -2,7 +2,8 @@
 //!
 //! On disk each record is `<usec> <stream> <text>\n`: microseconds since the epoch
 //! (CLOCK_REALTIME), `stdout` or `stderr`, then the line without its newline. Lines longer than
-//! [`MAX_LINE`] are split; invalid UTF-8 is kept as bytes on disk and replaced on read.
+//! [`MAX_LINE`] are split; invalid UTF-8 is kept as bytes on disk; on read the text has U+FFFD
+//! in its place and the exact bytes come along in [`LogRecord::bytes`].
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,8 @@ pub struct LogRecord {
     pub usec: u64,
     pub stream: Stream,
     pub text: String,
+    /// The line's exact bytes, only when they are not valid UTF-8.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Appends the on-disk form of one record to `out`.
@@ -53,8 +56,20 @@ pub fn decode(line: &[u8]) -> Option<LogRecord> {
         b"stderr" => Stream::Stderr,
         _ => return None,
     };
-    let text = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    Some(LogRecord { usec, stream, text })
+    let raw = parts.next().unwrap_or_default();
+    let (text, bytes) = match std::str::from_utf8(raw) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(raw).into_owned(),
+            Some(raw.to_vec()),
+        ),
+    };
+    Some(LogRecord {
+        usec,
+        stream,
+        text,
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -73,9 +88,18 @@ mod tests {
             Some(LogRecord {
                 usec: 42,
                 stream: Stream::Stderr,
-                text: "hello world".into()
+                text: "hello world".into(),
+                bytes: None,
             })
         );
+    }
+
+    #[test]
+    fn invalid_utf8_decodes_to_replaced_text_and_the_exact_bytes() {
+        let record = decode(b"7 stdout a\xffb").unwrap();
+
+        assert_eq!(record.text, "a\u{fffd}b");
+        assert_eq!(record.bytes.as_deref(), Some(&b"a\xffb"[..]));
     }
 
     #[test]

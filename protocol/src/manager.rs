@@ -73,7 +73,11 @@ pub struct LogEntry {
     pub usec: i64,
     // `stdout` or `stderr`.
     pub stream: String,
+    // The line; what is not valid UTF-8 is U+FFFD here and exact in `bytes`.
     pub text: String,
+    // The line's exact bytes, only when they are not valid UTF-8 (as journald's JSON does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
