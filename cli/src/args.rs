@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,9 @@ pub struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print tables without their header and footer lines.
+    #[arg(long, global = true)]
+    pub no_legend: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,8 +73,25 @@ pub enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
-    /// Show a unit's state and its latest output.
+    /// Show a unit's state and its latest output; exit 0 when it is active (running), 3 when
+    /// not, 4 when there is no such unit.
     Status { unit: String },
+    /// Print whether units are active; exit 0 when at least one is, 3 otherwise.
+    IsActive {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Print nothing, only set the exit status.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print whether units have failed; exit 0 when at least one has, 1 otherwise.
+    IsFailed {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Print nothing, only set the exit status.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Show a unit's captured output.
     Logs {
         unit: String,
@@ -81,7 +101,21 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long, short = 'n')]
         lines: Option<i64>,
+        /// How to print each line (`--json` means `json`).
+        #[arg(long, short, value_enum, default_value_t = LogFormat::Short)]
+        output: LogFormat,
     },
+}
+
+/// The formats of `berth logs -o`, named as journalctl names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Timestamp, unit and stream, then the line, control characters escaped.
+    Short,
+    /// The line only, control characters escaped.
+    Cat,
+    /// One JSON object per line with the exact data.
+    Json,
 }
 
 #[derive(Subcommand)]

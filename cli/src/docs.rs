@@ -37,7 +37,15 @@ mod tests {
         let man = std::fs::read_to_string(dir.path().join("berth.1")).unwrap();
         assert!(man.contains("berth") && man.contains("attach"), "{man}");
         let bash = std::fs::read_to_string(dir.path().join("berth.bash")).unwrap();
-        for verb in ["attach", "detach", "is-attached", "logs", "status"] {
+        for verb in [
+            "attach",
+            "detach",
+            "is-attached",
+            "is-active",
+            "is-failed",
+            "logs",
+            "status",
+        ] {
             assert!(bash.contains(verb), "bash completion lacks {verb}");
         }
     }

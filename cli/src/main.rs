@@ -1,5 +1,7 @@
 //! berth: the command line client of berthd.
 
+use std::borrow::Cow;
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -13,8 +15,17 @@ use clap::Parser;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use berth_cli::args::{Cli, Command, ImageCommand};
+use berth_cli::args::{Cli, Command, ImageCommand, LogFormat};
+use berth_cli::escape::escape;
 use berth_cli::output;
+
+/// `println!` that hands back the write error instead of panicking: on a closed pipe
+/// (`berth logs x | head`) berth stops and exits quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)
+    };
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,33 +35,58 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("berth: cannot start: {e}");
+            report(&anyhow!("cannot start: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader has gone (`| head`): what it wanted it got.
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            report(&e);
             ExitCode::FAILURE
         }
     }
 }
 
-/// Turns a client error into the one line a user should read.
+/// The one-line `berth: ...` message on stderr, escaped: errors name units, images and reasons
+/// that come from images.
+fn report(error: &anyhow::Error) {
+    let line = format!("{error:#}");
+    // Nothing better to do when stderr is gone too.
+    let _ = writeln!(std::io::stderr(), "berth: {}", escape(&line));
+}
+
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Turns a client error into the one line a user should read; a typed error stays one, so
+/// callers can tell a missing unit apart ([`is_no_such_unit`]).
 fn explain(error: ClientError) -> anyhow::Error {
     if let Some(remote) = remote_error_of(&error) {
         if let Some(typed) = remote.typed::<ManagerError>() {
-            return anyhow!("{typed}");
+            return anyhow::Error::new(typed);
         }
         return anyhow!("{remote}");
     }
     anyhow!("{error}")
 }
 
+fn is_no_such_unit(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<ManagerError>(),
+        Some(ManagerError::NoSuchUnit { .. })
+    )
+}
+
 struct Session {
     client: Client,
     json: bool,
+    legend: bool,
 }
 
 impl Session {
@@ -79,7 +115,7 @@ impl Session {
     }
 
     fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        out!("{}", serde_json::to_string_pretty(value)?)?;
         Ok(())
     }
 }
@@ -91,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut s = Session {
         client,
         json: cli.json,
+        legend: !cli.no_legend,
     };
     match cli.command {
         Command::Image(ImageCommand::List) => image_list(&mut s).await?,
@@ -104,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             profile,
             now,
             force,
-        } => attach(&mut s, image, prefixes, profile, now, force).await?,
+        } => return attach(&mut s, image, prefixes, profile, now, force).await,
         Command::Detach { image, now } => detach(&mut s, image, now).await?,
         Command::IsAttached { image } => {
             let reply: IsAttachedReply = s
@@ -118,21 +155,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if s.json {
                 s.print_json(&reply)?;
             } else {
-                println!("{}", reply.state);
+                out!("{}", escape(&reply.state))?;
             }
             if reply.state == "detached" {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Start { units } => lifecycle(&mut s, "Start", units).await?,
-        Command::Stop { units } => lifecycle(&mut s, "Stop", units).await?,
-        Command::Restart { units } => lifecycle(&mut s, "Restart", units).await?,
-        Command::Status { unit } => status(&mut s, unit).await?,
+        Command::Start { units } => return lifecycle(&mut s, "Start", units).await,
+        Command::Stop { units } => return lifecycle(&mut s, "Stop", units).await,
+        Command::Restart { units } => return lifecycle(&mut s, "Restart", units).await,
+        Command::Status { unit } => return status(&mut s, unit).await,
+        Command::IsActive { units, quiet } => {
+            return is_state(&mut s, units, quiet, "active", EXIT_NOT_ACTIVE).await;
+        }
+        Command::IsFailed { units, quiet } => {
+            return is_state(&mut s, units, quiet, "failed", 1).await;
+        }
         Command::Logs {
             unit,
             follow,
             lines,
-        } => logs(&mut s, unit, follow, lines).await?,
+            output,
+        } => {
+            let format = if s.json { LogFormat::Json } else { output };
+            logs(&mut s, unit, follow, lines, format).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -152,7 +199,9 @@ async fn image_list(s: &mut Session) -> anyhow::Result<()> {
         return s.print_json(&reply.images);
     }
     if reply.images.is_empty() {
-        println!("No images.");
+        if s.legend {
+            out!("No images.")?;
+        }
         return Ok(());
     }
     let rows: Vec<Vec<String>> = reply
@@ -169,11 +218,18 @@ async fn image_list(s: &mut Session) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    output::table(
-        &["NAME", "TYPE", "STATE", "VERSION", "DESCRIPTION", "PATH"],
-        &rows,
-    );
+    let legend = output::Legend {
+        header: &["NAME", "TYPE", "STATE", "VERSION", "DESCRIPTION", "PATH"],
+        footer: listed(rows.len(), "image", "images"),
+        show: s.legend,
+    };
+    output::table(&mut std::io::stdout(), &legend, &rows)?;
     Ok(())
+}
+
+/// The footer of a table: `1 image listed.`, `2 images listed.`
+fn listed(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {} listed.", if count == 1 { one } else { many })
 }
 
 async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Result<()> {
@@ -186,27 +242,36 @@ async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Res
     if s.json {
         return s.print_json(&d);
     }
-    println!("Image: {}", d.image.path);
-    println!(
+    out!("Image: {}", escape(&d.image.path))?;
+    out!(
         "Portable Service: {}",
-        d.image.pretty_name.as_deref().unwrap_or("n/a")
-    );
-    println!(
+        escape(d.image.pretty_name.as_deref().unwrap_or("n/a"))
+    )?;
+    out!(
         "Operating System: {}",
-        d.os_pretty_name.as_deref().unwrap_or("n/a")
-    );
+        escape(d.os_pretty_name.as_deref().unwrap_or("n/a"))
+    )?;
     if !d.portable_prefixes.is_empty() {
-        println!("Prefixes: {}", d.portable_prefixes.join(" "));
+        out!("Prefixes: {}", escape(&d.portable_prefixes.join(" ")))?;
     }
     if let Some(text) = &d.os_release {
-        println!("\n/etc/os-release:\n{}", text.trim_end());
+        out!("\n/etc/os-release:")?;
+        print_text(text)?;
     }
-    println!("Unit files:");
+    out!("Unit files:")?;
     for unit in &d.units {
-        println!("  {} ({})", unit.name, unit.path);
+        out!("  {} ({})", escape(&unit.name), escape(&unit.path))?;
         if let Some(contents) = &unit.contents {
-            println!("{}", contents.trim_end());
+            print_text(contents)?;
         }
+    }
+    Ok(())
+}
+
+/// A file's text, line by line, each escaped.
+fn print_text(text: &str) -> std::io::Result<()> {
+    for line in text.trim_end().lines() {
+        out!("{}", escape(line))?;
     }
     Ok(())
 }
@@ -239,13 +304,17 @@ async fn list(s: &mut Session) -> anyhow::Result<()> {
         return s.print_json(&units);
     }
     if units.is_empty() {
-        println!("No units attached.");
+        if s.legend {
+            out!("No units attached.")?;
+        }
         return Ok(());
     }
-    output::table(
-        &["UNIT", "IMAGE", "STATE", "MAIN PID", "UID", "PROFILE"],
-        &unit_rows(&units),
-    );
+    let legend = output::Legend {
+        header: &["UNIT", "IMAGE", "STATE", "MAIN PID", "UID", "PROFILE"],
+        footer: listed(units.len(), "unit", "units"),
+        show: s.legend,
+    };
+    output::table(&mut std::io::stdout(), &legend, &unit_rows(&units))?;
     Ok(())
 }
 
@@ -256,7 +325,7 @@ async fn attach(
     profile: Option<String>,
     now: bool,
     force: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     let params = AttachParams {
         image: image_arg(&image)?,
         prefixes: Some(prefixes),
@@ -265,20 +334,22 @@ async fn attach(
     };
     let reply: AttachReply = s.call("Attach", &params).await?;
     for warning in &reply.warnings {
-        eprintln!("berth: warning: {warning}");
+        report(&anyhow!("warning: {warning}"));
     }
     if s.json {
         s.print_json(&reply)?;
     } else {
-        println!("Attached {}: {}", reply.image, reply.units.join(" "));
+        out!(
+            "Attached {}: {}",
+            escape(&reply.image),
+            escape(&reply.units.join(" "))
+        )?;
     }
-    if now {
-        for unit in &reply.units {
-            let reply: StatusReply = s.call("Start", &UnitParams { unit: unit.clone() }).await?;
-            check_started(&reply.status)?;
-        }
+    if !now {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(())
+    let (_, failed) = act_on_each(s, "Start", reply.units).await?;
+    Ok(exit_for(failed))
 }
 
 async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()> {
@@ -290,7 +361,11 @@ async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()>
     if s.json {
         s.print_json(&reply)
     } else {
-        println!("Detached {}: {}", reply.image, reply.units.join(" "));
+        out!(
+            "Detached {}: {}",
+            escape(&reply.image),
+            escape(&reply.units.join(" "))
+        )?;
         Ok(())
     }
 }
@@ -307,26 +382,124 @@ fn check_started(status: &UnitStatus) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn lifecycle(s: &mut Session, method: &str, units: Vec<String>) -> anyhow::Result<()> {
+/// Calls `method` (`Start`, `Stop`, `Restart`) on every unit, as systemctl does: a failure is
+/// reported as its own `berth: ...` line and the next unit is still acted on. Returns the states
+/// the calls answered and whether any failed.
+async fn act_on_each(
+    s: &mut Session,
+    method: &str,
+    units: Vec<String>,
+) -> anyhow::Result<(Vec<UnitStatus>, bool)> {
     let mut statuses = Vec::new();
+    let mut failed = false;
     for unit in units {
-        let reply: StatusReply = s.call(method, &UnitParams { unit }).await?;
-        if method != "Stop" {
-            check_started(&reply.status)?;
+        let outcome = match s.call::<_, StatusReply>(method, &UnitParams { unit }).await {
+            Ok(reply) => {
+                let checked = if method == "Stop" {
+                    Ok(())
+                } else {
+                    check_started(&reply.status)
+                };
+                statuses.push(reply.status);
+                checked
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            report(&e);
+            failed = true;
         }
-        statuses.push(reply.status);
     }
+    Ok((statuses, failed))
+}
+
+fn exit_for(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn lifecycle(s: &mut Session, method: &str, units: Vec<String>) -> anyhow::Result<ExitCode> {
+    let (statuses, failed) = act_on_each(s, method, units).await?;
     if s.json {
         s.print_json(&statuses)?;
     }
-    Ok(())
+    Ok(exit_for(failed))
 }
 
-async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
-    let reply: StatusReply = s.call("Status", &UnitParams { unit: unit.clone() }).await?;
-    let st = reply.status;
+/// `systemctl status`'s exit status for a unit that is not active (LSB "program is not
+/// running"); also `is-active`'s.
+const EXIT_NOT_ACTIVE: u8 = 3;
+/// `systemctl status`'s exit status for a unit that does not exist (LSB "status is unknown").
+const EXIT_NO_SUCH_UNIT: u8 = 4;
+
+/// systemd's name for a berth state, as `systemctl is-active` prints it: a oneshot that has
+/// exited is inactive (berth keeps no `RemainAfterExit=`).
+fn active_state(state: &str) -> Cow<'_, str> {
+    Cow::Borrowed(match state {
+        "running" => "active",
+        "starting" => "activating",
+        "stopping" => "deactivating",
+        "failed" => "failed",
+        "stopped" | "exited" => "inactive",
+        other => return escape(other),
+    })
+}
+
+/// `is-active`/`is-failed`: prints the state of every unit (unless `quiet`) and exits 0 when at
+/// least one is in `wanted`, else `otherwise`. A unit that does not exist is `inactive`, as in
+/// systemctl.
+async fn is_state(
+    s: &mut Session,
+    units: Vec<String>,
+    quiet: bool,
+    wanted: &str,
+    otherwise: u8,
+) -> anyhow::Result<ExitCode> {
+    let mut any = false;
+    for unit in units {
+        let state = match s
+            .call::<_, StatusReply>("Status", &UnitParams { unit })
+            .await
+        {
+            Ok(reply) => active_state(&reply.status.state).into_owned(),
+            Err(e) if is_no_such_unit(&e) => "inactive".to_string(),
+            Err(e) => return Err(e),
+        };
+        any |= state == wanted;
+        if !quiet {
+            out!("{state}")?;
+        }
+    }
+    Ok(if any {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(otherwise)
+    })
+}
+
+async fn status(s: &mut Session, unit: String) -> anyhow::Result<ExitCode> {
+    let st = match s
+        .call::<_, StatusReply>("Status", &UnitParams { unit: unit.clone() })
+        .await
+    {
+        Ok(reply) => reply.status,
+        Err(e) if is_no_such_unit(&e) => {
+            report(&e);
+            return Ok(ExitCode::from(EXIT_NO_SUCH_UNIT));
+        }
+        Err(e) => return Err(e),
+    };
+    let code = if st.state == "running" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_ACTIVE)
+    };
     if s.json {
-        return s.print_json(&st);
+        s.print_json(&st)?;
+        return Ok(code);
     }
     let dot = match st.state.as_str() {
         "running" => "●",
@@ -334,61 +507,88 @@ async fn status(s: &mut Session, unit: String) -> anyhow::Result<()> {
         _ => "○",
     };
     match &st.description {
-        Some(d) => println!("{dot} {} - {d}", st.unit),
-        None => println!("{dot} {}", st.unit),
+        Some(d) => out!("{dot} {} - {}", escape(&st.unit), escape(d))?,
+        None => out!("{dot} {}", escape(&st.unit))?,
     }
-    println!("     Image: {} (profile {})", st.image, st.profile);
+    out!(
+        "     Image: {} (profile {})",
+        escape(&st.image),
+        escape(&st.profile)
+    )?;
     let since = st
         .since_usec
         .map(|u| format!(" since {} UTC", output::format_usec(u)))
         .unwrap_or_default();
-    println!("     State: {}{since}", st.state);
+    out!("     State: {}{since}", escape(&st.state))?;
     if let Some(pid) = st.main_pid {
-        println!("  Main PID: {pid}");
+        out!("  Main PID: {pid}")?;
     }
     if let Some(uid) = st.uid {
-        println!("       UID: {uid} (dynamic)");
+        out!("       UID: {uid} (dynamic)")?;
     }
     match (st.exit_code, st.exit_signal) {
-        (Some(code), _) => println!("      Exit: code {code}"),
-        (_, Some(sig)) => println!("      Exit: signal {sig}"),
+        (Some(code), _) => out!("      Exit: code {code}")?,
+        (_, Some(sig)) => out!("      Exit: signal {sig}")?,
         _ => {}
     }
     if let Some(f) = &st.failure {
-        println!("   Failure: {f}");
+        out!("   Failure: {}", escape(f))?;
     }
-    let logs: LogsReply = s
-        .call(
-            "Logs",
-            &LogsParams {
-                unit,
-                lines: Some(10),
-                follow: None,
-            },
-        )
-        .await?;
-    if !logs.entries.is_empty() {
-        println!();
-        print_entries(&st.unit, &logs.entries, false);
+    let params = LogsParams {
+        unit,
+        lines: Some(10),
+        follow: None,
+    };
+    let entries = match s.call::<_, LogsReply>("Logs", &params).await {
+        Ok(logs) => logs.entries,
+        // Not allowed to read this unit's logs: the status without them, as systemctl shows it.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<ManagerError>(),
+                Some(ManagerError::PermissionDenied { .. })
+            ) =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    if !entries.is_empty() {
+        out!()?;
+        print_entries(&st.unit, &entries, LogFormat::Short)?;
     }
-    Ok(())
+    Ok(code)
 }
 
-fn print_entries(unit: &str, entries: &[LogEntry], json: bool) {
+/// The line as the service wrote it, so that invalid UTF-8 is shown as `\xNN` rather than as
+/// the replacement character of `text`.
+fn exact_text(entry: &LogEntry) -> &[u8] {
+    entry.bytes.as_deref().unwrap_or(entry.text.as_bytes())
+}
+
+fn print_entries(unit: &str, entries: &[LogEntry], format: LogFormat) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
     for e in entries {
-        if json {
-            if let Ok(line) = serde_json::to_string(e) {
-                println!("{line}");
+        match format {
+            LogFormat::Json => writeln!(stdout, "{}", serde_json::to_string(e)?)?,
+            LogFormat::Cat => writeln!(stdout, "{}", escape(exact_text(e)))?,
+            LogFormat::Short => {
+                let marker = if e.stream == "stderr" {
+                    " [stderr]"
+                } else {
+                    ""
+                };
+                writeln!(
+                    stdout,
+                    "{} {}{marker}: {}",
+                    output::format_usec(e.usec),
+                    escape(unit),
+                    escape(exact_text(e))
+                )?
             }
-        } else {
-            let marker = if e.stream == "stderr" {
-                " [stderr]"
-            } else {
-                ""
-            };
-            println!("{} {unit}{marker}: {}", output::format_usec(e.usec), e.text);
         }
     }
+    stdout.flush()?;
+    Ok(())
 }
 
 async fn logs(
@@ -396,8 +596,8 @@ async fn logs(
     unit: String,
     follow: bool,
     lines: Option<i64>,
+    format: LogFormat,
 ) -> anyhow::Result<()> {
-    let json = s.json;
     let name = berth_protocol::manager::unit_name(&unit);
     // Always streamed with `more`: the entries come in small batches however long the log.
     let params = LogsParams {
@@ -405,13 +605,21 @@ async fn logs(
         lines,
         follow: Some(follow),
     };
+    let mut failed = None;
     let each = |reply: LogsReply| {
         if reply.truncated == Some(true) {
-            eprintln!("berth: older lines of the log are left out; this is its newest part");
+            report(&anyhow!(
+                "older lines of the log are left out; this is its newest part"
+            ));
         }
-        print_entries(&name, &reply.entries, json);
-        use std::io::Write;
-        std::io::stdout().flush().is_ok()
+        match print_entries(&name, &reply.entries, format) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
     };
-    s.call_more("Logs", &params, each).await
+    s.call_more("Logs", &params, each).await?;
+    failed.map_or(Ok(()), Err)
 }

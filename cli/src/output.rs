@@ -1,25 +1,53 @@
 //! Tables and timestamps for people.
 
-/// Prints rows as left-aligned columns under a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+use std::io::Write;
+
+use crate::escape::escape;
+
+/// What a table prints besides its rows: the header line above them and the footer line below
+/// (both left out with `--no-legend`, as systemctl does).
+pub struct Legend<'a> {
+    pub header: &'a [&'a str],
+    pub footer: String,
+    pub show: bool,
+}
+
+/// Writes rows as left-aligned columns, every cell escaped, under the legend's header and above
+/// its footer.
+pub fn table(
+    out: &mut impl Write,
+    legend: &Legend<'_>,
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = legend.header.iter().map(|h| h.len()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        writeln!(out, "{}", padded.join("  ").trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
+    if legend.show {
+        let header: Vec<String> = legend.header.iter().map(|h| h.to_string()).collect();
+        line(&header)?;
     }
+    for row in &rows {
+        line(row)?;
+    }
+    if legend.show {
+        writeln!(out, "\n{}", legend.footer)?;
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM:SS.uuuuuu` in UTC.
@@ -53,6 +81,44 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(show: bool, rows: &[Vec<String>]) -> String {
+        let legend = Legend {
+            header: &["UNIT", "STATE"],
+            footer: format!("{} units listed.", rows.len()),
+            show,
+        };
+        let mut out = Vec::new();
+        table(&mut out, &legend, rows).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn table_aligns_columns_between_header_and_footer() {
+        let rows = vec![vec!["a.service".into(), "running".into()]];
+
+        assert_eq!(
+            render(true, &rows),
+            "UNIT       STATE\na.service  running\n\n1 units listed.\n"
+        );
+    }
+
+    #[test]
+    fn table_without_legend_has_only_the_rows() {
+        let rows = vec![vec!["a.service".into(), "running".into()]];
+
+        assert_eq!(render(false, &rows), "a.service  running\n");
+    }
+
+    #[test]
+    fn table_cells_are_escaped_and_aligned_by_their_escaped_width() {
+        let rows = vec![
+            vec!["\x1b[2J".into(), "x".into()],
+            vec!["b".into(), "y".into()],
+        ];
+
+        assert_eq!(render(false, &rows), "\\x1b[2J  x\nb        y\n");
+    }
 
     #[test]
     fn epoch_formats_as_1970() {
