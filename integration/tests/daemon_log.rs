@@ -49,6 +49,33 @@ fn a_refused_call_is_logged_with_who_what_and_why() {
 }
 
 #[test]
+fn a_flood_of_refused_calls_is_logged_in_part_and_others_keep_their_lines() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    let berth = h.bin_dir().join("berth");
+    let script = format!(
+        "for i in $(seq 60); do {} --socket {} start hello 2>/dev/null; done; true",
+        berth.display(),
+        h.socket().display()
+    );
+    let mut flood = berth_testkit::as_user(65534, 65534, &[]);
+    flood.args(["sh", "-c", &script]);
+
+    let out = output_with_timeout(flood, Duration::from_secs(60)).unwrap();
+    h.berth_err(&["status", "nosuch"]).unwrap();
+
+    assert!(out.status.success());
+    let refused = lines_with(&h, &["call refused", "peer_uid=65534"]).len();
+    // One window's share, or two on a machine slow enough to take a whole window.
+    assert!(
+        (berth_logging::flood::BURST as usize..60).contains(&refused),
+        "{refused} lines for 60 refused calls"
+    );
+    wait_for_line(&h, &["call failed", "peer_uid=0", "nosuch.service"]);
+}
+
+#[test]
 fn a_failed_call_is_logged_at_debug_level_with_its_error() {
     let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
 

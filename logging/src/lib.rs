@@ -5,6 +5,7 @@
 //! (`debug`) or `RUST_LOG`-style directives (`info,berth_manager=debug`); anything else is an
 //! error, not a silently different filter.
 
+pub mod flood;
 #[cfg(feature = "subscriber")]
 mod setup;
 mod untrusted;

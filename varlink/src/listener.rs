@@ -273,7 +273,13 @@ impl zlink::Listener for BoundedListener {
             match self.admit(&stream) {
                 Ok(slot) => return Ok(Some(CountedStream::new(stream, slot)?.into())),
                 Err(reason) if reason.is_empty() => {}
-                Err(reason) => tracing::warn!(%reason, "refusing connections"),
+                // Bounded too: refusals for want of descriptors come once per connection.
+                Err(reason) => {
+                    if let Some(suppressed) = berth_logging::flood::allow(None) {
+                        let suppressed = (suppressed > 0).then_some(suppressed);
+                        tracing::warn!(%reason, suppressed, "refusing connections");
+                    }
+                }
             }
         }
     }

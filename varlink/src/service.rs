@@ -16,6 +16,7 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Level;
 use zlink::service::{MethodReply, ReplyStreamItem};
 use zlink::{Call, Connection, Reply};
 
@@ -337,21 +338,44 @@ fn paced(
 
 /// Logs an error reply with who called what: a refusal (PermissionDenied) as a warning, any
 /// other error at debug level (a missing unit or a malformed call is the caller's business).
+/// Each caller's lines are bounded ([`berth_logging::flood`]); `suppressed` counts those left out.
 fn log_refused(method: &str, caller: Option<(u32, i32)>, error: &Value) {
     let name = error
         .get("error")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let (peer_uid, peer_pid) = (caller.map(|c| c.0), caller.map(|c| c.1));
+    let denied = name.ends_with(".PermissionDenied");
+    // Only a line that would be written counts against the caller's share.
+    let written = if denied {
+        tracing::enabled!(Level::WARN)
+    } else {
+        tracing::enabled!(Level::DEBUG)
+    };
+    if !written {
+        return;
+    }
+    let Some(suppressed) = berth_logging::flood::allow(peer_uid) else {
+        return;
+    };
+    let suppressed = (suppressed > 0).then_some(suppressed);
     let method = Untrusted(method);
-    if name.ends_with(".PermissionDenied") {
-        tracing::warn!(%method, peer_uid, peer_pid, error = %Untrusted(name), "call refused");
+    if denied {
+        tracing::warn!(
+            %method,
+            peer_uid,
+            peer_pid,
+            error = %Untrusted(name),
+            suppressed,
+            "call refused"
+        );
     } else {
         tracing::debug!(
             %method,
             peer_uid,
             peer_pid,
             error = %Untrusted(name),
+            suppressed,
             parameters = %Untrusted(&capped_json(error.get("parameters"))),
             "call failed"
         );
