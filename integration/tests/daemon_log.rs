@@ -227,3 +227,100 @@ fn a_bad_rust_log_is_refused_naming_it_unless_the_flag_overrides_it() {
     assert!(!flag_stderr.contains("RUST_LOG"), "{flag_stderr}");
     assert!(flag_stderr.contains("no-such-berth-user"), "{flag_stderr}");
 }
+
+/// One journal entry of the native protocol: `NAME=value` lines, or `NAME`, a little-endian
+/// 64-bit length and that many bytes (for values that may hold a newline).
+fn journal_entry(datagram: &[u8]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'=') else {
+            break;
+        };
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if rest[end] == b'=' {
+            let line_end = rest[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| end + p);
+            fields.push((
+                name,
+                String::from_utf8_lossy(&rest[end + 1..line_end]).into(),
+            ));
+            rest = &rest[(line_end + 1).min(rest.len())..];
+        } else {
+            let len_bytes: [u8; 8] = rest[end + 1..end + 9].try_into().unwrap();
+            let len = u64::from_le_bytes(len_bytes) as usize;
+            let value = &rest[end + 9..end + 9 + len];
+            fields.push((name, String::from_utf8_lossy(value).into_owned()));
+            rest = &rest[(end + 10 + len).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+fn field<'a>(entry: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    entry
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn with_a_journal_on_the_host_both_daemons_log_to_it() {
+    // In a mount namespace of its own (one thread's, inherited by the daemons it starts), a
+    // stand-in journald listens at /run/systemd/journal/socket.
+    let entries = std::thread::spawn(|| {
+        use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+        // SAFETY: only NEWNS (with the implied FS) is unshared: no descriptor table is split.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+        mount_change(
+            "/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        )
+        .unwrap();
+        mount("tmpfs", "/run", "tmpfs", MountFlags::empty(), None).unwrap();
+        std::fs::create_dir_all("/run/systemd/journal").unwrap();
+        let journal =
+            std::os::unix::net::UnixDatagram::bind("/run/systemd/journal/socket").unwrap();
+        // berthd sends by path after it drops to its user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o666);
+        std::fs::set_permissions("/run/systemd/journal/socket", mode).unwrap();
+        journal
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let h = Harness::start().unwrap();
+        h.berth_as(65534, 65534, &[], &["list", "--no-such-flag"])
+            .ok();
+        h.berth_as(65534, 65534, &[], &["start", "nosuch"]).unwrap();
+        let mut entries = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = journal.recv(&mut buf) {
+            entries.push(journal_entry(&buf[..n]));
+        }
+        (entries, h.stderr_log())
+    })
+    .join()
+    .unwrap();
+    let (entries, stderr) = entries;
+
+    let from = |identifier: &str, message: &str| {
+        entries.iter().find(|e| {
+            field(e, "SYSLOG_IDENTIFIER") == Some(identifier)
+                && field(e, "MESSAGE") == Some(message)
+        })
+    };
+    let refused = from("berthd", "call refused").expect("no refused call in the journal");
+    assert_eq!(field(refused, "PRIORITY"), Some("4"));
+    assert_eq!(field(refused, "BERTH_PEER_UID"), Some("65534"));
+    assert_eq!(
+        field(refused, "BERTH_METHOD"),
+        Some("io.berth.Manager.Start")
+    );
+    assert!(
+        from("berth-helper", "berth-helper starting").is_some(),
+        "{entries:?}"
+    );
+    assert!(!stderr.contains("call refused"), "{stderr}");
+}
