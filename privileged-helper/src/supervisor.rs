@@ -29,7 +29,7 @@ use rustix::process::{Pid, PidfdFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
 use crate::sandbox::init::{self, InitFds};
-use crate::sandbox::{Failure, Report, sys};
+use crate::sandbox::{Failure, Report, process_name, sys};
 
 /// How long the sandbox may take from fork to main's exec (`launch` itself waits 10 s).
 const EXEC_TIMEOUT: Duration = Duration::from_secs(8);
@@ -48,6 +48,7 @@ const CHUNKS_PER_TURN: usize = 16;
 /// Entry point of the supervisor process; never returns.
 pub(crate) fn run(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
     let (fds, report) = sanitize(fds, report);
+    name(&spec.unit);
     let code = match start(spec, fds) {
         Ok(mut sup) => {
             let launched = Report::Launched {
@@ -108,9 +109,14 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
     }
     rustix::process::umask(Mode::from_raw_mode(0o022));
     let _ = rustix::process::chdir(c"/");
-    // Tells it apart from the helper in `ps` (the command line stays the helper's).
-    let _ = rustix::thread::set_name(c"berth-supervise");
     (fds, report)
+}
+
+/// Shows up in `ps` as `berth-supervise UNIT` (comm `berth-supervise`, the 15 bytes the kernel
+/// keeps), not with the helper's command line and environment it inherited. Cosmetic, so a
+/// kernel that refuses it does not stop the service.
+fn name(unit: &str) {
+    let _ = process_name::set(c"berth-supervise", &[b"berth-supervise", unit.as_bytes()]);
 }
 
 fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {

@@ -636,6 +636,59 @@ fn sandbox_init_runs_unprivileged_holding_only_stdio_and_its_status_pipe() {
     assert!(targets[3].1.starts_with("pipe:"), "{targets:?}");
 }
 
+// ---- what the sandbox and ps show of the helper ----
+
+/// `/proc/PID/FILE`, NULs and all (lossy UTF-8, for readable failures).
+fn proc_file(pid: u32, file: &str) -> String {
+    String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/{file}")).unwrap()).into_owned()
+}
+
+/// The pid of the sandbox's init (main's parent), seen from the host.
+fn init_pid(launched: &Launched) -> u32 {
+    status_field(&proc_status(launched.main_pid), "PPid")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn init_shows_as_berth_init_with_an_empty_environment() {
+    require_root();
+    let mut fx = Fixture::new("initname.service");
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let init = init_pid(&launched);
+
+    assert_eq!(proc_file(init, "cmdline"), "berth-init\0");
+    assert_eq!(proc_file(init, "environ"), "");
+    assert_eq!(proc_file(init, "comm"), "berth-init\n");
+}
+
+#[test]
+fn the_service_reads_exactly_berth_init_as_the_command_line_of_pid_1() {
+    require_root();
+    let mut fx = Fixture::new("pid1cmdline.service");
+
+    let out = fx.run_script("cat /proc/1/cmdline; echo");
+
+    assert_eq!(out, vec!["berth-init\0"]);
+}
+
+#[test]
+fn supervisor_shows_as_berth_supervise_and_its_unit() {
+    require_root();
+    let mut fx = Fixture::new("supname.service");
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    let pid = launched.supervisor_pid;
+
+    assert_eq!(
+        proc_file(pid, "cmdline"),
+        "berth-supervise\0supname.service\0"
+    );
+    assert_eq!(proc_file(pid, "environ"), "");
+    assert_eq!(proc_file(pid, "comm"), "berth-supervise\n");
+}
+
 // ---- the sandbox, seen from inside ----
 
 #[test]

@@ -8,7 +8,8 @@ use super::sys;
 const CAP_NUMBERS: u32 = 64;
 
 /// Becomes `uid`/`gid` for good: empty bounding, permitted, effective, inheritable and ambient
-/// sets, no supplementary groups, no_new_privs, and SIGKILL when the supervisor dies.
+/// sets, no supplementary groups, no_new_privs, not dumpable, and SIGKILL when the supervisor
+/// dies.
 pub(super) fn drop_to(uid: u32, gid: u32) -> Result<(), Failure> {
     // Needs CAP_SETPCAP, so before the uid change.
     for cap in 0..CAP_NUMBERS {
@@ -35,6 +36,11 @@ pub(super) fn drop_to(uid: u32, gid: u32) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::setup("clear ambient capabilities", e))?;
     rustix::thread::set_no_new_privs(true).map_err(|e| Failure::setup("set no_new_privs", e))?;
+    // The uid change made us non-dumpable only because fs.suid_dumpable is 0 by default; make
+    // sure, so the service (same uid) can never ptrace init or read its /proc/1/{environ,
+    // maps,mem,exe}. Main's exec makes main dumpable again.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0)
+        .map_err(|e| Failure::setup("make init non-dumpable", e))?;
     // A credential change resets the parent-death signal, so set it last. A service whose
     // supervisor died could never be stopped or reported on: take it down with it.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)

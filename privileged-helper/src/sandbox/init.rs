@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
 use super::syscalls::LinuxSyscalls;
-use super::{Failure, credentials, mounts, sys};
+use super::{Failure, credentials, mounts, process_name, sys};
 use crate::launch_spec::LaunchSpec;
 
 /// Report message: "this is main, about to exec" (carries SCM_CREDENTIALS).
@@ -124,7 +124,10 @@ fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
 }
 
 fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
-    let _ = rustix::thread::set_name(c"berth-init");
+    // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
+    // command line is readable by the service).
+    process_name::set(c"berth-init", &[b"berth-init"])
+        .map_err(|e| Failure::setup("name the sandbox's init", e))?;
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
     let entries = mounts::clone_image(&LinuxSyscalls, &root)?;

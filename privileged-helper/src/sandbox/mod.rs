@@ -15,6 +15,7 @@
 mod credentials;
 pub(crate) mod init;
 mod mounts;
+pub(crate) mod process_name;
 pub(crate) mod sys;
 mod syscalls;
 
