@@ -689,6 +689,26 @@ fn supervisor_shows_as_berth_supervise_and_its_unit() {
     assert_eq!(proc_file(pid, "comm"), "berth-supervise\n");
 }
 
+#[test]
+fn mountinfo_inside_names_no_host_path_of_the_image() {
+    require_root();
+    let mut fx = Fixture::new("mountinfo.service");
+    let image = fx.image.path().to_str().unwrap().to_string();
+
+    let out = fx.run_script("cat /proc/self/mountinfo");
+
+    let leaks: Vec<&String> = out.iter().filter(|l| l.contains(&image)).collect();
+    assert!(leaks.is_empty(), "{image} shows in {leaks:#?}");
+    // The image's directories show their path within the image as their root.
+    for dir in ["/bin", "/etc", "/usr"] {
+        assert!(
+            out.iter()
+                .any(|l| l.split(' ').nth(3) == Some(dir) && l.split(' ').nth(4) == Some(dir)),
+            "no mount of {dir} with root {dir}: {out:#?}"
+        );
+    }
+}
+
 // ---- the sandbox, seen from inside ----
 
 #[test]

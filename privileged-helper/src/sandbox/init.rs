@@ -130,8 +130,9 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
         .map_err(|e| Failure::setup("name the sandbox's init", e))?;
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let entries = mounts::clone_image(&LinuxSyscalls, &root)?;
-    drop(root);
+    let view = mounts::image_view(&LinuxSyscalls, &root)?;
+    let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
+    drop((root, view));
     let flags = rustix::thread::UnshareFlags::NEWNS
         | rustix::thread::UnshareFlags::NEWIPC
         | rustix::thread::UnshareFlags::NEWUTS;

@@ -23,7 +23,7 @@ use rustix::mount::{
 };
 
 use super::Failure;
-use super::syscalls::{AT_RECURSIVE, MountSyscalls};
+use super::syscalls::{AT_RECURSIVE, FsParam, MountSyscalls};
 
 /// Names we provide ourselves; the image's entries of that name are ignored.
 const RESERVED: [&[u8]; 5] = [b"proc", b"dev", b"tmp", b"run", b"sys"];
@@ -73,6 +73,59 @@ const DEVICES: [(&CStr, &CStr, &CStr); 6] = [
     (c"tty", c"/dev/tty", c"dev/tty"),
 ];
 
+/// The empty bottom layer of the image view: overlayfs wants two layers when none is writable.
+const EMPTY_LAYER_TMPFS: [(&CStr, &CStr); 2] = [(c"size", c"4k"), (c"mode", c"0555")];
+
+/// Overlayfs options of the image view besides its layers. Redirects and metacopy are
+/// explicitly off whatever the module defaults, so no xattr in the image steers a lookup (only
+/// root can set `trusted.overlay.*` anyway; `userxattr`, which would honour `user.overlay.*`
+/// set by an image's owner, stays off).
+const VIEW_OPTIONS: [(&CStr, &CStr); 3] = [
+    (c"source", c"berth-image"),
+    (c"redirect_dir", c"nofollow"),
+    (c"metacopy", c"off"),
+];
+
+/// A read-only overlay presenting the image root with no host path in its mountinfo, as a
+/// detached mount; `None` when this kernel cannot build one (see the module comment), and the
+/// caller then clones from `root` itself. Must run in the mount namespace `root` lives in.
+pub(super) fn image_view(
+    os: &impl MountSyscalls,
+    root: &OwnedFd,
+) -> Result<Option<OwnedFd>, Failure> {
+    let image = os
+        .open_tree(
+            root.as_fd(),
+            c"",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_EMPTY_PATH,
+        )
+        .map_err(at("clone the image root"))?;
+    let empty: Vec<FsParam<'_>> = EMPTY_LAYER_TMPFS
+        .iter()
+        .map(|(k, v)| FsParam::String(k, v))
+        .collect();
+    let bottom = os
+        .fs_mount(c"tmpfs", &empty, MountAttrFlags::MOUNT_ATTR_RDONLY)
+        .map_err(at("mount the image view's empty layer"))?;
+    let mut params = vec![
+        FsParam::Fd(c"lowerdir+", image.as_fd()),
+        FsParam::Fd(c"lowerdir+", bottom.as_fd()),
+    ];
+    params.extend(VIEW_OPTIONS.iter().map(|(k, v)| FsParam::String(k, v)));
+    let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+        | MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV;
+    match os.fs_mount(c"overlay", &params, attrs) {
+        Ok(view) => Ok(Some(view)),
+        // No overlayfs (ENODEV), or one that takes no layers by descriptor or from detached
+        // mounts, or an image already two file-system stacks deep (EINVAL).
+        Err(rustix::io::Errno::NODEV | rustix::io::Errno::INVAL) => Ok(None),
+        Err(e) => Err(Failure::setup("mount the image view", e)),
+    }
+}
+
 /// One top-level entry of the image, ready to be placed in the new root.
 pub(super) struct Entry {
     name: CString,
@@ -92,7 +145,8 @@ fn display(name: &CStr) -> String {
     format!("/{}", name.to_string_lossy())
 }
 
-/// Clones the image's top-level entries. Must run in the mount namespace `root` lives in.
+/// Clones the top-level entries of the image root `root` (or its [`image_view`]). Must run in
+/// the mount namespace `root` lives in (a detached view counts as ours).
 pub(super) fn clone_image(os: &impl MountSyscalls, root: &OwnedFd) -> Result<Vec<Entry>, Failure> {
     let dir = rustix::fs::openat(
         root,
@@ -904,6 +958,98 @@ mod tests {
                 dir: "/tmp".into(),
                 path: "bin".into(),
             },
+        );
+    }
+
+    #[test]
+    fn image_view_is_an_overlay_of_a_detached_clone_over_an_empty_tmpfs() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["usr"]);
+
+        let view = image_view(&os, &root).unwrap();
+
+        assert!(view.is_some());
+        let calls = os.calls();
+        assert!(
+            matches!(&calls[0], Call::OpenTree { path, flags, .. } if path.is_empty()
+                && *flags == OpenTreeFlags::OPEN_TREE_CLONE
+                    | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                    | OpenTreeFlags::AT_EMPTY_PATH),
+            "{calls:#?}"
+        );
+        assert_eq!(
+            calls[1..],
+            [
+                Call::FsMount {
+                    fstype: "tmpfs".into(),
+                    params: vec!["size=4k".into(), "mode=0555".into()],
+                    attrs: MountAttrFlags::MOUNT_ATTR_RDONLY,
+                },
+                Call::FsMount {
+                    fstype: "overlay".into(),
+                    params: vec![
+                        format!("lowerdir+=clone:fd {}", std::os::fd::AsRawFd::as_raw_fd(&root)),
+                        "lowerdir+=fs:tmpfs".into(),
+                        "source=berth-image".into(),
+                        "redirect_dir=nofollow".into(),
+                        "metacopy=off".into(),
+                    ],
+                    attrs: MountAttrFlags::MOUNT_ATTR_RDONLY
+                        | MountAttrFlags::MOUNT_ATTR_NOSUID
+                        | MountAttrFlags::MOUNT_ATTR_NODEV,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn image_entries_are_cloned_from_the_view() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["usr"]);
+        let view = image_view(&os, &root).unwrap().unwrap();
+
+        let entries = clone_image(&os, &view).unwrap();
+
+        assert_eq!(entries.len(), 1);
+        assert!(
+            os.calls().iter().any(|c| matches!(c, Call::OpenTree { dir, path, .. }
+                if dir == "fs:overlay" && path == "usr")),
+            "{:#?}",
+            os.calls()
+        );
+    }
+
+    #[test]
+    fn a_kernel_that_refuses_the_view_leaves_the_image_cloned_directly() {
+        for errno in [Errno::INVAL, Errno::NODEV] {
+            let os = RecordingSyscalls::new().failing(
+                |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "overlay"),
+                errno,
+            );
+            let (_tmp, root) = image(&["usr"]);
+
+            let view = image_view(&os, &root);
+
+            assert!(matches!(view, Ok(None)), "{errno:?}: {view:?}");
+        }
+    }
+
+    #[test]
+    fn any_other_failure_of_the_view_fails_the_launch() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "overlay"),
+            Errno::NOMEM,
+        );
+        let (_tmp, root) = image(&["usr"]);
+
+        let view = image_view(&os, &root);
+
+        assert_eq!(
+            view.err(),
+            Some(Failure::Setup {
+                stage: "mount the image view".into(),
+                errno: libc::ENOMEM,
+            })
         );
     }
 

@@ -13,8 +13,17 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
-    MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    OpenTreeFlags, UnmountFlags,
 };
+
+/// One `fsconfig` parameter of [`MountSyscalls::fs_mount`].
+pub(crate) enum FsParam<'a> {
+    /// `FSCONFIG_SET_STRING key value`.
+    String(&'a CStr, &'a CStr),
+    /// `FSCONFIG_SET_FD key fd`.
+    Fd(&'a CStr, BorrowedFd<'a>),
+}
 
 /// `AT_RECURSIVE` for [`MountSyscalls::mount_setattr`] (rustix's `AtFlags` lacks it).
 pub(crate) const AT_RECURSIVE: AtFlags = AtFlags::from_bits_retain(libc::AT_RECURSIVE as u32);
@@ -49,6 +58,14 @@ pub(crate) trait MountSyscalls {
         dir: BorrowedFd<'_>,
         path: &CStr,
         flags: OpenTreeFlags,
+    ) -> Result<OwnedFd, Errno>;
+    /// `fsopen(fstype)`, one `fsconfig` per parameter, `FSCONFIG_CMD_CREATE`, then
+    /// `fsmount(attrs)`: a new file system as a detached mount.
+    fn fs_mount(
+        &self,
+        fstype: &CStr,
+        params: &[FsParam<'_>],
+        attrs: MountAttrFlags,
     ) -> Result<OwnedFd, Errno>;
     /// `move_mount(from_dir, from_path, to_dir, to_path, flags)`.
     fn move_mount(
@@ -157,6 +174,25 @@ impl MountSyscalls for LinuxSyscalls {
         rustix::mount::open_tree(dir, path, flags)
     }
 
+    fn fs_mount(
+        &self,
+        fstype: &CStr,
+        params: &[FsParam<'_>],
+        attrs: MountAttrFlags,
+    ) -> Result<OwnedFd, Errno> {
+        let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for param in params {
+            match param {
+                FsParam::String(key, value) => {
+                    rustix::mount::fsconfig_set_string(&fs, *key, *value)?;
+                }
+                FsParam::Fd(key, fd) => rustix::mount::fsconfig_set_fd(&fs, *key, *fd)?,
+            }
+        }
+        rustix::mount::fsconfig_create(&fs)?;
+        rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+    }
+
     fn move_mount(
         &self,
         from_dir: BorrowedFd<'_>,
@@ -252,6 +288,12 @@ mod fake {
             path: String,
             flags: OpenTreeFlags,
         },
+        /// `params` as `key=value`, a descriptor as the name it stands for.
+        FsMount {
+            fstype: String,
+            params: Vec<String>,
+            attrs: MountAttrFlags,
+        },
         MoveMount {
             from_dir: String,
             from_path: String,
@@ -302,7 +344,8 @@ mod fake {
 
     /// Records every call and changes nothing. Calls that return a descriptor get a real but
     /// harmless one (`O_PATH` of `/`; for `open_tree`, `O_PATH` of the entry itself, so the
-    /// caller's `fstat` sees the real type). Host device nodes all exist unless removed with
+    /// caller's `fstat` sees the real type; for `fs_mount`, a duplicate of its first
+    /// descriptor parameter, so an overlay reads as its top layer). Host device nodes all exist unless removed with
     /// [`RecordingSyscalls::without_host_file`].
     pub(crate) struct RecordingSyscalls {
         calls: RefCell<Vec<Call>>,
@@ -440,6 +483,10 @@ mod fake {
                 path: text(path),
                 flags,
             })?;
+            if path.is_empty() {
+                let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
+                return Ok(self.token(fd, format!("clone:{}", self.name_of(dir))));
+            }
             let fd = rustix::fs::openat(
                 dir,
                 path,
@@ -447,6 +494,34 @@ mod fake {
                 Mode::empty(),
             )?;
             Ok(self.token(fd, format!("image:{}", text(path))))
+        }
+
+        fn fs_mount(
+            &self,
+            fstype: &CStr,
+            params: &[FsParam<'_>],
+            attrs: MountAttrFlags,
+        ) -> Result<OwnedFd, Errno> {
+            let recorded = params
+                .iter()
+                .map(|p| match p {
+                    FsParam::String(k, v) => format!("{}={}", text(k), text(v)),
+                    FsParam::Fd(k, fd) => format!("{}={}", text(k), self.name_of(*fd)),
+                })
+                .collect();
+            self.record(Call::FsMount {
+                fstype: text(fstype),
+                params: recorded,
+                attrs,
+            })?;
+            let name = format!("fs:{}", text(fstype));
+            match params.iter().find_map(|p| match p {
+                FsParam::Fd(_, fd) => Some(*fd),
+                FsParam::String(..) => None,
+            }) {
+                Some(top) => Ok(self.token(rustix::io::fcntl_dupfd_cloexec(top, 0)?, name)),
+                None => Ok(self.root_token(name)),
+            }
         }
 
         fn move_mount(
