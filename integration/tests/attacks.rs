@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{Harness, ImageBuilder, process_exists};
+use berth_testkit::{Harness, ImageBuilder, probe_output, process_exists};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -52,7 +52,8 @@ fn kill_of_every_process_from_a_service_reaches_nothing_outside_its_sandbox() {
 }
 
 // #11: the sandbox's init is forked from the root helper; the service must not reach it
-// through /proc (its memory, environment, or the helper binary behind /proc/1/exe).
+// through /proc (its memory, environment, or the helper binary behind /proc/1/exe, whose
+// host path /proc/1/exe and /proc/1/maps would also show).
 #[test]
 fn the_service_cannot_reach_its_init_through_proc() {
     let h = Harness::start().unwrap();
@@ -64,6 +65,7 @@ fn the_service_cannot_reach_its_init_through_proc() {
         attempt("exe-link", "readlink /proc/1/exe"),
         attempt("exe-write", "echo x >> /proc/1/exe"),
         attempt("root", "ls /proc/1/root/"),
+        attempt("cwd", "readlink /proc/1/cwd"),
         // Controls: the same reads of the service's own /proc entries work.
         attempt("own-maps", "cat /proc/self/maps"),
         attempt("own-exe-link", "readlink /proc/self/exe"),
@@ -84,11 +86,63 @@ fn the_service_cannot_reach_its_init_through_proc() {
         "exe-link",
         "exe-write",
         "root",
+        "cwd",
     ] {
         assert!(
             log.contains(&format!("{label}:denied")),
             "{label} was not denied:\n{log}"
         );
+    }
+}
+
+// #18: what the service can read of its init and of its mounts names nothing of the host: not
+// the image's directory, the helper's binary or socket, nor the daemons' directories.
+#[test]
+fn the_service_reads_no_host_path_in_pid_1_or_mountinfo() {
+    let h = Harness::start().unwrap();
+    let image = h.images_dir().join("probe");
+    ImageBuilder::new(&image)
+        .probe()
+        .unit(
+            "probe.service",
+            "[Service]\nExecStart=/usr/bin/berth-probe --loop\n",
+        )
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "probe"]).unwrap();
+    let helper = h.helper_pid().unwrap();
+    let host_paths = [
+        image.canonicalize().unwrap(),
+        std::fs::read_link(format!("/proc/{helper}/exe")).unwrap(),
+        h.runtime_dir().join("private/io.berth.Helper"),
+        h.dir().to_path_buf(),
+    ];
+
+    h.berth_ok(&["start", "probe"]).unwrap();
+    h.wait_for(
+        || Ok(probe_output(&h.berth_ok(&["logs", "probe"])?).is_ok()),
+        WAIT,
+    )
+    .unwrap();
+    let probe = probe_output(&h.berth_ok(&["logs", "probe"]).unwrap()).unwrap();
+
+    assert_eq!(probe["pid1"]["cmdline"], "berth-init\u{0}");
+    assert_eq!(probe["pid1"]["comm"], "berth-init");
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for field in ["cmdline", "environ"] {
+        let text = probe["pid1"][field].as_str().unwrap();
+        seen.push((format!("/proc/1/{field}"), text));
+    }
+    for mount in probe["mounts"].as_array().unwrap() {
+        for (key, value) in mount.as_object().unwrap() {
+            seen.push((format!("mountinfo {key}"), value.as_str().unwrap()));
+        }
+    }
+    for path in &host_paths {
+        let path = path.to_str().unwrap();
+        for (place, text) in &seen {
+            assert!(!text.contains(path), "{path} shows in {place}: {text}");
+        }
     }
 }
 

@@ -988,7 +988,10 @@ mod tests {
                 Call::FsMount {
                     fstype: "overlay".into(),
                     params: vec![
-                        format!("lowerdir+=clone:fd {}", std::os::fd::AsRawFd::as_raw_fd(&root)),
+                        format!(
+                            "lowerdir+=clone:fd {}",
+                            std::os::fd::AsRawFd::as_raw_fd(&root)
+                        ),
                         "lowerdir+=fs:tmpfs".into(),
                         "source=berth-image".into(),
                         "redirect_dir=nofollow".into(),
@@ -1012,7 +1015,9 @@ mod tests {
 
         assert_eq!(entries.len(), 1);
         assert!(
-            os.calls().iter().any(|c| matches!(c, Call::OpenTree { dir, path, .. }
+            os.calls()
+                .iter()
+                .any(|c| matches!(c, Call::OpenTree { dir, path, .. }
                 if dir == "fs:overlay" && path == "usr")),
             "{:#?}",
             os.calls()

@@ -40,7 +40,8 @@ pub(crate) fn set(comm: &CStr, argv: &[&[u8]]) -> io::Result<()> {
     let start = area.as_ptr() as u64;
     let end = start + area.len() as u64;
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let layout = Layout::parse(&stat).ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))?;
+    let layout =
+        Layout::parse(&stat).ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))?;
     // Read last: nothing may move the program break between here and the prctl.
     // SAFETY: brk(0) changes nothing and returns the current break.
     let brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as u64;

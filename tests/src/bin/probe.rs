@@ -165,6 +165,7 @@ fn probe(args: &Args) -> Value {
     );
     m.insert("environment".into(), environment());
     m.insert("mounts".into(), val(mounts()));
+    m.insert("pid1".into(), pid1());
     m.insert("ctty".into(), ctty().into());
     // libc, not rustix: both are 0 when the session/group leader is outside our pid
     // namespace, which rustix's `Pid` cannot represent.
@@ -272,6 +273,19 @@ fn environment() -> Value {
         })
         .collect();
     json!(m)
+}
+
+/// What the service can read of PID 1 (the sandbox's init): `cmdline` and `environ` exactly
+/// (NULs kept, lossy UTF-8), `comm` without its newline.
+fn pid1() -> Value {
+    let raw = |file: &str| {
+        fs::read(format!("/proc/1/{file}")).map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    json!({
+        "cmdline": val(raw("cmdline")),
+        "environ": val(raw("environ")),
+        "comm": val(raw("comm").map(|c| c.trim_end_matches('\n').to_owned())),
+    })
 }
 
 /// `/proc/self/mountinfo` as objects; unparsable lines become `{"error": line}`.
@@ -401,6 +415,7 @@ mod tests {
             "cwd",
             "environment",
             "mounts",
+            "pid1",
             "ctty",
             "sid",
             "pgid",
