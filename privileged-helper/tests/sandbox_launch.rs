@@ -530,20 +530,34 @@ fn exit_code_of_the_service_is_reported() {
 // ---- the sandbox, seen from outside ----
 
 #[test]
-fn main_runs_in_new_mount_pid_ipc_and_uts_namespaces() {
+fn main_runs_in_new_mount_pid_ipc_uts_and_cgroup_namespaces() {
     require_root();
     let mut fx = Fixture::new("ns.service");
 
     let launched = fx.launch(&["/bin/sleep", "1000"]);
 
     let main = launched.main_pid.to_string();
-    for ns in ["mnt", "pid", "ipc", "uts"] {
+    for ns in ["mnt", "pid", "ipc", "uts", "cgroup"] {
         assert_ne!(
             ns_link(&main, ns),
             ns_link("self", ns),
             "{ns} namespace is shared"
         );
     }
+}
+
+#[test]
+fn the_service_sees_no_host_cgroup_path() {
+    require_root();
+    let mut fx = Fixture::new("cgroupns.service");
+
+    let out = fx.run_script("cat /proc/self/cgroup");
+
+    assert!(!out.is_empty());
+    assert!(
+        out.iter().all(|l| l.ends_with(":/")),
+        "host cgroup paths inside: {out:?}"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! PID 1 of the sandbox and the service's main process.
 //!
-//! Init builds the sandbox (mount, ipc and uts namespaces, new root), drops to the service's
+//! Init builds the sandbox (mount, ipc, uts and cgroup namespaces, new root), drops to the service's
 //! credentials, forks main, then only forwards signals to main and reaps orphans. It catches
 //! no signal with a handler: it keeps the forwarded ones and SIGCHLD blocked and takes them with
 //! `sigwaitinfo`, which cannot race with reaping; blocked signals are queued even for a
@@ -133,12 +133,15 @@ fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
     let view = mounts::image_view(&LinuxSyscalls, &root)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, view));
+    // The cgroup namespace makes /proc/self/cgroup show `/` instead of the host's cgroup paths;
+    // its root is init's cgroup now, so a service cgroup must be joined before this point.
     let flags = rustix::thread::UnshareFlags::NEWNS
         | rustix::thread::UnshareFlags::NEWIPC
-        | rustix::thread::UnshareFlags::NEWUTS;
+        | rustix::thread::UnshareFlags::NEWUTS
+        | rustix::thread::UnshareFlags::NEWCGROUP;
     // SAFETY: no CLONE_FILES involved, and init has a single thread anyway.
     unsafe { rustix::thread::unshare_unsafe(flags) }
-        .map_err(|e| Failure::setup("unshare mount, ipc and uts namespaces", e))?;
+        .map_err(|e| Failure::setup("unshare mount, ipc, uts and cgroup namespaces", e))?;
     mounts::build_root(&LinuxSyscalls, entries)?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;

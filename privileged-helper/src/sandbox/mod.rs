@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! helper ─fork→ supervisor (setsid; root, host namespaces; crate::supervisor)
-//!          └─unshare(NEWPID)+fork→ init = PID 1 (new mnt/ipc/uts ns, new root,
+//!          └─unshare(NEWPID)+fork→ init = PID 1 (new mnt/ipc/uts/cgroup ns, new root,
 //!                                   service uid; init.rs)
 //!                                    └─fork→ main (execs argv)
 //! ```
