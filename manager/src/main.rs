@@ -72,16 +72,17 @@ fn run() -> anyhow::Result<()> {
     if user.uid == 0 {
         return Err(privilege_split::StartupError::UserIsRoot(args.user).into());
     }
-    privilege_split::prepare_dirs(&paths, is_root.then_some(&user))?;
-    let _lock = privilege_split::lock_instance(&paths)?;
+    let dirs = privilege_split::prepare_dirs(&paths, is_root.then_some(&user))?;
+    let _lock = privilege_split::lock_instance(&dirs, &paths)?;
     // The helper is ours only when we start as root; otherwise one must already serve us.
     let mut helper = if is_root {
-        let helper = privilege_split::start_helper(&paths, &user, &logging)?;
+        let helper = privilege_split::start_helper(&dirs, &paths, &user, &logging)?;
         privilege_split::drop_privileges(&user)?;
         Some(helper)
     } else {
         None
     };
+    drop(dirs);
     let admin_gid =
         host_users::lookup(std::path::Path::new("/etc/group"), &config.admin_group).map(|g| g.id);
     let users = DynamicUsers::new(config.uid_min, config.uid_max);

@@ -1,15 +1,26 @@
-//! Start-up as root: take the instance lock, lay out the directories, start berth-helper as
+//! Start-up as root: lay out the directories, take the instance lock, start berth-helper as
 //! root on the private socket, then drop to the berth user for good (like OpenSSH's privilege
 //! separation). Runs before any other thread exists.
+//!
+//! Root works here in directories a previous berthd (as `berth`) owned, so a compromised berthd
+//! may have left anything in them, and may still be swapping names while root restarts it.
+//! Decision: the directories stay owned by `berth` (berthd needs to bind and remove its sockets
+//! in them after the drop), and root never resolves a path through them. Each directory is
+//! opened once with `O_NOFOLLOW` relative to its parent's descriptor, and every later step (the
+//! next directory, mode and owner, the lock file, the helper's readiness check) goes through
+//! that descriptor. A symlink put in place of a name is refused, not followed; a name swapped
+//! after the open no longer matters. The two top directories (`--runtime-dir`, `--state-dir`)
+//! are root's choice: their parents must not be writable by `berth`.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::AsFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::fs::FlockOperation;
+use rustix::fs::{FileType, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::paths::Paths;
 
@@ -21,6 +32,16 @@ pub enum StartupError {
     NoSuchUser(String),
     #[error("user '{0}' is root; berthd must run unprivileged")]
     UserIsRoot(String),
+    #[error(
+        "{0} is not a regular file (a symlink or another kind of file put there by the berth \
+         user?); refusing to open it as root; remove it and start again"
+    )]
+    LockNotRegular(PathBuf),
+    #[error(
+        "{0} is a symlink, not a directory; refusing to follow it as root (the berth user may \
+         have put it there); remove it and start again"
+    )]
+    DirIsSymlink(PathBuf),
     #[error("cannot prepare {path}: {source}")]
     PrepareDir {
         path: PathBuf,
@@ -78,81 +99,152 @@ pub fn lookup_user(passwd: &Path, name: &str) -> Result<User, StartupError> {
 /// The instance lock; held for the life of the process.
 pub struct InstanceLock(#[allow(dead_code)] File);
 
+/// Name of the lock file in the runtime directory (see [`Paths::lock_file`]).
+const LOCK_FILE: &str = "berthd.lock";
+
 /// Takes the instance lock, so a second berthd cannot take over the first one's sockets.
-pub fn lock_instance(paths: &Paths) -> Result<InstanceLock, StartupError> {
+///
+/// Opened relative to the runtime directory's descriptor with `O_NOFOLLOW` (a symlink planted
+/// there would have root create a file anywhere) and `O_NONBLOCK` (a FIFO would block the open
+/// for ever); anything but a regular file is refused.
+pub fn lock_instance(dirs: &PreparedDirs, paths: &Paths) -> Result<InstanceLock, StartupError> {
     let path = paths.lock_file();
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| StartupError::Lock {
-            path: path.clone(),
-            source,
-        })?;
-    match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(InstanceLock(file)),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            Err(StartupError::AlreadyRunning(paths.runtime.clone()))
-        }
-        Err(e) => Err(StartupError::Lock {
-            path,
-            source: e.into(),
-        }),
+    let lock_error = |e: Errno| StartupError::Lock {
+        path: path.clone(),
+        source: e.into(),
+    };
+    let fd = rustix::fs::openat(
+        &dirs.runtime,
+        LOCK_FILE,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| match e {
+        // ELOOP: a symlink; ENXIO: a FIFO nobody reads.
+        Errno::LOOP | Errno::NXIO => StartupError::LockNotRegular(path.clone()),
+        e => lock_error(e),
+    })?;
+    let stat = rustix::fs::fstat(&fd).map_err(lock_error)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(StartupError::LockNotRegular(path));
+    }
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(InstanceLock(File::from(fd))),
+        Err(Errno::WOULDBLOCK) => Err(StartupError::AlreadyRunning(paths.runtime.clone())),
+        Err(e) => Err(lock_error(e)),
     }
 }
 
-fn make_dir(path: &Path, mode: u32, owner: Option<&User>) -> Result<(), StartupError> {
+/// Descriptors of the directories root still works in after [`prepare_dirs`].
+pub struct PreparedDirs {
+    runtime: OwnedFd,
+    private: OwnedFd,
+}
+
+/// A directory created (if missing) and opened as `parent`/`name` without following a symlink
+/// at `name`, then given `mode` and `owner` through its descriptor.
+fn make_dir_at(
+    parent: &OwnedFd,
+    name: &str,
+    path: &Path,
+    mode: u32,
+    owner: Option<&User>,
+) -> Result<OwnedFd, StartupError> {
+    let err = |e: Errno| StartupError::PrepareDir {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(err(e)),
+    }
+    let dir = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+        // O_NOFOLLOW on a symlink: ELOOP; O_DIRECTORY on anything else but a directory: ENOTDIR.
+        Errno::LOOP | Errno::NOTDIR => StartupError::DirIsSymlink(path.to_owned()),
+        e => err(e),
+    })?;
+    secure_dir(&dir, path, mode, owner)?;
+    Ok(dir)
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// One of the two top directories: its parents are created as needed (they are root's own
+/// paths, chosen on the command line), the directory itself is opened without following a
+/// symlink at its name.
+fn make_top_dir(path: &Path, mode: u32, owner: Option<&User>) -> Result<OwnedFd, StartupError> {
     let err = |source| StartupError::PrepareDir {
         path: path.to_owned(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(err)?;
-    // Still root here, in directories a previous berthd (as `berth`) owned: mode and owner
-    // are set through a descriptor of the directory itself, so a symlink put in its place
-    // (to /etc, say) is refused instead of followed.
-    let dir = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
+    let (parent, name) = match (path.parent(), path.file_name().and_then(OsStr::to_str)) {
+        (Some(parent), Some(name)) => (parent, name),
+        _ => return Err(err(std::io::Error::other("not a directory name"))),
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::fs::create_dir_all(parent).map_err(err)?;
+    let parent = rustix::fs::open(
+        parent,
+        DIR_FLAGS.difference(OFlags::NOFOLLOW),
+        Mode::empty(),
     )
     .map_err(|e| err(e.into()))?;
-    rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
+    make_dir_at(&parent, name, path, mode, owner)
+}
+
+/// Mode and owner of a directory already open, so a name swapped meanwhile changes nothing.
+fn secure_dir(
+    dir: &OwnedFd,
+    path: &Path,
+    mode: u32,
+    owner: Option<&User>,
+) -> Result<(), StartupError> {
+    let err = |e: Errno| StartupError::PrepareDir {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(mode)).map_err(err)?;
     if let Some(user) = owner {
         rustix::fs::fchown(
-            &dir,
+            dir,
             Some(rustix::fs::Uid::from_raw(user.uid)),
             Some(rustix::fs::Gid::from_raw(user.gid)),
         )
-        .map_err(|e| err(e.into()))?;
+        .map_err(err)?;
     }
     Ok(())
 }
 
-/// Creates the runtime and state layout, owned by `owner` (None when not running as root).
-pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<(), StartupError> {
-    make_dir(&paths.runtime, 0o755, owner)?;
-    make_dir(&paths.private_dir(), 0o700, owner)?;
-    make_dir(&paths.supervise_dir(), 0o700, owner)?;
-    make_dir(&paths.state, 0o755, owner)?;
-    make_dir(&paths.images_dir(), 0o755, owner)?;
-    make_dir(&paths.attached_dir(), 0o755, owner)?;
-    make_dir(&paths.logs_dir(), 0o750, owner)?;
-    make_dir(&paths.private_state_dir(), 0o700, owner)?;
-    Ok(())
+/// Creates the runtime and state layout, owned by `owner` (None when not running as root),
+/// each directory reached through its parent's descriptor (see the module comment).
+pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<PreparedDirs, StartupError> {
+    let runtime = make_top_dir(&paths.runtime, 0o755, owner)?;
+    let private = make_dir_at(&runtime, "private", &paths.private_dir(), 0o700, owner)?;
+    make_dir_at(&private, "supervise", &paths.supervise_dir(), 0o700, owner)?;
+    let state = make_top_dir(&paths.state, 0o755, owner)?;
+    for (name, path, mode) in [
+        ("images", paths.images_dir(), 0o755),
+        ("attached", paths.attached_dir(), 0o755),
+        ("logs", paths.logs_dir(), 0o750),
+        ("private", paths.private_state_dir(), 0o700),
+    ] {
+        make_dir_at(&state, name, &path, mode, owner)?;
+    }
+    Ok(PreparedDirs { runtime, private })
 }
 
 /// Starts berth-helper (next to this executable) as root and waits until its socket accepts
 /// connections. The helper exits when berthd does (through its lifeline pipe). It logs at
 /// berthd's level to berthd's log target (it clears its environment, so RUST_LOG would not reach it).
 pub fn start_helper(
+    dirs: &PreparedDirs,
     paths: &Paths,
     manager: &User,
     logging: &berth_logging::Logging,
@@ -185,9 +277,15 @@ pub fn start_helper(
     let mut child = command.spawn().map_err(spawn_error)?;
     // Deliberately never closed: the kernel closes it when berthd exits.
     std::mem::forget(lifeline_write);
+    // Root connects through the private directory's descriptor, not by name: a symlink swapped in
+    // for `private` must not make it take another socket for the helper's.
+    let socket_name = socket.file_name().unwrap_or_default();
+    let through_fd = Path::new("/proc/self/fd")
+        .join(dirs.private.as_raw_fd().to_string())
+        .join(socket_name);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        if std::os::unix::net::UnixStream::connect(&through_fd).is_ok() {
             tracing::info!(pid = child.id(), socket = %socket.display(), "berth-helper started");
             return Ok(child);
         }
@@ -276,14 +374,77 @@ mod tests {
         assert!(err.to_string().contains("useradd --system"), "{err}");
     }
 
+    fn instance(dir: &Path) -> Paths {
+        Paths::new(&dir.join("run"), &dir.join("state"))
+    }
+
     #[test]
     fn second_lock_on_the_same_runtime_dir_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path(), dir.path());
-        let _first = lock_instance(&paths).unwrap();
+        let paths = instance(dir.path());
+        let dirs = prepare_dirs(&paths, None).unwrap();
+        let _first = lock_instance(&dirs, &paths).unwrap();
 
-        let second = lock_instance(&paths);
+        let second = lock_instance(&dirs, &paths);
 
         assert!(matches!(second, Err(StartupError::AlreadyRunning(_))));
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_symlink_is_refused_and_its_target_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = instance(dir.path());
+        let dirs = prepare_dirs(&paths, None).unwrap();
+        let target = dir.path().join("nologin");
+        std::os::unix::fs::symlink(&target, paths.lock_file()).unwrap();
+
+        let result = lock_instance(&dirs, &paths);
+
+        assert!(matches!(result, Err(StartupError::LockNotRegular(_))));
+        assert!(!target.exists(), "root created the symlink's target");
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = instance(dir.path());
+        let dirs = prepare_dirs(&paths, None).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            paths.lock_file(),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+
+        let result = lock_instance(&dirs, &paths);
+
+        assert!(matches!(result, Err(StartupError::LockNotRegular(_))));
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_private_is_refused_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = instance(dir.path());
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("supervise")).unwrap();
+        std::fs::set_permissions(
+            elsewhere.join("supervise"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&paths.runtime).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, paths.private_dir()).unwrap();
+
+        let result = prepare_dirs(&paths, None);
+
+        assert!(matches!(result, Err(StartupError::DirIsSymlink(_))));
+        let mode = std::fs::metadata(elsewhere.join("supervise"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755, "root changed a directory elsewhere");
     }
 }

@@ -14,6 +14,7 @@ use berth_protocol::helper::SpawnParams;
 use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
+use crate::manager_access::{self, Credentials};
 
 use berth_protocol::config_file::DEFAULT_UID_RANGE;
 const MAX_ARGS: usize = 4096;
@@ -172,18 +173,20 @@ impl FloorPolicy {
         Ok(id)
     }
 
-    /// Checks the fds that came with a spawn, in [`berth_protocol::helper::SPAWN_FDS`] order.
+    /// Checks the fds that came with a spawn, in [`berth_protocol::helper::SPAWN_FDS`] order,
+    /// against what `manager` (the caller's credentials) may do itself.
     pub fn check_spawn_fds(
         &self,
         fds: Vec<OwnedFd>,
-        manager_uid: u32,
+        manager: &Credentials,
     ) -> Result<LaunchFds, Refusal> {
         let [root, log, control_dir]: [OwnedFd; 3] = fds
             .try_into()
             .map_err(|_| refuse("fds", "expected exactly 3 file descriptors"))?;
         self.check_image_root(&root)?;
-        check_log_fd(&log, manager_uid)?;
-        check_owned_dir("control directory", &control_dir, manager_uid)?;
+        check_manager_may_enter(&root, manager)?;
+        check_log_fd(&log, manager.uid)?;
+        check_owned_dir("control directory", &control_dir, manager.uid)?;
         Ok(LaunchFds {
             root,
             log,
@@ -227,6 +230,26 @@ impl FloorPolicy {
                 format!("{} is not under an allowed image root", path.display()),
             ))
         }
+    }
+}
+
+/// The manager must be able to read and search the image root itself. The sandbox is built
+/// from the root by root, which bypasses search permission: without this, a directory the
+/// manager may list but not enter (a root-owned 0744 one) would show the service what lies
+/// inside. Decision: checked with the manager's own credentials (see [`manager_access`]) rather
+/// than limiting image roots to root-owned directories named in helper.toml (`image_roots` can
+/// still do that as well), so images under any directory berth can read keep working.
+fn check_manager_may_enter(root: &OwnedFd, manager: &Credentials) -> Result<(), Refusal> {
+    match manager_access::may_read_and_search(root, manager) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refuse(
+            "image root",
+            format!(
+                "uid {} may not read and enter it (search permission), so neither may the sandbox",
+                manager.uid
+            ),
+        )),
+        Err(e) => Err(refuse("image root", e.to_string())),
     }
 }
 

@@ -8,9 +8,11 @@ pub mod args;
 pub mod floor;
 pub mod launch_spec;
 pub mod lifeline;
+pub mod manager_access;
 pub mod sandbox;
 pub mod sanitize;
 pub mod server;
+pub mod socket_dir;
 pub mod supervisor;
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use berth_varlink::service::{
 use serde_json::{Value, json};
 
 use crate::floor::FloorPolicy;
+use crate::manager_access::Credentials;
 use crate::sandbox;
+use crate::socket_dir::{SocketDir, SocketDirError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -22,12 +24,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot set owner and mode of {path}: {source}")]
-    SecureSocket {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    SocketDir(#[from] SocketDirError),
     #[error("varlink server failed: {0}")]
     Server(#[from] berth_varlink::Error),
 }
@@ -55,12 +53,19 @@ impl HelperInterface {
         };
         // For the log: the request is consumed by the check.
         let (params_unit, params_uid) = (berth_logging::untrusted(&params.unit), params.uid);
-        let checked = self.policy.check_spawn(params).and_then(|spec| {
-            Ok((
-                spec,
-                self.policy.check_spawn_fds(ctx.fds, self.manager_uid)?,
-            ))
-        });
+        // handle() let only the manager's uid through; its gid and groups are the kernel's too.
+        let Some(peer) = ctx.peer.as_ref() else {
+            return Outcome::error(&HelperError::PermissionDenied { uid: -1 });
+        };
+        let manager = Credentials {
+            uid: peer.uid,
+            gid: peer.gid,
+            groups: peer.groups.clone(),
+        };
+        let checked = self
+            .policy
+            .check_spawn(params)
+            .and_then(|spec| Ok((spec, self.policy.check_spawn_fds(ctx.fds, &manager)?)));
         let (spec, fds) = match checked {
             Ok(v) => v,
             Err(refusal) => {
@@ -132,18 +137,22 @@ impl Interface for HelperInterface {
 }
 
 /// Binds the helper socket (0600, owned by the manager uid) and serves until the listener fails.
+///
+/// The socket's directory belongs to the manager's user, so it is reached only through a
+/// checked descriptor ([`SocketDir`]): a symlink swapped in for it is never followed.
 pub async fn serve(socket: &Path, manager_uid: u32, policy: FloorPolicy) -> Result<(), ServeError> {
-    remove_stale_socket(socket, PREVIOUS_HELPER_GRACE).await?;
+    let dir = SocketDir::open(socket, manager_uid)?;
+    remove_stale_socket(&dir, PREVIOUS_HELPER_GRACE).await?;
     // Created 0600: never a moment when others may connect, and no chmod by path afterwards.
     // The helper is single-threaded here, so the umask change affects nothing else.
     let old_mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
-    let bound = BoundedListener::bind(socket);
+    let bound = BoundedListener::bind(&dir.through_fd());
     rustix::process::umask(old_mask);
     let listener = bound.map_err(|source| ServeError::Bind {
         path: socket.to_owned(),
         source,
     })?;
-    secure_socket(socket, manager_uid)?;
+    dir.hand_over_socket(manager_uid)?;
     let service = VarlinkService::new(HelperInterface::new(manager_uid, policy), BERTH_INFO);
     service.serve(listener).await?;
     Ok(())
@@ -157,38 +166,26 @@ const PREVIOUS_HELPER_GRACE: std::time::Duration = std::time::Duration::from_sec
 /// A leftover socket file is removed; one that keeps answering for `grace` means another helper
 /// owns it.
 pub async fn remove_stale_socket(
-    socket: &Path,
+    dir: &SocketDir,
     grace: std::time::Duration,
 ) -> Result<(), ServeError> {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        if !socket.exists() {
+        if !dir.socket_exists()? {
             return Ok(());
         }
-        if tokio::net::UnixStream::connect(socket).await.is_err() {
+        if tokio::net::UnixStream::connect(dir.through_fd())
+            .await
+            .is_err()
+        {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ServeError::AlreadyServing(socket.to_owned()));
+            return Err(ServeError::AlreadyServing(dir.path().to_owned()));
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    std::fs::remove_file(socket).map_err(|source| ServeError::Bind {
-        path: socket.to_owned(),
-        source,
-    })
-}
-
-/// Hands the socket to the manager uid. `lchown`: the directory is the manager's, so by now
-/// the name could be a symlink, and root must not chown what it points at. The mode is already
-/// 0600 from the umask at bind time.
-fn secure_socket(socket: &Path, owner: u32) -> Result<(), ServeError> {
-    std::os::unix::fs::lchown(socket, Some(owner), None).map_err(|source| {
-        ServeError::SecureSocket {
-            path: socket.to_owned(),
-            source,
-        }
-    })
+    Ok(dir.remove_socket()?)
 }
 
 #[cfg(test)]
@@ -200,6 +197,10 @@ mod tests {
     use super::*;
     use crate::test_support::runtime;
 
+    fn socket_dir(socket: &Path) -> SocketDir {
+        SocketDir::open(socket, 1000).unwrap()
+    }
+
     #[test]
     fn a_dead_socket_file_is_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -207,7 +208,7 @@ mod tests {
         drop(UnixListener::bind(&socket).unwrap());
 
         runtime()
-            .block_on(remove_stale_socket(&socket, Duration::ZERO))
+            .block_on(remove_stale_socket(&socket_dir(&socket), Duration::ZERO))
             .unwrap();
 
         assert!(!socket.exists());
@@ -223,7 +224,10 @@ mod tests {
             drop(previous);
         });
 
-        let result = runtime().block_on(remove_stale_socket(&socket, Duration::from_secs(10)));
+        let result = runtime().block_on(remove_stale_socket(
+            &socket_dir(&socket),
+            Duration::from_secs(10),
+        ));
 
         departing.join().unwrap();
         result.unwrap();
@@ -236,7 +240,10 @@ mod tests {
         let socket = dir.path().join("helper");
         let _live = UnixListener::bind(&socket).unwrap();
 
-        let result = runtime().block_on(remove_stale_socket(&socket, Duration::from_millis(100)));
+        let result = runtime().block_on(remove_stale_socket(
+            &socket_dir(&socket),
+            Duration::from_millis(100),
+        ));
 
         assert!(matches!(result, Err(ServeError::AlreadyServing(_))));
         assert!(socket.exists());
