@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_write::write_atomic;
+use crate::image_identity::ImageIdentity;
 use crate::paths::Paths;
 
 const RECORD: &str = "attachment.json";
@@ -15,8 +16,12 @@ const RECORD: &str = "attachment.json";
 pub struct AttachmentRecord {
     /// Image name (portabled naming: `foo` for `foo_1.2`).
     pub image: String,
-    /// Where the image was attached from.
+    /// Where the image was attached from (canonical: no symlinks).
     pub path: PathBuf,
+    /// Which directory `path` named at attach; `start` refuses another. Absent in records of
+    /// berth versions that did not record it (such an attachment must be attached again).
+    #[serde(default)]
+    pub identity: Option<ImageIdentity>,
     /// Profile and its level, e.g. `default@1`.
     pub profile: String,
     pub units: Vec<String>,
@@ -155,6 +160,14 @@ mod tests {
         AttachmentRecord {
             image: "hello".into(),
             path: "/srv/hello".into(),
+            identity: Some(ImageIdentity {
+                dev_major: 8,
+                dev_minor: 1,
+                ino: 1234,
+                birth: Some((1_700_000_000, 5)),
+                mount_id: Some(42),
+                boot_id: Some("a-boot".into()),
+            }),
             profile: "default@1".into(),
             units: vec!["hello.service".into()],
             attached_usec: 1,
@@ -179,6 +192,28 @@ mod tests {
 
         assert!(errors.is_empty());
         assert_eq!(loaded, vec![(record(), vec![unit()])]);
+    }
+
+    #[test]
+    fn a_record_from_before_identities_loads_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), dir.path());
+        std::fs::create_dir_all(paths.attachment_dir("old")).unwrap();
+        std::fs::write(
+            paths.attachment_dir("old").join("old.service"),
+            "[Service]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            paths.attachment_dir("old").join(RECORD),
+            r#"{"image":"old","path":"/srv/old","profile":"default@1","units":["old.service"],"attached_usec":1}"#,
+        )
+        .unwrap();
+
+        let (loaded, errors) = load_all(&paths);
+
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(loaded[0].0.identity, None);
     }
 
     #[test]

@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, watch};
 use crate::attachments::{self, AttachmentRecord, UnitCopy};
 use crate::dynamic_user::DynamicUsers;
 use crate::image::{self, ImageRoot};
+use crate::image_identity::ImageIdentity;
 use crate::os_release::{self, OsRelease};
 use crate::paths::Paths;
 use crate::service_config::{self, ServiceConfig, ServiceType};
-use crate::unit_file;
+use crate::{strict_modes, unit_file};
 
 /// The profile every attachment gets for now, with its level (DESIGN.md §5).
 pub const DEFAULT_PROFILE: &str = "default@1";
@@ -376,9 +377,24 @@ impl Manager {
             image: name.clone(),
             reason: e.to_string(),
         };
+        // Pinned by its canonical path, checked component by component, and by the identity of
+        // the directory the units are read from: start must run this image, not what a
+        // swapped path names later.
+        let path = std::fs::canonicalize(&path)
+            .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
+        let mut warnings = Vec::new();
+        if let Err(unsafe_path) = strict_modes::check(&path, rustix::process::geteuid().as_raw()) {
+            if !force {
+                return Err(invalid(&format!(
+                    "{unsafe_path}; attach with --force to accept that"
+                )));
+            }
+            warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
+        }
         let ScannedImage {
             prefixes,
             units: found,
+            identity,
             ..
         } = scan_image(&name, &path, prefixes)?;
         if found.is_empty() {
@@ -388,7 +404,6 @@ impl Manager {
                 path.display()
             )));
         }
-        let mut warnings = Vec::new();
         let mut parsed = Vec::new();
         for unit in &found {
             let (config, unit_warnings) =
@@ -420,6 +435,7 @@ impl Manager {
         let record = AttachmentRecord {
             image: name.clone(),
             path: path.clone(),
+            identity: Some(identity),
             profile,
             units: parsed.iter().map(|(n, _)| n.clone()).collect(),
             attached_usec: now_usec(),
@@ -529,6 +545,8 @@ struct ScannedImage {
     /// The prefixes that apply (the requested ones, checked against PORTABLE_PREFIXES).
     prefixes: Vec<String>,
     units: Vec<image::FoundUnit>,
+    /// Which directory was read (see [`crate::image_identity`]).
+    identity: ImageIdentity,
 }
 
 /// Opens image `name` at `path`, reads its os-release and finds its units matching `prefixes`
@@ -543,11 +561,13 @@ fn scan_image(name: &str, path: &Path, prefixes: &[String]) -> Result<ScannedIma
     let os = os_release::parse(&os_release);
     let prefixes = image::check_prefixes(prefixes, &os, name).map_err(|e| invalid(&e))?;
     let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+    let identity = root.identity().map_err(|e| invalid(&e))?;
     Ok(ScannedImage {
         os_release,
         os,
         prefixes,
         units,
+        identity,
     })
 }
 

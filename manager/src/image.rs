@@ -197,6 +197,11 @@ impl ImageRoot {
         self.path.display().to_string()
     }
 
+    /// Which directory this root is (see [`crate::image_identity`]).
+    pub fn identity(&self) -> io::Result<crate::image_identity::ImageIdentity> {
+        crate::image_identity::ImageIdentity::of(&self.fd)
+    }
+
     /// `openat2` below the root with in-root resolution. EAGAIN happens when a concurrent
     /// rename races with `..` resolution; the kernel asks for a retry.
     fn openat2_in_root(&self, path: &str, flags: OFlags) -> Result<OwnedFd, Errno> {

@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::daemon::{Manager, Shared, UnitState};
+use crate::image_identity::{self, IdentityError, ImageIdentity};
 use crate::logs;
 use crate::service_config::ServiceType;
 
@@ -50,7 +51,10 @@ fn status_of(shared: &Shared, unit: &str) -> Result<UnitStatus, ManagerError> {
 /// What one spawn needs, gathered under a short borrow.
 struct Plan {
     unit: String,
+    image: String,
     image_path: std::path::PathBuf,
+    /// What attach recorded of the image; the spawn refuses a path that names another.
+    image_identity: Option<ImageIdentity>,
     service_type: ServiceType,
     /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
     commands: Vec<(Vec<String>, bool)>,
@@ -96,7 +100,9 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         .unwrap_or_else(|| "/".to_string());
     Ok(Plan {
         unit: unit.name.clone(),
+        image: unit.image.clone(),
         image_path: record.path.clone(),
+        image_identity: record.identity.clone(),
         service_type: config.service_type,
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -230,14 +236,15 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         reason,
     };
     check_exec_size(argv, &plan.environment).map_err(start_failed)?;
-    let root: OwnedFd = File::open(&plan.image_path)
-        .map_err(|e| {
-            start_failed(format!(
-                "cannot open image {}: {e}",
-                plan.image_path.display()
-            ))
-        })?
-        .into();
+    let root = image_identity::open_attached(&plan.image_path, plan.image_identity.as_ref())
+        .map_err(|e| match e {
+            IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
+                image: plan.image.clone(),
+                path,
+                reason,
+            },
+            e => start_failed(e.to_string()),
+        })?;
     // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
     // interrupted rotation of an earlier run is not its business.
     if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {

@@ -212,6 +212,11 @@ pub enum ManagerError {
         unit: String,
         reason: String,
     },
+    ImageChanged {
+        image: String,
+        path: String,
+        reason: String,
+    },
     PermissionDenied {
         method: String,
     },
@@ -266,6 +271,15 @@ impl std::fmt::Display for ManagerError {
                 write!(f, "unit '{unit}' is active; stop it first")
             }
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
+            ManagerError::ImageChanged {
+                image,
+                path,
+                reason,
+            } => write!(
+                f,
+                "{path} is no longer the image '{image}' that was attached ({reason}); refusing \
+                 to start from it; attach it again if the change is intended"
+            ),
             ManagerError::PermissionDenied { method } => {
                 write!(
                     f,
