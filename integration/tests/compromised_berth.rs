@@ -122,7 +122,7 @@ fn a_lock_file_symlink_planted_by_berth_is_not_followed_by_root() {
     );
     let err = format!("{:#}", started.unwrap_err());
     assert!(
-        err.contains("berthd.lock is not a regular file"),
+        err.contains("berthd.lock is not a regular file with one link"),
         "berthd did not say why it refused:\n{err}"
     );
 }

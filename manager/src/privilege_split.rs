@@ -12,7 +12,6 @@
 //! after the open no longer matters. The two top directories (`--runtime-dir`, `--state-dir`)
 //! are root's choice: their parents must not be writable by `berth`.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -33,15 +32,15 @@ pub enum StartupError {
     #[error("user '{0}' is root; berthd must run unprivileged")]
     UserIsRoot(String),
     #[error(
-        "{0} is not a regular file (a symlink or another kind of file put there by the berth \
-         user?); refusing to open it as root; remove it and start again"
+        "{0} is not a regular file with one link (a symlink or another file put there by the \
+         berth user?); refusing to open it as root; remove it and start again"
     )]
     LockNotRegular(PathBuf),
     #[error(
-        "{0} is a symlink, not a directory; refusing to follow it as root (the berth user may \
-         have put it there); remove it and start again"
+        "{0} is not a directory (a symlink the berth user put there?); refusing to follow it as \
+         root; remove it and start again"
     )]
-    DirIsSymlink(PathBuf),
+    NotADirectory(PathBuf),
     #[error("cannot prepare {path}: {source}")]
     PrepareDir {
         path: PathBuf,
@@ -99,9 +98,6 @@ pub fn lookup_user(passwd: &Path, name: &str) -> Result<User, StartupError> {
 /// The instance lock; held for the life of the process.
 pub struct InstanceLock(#[allow(dead_code)] File);
 
-/// Name of the lock file in the runtime directory (see [`Paths::lock_file`]).
-const LOCK_FILE: &str = "berthd.lock";
-
 /// Takes the instance lock, so a second berthd cannot take over the first one's sockets.
 ///
 /// Opened relative to the runtime directory's descriptor with `O_NOFOLLOW` (a symlink planted
@@ -113,9 +109,10 @@ pub fn lock_instance(dirs: &PreparedDirs, paths: &Paths) -> Result<InstanceLock,
         path: path.clone(),
         source: e.into(),
     };
+    let name = path.file_name().ok_or_else(|| lock_error(Errno::INVAL))?;
     let fd = rustix::fs::openat(
         &dirs.runtime,
-        LOCK_FILE,
+        name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o644),
     )
@@ -125,7 +122,8 @@ pub fn lock_instance(dirs: &PreparedDirs, paths: &Paths) -> Result<InstanceLock,
         e => lock_error(e),
     })?;
     let stat = rustix::fs::fstat(&fd).map_err(lock_error)?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+    // A second link would be another file's name (a hard link berth made to a root file).
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || stat.st_nlink != 1 {
         return Err(StartupError::LockNotRegular(path));
     }
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
@@ -141,11 +139,11 @@ pub struct PreparedDirs {
     private: OwnedFd,
 }
 
-/// A directory created (if missing) and opened as `parent`/`name` without following a symlink
-/// at `name`, then given `mode` and `owner` through its descriptor.
+/// The directory `path`, created (if missing) and opened by its last name relative to
+/// `parent` (its parent directory's descriptor) without following a symlink, then given `mode`
+/// and `owner` through its own descriptor.
 fn make_dir_at(
     parent: &OwnedFd,
-    name: &str,
     path: &Path,
     mode: u32,
     owner: Option<&User>,
@@ -154,13 +152,14 @@ fn make_dir_at(
         path: path.to_owned(),
         source: e.into(),
     };
+    let name = path.file_name().ok_or_else(|| err(Errno::INVAL))?;
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(err(e)),
     }
     let dir = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
         // O_NOFOLLOW on a symlink: ELOOP; O_DIRECTORY on anything else but a directory: ENOTDIR.
-        Errno::LOOP | Errno::NOTDIR => StartupError::DirIsSymlink(path.to_owned()),
+        Errno::LOOP | Errno::NOTDIR => StartupError::NotADirectory(path.to_owned()),
         e => err(e),
     })?;
     secure_dir(&dir, path, mode, owner)?;
@@ -180,14 +179,10 @@ fn make_top_dir(path: &Path, mode: u32, owner: Option<&User>) -> Result<OwnedFd,
         path: path.to_owned(),
         source,
     };
-    let (parent, name) = match (path.parent(), path.file_name().and_then(OsStr::to_str)) {
-        (Some(parent), Some(name)) => (parent, name),
-        _ => return Err(err(std::io::Error::other("not a directory name"))),
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Err(err(std::io::Error::other("not a directory name"))),
     };
     std::fs::create_dir_all(parent).map_err(err)?;
     let parent = rustix::fs::open(
@@ -196,7 +191,7 @@ fn make_top_dir(path: &Path, mode: u32, owner: Option<&User>) -> Result<OwnedFd,
         Mode::empty(),
     )
     .map_err(|e| err(e.into()))?;
-    make_dir_at(&parent, name, path, mode, owner)
+    make_dir_at(&parent, path, mode, owner)
 }
 
 /// Mode and owner of a directory already open, so a name swapped meanwhile changes nothing.
@@ -226,16 +221,16 @@ fn secure_dir(
 /// each directory reached through its parent's descriptor (see the module comment).
 pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<PreparedDirs, StartupError> {
     let runtime = make_top_dir(&paths.runtime, 0o755, owner)?;
-    let private = make_dir_at(&runtime, "private", &paths.private_dir(), 0o700, owner)?;
-    make_dir_at(&private, "supervise", &paths.supervise_dir(), 0o700, owner)?;
+    let private = make_dir_at(&runtime, &paths.private_dir(), 0o700, owner)?;
+    make_dir_at(&private, &paths.supervise_dir(), 0o700, owner)?;
     let state = make_top_dir(&paths.state, 0o755, owner)?;
-    for (name, path, mode) in [
-        ("images", paths.images_dir(), 0o755),
-        ("attached", paths.attached_dir(), 0o755),
-        ("logs", paths.logs_dir(), 0o750),
-        ("private", paths.private_state_dir(), 0o700),
+    for (path, mode) in [
+        (paths.images_dir(), 0o755),
+        (paths.attached_dir(), 0o755),
+        (paths.logs_dir(), 0o750),
+        (paths.private_state_dir(), 0o700),
     ] {
-        make_dir_at(&state, name, &path, mode, owner)?;
+        make_dir_at(&state, &path, mode, owner)?;
     }
     Ok(PreparedDirs { runtime, private })
 }
@@ -440,7 +435,7 @@ mod tests {
 
         let result = prepare_dirs(&paths, None);
 
-        assert!(matches!(result, Err(StartupError::DirIsSymlink(_))));
+        assert!(matches!(result, Err(StartupError::NotADirectory(_))));
         let mode = std::fs::metadata(elsewhere.join("supervise"))
             .unwrap()
             .permissions()
