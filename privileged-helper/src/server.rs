@@ -73,7 +73,7 @@ impl HelperInterface {
                     unit = %params_unit,
                     uid = params_uid,
                     field = %refusal.field,
-                    reason = %refusal.reason,
+                    reason = %berth_logging::Untrusted(&refusal.reason),
                     "floor refused spawn"
                 );
                 return Outcome::error(&HelperError::RequestRefused {
@@ -97,7 +97,8 @@ impl HelperInterface {
                 })
             }
             Err(e) => {
-                tracing::warn!(unit = %params_unit, uid = params_uid, error = %e, "spawn failed");
+                let error = berth_logging::untrusted(&e.to_string());
+                tracing::warn!(unit = %params_unit, uid = params_uid, %error, "spawn failed");
                 Outcome::error(&HelperError::SpawnFailed {
                     reason: e.to_string(),
                 })
