@@ -140,6 +140,23 @@ fn a_floor_refusal_is_logged_by_the_helper_with_field_and_reason() {
 }
 
 #[test]
+fn an_attach_forced_past_an_unsafe_path_is_logged_as_a_warning() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+    let user_dir = h.dir().join("home/user");
+    std::fs::create_dir_all(&user_dir).unwrap();
+    let image = busybox_image(&user_dir, "hello").unwrap();
+    std::os::unix::fs::chown(&user_dir, Some(4343), Some(4343)).unwrap();
+
+    h.berth_ok(&["attach", "--force", image.to_str().unwrap()])
+        .unwrap();
+
+    let line = wait_for_line(&h, &["image attached past an unsafe path"]);
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("image=hello"), "{line}");
+    assert!(line.contains("owned by uid 4343"), "{line}");
+}
+
+#[test]
 fn the_level_reaches_the_helper_and_info_hides_debug() {
     let h = Harness::start_with_args(&["--log-level", "info", "--log-target", "stderr"]).unwrap();
 

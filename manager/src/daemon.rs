@@ -383,6 +383,7 @@ impl Manager {
         let path = std::fs::canonicalize(&path)
             .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
         let mut warnings = Vec::new();
+        let mut forced_past = None;
         if let Err(unsafe_path) = strict_modes::check(&path, rustix::process::geteuid().as_raw()) {
             if !force {
                 return Err(invalid(&format!(
@@ -390,6 +391,7 @@ impl Manager {
                 )));
             }
             warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
+            forced_past = Some(unsafe_path.to_string());
         }
         let ScannedImage {
             prefixes,
@@ -476,6 +478,13 @@ impl Manager {
             warnings = warnings.len(),
             "image attached"
         );
+        if let Some(problem) = forced_past {
+            tracing::warn!(
+                image = %Untrusted(&name),
+                problem = %Untrusted(&problem),
+                "image attached past an unsafe path (--force)"
+            );
+        }
         Ok((name, units, warnings))
     }
 
