@@ -5,6 +5,7 @@
 //! [`floor`] before anything happens.
 
 pub mod args;
+pub mod config;
 pub mod floor;
 pub mod launch_spec;
 pub mod lifeline;

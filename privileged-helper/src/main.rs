@@ -1,7 +1,7 @@
 //! berth-helper: the root half of berth. Normally started by berthd.
 
 use berth_helper::args::{self, Args, Command};
-use berth_helper::floor::FloorPolicy;
+use berth_helper::config::FloorPolicy;
 
 /// Why the helper did not start or stopped serving.
 #[derive(Debug, thiserror::Error)]

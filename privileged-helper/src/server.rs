@@ -9,7 +9,7 @@ use berth_varlink::service::{
 };
 use serde_json::{Value, json};
 
-use crate::floor::FloorPolicy;
+use crate::config::FloorPolicy;
 use crate::manager_access::Credentials;
 use crate::sandbox;
 use crate::socket_dir::{SocketDir, SocketDirError};
