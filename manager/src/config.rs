@@ -1,67 +1,67 @@
-//! berthd's configuration file (`--config`, default `/etc/berth/berthd.toml`).
+//! berthd's configuration file (`--config`, default `/etc/berth/berthd.toml`), TOML.
 //!
-//! A TOML subset of `key = value` lines: `dynamic_uid_min`, `dynamic_uid_max` (the range berthd
-//! allocates from; berth-helper enforces its own floor on top), `admin_group` (members may
-//! change state besides root) and `log_max_bytes` (a service's log is moved aside to
-//! `previous.log` past this size, so one service keeps at most about twice it). A missing file
-//! means the defaults.
+//! Keys, all optional: `dynamic_uid_min`, `dynamic_uid_max` (the range berthd allocates from;
+//! berth-helper enforces its own floor on top), `admin_group` (members may change state besides
+//! root, and read logs), `log_group` (members may read logs, as `adm` reads the journal) and
+//! `log_max_bytes` (a service's log is moved aside to `previous.log` past this size, so one
+//! service keeps at most about twice it). A missing file means the defaults; an unknown key or
+//! a value of the wrong type is an error naming the file, line and key.
 
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError};
+
+pub use berth_protocol::config_file::ConfigFileError as ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
+    #[serde(rename = "dynamic_uid_min")]
     pub uid_min: u32,
+    #[serde(rename = "dynamic_uid_max")]
     pub uid_max: u32,
     pub admin_group: String,
+    pub log_group: String,
     pub log_max_bytes: u64,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
 pub const LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Smallest `log_max_bytes`: below it a busy service would rotate on nearly every line.
+const MIN_LOG_MAX_BYTES: u64 = 4096;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            uid_min: berth_protocol::config_file::DEFAULT_UID_RANGE.0,
-            uid_max: berth_protocol::config_file::DEFAULT_UID_RANGE.1,
+            uid_min: DEFAULT_UID_RANGE.0,
+            uid_max: DEFAULT_UID_RANGE.1,
             admin_group: "berth-admin".into(),
+            // As Debian's journal readers.
+            log_group: "adm".into(),
             log_max_bytes: LOG_MAX_BYTES,
         }
     }
 }
 
-pub use berth_protocol::config_file::ConfigFileError as ConfigError;
-use berth_protocol::config_file::{self, LineError};
+impl ConfigFile for Config {
+    fn check(&self) -> Result<(), KeyError> {
+        if self.log_max_bytes < MIN_LOG_MAX_BYTES {
+            return Err(KeyError {
+                keys: &["log_max_bytes"],
+                reason: format!(
+                    "must be at least {MIN_LOG_MAX_BYTES}, not {}",
+                    self.log_max_bytes
+                ),
+            });
+        }
+        config_file::check_uid_range(self.uid_min, self.uid_max)
+    }
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        config_file::load(path, Config::default, Config::parse)
-    }
-
-    pub fn parse(text: &str) -> Result<Config, LineError> {
-        let mut config = Config::default();
-        for assignment in config_file::assignments(text) {
-            let (line, key, value) = assignment?;
-            match key {
-                "dynamic_uid_min" => config.uid_min = config_file::number(line, value)?,
-                "dynamic_uid_max" => config.uid_max = config_file::number(line, value)?,
-                "admin_group" => config.admin_group = value.trim_matches('"').to_string(),
-                "log_max_bytes" => {
-                    config.log_max_bytes = config_file::number::<u64>(line, value)
-                        .ok()
-                        .filter(|n| *n >= 4096)
-                        .ok_or_else(|| {
-                            (
-                                line,
-                                format!("log_max_bytes must be at least 4096: {value}"),
-                            )
-                        })?;
-                }
-                other => return Err((line, format!("unknown key {other}"))),
-            }
-        }
-        config_file::check_uid_range(config.uid_min, config.uid_max)?;
-        Ok(config)
+        config_file::load(path)
     }
 }
 
@@ -69,18 +69,39 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn log_max_bytes_is_read_and_bounded_below() {
-        let config = Config::parse("log_max_bytes = 1048576\n").unwrap();
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        config_file::parse(Path::new("/etc/berth/berthd.toml"), text)
+    }
 
-        assert_eq!(config.log_max_bytes, 1_048_576);
-        assert!(Config::parse("log_max_bytes = 10\n").is_err());
+    fn error_line_and_key(text: &str) -> (usize, Option<String>) {
+        match parse(text) {
+            Err(ConfigError::Invalid { line, key, .. }) => (line, key),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn log_max_bytes_is_read_with_underscores_and_bounded_below() {
+        let config = parse("log_max_bytes = 64_000_000\n").unwrap();
+
+        assert_eq!(config.log_max_bytes, 64_000_000);
+        assert_eq!(
+            error_line_and_key("\nlog_max_bytes = 10\n"),
+            (2, Some("log_max_bytes".into()))
+        );
+    }
+
+    #[test]
+    fn a_comment_after_the_admin_group_is_not_part_of_its_name() {
+        let config = parse("admin_group = \"nogroup\" # ops team\n").unwrap();
+
+        assert_eq!(config.admin_group, "nogroup");
     }
 
     #[test]
     fn keys_override_the_defaults() {
-        let config = Config::parse(
-            "dynamic_uid_min = 70000\ndynamic_uid_max = 70100\nadmin_group = \"ops\"\n",
+        let config = parse(
+            "dynamic_uid_min = 70000\ndynamic_uid_max = 70100\nadmin_group = \"ops\"\nlog_group = \"readers\"\n",
         )
         .unwrap();
 
@@ -90,19 +111,34 @@ mod tests {
                 uid_min: 70000,
                 uid_max: 70100,
                 admin_group: "ops".into(),
+                log_group: "readers".into(),
                 log_max_bytes: LOG_MAX_BYTES,
             }
         );
     }
 
     #[test]
-    fn unknown_key_names_its_line() {
-        assert_eq!(Config::parse("# c\nfoo = 1\n").unwrap_err().0, 2);
+    fn unknown_key_names_its_line_and_itself() {
+        assert_eq!(
+            error_line_and_key("# c\nfoo = 1\n"),
+            (2, Some("foo".into()))
+        );
+    }
+
+    #[test]
+    fn a_group_given_as_a_number_is_a_wrong_type() {
+        assert_eq!(
+            error_line_and_key("admin_group = 27\n"),
+            (1, Some("admin_group".into()))
+        );
     }
 
     #[test]
     fn range_including_root_is_refused() {
-        assert!(Config::parse("dynamic_uid_min = 0\n").is_err());
+        assert_eq!(
+            error_line_and_key("dynamic_uid_min = 0\n"),
+            (1, Some("dynamic_uid_min".into()))
+        );
     }
 
     #[test]

@@ -6,17 +6,25 @@ use std::path::{Path, PathBuf};
 use berth_protocol::config_file::DEFAULT_UID_RANGE;
 
 pub use berth_protocol::config_file::ConfigFileError as ConfigError;
-use berth_protocol::config_file::{self, LineError};
+use berth_protocol::config_file::{self, ConfigFile, KeyError};
 
-/// Limits the helper enforces. Read from `--config` (a `key = value` file, TOML-compatible).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
+/// `dynamic_uid_max` and `image_roots = ["/a", "/b"]`, all optional; an unknown key or a value
+/// of the wrong type is an error naming the file, line and key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FloorPolicy {
+    #[serde(rename = "dynamic_uid_min")]
     pub uid_min: u32,
+    #[serde(rename = "dynamic_uid_max")]
     pub uid_max: u32,
     /// Directories image roots must lie under; empty means any directory but the host root.
     pub image_roots: Vec<PathBuf>,
-    /// Files listing host users and groups that dynamic IDs must never collide with.
+    /// Files listing host users and groups that dynamic IDs must never collide with (not
+    /// configurable: the host's own; tests point them elsewhere).
+    #[serde(skip)]
     pub passwd: PathBuf,
+    #[serde(skip)]
     pub group: PathBuf,
 }
 
@@ -32,40 +40,22 @@ impl Default for FloorPolicy {
     }
 }
 
+impl ConfigFile for FloorPolicy {
+    fn check(&self) -> Result<(), KeyError> {
+        if let Some(relative) = self.image_roots.iter().find(|p| !p.is_absolute()) {
+            return Err(KeyError {
+                keys: &["image_roots"],
+                reason: format!("{} is not absolute", relative.display()),
+            });
+        }
+        config_file::check_uid_range(self.uid_min, self.uid_max)
+    }
+}
+
 impl FloorPolicy {
     /// Reads the config file; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<FloorPolicy, ConfigError> {
-        config_file::load(path, FloorPolicy::default, FloorPolicy::parse)
-    }
-
-    /// Parses `dynamic_uid_min = N`, `dynamic_uid_max = N` and `image_roots = ["/a", "/b"]`.
-    pub fn parse(text: &str) -> Result<FloorPolicy, LineError> {
-        let mut policy = FloorPolicy::default();
-        for assignment in config_file::assignments(text) {
-            let (line, key, value) = assignment?;
-            match key {
-                "dynamic_uid_min" => policy.uid_min = config_file::number(line, value)?,
-                "dynamic_uid_max" => policy.uid_max = config_file::number(line, value)?,
-                "image_roots" => {
-                    let inner = value
-                        .strip_prefix('[')
-                        .and_then(|v| v.strip_suffix(']'))
-                        .ok_or((line, "expected a list [\"/dir\", ...]".to_string()))?;
-                    policy.image_roots = inner
-                        .split(',')
-                        .map(|s| s.trim().trim_matches('"'))
-                        .filter(|s| !s.is_empty())
-                        .map(PathBuf::from)
-                        .collect();
-                    if policy.image_roots.iter().any(|p| !p.is_absolute()) {
-                        return Err((line, "image roots must be absolute".into()));
-                    }
-                }
-                other => return Err((line, format!("unknown key {other}"))),
-            }
-        }
-        config_file::check_uid_range(policy.uid_min, policy.uid_max)?;
-        Ok(policy)
+        config_file::load(path)
     }
 }
 
@@ -73,19 +63,60 @@ impl FloorPolicy {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<FloorPolicy, ConfigError> {
+        config_file::parse(Path::new("/etc/berth/helper.toml"), text)
+    }
+
+    fn error_line_and_key(text: &str) -> (usize, Option<String>) {
+        match parse(text) {
+            Err(ConfigError::Invalid { line, key, .. }) => (line, key),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
     #[test]
     fn config_sets_range_and_roots() {
-        let policy = FloorPolicy::parse(
-            "# floor\ndynamic_uid_min = 70000\ndynamic_uid_max = 70010\nimage_roots = [\"/srv/img\"]\n",
+        let policy = parse(
+            "# floor\ndynamic_uid_min = 70_000\ndynamic_uid_max = 70_010\nimage_roots = [\n  \"/srv/img\", # ours\n  \"/srv/more\",\n]\n",
         )
         .unwrap();
 
         assert_eq!((policy.uid_min, policy.uid_max), (70000, 70010));
-        assert_eq!(policy.image_roots, vec![PathBuf::from("/srv/img")]);
+        assert_eq!(
+            policy.image_roots,
+            [PathBuf::from("/srv/img"), PathBuf::from("/srv/more")]
+        );
     }
 
     #[test]
     fn config_with_unknown_key_is_an_error() {
-        assert_eq!(FloorPolicy::parse("allow_root = 1").unwrap_err().0, 1);
+        assert_eq!(
+            error_line_and_key("allow_root = 1"),
+            (1, Some("allow_root".into()))
+        );
+    }
+
+    #[test]
+    fn the_host_databases_are_not_configurable() {
+        assert_eq!(
+            error_line_and_key("passwd = \"/tmp/passwd\"\n"),
+            (1, Some("passwd".into()))
+        );
+    }
+
+    #[test]
+    fn a_relative_image_root_is_refused_at_its_line() {
+        assert_eq!(
+            error_line_and_key("image_roots = [\n  \"/srv\",\n  \"srv\",\n]\n"),
+            (1, Some("image_roots".into()))
+        );
+    }
+
+    #[test]
+    fn a_uid_given_as_a_string_is_a_wrong_type() {
+        assert_eq!(
+            error_line_and_key("\ndynamic_uid_max = \"65519\"\n"),
+            (2, Some("dynamic_uid_max".into()))
+        );
     }
 }

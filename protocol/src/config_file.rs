@@ -1,7 +1,11 @@
-//! The `key = value` configuration files of both daemons (a TOML subset): `berthd.toml` and
-//! the helper's floor, `helper.toml`. Each daemon knows its own keys; the file format is here.
+//! The TOML configuration files of both daemons: `berthd.toml` and the helper's floor,
+//! `helper.toml`. Each daemon declares its keys as a serde struct (`deny_unknown_fields`, every
+//! key optional); reading it, and errors that name the file, line and key, are here.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -12,30 +16,35 @@ pub enum ConfigFileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {reason}")]
-    Parse {
+    /// `key` is absent when the file is not TOML at a line that names none.
+    #[error("{}:{line}: {}{reason}", path.display(), key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Invalid {
         path: PathBuf,
         line: usize,
+        key: Option<String>,
         reason: String,
     },
 }
 
-/// A problem at a line of a file (0: the file as a whole).
-pub type LineError = (usize, String);
+/// A value the file holds that its daemon cannot use, although its type is right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// The keys the error is about; it is reported at the first the file sets.
+    pub keys: &'static [&'static str],
+    pub reason: String,
+}
 
-/// Reads `path` and parses it with `parse`; a missing file is `default`.
-pub fn load<T>(
-    path: &Path,
-    default: impl FnOnce() -> T,
-    parse: impl FnOnce(&str) -> Result<T, LineError>,
-) -> Result<T, ConfigFileError> {
+/// A daemon's configuration: every key has a default, so a missing file is the default.
+pub trait ConfigFile: DeserializeOwned + Default {
+    /// Checks what the types alone do not (ranges, absolute paths).
+    fn check(&self) -> Result<(), KeyError>;
+}
+
+/// Reads `path` as a `T`; a missing file means `T::default()`.
+pub fn load<T: ConfigFile>(path: &Path) -> Result<T, ConfigFileError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).map_err(|(line, reason)| ConfigFileError::Parse {
-            path: path.to_owned(),
-            line,
-            reason,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(default()),
+        Ok(text) => parse(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(ConfigFileError::Read {
             path: path.to_owned(),
             source,
@@ -43,39 +52,90 @@ pub fn load<T>(
     }
 }
 
-/// The `key = value` assignments of `text` with their line numbers (trimmed; blank and `#`
-/// lines skipped).
-pub fn assignments(text: &str) -> impl Iterator<Item = Result<(usize, &str, &str), LineError>> {
-    text.lines().enumerate().filter_map(|(index, raw)| {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
+/// Parses `text`, the contents of `path`, as a `T`.
+pub fn parse<T: ConfigFile>(path: &Path, text: &str) -> Result<T, ConfigFileError> {
+    let invalid = |line, key, reason: &str| ConfigFileError::Invalid {
+        path: path.to_owned(),
+        line,
+        key,
+        // One line, as the daemons report it.
+        reason: reason.replace('\n', " "),
+    };
+    let doc = toml::de::DeTable::parse(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        invalid(line, key_on_line(text, line), e.message())
+    })?;
+    // Where each top-level key's assignment lies, to name the key of an error's position.
+    let keys: Vec<(String, Range<usize>)> = doc
+        .get_ref()
+        .iter()
+        .map(|(k, v)| (k.get_ref().to_string(), k.span().start..v.span().end))
+        .collect();
+    let config = T::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| match e.span() {
+        Some(span) => {
+            let key = keys
+                .iter()
+                .find(|(_, range)| range.contains(&span.start))
+                .map(|(k, _)| k.clone());
+            invalid(line_of(text, span.start), key, e.message())
         }
-        Some(match line.split_once('=') {
-            Some((key, value)) => Ok((index + 1, key.trim(), value.trim())),
-            None => Err((index + 1, "expected key = value".to_string())),
-        })
-    })
+        None => invalid(1, None, e.message()),
+    })?;
+    config.check().map_err(|e| {
+        let (key, line) = e
+            .keys
+            .iter()
+            .find_map(|k| keys.iter().find(|(name, _)| name == k))
+            .map_or(
+                (e.keys.first().copied().unwrap_or_default(), 1),
+                |(k, r)| (k.as_str(), line_of(text, r.start)),
+            );
+        invalid(line, Some(key.to_string()), &e.reason)
+    })?;
+    Ok(config)
 }
 
-/// `value` as a number, or an error for `line`.
-pub fn number<T: std::str::FromStr>(line: usize, value: &str) -> Result<T, LineError> {
-    value
-        .parse()
-        .map_err(|_| (line, format!("not a number: {value}")))
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key a line that does not parse seems to assign, if it looks like one.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let key = text.lines().nth(line - 1)?.split('=').next()?.trim();
+    let plausible = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.\"'".contains(&b));
+    plausible.then(|| key.to_string())
 }
 
 /// The dynamic uid range both daemons use unless configured otherwise (as systemd's
 /// DynamicUser= range).
 pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
 
-/// Checks a dynamic uid range: non-empty, and never 0.
-pub fn check_uid_range(min: u32, max: u32) -> Result<(), LineError> {
-    if min == 0 || min > max {
-        return Err((
-            0,
-            "the dynamic range must be non-empty and exclude 0".into(),
-        ));
+/// Checks a dynamic uid range (`dynamic_uid_min`, `dynamic_uid_max`): non-empty, and never 0.
+pub fn check_uid_range(min: u32, max: u32) -> Result<(), KeyError> {
+    let error = |keys, reason: &str| {
+        Err(KeyError {
+            keys,
+            reason: reason.to_string(),
+        })
+    };
+    if min == 0 {
+        return error(&["dynamic_uid_min"], "the dynamic range must exclude 0");
+    }
+    if min > max {
+        return error(
+            &["dynamic_uid_max", "dynamic_uid_min"],
+            &format!("the dynamic range {min}-{max} is empty"),
+        );
     }
     Ok(())
 }
@@ -84,27 +144,110 @@ pub fn check_uid_range(min: u32, max: u32) -> Result<(), LineError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn assignments_skip_blanks_and_comments_and_number_lines() {
-        let found: Vec<_> = assignments("# c\n\n a = 1 \nb=x\n").collect();
-
-        assert_eq!(found, [Ok((3, "a", "1")), Ok((4, "b", "x"))]);
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        dynamic_uid_min: u32,
+        dynamic_uid_max: u32,
+        name: String,
+        list: Vec<String>,
     }
 
-    #[test]
-    fn a_line_without_equals_is_an_error_at_its_line() {
-        let found: Vec<_> = assignments("a = 1\nnonsense\n").collect();
+    impl ConfigFile for Sample {
+        fn check(&self) -> Result<(), KeyError> {
+            if self.dynamic_uid_min == 0 && self.dynamic_uid_max == 0 {
+                return Ok(());
+            }
+            check_uid_range(self.dynamic_uid_min, self.dynamic_uid_max)
+        }
+    }
 
-        assert_eq!(found[1], Err((2, "expected key = value".to_string())));
+    fn error_of(text: &str) -> (usize, Option<String>, String) {
+        match parse::<Sample>(Path::new("/etc/x.toml"), text) {
+            Err(ConfigFileError::Invalid {
+                line, key, reason, ..
+            }) => (line, key, reason),
+            other => panic!("expected an invalid file, got {other:?}"),
+        }
     }
 
     #[test]
     fn a_missing_file_is_the_default() {
         let dir = tempfile::tempdir().unwrap();
 
-        let loaded = load(&dir.path().join("none"), || 7, |_| Ok(1));
+        let loaded: Sample = load(&dir.path().join("none")).unwrap();
 
-        assert_eq!(loaded.unwrap(), 7);
+        assert_eq!(loaded, Sample::default());
+    }
+
+    #[test]
+    fn a_comment_after_a_value_is_not_part_of_it() {
+        let parsed: Sample = parse(Path::new("x"), "name = \"nogroup\" # ops team\n").unwrap();
+
+        assert_eq!(parsed.name, "nogroup");
+    }
+
+    #[test]
+    fn underscores_in_numbers_and_multi_line_arrays_are_toml() {
+        let parsed: Sample = parse(
+            Path::new("x"),
+            "dynamic_uid_min = 64_000\ndynamic_uid_max = 64_100\nlist = [\n  \"a\",\n  \"b\",\n]\n",
+        )
+        .unwrap();
+
+        assert_eq!(
+            (parsed.dynamic_uid_min, parsed.dynamic_uid_max),
+            (64_000, 64_100)
+        );
+        assert_eq!(parsed.list, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let (line, key, reason) = error_of("# c\nname = \"x\"\nallow_root = true\n");
+
+        assert_eq!((line, key.as_deref()), (3, Some("allow_root")));
+        assert!(reason.contains("unknown field"), "{reason}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_key_and_line() {
+        let (line, key, reason) = error_of("name = \"x\"\n\ndynamic_uid_min = \"many\"\n");
+
+        assert_eq!((line, key.as_deref()), (3, Some("dynamic_uid_min")));
+        assert!(reason.contains("invalid type"), "{reason}");
+    }
+
+    #[test]
+    fn a_wrong_type_inside_a_multi_line_array_names_the_array_at_the_element_line() {
+        let (line, key, _) = error_of("list = [\n  \"a\",\n  3,\n]\n");
+
+        assert_eq!((line, key.as_deref()), (3, Some("list")));
+    }
+
+    #[test]
+    fn a_line_that_is_not_toml_is_named_with_its_key() {
+        let (line, key, _) = error_of("name = \"x\"\nname2 = nogroup # ops\n");
+
+        assert_eq!((line, key.as_deref()), (2, Some("name2")));
+    }
+
+    #[test]
+    fn a_failed_check_names_the_key_the_file_sets() {
+        let (line, key, reason) = error_of("\ndynamic_uid_min = 70000\n");
+
+        assert_eq!((line, key.as_deref()), (2, Some("dynamic_uid_min")));
+        assert!(reason.contains("empty"), "{reason}");
+    }
+
+    #[test]
+    fn the_error_is_one_line_with_file_line_and_key() {
+        let err = parse::<Sample>(Path::new("/etc/x.toml"), "name = 3\n").unwrap_err();
+
+        let text = err.to_string();
+
+        assert!(text.starts_with("/etc/x.toml:1: name: "), "{text}");
+        assert!(!text.contains('\n'), "{text}");
     }
 
     #[test]
