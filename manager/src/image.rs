@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use berth_protocol::names::{self, NameError};
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use thiserror::Error;
@@ -29,10 +30,6 @@ pub const MAX_UNITS_TOTAL_SIZE: u64 = 16 * 1024 * 1024;
 /// Most directory entries read from one unit directory, so a huge directory cannot make a
 /// scan run unbounded even when its entries are not units.
 pub const MAX_DIR_ENTRIES: usize = 65_536;
-/// Longest valid image name.
-pub const MAX_IMAGE_NAME_LEN: usize = 128;
-/// Longest valid unit name (systemd's `UNIT_NAME_MAX`).
-pub const MAX_UNIT_NAME_LEN: usize = 255;
 
 /// The image's unit directories, in priority order: the first that has a unit name wins.
 pub const UNIT_DIRS: [&str; 4] = [
@@ -136,7 +133,7 @@ pub enum ImageError {
     #[error("invalid unit prefix {prefix:?}")]
     InvalidPrefix { prefix: String },
     #[error("invalid image name {name:?}: {reason}")]
-    InvalidImageName { name: String, reason: &'static str },
+    InvalidImageName { name: String, reason: NameError },
 }
 
 /// A unit file found in an image.
@@ -402,7 +399,9 @@ impl ImageRoot {
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
-            if !is_valid_unit_name(name) || !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            if names::check_unit_name(name).is_err()
+                || !UNIT_SUFFIXES.iter().any(|s| name.ends_with(s))
+            {
                 continue;
             }
             let file_type = match entry.file_type() {
@@ -481,33 +480,6 @@ struct UnitEntry {
     symlink: bool,
 }
 
-fn is_unit_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-')
-}
-
-/// Whether `name` is a valid unit name: `[A-Za-z0-9:_.@-]`, at most 255 bytes, no leading dot,
-/// a non-empty name before the type suffix, and at most one `@` with a non-empty prefix
-/// before it (`foo@.service` is a template, `foo@bar.service` an instance).
-pub fn is_valid_unit_name(name: &str) -> bool {
-    if name.is_empty()
-        || name.len() > MAX_UNIT_NAME_LEN
-        || name.starts_with('.')
-        || !name.bytes().all(is_unit_name_char)
-    {
-        return false;
-    }
-    let Some((stem, suffix)) = name.rsplit_once('.') else {
-        return false;
-    };
-    if stem.is_empty() || suffix.is_empty() {
-        return false;
-    }
-    match stem.split_once('@') {
-        Some((prefix, instance)) => !prefix.is_empty() && !instance.contains('@'),
-        None => true,
-    }
-}
-
 /// portabled's `prefix_match`: `unit` starts with `prefix` followed by `-`, `.`, `@` or the end
 /// of the name. So `foo` matches `foo.service`, `foo-bar.service` and `foo@.service` but not
 /// `foobar.service`.
@@ -533,11 +505,7 @@ pub fn check_prefixes(
         requested.to_vec()
     };
     for prefix in candidates {
-        let valid = !prefix.is_empty()
-            && prefix.len() <= MAX_UNIT_NAME_LEN
-            && !prefix.starts_with('.')
-            && prefix.bytes().all(is_unit_name_char);
-        if !valid {
+        if names::check_unit_prefix(&prefix).is_err() {
             return Err(ImageError::InvalidPrefix { prefix });
         }
         if !effective.contains(&prefix) {
@@ -575,30 +543,12 @@ pub fn image_name_from_path(path: &Path) -> (String, Option<String>) {
     }
 }
 
-/// Checks an image name: `[A-Za-z0-9._-]`, not starting with `.`, 1 to 128 bytes.
+/// Checks an image name (see [`names::check_image_name`]).
 pub fn validate_image_name(name: &str) -> Result<(), ImageError> {
-    let invalid = |reason| {
-        Err(ImageError::InvalidImageName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return invalid("it is empty");
-    }
-    if name.len() > MAX_IMAGE_NAME_LEN {
-        return invalid("it is longer than 128 bytes");
-    }
-    if name.starts_with('.') {
-        return invalid("it starts with a dot");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return invalid("only letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
+    names::check_image_name(name).map_err(|reason| ImageError::InvalidImageName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -1042,37 +992,6 @@ mod tests {
     }
 
     #[test]
-    fn valid_unit_names() {
-        for name in [
-            "a.service",
-            "foo@.service",
-            "foo@bar.service",
-            "a:b_c-d.e.service",
-        ] {
-            assert!(is_valid_unit_name(name), "{name}");
-        }
-    }
-
-    #[test]
-    fn invalid_unit_names() {
-        let long = format!("{}.service", "a".repeat(MAX_UNIT_NAME_LEN));
-        for name in [
-            "",
-            ".service",
-            ".a.service",
-            "noext",
-            "a.",
-            "@x.service",
-            "a@b@c.service",
-            "a b.service",
-            "a/b.service",
-            long.as_str(),
-        ] {
-            assert!(!is_valid_unit_name(name), "{name}");
-        }
-    }
-
-    #[test]
     fn prefix_match_requires_a_separator_or_the_end() {
         assert!(unit_matches_prefix("foo.service", "foo"));
         assert!(unit_matches_prefix("foo-bar.service", "foo"));
@@ -1181,12 +1100,12 @@ mod tests {
     fn image_name_validation_accepts_portable_names() {
         assert!(validate_image_name("foo").is_ok());
         assert!(validate_image_name("foo-bar.v2_x").is_ok());
-        assert!(validate_image_name(&"a".repeat(MAX_IMAGE_NAME_LEN)).is_ok());
+        assert!(validate_image_name(&"a".repeat(names::IMAGE_NAME_MAX)).is_ok());
     }
 
     #[test]
     fn image_name_validation_rejects_bad_names() {
-        let long = "a".repeat(MAX_IMAGE_NAME_LEN + 1);
+        let long = "a".repeat(names::IMAGE_NAME_MAX + 1);
         for name in ["", ".hidden", "a/b", "a b", "ä", long.as_str()] {
             assert!(
                 matches!(

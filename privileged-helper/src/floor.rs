@@ -192,15 +192,11 @@ fn check_manager_may_enter(root: &OwnedFd, manager: &Credentials) -> Result<(), 
     }
 }
 
-/// Unit names as systemd allows them, and nothing that could be a path.
+/// Unit names as systemd allows them (see [`berth_protocol::names::check_unit_name`]), which
+/// excludes anything that could be a path.
 pub fn check_unit_name(unit: &str) -> Result<(), Refusal> {
-    let valid_chars = unit
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b":_.@-".contains(&b));
-    if unit.is_empty() || unit.len() > 255 || unit.starts_with('.') || !valid_chars {
-        return Err(refuse("unit", "invalid unit name"));
-    }
-    Ok(())
+    berth_protocol::names::check_unit_name(unit)
+        .map_err(|e| refuse("unit", format!("invalid unit name: {e}")))
 }
 
 /// A log descriptor the manager hands over: a regular file it owns, opened for appending.

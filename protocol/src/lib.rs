@@ -7,4 +7,5 @@ pub mod helper;
 pub mod idl;
 pub mod log_line;
 pub mod manager;
+pub mod names;
 pub mod supervisor;
