@@ -1,13 +1,18 @@
 //! `io.berth.Manager`: authorization and dispatch of each call.
 //!
-//! Authorization is in-process (DESIGN.md §1): reading is open to every local user; anything
-//! that changes state needs root or membership in the admin group.
+//! Authorization is in-process (DESIGN.md §1): reading state is open to every local user; logs
+//! only to root, the admin group and the log group (as journald's readers); anything that
+//! changes state needs root or membership in the admin group. Group membership is the peer's
+//! primary and supplementary groups as the kernel recorded them at connect time
+//! (SO_PEERCRED, SO_PEERGROUPS): unlike `/proc/PID/status`, they cannot be swapped by a
+//! process that exits and leaves its pid to another.
 
 use berth_protocol::manager::{
     self, AttachParams, AttachReply, DetachParams, DetachReply, ImageParams, ImagesReply,
     InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply,
     ManagerError, StatusReply, UnitParams,
 };
+use berth_protocol::names;
 use berth_varlink::service::{
     CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_error,
     stream_item, varlink_error,
@@ -23,15 +28,57 @@ use crate::services;
 /// Most units in one `List` reply without `more`.
 const MAX_LIST_REPLY_UNITS: usize = 1000;
 
-/// Methods anyone may call.
-const READ_ONLY: &[&str] = &[
-    "ListImages",
-    "InspectImage",
-    "IsAttached",
-    "List",
-    "Status",
-    "Logs",
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Every local user.
+    Read,
+    /// Root, the admin group and the log group.
+    Logs,
+    /// Root and the admin group.
+    Change,
+}
+
+/// Every method of `io.berth.Manager`, with who may call it.
+const METHODS: &[(&str, Access)] = &[
+    ("ListImages", Access::Read),
+    ("InspectImage", Access::Read),
+    ("IsAttached", Access::Read),
+    ("List", Access::Read),
+    ("Status", Access::Read),
+    ("Logs", Access::Logs),
+    ("Attach", Access::Change),
+    ("Detach", Access::Change),
+    ("Start", Access::Change),
+    ("Stop", Access::Change),
+    ("Restart", Access::Change),
 ];
+
+/// The groups whose members have more than read access, as gids of the host (`None`: no such
+/// group on the host, so no one is a member).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Groups {
+    pub admin: Option<u32>,
+    pub log: Option<u32>,
+}
+
+impl Groups {
+    /// Whether `peer` may do what needs `access`.
+    pub fn allows(&self, access: Access, peer: Option<&Peer>) -> bool {
+        let Some(peer) = peer else {
+            // Credentials that cannot be read are no one's.
+            return access == Access::Read;
+        };
+        let member =
+            |gid: Option<u32>| gid.is_some_and(|gid| peer.gid == gid || peer.groups.contains(&gid));
+        let admin = peer.uid == 0 || member(self.admin);
+        match access {
+            Access::Read => true,
+            Access::Logs => admin || member(self.log),
+            Access::Change => admin,
+        }
+    }
+}
 
 pub struct ManagerInterface {
     shared: Shared,
@@ -46,23 +93,118 @@ impl ManagerInterface {
         }
     }
 
-    fn authorized(&self, method: &str, peer: Option<&Peer>) -> bool {
-        READ_ONLY.contains(&method) || self.privileged(peer)
-    }
-
-    /// Root, or a member (primary or supplementary) of the admin group.
-    fn privileged(&self, peer: Option<&Peer>) -> bool {
-        let Some(peer) = peer else { return false };
-        if peer.uid == 0 {
-            return true;
+    /// The one place a call is refused: `what` (a method, or a use of one) needs `access`.
+    fn authorize(
+        &self,
+        access: Access,
+        what: &str,
+        peer: Option<&Peer>,
+    ) -> Result<(), ManagerError> {
+        if self.shared.borrow().groups.allows(access, peer) {
+            return Ok(());
         }
-        let admin = self.shared.borrow().admin_gid;
-        admin.is_some_and(|gid| peer.gid == gid || peer.groups.contains(&gid))
+        Err(ManagerError::PermissionDenied {
+            method: what.to_string(),
+        })
     }
 }
 
-fn params<T: DeserializeOwned>(parameters: Value) -> Result<T, Outcome> {
-    parse_params(parameters).map_err(Outcome::Error)
+/// Method names shown in an error reply are cut to this many bytes: the name is the caller's
+/// input, and a reply must not grow with it.
+const MAX_SHOWN_METHOD: usize = 256;
+
+/// `org.varlink.service.MethodNotFound` for `method` of this interface.
+fn method_not_found(method: &str) -> Outcome {
+    let shown = names::truncated(method, MAX_SHOWN_METHOD);
+    Outcome::Error(varlink_error(
+        "MethodNotFound",
+        json!({ "method": format!("{}.{shown}", manager::INTERFACE) }),
+    ))
+}
+
+/// Most prefixes one `Attach` takes: each is matched against every unit of the image.
+const MAX_PREFIXES: usize = 64;
+
+/// Parameters checked before berthd does anything with them: every name is checked for length
+/// and characters before a lookup or an allocation that grows with it, and unit names are
+/// made canonical (`hello` is `hello.service`).
+trait Checked {
+    /// The parameter that is refused, if any.
+    fn check(&mut self) -> Result<(), &'static str>;
+}
+
+/// `name` checked by `check`; a refusal names `parameter` and none of the value.
+fn name_of(
+    parameter: &'static str,
+    check: Result<(), names::NameError>,
+) -> Result<(), &'static str> {
+    check.map_err(|_| parameter)
+}
+
+fn unit_of(unit: &mut String) -> Result<(), &'static str> {
+    *unit = names::checked_unit_name(unit).map_err(|_| "unit")?;
+    Ok(())
+}
+
+impl Checked for manager::Empty {
+    fn check(&mut self) -> Result<(), &'static str> {
+        Ok(())
+    }
+}
+
+impl Checked for InspectImageParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))
+    }
+}
+
+impl Checked for ImageParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))
+    }
+}
+
+impl Checked for DetachParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))
+    }
+}
+
+impl Checked for AttachParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))?;
+        if let Some(profile) = &self.profile {
+            name_of("profile", names::check_profile_name(profile))?;
+        }
+        let prefixes = self.prefixes.as_deref().unwrap_or_default();
+        if prefixes.len() > MAX_PREFIXES {
+            return Err("prefixes");
+        }
+        for prefix in prefixes {
+            name_of("prefixes", names::check_unit_prefix(prefix))?;
+        }
+        Ok(())
+    }
+}
+
+impl Checked for UnitParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        unit_of(&mut self.unit)
+    }
+}
+
+impl Checked for LogsParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        unit_of(&mut self.unit)
+    }
+}
+
+fn params<T: DeserializeOwned + Checked>(parameters: Value) -> Result<T, Outcome> {
+    let mut params: T = parse_params(parameters).map_err(Outcome::Error)?;
+    params
+        .check()
+        .map_err(|parameter| Outcome::Error(invalid_parameter(parameter)))?;
+    Ok(params)
 }
 
 impl Interface for ManagerInterface {
@@ -73,10 +215,12 @@ impl Interface for ManagerInterface {
     }
 
     async fn handle(&mut self, method: &str, parameters: Value, ctx: CallContext) -> Outcome {
-        if !self.authorized(method, ctx.peer.as_ref()) {
-            return Outcome::error(&ManagerError::PermissionDenied {
-                method: method.to_string(),
-            });
+        // An unknown method is unknown to everyone: looked up before anyone is refused.
+        let Some(&(method, access)) = METHODS.iter().find(|(name, _)| *name == method) else {
+            return method_not_found(method);
+        };
+        if let Err(denied) = self.authorize(access, method, ctx.peer.as_ref()) {
+            return Outcome::error(&denied);
         }
         match self.dispatch(method, parameters, ctx) {
             Ok(outcome) | Err(outcome) => outcome,
@@ -104,10 +248,9 @@ impl ManagerInterface {
                 // Anyone may inspect the images in the pool. An arbitrary path is read with
                 // berthd's rights, not the caller's, so only those who may attach it may look
                 // (otherwise berthd would show anyone files only its user can read).
-                if p.image.starts_with('/') && !self.privileged(ctx.peer.as_ref()) {
-                    return Err(Outcome::error(&ManagerError::PermissionDenied {
-                        method: "InspectImage of a path".to_string(),
-                    }));
+                if p.image.starts_with('/') {
+                    self.authorize(Access::Change, "InspectImage of a path", ctx.peer.as_ref())
+                        .map_err(|denied| Outcome::error(&denied))?;
                 }
                 let details = shared
                     .borrow()
@@ -191,10 +334,7 @@ impl ManagerInterface {
                 let p: LogsParams = params(parameters)?;
                 self.logs(p, ctx.more)
             }
-            other => Outcome::Error(varlink_error(
-                "MethodNotFound",
-                json!({ "method": format!("{}.{other}", manager::INTERFACE) }),
-            )),
+            other => method_not_found(other),
         })
     }
 

@@ -133,8 +133,8 @@ pub struct Manager {
     pub users: DynamicUsers,
     /// Bumped on every state change; waiters watch it.
     pub changed: watch::Sender<u64>,
-    /// Group whose members may change things besides root (`berth-admin` if it exists).
-    pub admin_gid: Option<u32>,
+    /// The groups whose members may change things or read logs besides root.
+    pub groups: crate::api::Groups,
     /// The connection to berth-helper, kept between spawns.
     pub helper_client: Option<berth_varlink::client::Client>,
     /// A service's `current.log` is moved aside past this size.
@@ -143,7 +143,7 @@ pub struct Manager {
 
 impl Manager {
     /// Loads the attachments from disk. Broken ones are logged and skipped.
-    pub fn load(paths: Paths, users: DynamicUsers, admin_gid: Option<u32>) -> Manager {
+    pub fn load(paths: Paths, users: DynamicUsers, groups: crate::api::Groups) -> Manager {
         let (changed, _) = watch::channel(0);
         let mut manager = Manager {
             paths,
@@ -151,7 +151,7 @@ impl Manager {
             units: BTreeMap::new(),
             users,
             changed,
-            admin_gid,
+            groups,
             helper_client: None,
             log_max_bytes: crate::config::LOG_MAX_BYTES,
         };

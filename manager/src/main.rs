@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use anyhow::Context;
-use berth_manager::api::ManagerInterface;
+use berth_manager::api::{Groups, ManagerInterface};
 use berth_manager::config::Config;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
@@ -83,10 +83,12 @@ fn run() -> anyhow::Result<()> {
         None
     };
     drop(dirs);
-    let admin_gid =
-        host_users::lookup(std::path::Path::new("/etc/group"), &config.admin_group).map(|g| g.id);
+    let groups = Groups {
+        admin: host_group(&config.admin_group, "admin_group"),
+        log: host_group(&config.log_group, "log_group"),
+    };
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
-    let mut manager = Manager::load(paths.clone(), users, admin_gid);
+    let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
     let shared = Rc::new(RefCell::new(manager));
 
@@ -125,6 +127,19 @@ fn run() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&socket);
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The gid of group `name` of the host (the config's `key`); a missing group has no members.
+fn host_group(name: &str, key: &str) -> Option<u32> {
+    let found = host_users::lookup(std::path::Path::new("/etc/group"), name).map(|g| g.id);
+    if found.is_none() {
+        tracing::warn!(
+            key,
+            group = name,
+            "not a group of this host; it has no members"
+        );
+    }
+    found
 }
 
 /// Resolves when the helper berthd started has exited; never when berthd started none.

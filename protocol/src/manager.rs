@@ -281,10 +281,14 @@ impl std::fmt::Display for ManagerError {
                  to start from it; attach it again if the change is intended"
             ),
             ManagerError::PermissionDenied { method } => {
-                write!(
-                    f,
-                    "permission denied: {method} needs root or the admin group"
-                )
+                // Logs are read as journald's are; everything else that is refused changes
+                // state (or reads with berthd's rights).
+                let who = if method == "Logs" {
+                    "root, the admin group or the log group"
+                } else {
+                    "root or the admin group"
+                };
+                write!(f, "permission denied: {method} needs {who}")
             }
             ManagerError::ReplyTooLarge {
                 method,

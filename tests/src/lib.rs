@@ -10,6 +10,7 @@ pub mod bench;
 pub mod harness;
 pub mod image;
 pub mod procfs;
+pub mod varlink_raw;
 
 pub use harness::{Harness, as_user, probe_output, wait_until};
 pub use image::{ImageBuilder, busybox_image, probe_path};
