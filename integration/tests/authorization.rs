@@ -318,3 +318,30 @@ fn logs_are_refused_to_another_user_with_a_clear_error() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(LOGGED));
 }
+
+#[test]
+fn log_files_on_disk_are_readable_by_the_reader_groups_only() {
+    let h = harness_with_a_logging_service("admin_group = \"staff\"\n");
+    let log = h.state_dir().join("logs/hello.service/current.log");
+    let cat_as = |uid, gid, groups: &[u32]| {
+        let mut cmd = berth_testkit::as_user(uid, gid, groups);
+        cmd.arg("cat").arg(&log);
+        berth_testkit::harness::output_with_timeout(cmd, CALL_TIMEOUT).unwrap()
+    };
+
+    let reader = cat_as(65532, 65532, &[LOG_GID]);
+    let admin = cat_as(65533, 65533, &[ADMIN_GID]);
+    let other = cat_as(65534, 65534, &[100]);
+
+    assert!(
+        reader.status.success() && String::from_utf8_lossy(&reader.stdout).contains(LOGGED),
+        "{}",
+        String::from_utf8_lossy(&reader.stderr)
+    );
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    assert!(!other.status.success() && other.stdout.is_empty());
+}

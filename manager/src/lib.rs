@@ -11,6 +11,7 @@ pub mod exec_command;
 pub mod host_users;
 pub mod image;
 pub mod image_identity;
+pub mod log_access;
 pub mod logs;
 pub mod os_release;
 pub mod paths;

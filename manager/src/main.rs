@@ -10,7 +10,7 @@ use berth_manager::config::Config;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
-use berth_manager::{host_users, privilege_split, services};
+use berth_manager::{host_users, log_access, privilege_split, services};
 use berth_varlink::listener::{BoundedListener, raise_fd_limit};
 use berth_varlink::service::{BERTH_INFO, VarlinkService};
 use clap::Parser;
@@ -87,6 +87,11 @@ fn run() -> anyhow::Result<()> {
         admin: host_group(&config.admin_group, "admin_group"),
         log: host_group(&config.log_group, "log_group"),
     };
+    // Not fatal: without ACLs the logs on disk stay closed to the groups, not open to others.
+    let readers: Vec<u32> = [groups.admin, groups.log].into_iter().flatten().collect();
+    if let Err(e) = log_access::grant_readers(&paths.logs_dir(), &readers) {
+        tracing::warn!(error = %e, "logs on disk stay closed to the admin and log groups");
+    }
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
