@@ -116,10 +116,50 @@ fn every_method_refuses_a_bad_name_fast_with_a_small_reply_and_keeps_serving() {
 }
 
 #[test]
-fn an_unknown_method_with_a_huge_name_gets_a_small_method_not_found() {
+fn unknown_methods_and_interfaces_with_huge_names_get_small_errors() {
     let h = Harness::start().unwrap();
-    let method = format!("io.berth.Manager.{}", "A".repeat(2 * 1024 * 1024));
-    let call = json!({ "method": method });
+    let huge = "A".repeat(2 * 1024 * 1024);
+    let cases = [
+        (
+            format!("io.berth.Manager.{huge}"),
+            "org.varlink.service.MethodNotFound",
+        ),
+        (
+            format!("org.varlink.service.{huge}"),
+            "org.varlink.service.MethodNotFound",
+        ),
+        (huge.clone(), "org.varlink.service.MethodNotFound"),
+        (
+            format!("io.{huge}.Method"),
+            "org.varlink.service.InterfaceNotFound",
+        ),
+    ];
+
+    for (method, error) in cases {
+        let call = json!({ "method": method });
+        let replies = call_as(
+            &h.socket(),
+            &Caller::ROOT,
+            call.to_string().as_bytes(),
+            1,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+
+        let size = replies[0].to_string().len();
+        assert_eq!(replies[0]["error"], error);
+        assert!(size < 400, "{error}: {size} bytes");
+    }
+    h.berth_ok(&["list"]).unwrap();
+}
+
+#[test]
+fn the_interface_description_of_a_huge_name_is_a_small_error() {
+    let h = Harness::start().unwrap();
+    let call = json!({
+        "method": "org.varlink.service.GetInterfaceDescription",
+        "parameters": { "interface": "a".repeat(1024 * 1024 - 100) },
+    });
 
     let replies = call_as(
         &h.socket(),
@@ -130,13 +170,8 @@ fn an_unknown_method_with_a_huge_name_gets_a_small_method_not_found() {
     )
     .unwrap();
 
-    assert_eq!(replies[0]["error"], "org.varlink.service.MethodNotFound");
-    assert!(
-        replies[0].to_string().len() < 400,
-        "{} bytes",
-        replies[0].to_string().len()
-    );
-    h.berth_ok(&["list"]).unwrap();
+    assert_eq!(replies[0]["error"], "org.varlink.service.InterfaceNotFound");
+    assert!(replies[0].to_string().len() < 400);
 }
 
 #[test]

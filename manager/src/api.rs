@@ -14,8 +14,8 @@ use berth_protocol::manager::{
 };
 use berth_protocol::names;
 use berth_varlink::service::{
-    CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, stream_error,
-    stream_item, varlink_error,
+    CallContext, Interface, Outcome, Peer, invalid_parameter, parse_params, shown_name,
+    stream_error, stream_item, varlink_error,
 };
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -109,13 +109,9 @@ impl ManagerInterface {
     }
 }
 
-/// Method names shown in an error reply are cut to this many bytes: the name is the caller's
-/// input, and a reply must not grow with it.
-const MAX_SHOWN_METHOD: usize = 256;
-
 /// `org.varlink.service.MethodNotFound` for `method` of this interface.
 fn method_not_found(method: &str) -> Outcome {
-    let shown = names::truncated(method, MAX_SHOWN_METHOD);
+    let shown = shown_name(method);
     Outcome::Error(varlink_error(
         "MethodNotFound",
         json!({ "method": format!("{}.{shown}", manager::INTERFACE) }),

@@ -1,5 +1,5 @@
 //! Names callers send (unit names, image names, paths): what a valid one is, checked before
-//! anything that grows with its length, and how much of one an error may show.
+//! anything that grows with its length.
 //!
 //! Every name a caller sends is checked here before berthd looks it up, canonicalizes it or
 //! puts it in a path, and a refused name is not echoed back: the reply would grow with it.
@@ -143,19 +143,6 @@ pub fn check_image_arg(arg: &str) -> Result<(), NameError> {
     }
 }
 
-/// At most the first `max` bytes of `text` (cut at a character boundary), to show caller input
-/// in a message without the message growing with it.
-pub fn truncated(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,11 +225,5 @@ mod tests {
         assert!(check_image_arg(&"a".repeat(IMAGE_NAME_MAX + 1)).is_err());
         assert!(check_image_arg("/srv/a\0b").is_err());
         assert!(check_image_arg(&format!("/{}", "a".repeat(PATH_MAX))).is_err());
-    }
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncated("héllo", 2), "h");
-        assert_eq!(truncated("hello", 10), "hello");
     }
 }

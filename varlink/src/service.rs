@@ -206,7 +206,7 @@ impl<I: Interface> VarlinkService<I> {
         let Some((interface, member)) = raw.method.rsplit_once('.') else {
             return Outcome::Error(varlink_error(
                 "MethodNotFound",
-                json!({ "method": raw.method }),
+                json!({ "method": shown_name(&raw.method) }),
             ));
         };
         let parameters = match &raw.parameters {
@@ -223,7 +223,7 @@ impl<I: Interface> VarlinkService<I> {
         if interface != I::NAME {
             return Outcome::Error(varlink_error(
                 "InterfaceNotFound",
-                json!({ "interface": interface }),
+                json!({ "interface": shown_name(interface) }),
             ));
         }
         self.interface.handle(member, parameters, ctx).await
@@ -252,14 +252,14 @@ impl<I: Interface> VarlinkService<I> {
                     }
                     Some(other) => Outcome::Error(varlink_error(
                         "InterfaceNotFound",
-                        json!({ "interface": other }),
+                        json!({ "interface": shown_name(other) }),
                     )),
                     None => Outcome::Error(invalid_parameter("interface")),
                 }
             }
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
-                json!({ "method": format!("org.varlink.service.{other}") }),
+                json!({ "method": format!("org.varlink.service.{}", shown_name(other)) }),
             )),
         }
     }
@@ -439,6 +439,22 @@ fn offending_field(error: &serde_json::Error) -> String {
     }
 }
 
+/// Names from a call (method, interface) that an error reply shows are cut to this many bytes:
+/// they are the caller's input, and a reply must not grow with it.
+pub const MAX_SHOWN_NAME: usize = 256;
+
+/// `name` cut to [`MAX_SHOWN_NAME`] bytes, at a character boundary.
+pub fn shown_name(name: &str) -> &str {
+    if name.len() <= MAX_SHOWN_NAME {
+        return name;
+    }
+    let mut end = MAX_SHOWN_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// An `org.varlink.service.<name>` error reply.
 pub fn varlink_error(name: &str, parameters: Value) -> Value {
     json!({ "error": format!("org.varlink.service.{name}"), "parameters": parameters })
@@ -487,6 +503,14 @@ mod tests {
     #[allow(dead_code)]
     struct Params {
         unit: String,
+    }
+
+    #[test]
+    fn a_shown_name_is_cut_at_a_character_boundary() {
+        let long = format!("{}é", "a".repeat(MAX_SHOWN_NAME - 1));
+
+        assert_eq!(shown_name(&long), "a".repeat(MAX_SHOWN_NAME - 1));
+        assert_eq!(shown_name("io.berth.Manager"), "io.berth.Manager");
     }
 
     #[test]
