@@ -408,7 +408,7 @@ sys.stdin.read()
 fn one_user_cannot_hoard_connections_and_lock_out_others() {
     use std::io::BufRead;
     let h = Harness::start().unwrap();
-    let limit = berth_varlink::listener::CONNECTIONS_PER_UID;
+    let limit = berth_varlink::limits::CONNECTIONS_PER_UID;
     let mut hoarder = berth_testkit::as_user(65533, 65533, &[])
         .args(["/usr/bin/python3", "-c", CONNECTION_HOARDER])
         .arg(h.socket())
@@ -486,7 +486,7 @@ fn a_message_past_the_size_limit_closes_its_connection_only() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let chunk = vec![b' '; 64 * 1024];
-    let limit = berth_varlink::listener::MAX_MESSAGE_BYTES;
+    let limit = berth_varlink::limits::MAX_MESSAGE_BYTES;
 
     // Whitespace without end: no NUL ever comes. The daemon closes the connection, so a write
     // fails sooner or later.

@@ -33,7 +33,7 @@ fn connection_flood_is_refused_and_the_daemon_recovers() {
     drop(flood);
 
     assert!(
-        open <= LIMIT - berth_varlink::listener::FD_RESERVE + 2,
+        open <= LIMIT - berth_varlink::limits::FD_RESERVE + 2,
         "berthd holds {open} fds with a limit of {LIMIT}"
     );
     berth_testkit::wait_until(Duration::from_secs(5), || {

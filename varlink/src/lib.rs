@@ -5,6 +5,7 @@
 //! themselves (wire types, IDL) live in `berth-protocol`.
 
 pub mod client;
+pub mod limits;
 pub mod listener;
 pub mod service;
 pub mod write_queue;

@@ -17,24 +17,21 @@ use std::time::{Duration, Instant};
 
 use zlink::connection::socket::{UnixSocket, WriteHalf};
 
-use crate::listener::ConnectionSlot;
+use crate::limits::{HIGH_WATER_BYTES, LOW_WATER_BYTES, MAX_QUEUED_BYTES, ORPHAN_GRACE};
+use crate::listener::{ByteCharge, ConnectionSlot};
 
-/// Most bytes one connection may have waiting to be sent.
-pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
-/// A reply stream pauses while its connection has this many bytes waiting...
-pub const HIGH_WATER_BYTES: usize = 256 * 1024;
-/// ...and resumes once the queue is down to this.
-pub const LOW_WATER_BYTES: usize = 64 * 1024;
-/// How long queued bytes may wait for a client once its connection is closed on our side (zlink
-/// dropped it). The bytes are still owed (a client may shut down its writing side and only then
-/// read), but a client that never reads must not keep the socket open for ever.
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+/// Capacity a drained queue keeps; more is given back, as the connection may idle for long.
+const KEPT_CAPACITY: usize = 64 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct QueueState {
     pending: VecDeque<u8>,
+    /// `pending` in the uid's byte budget.
+    charge: ByteCharge,
     /// A background task is sending `pending`.
     flushing: bool,
+    /// The next message zlink writes was pushed already: drop it.
+    replaces_next_write: bool,
     /// The connection failed or was shut down: nothing more is sent.
     broken: bool,
     /// The reply stream waiting for room ([`WriteQueue::poll_room`]). One slot, replaced on
@@ -46,6 +43,27 @@ struct QueueState {
 }
 
 impl QueueState {
+    fn new(charge: ByteCharge) -> Mutex<Self> {
+        Mutex::new(QueueState {
+            pending: VecDeque::new(),
+            charge,
+            flushing: false,
+            replaces_next_write: false,
+            broken: false,
+            room_waiter: None,
+            empty_waiter: None,
+        })
+    }
+
+    /// Charges the uid for what is queued now (after it went down).
+    fn recharge(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > KEPT_CAPACITY {
+            self.pending = VecDeque::new();
+        }
+        // Going down is never refused.
+        let _ = self.charge.set(self.pending.len());
+    }
+
     fn wake_all(&mut self) {
         for waker in [self.room_waiter.take(), self.empty_waiter.take()]
             .into_iter()
@@ -85,7 +103,7 @@ impl WriteQueue {
     pub fn with_orphan_grace(socket: tokio::net::UnixStream, grace: Duration) -> Arc<Self> {
         Arc::new(WriteQueue {
             socket,
-            state: Mutex::default(),
+            state: QueueState::new(ByteCharge::uncounted()),
             orphan_grace: grace,
             direct: Mutex::new(None),
             _slot: None,
@@ -101,7 +119,7 @@ impl WriteQueue {
     ) -> Arc<Self> {
         Arc::new(WriteQueue {
             socket,
-            state: Mutex::default(),
+            state: QueueState::new(slot.charge()),
             orphan_grace: ORPHAN_GRACE,
             direct: Mutex::new(Some(direct)),
             _slot: Some(slot),
@@ -149,11 +167,19 @@ impl WriteQueue {
         if rest.is_empty() {
             return Ok(());
         }
-        if state.pending.len() + rest.len() > MAX_QUEUED_BYTES {
+        let queued = state.pending.len() + rest.len();
+        if queued > MAX_QUEUED_BYTES {
             self.fail(&mut state);
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "the client is not reading its replies",
+            ));
+        }
+        if let Err(refusal) = state.charge.set(queued) {
+            self.fail(&mut state);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                refusal.to_string(),
             ));
         }
         state.pending.extend(rest);
@@ -164,11 +190,20 @@ impl WriteQueue {
         Ok(())
     }
 
+    /// Pushes `message` in place of the next message zlink writes on this connection, which
+    /// is then dropped: berth serializes replies itself (in linear time) and zlink's server
+    /// loop still writes one of its own for every call.
+    pub fn push_instead_of_next_write(self: &Arc<Self>, message: &[u8]) -> io::Result<()> {
+        self.state().replaces_next_write = true;
+        self.push(message)
+    }
+
     /// Marks the connection broken, drops what was queued and wakes everyone waiting. Shutting
     /// the socket down also ends the client's reads.
     fn fail(&self, state: &mut QueueState) {
         state.broken = true;
         state.pending.clear();
+        state.recharge();
         let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
         state.wake_all();
     }
@@ -208,6 +243,7 @@ impl WriteQueue {
                 match self.send_now(front) {
                     Ok(n) => {
                         state.pending.drain(..n);
+                        state.recharge();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -282,6 +318,12 @@ impl WriteHalf for QueuedWriteHalf {
         creds: Option<&zlink::connection::PassedCredentials>,
     ) -> zlink::Result<()> {
         if fds.is_empty() && creds.is_none() {
+            let mut state = self.queue.state();
+            if state.replaces_next_write {
+                state.replaces_next_write = false;
+                return Ok(());
+            }
+            drop(state);
             return Ok(self.queue.push(buf)?);
         }
         // Rare (berth's replies carry no descriptors today): keep the order, then send directly.
@@ -479,6 +521,70 @@ mod tests {
             assert!(sent.unwrap().is_ok());
             assert!(bulk_first, "the queued bytes did not come first");
             assert_eq!((tail.as_slice(), fds), (&b"fd"[..], 1));
+        });
+    }
+
+    /// A queue on a socket pair whose bytes count against uid 1000's budget in `counter`.
+    fn counted_pair(
+        counter: &crate::listener::ConnectionCounter,
+    ) -> (Arc<WriteQueue>, std::os::unix::net::UnixStream) {
+        use zlink::connection::socket::Socket as _;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let dup = tokio::net::UnixStream::from_std(ours.try_clone().unwrap()).unwrap();
+        let (_read, direct) = zlink::tokio::unix::Stream::try_from(ours).unwrap().split();
+        let queue = WriteQueue::for_connection(dup, direct, counter.claim(1000).unwrap());
+        (queue, theirs)
+    }
+
+    fn budget_counter(bytes_per_uid: usize) -> crate::listener::ConnectionCounter {
+        crate::listener::ConnectionCounter::new(crate::listener::ConnectionLimits {
+            bytes_per_uid,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn queued_bytes_of_one_uid_are_bounded_together() {
+        runtime().block_on(async {
+            let counter = budget_counter(3 * 1024 * 1024);
+            let (first, _first_client) = counted_pair(&counter);
+            let (second, _second_client) = counted_pair(&counter);
+            let reply = vec![b'r'; 2 * 1024 * 1024];
+
+            let kept = first.push(&reply);
+            let over = second.push(&reply);
+
+            assert!(kept.is_ok());
+            assert!(over.is_err(), "the uid held more than its budget");
+            assert!(counter.held(1000) <= 3 * 1024 * 1024);
+        });
+    }
+
+    #[test]
+    fn sent_bytes_leave_the_budget() {
+        runtime().block_on(async {
+            let counter = budget_counter(8 * 1024 * 1024);
+            let (queue, mut client) = counted_pair(&counter);
+            queue.push(&vec![b's'; 2 * 1024 * 1024]).unwrap();
+            let while_queued = counter.held(1000);
+
+            let reader = tokio::task::spawn_blocking(move || {
+                let mut sink = vec![0u8; 2 * 1024 * 1024];
+                client.read_exact(&mut sink).unwrap();
+                client
+            });
+            let _client = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .unwrap()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while queue.queued() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+
+            assert!(while_queued > 0);
+            assert_eq!(counter.held(1000), 0);
         });
     }
 
