@@ -20,14 +20,13 @@ use tracing::Level;
 use zlink::service::{MethodReply, ReplyStreamItem};
 use zlink::{Call, Connection, Reply};
 
+use crate::limits::MAX_PARAMETERS_BYTES;
+
 /// The socket type berth's clients connect with.
 pub type Socket = zlink::tokio::unix::Stream;
 
 /// The socket type every berth service runs on: a connection counted against its peer's limit.
 pub type ServerSocket = crate::listener::CountedStream;
-
-/// Largest parameters object a berth service accepts, serialized (bytes).
-pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
 
 /// The length of `value` as JSON, counted without building the text.
 fn serialized_len(value: &Value) -> usize {
@@ -306,33 +305,95 @@ impl<I: Interface> zlink::Service<ServerSocket> for VarlinkService<I> {
                 peer,
                 fds,
             };
-            match self.dispatch(call, ctx).await {
-                Outcome::Reply(v, fds) => (MethodReply::Single(Some(v)), fds),
-                Outcome::Error(e) => {
-                    log_refused(&call.method().method, caller, &e);
-                    (MethodReply::Error(e), Vec::new())
-                }
-                Outcome::Stream(s) => {
-                    let queue = conn.write().write_half().queue();
-                    let s = logging_errors(s, call.method().method.clone(), caller);
-                    (MethodReply::Multi(paced(s, queue)), Vec::new())
-                }
+            let send = !ctx.oneway;
+            let queue = conn.write().write_half().queue();
+            let outcome = self.dispatch(call, ctx).await;
+            if let Outcome::Error(e) = &outcome {
+                log_refused(&call.method().method, caller, e);
             }
+            let message = match outcome {
+                // Descriptors go out through zlink, which passes them (no berth reply has any).
+                Outcome::Reply(v, fds) if !fds.is_empty() => {
+                    return (MethodReply::Single(Some(v)), fds);
+                }
+                // zlink sends nothing for a oneway call.
+                Outcome::Reply(..) | Outcome::Error(_) if !send => {
+                    return (MethodReply::Single(None), Vec::new());
+                }
+                Outcome::Reply(v, _) => encode(&Reply::new(Some(v)).set_continues(Some(false))),
+                Outcome::Error(e) => encode(&e),
+                Outcome::Stream(s) => {
+                    let s = logging_errors(s, call.method().method.clone(), caller);
+                    return (MethodReply::Multi(sent_through(s, queue, send)), Vec::new());
+                }
+            };
+            // The reply goes into the queue now, and zlink's own (a constant `{"continues":
+            // false}`) is dropped by the queue. zlink's loop polls reply streams only when no
+            // call is waiting to be read, so an empty stream instead would keep a connection
+            // from its next call for as long as others keep the daemon busy. A failed push has
+            // shut the connection down; zlink drops it at its next read.
+            let _ = queue.push_instead_of_next_write(&message);
+            (MethodReply::Single(None), Vec::new())
         }
     }
 }
 
-/// `stream`, yielding its next reply only while its connection has room in its write queue: a
-/// client that reads slowly slows only its own stream.
-fn paced(
+/// One message on the wire: `value` as JSON, then NUL. serde_json writes into a growing `Vec`,
+/// so this takes time linear in the message's size. (zlink's own serializer starts over with
+/// a buffer 256 bytes larger each time a message does not fit, which is quadratic: a 1 MiB
+/// reply took seconds, and the daemon serves no one meanwhile.)
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Err(e) = serde_json::to_writer(&mut bytes, value) {
+        // Only a bug gets here (a map with non-string keys), never input.
+        bytes.clear();
+        // A Value with string keys always serializes.
+        let _ = serde_json::to_writer(&mut bytes, &internal_error(&e.to_string()));
+    }
+    bytes.push(0);
+    bytes
+}
+
+/// Replies of a stream handled at most per poll, so that one fast stream cannot hold the
+/// server loop while its client reads as fast as it is sent.
+const STREAM_BATCH: usize = 16;
+
+/// Sends the replies of `stream` into its connection's write queue (dropping them for a
+/// oneway call), taking the next one only while the queue has room: a client that reads
+/// slowly slows only its own stream. Yields to zlink only a reply that carries descriptors,
+/// and ends when `stream` does or the connection breaks.
+fn sent_through(
     mut stream: ReplyStream,
     queue: std::sync::Arc<crate::write_queue::WriteQueue>,
+    send: bool,
 ) -> ReplyStream {
+    use std::task::Poll;
     Box::pin(futures_util::stream::poll_fn(move |cx| {
-        if queue.poll_room(cx).is_pending() {
-            return std::task::Poll::Pending;
+        for _ in 0..STREAM_BATCH {
+            if queue.poll_room(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (item, fds) = match stream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(item)) => item,
+            };
+            if !fds.is_empty() {
+                return Poll::Ready(Some((item, fds)));
+            }
+            if !send {
+                continue;
+            }
+            let message = match &item {
+                Ok(reply) => encode(reply),
+                Err(error) => encode(error),
+            };
+            if queue.push(&message).is_err() {
+                return Poll::Ready(None);
+            }
         }
-        stream.as_mut().poll_next(cx)
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }))
 }
 
@@ -497,7 +558,124 @@ error ExpectedMore ()
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
     use super::*;
+    use crate::listener::ConnectionLimits;
+    use crate::listener::test_server::TestServer;
+
+    /// Answers `Big` with a reply of `{"text": <REPLY_BYTES of text>}`, `Stream` with three
+    /// replies.
+    struct Big;
+
+    const REPLY_BYTES: usize = 3 * 1024 * 1024;
+
+    impl Interface for Big {
+        const NAME: &'static str = "io.berth.Test";
+
+        fn description(&self) -> &str {
+            "interface io.berth.Test\n"
+        }
+
+        async fn handle(&mut self, method: &str, _parameters: Value, _ctx: CallContext) -> Outcome {
+            match method {
+                "Big" => Outcome::reply(&json!({ "text": "t".repeat(REPLY_BYTES) })),
+                _ => Outcome::Stream(Box::pin(futures_util::stream::iter(
+                    [true, true, false].map(|continues| stream_item(&json!({}), continues)),
+                ))),
+            }
+        }
+    }
+
+    /// Sends `call` and reads replies until one without `"continues":true`, or until the
+    /// connection ends or stays silent for `timeout`.
+    fn replies(stream: &mut UnixStream, call: &[u8], timeout: Duration) -> Vec<Value> {
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        stream.write_all(call).unwrap();
+        let (mut got, mut message, mut chunk) = (Vec::new(), Vec::new(), vec![0u8; 1 << 16]);
+        loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => n,
+            };
+            for &b in &chunk[..n] {
+                if b != 0 {
+                    message.push(b);
+                    continue;
+                }
+                let reply: Value = serde_json::from_slice(&message).unwrap();
+                message.clear();
+                let more = reply["continues"] == json!(true);
+                got.push(reply);
+                if !more {
+                    return got;
+                }
+            }
+        }
+    }
+
+    /// zlink's serializer took time quadratic in a reply's size (minutes for this one in a
+    /// debug build); berth's write path takes a fraction of a second.
+    #[test]
+    fn a_large_reply_is_sent_in_linear_time() {
+        let server = TestServer::start(|| Big, ConnectionLimits::default());
+        let mut client = UnixStream::connect(&server.path).unwrap();
+        let started = Instant::now();
+
+        let got = replies(
+            &mut client,
+            b"{\"method\":\"io.berth.Test.Big\"}\0",
+            Duration::from_secs(10),
+        );
+
+        let took = started.elapsed();
+        assert_eq!(got.len(), 1, "no whole reply within 10 s");
+        assert_eq!(
+            got[0]["parameters"]["text"].as_str().map(str::len),
+            Some(REPLY_BYTES)
+        );
+        assert_eq!(got[0]["continues"], json!(false));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[test]
+    fn a_stream_sends_every_reply_in_order() {
+        let server = TestServer::start(|| Big, ConnectionLimits::default());
+        let mut client = UnixStream::connect(&server.path).unwrap();
+
+        let got = replies(
+            &mut client,
+            b"{\"method\":\"io.berth.Test.Stream\",\"more\":true}\0",
+            Duration::from_secs(5),
+        );
+
+        let continues: Vec<&Value> = got.iter().map(|r| &r["continues"]).collect();
+        assert_eq!(continues, [&json!(true), &json!(true), &json!(false)]);
+    }
+
+    #[test]
+    fn a_oneway_call_gets_no_reply_even_from_a_stream() {
+        let server = TestServer::start(|| Big, ConnectionLimits::default());
+        let mut client = UnixStream::connect(&server.path).unwrap();
+
+        let oneway = replies(
+            &mut client,
+            b"{\"method\":\"io.berth.Test.Stream\",\"more\":true,\"oneway\":true}\0",
+            Duration::from_millis(500),
+        );
+        let after = replies(
+            &mut client,
+            b"{\"method\":\"org.varlink.service.GetInfo\"}\0",
+            Duration::from_secs(5),
+        );
+
+        assert!(oneway.is_empty(), "{oneway:?}");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0]["parameters"]["product"], "berth");
+    }
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]
