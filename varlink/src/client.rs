@@ -1,6 +1,6 @@
 //! A small varlink client over zlink, used by the CLI (to berthd) and by berthd (to the helper).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zlink::Call;
 
-use crate::service::{OutgoingCall, Socket};
+use crate::service::{OutgoingCall, Socket, encode};
 
 /// An error reply from the service, kept whole so callers can map it onto a typed enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,21 +55,50 @@ pub enum ClientError {
     Decode(#[from] serde_json::Error),
 }
 
-/// One connection to a varlink service.
+/// One connection to a varlink service. Replies are read through zlink; calls are serialized
+/// here and sent on a second descriptor of the socket (see [`crate::service::encode`]: zlink's
+/// serializer takes time quadratic in a message's size, and berthd's Spawn calls to the helper
+/// carry whole command lines).
 pub struct Client {
     conn: zlink::Connection<Socket>,
+    writer: tokio::net::UnixStream,
 }
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let conn =
-            zlink::tokio::unix::connect(path)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        Ok(Client { conn })
+        let connect_error = |source: zlink::Error| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        };
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| connect_error(e.into()))?;
+        Self::from_stream(stream).map_err(connect_error)
+    }
+
+    fn from_stream(stream: tokio::net::UnixStream) -> Result<Client, zlink::Error> {
+        let duplicate = std::os::unix::net::UnixStream::from(stream.as_fd().try_clone_to_owned()?);
+        let writer = tokio::net::UnixStream::from_std(duplicate)?;
+        let conn = zlink::Connection::new(Socket::try_from(stream)?);
+        Ok(Client { conn, writer })
+    }
+
+    /// Sends one message (`bytes`, NUL included), `fds` along with its first byte.
+    async fn send(&self, bytes: &[u8], fds: &[OwnedFd]) -> Result<(), ClientError> {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            self.writer.writable().await.map_err(zlink::Error::from)?;
+            let attached = if sent == 0 { fds } else { &[] };
+            match self.writer.try_io(tokio::io::Interest::WRITABLE, || {
+                send_with_fds(&self.writer, &bytes[sent..], attached)
+            }) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(zlink::Error::from(e).into()),
+            }
+        }
+        Ok(())
     }
 
     /// Calls `method` and decodes its single reply.
@@ -88,7 +117,7 @@ impl Client {
             method,
             parameters: Some(&params),
         });
-        self.conn.send_call(&call, fds).await?;
+        self.send(&encode(&call), &fds).await?;
         let reply = self.receive().await?;
         Ok(serde_json::from_value(reply.0)?)
     }
@@ -112,7 +141,7 @@ impl Client {
             parameters: Some(&params),
         })
         .set_more(true);
-        self.conn.send_call(&call, Vec::new()).await?;
+        self.send(&encode(&call), &[]).await?;
         loop {
             let (value, continues) = self.receive().await?;
             if !each(serde_json::from_value(value)?) || !continues {
@@ -131,6 +160,32 @@ impl Client {
             Err(e) => Err(ClientError::Remote(e)),
         }
     }
+}
+
+/// One `sendmsg` of `bytes` with `fds` as SCM_RIGHTS. MSG_NOSIGNAL: a vanished service is an
+/// error, not SIGPIPE.
+fn send_with_fds(
+    socket: &tokio::net::UnixStream,
+    bytes: &[u8],
+    fds: &[OwnedFd],
+) -> std::io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(std::io::Error::other(
+            "too many descriptors for one message",
+        ));
+    }
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(sent)
 }
 
 /// Maps a zlink-level varlink service error (e.g. `org.varlink.service.InvalidParameter`) to
@@ -161,10 +216,7 @@ mod tests {
             server.write_all(reply).await.unwrap();
             server.write_all(b"\0").await.unwrap();
         });
-        let socket = zlink::tokio::unix::Stream::try_from(client).unwrap();
-        let mut client = Client {
-            conn: zlink::Connection::new(socket),
-        };
+        let mut client = Client::from_stream(client).unwrap();
 
         let err = client
             .call::<_, Value>("io.berth.Manager.Status", &Value::Null, Vec::new())
@@ -178,5 +230,61 @@ mod tests {
             remote.parameters,
             Some(serde_json::json!({ "parameter": "unit" }))
         );
+    }
+
+    /// zlink's serializer took minutes for a call this large in a debug build.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_call_with_a_descriptor_arrives_whole_and_fast() {
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let server = server.into_std().unwrap();
+        server.set_nonblocking(false).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+            let mut message = Vec::new();
+            let mut chunk = vec![0u8; 1 << 16];
+            let mut fds = 0;
+            while !message.ends_with(b"\0") {
+                let n = rustix::net::recvmsg(
+                    &server,
+                    &mut [std::io::IoSliceMut::new(&mut chunk)],
+                    &mut control,
+                    rustix::net::RecvFlags::empty(),
+                )
+                .unwrap()
+                .bytes;
+                fds += control
+                    .drain()
+                    .map(|m| match m {
+                        rustix::net::RecvAncillaryMessage::ScmRights(f) => f.count(),
+                        _ => 0,
+                    })
+                    .sum::<usize>();
+                message.extend_from_slice(&chunk[..n]);
+            }
+            let reply = b"{\"parameters\":{}}\0";
+            std::io::Write::write_all(&mut &server, reply).unwrap();
+            (message.len(), fds)
+        });
+        let mut client = Client::from_stream(client).unwrap();
+        let text = "c".repeat(3 * 1024 * 1024);
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let started = std::time::Instant::now();
+
+        let reply: Value = client
+            .call(
+                "io.berth.Test.Big",
+                &serde_json::json!({ "text": text }),
+                vec![null.into()],
+            )
+            .await
+            .unwrap();
+
+        let took = started.elapsed();
+        let (length, fds) = reader.join().unwrap();
+        assert_eq!(reply, serde_json::json!({}));
+        assert!(length > text.len(), "{length}");
+        assert_eq!(fds, 1);
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 }
