@@ -296,8 +296,8 @@ impl ManagerInterface {
                 if ctx.more {
                     list_stream(units)
                 } else if units.len() > MAX_LIST_REPLY_UNITS {
-                    // Anyone may call List; zlink's cost for one reply grows with the square
-                    // of its size, so a single reply stays below about 300 KB.
+                    // Anyone may call List: one reply stays below about 300 KB, well within
+                    // what a slow reader's connection may have queued. `more` has no limit.
                     Outcome::error(&ManagerError::ReplyTooLarge {
                         method: "List".into(),
                         count: i64::try_from(units.len()).unwrap_or(i64::MAX),

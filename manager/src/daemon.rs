@@ -581,7 +581,8 @@ fn scan_image(name: &str, path: &Path, prefixes: &[String]) -> Result<ScannedIma
 }
 
 /// Unit file bytes one `InspectImage --cat` reply shows. Inspecting pool images is open to
-/// every user, and a reply's cost in zlink grows with the square of its size.
+/// every user, and an image may hold 16 MiB of unit files: the reply stays well within what a
+/// slow reader's connection may have queued.
 const MAX_CAT_BYTES: usize = 256 * 1024;
 
 /// `contents` if it fits in what is left of `budget`, else a line saying it was left out.

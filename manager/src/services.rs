@@ -433,7 +433,7 @@ async fn follow(
 const MAX_ARG_BYTES: usize = 128 * 1024;
 /// Most bytes of argv and environment together that berth passes to a service. Below what
 /// execve takes (a quarter of the stack limit), and it keeps the Spawn message to the helper
-/// small: zlink serializes a message in time quadratic in its size, and berthd waits for it.
+/// well within the helper's 1 MiB parameters limit.
 const MAX_EXEC_BYTES: usize = 256 * 1024;
 
 /// Refuses a command line (after `$VAR` expansion) and environment that execve would refuse, or
