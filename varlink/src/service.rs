@@ -179,7 +179,7 @@ pub const BERTH_INFO: ServiceInfo = ServiceInfo {
     vendor: "berth",
     product: "berth",
     version: env!("CARGO_PKG_VERSION"),
-    url: "https://github.com/berth-project/berth",
+    url: env!("CARGO_PKG_REPOSITORY"),
 };
 
 /// Adapts an [`Interface`] to zlink's [`zlink::Service`], answering introspection and every
@@ -484,18 +484,25 @@ fn capped_json(value: Option<&Value>) -> String {
 }
 
 /// Parses a method's parameters, mapping a mismatch to `org.varlink.service.InvalidParameter`
-/// naming the offending field.
+/// naming the offending parameter (what varlinkctl shows): the missing or unknown one, or the
+/// one whose value has the wrong type or range.
 pub fn parse_params<T: DeserializeOwned>(parameters: Value) -> Result<T, Value> {
-    serde_json::from_value(parameters).map_err(|e| invalid_parameter(&offending_field(&e)))
+    let visited = std::cell::RefCell::new(None);
+    T::deserialize(TrackedParameters {
+        value: parameters,
+        visited: &visited,
+    })
+    .map_err(|e| invalid_parameter(&offending_parameter(&e, visited.into_inner())))
 }
 
-// serde_json names the field in backticks for missing/unknown fields; type errors carry no
-// name, so they are reported against `parameters`.
-fn offending_field(error: &serde_json::Error) -> String {
+/// serde_json names a missing or unknown field in backticks; any other error happened while
+/// the value of `visited`, the parameter last read, was being deserialized.
+fn offending_parameter(error: &serde_json::Error, visited: Option<String>) -> String {
     let text = error.to_string();
     let named = text.starts_with("missing field") || text.starts_with("unknown field");
-    match text.split('`').nth(1) {
-        Some(name) if named && !name.is_empty() => name.to_string(),
+    match (text.split('`').nth(1), visited) {
+        (Some(name), _) if named && !name.is_empty() => name.to_string(),
+        (_, Some(parameter)) if !named => parameter,
         _ => "parameters".to_string(),
     }
 }
@@ -514,6 +521,67 @@ pub fn shown_name(name: &str) -> &str {
         end -= 1;
     }
     &name[..end]
+}
+
+/// The parameters object as a serde deserializer that records the name of each parameter
+/// before its value is deserialized, so that an error can name it.
+struct TrackedParameters<'a> {
+    value: Value,
+    visited: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::Deserializer<'de> for TrackedParameters<'_> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.value {
+            Value::Object(map) => visitor.visit_map(TrackedMap {
+                entries: map.into_iter(),
+                value: None,
+                visited: self.visited,
+            }),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+struct TrackedMap<'a> {
+    entries: serde_json::map::IntoIter,
+    value: Option<Value>,
+    visited: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for TrackedMap<'_> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        *self.visited.borrow_mut() = Some(key.clone());
+        seed.deserialize(serde::de::IntoDeserializer::<serde_json::Error>::into_deserializer(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        seed.deserialize(self.value.take().unwrap_or(Value::Null))
+    }
 }
 
 /// An `org.varlink.service.<name>` error reply.
@@ -699,11 +767,44 @@ mod tests {
         assert_eq!(err["parameters"]["parameter"], "unit");
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Several {
+        image: String,
+        lines: Option<u32>,
+        prefixes: Vec<String>,
+    }
+
     #[test]
-    fn wrong_type_is_reported_against_parameters() {
+    fn wrong_type_names_its_parameter() {
         let err = parse_params::<Params>(json!({ "unit": 3 })).unwrap_err();
 
         assert_eq!(err["error"], "org.varlink.service.InvalidParameter");
+        assert_eq!(err["parameters"]["parameter"], "unit");
+    }
+
+    #[test]
+    fn the_parameter_that_fails_is_named_among_several() {
+        let range = parse_params::<Several>(json!({ "image": "a", "lines": -1, "prefixes": [] }));
+        let nested = parse_params::<Several>(json!({ "image": "a", "prefixes": ["p", 7] }));
+        let unknown = parse_params::<Several>(json!({ "image": "a", "prefixes": [], "extra": 1 }));
+        let missing = parse_params::<Several>(json!({ "lines": 2, "prefixes": [] }));
+
+        let name = |r: Result<Several, Value>| r.unwrap_err()["parameters"]["parameter"].clone();
+        assert_eq!(name(range), "lines");
+        assert_eq!(name(nested), "prefixes");
+        assert_eq!(name(unknown), "extra");
+        assert_eq!(name(missing), "image");
+    }
+
+    #[test]
+    fn well_formed_parameters_parse_as_before() {
+        let parsed = parse_params::<Several>(json!({ "image": "a", "prefixes": ["p"] })).unwrap();
+
+        assert_eq!(parsed.image, "a");
+        assert_eq!(parsed.lines, None);
+        assert_eq!(parsed.prefixes, ["p"]);
     }
 
     #[test]
