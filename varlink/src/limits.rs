@@ -27,6 +27,16 @@ pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
 /// message and one full write queue fit, so a single client is never refused by it.
 pub const BYTES_PER_UID: usize = MAX_MESSAGE_BYTES + MAX_QUEUED_BYTES;
 
+/// Bytes per second the connections of one non-root uid may send together, on average; a
+/// uid past it has its connections read later, so the daemon serves others meanwhile. No
+/// client of berth's sends more than a few KiB per call; a local user sending 1 MiB calls
+/// from 8 connections had the daemon busy with nothing else.
+pub const READ_BYTES_PER_SECOND_PER_UID: usize = 32 * 1024 * 1024;
+
+/// Bytes a uid may send at once before [`READ_BYTES_PER_SECOND_PER_UID`] applies: a whole
+/// message of the largest size passes without waiting.
+pub const READ_BURST_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
+
 /// Time a started message has to arrive whole (up to its NUL); a connection still sending one
 /// after that is closed (slowloris). Even a 4 MiB message takes milliseconds over a Unix socket.
 pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(5);

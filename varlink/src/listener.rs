@@ -21,6 +21,7 @@ use zlink::connection::socket::{ReadHalf, ReadResult, Socket, UnixSocket};
 
 use crate::limits::{
     BYTES_PER_UID, CONNECTIONS_PER_UID, FD_RESERVE, MAX_MESSAGE_BYTES, MESSAGE_DEADLINE,
+    READ_BURST_BYTES, READ_BYTES_PER_SECOND_PER_UID,
 };
 use crate::write_queue::{QueuedWriteHalf, WriteQueue};
 
@@ -33,6 +34,10 @@ pub struct ConnectionLimits {
     pub bytes_per_uid: usize,
     /// Time a started message has to arrive whole (every peer, root too).
     pub message_deadline: Duration,
+    /// Bytes per second one uid's connections may send together, after a burst of
+    /// `read_burst` bytes (see [`READ_BYTES_PER_SECOND_PER_UID`]).
+    pub read_rate: usize,
+    pub read_burst: usize,
     /// Whether root's connections are counted against the per-uid limits.
     pub limit_root: bool,
 }
@@ -43,6 +48,8 @@ impl Default for ConnectionLimits {
             per_uid: CONNECTIONS_PER_UID,
             bytes_per_uid: BYTES_PER_UID,
             message_deadline: MESSAGE_DEADLINE,
+            read_rate: READ_BYTES_PER_SECOND_PER_UID,
+            read_burst: READ_BURST_BYTES,
             limit_root: false,
         }
     }
@@ -54,6 +61,8 @@ impl Default for ConnectionLimits {
 struct Counts {
     open: HashMap<u32, usize>,
     held: HashMap<u32, usize>,
+    /// Per uid: bytes it may still read at once, as of when.
+    reads: HashMap<u32, (f64, Instant)>,
     /// Uids already told about in the log since they last went below the limit.
     reported: HashSet<u32>,
 }
@@ -73,6 +82,8 @@ pub struct ConnectionSlot {
     counts: Arc<Mutex<Counts>>,
     /// The uid's byte budget; None for an exempt uid (root).
     byte_limit: Option<usize>,
+    /// The uid's read rate and burst; None for an exempt uid.
+    read_limit: Option<(usize, usize)>,
 }
 
 /// Bytes one part of a connection (its receive buffer, its write queue) holds, counted in its
@@ -82,6 +93,8 @@ pub struct ByteCharge {
     uid: u32,
     counts: Arc<Mutex<Counts>>,
     byte_limit: Option<usize>,
+    /// The uid's read rate and burst; None for an exempt uid.
+    read_limit: Option<(usize, usize)>,
     held: usize,
 }
 
@@ -92,6 +105,7 @@ impl ByteCharge {
             uid: 0,
             counts: Arc::default(),
             byte_limit: None,
+            read_limit: None,
             held: 0,
         }
     }
@@ -124,6 +138,22 @@ impl ByteCharge {
         }
         self.held = bytes;
         Ok(())
+    }
+}
+
+impl ByteCharge {
+    /// Counts `bytes` just read against the uid's read rate; returns when the uid may read
+    /// again if it went past its burst.
+    fn spend_read(&self, bytes: usize) -> Option<Instant> {
+        let (rate, burst) = self.read_limit?;
+        let rate = rate.max(1) as f64;
+        let now = Instant::now();
+        let mut counts = lock(&self.counts);
+        let (credit, since) = counts.reads.entry(self.uid).or_insert((burst as f64, now));
+        let refilled = *credit + now.saturating_duration_since(*since).as_secs_f64() * rate;
+        let left = refilled.min(burst as f64) - bytes as f64;
+        (*credit, *since) = (left, now);
+        (left < 0.0).then(|| now + Duration::from_secs_f64(-left / rate))
     }
 }
 
@@ -176,6 +206,7 @@ impl ConnectionCounter {
             uid,
             counts: Arc::clone(&self.counts),
             byte_limit: limited.then_some(self.limits.bytes_per_uid),
+            read_limit: limited.then_some((self.limits.read_rate, self.limits.read_burst)),
         })
     }
 
@@ -202,6 +233,7 @@ impl ConnectionSlot {
             uid: self.uid,
             counts: Arc::clone(&self.counts),
             byte_limit: self.byte_limit,
+            read_limit: self.read_limit,
             held: 0,
         }
     }
@@ -219,6 +251,15 @@ impl Drop for ConnectionSlot {
         };
         if left == 0 {
             counts.open.remove(&self.uid);
+            // Forgotten only once it has refilled: reconnecting must not restore a burst.
+            if let (Some((rate, burst)), Some((credit, since))) =
+                (self.read_limit, counts.reads.get(&self.uid).copied())
+            {
+                let refilled = credit + since.elapsed().as_secs_f64() * rate as f64;
+                if refilled >= burst as f64 {
+                    counts.reads.remove(&self.uid);
+                }
+            }
         }
         counts.reported.remove(&self.uid);
     }
@@ -246,6 +287,8 @@ pub struct CountedReadHalf {
     unterminated: usize,
     /// When the message being received began (None between messages).
     started: Option<Instant>,
+    /// When the uid, past its read rate, may be read from again.
+    resume_at: Option<Instant>,
     message_deadline: Duration,
     /// zlink's receive buffer of this connection and [`CountedReadHalf::staged`], in the uid's
     /// total.
@@ -315,6 +358,7 @@ impl Socket for CountedStream {
             inner: read,
             unterminated: 0,
             started: None,
+            resume_at: None,
             message_deadline: self.message_deadline,
             charge: self.slot.charge(),
             staged: Vec::new(),
@@ -392,6 +436,11 @@ impl CountedReadHalf {
 
 impl ReadHalf for CountedReadHalf {
     async fn read(&mut self, buf: &mut [u8]) -> zlink::Result<ReadResult> {
+        if let Some(resume) = self.resume_at {
+            // Kept in `self`: zlink drops and recreates this future on every turn of its loop.
+            tokio::time::sleep_until(tokio::time::Instant::from_std(resume)).await;
+            self.resume_at = None;
+        }
         // zlink reads into the free end of its buffer only once every complete message in it
         // was handled, and the unfinished one was moved to the front: so the buffer holds our
         // unfinished bytes followed by `buf`. It never shrinks, so that is what it keeps.
@@ -429,6 +478,7 @@ impl ReadHalf for CountedReadHalf {
             (_, false) => self.started.or_else(|| Some(Instant::now())),
         };
         self.unterminated = length;
+        self.resume_at = self.charge.spend_read(received.len());
         Ok(result)
     }
 }
@@ -736,6 +786,70 @@ mod tests {
         let big = slot.charge().set(1 << 30);
 
         assert!(big.is_ok());
+    }
+
+    #[test]
+    fn a_uid_past_its_read_rate_waits_and_others_do_not() {
+        let counter = ConnectionCounter::new(ConnectionLimits {
+            read_rate: 1000,
+            read_burst: 2000,
+            ..limits(10)
+        });
+        let (slot, other) = (counter.claim(1000).unwrap(), counter.claim(1001).unwrap());
+        let (charge, other_charge) = (slot.charge(), other.charge());
+
+        let within = charge.spend_read(1500);
+        let past = charge.spend_read(1500);
+        let others = other_charge.spend_read(1500);
+
+        assert_eq!(within, None);
+        let wait = past.expect("past the burst").duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(others, None);
+    }
+
+    #[test]
+    fn reconnecting_does_not_restore_the_burst() {
+        let counter = ConnectionCounter::new(ConnectionLimits {
+            read_rate: 1,
+            read_burst: 1000,
+            ..limits(10)
+        });
+        let slot = counter.claim(1000).unwrap();
+        assert_eq!(slot.charge().spend_read(1000), None);
+
+        drop(slot);
+        let again = counter.claim(1000).unwrap().charge().spend_read(500);
+
+        assert!(
+            again.is_some(),
+            "a new connection read at once past the rate"
+        );
+    }
+
+    #[test]
+    fn a_fast_sender_is_slowed_to_its_rate() {
+        let server = TestServer::start(
+            || Silent,
+            ConnectionLimits {
+                read_rate: 1024 * 1024,
+                read_burst: 64 * 1024,
+                ..limits(10)
+            },
+        );
+        let mut client = UnixStream::connect(&server.path).unwrap();
+        let started = Instant::now();
+
+        // 1 MiB of whitespace and a call: 1 s at 1 MiB/s.
+        client.write_all(&vec![b' '; 1024 * 1024]).unwrap();
+        let answered = answered(&mut client);
+
+        let took = started.elapsed();
+        assert!(answered);
+        assert!(took >= Duration::from_millis(800), "{took:?}");
     }
 
     /// Sends `bytes` bytes of an unfinished message on a new connection, then says whether the
