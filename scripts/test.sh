@@ -21,7 +21,9 @@ if [ "$status" = 0 ]; then
     BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench start_latency &&
     cargo bench --quiet -p berth-integration --bench control_plane &&
     BERTH_BENCH_RUNNING=100 cargo bench --quiet -p berth-integration --bench scale &&
-    BERTH_BENCH_MB=16 cargo bench --quiet -p berth-integration --bench log_throughput; } || bench_status=$?
+    BERTH_BENCH_MB=16 cargo bench --quiet -p berth-integration --bench log_throughput &&
+    BERTH_BENCH_SECONDS=2 BERTH_BENCH_HOSTILE=2 BERTH_BENCH_PARTIAL_CONNS=4 \
+      cargo bench --quiet -p berth-integration --bench hostile_clients; } || bench_status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
