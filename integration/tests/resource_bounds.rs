@@ -89,6 +89,49 @@ fn partial_messages_of_one_user_leave_berthd_small_and_root_served() {
     assert!(took < Duration::from_secs(2), "root's status took {took:?}");
 }
 
+/// berthd's peak resident memory in KiB.
+fn peak_kib(h: &Harness) -> u64 {
+    let pid = h.berthd_pid().unwrap();
+    let field = proc_status_field(pid, "VmHWM").unwrap();
+    field.trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// Sends one message of nearly 4 MiB whose parameters are an array of two million zeros and
+/// prints the reply.
+const ARRAY_SENDER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+body = b'{"method":"io.berth.Manager.Status","parameters":{"unit":['
+body += b'0,' * ((int(sys.argv[2]) - len(body)) // 2 - 8) + b'0]}}\0'
+s.sendall(body)
+print(s.recv(300).decode(errors="replace"), flush=True)
+"#;
+
+/// Parsed into a tree before its size was checked, such a message took berthd's memory to
+/// 136 MiB.
+#[test]
+fn oversized_parameters_are_refused_without_parsing_them() {
+    let h = Harness::start().unwrap();
+    let before = peak_kib(&h);
+
+    let out = as_user(65534, 65534, &[])
+        .args(["/usr/bin/python3", "-c", ARRAY_SENDER])
+        .arg(h.socket())
+        .arg(MAX_MESSAGE_BYTES.to_string())
+        .output()
+        .unwrap();
+
+    let grown_mib = peak_kib(&h).saturating_sub(before) / 1024;
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.contains("InvalidParameter"), "{reply}");
+    assert!(
+        grown_mib <= 16,
+        "berthd's peak memory grew by {grown_mib} MiB"
+    );
+}
+
 #[test]
 fn a_message_dribbled_past_the_deadline_closes_its_connection() {
     let h = Harness::start().unwrap();

@@ -17,8 +17,8 @@ pub const CONNECTIONS_PER_UID: usize = 128;
 /// connection. zlink buffers a message until its NUL (and would grow its buffer to 100 MB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Largest parameters object a service accepts, serialized: a larger one gets
-/// `org.varlink.service.InvalidParameter`.
+/// Longest parameters object a service accepts, as the text it came in: a longer one gets
+/// `org.varlink.service.InvalidParameter` before it is parsed.
 pub const MAX_PARAMETERS_BYTES: usize = 1024 * 1024;
 
 /// Bytes the connections of one non-root uid may hold together: their receive buffers (zlink
