@@ -76,6 +76,23 @@ fn a_flood_of_refused_calls_is_logged_in_part_and_others_keep_their_lines() {
 }
 
 #[test]
+fn a_connection_closed_for_an_oversized_message_is_logged_with_its_uid() {
+    let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(h.socket()).unwrap();
+    client.set_write_timeout(Some(WAIT)).unwrap();
+
+    // No NUL: one message longer than the 4 MiB limit. The server closes mid-way.
+    let _ = std::io::Write::write_all(&mut client, &vec![b'a'; 5 << 20]);
+
+    let line = wait_for_line(&h, &["closing a connection", "peer_uid=0"]);
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("reason=message longer than 4194304 bytes"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_failed_call_is_logged_at_debug_level_with_its_error() {
     let h = Harness::start_with_args(DEBUG_TO_STDERR).unwrap();
 

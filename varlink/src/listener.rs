@@ -323,8 +323,13 @@ fn message_length_after(unterminated: usize, received: &[u8]) -> Option<usize> {
     (length <= MAX_MESSAGE_BYTES).then_some(length)
 }
 
-fn closing(kind: std::io::ErrorKind, why: String) -> zlink::Error {
-    // An error ends the connection: zlink drops connections it cannot read from.
+/// The error that ends a connection of `uid` (zlink drops connections it cannot read from),
+/// logged with the uid: zlink's own line names neither the peer nor the limit.
+fn closing(uid: u32, kind: std::io::ErrorKind, why: String) -> zlink::Error {
+    if let Some(suppressed) = berth_logging::flood::allow(Some(uid)) {
+        let suppressed = (suppressed > 0).then_some(suppressed);
+        tracing::warn!(peer_uid = uid, reason = %why, suppressed, "closing a connection");
+    }
     std::io::Error::new(kind, why).into()
 }
 
@@ -380,6 +385,7 @@ impl CountedReadHalf {
         buf: &mut [u8],
         started: Option<Instant>,
         deadline: Duration,
+        uid: u32,
     ) -> zlink::Result<ReadResult> {
         let Some(started) = started else {
             return inner.read(buf).await;
@@ -388,6 +394,7 @@ impl CountedReadHalf {
         match tokio::time::timeout_at(due, inner.read(buf)).await {
             Ok(result) => result,
             Err(_late) => Err(closing(
+                uid,
                 std::io::ErrorKind::TimedOut,
                 format!("a message still unfinished after {deadline:?}"),
             )),
@@ -448,6 +455,7 @@ impl ReadHalf for CountedReadHalf {
         let staged = self.staged.len() - self.staged_from;
         if let Err(refusal) = self.charge.set(zlink_buffer.saturating_add(staged)) {
             return Err(closing(
+                self.charge.uid,
                 std::io::ErrorKind::OutOfMemory,
                 refusal.to_string(),
             ));
@@ -456,7 +464,8 @@ impl ReadHalf for CountedReadHalf {
             self.take_staged(buf)
         } else {
             let (started, deadline) = (self.started, self.message_deadline);
-            let read = Self::read_socket(&mut self.inner, buf, started, deadline).await?;
+            let uid = self.charge.uid;
+            let read = Self::read_socket(&mut self.inner, buf, started, deadline, uid).await?;
             // A full small buffer: the message goes on, and more of it may be waiting.
             if read.bytes_read() == buf.len() && buf.len() < STAGE_BYTES && read.fds().is_empty() {
                 self.stage_waiting(zlink_buffer);
@@ -466,6 +475,7 @@ impl ReadHalf for CountedReadHalf {
         let received = &buf[..result.bytes_read().min(buf.len())];
         let Some(length) = message_length_after(self.unterminated, received) else {
             return Err(closing(
+                self.charge.uid,
                 std::io::ErrorKind::InvalidData,
                 format!("message longer than {MAX_MESSAGE_BYTES} bytes"),
             ));
