@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_write::write_atomic;
-use crate::image_identity::ImageIdentity;
+use crate::image::identity::ImageIdentity;
 use crate::paths::Paths;
 
 const RECORD: &str = "attachment.json";

@@ -15,12 +15,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::attachments::{self, AttachmentRecord, UnitCopy};
 use crate::dynamic_user::DynamicUsers;
+use crate::image::identity::ImageIdentity;
+use crate::image::os_release::{self, OsRelease};
+use crate::image::strict_modes;
 use crate::image::{self, ImageRoot};
-use crate::image_identity::ImageIdentity;
-use crate::os_release::{self, OsRelease};
 use crate::paths::Paths;
 use crate::service_config::{self, ServiceConfig, ServiceType};
-use crate::{strict_modes, unit_file};
+use crate::unit_file;
 
 /// The profile every attachment gets for now, with its level (DESIGN.md §5).
 pub const DEFAULT_PROFILE: &str = "default@1";
@@ -554,7 +555,7 @@ struct ScannedImage {
     /// The prefixes that apply (the requested ones, checked against PORTABLE_PREFIXES).
     prefixes: Vec<String>,
     units: Vec<image::FoundUnit>,
-    /// Which directory was read (see [`crate::image_identity`]).
+    /// Which directory was read (see [`crate::image::identity`]).
     identity: ImageIdentity,
 }
 

@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::daemon::{Manager, Shared, UnitState};
-use crate::image_identity::{self, IdentityError, ImageIdentity};
+use crate::image::identity::{self as image_identity, IdentityError, ImageIdentity};
 use crate::logs;
 use crate::service_config::ServiceType;
 
