@@ -18,7 +18,7 @@ use crate::dynamic_user::DynamicUsers;
 use crate::image::identity::ImageIdentity;
 use crate::image::os_release::{self, OsRelease};
 use crate::image::strict_modes;
-use crate::image::{self, ImageRoot};
+use crate::image::{self, ImageSource};
 use crate::paths::Paths;
 use crate::service_config::{self, ServiceConfig, ServiceType};
 use crate::unit_file;
@@ -234,7 +234,8 @@ impl Manager {
                 reason: e.to_string(),
             })?;
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_dir() => {}
+                // A file of any format: opening it says whether berth takes that format.
+                Ok(meta) if meta.is_dir() || meta.is_file() => {}
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     // berthd reads images with its own (unprivileged) rights.
                     return Err(ManagerError::InvalidImage {
@@ -289,7 +290,13 @@ impl Manager {
     /// The listing entry of an image; `os` is its os-release when the caller has it already.
     fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
         let (_, version) = image::image_name_from_path(path);
-        let read = || ImageRoot::open(path).ok()?.os_release().ok();
+        let read = || {
+            image::open(ImageSource::Path(path))
+                .ok()?
+                .root
+                .os_release()
+                .ok()
+        };
         let pretty = |os: &OsRelease| {
             os.portable_pretty_name()
                 .or_else(|| os.pretty_name())
@@ -566,7 +573,9 @@ fn scan_image(name: &str, path: &Path, prefixes: &[String]) -> Result<ScannedIma
         image: name.to_string(),
         reason: e.to_string(),
     };
-    let root = ImageRoot::open(path).map_err(|e| invalid(&e))?;
+    let root = image::open(ImageSource::Path(path))
+        .map_err(|e| invalid(&e))?
+        .root;
     let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
     let os = os_release::parse(&os_release);
     let prefixes = image::check_prefixes(prefixes, &os, name).map_err(|e| invalid(&e))?;

@@ -6,15 +6,20 @@
 //! kind of image it came from.
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use berth_protocol::names::NameError;
+use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use thiserror::Error;
 
 pub mod identity;
+pub mod kind;
 pub mod naming;
 pub mod os_release;
 pub mod root;
 pub mod scan;
+pub mod sniff;
 pub mod strict_modes;
 #[cfg(test)]
 mod test_fixture;
@@ -22,6 +27,71 @@ mod test_fixture;
 pub use naming::{image_name_from_path, validate_image_name};
 pub use root::ImageRoot;
 pub use scan::{FoundUnit, check_prefixes, unit_matches_prefix};
+pub use sniff::Format;
+
+/// Where an image comes from.
+#[derive(Debug)]
+pub enum ImageSource<'a> {
+    /// A path berthd opens itself, with its own rights (images in its search directories).
+    Path(&'a Path),
+    /// A descriptor someone else opened (the CLI opens a local image with the caller's
+    /// rights); `label` names the image in messages.
+    Fd { fd: OwnedFd, label: &'a str },
+}
+
+/// An image opened for reading, of any kind.
+#[derive(Debug)]
+pub struct OpenedImage {
+    /// The image's root directory: the directory itself, or the root of a read-only mount.
+    pub root: ImageRoot,
+    /// What the image file is.
+    pub format: Format,
+    /// What keeps `root` readable besides its own descriptor (such as the backing file of a
+    /// mount); empty for a directory.
+    pub keep_alive: Vec<OwnedFd>,
+}
+
+/// Opens an image of any kind: finds what it is from its type and magic bytes
+/// ([`sniff::sniff`]) and hands it to that kind's opener ([`kind::open`]).
+pub fn open(source: ImageSource<'_>) -> Result<OpenedImage, ImageError> {
+    let (fd, label) = match source {
+        ImageSource::Path(path) => (open_path(path)?, path.display().to_string()),
+        ImageSource::Fd { fd, label } => (fd, label.to_owned()),
+    };
+    let format = sniff::sniff(&fd).map_err(|e| ImageError::Sniff {
+        image: label.clone(),
+        source: e.into(),
+    })?;
+    kind::open(format, fd, &label)
+}
+
+/// Opens `path` for [`open`]: a directory as `O_PATH` (nothing is read through the directory
+/// fd itself; search rights on the path are enough), anything else for reading, without
+/// blocking on a FIFO and only if it is still the file first looked at.
+fn open_path(path: &Path) -> Result<OwnedFd, ImageError> {
+    let open_error = |e: rustix::io::Errno| ImageError::OpenImage {
+        path: path.display().to_string(),
+        source: e.into(),
+    };
+    let probe =
+        rfs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(open_error)?;
+    let probed = rfs::fstat(&probe).map_err(open_error)?;
+    if FileType::from_raw_mode(probed.st_mode) != FileType::RegularFile {
+        // A directory, or something sniff names and refuses.
+        return Ok(probe);
+    }
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = rfs::open(path, flags, Mode::empty()).map_err(open_error)?;
+    let opened = rfs::fstat(&fd).map_err(open_error)?;
+    if (opened.st_dev, opened.st_ino) != (probed.st_dev, probed.st_ino) {
+        return Err(ImageError::OpenImage {
+            path: path.display().to_string(),
+            source: io::Error::other("the file was replaced while it was being opened"),
+        });
+    }
+    rfs::fcntl_setfl(&fd, OFlags::empty()).map_err(open_error)?;
+    Ok(fd)
+}
 
 /// Largest os-release file read (os-release is a few hundred bytes in practice).
 pub const MAX_OS_RELEASE_SIZE: u64 = 64 * 1024;
@@ -55,6 +125,14 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot tell what image {image} is: {source}")]
+    Sniff {
+        image: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("image {image}: unsupported image format: {found}")]
+    UnsupportedFormat { image: String, found: String },
     #[error("image {path} is not a directory")]
     NotADirectory { path: String },
     #[error(
@@ -132,4 +210,82 @@ pub enum ImageError {
     InvalidPrefix { prefix: String },
     #[error("invalid image name {name:?}: {reason}")]
     InvalidImageName { name: String, reason: NameError },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, File};
+
+    use super::*;
+    use crate::image::test_fixture::Fixture;
+
+    #[test]
+    fn open_path_opens_a_directory_image() {
+        let fx = Fixture::new();
+        fx.write("etc/os-release", "ID=dir\n");
+
+        let opened = open(ImageSource::Path(&fx.image)).unwrap();
+
+        assert_eq!(opened.format, Format::Directory);
+        assert!(opened.keep_alive.is_empty());
+        assert_eq!(opened.root.os_release().unwrap().get("ID"), Some("dir"));
+    }
+
+    #[test]
+    fn open_fd_opens_a_directory_image() {
+        let fx = Fixture::new();
+        fx.write("etc/os-release", "ID=fd\n");
+        let fd: OwnedFd = File::open(&fx.image).unwrap().into();
+
+        let opened = open(ImageSource::Fd {
+            fd,
+            label: "passed",
+        })
+        .unwrap();
+
+        assert_eq!(opened.root.os_release().unwrap().get("ID"), Some("fd"));
+    }
+
+    #[test]
+    fn a_squashfs_file_is_an_unsupported_format_that_is_named() {
+        let fx = Fixture::new();
+        let mut bytes = vec![0u8; 4096];
+        bytes[..4].copy_from_slice(b"hsqs");
+        fs::write(fx.path("foo_1.raw"), bytes).unwrap();
+
+        let err = open(ImageSource::Path(&fx.path("foo_1.raw"))).unwrap_err();
+
+        assert!(
+            matches!(err, ImageError::UnsupportedFormat { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("unsupported image format: squashfs filesystem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_unsupported_format_that_shows_its_bytes() {
+        let fx = Fixture::new();
+        fs::write(fx.path("junk.raw"), b"junkjunkjunk").unwrap();
+
+        let err = open(ImageSource::Path(&fx.path("junk.raw"))).unwrap_err();
+
+        assert!(
+            err.to_string()
+                .contains("unknown format (first bytes 6a 75 6e 6b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_path_is_an_open_error() {
+        let fx = Fixture::new();
+
+        let err = open(ImageSource::Path(&fx.path("missing"))).unwrap_err();
+
+        assert!(matches!(err, ImageError::OpenImage { .. }), "{err:?}");
+    }
 }

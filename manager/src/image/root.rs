@@ -44,7 +44,6 @@ impl ImageRoot {
 
     /// Wraps a directory fd opened by someone else (the CLI opens local images with the
     /// caller's rights and passes the fd); `path` is only for messages.
-    #[cfg(test)]
     pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<ImageRoot, ImageError> {
         let stat = rfs::fstat(&fd).map_err(|e| ImageError::OpenImage {
             path: path.display().to_string(),
