@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use berth_cli::args::{Cli, Command, ImageCommand, LogFormat};
 use berth_cli::escape::escape;
 use berth_cli::output;
+use berth_cli::remote_error::describe;
 
 /// `println!` that hands back the write error instead of panicking: on a closed pipe
 /// (`berth logs x | head`) berth stops and exits quietly.
@@ -71,7 +72,7 @@ fn explain(error: ClientError) -> anyhow::Error {
         if let Some(typed) = remote.typed::<ManagerError>() {
             return anyhow::Error::new(typed);
         }
-        return anyhow!("{remote}");
+        return anyhow!("{}", describe(&remote));
     }
     anyhow!("{error}")
 }

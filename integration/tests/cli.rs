@@ -234,6 +234,19 @@ fn status_of_a_missing_unit_exits_4() {
     );
 }
 
+#[test]
+fn a_bad_unit_name_reads_as_one_line_for_a_person() {
+    let h = harness_with(&[]);
+
+    let out = h.berth(&["status", "bad/name"]).unwrap();
+
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "berth: invalid unit name\n"
+    );
+}
+
 fn stdout_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
