@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -12,6 +13,7 @@ use berth_protocol::manager::{
 };
 use berth_varlink::client::{Client, ClientError, remote_error_of};
 use clap::Parser;
+use rustix::fs::OFlags;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -96,8 +98,18 @@ impl Session {
         method: &str,
         params: &P,
     ) -> anyhow::Result<R> {
+        self.call_with_fds(method, params, Vec::new()).await
+    }
+
+    /// `method` with descriptors (an image opened here, see [`local_image`]).
+    async fn call_with_fds<P: Serialize, R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+        fds: Vec<OwnedFd>,
+    ) -> anyhow::Result<R> {
         self.client
-            .call(&format!("io.berth.Manager.{method}"), params, Vec::new())
+            .call(&format!("io.berth.Manager.{method}"), params, fds)
             .await
             .map_err(explain)
     }
@@ -194,6 +206,50 @@ fn image_arg(image: &str) -> anyhow::Result<String> {
     Ok(path.display().to_string())
 }
 
+/// An IMAGE argument as berthd gets it: a name in its search path, or a local path resolved and
+/// opened here with the caller's own rights (DESIGN.md §1), the path then sent along with the
+/// descriptor. berthd reads the image through the descriptor, so root can attach an image
+/// under /root that berthd's user cannot open; and a user gets no descriptor for what they
+/// could not open themselves.
+fn local_image(image: &str) -> anyhow::Result<(String, Vec<OwnedFd>)> {
+    if !image.contains('/') {
+        return Ok((image.to_string(), Vec::new()));
+    }
+    let cannot_open = |e: std::io::Error| {
+        let e = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "permission denied (berth opens a local image with your own rights)".to_string()
+        } else {
+            e.to_string()
+        };
+        anyhow!("cannot open image {image}: {e}")
+    };
+    let path = std::fs::canonicalize(image).map_err(cannot_open)?;
+    // Non-blocking, so that naming a FIFO fails here instead of waiting for a writer; no
+    // controlling terminal from a tty either. Reading a directory or a file is unaffected.
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| cannot_open(e.into()))?;
+    let kind = rustix::fs::FileType::from_raw_mode(
+        rustix::fs::fstat(&fd)
+            .map_err(|e| cannot_open(e.into()))?
+            .st_mode,
+    );
+    if !matches!(
+        kind,
+        rustix::fs::FileType::Directory | rustix::fs::FileType::RegularFile
+    ) {
+        let kind = format!("{kind:?}").to_lowercase();
+        return Err(anyhow!(
+            "image {image} is a {kind}, not a directory or an image file"
+        ));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| cannot_open(e.into()))?;
+    Ok((path.display().to_string(), vec![fd]))
+}
+
 async fn image_list(s: &mut Session) -> anyhow::Result<()> {
     let reply: ImagesReply = s.call("ListImages", &Empty {}).await?;
     if s.json {
@@ -234,11 +290,12 @@ fn listed(count: usize, one: &str, many: &str) -> String {
 }
 
 async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Result<()> {
+    let (image, fds) = local_image(&image)?;
     let params = InspectImageParams {
-        image: image_arg(&image)?,
+        image,
         cat: Some(cat),
     };
-    let reply: InspectImageReply = s.call("InspectImage", &params).await?;
+    let reply: InspectImageReply = s.call_with_fds("InspectImage", &params, fds).await?;
     let d = reply.details;
     if s.json {
         return s.print_json(&d);
@@ -327,13 +384,14 @@ async fn attach(
     now: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
+    let (image, fds) = local_image(&image)?;
     let params = AttachParams {
-        image: image_arg(&image)?,
+        image,
         prefixes: Some(prefixes),
         profile,
         force: Some(force),
     };
-    let reply: AttachReply = s.call("Attach", &params).await?;
+    let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {
         report(&anyhow!("warning: {warning}"));
     }

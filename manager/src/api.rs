@@ -195,6 +195,14 @@ impl Checked for LogsParams {
     }
 }
 
+/// The image descriptor of a call: at most one (the image the client opened).
+fn image_fd(mut fds: Vec<std::os::fd::OwnedFd>) -> Result<Option<std::os::fd::OwnedFd>, Outcome> {
+    if fds.len() > 1 {
+        return Err(Outcome::Error(invalid_parameter("fds")));
+    }
+    Ok(fds.pop())
+}
+
 fn params<T: DeserializeOwned + Checked>(parameters: Value) -> Result<T, Outcome> {
     let mut params: T = parse_params(parameters).map_err(Outcome::Error)?;
     params
@@ -241,23 +249,27 @@ impl ManagerInterface {
             }
             "InspectImage" => {
                 let p: InspectImageParams = params(parameters)?;
-                // Anyone may inspect the images in the pool. An arbitrary path is read with
-                // berthd's rights, not the caller's, so only those who may attach it may look
+                let fd = image_fd(ctx.fds)?;
+                // Anyone may inspect the images in the pool, and an image they pass as a
+                // descriptor (they could open it). A path without one is read with berthd's
+                // rights, not the caller's, so only those who may attach it may look
                 // (otherwise berthd would show anyone files only its user can read).
-                if p.image.starts_with('/') {
+                if p.image.starts_with('/') && fd.is_none() {
                     self.authorize(Access::Change, "InspectImage of a path", ctx.peer.as_ref())
                         .map_err(|denied| Outcome::error(&denied))?;
                 }
                 let details = shared
                     .borrow()
-                    .inspect_image(&p.image, p.cat.unwrap_or(false));
+                    .inspect_image(&p.image, fd, p.cat.unwrap_or(false));
                 Outcome::from_result(details.map(|details| InspectImageReply { details }))
             }
             "Attach" => {
                 let p: AttachParams = params(parameters)?;
+                let fd = image_fd(ctx.fds)?;
                 let prefixes = p.prefixes.unwrap_or_default();
                 let result = shared.borrow_mut().attach(
                     &p.image,
+                    fd,
                     &prefixes,
                     p.profile.as_deref(),
                     p.force.unwrap_or(false),

@@ -22,6 +22,10 @@ pub struct AttachmentRecord {
     /// berth versions that did not record it (such an attachment must be attached again).
     #[serde(default)]
     pub identity: Option<ImageIdentity>,
+    /// Attached through a descriptor the client passed (berthd may be unable to open `path`
+    /// itself; see [`crate::image_descriptor`]).
+    #[serde(default)]
+    pub by_descriptor: bool,
     /// Profile and its level, e.g. `default@1`.
     pub profile: String,
     pub units: Vec<String>,
@@ -168,6 +172,7 @@ mod tests {
                 mount_id: Some(42),
                 boot_id: Some("a-boot".into()),
             }),
+            by_descriptor: false,
             profile: "default@1".into(),
             units: vec!["hello.service".into()],
             attached_usec: 1,

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -140,6 +141,19 @@ pub struct Manager {
     pub helper_client: Option<berth_varlink::client::Client>,
     /// A service's `current.log` is moved aside past this size.
     pub log_max_bytes: u64,
+    /// The root of each image attached by descriptor, by attachment: what its units start
+    /// from while berthd runs (see [`crate::image_descriptor`]).
+    pub held_images: BTreeMap<String, image::OpenedImage>,
+}
+
+/// An image found for `inspect` or `attach`, opened.
+struct Located {
+    name: String,
+    /// The path it is known by: the pool's, or the one the client named.
+    path: PathBuf,
+    opened: image::OpenedImage,
+    /// Passed in by the client as a descriptor.
+    by_descriptor: bool,
 }
 
 impl Manager {
@@ -155,6 +169,7 @@ impl Manager {
             groups,
             helper_client: None,
             log_max_bytes: crate::config::LOG_MAX_BYTES,
+            held_images: BTreeMap::new(),
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {
@@ -269,6 +284,54 @@ impl Manager {
         })
     }
 
+    /// Finds and opens an image: through `fd` when the client passed one for the path `arg`,
+    /// else as [`resolve_image`](Self::resolve_image) finds it, with berthd's own rights.
+    fn locate(&self, arg: &str, fd: Option<OwnedFd>) -> Result<Located, ManagerError> {
+        let invalid = |reason: String| ManagerError::InvalidImage {
+            image: arg.to_string(),
+            reason,
+        };
+        let Some(fd) = fd else {
+            let (name, path) = self.resolve_image(arg)?;
+            let opened =
+                image::open(ImageSource::Path(&path)).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Located {
+                name,
+                path,
+                opened,
+                by_descriptor: false,
+            });
+        };
+        if !arg.starts_with('/') {
+            return Err(invalid(
+                "a descriptor comes with the absolute path it was opened from".into(),
+            ));
+        }
+        let path = PathBuf::from(arg);
+        let (name, _) = image::image_name_from_path(&path);
+        image::validate_image_name(&name).map_err(|e| invalid(e.to_string()))?;
+        let opened =
+            image::descriptor::open_passed(fd, &path).map_err(|e| invalid(e.to_string()))?;
+        // Where berthd can see the path itself, it must name the image passed: the path is
+        // what a restart reopens.
+        if let Ok(at_path) = image::open(ImageSource::Path(&path)) {
+            let (passed, named) = (opened.root.identity(), at_path.root.identity());
+            if let (Ok(passed), Ok(named)) = (passed, named)
+                && let Some(reason) = passed.mismatch(&named)
+            {
+                return Err(invalid(format!(
+                    "the descriptor passed is not the image at {arg}: {reason}"
+                )));
+            }
+        }
+        Ok(Located {
+            name,
+            path,
+            opened,
+            by_descriptor: true,
+        })
+    }
+
     /// Directory images in `STATE/images/`, by name.
     fn pool_images(&self) -> Vec<(String, PathBuf)> {
         let Ok(entries) = std::fs::read_dir(self.paths.images_dir()) else {
@@ -290,12 +353,13 @@ impl Manager {
     /// The listing entry of an image; `os` is its os-release when the caller has it already.
     fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
         let (_, version) = image::image_name_from_path(path);
-        let read = || {
-            image::open(ImageSource::Path(path))
+        let read = || match self.held_images.get(name) {
+            Some(held) => held.root.os_release().ok(),
+            None => image::open(ImageSource::Path(path))
                 .ok()?
                 .root
                 .os_release()
-                .ok()
+                .ok(),
         };
         let pretty = |os: &OsRelease| {
             os.portable_pretty_name()
@@ -336,14 +400,22 @@ impl Manager {
         images.into_values().collect()
     }
 
-    pub fn inspect_image(&self, arg: &str, cat: bool) -> Result<ImageDetails, ManagerError> {
-        let (name, path) = self.resolve_image(arg)?;
+    /// `fd`: the image, opened by the client (see [`Self::locate`]).
+    pub fn inspect_image(
+        &self,
+        arg: &str,
+        fd: Option<OwnedFd>,
+        cat: bool,
+    ) -> Result<ImageDetails, ManagerError> {
+        let Located {
+            name, path, opened, ..
+        } = self.locate(arg, fd)?;
         let ScannedImage {
             os_release,
             os,
             units,
             ..
-        } = scan_image(&name, &path, &[])?;
+        } = scan_image(&name, &opened.root, &[])?;
         Ok(ImageDetails {
             image: self.image_entry(&name, &path, Some(&os)),
             os_release: cat.then_some(os_release),
@@ -364,14 +436,21 @@ impl Manager {
     }
 
     /// Attaches the matching units of an image: copies them into `STATE/attached/<image>/`.
+    /// `fd`: the image, opened by the client (see [`Self::locate`]); berthd keeps it.
     pub fn attach(
         &mut self,
         arg: &str,
+        fd: Option<OwnedFd>,
         prefixes: &[String],
         profile: Option<&str>,
         force: bool,
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
-        let (name, path) = self.resolve_image(arg)?;
+        let Located {
+            name,
+            path,
+            opened,
+            by_descriptor,
+        } = self.locate(arg, fd)?;
         let profile = match profile {
             None | Some("default") | Some(DEFAULT_PROFILE) => DEFAULT_PROFILE.to_string(),
             Some(other) => {
@@ -387,12 +466,21 @@ impl Manager {
         };
         // Pinned by its canonical path, checked component by component, and by the identity of
         // the directory the units are read from: start must run this image, not what a
-        // swapped path names later.
-        let path = std::fs::canonicalize(&path)
-            .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
+        // swapped path names later. A passed image's path was resolved by the client, which
+        // can see all of it.
+        let berth_uid = rustix::process::geteuid().as_raw();
+        let (path, strict) = if by_descriptor {
+            let strict = strict_modes::check_passed(opened.root.fd(), &path, berth_uid);
+            (path, strict)
+        } else {
+            let path = std::fs::canonicalize(&path)
+                .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
+            let strict = strict_modes::check(&path, berth_uid);
+            (path, strict)
+        };
         let mut warnings = Vec::new();
         let mut forced_past = None;
-        if let Err(unsafe_path) = strict_modes::check(&path, rustix::process::geteuid().as_raw()) {
+        if let Err(unsafe_path) = strict {
             if !force {
                 return Err(invalid(&format!(
                     "{unsafe_path}; attach with --force to accept that"
@@ -406,7 +494,7 @@ impl Manager {
             units: found,
             identity,
             ..
-        } = scan_image(&name, &path, prefixes)?;
+        } = scan_image(&name, &opened.root, prefixes)?;
         if found.is_empty() {
             return Err(invalid(&format!(
                 "no unit files matching {} in {}",
@@ -446,6 +534,7 @@ impl Manager {
             image: name.clone(),
             path: path.clone(),
             identity: Some(identity),
+            by_descriptor,
             profile,
             units: parsed.iter().map(|(n, _)| n.clone()).collect(),
             attached_usec: now_usec(),
@@ -477,6 +566,11 @@ impl Manager {
         }
         let units = record.units.clone();
         self.attachments.insert(name.clone(), record);
+        if by_descriptor {
+            self.held_images.insert(name.clone(), opened);
+        } else {
+            self.held_images.remove(&name);
+        }
         self.notify();
         crate::service_config::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
         tracing::info!(
@@ -515,6 +609,7 @@ impl Manager {
         for unit in &record.units {
             self.units.remove(unit);
         }
+        self.held_images.remove(&name);
         self.notify();
         tracing::info!(image = %Untrusted(&name), units = record.units.len(), "image detached");
         Ok((name, record.units))
@@ -566,16 +661,17 @@ struct ScannedImage {
     identity: ImageIdentity,
 }
 
-/// Opens image `name` at `path`, reads its os-release and finds its units matching `prefixes`
+/// Reads the os-release of image `name` at `root` and finds its units matching `prefixes`
 /// (all when empty, within PORTABLE_PREFIXES); every failure is the image's `InvalidImage`.
-fn scan_image(name: &str, path: &Path, prefixes: &[String]) -> Result<ScannedImage, ManagerError> {
+fn scan_image(
+    name: &str,
+    root: &image::ImageRoot,
+    prefixes: &[String],
+) -> Result<ScannedImage, ManagerError> {
     let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
         image: name.to_string(),
         reason: e.to_string(),
     };
-    let root = image::open(ImageSource::Path(path))
-        .map_err(|e| invalid(&e))?
-        .root;
     let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
     let os = os_release::parse(&os_release);
     let prefixes = image::check_prefixes(prefixes, &os, name).map_err(|e| invalid(&e))?;

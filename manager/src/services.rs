@@ -55,6 +55,11 @@ struct Plan {
     image_path: std::path::PathBuf,
     /// What attach recorded of the image; the spawn refuses a path that names another.
     image_identity: Option<ImageIdentity>,
+    /// The image's root as attach opened it, when the client passed it as a descriptor and
+    /// berthd has kept it since.
+    held_image: Option<OwnedFd>,
+    /// Attached by descriptor: berthd may be unable to reopen the path itself.
+    by_descriptor: bool,
     service_type: ServiceType,
     /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
     commands: Vec<(Vec<String>, bool)>,
@@ -103,6 +108,13 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         image: unit.image.clone(),
         image_path: record.path.clone(),
         image_identity: record.identity.clone(),
+        held_image: m
+            .held_images
+            .get(&unit.image)
+            .map(|held| held.root.fd().try_clone_to_owned())
+            .transpose()
+            .map_err(ManagerError::internal)?,
+        by_descriptor: record.by_descriptor,
         service_type: config.service_type,
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -236,15 +248,18 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         reason,
     };
     check_exec_size(argv, &plan.environment).map_err(start_failed)?;
-    let root = image_identity::open_attached(&plan.image_path, plan.image_identity.as_ref())
-        .map_err(|e| match e {
-            IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
-                image: plan.image.clone(),
-                path,
-                reason,
-            },
-            e => start_failed(e.to_string()),
-        })?;
+    let root = image_root(plan).map_err(|e| match e {
+        IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
+            image: plan.image.clone(),
+            path,
+            reason,
+        },
+        IdentityError::Open { path, source } if plan.by_descriptor => start_failed(format!(
+            "{path} was attached by descriptor and berthd, restarted since, cannot open it \
+             itself ({source}); attach it again: berth attach {path}"
+        )),
+        e => start_failed(e.to_string()),
+    })?;
     // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
     // interrupted rotation of an earlier run is not its business.
     if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {
@@ -312,6 +327,18 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             ))),
             None => Err(helper_unavailable(e)),
         },
+    }
+}
+
+/// The image root a spawn gets: the one attach kept (an image passed by descriptor), else the
+/// recorded path reopened, if it is still the image attached.
+fn image_root(plan: &Plan) -> Result<OwnedFd, IdentityError> {
+    match &plan.held_image {
+        Some(held) => held.try_clone().map_err(|source| IdentityError::Open {
+            path: plan.image_path.display().to_string(),
+            source,
+        }),
+        None => image_identity::open_attached(&plan.image_path, plan.image_identity.as_ref()),
     }
 }
 

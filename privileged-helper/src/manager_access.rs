@@ -7,6 +7,14 @@
 //! never reach (a root-owned 0744 directory, say). So the floor asks the kernel, with the
 //! manager's credentials, whether it may read and search the root.
 //!
+//! The question is asked of the descriptor itself (`faccessat2(fd, ".")`), not of a path: it
+//! is about the directory, and any directory above it does not count. That stays sound for an
+//! image a client passed to the manager by descriptor (root attaching `/root/img`, where the
+//! manager may not search `/root`): holding the descriptor, the manager can read everything
+//! below it that its read and search permission on the image directory allows, so the sandbox
+//! shows nothing the manager could not reach through the same descriptor. What the check
+//! keeps out is a directory whose own mode shuts the manager out (0744, 0700 of another user).
+//!
 //! The check switches this thread's filesystem uid and gid and its supplementary groups to the
 //! manager's, calls `faccessat2(AT_EACCESS)` (which honours them, and with a non-zero fsuid
 //! the capabilities that bypass permissions are off), and switches back. The helper is
@@ -195,5 +203,16 @@ mod tests {
         assert_eq!(rustix::process::getgroups().unwrap(), groups_before);
         // Root's bypass is back: another user's 0700 directory can be listed.
         assert!(std::fs::read_dir(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_directory_below_one_the_manager_cannot_enter_is_judged_by_its_own_mode() {
+        let (outer, _) = dir_with(0o700, 0);
+        let image = outer.path().join("img");
+        std::fs::create_dir(&image).unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fd = std::fs::File::open(&image).unwrap();
+
+        assert!(may_read_and_search(&fd, &MANAGER).unwrap());
     }
 }

@@ -92,6 +92,9 @@ pub struct ImagesReply {
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
 pub struct InspectImageParams {
+    // A name in the search path, or a path. With a descriptor (the image opened by the
+    // client with its own rights) the path the client named; without one berthd opens the
+    // path with its own rights, which only root and the admin group may ask of it.
     pub image: String,
     pub cat: Option<bool>,
 }
@@ -104,6 +107,8 @@ pub struct InspectImageReply {
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
 pub struct AttachParams {
+    // As in InspectImageParams: a name, or the path the client opened and sent the
+    // descriptor of (berthd keeps it while it runs, see the README).
     pub image: String,
     pub prefixes: Option<Vec<String>>,
     pub profile: Option<String>,

@@ -13,6 +13,7 @@ use berth_protocol::names::NameError;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use thiserror::Error;
 
+pub mod descriptor;
 pub mod identity;
 pub mod kind;
 pub mod naming;

@@ -61,6 +61,11 @@ impl ImageRoot {
         self.path.display().to_string()
     }
 
+    /// The root's descriptor (berthd hands a copy of a held one to the helper for a spawn).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     /// Which directory this root is (see [`crate::image::identity`]).
     pub fn identity(&self) -> io::Result<crate::image::identity::ImageIdentity> {
         crate::image::identity::ImageIdentity::of(&self.fd)

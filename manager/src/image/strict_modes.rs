@@ -9,6 +9,7 @@
 //! exception. ACL write grants show in the group bits (the ACL mask), so they count as group
 //! write.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode};
@@ -40,22 +41,62 @@ pub fn check(canonical: &Path, trusted_uid: u32) -> Result<(), StrictModesError>
             path: component.to_owned(),
             source: e.into(),
         })?;
-        if st.st_uid != 0 && st.st_uid != trusted_uid {
-            return Err(StrictModesError::Owner {
-                path: component.to_owned(),
-                owner: st.st_uid,
-            });
+        check_component(component, &st, component == canonical, trusted_uid)?;
+    }
+    Ok(())
+}
+
+/// [`check`] for an image a client passed as a descriptor `image` for the path it named,
+/// `named`: the image itself is checked through the descriptor, and each directory above it
+/// that berthd can reach by path. A directory berthd may not look into (root's 0700 home, say)
+/// hides the components below it from berthd; they are left to whoever attached the image,
+/// who could open it. While berthd runs it keeps the descriptor, so a swapped path changes
+/// nothing it runs; after a restart it reopens the path and checks the image's identity.
+pub fn check_passed(
+    image: impl AsFd,
+    named: &Path,
+    trusted_uid: u32,
+) -> Result<(), StrictModesError> {
+    let st = rustix::fs::fstat(image).map_err(|e| StrictModesError::Stat {
+        path: named.to_owned(),
+        source: e.into(),
+    })?;
+    check_component(named, &st, true, trusted_uid)?;
+    for component in named.ancestors().skip(1) {
+        match rustix::fs::stat(component) {
+            Ok(st) => check_component(component, &st, false, trusted_uid)?,
+            Err(rustix::io::Errno::ACCESS) => {}
+            Err(e) => {
+                return Err(StrictModesError::Stat {
+                    path: component.to_owned(),
+                    source: e.into(),
+                });
+            }
         }
-        let mode = Mode::from_raw_mode(st.st_mode);
-        let sticky_dir =
-            FileType::from_raw_mode(st.st_mode) == FileType::Directory && mode.contains(Mode::SVTX);
-        let is_image = component == canonical;
-        if mode.intersects(Mode::WGRP | Mode::WOTH) && (is_image || !sticky_dir) {
-            return Err(StrictModesError::Writable {
-                path: component.to_owned(),
-                mode: st.st_mode & 0o7777,
-            });
-        }
+    }
+    Ok(())
+}
+
+fn check_component(
+    component: &Path,
+    st: &rustix::fs::Stat,
+    is_image: bool,
+    trusted_uid: u32,
+) -> Result<(), StrictModesError> {
+    if st.st_uid != 0 && st.st_uid != trusted_uid {
+        return Err(StrictModesError::Owner {
+            path: component.to_owned(),
+            owner: st.st_uid,
+        });
+    }
+    let mode = Mode::from_raw_mode(st.st_mode);
+    let sticky_dir =
+        FileType::from_raw_mode(st.st_mode) == FileType::Directory && mode.contains(Mode::SVTX);
+    if mode.intersects(Mode::WGRP | Mode::WOTH) && (is_image || !sticky_dir) {
+        return Err(StrictModesError::Writable {
+            path: component.to_owned(),
+            mode: st.st_mode & 0o7777,
+        });
     }
     Ok(())
 }
@@ -155,5 +196,33 @@ mod tests {
             check(&image, BERTH),
             Err(StrictModesError::Writable { .. })
         ));
+    }
+
+    #[test]
+    fn a_passed_image_is_checked_through_its_descriptor() {
+        let (_tmp, _parent, image) = tree();
+        chmod(&image, 0o777);
+        let fd = std::fs::File::open(&image).unwrap();
+
+        let result = check_passed(&fd, &image, BERTH);
+
+        assert!(
+            matches!(&result, Err(StrictModesError::Writable { path, .. }) if *path == image),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_passed_image_is_checked_above_as_far_as_berthd_reaches() {
+        let (_tmp, parent, image) = tree();
+        std::os::unix::fs::chown(&parent, Some(BERTH + 1), None).unwrap();
+        let fd = std::fs::File::open(&image).unwrap();
+
+        let result = check_passed(&fd, &image, BERTH);
+
+        assert!(
+            matches!(&result, Err(StrictModesError::Owner { path, .. }) if *path == parent),
+            "{result:?}"
+        );
     }
 }
