@@ -308,18 +308,23 @@ pub struct CountedReadHalf {
 const STAGE_BYTES: usize = 64 * 1024;
 
 /// The length of the unfinished message after reading `received` on top of `unterminated`
-/// bytes of it, or None when it passes [`MAX_MESSAGE_BYTES`].
+/// bytes of it, or None when any message in it passes [`MAX_MESSAGE_BYTES`]: the one the read
+/// finishes (its first bytes came before), one wholly inside the read (zlink's buffer, grown
+/// for a long message, can take more than one at once), or the one it leaves unfinished.
 fn message_length_after(unterminated: usize, received: &[u8]) -> Option<usize> {
     // `contains` is a fast memchr; most reads of a long message hold no NUL.
-    let last_nul = if received.contains(&0) {
-        received.iter().rposition(|b| *b == 0)
-    } else {
-        None
-    };
-    let length = match last_nul {
-        Some(nul) => received.len() - nul - 1,
-        None => unterminated + received.len(),
-    };
+    if !received.contains(&0) {
+        let length = unterminated.saturating_add(received.len());
+        return (length <= MAX_MESSAGE_BYTES).then_some(length);
+    }
+    let mut messages = received.split(|b| *b == 0);
+    let mut length = unterminated.saturating_add(messages.next().map_or(0, <[u8]>::len));
+    for next in messages {
+        if length > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        length = next.len();
+    }
     (length <= MAX_MESSAGE_BYTES).then_some(length)
 }
 
@@ -620,6 +625,26 @@ mod tests {
 
         assert_eq!(over, None);
         assert_eq!(after_nul, Some(1));
+    }
+
+    #[test]
+    fn a_message_that_ends_past_the_limit_is_refused_though_its_nul_came() {
+        let finished_over = message_length_after(MAX_MESSAGE_BYTES - 1, b"ab\0");
+        let finished_at = message_length_after(MAX_MESSAGE_BYTES - 2, b"ab\0cd");
+
+        assert_eq!(finished_over, None);
+        assert_eq!(finished_at, Some(2));
+    }
+
+    #[test]
+    fn a_long_message_wholly_inside_one_read_is_refused() {
+        let mut read = b"a\0".to_vec();
+        read.extend(std::iter::repeat_n(b'x', MAX_MESSAGE_BYTES + 1));
+        read.extend_from_slice(b"\0b");
+
+        let length = message_length_after(0, &read);
+
+        assert_eq!(length, None);
     }
 
     #[test]
