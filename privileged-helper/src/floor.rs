@@ -19,6 +19,7 @@ use crate::manager_access::{self, Credentials};
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+use berth_protocol::helper::MAX_EXTENSIONS;
 
 /// A refused request: which field and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,44 +120,62 @@ impl FloorPolicy {
         fds: Vec<OwnedFd>,
         manager: &Credentials,
     ) -> Result<LaunchFds, Refusal> {
-        let [root, log, control_dir]: [OwnedFd; 3] = fds
-            .try_into()
-            .map_err(|_| refuse("fds", "expected exactly 3 file descriptors"))?;
-        self.check_image_root(&root)?;
-        check_manager_may_enter(&root, manager)?;
+        let fixed = berth_protocol::helper::SPAWN_FDS.len();
+        if fds.len() < fixed || fds.len() > fixed + MAX_EXTENSIONS {
+            return Err(refuse(
+                "fds",
+                format!(
+                    "expected {fixed} file descriptors and at most {MAX_EXTENSIONS} extension \
+                     roots, got {}",
+                    fds.len()
+                ),
+            ));
+        }
+        let mut fds = fds.into_iter();
+        let (Some(root), Some(log), Some(control_dir)) = (fds.next(), fds.next(), fds.next())
+        else {
+            return Err(refuse("fds", format!("expected {fixed} file descriptors")));
+        };
+        let extensions: Vec<OwnedFd> = fds.collect();
+        self.check_image_root("image root", &root)?;
+        check_manager_may_enter("image root", &root, manager)?;
+        // An extension is image content like the root: the same checks, each named by its
+        // place in the list.
+        for (index, extension) in extensions.iter().enumerate() {
+            let field = format!("extension {}", index + 1);
+            self.check_image_root(&field, extension)?;
+            check_manager_may_enter(&field, extension, manager)?;
+        }
         check_log_fd(&log, manager.uid)?;
         check_owned_dir("control directory", &control_dir, manager.uid)?;
         Ok(LaunchFds {
             root,
             log,
             control_dir,
+            extensions,
         })
     }
 
-    fn check_image_root(&self, root: &OwnedFd) -> Result<(), Refusal> {
-        let st = rustix::fs::fstat(root).map_err(|e| refuse("image root", e.to_string()))?;
+    fn check_image_root(&self, field: &str, root: &OwnedFd) -> Result<(), Refusal> {
+        let st = rustix::fs::fstat(root).map_err(|e| refuse(field, e.to_string()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-            return Err(refuse("image root", "not a directory"));
+            return Err(refuse(field, "not a directory"));
         }
         // An O_PATH descriptor proves only that the sender could reach the directory; init,
         // still root, would then show the service a directory (say, one under a 0700 home)
         // that the sender could not read. A real open proves read permission.
-        let flags =
-            rustix::fs::fcntl_getfl(root).map_err(|e| refuse("image root", e.to_string()))?;
+        let flags = rustix::fs::fcntl_getfl(root).map_err(|e| refuse(field, e.to_string()))?;
         if flags.contains(OFlags::PATH) {
-            return Err(refuse(
-                "image root",
-                "must be opened for reading, not O_PATH",
-            ));
+            return Err(refuse(field, "must be opened for reading, not O_PATH"));
         }
-        let host = rustix::fs::stat("/").map_err(|e| refuse("image root", e.to_string()))?;
+        let host = rustix::fs::stat("/").map_err(|e| refuse(field, e.to_string()))?;
         if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino) {
-            return Err(refuse("image root", "the host root is not an image"));
+            return Err(refuse(field, "the host root is not an image"));
         }
         if self.image_roots.is_empty() {
             return Ok(());
         }
-        let path = fd_path(root).ok_or_else(|| refuse("image root", "cannot resolve its path"))?;
+        let path = fd_path(root).ok_or_else(|| refuse(field, "cannot resolve its path"))?;
         if self
             .image_roots
             .iter()
@@ -165,7 +184,7 @@ impl FloorPolicy {
             Ok(())
         } else {
             Err(refuse(
-                "image root",
+                field,
                 format!("{} is not under an allowed image root", path.display()),
             ))
         }
@@ -178,17 +197,21 @@ impl FloorPolicy {
 /// inside. Decision: checked with the manager's own credentials (see [`manager_access`]) rather
 /// than limiting image roots to root-owned directories named in helper.toml (`image_roots` can
 /// still do that as well), so images under any directory berth can read keep working.
-fn check_manager_may_enter(root: &OwnedFd, manager: &Credentials) -> Result<(), Refusal> {
+fn check_manager_may_enter(
+    field: &str,
+    root: &OwnedFd,
+    manager: &Credentials,
+) -> Result<(), Refusal> {
     match manager_access::may_read_and_search(root, manager) {
         Ok(true) => Ok(()),
         Ok(false) => Err(refuse(
-            "image root",
+            field,
             format!(
                 "uid {} may not read and enter it (search permission), so neither may the sandbox",
                 manager.uid
             ),
         )),
-        Err(e) => Err(refuse("image root", e.to_string())),
+        Err(e) => Err(refuse(field, e.to_string())),
     }
 }
 
@@ -358,7 +381,9 @@ mod tests {
     fn host_root_is_not_an_image_root() {
         let root: OwnedFd = File::open("/").unwrap().into();
 
-        let refusal = FloorPolicy::default().check_image_root(&root).unwrap_err();
+        let refusal = FloorPolicy::default()
+            .check_image_root("image root", &root)
+            .unwrap_err();
 
         assert!(refusal.reason.contains("host root"));
     }
@@ -372,7 +397,7 @@ mod tests {
         };
         let root: OwnedFd = File::open(dir.path()).unwrap().into();
 
-        assert!(policy.check_image_root(&root).is_err());
+        assert!(policy.check_image_root("image root", &root).is_err());
     }
 
     fn open(path: &Path, flags: OFlags) -> OwnedFd {
@@ -390,7 +415,11 @@ mod tests {
 
         let root = open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY);
 
-        assert!(FloorPolicy::default().check_image_root(&root).is_ok());
+        assert!(
+            FloorPolicy::default()
+                .check_image_root("image root", &root)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -399,8 +428,98 @@ mod tests {
 
         let root = open(dir.path(), OFlags::PATH | OFlags::DIRECTORY);
 
-        let refused = FloorPolicy::default().check_image_root(&root).unwrap_err();
+        let refused = FloorPolicy::default()
+            .check_image_root("image root", &root)
+            .unwrap_err();
         assert!(refused.reason.contains("O_PATH"), "{refused}");
+    }
+
+    /// The three fixed fds of a spawn (root, log, control directory) in `dir`, plus
+    /// `extensions`, with the caller's own credentials as the manager's.
+    fn spawn_fds(dir: &Path, extensions: Vec<OwnedFd>) -> (Vec<OwnedFd>, Credentials) {
+        std::fs::create_dir_all(dir.join("image")).unwrap();
+        std::fs::create_dir_all(dir.join("control")).unwrap();
+        let mut fds = vec![
+            open(&dir.join("image"), OFlags::RDONLY | OFlags::DIRECTORY),
+            open(
+                &dir.join("log"),
+                OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+            ),
+            open(&dir.join("control"), OFlags::RDONLY | OFlags::DIRECTORY),
+        ];
+        fds.extend(extensions);
+        let manager = Credentials {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            groups: Vec::new(),
+        };
+        (fds, manager)
+    }
+
+    #[test]
+    fn extension_roots_after_the_fixed_fds_are_accepted_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = tempfile::tempdir().unwrap();
+        let extension = open(ext.path(), OFlags::RDONLY | OFlags::DIRECTORY);
+        let ino = rustix::fs::fstat(&extension).unwrap().st_ino;
+        let (fds, manager) = spawn_fds(dir.path(), vec![extension]);
+
+        let checked = FloorPolicy::default()
+            .check_spawn_fds(fds, &manager)
+            .unwrap();
+
+        assert_eq!(checked.extensions.len(), 1);
+        assert_eq!(
+            rustix::fs::fstat(&checked.extensions[0]).unwrap().st_ino,
+            ino
+        );
+    }
+
+    #[test]
+    fn an_extension_that_is_not_a_directory_is_refused_by_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = tempfile::tempdir().unwrap();
+        let good = open(ext.path(), OFlags::RDONLY | OFlags::DIRECTORY);
+        let file = open(&ext.path().join("f"), OFlags::RDONLY | OFlags::CREATE);
+        let (fds, manager) = spawn_fds(dir.path(), vec![good, file]);
+
+        let refused = FloorPolicy::default()
+            .check_spawn_fds(fds, &manager)
+            .unwrap_err();
+
+        assert_eq!(
+            (refused.field.as_str(), refused.reason.as_str()),
+            ("extension 2", "not a directory")
+        );
+    }
+
+    #[test]
+    fn the_host_root_as_an_extension_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = open(Path::new("/"), OFlags::RDONLY | OFlags::DIRECTORY);
+        let (fds, manager) = spawn_fds(dir.path(), vec![host]);
+
+        let refused = FloorPolicy::default()
+            .check_spawn_fds(fds, &manager)
+            .unwrap_err();
+
+        assert_eq!(refused.field, "extension 1");
+    }
+
+    #[test]
+    fn more_extensions_than_the_bound_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = tempfile::tempdir().unwrap();
+        let extensions = (0..=MAX_EXTENSIONS)
+            .map(|_| open(ext.path(), OFlags::RDONLY | OFlags::DIRECTORY))
+            .collect();
+        let (fds, manager) = spawn_fds(dir.path(), extensions);
+
+        let refused = FloorPolicy::default()
+            .check_spawn_fds(fds, &manager)
+            .unwrap_err();
+
+        assert_eq!(refused.field, "fds");
     }
 
     #[test]

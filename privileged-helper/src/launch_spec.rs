@@ -32,6 +32,9 @@ pub struct LaunchFds {
     /// Directory owned by the manager uid where the supervisor binds its control socket
     /// `<unit>.sock`.
     pub control_dir: OwnedFd,
+    /// Roots of extension images (checked like `root`), lowest layer first; the sandbox lays
+    /// them over `root` read-only.
+    pub extensions: Vec<OwnedFd>,
 }
 
 /// What the caller learns once the service's main process has exec'd (or failed to).

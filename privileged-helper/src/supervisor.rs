@@ -90,15 +90,21 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
             root: sys::above_stdio(fds.root)?,
             log: sys::above_stdio(fds.log)?,
             control_dir: sys::above_stdio(fds.control_dir)?,
+            extensions: fds
+                .extensions
+                .into_iter()
+                .map(sys::above_stdio)
+                .collect::<Result<_, _>>()?,
         })
     })();
     let fds = lifted.unwrap_or_else(|e| fail(&report, "move descriptors", e));
-    let keep = [
+    let mut keep = vec![
         report.as_raw_fd(),
         fds.root.as_raw_fd(),
         fds.log.as_raw_fd(),
         fds.control_dir.as_raw_fd(),
     ];
+    keep.extend(fds.extensions.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: this is the freshly forked supervisor; the descriptors closed belong to helper
     // objects it never touches again (it only leaves through sys::exit).
     if let Err(e) = unsafe { sys::close_fds_except(&keep) } {
@@ -124,9 +130,10 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
         root,
         log,
         control_dir,
+        extensions,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
-    match spawn(spec, root) {
+    match spawn(spec, root, extensions) {
         Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
         Err(failure) => {
             control.remove();
@@ -257,7 +264,7 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
 }
 
 /// Forks init into a new pid namespace and waits until main has exec'd.
-fn spawn(spec: &LaunchSpec, root: OwnedFd) -> Result<Sandbox, Failure> {
+fn spawn(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
     let (stderr, stderr_w) = pipe("stderr")?;
     let (status, status_w) = pipe("status")?;
@@ -289,6 +296,7 @@ fn spawn(spec: &LaunchSpec, root: OwnedFd) -> Result<Sandbox, Failure> {
             spec,
             InitFds {
                 root,
+                extensions,
                 stdout: stdout_w,
                 stderr: stderr_w,
                 status: status_w,
@@ -299,7 +307,7 @@ fn spawn(spec: &LaunchSpec, root: OwnedFd) -> Result<Sandbox, Failure> {
         Err(e) => return Err(Failure::setup("fork the sandbox's init", e)),
     };
     let _ = old_mask.set_mask();
-    drop((root, stdout_w, stderr_w, status_w, report_w));
+    drop((root, extensions, stdout_w, stderr_w, status_w, report_w));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);
         let _ = sys::waitpid(init_pid, 0);

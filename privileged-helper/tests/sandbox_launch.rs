@@ -77,6 +77,8 @@ struct Fixture {
     image: TempDir,
     control: TempDir,
     logs: TempDir,
+    /// Extension image directories, lowest layer first.
+    extensions: Vec<TempDir>,
     unit: String,
     launched: Option<Launched>,
 }
@@ -95,6 +97,7 @@ impl Fixture {
             image,
             control,
             logs,
+            extensions: Vec::new(),
             unit: unit.to_string(),
             launched: None,
         }
@@ -131,6 +134,11 @@ impl Fixture {
             .unwrap(),
             control_dir: rustix::fs::open(self.control.path(), OFlags::RDONLY | dir, Mode::empty())
                 .unwrap(),
+            extensions: self
+                .extensions
+                .iter()
+                .map(|e| rustix::fs::open(e.path(), OFlags::RDONLY | dir, Mode::empty()).unwrap())
+                .collect(),
         }
     }
 
@@ -469,6 +477,44 @@ fn child_query(uid: u32, path: &Path, keep_dac_override: bool) -> i32 {
 }
 
 // ---- the main process runs and is logged ----
+
+/// An extension directory holding `files` (path, contents), world-readable.
+fn extension(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, contents).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn extension_files_are_seen_over_the_image_and_the_last_extension_wins() {
+    require_root();
+    let mut fx = Fixture::new("ext.service");
+    fs::write(fx.image.path().join("etc/who"), "image\n").unwrap();
+    fx.extensions = vec![
+        extension(&[("etc/who", "first\n"), ("usr/share/a", "from a\n")]),
+        extension(&[("etc/who", "second\n")]),
+    ];
+
+    let out = fx.run_script("cat /etc/who /usr/share/a; test -x /bin/sh && echo image-kept");
+
+    assert_eq!(out, ["second", "from a", "image-kept"]);
+}
+
+#[test]
+fn the_extension_layers_are_read_only() {
+    require_root();
+    let mut fx = Fixture::new("extro.service");
+    fx.extensions = vec![extension(&[("usr/share/a", "a\n")])];
+
+    let out = fx.run_script("echo x > /usr/share/a 2>/dev/null && echo wrote || echo refused");
+
+    assert_eq!(out, ["refused"]);
+}
 
 #[test]
 fn stdout_of_the_service_is_logged_as_stdout_records() {

@@ -1,7 +1,8 @@
 //! `io.berth.Helper`: the private API of berth-helper, spoken only by berthd.
 //!
 //! Paths never cross this boundary: the image root, the log file and the supervisor's socket
-//! directory travel as file descriptors (SCM_RIGHTS), in the order of [`SPAWN_FDS`].
+//! directory travel as file descriptors (SCM_RIGHTS), in the order of [`SPAWN_FDS`], followed by
+//! the roots of extension images.
 
 use serde::{Deserialize, Serialize};
 use zlink::introspect;
@@ -10,12 +11,17 @@ use crate::idl::InterfaceBuilder;
 
 pub const INTERFACE: &str = "io.berth.Helper";
 
-/// The fds a `Spawn` call carries, in order.
+/// The fds a `Spawn` call carries, in order. After them come up to [`MAX_EXTENSIONS`]
+/// extension image roots (each a directory, like the image root), lowest layer first: the last
+/// one given lies on top in the sandbox's read-only overlay.
 pub const SPAWN_FDS: [&str; 3] = [
     "image root directory",
     "log file",
     "supervisor socket directory",
 ];
+
+/// Most extension images one service may have layered over its image.
+pub const MAX_EXTENSIONS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]

@@ -35,6 +35,8 @@ pub(crate) const MSG_FAILURE: u8 = b'E';
 /// Descriptors init receives from the supervisor; all CLOEXEC.
 pub(crate) struct InitFds {
     pub root: OwnedFd,
+    /// Extension image roots, lowest layer first.
+    pub extensions: Vec<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
@@ -73,24 +75,26 @@ pub(crate) fn init_signals() -> sys::SigSet {
 pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     let InitFds {
         root,
+        extensions,
         stdout,
         stderr,
         status,
         report,
     } = fds;
-    let keep = [
+    let mut keep = vec![
         root.as_raw_fd(),
         stdout.as_raw_fd(),
         stderr.as_raw_fd(),
         status.as_raw_fd(),
         report.as_raw_fd(),
     ];
+    keep.extend(extensions.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
-        .and_then(|()| setup(spec, root))
+        .and_then(|()| setup(spec, root, extensions))
         .and_then(|exec| spawn_main(&exec, stdout, stderr, &report));
     match result {
         Ok(main) => {
@@ -123,16 +127,16 @@ fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
     })
 }
 
-fn setup(spec: &LaunchSpec, root: OwnedFd) -> Result<Exec, Failure> {
+fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<Exec, Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
     process_name::set(c"berth-init", &[b"berth-init"])
         .map_err(|e| Failure::setup("name the sandbox's init", e))?;
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
-    let view = mounts::image_view(&LinuxSyscalls, &root)?;
+    let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
-    drop((root, view));
+    drop((root, extensions, view));
     // The cgroup namespace makes /proc/self/cgroup show `/` instead of the host's cgroup paths;
     // its root is init's cgroup now, so a service cgroup must be joined before this point.
     let flags = rustix::thread::UnshareFlags::NEWNS

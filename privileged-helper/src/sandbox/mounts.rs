@@ -73,7 +73,8 @@ const DEVICES: [(&CStr, &CStr, &CStr); 6] = [
     (c"tty", c"/dev/tty", c"dev/tty"),
 ];
 
-/// The empty bottom layer of the image view: overlayfs wants two layers when none is writable.
+/// The empty bottom layer of the image view without extensions: overlayfs wants two layers
+/// when none is writable.
 const EMPTY_LAYER_TMPFS: [(&CStr, &CStr); 2] = [(c"size", c"4k"), (c"mode", c"0555")];
 
 /// Overlayfs options of the image view besides its layers. Redirects and metacopy are
@@ -87,32 +88,47 @@ const VIEW_OPTIONS: [(&CStr, &CStr); 3] = [
 ];
 
 /// A read-only overlay presenting the image root with no host path in its mountinfo, as a
-/// detached mount; `None` when this kernel cannot build one (see the module comment), and the
-/// caller then clones from `root` itself. Must run in the mount namespace `root` lives in.
+/// detached mount, with the `extensions` (lowest first) laid over it: the last one's files win,
+/// as overlay order says. `None` when this kernel cannot build one and there are no extensions
+/// (see the module comment); the caller then clones from `root` itself. Extensions cannot do
+/// without the overlay, so then it fails. Must run in the mount namespace `root` lives in.
 pub(super) fn image_view(
     os: &impl MountSyscalls,
     root: &OwnedFd,
+    extensions: &[OwnedFd],
 ) -> Result<Option<OwnedFd>, Failure> {
-    let image = os
-        .open_tree(
-            root.as_fd(),
+    let clone = |fd: &OwnedFd, stage: &str| {
+        os.open_tree(
+            fd.as_fd(),
             c"",
             OpenTreeFlags::OPEN_TREE_CLONE
                 | OpenTreeFlags::OPEN_TREE_CLOEXEC
                 | OpenTreeFlags::AT_EMPTY_PATH,
         )
-        .map_err(at("clone the image root"))?;
-    let empty: Vec<FsParam<'_>> = EMPTY_LAYER_TMPFS
+        .map_err(|e| Failure::setup(stage, e))
+    };
+    let image = clone(root, "clone the image root")?;
+    // Overlayfs takes its lower layers top first.
+    let mut layers = Vec::with_capacity(extensions.len() + 2);
+    for (index, extension) in extensions.iter().enumerate().rev() {
+        layers.push(clone(extension, &format!("clone extension {}", index + 1))?);
+    }
+    layers.push(image);
+    if extensions.is_empty() {
+        // Overlayfs wants two layers when none is writable.
+        let empty: Vec<FsParam<'_>> = EMPTY_LAYER_TMPFS
+            .iter()
+            .map(|(k, v)| FsParam::String(k, v))
+            .collect();
+        let bottom = os
+            .fs_mount(c"tmpfs", &empty, MountAttrFlags::MOUNT_ATTR_RDONLY)
+            .map_err(at("mount the image view's empty layer"))?;
+        layers.push(bottom);
+    }
+    let mut params: Vec<FsParam<'_>> = layers
         .iter()
-        .map(|(k, v)| FsParam::String(k, v))
+        .map(|layer| FsParam::Fd(c"lowerdir+", layer.as_fd()))
         .collect();
-    let bottom = os
-        .fs_mount(c"tmpfs", &empty, MountAttrFlags::MOUNT_ATTR_RDONLY)
-        .map_err(at("mount the image view's empty layer"))?;
-    let mut params = vec![
-        FsParam::Fd(c"lowerdir+", image.as_fd()),
-        FsParam::Fd(c"lowerdir+", bottom.as_fd()),
-    ];
     params.extend(VIEW_OPTIONS.iter().map(|(k, v)| FsParam::String(k, v)));
     let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
         | MountAttrFlags::MOUNT_ATTR_NOSUID
@@ -121,8 +137,17 @@ pub(super) fn image_view(
         Ok(view) => Ok(Some(view)),
         // No overlayfs (ENODEV), or one that takes no layers by descriptor or from detached
         // mounts, or an image already two file-system stacks deep (EINVAL).
-        Err(rustix::io::Errno::NODEV | rustix::io::Errno::INVAL) => Ok(None),
-        Err(e) => Err(Failure::setup("mount the image view", e)),
+        Err(rustix::io::Errno::NODEV | rustix::io::Errno::INVAL) if extensions.is_empty() => {
+            Ok(None)
+        }
+        Err(e) if extensions.is_empty() => Err(Failure::setup("mount the image view", e)),
+        Err(e) => Err(Failure::setup(
+            format!(
+                "mount the image view with {} extension(s) (read-only overlayfs)",
+                extensions.len()
+            ),
+            e,
+        )),
     }
 }
 
@@ -966,7 +991,7 @@ mod tests {
         let os = RecordingSyscalls::new();
         let (_tmp, root) = image(&["usr"]);
 
-        let view = image_view(&os, &root).unwrap();
+        let view = image_view(&os, &root, &[]).unwrap();
 
         assert!(view.is_some());
         let calls = os.calls();
@@ -1006,10 +1031,128 @@ mod tests {
     }
 
     #[test]
+    fn extensions_are_cloned_and_laid_over_the_image_last_one_on_top() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["usr"]);
+        let (_a, first) = image(&["usr"]);
+        let (_b, second) = image(&["opt"]);
+        let fd = |f: &OwnedFd| std::os::fd::AsRawFd::as_raw_fd(f);
+
+        let view = image_view(&os, &root, &[first, second]);
+
+        assert!(matches!(view, Ok(Some(_))), "{view:?}");
+        let calls = os.calls();
+        let overlay = calls
+            .iter()
+            .find_map(|c| match c {
+                Call::FsMount {
+                    fstype,
+                    params,
+                    attrs,
+                } if fstype == "overlay" => Some((params.clone(), *attrs)),
+                _ => None,
+            })
+            .expect("an overlay");
+        // No empty tmpfs layer: the image and an extension are two layers already.
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, Call::FsMount { fstype, .. } if fstype == "tmpfs")),
+            "{calls:#?}"
+        );
+        let lower: Vec<&str> = overlay
+            .0
+            .iter()
+            .filter_map(|p| p.strip_prefix("lowerdir+="))
+            .collect();
+        let clones = calls
+            .iter()
+            .filter(|c| matches!(c, Call::OpenTree { path, .. } if path.is_empty()))
+            .count();
+        assert_eq!(clones, 3);
+        assert_eq!(lower.len(), 3);
+        assert!(
+            lower[2].ends_with(&format!("fd {}", fd(&root))),
+            "{lower:?}"
+        );
+        assert_eq!(
+            overlay.1,
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+        );
+        assert!(overlay.0.contains(&"redirect_dir=nofollow".to_string()));
+    }
+
+    #[test]
+    fn the_top_extension_is_the_first_lower_layer() {
+        let os = RecordingSyscalls::new();
+        let (_tmp, root) = image(&["usr"]);
+        let (_a, first) = image(&["usr"]);
+        let (_b, second) = image(&["opt"]);
+        let second_fd = std::os::fd::AsRawFd::as_raw_fd(&second);
+        let first_fd = std::os::fd::AsRawFd::as_raw_fd(&first);
+
+        let _ = image_view(&os, &root, &[first, second]).unwrap();
+
+        let params = os
+            .calls()
+            .into_iter()
+            .find_map(|c| match c {
+                Call::FsMount { fstype, params, .. } if fstype == "overlay" => Some(params),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            params[..2],
+            [
+                format!("lowerdir+=clone:fd {second_fd}"),
+                format!("lowerdir+=clone:fd {first_fd}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn extensions_on_a_kernel_that_refuses_the_view_fail_the_launch() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::FsMount { fstype, .. } if fstype == "overlay"),
+            Errno::INVAL,
+        );
+        let (_tmp, root) = image(&["usr"]);
+        let (_a, ext) = image(&["usr"]);
+
+        let view = image_view(&os, &root, &[ext]);
+
+        assert!(
+            matches!(&view, Err(Failure::Setup { stage, errno: libc::EINVAL })
+                if stage.contains("1 extension")),
+            "{view:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_extension_clone_names_the_extension() {
+        let (_tmp, root) = image(&["usr"]);
+        let (_a, ext) = image(&["usr"]);
+        let ext_fd = std::os::fd::AsRawFd::as_raw_fd(&ext);
+        let os = RecordingSyscalls::new().failing(
+            move |c| matches!(c, Call::OpenTree { dir, .. } if *dir == format!("fd {ext_fd}")),
+            Errno::PERM,
+        );
+
+        let view = image_view(&os, &root, &[ext]);
+
+        assert!(
+            matches!(&view, Err(Failure::Setup { stage, .. }) if stage == "clone extension 1"),
+            "{view:?}"
+        );
+    }
+
+    #[test]
     fn image_entries_are_cloned_from_the_view() {
         let os = RecordingSyscalls::new();
         let (_tmp, root) = image(&["usr"]);
-        let view = image_view(&os, &root).unwrap().unwrap();
+        let view = image_view(&os, &root, &[]).unwrap().unwrap();
 
         let entries = clone_image(&os, &view).unwrap();
 
@@ -1033,7 +1176,7 @@ mod tests {
             );
             let (_tmp, root) = image(&["usr"]);
 
-            let view = image_view(&os, &root);
+            let view = image_view(&os, &root, &[]);
 
             assert!(matches!(view, Ok(None)), "{errno:?}: {view:?}");
         }
@@ -1047,7 +1190,7 @@ mod tests {
         );
         let (_tmp, root) = image(&["usr"]);
 
-        let view = image_view(&os, &root);
+        let view = image_view(&os, &root, &[]);
 
         assert_eq!(
             view.err(),
