@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod dynamic_user;
 pub mod exec_command;
+pub mod extension;
 pub mod host_users;
 pub mod image;
 pub mod log_access;

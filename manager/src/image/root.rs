@@ -66,6 +66,35 @@ impl ImageRoot {
         std::os::fd::AsFd::as_fd(&self.fd)
     }
 
+    /// Where the root was opened from (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names in directory `dir` (resolved inside the root), at most `max` of them read;
+    /// names that are not UTF-8 are skipped.
+    pub fn list_dir(&self, dir: &str, max: usize) -> Result<Vec<String>, ImageError> {
+        let fd = self
+            .openat2_in_root(dir, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(|e| self.open_error(dir, e))?;
+        let read_error = |e: Errno| ImageError::Read {
+            image: self.image(),
+            path: dir.to_owned(),
+            source: e.into(),
+        };
+        let mut names = Vec::new();
+        for entry in rfs::Dir::read_from(&fd).map_err(read_error)?.take(max) {
+            let entry = entry.map_err(read_error)?;
+            if let Ok(name) = entry.file_name().to_str()
+                && name != "."
+                && name != ".."
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     /// Which directory this root is (see [`crate::image::identity`]).
     pub fn identity(&self) -> io::Result<crate::image::identity::ImageIdentity> {
         crate::image::identity::ImageIdentity::of(&self.fd)
