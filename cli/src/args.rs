@@ -45,9 +45,13 @@ pub enum Command {
         /// Start the units after attaching.
         #[arg(long)]
         now: bool,
-        /// Take over units attached from another image.
+        /// Take over units attached from another image; accept an extension whose release
+        /// file is not named after it.
         #[arg(long)]
         force: bool,
+        /// Lay an extension image over the image (repeatable; the last one lies on top).
+        #[arg(long = "extension", value_name = "IMG")]
+        extensions: Vec<String>,
     },
     /// Detach an image.
     Detach {
@@ -55,9 +59,24 @@ pub enum Command {
         /// Stop its units first.
         #[arg(long)]
         now: bool,
+        /// The extensions it was attached with, in the same order.
+        #[arg(long = "extension", value_name = "IMG")]
+        extensions: Vec<String>,
+    },
+    /// Move an attached image's units to its newest version, or to the one given.
+    Reattach {
+        image: String,
+        /// Restart the updated units that are running and start the added ones.
+        #[arg(long)]
+        now: bool,
     },
     /// Exit 0 when the image is attached, 1 when not.
-    IsAttached { image: String },
+    IsAttached {
+        image: String,
+        /// The extensions it was attached with, in the same order.
+        #[arg(long = "extension", value_name = "IMG")]
+        extensions: Vec<String>,
+    },
     /// Start units.
     Start {
         #[arg(required = true)]

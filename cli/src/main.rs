@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use berth_protocol::manager::{
     AttachParams, AttachReply, DetachParams, DetachReply, Empty, ImageParams, ImagesReply,
     InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams,
-    LogsReply, ManagerError, StatusReply, UnitParams, UnitStatus,
+    LogsReply, ManagerError, ReattachParams, ReattachReply, StatusReply, UnitParams, UnitStatus,
 };
 use berth_varlink::client::{Client, ClientError, remote_error_of};
 use clap::Parser;
@@ -154,14 +154,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             profile,
             now,
             force,
-        } => return attach(&mut s, image, prefixes, profile, now, force).await,
-        Command::Detach { image, now } => detach(&mut s, image, now).await?,
-        Command::IsAttached { image } => {
+            extensions,
+        } => return attach(&mut s, image, prefixes, profile, now, force, extensions).await,
+        Command::Detach {
+            image,
+            now,
+            extensions,
+        } => detach(&mut s, image, now, extensions).await?,
+        Command::Reattach { image, now } => reattach(&mut s, image, now).await?,
+        Command::IsAttached { image, extensions } => {
             let reply: IsAttachedReply = s
                 .call(
                     "IsAttached",
                     &ImageParams {
                         image: image_arg(&image)?,
+                        extensions: Some(image_args(&extensions)?),
                     },
                 )
                 .await?;
@@ -195,6 +202,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// [`image_arg`] of each.
+fn image_args(images: &[String]) -> anyhow::Result<Vec<String>> {
+    images.iter().map(|i| image_arg(i)).collect()
 }
 
 /// Paths are resolved here, with the caller's view of the filesystem; names go as they are.
@@ -383,6 +395,7 @@ async fn attach(
     profile: Option<String>,
     now: bool,
     force: bool,
+    extensions: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     let (image, fds) = local_image(&image)?;
     let params = AttachParams {
@@ -390,6 +403,7 @@ async fn attach(
         prefixes: Some(prefixes),
         profile,
         force: Some(force),
+        extensions: Some(image_args(&extensions)?),
     };
     let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {
@@ -411,10 +425,16 @@ async fn attach(
     Ok(exit_for(failed))
 }
 
-async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()> {
+async fn detach(
+    s: &mut Session,
+    image: String,
+    now: bool,
+    extensions: Vec<String>,
+) -> anyhow::Result<()> {
     let params = DetachParams {
         image: image_arg(&image)?,
         now: Some(now),
+        extensions: Some(image_args(&extensions)?),
     };
     let reply: DetachReply = s.call("Detach", &params).await?;
     if s.json {
@@ -427,6 +447,32 @@ async fn detach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()>
         )?;
         Ok(())
     }
+}
+
+async fn reattach(s: &mut Session, image: String, now: bool) -> anyhow::Result<()> {
+    let params = ReattachParams {
+        image: image_arg(&image)?,
+        now: Some(now),
+    };
+    let reply: ReattachReply = s.call("Reattach", &params).await?;
+    if s.json {
+        return s.print_json(&reply);
+    }
+    out!(
+        "Reattached {} to {}",
+        escape(&reply.image),
+        escape(&reply.path)
+    )?;
+    for (what, units) in [
+        ("updated", &reply.updated),
+        ("added", &reply.added),
+        ("removed", &reply.removed),
+    ] {
+        if !units.is_empty() {
+            out!("  {what}: {}", escape(&units.join(" ")))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_started(status: &UnitStatus) -> anyhow::Result<()> {

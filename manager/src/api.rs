@@ -10,7 +10,7 @@
 use berth_protocol::manager::{
     self, AttachParams, AttachReply, DetachParams, DetachReply, ImageParams, ImagesReply,
     InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply,
-    ManagerError, StatusReply, UnitParams,
+    ManagerError, ReattachParams, ReattachReply, StatusReply, UnitParams,
 };
 use berth_protocol::names;
 use berth_varlink::service::{
@@ -49,6 +49,7 @@ const METHODS: &[(&str, Access)] = &[
     ("Logs", Access::Logs),
     ("Attach", Access::Change),
     ("Detach", Access::Change),
+    ("Reattach", Access::Change),
     ("Start", Access::Change),
     ("Stop", Access::Change),
     ("Restart", Access::Change),
@@ -154,13 +155,33 @@ impl Checked for InspectImageParams {
     }
 }
 
+/// Extension arguments: images (names or paths), at most as many as an attachment may have.
+fn extensions_of(extensions: &Option<Vec<String>>) -> Result<(), &'static str> {
+    let extensions = extensions.as_deref().unwrap_or_default();
+    if extensions.len() > crate::daemon::MAX_EXTENSIONS {
+        return Err("extensions");
+    }
+    for extension in extensions {
+        name_of("extensions", names::check_image_arg(extension))?;
+    }
+    Ok(())
+}
+
 impl Checked for ImageParams {
     fn check(&mut self) -> Result<(), &'static str> {
-        name_of("image", names::check_image_arg(&self.image))
+        name_of("image", names::check_image_arg(&self.image))?;
+        extensions_of(&self.extensions)
     }
 }
 
 impl Checked for DetachParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))?;
+        extensions_of(&self.extensions)
+    }
+}
+
+impl Checked for ReattachParams {
     fn check(&mut self) -> Result<(), &'static str> {
         name_of("image", names::check_image_arg(&self.image))
     }
@@ -179,7 +200,7 @@ impl Checked for AttachParams {
         for prefix in prefixes {
             name_of("prefixes", names::check_unit_prefix(prefix))?;
         }
-        Ok(())
+        extensions_of(&self.extensions)
     }
 }
 
@@ -273,6 +294,7 @@ impl ManagerInterface {
                     &prefixes,
                     p.profile.as_deref(),
                     p.force.unwrap_or(false),
+                    p.extensions.as_deref().unwrap_or_default(),
                 );
                 Outcome::from_result(result.map(|(image, units, warnings)| AttachReply {
                     image,
@@ -282,24 +304,72 @@ impl ManagerInterface {
             }
             "Detach" => {
                 let p: DetachParams = params(parameters)?;
+                let extensions = p.extensions.unwrap_or_default();
                 if !p.now.unwrap_or(false) {
-                    let result = shared.borrow_mut().detach(&p.image);
+                    let result = shared.borrow_mut().detach(&p.image, &extensions);
                     return Ok(Outcome::from_result(
                         result.map(|(image, units)| DetachReply { image, units }),
                     ));
                 }
                 Outcome::later(async move {
+                    // Checked before anything is stopped.
+                    shared.borrow().check_detach(&p.image, &extensions)?;
                     let units = shared.borrow().units_of(&attachment_name(&p.image));
                     for unit in units {
                         services::stop(shared.clone(), unit).await?;
                     }
-                    let result = shared.borrow_mut().detach(&p.image);
+                    let result = shared.borrow_mut().detach(&p.image, &extensions);
                     result.map(|(image, units)| DetachReply { image, units })
+                })
+            }
+            "Reattach" => {
+                let p: ReattachParams = params(parameters)?;
+                let now = p.now.unwrap_or(false);
+                Outcome::later(async move {
+                    // Units the new version lacks are stopped before anything changes.
+                    let removed = shared.borrow().reattach_prepare(&p.image)?.removed;
+                    for unit in removed {
+                        let active = shared
+                            .borrow()
+                            .unit(&unit)
+                            .is_ok_and(|u| u.state.is_active());
+                        if active {
+                            services::stop(shared.clone(), unit).await?;
+                        }
+                    }
+                    // Read again: the image or the units may have changed while stopping.
+                    let prepared = shared.borrow().reattach_prepare(&p.image)?;
+                    let done = shared.borrow_mut().reattach_commit(prepared)?;
+                    if now {
+                        for unit in &done.updated {
+                            let active = shared
+                                .borrow()
+                                .unit(unit)
+                                .is_ok_and(|u| u.state.is_active());
+                            if active {
+                                services::restart(shared.clone(), unit.clone()).await?;
+                            }
+                        }
+                        for unit in &done.added {
+                            services::start(shared.clone(), unit.clone()).await?;
+                        }
+                    }
+                    Ok::<_, ManagerError>(ReattachReply {
+                        image: done.image,
+                        path: done.path.display().to_string(),
+                        updated: done.updated,
+                        added: done.added,
+                        removed: done.removed,
+                    })
                 })
             }
             "IsAttached" => {
                 let p: ImageParams = params(parameters)?;
-                let state = shared.borrow().attachment_state(&p.image).to_string();
+                let extensions = p.extensions.unwrap_or_default();
+                let state = shared
+                    .borrow()
+                    .attachment_state(&p.image, &extensions)
+                    .to_string();
                 Outcome::reply(&IsAttachedReply { state })
             }
             "List" => {

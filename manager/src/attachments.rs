@@ -30,6 +30,46 @@ pub struct AttachmentRecord {
     pub profile: String,
     pub units: Vec<String>,
     pub attached_usec: u64,
+    /// The unit prefixes the units were selected by (reattach selects by them again). Absent
+    /// in older records: the image name, as attach defaults to.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Extension images laid over the image, lowest first; each pinned like the image.
+    #[serde(default)]
+    pub extensions: Vec<ExtensionRecord>,
+}
+
+/// One extension image of an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRecord {
+    /// Its image name (`app0` for `app0_1.2`): detach and is-attached compare these.
+    pub name: String,
+    /// Where it was attached from (canonical).
+    pub path: PathBuf,
+    /// Which directory `path` named at attach; `start` refuses another.
+    pub identity: ImageIdentity,
+    /// Its release file is not named after it (attached with `--force`).
+    #[serde(default)]
+    pub relaxed: bool,
+}
+
+impl ExtensionRecord {
+    /// The record of an extension as attach opened it.
+    pub fn of(ext: &crate::extension::Extension) -> ExtensionRecord {
+        ExtensionRecord {
+            name: ext.name.clone(),
+            path: ext.path.clone(),
+            identity: ext.identity.clone(),
+            relaxed: ext.relaxed,
+        }
+    }
+}
+
+impl AttachmentRecord {
+    /// The names of the extensions, in order.
+    pub fn extension_names(&self) -> Vec<String> {
+        self.extensions.iter().map(|e| e.name.clone()).collect()
+    }
 }
 
 /// A unit file copied into an attachment.
@@ -176,6 +216,20 @@ mod tests {
             profile: "default@1".into(),
             units: vec!["hello.service".into()],
             attached_usec: 1,
+            prefixes: vec!["hello".into()],
+            extensions: vec![ExtensionRecord {
+                name: "extra".into(),
+                path: "/srv/extra_2".into(),
+                identity: ImageIdentity {
+                    dev_major: 8,
+                    dev_minor: 1,
+                    ino: 99,
+                    birth: None,
+                    mount_id: None,
+                    boot_id: None,
+                },
+                relaxed: false,
+            }],
         }
     }
 
@@ -219,6 +273,7 @@ mod tests {
 
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(loaded[0].0.identity, None);
+        assert!(loaded[0].0.extensions.is_empty() && loaded[0].0.prefixes.is_empty());
     }
 
     #[test]

@@ -14,8 +14,9 @@ use berth_protocol::manager::{Image, ImageDetails, ManagerError, UnitFile, UnitS
 use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
 use tokio::sync::{mpsc, watch};
 
-use crate::attachments::{self, AttachmentRecord, UnitCopy};
+use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
 use crate::dynamic_user::DynamicUsers;
+use crate::extension::{self, Extension};
 use crate::image::identity::ImageIdentity;
 use crate::image::os_release::{self, OsRelease};
 use crate::image::strict_modes;
@@ -78,7 +79,7 @@ pub struct Unit {
 }
 
 impl Unit {
-    fn new(name: String, image: String, config: ServiceConfig) -> Unit {
+    pub(crate) fn new(name: String, image: String, config: ServiceConfig) -> Unit {
         Unit {
             name,
             image,
@@ -415,7 +416,7 @@ impl Manager {
             os,
             units,
             ..
-        } = scan_image(&name, &opened.root, &[])?;
+        } = scan_image(&name, &opened.root, &[], &[])?;
         Ok(ImageDetails {
             image: self.image_entry(&name, &path, Some(&os)),
             os_release: cat.then_some(os_release),
@@ -444,6 +445,7 @@ impl Manager {
         prefixes: &[String],
         profile: Option<&str>,
         force: bool,
+        extensions: &[String],
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
         let Located {
             name,
@@ -489,12 +491,13 @@ impl Manager {
             warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
             forced_past = Some(unsafe_path.to_string());
         }
+        let extensions = self.open_extensions(&name, extensions, force, &mut warnings)?;
         let ScannedImage {
             prefixes,
             units: found,
             identity,
             ..
-        } = scan_image(&name, &opened.root, prefixes)?;
+        } = scan_image(&name, &opened.root, prefixes, &extensions)?;
         if found.is_empty() {
             return Err(invalid(&format!(
                 "no unit files matching {} in {}",
@@ -538,6 +541,8 @@ impl Manager {
             profile,
             units: parsed.iter().map(|(n, _)| n.clone()).collect(),
             attached_usec: now_usec(),
+            prefixes: prefixes.clone(),
+            extensions: extensions.iter().map(ExtensionRecord::of).collect(),
         };
         let copies: Vec<UnitCopy> = found
             .iter()
@@ -590,12 +595,89 @@ impl Manager {
         Ok((name, units, warnings))
     }
 
-    /// Detaches an image; its units must be stopped.
-    pub fn detach(&mut self, arg: &str) -> Result<(String, Vec<String>), ManagerError> {
+    /// Resolves and opens the extensions `args` of image `name` (lowest layer first), each
+    /// pinned by its canonical path like the image; an unsafe path needs `force`.
+    pub(crate) fn open_extensions(
+        &self,
+        name: &str,
+        args: &[String],
+        force: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<Extension>, ManagerError> {
+        if args.len() > MAX_EXTENSIONS {
+            return Err(ManagerError::InvalidImage {
+                image: name.to_string(),
+                reason: format!("more than {MAX_EXTENSIONS} extensions"),
+            });
+        }
+        let mut opened: Vec<Extension> = Vec::new();
+        for arg in args {
+            let (ext_name, path) = self.resolve_image(arg)?;
+            let invalid = |reason: String| ManagerError::InvalidImage {
+                image: ext_name.clone(),
+                reason,
+            };
+            if ext_name == name || opened.iter().any(|e| e.name == ext_name) {
+                return Err(invalid(format!(
+                    "an image named '{ext_name}' is already a layer of this attachment"
+                )));
+            }
+            let path = std::fs::canonicalize(&path)
+                .map_err(|e| invalid(format!("cannot resolve {}: {e}", path.display())))?;
+            if let Err(unsafe_path) =
+                strict_modes::check(&path, rustix::process::geteuid().as_raw())
+            {
+                if !force {
+                    return Err(invalid(format!(
+                        "{unsafe_path}; attach with --force to accept that"
+                    )));
+                }
+                warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
+            }
+            opened.push(
+                extension::open(&ext_name, &path, force).map_err(|e| invalid(e.to_string()))?,
+            );
+        }
+        Ok(opened)
+    }
+
+    /// What [`Manager::detach`] checks before it changes anything: the image is attached, with
+    /// these extensions.
+    pub fn check_detach(&self, arg: &str, extensions: &[String]) -> Result<(), ManagerError> {
         let name = attachment_name(arg);
         if !self.attachments.contains_key(&name) {
             return Err(ManagerError::NotAttached { image: name });
         }
+        self.check_extensions(&name, extensions)
+    }
+
+    /// Refuses `given` (extension arguments) unless they name the attachment's extensions, in
+    /// order (portabled's rule for detach and is-attached).
+    fn check_extensions(&self, name: &str, given: &[String]) -> Result<(), ManagerError> {
+        let Some(record) = self.attachments.get(name) else {
+            return Ok(());
+        };
+        let attached = record.extension_names();
+        let given: Vec<String> = given.iter().map(|g| attachment_name(g)).collect();
+        if attached == given {
+            Ok(())
+        } else {
+            Err(ManagerError::ExtensionsMismatch {
+                image: name.to_string(),
+                attached,
+                given,
+            })
+        }
+    }
+
+    /// Detaches an image; its units must be stopped.
+    pub fn detach(
+        &mut self,
+        arg: &str,
+        extensions: &[String],
+    ) -> Result<(String, Vec<String>), ManagerError> {
+        self.check_detach(arg, extensions)?;
+        let name = attachment_name(arg);
         if let Some(unit) = self.active_unit_of(&name) {
             return Err(ManagerError::UnitActive { unit });
         }
@@ -615,9 +697,13 @@ impl Manager {
         Ok((name, record.units))
     }
 
-    pub fn attachment_state(&self, arg: &str) -> &'static str {
+    /// `detached` also when `extensions` are not the attachment's (that set of layers is not
+    /// attached).
+    pub fn attachment_state(&self, arg: &str, extensions: &[String]) -> &'static str {
         let name = attachment_name(arg);
-        if !self.attachments.contains_key(&name) {
+        if !self.attachments.contains_key(&name)
+            || self.check_extensions(&name, extensions).is_err()
+        {
             "detached"
         } else if self.active_unit_of(&name).is_some() {
             "running"
@@ -651,22 +737,27 @@ pub fn attachment_name(arg: &str) -> String {
 }
 
 /// What `inspect` and `attach` both read from an image.
-struct ScannedImage {
-    os_release: String,
-    os: OsRelease,
+pub(crate) struct ScannedImage {
+    pub(crate) os_release: String,
+    pub(crate) os: OsRelease,
     /// The prefixes that apply (the requested ones, checked against PORTABLE_PREFIXES).
-    prefixes: Vec<String>,
-    units: Vec<image::FoundUnit>,
+    pub(crate) prefixes: Vec<String>,
+    pub(crate) units: Vec<image::FoundUnit>,
     /// Which directory was read (see [`crate::image::identity`]).
-    identity: ImageIdentity,
+    pub(crate) identity: ImageIdentity,
 }
 
 /// Reads the os-release of image `name` at `root` and finds its units matching `prefixes`
 /// (all when empty, within PORTABLE_PREFIXES); every failure is the image's `InvalidImage`.
-fn scan_image(
+///
+/// With `extensions` (lowest first), each must fit the image ([`extension::check_compatible`]),
+/// their `PORTABLE_PREFIXES` extend the image's, and units are found as the overlay of all
+/// layers shows them.
+pub(crate) fn scan_image(
     name: &str,
     root: &image::ImageRoot,
     prefixes: &[String],
+    extensions: &[Extension],
 ) -> Result<ScannedImage, ManagerError> {
     let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
         image: name.to_string(),
@@ -674,8 +765,27 @@ fn scan_image(
     };
     let os_release = root.os_release_text().map_err(|e| invalid(&e))?;
     let os = os_release::parse(&os_release);
-    let prefixes = image::check_prefixes(prefixes, &os, name).map_err(|e| invalid(&e))?;
-    let units = root.find_units(&prefixes).map_err(|e| invalid(&e))?;
+    for ext in extensions {
+        extension::check_compatible(&os, &ext.release, name, &ext.name).map_err(|e| {
+            ManagerError::InvalidImage {
+                image: ext.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    }
+    let allowed = extension::allowed_prefixes(
+        std::iter::once(&os).chain(extensions.iter().map(|e| &e.release.fields)),
+    );
+    let prefixes =
+        image::scan::check_prefixes_among(prefixes, allowed, name).map_err(|e| invalid(&e))?;
+    // Top layer first.
+    let layers: Vec<&image::ImageRoot> = extensions
+        .iter()
+        .rev()
+        .map(|e| &e.opened.root)
+        .chain(std::iter::once(root))
+        .collect();
+    let units = extension::find_units_layered(&layers, &prefixes).map_err(|e| invalid(&e))?;
     let identity = root.identity().map_err(|e| invalid(&e))?;
     Ok(ScannedImage {
         os_release,
@@ -703,6 +813,9 @@ fn shown_contents(contents: String, budget: &mut usize) -> String {
         contents.len()
     )
 }
+
+/// Extension images one attachment may have (the helper's bound).
+pub const MAX_EXTENSIONS: usize = berth_protocol::helper::MAX_EXTENSIONS;
 
 /// Warnings in one `Attach` reply, over all of an image's units.
 const MAX_ATTACH_WARNINGS: usize = 200;

@@ -10,11 +10,13 @@
 //! top; units are looked up as that overlay shows them ([`find_units_layered`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::image::identity::ImageIdentity;
 use crate::image::os_release::{self, OsRelease};
-use crate::image::{self, FoundUnit, ImageError, ImageRoot, UNIT_DIRS};
+use crate::image::{self, FoundUnit, ImageError, ImageRoot, ImageSource, OpenedImage, UNIT_DIRS};
 
 /// Where an extension keeps its release file, inside the extension.
 pub const RELEASE_DIR: &str = "/usr/lib/extension-release.d";
@@ -27,6 +29,18 @@ const ANY_ID: &str = "_any";
 
 #[derive(Debug, Error)]
 pub enum ExtensionError {
+    #[error("cannot open extension {extension}: {source}")]
+    Open {
+        extension: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("cannot identify extension {extension}: {source}")]
+    Identify {
+        extension: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "extension {extension} lacks {RELEASE_DIR}/{RELEASE_PREFIX}{name}, refusing (attach \
          with --force to accept a release file of another name)"
@@ -95,6 +109,45 @@ pub struct ExtensionRelease {
     /// Its text, for `inspect --cat`.
     pub text: String,
     pub fields: OsRelease,
+}
+
+/// An extension image opened for an attach.
+#[derive(Debug)]
+pub struct Extension {
+    /// Its image name (`app0` for `app0_1.2.raw`).
+    pub name: String,
+    /// Where it was opened from (canonical).
+    pub path: PathBuf,
+    pub opened: OpenedImage,
+    pub release: ExtensionRelease,
+    /// The release file is not named after the extension (accepted with `--force`).
+    pub relaxed: bool,
+    pub identity: ImageIdentity,
+}
+
+/// Opens extension `name` at `path` and reads its release file (see [`read_release`]).
+pub fn open(name: &str, path: &Path, force: bool) -> Result<Extension, ExtensionError> {
+    let extension = || path.display().to_string();
+    let opened = image::open(ImageSource::Path(path)).map_err(|source| ExtensionError::Open {
+        extension: extension(),
+        source,
+    })?;
+    let release = read_release(&opened.root, name, force)?;
+    let identity = opened
+        .root
+        .identity()
+        .map_err(|source| ExtensionError::Identify {
+            extension: extension(),
+            source,
+        })?;
+    Ok(Extension {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        relaxed: release.file != format!("{RELEASE_PREFIX}{name}"),
+        opened,
+        release,
+        identity,
+    })
 }
 
 /// Reads extension `name`'s release file from `root`. Without `force` it must be named after

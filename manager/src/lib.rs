@@ -15,6 +15,7 @@ pub mod log_access;
 pub mod logs;
 pub mod paths;
 pub mod privilege_split;
+pub mod reattach;
 pub mod service_config;
 pub mod services;
 pub mod unit_file;

@@ -60,6 +60,8 @@ struct Plan {
     held_image: Option<OwnedFd>,
     /// Attached by descriptor: berthd may be unable to reopen the path itself.
     by_descriptor: bool,
+    /// Extension images laid over the image, lowest first, each pinned like the image.
+    extensions: Vec<crate::attachments::ExtensionRecord>,
     service_type: ServiceType,
     /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
     commands: Vec<(Vec<String>, bool)>,
@@ -115,6 +117,7 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
             .transpose()
             .map_err(ManagerError::internal)?,
         by_descriptor: record.by_descriptor,
+        extensions: record.extensions.clone(),
         service_type: config.service_type,
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -260,6 +263,20 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         )),
         e => start_failed(e.to_string()),
     })?;
+    let extensions = plan
+        .extensions
+        .iter()
+        .map(|e| {
+            image_identity::open_attached(&e.path, Some(&e.identity)).map_err(|err| match err {
+                IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
+                    image: e.name.clone(),
+                    path,
+                    reason,
+                },
+                err => start_failed(err.to_string()),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
     // interrupted rotation of an earlier run is not its business.
     if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {
@@ -306,7 +323,10 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         .call(
             "io.berth.Helper.Spawn",
             &params,
-            vec![root, log, control_dir],
+            [root, log, control_dir]
+                .into_iter()
+                .chain(extensions)
+                .collect(),
         )
         .await;
     if result.is_ok() {

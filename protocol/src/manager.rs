@@ -113,6 +113,8 @@ pub struct AttachParams {
     pub prefixes: Option<Vec<String>>,
     pub profile: Option<String>,
     pub force: Option<bool>,
+    // Extension images (names or absolute paths) laid over the image, lowest first.
+    pub extensions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -127,6 +129,8 @@ pub struct AttachReply {
 #[serde(deny_unknown_fields)]
 pub struct ImageParams {
     pub image: String,
+    // The extensions the image was attached with, in the same order (none if omitted).
+    pub extensions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -135,6 +139,31 @@ pub struct DetachParams {
     pub image: String,
     // Stop the image's active units first (otherwise their being active is an error).
     pub now: Option<bool>,
+    // The extensions the image was attached with, in the same order (none if omitted).
+    pub extensions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ReattachParams {
+    // An attached image's name (its newest version is taken), a versioned name or a path.
+    pub image: String,
+    // Restart the updated units that are running and start the added ones.
+    pub now: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ReattachReply {
+    pub image: String,
+    // The image path the units now come from.
+    pub path: String,
+    // Units of the new version that were attached before (their running processes keep the
+    // old version until restarted).
+    pub updated: Vec<String>,
+    // Units only the new version has.
+    pub added: Vec<String>,
+    // Units the new version lacks: stopped and detached.
+    pub removed: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -213,6 +242,11 @@ pub enum ManagerError {
     UnitActive {
         unit: String,
     },
+    ExtensionsMismatch {
+        image: String,
+        attached: Vec<String>,
+        given: Vec<String>,
+    },
     StartFailed {
         unit: String,
         reason: String,
@@ -275,6 +309,26 @@ impl std::fmt::Display for ManagerError {
             ManagerError::UnitActive { unit } => {
                 write!(f, "unit '{unit}' is active; stop it first")
             }
+            ManagerError::ExtensionsMismatch {
+                image,
+                attached,
+                given,
+            } => {
+                let list = |l: &[String]| {
+                    if l.is_empty() {
+                        "no extensions".to_string()
+                    } else {
+                        l.join(", ")
+                    }
+                };
+                write!(
+                    f,
+                    "image '{image}' is attached with {}, not with {}; name the same extensions \
+                     in the same order",
+                    list(attached),
+                    list(given)
+                )
+            }
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
             ManagerError::ImageChanged {
                 image,
@@ -327,6 +381,7 @@ pub fn description() -> String {
         .method::<AttachParams, AttachReply>("Attach")
         .method::<DetachParams, DetachReply>("Detach")
         .method::<ImageParams, IsAttachedReply>("IsAttached")
+        .method::<ReattachParams, ReattachReply>("Reattach")
         .method_more::<Empty, ListReply>("List")
         .method::<UnitParams, StatusReply>("Start")
         .method::<UnitParams, StatusReply>("Stop")

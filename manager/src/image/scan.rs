@@ -234,6 +234,16 @@ pub fn check_prefixes(
     os: &OsRelease,
     image_name: &str,
 ) -> Result<Vec<String>, ImageError> {
+    check_prefixes_among(requested, os.portable_prefixes(), image_name)
+}
+
+/// [`check_prefixes`] against an `allowed` list gathered by the caller (an image with
+/// extensions allows what any of its layers does); empty means no restriction.
+pub fn check_prefixes_among(
+    requested: &[String],
+    allowed: Vec<String>,
+    image_name: &str,
+) -> Result<Vec<String>, ImageError> {
     let mut effective: Vec<String> = Vec::new();
     let candidates = if requested.is_empty() {
         vec![image_name.to_owned()]
@@ -248,7 +258,6 @@ pub fn check_prefixes(
             effective.push(prefix);
         }
     }
-    let allowed = os.portable_prefixes();
     // An empty PORTABLE_PREFIXES means the image does not restrict prefixes.
     if !allowed.is_empty()
         && let Some(prefix) = effective.iter().find(|p| !allowed.contains(p))
