@@ -200,6 +200,82 @@ impl ImageBuilder {
     }
 }
 
+/// The release file of an extension unless [`ExtensionBuilder::release`] replaces it: it fits
+/// [`DEFAULT_OS_RELEASE`].
+pub const DEFAULT_EXTENSION_RELEASE: &str = "ID=berth-test\nVERSION_ID=1\n";
+
+/// Builds a sysext-style extension directory: only what is added, plus
+/// `usr/lib/extension-release.d/extension-release.<release name>` (by default the directory's
+/// own name, as attach expects):
+/// `ExtensionBuilder::new(dir).unit("a.service", "...").build()?`.
+pub struct ExtensionBuilder {
+    dir: PathBuf,
+    release_name: String,
+    release: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl ExtensionBuilder {
+    /// Starts an extension at `dir` (its base name is the extension's name).
+    pub fn new(dir: &Path) -> Self {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // portabled naming: `app_1.2` is extension `app`.
+        let name = name
+            .split_once('_')
+            .map_or(name.clone(), |(n, _)| n.to_owned());
+        Self {
+            dir: dir.to_owned(),
+            release_name: name,
+            release: DEFAULT_EXTENSION_RELEASE.to_owned(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Replaces the release file's text.
+    pub fn release(mut self, text: &str) -> Self {
+        self.release = text.to_owned();
+        self
+    }
+
+    /// Names the release file `extension-release.<name>` instead of after the directory.
+    pub fn release_name(mut self, name: &str) -> Self {
+        self.release_name = name.to_owned();
+        self
+    }
+
+    /// Writes unit file `usr/lib/systemd/system/<name>`.
+    pub fn unit(self, name: &str, contents: &str) -> Self {
+        self.file(&format!("usr/lib/systemd/system/{name}"), contents)
+    }
+
+    /// Writes a file (mode 0644, parents 0755).
+    pub fn file(mut self, path_in_image: &str, contents: impl AsRef<[u8]>) -> Self {
+        self.files
+            .push((path_in_image.to_owned(), contents.as_ref().to_vec()));
+        self
+    }
+
+    /// Writes the extension and returns its directory.
+    pub fn build(self) -> Result<PathBuf> {
+        let root = &self.dir;
+        fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        chmod(root, 0o755)?;
+        make_parents_traversable(root)?;
+        let release = format!(
+            "usr/lib/extension-release.d/extension-release.{}",
+            self.release_name
+        );
+        write_file(root, &release, self.release.as_bytes(), 0o644)?;
+        for (path, contents) in &self.files {
+            write_file(root, path, contents, 0o644)?;
+        }
+        Ok(self.dir)
+    }
+}
+
 /// A standard image `dir/name`: busybox, the probe, and unit `<name>.service` (Type=simple)
 /// running `/bin/sh -c 'echo hello from <name>; exec sleep 1000'`.
 pub fn busybox_image(dir: &Path, name: &str) -> Result<PathBuf> {

@@ -13,7 +13,7 @@ pub mod procfs;
 pub mod varlink_raw;
 
 pub use harness::{Harness, as_user, probe_output, wait_until};
-pub use image::{ImageBuilder, busybox_image, probe_path};
+pub use image::{ExtensionBuilder, ImageBuilder, busybox_image, probe_path};
 pub use procfs::{ns_inode, open_fd_count, proc_status_field, process_exists};
 
 use std::path::{Path, PathBuf};
