@@ -51,6 +51,7 @@ fn attach_with(h: &Harness, path: &str, fd: OwnedFd) -> Result<AttachReply, Clie
             prefixes: None,
             profile: None,
             force: None,
+            extensions: None,
         };
         client
             .call("io.berth.Manager.Attach", &params, vec![fd])
