@@ -266,3 +266,47 @@ fn an_extension_swapped_after_attach_is_refused_at_start() {
 
     assert!(err.contains("no longer the image 'app'"), "{err}");
 }
+
+#[test]
+fn reattach_onto_a_new_version_keeps_the_extension() {
+    let h = Harness::start().unwrap();
+    let ext = attached_with_app(&h);
+    let v2 = ImageBuilder::new(&h.dir().join("base_2"))
+        .os_release(BASE_OS)
+        .build()
+        .unwrap();
+
+    let reply = h.berth_json(&["reattach", path(&v2)]).unwrap();
+
+    assert_eq!(reply["updated"], serde_json::json!(["app.service"]));
+    h.berth_ok(&["start", "app"]).unwrap();
+    h.wait_for(
+        || {
+            Ok(h.berth_ok(&["logs", "app"])?
+                .contains("data from the extension"))
+        },
+        WAIT,
+    )
+    .unwrap();
+    assert!(
+        h.berth(&["is-attached", "base", "--extension", path(&ext)])
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn reattach_onto_a_version_the_extension_does_not_fit_is_refused() {
+    let h = Harness::start().unwrap();
+    attached_with_app(&h);
+    let v2 = ImageBuilder::new(&h.dir().join("base_2"))
+        .os_release("ID=berth-test\nVERSION_ID=2\n")
+        .build()
+        .unwrap();
+
+    let err = h.berth_err(&["reattach", path(&v2)]).unwrap();
+
+    assert!(err.contains("VERSION_ID=1"), "{err}");
+    assert_eq!(h.berth_json(&["list"]).unwrap()[0]["unit"], "app.service");
+}
