@@ -24,6 +24,7 @@ pub mod sniff;
 pub mod strict_modes;
 #[cfg(test)]
 mod test_fixture;
+pub mod verity;
 
 pub use naming::{image_name_from_path, validate_image_name};
 pub use root::ImageRoot;
@@ -134,6 +135,20 @@ pub enum ImageError {
     },
     #[error("image {image}: unsupported image format: {found}")]
     UnsupportedFormat { image: String, found: String },
+    #[error("image {image} (GPT disk image): {source}")]
+    Gpt {
+        image: String,
+        #[source]
+        source: kind::gpt::table::GptError,
+    },
+    #[error(
+        "image {image} (GPT disk image): its {partition} holds a {found}, not a filesystem berth mounts (squashfs, erofs, ext4)"
+    )]
+    GptPartitionFormat {
+        image: String,
+        partition: String,
+        found: String,
+    },
     #[error("image {path} is not a directory")]
     NotADirectory { path: String },
     #[error(
