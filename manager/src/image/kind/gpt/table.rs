@@ -301,12 +301,15 @@ pub fn parse<R: ReadAt + ?Sized>(disk: &R, disk_size: u64) -> Result<Table, GptE
     }
     let usable_first = le_u64(&header, 40);
     let usable_last = le_u64(&header, 48);
-    if usable_first > usable_last || usable_last >= sectors {
-        return Err(GptError::UsableArea {
-            first: usable_first,
-            last: usable_last,
-            sectors,
-        });
+    // The usable area must lie inside the disk too, but that is checked after the partitions:
+    // on a truncated disk the partition cut off is the more useful thing to name.
+    let usable_area_error = GptError::UsableArea {
+        first: usable_first,
+        last: usable_last,
+        sectors,
+    };
+    if usable_first > usable_last || usable_first >= sectors {
+        return Err(usable_area_error);
     }
     let disk_guid = guid_at(&header, 56);
     let entries_lba = le_u64(&header, 72);
@@ -328,8 +331,8 @@ pub fn parse<R: ReadAt + ?Sized>(disk: &R, disk_size: u64) -> Result<Table, GptE
         });
     }
     // The array lies after the header and before the first usable sector (for the primary
-    // table), so no partition can hold it. Both products are bounded: entries_lba is checked
-    // against the usable area, whose sectors are checked against the disk.
+    // table), so no partition can hold it. The products cannot overflow: the start is checked,
+    // and the first usable sector lies inside the disk (checked above).
     let array_end_ok = entries_lba
         .checked_mul(sector_size)
         .and_then(|start| start.checked_add(array_bytes))
@@ -399,6 +402,9 @@ pub fn parse<R: ReadAt + ?Sized>(disk: &R, disk_size: u64) -> Result<Table, GptE
             label: decode_label(&entry[56..128]),
             kind: PartitionType::of(type_guid),
         });
+    }
+    if usable_last >= sectors {
+        return Err(usable_area_error);
     }
     check_overlaps(&partitions)?;
     Ok(Table {
