@@ -4,12 +4,18 @@
 //! berth-helper enforces its own floor on top), `admin_group` (members may change state besides
 //! root, and read logs), `log_group` (members may read logs, as `adm` reads the journal) and
 //! `log_max_bytes` (a service's log is moved aside to `previous.log` past this size, so one
-//! service keeps at most about twice it). A missing file means the defaults; an unknown key or
-//! a value of the wrong type is an error naming the file, line and key.
+//! service keeps at most about twice it). Tarball imports are bounded by `tarball_max_bytes`
+//! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
+//! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
+//! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
+//! means the defaults; an unknown key or a value of the wrong type is an error naming the file,
+//! line and key.
 
 use std::path::Path;
 
 use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError};
+
+use crate::image::kind::tar::TarLimits;
 
 pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 
@@ -23,6 +29,12 @@ pub struct Config {
     pub admin_group: String,
     pub log_group: String,
     pub log_max_bytes: u64,
+    pub tarball_max_bytes: u64,
+    pub tarball_max_entries: u64,
+    pub tarball_max_path_bytes: usize,
+    pub tarball_max_name_bytes: usize,
+    pub tarball_max_depth: usize,
+    pub tarball_max_ratio: u64,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
@@ -40,9 +52,25 @@ impl Default for Config {
             // As Debian's journal readers.
             log_group: "adm".into(),
             log_max_bytes: LOG_MAX_BYTES,
+            tarball_max_bytes: TarLimits::default().max_bytes,
+            tarball_max_entries: TarLimits::default().max_entries,
+            tarball_max_path_bytes: TarLimits::default().max_path_bytes,
+            tarball_max_name_bytes: TarLimits::default().max_name_bytes,
+            tarball_max_depth: TarLimits::default().max_depth,
+            tarball_max_ratio: TarLimits::default().max_ratio,
         }
     }
 }
+
+/// The tarball limit keys, in the order [`Config::check`] reads them.
+static TARBALL_KEYS: [&str; 6] = [
+    "tarball_max_bytes",
+    "tarball_max_entries",
+    "tarball_max_path_bytes",
+    "tarball_max_name_bytes",
+    "tarball_max_depth",
+    "tarball_max_ratio",
+];
 
 impl ConfigFile for Config {
     fn check(&self) -> Result<(), KeyError> {
@@ -55,11 +83,38 @@ impl ConfigFile for Config {
                 ),
             });
         }
+        let tarball = [
+            self.tarball_max_bytes,
+            self.tarball_max_entries,
+            self.tarball_max_path_bytes as u64,
+            self.tarball_max_name_bytes as u64,
+            self.tarball_max_depth as u64,
+            self.tarball_max_ratio,
+        ];
+        if let Some(i) = tarball.iter().position(|&value| value == 0) {
+            return Err(KeyError {
+                keys: std::slice::from_ref(&TARBALL_KEYS[i]),
+                reason: "must be at least 1".into(),
+            });
+        }
         config_file::check_uid_range(self.uid_min, self.uid_max)
     }
 }
 
 impl Config {
+    /// The bounds on one tarball import.
+    pub fn tar_limits(&self) -> TarLimits {
+        TarLimits {
+            max_bytes: self.tarball_max_bytes,
+            max_entries: self.tarball_max_entries,
+            max_path_bytes: self.tarball_max_path_bytes,
+            max_name_bytes: self.tarball_max_name_bytes,
+            max_depth: self.tarball_max_depth,
+            max_ratio: self.tarball_max_ratio,
+            ..TarLimits::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         config_file::load(path)
     }
@@ -92,6 +147,19 @@ mod tests {
     }
 
     #[test]
+    fn tarball_limits_are_read_and_zero_is_refused() {
+        let config = parse("tarball_max_bytes = 1_000\ntarball_max_ratio = 7\n").unwrap();
+
+        let limits = config.tar_limits();
+        assert_eq!((limits.max_bytes, limits.max_ratio), (1_000, 7));
+        assert_eq!(limits.max_entries, TarLimits::default().max_entries);
+        assert_eq!(
+            error_line_and_key("\ntarball_max_entries = 0\n"),
+            (2, Some("tarball_max_entries".into()))
+        );
+    }
+
+    #[test]
     fn a_comment_after_the_admin_group_is_not_part_of_its_name() {
         let config = parse("admin_group = \"nogroup\" # ops team\n").unwrap();
 
@@ -113,6 +181,7 @@ mod tests {
                 admin_group: "ops".into(),
                 log_group: "readers".into(),
                 log_max_bytes: LOG_MAX_BYTES,
+                ..Config::default()
             }
         );
     }
