@@ -11,6 +11,7 @@ pub mod gpt_disk;
 pub mod harness;
 pub mod image;
 pub mod procfs;
+pub mod tarball;
 pub mod varlink_raw;
 
 pub use harness::{Harness, as_user, probe_output, wait_until};
