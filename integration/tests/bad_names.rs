@@ -154,6 +154,30 @@ fn unknown_methods_and_interfaces_with_huge_names_get_small_errors() {
 }
 
 #[test]
+fn an_unknown_parameter_with_a_huge_name_gets_a_small_error() {
+    let h = Harness::start().unwrap();
+    let mut parameters = json!({ "unit": "hello" });
+    parameters["p".repeat(1024 * 1024 - 100)] = json!(1);
+    let call = json!({ "method": "io.berth.Manager.Status", "parameters": parameters });
+
+    let replies = call_as(
+        &h.socket(),
+        &Caller::ROOT,
+        call.to_string().as_bytes(),
+        1,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    assert_eq!(replies[0]["error"], "org.varlink.service.InvalidParameter");
+    assert!(
+        replies[0].to_string().len() < 400,
+        "{} bytes",
+        replies[0].to_string().len()
+    );
+}
+
+#[test]
 fn the_interface_description_of_a_huge_name_is_a_small_error() {
     let h = Harness::start().unwrap();
     let call = json!({

@@ -482,13 +482,15 @@ pub fn parse_params<T: DeserializeOwned>(parameters: Value) -> Result<T, Value> 
 }
 
 /// serde_json names a missing or unknown field in backticks; any other error happened while
-/// the value of `visited`, the parameter last read, was being deserialized.
+/// the value of `visited`, the parameter last read, was being deserialized. An unknown field's
+/// name is the caller's (up to [`MAX_PARAMETERS_BYTES`]), so it is cut as every name an error
+/// reply shows is.
 fn offending_parameter(error: &serde_json::Error, visited: Option<String>) -> String {
     let text = error.to_string();
     let named = text.starts_with("missing field") || text.starts_with("unknown field");
     match (text.split('`').nth(1), visited) {
-        (Some(name), _) if named && !name.is_empty() => name.to_string(),
-        (_, Some(parameter)) if !named => parameter,
+        (Some(name), _) if named && !name.is_empty() => shown_name(name).to_string(),
+        (_, Some(parameter)) if !named => shown_name(&parameter).to_string(),
         _ => "parameters".to_string(),
     }
 }
@@ -782,6 +784,18 @@ mod tests {
         assert_eq!(name(nested), "prefixes");
         assert_eq!(name(unknown), "extra");
         assert_eq!(name(missing), "image");
+    }
+
+    #[test]
+    fn a_huge_unknown_parameter_is_named_only_in_part() {
+        let huge = "x".repeat(64 * 1024);
+        let mut parameters = json!({ "image": "a", "prefixes": [] });
+        parameters[&huge] = json!(1);
+
+        let err = parse_params::<Several>(parameters).unwrap_err();
+
+        let named = err["parameters"]["parameter"].as_str().unwrap();
+        assert_eq!(named, &huge[..MAX_SHOWN_NAME]);
     }
 
     #[test]
