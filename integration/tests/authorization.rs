@@ -159,6 +159,13 @@ fn cases() -> Vec<Case> {
             expected: |c| allowed_if(changes(c)),
         },
         Case {
+            // Answers NotAttached (or NoSuchImage) to those allowed: a change that changes nothing.
+            name: "Reattach",
+            call: json!({"method": "io.berth.Manager.Reattach", "parameters": {"image": "nothing"}}),
+            max_replies: MAX_REPLIES,
+            expected: |c| allowed_if(changes(c)),
+        },
+        Case {
             name: "Stop (of no unit)",
             call: json!({"method": "io.berth.Manager.Stop", "parameters": {"unit": "nothing"}}),
             max_replies: MAX_REPLIES,

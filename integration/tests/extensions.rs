@@ -310,3 +310,27 @@ fn reattach_onto_a_version_the_extension_does_not_fit_is_refused() {
     assert!(err.contains("VERSION_ID=1"), "{err}");
     assert_eq!(h.berth_json(&["list"]).unwrap()[0]["unit"], "app.service");
 }
+
+#[test]
+fn an_attachment_with_extensions_starts_after_a_berthd_restart() {
+    let mut h = Harness::start().unwrap();
+    let ext = attached_with_app(&h);
+
+    h.restart_berthd().unwrap();
+
+    h.berth_ok(&["start", "app"]).unwrap();
+    h.wait_for(
+        || {
+            Ok(h.berth_ok(&["logs", "app"])?
+                .contains("data from the extension"))
+        },
+        WAIT,
+    )
+    .unwrap();
+    assert!(
+        h.berth(&["is-attached", "base", "--extension", path(&ext)])
+            .unwrap()
+            .status
+            .success()
+    );
+}
