@@ -334,3 +334,31 @@ fn an_attachment_with_extensions_starts_after_a_berthd_restart() {
             .success()
     );
 }
+
+#[test]
+fn a_release_file_symlinked_to_a_host_file_is_not_read_from_the_host() {
+    let h = Harness::start().unwrap();
+    base(&h, BASE_OS);
+    let ext = extension(&h, "app").release_name("other").build().unwrap();
+    let release = ext.join("usr/lib/extension-release.d/extension-release.app");
+    // The host file fits (the image's own os-release); resolved inside the extension it is not
+    // there at all.
+    let host = h.images_dir().join("base/etc/os-release");
+    std::os::unix::fs::symlink(&host, &release).unwrap();
+
+    let err = h
+        .berth_err(&["attach", "base", "app", "--extension", path(&ext)])
+        .unwrap();
+
+    assert!(
+        err.contains("lacks /usr/lib/extension-release.d/extension-release.app"),
+        "{err}"
+    );
+    assert!(
+        h.berth_json(&["list"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
