@@ -362,3 +362,21 @@ fn a_release_file_symlinked_to_a_host_file_is_not_read_from_the_host() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_versioned_extension_is_named_without_its_version() {
+    let h = Harness::start().unwrap();
+    base(&h, BASE_OS);
+    // TEST-29's app0_1.0.raw carrying extension-release.app0: no --force needed.
+    let ext = extension(&h, "app_1.0").build().unwrap();
+
+    h.berth_ok(&["attach", "base", "app", "--extension", path(&ext)])
+        .unwrap();
+
+    assert!(
+        h.berth(&["is-attached", "base", "--extension", "app"])
+            .unwrap()
+            .status
+            .success()
+    );
+}
