@@ -111,6 +111,23 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Show an attached unit's file and its drop-ins, each after a `# PATH` line.
+    Cat { unit: String },
+    /// Edit a drop-in of an attached unit in $EDITOR (then $VISUAL, editor, nano, vim, vi);
+    /// berthd checks it before it is written. A drop-in left with only comments is removed.
+    Edit {
+        unit: String,
+        /// The drop-in's file name.
+        #[arg(long, default_value = "override.conf")]
+        drop_in: String,
+    },
+    /// Set properties of an attached unit: each KEY=VALUE goes into its drop-in
+    /// `50-KEY.conf`, applied from the next start.
+    SetProperty {
+        unit: String,
+        #[arg(required = true)]
+        properties: Vec<String>,
+    },
     /// Show a unit's captured output.
     Logs {
         unit: String,

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use berth_protocol::manager::{
-    AttachParams, AttachReply, DetachParams, DetachReply, Empty, ImageParams, ImagesReply,
-    InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams,
-    LogsReply, ManagerError, ReattachParams, ReattachReply, StatusReply, UnitParams, UnitStatus,
+    AttachParams, AttachReply, CatReply, DetachParams, DetachReply, DropInsReply, Empty,
+    ImageParams, ImagesReply, InspectImageParams, InspectImageReply, IsAttachedReply, ListReply,
+    LogEntry, LogsParams, LogsReply, MAX_DROP_IN_BYTES, ManagerError, ReattachParams,
+    ReattachReply, SetPropertyParams, StatusReply, UnitParams, UnitStatus, WriteDropInParams,
 };
 use berth_varlink::client::{Client, ClientError, remote_error_of};
 use clap::Parser;
@@ -191,6 +192,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::IsFailed { units, quiet } => {
             return is_state(&mut s, units, quiet, "failed", 1).await;
         }
+        Command::Cat { unit } => cat(&mut s, unit).await?,
+        Command::Edit { unit, drop_in } => edit(&mut s, unit, drop_in).await?,
+        Command::SetProperty { unit, properties } => {
+            let params = SetPropertyParams { unit, properties };
+            let reply: DropInsReply = s.call("SetProperty", &params).await?;
+            print_drop_ins(&s, &reply)?;
+        }
         Command::Logs {
             unit,
             follow,
@@ -336,6 +344,163 @@ async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// `cat`: as `systemctl cat` shows a unit, each file after a `# PATH` line.
+async fn cat(s: &mut Session, unit: String) -> anyhow::Result<()> {
+    let reply: CatReply = s.call("Cat", &UnitParams { unit }).await?;
+    if s.json {
+        return s.print_json(&reply);
+    }
+    for (i, file) in reply.files.iter().enumerate() {
+        if i > 0 {
+            out!()?;
+        }
+        out!("# {}", escape(&file.path))?;
+        print_text(&file.contents)?;
+    }
+    Ok(())
+}
+
+/// What a drop-in change did, and berthd's warnings about the unit.
+fn print_drop_ins(s: &Session, reply: &DropInsReply) -> anyhow::Result<()> {
+    for warning in &reply.warnings {
+        report(&anyhow!("warning: {warning}"));
+    }
+    if s.json {
+        return s.print_json(reply);
+    }
+    for path in &reply.written {
+        out!("Wrote {}", escape(path))?;
+    }
+    for path in &reply.removed {
+        out!("Removed {}", escape(path))?;
+    }
+    Ok(())
+}
+
+/// `edit`: the drop-in (or, for a new one, a commented copy of the unit for reference) in a
+/// private temporary file, the editor on it, and what it holds then sent to berthd, which
+/// checks it before writing anything.
+async fn edit(s: &mut Session, unit: String, drop_in: String) -> anyhow::Result<()> {
+    let current: CatReply = s.call("Cat", &UnitParams { unit: unit.clone() }).await?;
+    let suffix = format!(".d/{drop_in}");
+    let existing = current.files.iter().find(|f| f.path.ends_with(&suffix));
+    let before = match existing {
+        Some(file) => file.contents.clone(),
+        None => {
+            let mut text = format!(
+                "### New drop-in {drop_in} of {}: lines here apply after the unit's own.\n\
+                 ### Only comments (as now) writes nothing. The unit as it stands:\n",
+                current.unit
+            );
+            for file in &current.files {
+                text.push_str(&format!("# {}\n", file.path));
+                for line in file.contents.lines() {
+                    text.push_str(&format!("#   {line}\n"));
+                }
+            }
+            text
+        }
+    };
+    let dir = private_temp_dir()?;
+    let path = dir.join(&drop_in);
+    let result = edit_in(&path, &before);
+    let _ = std::fs::remove_dir_all(&dir);
+    let after = result?;
+    if after == before {
+        report(&anyhow!(
+            "{drop_in} of {} unchanged, nothing written",
+            current.unit
+        ));
+        return Ok(());
+    }
+    let params = WriteDropInParams {
+        unit: current.unit,
+        name: drop_in,
+        contents: after,
+    };
+    let reply: DropInsReply = s.call("WriteDropIn", &params).await?;
+    print_drop_ins(s, &reply)
+}
+
+/// Writes `text` to `path`, runs the editor on it, and reads back what it holds.
+fn edit_in(path: &std::path::Path, text: &str) -> anyhow::Result<String> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    let editor = editor()?;
+    // Through sh, as git and systemctl take $EDITOR: it may carry arguments (`code -w`).
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(path)
+        .status()
+        .with_context(|| format!("cannot run the editor {editor}"))?;
+    if !status.success() {
+        return Err(anyhow!(
+            "the editor {editor} failed ({status}); nothing written"
+        ));
+    }
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > MAX_DROP_IN_BYTES as u64 {
+        return Err(anyhow!(
+            "the drop-in is {size} bytes, more than the {MAX_DROP_IN_BYTES} a drop-in may hold; \
+             nothing written"
+        ));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("the drop-in is not UTF-8 text; nothing written"))
+}
+
+/// `$EDITOR`, then `$VISUAL`, then the first of editor, nano, vim, vi on the PATH.
+fn editor() -> anyhow::Result<String> {
+    for var in ["EDITOR", "VISUAL"] {
+        if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok())
+            && !value.trim().is_empty()
+        {
+            return Ok(value);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for candidate in ["editor", "nano", "vim", "vi"] {
+        if std::env::split_paths(&path).any(|dir| dir.join(candidate).is_file()) {
+            return Ok(candidate.to_owned());
+        }
+    }
+    Err(anyhow!(
+        "no editor: set EDITOR (nor VISUAL, editor, nano, vim or vi was found)"
+    ))
+}
+
+/// A new directory only the caller may enter, for the file being edited.
+fn private_temp_dir() -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for attempt in 0..16u32 {
+        let dir = base.join(format!(
+            "berth-edit-{}-{nanos}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot create a directory in {}: {e}",
+                    base.display()
+                ));
+            }
+        }
+    }
+    Err(anyhow!(
+        "cannot create a private directory in {}",
+        base.display()
+    ))
 }
 
 /// A file's text, line by line, each escaped.

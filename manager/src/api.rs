@@ -53,6 +53,10 @@ const METHODS: &[(&str, Access)] = &[
     ("Start", Access::Change),
     ("Stop", Access::Change),
     ("Restart", Access::Change),
+    // Unit files and drop-ins are not secret, as with `systemctl cat` (see unit_edit.rs).
+    ("Cat", Access::Read),
+    ("SetProperty", Access::Change),
+    ("WriteDropIn", Access::Change),
 ];
 
 /// The groups whose members have more than read access, as gids of the host (`None`: no such
@@ -207,6 +211,23 @@ impl Checked for AttachParams {
 impl Checked for UnitParams {
     fn check(&mut self) -> Result<(), &'static str> {
         unit_of(&mut self.unit)
+    }
+}
+
+impl Checked for manager::SetPropertyParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        unit_of(&mut self.unit)?;
+        if self.properties.len() > crate::unit_edit::MAX_PROPERTIES {
+            return Err("properties");
+        }
+        Ok(())
+    }
+}
+
+impl Checked for manager::WriteDropInParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        unit_of(&mut self.unit)?;
+        crate::drop_ins::check_name(&self.name).map_err(|_| "name")
     }
 }
 
@@ -407,6 +428,22 @@ impl ManagerInterface {
                     };
                     result.map(|status| StatusReply { status })
                 })
+            }
+            "Cat" => {
+                let p: UnitParams = params(parameters)?;
+                let result = shared.borrow().cat(&p.unit);
+                Outcome::from_result(result.map(|(unit, files)| manager::CatReply { unit, files }))
+            }
+            "SetProperty" => {
+                let p: manager::SetPropertyParams = params(parameters)?;
+                Outcome::from_result(shared.borrow_mut().set_property(&p.unit, &p.properties))
+            }
+            "WriteDropIn" => {
+                let p: manager::WriteDropInParams = params(parameters)?;
+                let result = shared
+                    .borrow_mut()
+                    .write_drop_in(&p.unit, &p.name, &p.contents);
+                Outcome::from_result(result)
             }
             "Logs" => {
                 let p: LogsParams = params(parameters)?;

@@ -15,6 +15,7 @@ use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
 use tokio::sync::{mpsc, watch};
 
 use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
+use crate::drop_ins::{self, DropIn};
 use crate::dynamic_user::DynamicUsers;
 use crate::extension::{self, Extension};
 use crate::image::identity::ImageIdentity;
@@ -178,7 +179,7 @@ impl Manager {
         }
         for (record, copies) in loaded {
             for copy in &copies {
-                match parse_unit(&copy.name, &copy.contents) {
+                match manager.parse_attached(&record.image, &copy.name, &copy.contents) {
                     Ok((config, _)) => {
                         let unit = Unit::new(copy.name.clone(), record.image.clone(), config);
                         manager.units.insert(copy.name.clone(), unit);
@@ -191,6 +192,18 @@ impl Manager {
             manager.attachments.insert(record.image.clone(), record);
         }
         manager
+    }
+
+    /// Parses unit `unit` of image `image` (its file is `contents`) with the host drop-ins
+    /// its attachment holds (see [`drop_ins`]), which attaching it again keeps.
+    pub fn parse_attached(
+        &self,
+        image: &str,
+        unit: &str,
+        contents: &str,
+    ) -> Result<(ServiceConfig, Vec<String>), String> {
+        let drop_ins = drop_ins::read_all(&self.paths, image, unit).map_err(|e| e.to_string())?;
+        parse_unit_with(unit, contents, &drop_ins)
     }
 
     pub fn notify(&self) {
@@ -507,12 +520,11 @@ impl Manager {
         }
         let mut parsed = Vec::new();
         for unit in &found {
-            let (config, unit_warnings) =
-                parse_unit(&unit.name, &unit.contents).map_err(|reason| {
-                    ManagerError::InvalidUnit {
-                        unit: unit.name.clone(),
-                        reason,
-                    }
+            let (config, unit_warnings) = self
+                .parse_attached(&name, &unit.name, &unit.contents)
+                .map_err(|reason| ManagerError::InvalidUnit {
+                    unit: unit.name.clone(),
+                    reason,
                 })?;
             warnings.extend(unit_warnings);
             if let Some(existing) = self.units.get(&unit.name) {
@@ -799,10 +811,10 @@ pub(crate) fn scan_image(
 /// Unit file bytes one `InspectImage --cat` reply shows. Inspecting pool images is open to
 /// every user, and an image may hold 16 MiB of unit files: the reply stays well within what a
 /// slow reader's connection may have queued.
-const MAX_CAT_BYTES: usize = 256 * 1024;
+pub const MAX_CAT_BYTES: usize = 256 * 1024;
 
 /// `contents` if it fits in what is left of `budget`, else a line saying it was left out.
-fn shown_contents(contents: String, budget: &mut usize) -> String {
+pub fn shown_contents(contents: String, budget: &mut usize) -> String {
     if contents.len() <= *budget {
         *budget -= contents.len();
         return contents;
@@ -820,10 +832,24 @@ pub const MAX_EXTENSIONS: usize = berth_protocol::helper::MAX_EXTENSIONS;
 /// Warnings in one `Attach` reply, over all of an image's units.
 const MAX_ATTACH_WARNINGS: usize = 200;
 
-/// Parses a unit file into what berthd runs, plus its warnings.
-pub fn parse_unit(name: &str, contents: &str) -> Result<(ServiceConfig, Vec<String>), String> {
+/// Parses a unit file into what berthd runs, plus its warnings, with its host drop-ins (see [`drop_ins`]), applied after it in order.
+pub fn parse_unit_with(
+    name: &str,
+    contents: &str,
+    drop_ins: &[DropIn],
+) -> Result<(ServiceConfig, Vec<String>), String> {
     let unit = unit_file::parse(contents).map_err(|e| e.to_string())?;
-    let mut config = service_config::from_unit(name, &unit).map_err(|e| e.to_string())?;
+    let mut files = vec![(name.to_owned(), unit)];
+    for drop_in in drop_ins {
+        let label = drop_in.label(name);
+        let parsed = unit_file::parse(&drop_in.contents).map_err(|e| format!("{label}: {e}"))?;
+        files.push((label, parsed));
+    }
+    let files: Vec<(&str, &unit_file::UnitFile)> = files
+        .iter()
+        .map(|(label, unit)| (label.as_str(), unit))
+        .collect();
+    let mut config = service_config::from_unit_files(name, &files).map_err(|e| e.to_string())?;
     // Reported once, at attach: the running unit has no use for them.
     let warnings = std::mem::take(&mut config.warnings);
     Ok((config, warnings))

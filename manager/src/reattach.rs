@@ -13,7 +13,7 @@ use berth_logging::Untrusted;
 use berth_protocol::manager::ManagerError;
 
 use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
-use crate::daemon::{Manager, ScannedImage, Unit, now_usec, parse_unit, scan_image};
+use crate::daemon::{Manager, ScannedImage, Unit, now_usec, scan_image};
 use crate::extension;
 use crate::image::{self, ImageSource, strict_modes};
 use crate::service_config::ServiceConfig;
@@ -94,12 +94,13 @@ impl Manager {
         }
         let mut parsed = Vec::new();
         for unit in &found {
-            let (config, _) = parse_unit(&unit.name, &unit.contents).map_err(|reason| {
-                ManagerError::InvalidUnit {
+            // The host drop-ins stay in the attachment and apply to the new version too.
+            let (config, _) = self
+                .parse_attached(&name, &unit.name, &unit.contents)
+                .map_err(|reason| ManagerError::InvalidUnit {
                     unit: unit.name.clone(),
                     reason,
-                }
-            })?;
+                })?;
             if let Some(existing) = self.units.get(&unit.name)
                 && existing.image != name
             {

@@ -127,7 +127,23 @@ pub fn cap_warnings(warnings: &mut Vec<String>, max: usize, source: &str) {
 
 /// Builds the service configuration of unit `name` from its parsed file.
 pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceConfigError> {
-    if unit.section("Service").is_none() {
+    from_unit_files(name, &[(name, unit)])
+}
+
+/// Builds the service configuration of unit `name` from its file and its drop-ins, each with
+/// the label its warnings and errors name it by (`hello.service`,
+/// `hello.service.d/50-Environment.conf`). As systemd does, the drop-ins (in the order given:
+/// lexical) are read as if appended to the file: a later assignment overrides, an empty one
+/// resets a list, and a directive that would loosen the sandbox is ignored with a warning
+/// wherever it appears.
+pub fn from_unit_files(
+    name: &str,
+    files: &[(&str, &UnitFile)],
+) -> Result<ServiceConfig, ServiceConfigError> {
+    if files
+        .iter()
+        .all(|(_, unit)| unit.section("Service").is_none())
+    {
         return Err(ServiceConfigError::MissingServiceSection {
             unit: name.to_owned(),
         });
@@ -143,31 +159,35 @@ pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceCo
             timeout_stop: DEFAULT_TIMEOUT_STOP,
             warnings: Vec::new(),
         },
+        source: name.to_owned(),
     };
-    for section in unit.sections() {
-        match section.name.as_str() {
-            "Unit" => section
-                .assignments
-                .iter()
-                .for_each(|a| builder.unit_directive(a)),
-            "Service" => {
-                for a in &section.assignments {
-                    builder.service_directive(a)?;
+    for (label, unit) in files {
+        builder.source = (*label).to_owned();
+        for section in unit.sections() {
+            match section.name.as_str() {
+                "Unit" => section
+                    .assignments
+                    .iter()
+                    .for_each(|a| builder.unit_directive(a)),
+                "Service" => {
+                    for a in &section.assignments {
+                        builder.service_directive(a)?;
+                    }
                 }
-            }
-            "Install" => section
-                .assignments
-                .iter()
-                .for_each(|a| builder.install_directive(a)),
-            // systemd.unit(5): sections prefixed X- carry data for other programs.
-            other if other.starts_with("X-") => {}
-            other => {
-                let warning = format!(
-                    "{name}:{}: section [{}] is not supported in a service unit, ignored",
-                    section.line,
-                    shorten(other)
-                );
-                builder.config.warnings.push(warning);
+                "Install" => section
+                    .assignments
+                    .iter()
+                    .for_each(|a| builder.install_directive(a)),
+                // systemd.unit(5): sections prefixed X- carry data for other programs.
+                other if other.starts_with("X-") => {}
+                other => {
+                    let warning = format!(
+                        "{label}:{}: section [{}] is not supported in a service unit, ignored",
+                        section.line,
+                        shorten(other)
+                    );
+                    builder.config.warnings.push(warning);
+                }
             }
         }
     }
@@ -188,17 +208,19 @@ pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceCo
 
 struct Builder {
     config: ServiceConfig,
+    /// The file being read (the unit's, or one of its drop-ins), as messages name it.
+    source: String,
 }
 
 impl Builder {
     fn unit(&self) -> String {
-        self.config.name.clone()
+        self.source.clone()
     }
 
     fn warn(&mut self, a: &Assignment, section: &str, what: &str) {
         let warning = format!(
             "{}:{}: [{section}] {}= {what}",
-            self.config.name,
+            self.source,
             a.line,
             shorten(&a.key)
         );
@@ -320,7 +342,7 @@ impl Builder {
                 // `Key=value is ignored: ...`: the value matters here, so it is in the message.
                 let warning = format!(
                     "{}:{}: [Service] {}={what}",
-                    self.config.name,
+                    self.source,
                     a.line,
                     shorten(key)
                 );
@@ -1013,6 +1035,51 @@ mod tests {
 
     fn with_service(lines: &str) -> ServiceConfig {
         config(&format!("[Service]\nExecStart=/bin/hello\n{lines}")).unwrap()
+    }
+
+    fn with_drop_in(main: &str, drop_in: &str) -> Result<ServiceConfig, ServiceConfigError> {
+        let (main, drop_in) = (parse(main).unwrap(), parse(drop_in).unwrap());
+        from_unit_files(
+            "hello.service",
+            &[
+                ("hello.service", &main),
+                ("hello.service.d/override.conf", &drop_in),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_drop_in_overrides_and_resets_as_if_appended() {
+        let cfg = with_drop_in(
+            "[Service]\nType=oneshot\nExecStart=/bin/a\nEnvironment=A=1 B=2\n",
+            "[Service]\nExecStart=\nExecStart=/bin/b\nEnvironment=B=3\n",
+        )
+        .unwrap();
+
+        assert_eq!(cfg.exec_start.len(), 1);
+        assert_eq!(cfg.exec_start[0].path, "/bin/b");
+        assert_eq!(cfg.environment.get("A").map(String::as_str), Some("1"));
+        assert_eq!(cfg.environment.get("B").map(String::as_str), Some("3"));
+    }
+
+    #[test]
+    fn a_loosening_directive_in_a_drop_in_is_ignored_and_named_by_the_drop_in() {
+        let cfg = with_drop_in("[Service]\nExecStart=/bin/a\n", "[Service]\nUser=root\n").unwrap();
+
+        assert_eq!(
+            cfg.warnings,
+            [
+                "hello.service.d/override.conf:2: [Service] User=root is ignored: berth's sandbox \
+              is always on and the profile decides it"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_section_in_a_drop_in_only_is_enough() {
+        let cfg = with_drop_in("[Unit]\nDescription=x\n", "[Service]\nExecStart=/bin/a\n");
+
+        assert!(cfg.is_ok(), "{cfg:?}");
     }
 
     #[test]

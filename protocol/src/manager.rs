@@ -214,6 +214,52 @@ pub struct LogsReply {
     pub truncated: Option<bool>,
 }
 
+/// One file of an attached unit as `Cat` shows it: the unit's copy in the attachment, then each
+/// drop-in in the order they apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct UnitSource {
+    pub path: String,
+    pub contents: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct CatReply {
+    pub unit: String,
+    pub files: Vec<UnitSource>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct SetPropertyParams {
+    pub unit: String,
+    // `KEY=VALUE`, as `systemctl set-property` takes them; each key gets its drop-in
+    // `50-KEY.conf`.
+    pub properties: Vec<String>,
+}
+
+/// Largest drop-in berthd accepts: drop-ins hold a few directives.
+pub const MAX_DROP_IN_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct WriteDropInParams {
+    pub unit: String,
+    // The drop-in's file name, e.g. `override.conf`.
+    pub name: String,
+    // Its new text; only blank lines and comments removes the drop-in.
+    pub contents: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct DropInsReply {
+    pub unit: String,
+    // Drop-ins written and removed, by path.
+    pub written: Vec<String>,
+    pub removed: Vec<String>,
+    // Directives of the unit with its drop-ins that berth does not apply, with file and line.
+    pub warnings: Vec<String>,
+}
+
 /// Errors of `io.berth.Manager`.
 #[derive(Debug, Clone, PartialEq, zlink::ReplyError, introspect::ReplyError)]
 #[zlink(interface = "io.berth.Manager")]
@@ -246,6 +292,10 @@ pub enum ManagerError {
         image: String,
         attached: Vec<String>,
         given: Vec<String>,
+    },
+    InvalidDropIn {
+        unit: String,
+        reason: String,
     },
     StartFailed {
         unit: String,
@@ -305,6 +355,9 @@ impl std::fmt::Display for ManagerError {
                     f,
                     "unit '{unit}' is already attached (from image '{image}')"
                 )
+            }
+            ManagerError::InvalidDropIn { unit, reason } => {
+                write!(f, "drop-in of {unit} refused, nothing written: {reason}")
             }
             ManagerError::UnitActive { unit } => {
                 write!(f, "unit '{unit}' is active; stop it first")
@@ -376,6 +429,7 @@ pub fn description() -> String {
         .custom_type::<ImageDetails>()
         .custom_type::<UnitStatus>()
         .custom_type::<LogEntry>()
+        .custom_type::<UnitSource>()
         .method::<Empty, ImagesReply>("ListImages")
         .method::<InspectImageParams, InspectImageReply>("InspectImage")
         .method::<AttachParams, AttachReply>("Attach")
@@ -388,6 +442,9 @@ pub fn description() -> String {
         .method::<UnitParams, StatusReply>("Restart")
         .method::<UnitParams, StatusReply>("Status")
         .method_more::<LogsParams, LogsReply>("Logs")
+        .method::<UnitParams, CatReply>("Cat")
+        .method::<SetPropertyParams, DropInsReply>("SetProperty")
+        .method::<WriteDropInParams, DropInsReply>("WriteDropIn")
         .errors::<ManagerError>()
         .build()
 }
