@@ -42,6 +42,7 @@ fn what_parameter_names(parameter: &str) -> String {
         "image" => "image name or path".to_string(),
         "profile" => "profile name".to_string(),
         "prefixes" => "unit prefix".to_string(),
+        "extensions" => "extension image name or path".to_string(),
         other => format!("parameter '{other}'"),
     }
 }
@@ -67,6 +68,16 @@ mod tests {
         );
 
         assert_eq!(describe(&r), "invalid unit name");
+    }
+
+    #[test]
+    fn an_invalid_extension_reads_as_one() {
+        let r = remote(
+            "org.varlink.service.InvalidParameter",
+            json!({ "parameter": "extensions" }),
+        );
+
+        assert_eq!(describe(&r), "invalid extension image name or path");
     }
 
     #[test]
