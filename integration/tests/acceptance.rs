@@ -941,3 +941,35 @@ fn detach_of_a_running_image_needs_now_which_stops_it_first() {
         Some(1)
     );
 }
+
+#[test]
+fn a_restarted_berthd_talks_to_its_own_helper_not_the_previous_one_winding_down() {
+    let mut h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("once"))
+        .unit(
+            "once.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        )
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "once"]).unwrap();
+    let old_helper = h.helper_pid().unwrap();
+    // The previous helper, stopped, still holds a socket that accepts connections; it exits
+    // only once it runs again and sees its lifeline closed.
+    let pid = rustix::process::Pid::from_raw(old_helper as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+    });
+
+    h.restart_berthd().unwrap();
+    let started = h.berth(&["start", "once"]).unwrap();
+    resume.join().unwrap();
+
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+}

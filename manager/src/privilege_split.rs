@@ -280,7 +280,13 @@ pub fn start_helper(
         .join(socket_name);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if std::os::unix::net::UnixStream::connect(&through_fd).is_ok() {
+        // Only this helper's socket counts: the previous berthd's helper may still answer on
+        // the old socket for a moment while it exits (the new one waits for that before it
+        // binds), and calls sent to it would be cut off.
+        if std::os::unix::net::UnixStream::connect(&through_fd).is_ok_and(|stream| {
+            rustix::net::sockopt::socket_peercred(&stream)
+                .is_ok_and(|cred| cred.pid.as_raw_nonzero().get().cast_unsigned() == child.id())
+        }) {
             tracing::info!(pid = child.id(), socket = %socket.display(), "berth-helper started");
             return Ok(child);
         }
