@@ -158,11 +158,47 @@ pub enum LogFormat {
 pub enum ImageCommand {
     /// List images in the search path and attached ones.
     List,
+    /// Copy an image (a directory or an image file) into berthd's pool, STATE/images/.
+    Import {
+        path: PathBuf,
+        /// Store it under this image name (the version in its file name is kept).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Show an image's metadata and units.
     Inspect {
         image: String,
+        /// Only the units matching these prefixes (by default, the image's name).
+        prefixes: Vec<String>,
         /// Print os-release and unit file contents.
         #[arg(long)]
         cat: bool,
     },
+    /// Remove images from the pool (refused while attached).
+    Remove {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Mark an image in the pool read-only (BOOL defaults to yes) or writable (no).
+    ReadOnly {
+        image: String,
+        #[arg(value_parser = clap::builder::BoolishValueParser::new())]
+        read_only: Option<bool>,
+    },
+    /// Build an image file from a directory (with mksquashfs or mkfs.erofs, as you).
+    Pack {
+        dir: PathBuf,
+        /// The image file to write (it must not exist yet).
+        #[arg(long, short)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = PackFormat::Squashfs)]
+        format: PackFormat,
+    },
+}
+
+/// The filesystems `berth image pack` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PackFormat {
+    Squashfs,
+    Erofs,
 }

@@ -6,4 +6,6 @@ pub mod args;
 pub mod docs;
 pub mod escape;
 pub mod output;
+pub mod pack;
+pub mod progress;
 pub mod remote_error;

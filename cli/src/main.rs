@@ -1,16 +1,18 @@
 //! berth: the command line client of berthd.
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use berth_protocol::manager::{
-    AttachParams, AttachReply, CatReply, DetachParams, DetachReply, DropInsReply, Empty,
-    ImageParams, ImagesReply, InspectImageParams, InspectImageReply, IsAttachedReply, ListReply,
-    LogEntry, LogsParams, LogsReply, MAX_DROP_IN_BYTES, ManagerError, ReattachParams,
-    ReattachReply, SetPropertyParams, StatusReply, UnitParams, UnitStatus, WriteDropInParams,
+    AttachParams, AttachReply, CatReply, DetachParams, DetachReply, DropInsReply, Empty, Image,
+    ImageParams, ImageReply, ImagesReply, ImportImageParams, ImportImageReply, InspectImageParams,
+    InspectImageReply, IsAttachedReply, ListReply, LogEntry, LogsParams, LogsReply,
+    MAX_DROP_IN_BYTES, ManagerError, ReadOnlyParams, ReattachParams, ReattachReply,
+    SetPropertyParams, StatusReply, UnitParams, UnitStatus, WriteDropInParams,
 };
 use berth_varlink::client::{Client, ClientError, remote_error_of};
 use clap::Parser;
@@ -20,8 +22,8 @@ use serde::de::DeserializeOwned;
 
 use berth_cli::args::{Cli, Command, ImageCommand, LogFormat};
 use berth_cli::escape::escape;
-use berth_cli::output;
 use berth_cli::remote_error::describe;
+use berth_cli::{output, pack, progress};
 
 /// `println!` that hands back the write error instead of panicking: on a closed pipe
 /// (`berth logs x | head`) berth stops and exits quietly.
@@ -123,7 +125,12 @@ impl Session {
         each: impl FnMut(R) -> bool,
     ) -> anyhow::Result<()> {
         self.client
-            .call_more(&format!("io.berth.Manager.{method}"), params, each)
+            .call_more(
+                &format!("io.berth.Manager.{method}"),
+                params,
+                Vec::new(),
+                each,
+            )
             .await
             .map_err(explain)
     }
@@ -135,6 +142,17 @@ impl Session {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Packing reads the caller's directory and writes the caller's file: berthd has no part.
+    if let Command::Image(ImageCommand::Pack {
+        dir,
+        output,
+        format,
+    }) = &cli.command
+    {
+        let quiet = !std::io::stderr().is_terminal();
+        pack::pack(dir, output, *format, quiet)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::connect(&cli.socket)
         .await
         .map_err(|e| anyhow!("{e} (is berthd running?)"))?;
@@ -145,9 +163,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Image(ImageCommand::List) => image_list(&mut s).await?,
-        Command::Image(ImageCommand::Inspect { image, cat }) => {
-            image_inspect(&mut s, image, cat).await?
+        Command::Image(ImageCommand::Inspect {
+            image,
+            prefixes,
+            cat,
+        }) => image_inspect(&mut s, image, prefixes, cat).await?,
+        Command::Image(ImageCommand::Import { path, name }) => {
+            image_import(&mut s, &path, name).await?
         }
+        Command::Image(ImageCommand::Remove { images }) => {
+            for image in images {
+                let params = ImageParams {
+                    image: image_arg(&image)?,
+                    extensions: None,
+                };
+                let reply: ImageReply = s.call("RemoveImage", &params).await?;
+                if s.json {
+                    s.print_json(&reply.image)?;
+                } else {
+                    out!("Removed image {}.", escape(&reply.image.name))?;
+                }
+            }
+        }
+        Command::Image(ImageCommand::ReadOnly { image, read_only }) => {
+            let params = ReadOnlyParams {
+                image: image_arg(&image)?,
+                read_only,
+            };
+            let reply: ImageReply = s.call("MarkImageReadOnly", &params).await?;
+            if s.json {
+                s.print_json(&reply.image)?;
+            } else {
+                let state = if reply.image.read_only {
+                    "read-only"
+                } else {
+                    "writable"
+                };
+                out!("Image {} is {state}.", escape(&reply.image.name))?;
+            }
+        }
+        Command::Image(ImageCommand::Pack { .. }) => {}
         Command::List => list(&mut s).await?,
         Command::Attach {
             image,
@@ -281,26 +336,113 @@ async fn image_list(s: &mut Session) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = reply
-        .images
-        .iter()
-        .map(|i| {
-            vec![
-                i.name.clone(),
-                i.kind.clone(),
-                i.state.clone(),
-                i.version.clone().unwrap_or_else(|| "-".into()),
-                i.pretty_name.clone().unwrap_or_else(|| "-".into()),
-                i.path.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = reply.images.iter().map(image_row).collect();
     let legend = output::Legend {
-        header: &["NAME", "TYPE", "STATE", "VERSION", "DESCRIPTION", "PATH"],
+        header: &[
+            "NAME",
+            "TYPE",
+            "VERSION",
+            "RO",
+            "SIZE",
+            "MTIME",
+            "STATE",
+            "DESCRIPTION",
+        ],
         footer: listed(rows.len(), "image", "images"),
         show: s.legend,
     };
     output::table(&mut std::io::stdout(), &legend, &rows)?;
+    Ok(())
+}
+
+/// One row of `image list`.
+fn image_row(i: &Image) -> Vec<String> {
+    let size = i
+        .size
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or_else(|| "-".into(), progress::human_bytes);
+    // Seconds are enough in a table.
+    let mtime = i.mtime_usec.map_or_else(
+        || "-".into(),
+        |us| output::format_usec(us)[..19].to_string(),
+    );
+    vec![
+        i.name.clone(),
+        i.kind.clone(),
+        i.version.clone().unwrap_or_else(|| "-".into()),
+        if i.read_only { "yes" } else { "no" }.into(),
+        size,
+        mtime,
+        i.state.clone(),
+        i.pretty_name.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+async fn image_import(s: &mut Session, path: &Path, name: Option<String>) -> anyhow::Result<()> {
+    // Always a path, opened with the caller's rights: `foo.raw` is `./foo.raw` here.
+    let shown = path.display().to_string();
+    let arg = if shown.contains('/') {
+        shown
+    } else {
+        format!("./{shown}")
+    };
+    let (canonical, fds) = local_image(&arg)?;
+    let source = Path::new(&canonical)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("{} has no file name to name the image by", path.display()))?;
+    let params = ImportImageParams {
+        source: source.clone(),
+        name,
+    };
+    let reply: ImportImageReply = if !s.json && std::io::stderr().is_terminal() {
+        // Progress replies until the last one, which names the image.
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let mut last = None;
+        s.client
+            .call_more(
+                "io.berth.Manager.ImportImage",
+                &params,
+                fds,
+                |reply: ImportImageReply| {
+                    let bar = bar.get_or_insert_with(|| {
+                        let bar = progress::bytes_bar(
+                            reply.bytes_total.and_then(|t| u64::try_from(t).ok()),
+                        );
+                        bar.set_message(format!("Importing {}", escape(&source)));
+                        bar
+                    });
+                    bar.set_position(u64::try_from(reply.bytes_done).unwrap_or(0));
+                    if reply.image.is_some() {
+                        last = Some(reply);
+                    }
+                    true
+                },
+            )
+            .await
+            .map_err(explain)?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        last.ok_or_else(|| anyhow!("berthd ended the import without naming the image"))?
+    } else {
+        s.call_with_fds("ImportImage", &params, fds).await?
+    };
+    for warning in &reply.warnings {
+        report(&anyhow!("warning: {warning}"));
+    }
+    let image = reply
+        .image
+        .ok_or_else(|| anyhow!("berthd ended the import without naming the image"))?;
+    if s.json {
+        return s.print_json(&image);
+    }
+    out!(
+        "Imported image {} ({}, {}).",
+        escape(&image.name),
+        escape(&image.path),
+        progress::human_bytes(u64::try_from(reply.bytes_done).unwrap_or(0))
+    )?;
     Ok(())
 }
 
@@ -309,11 +451,17 @@ fn listed(count: usize, one: &str, many: &str) -> String {
     format!("{count} {} listed.", if count == 1 { one } else { many })
 }
 
-async fn image_inspect(s: &mut Session, image: String, cat: bool) -> anyhow::Result<()> {
+async fn image_inspect(
+    s: &mut Session,
+    image: String,
+    prefixes: Vec<String>,
+    cat: bool,
+) -> anyhow::Result<()> {
     let (image, fds) = local_image(&image)?;
     let params = InspectImageParams {
         image,
         cat: Some(cat),
+        prefixes: (!prefixes.is_empty()).then_some(prefixes),
     };
     let reply: InspectImageReply = s.call_with_fds("InspectImage", &params, fds).await?;
     let d = reply.details;

@@ -8,9 +8,10 @@
 //! process that exits and leaves its pid to another.
 
 use berth_protocol::manager::{
-    self, AttachParams, AttachReply, DetachParams, DetachReply, ImageParams, ImagesReply,
-    InspectImageParams, InspectImageReply, IsAttachedReply, ListReply, LogsParams, LogsReply,
-    ManagerError, ReattachParams, ReattachReply, StatusReply, UnitParams,
+    self, AttachParams, AttachReply, DetachParams, DetachReply, ImageParams, ImageReply,
+    ImagesReply, ImportImageParams, InspectImageParams, InspectImageReply, IsAttachedReply,
+    ListReply, LogsParams, LogsReply, ManagerError, ReadOnlyParams, ReattachParams, ReattachReply,
+    StatusReply, UnitParams,
 };
 use berth_protocol::names;
 use berth_varlink::service::{
@@ -21,9 +22,11 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use berth_logging::Untrusted;
+
 use crate::daemon::{Shared, attachment_name};
-use crate::logs;
-use crate::services;
+use crate::image::store;
+use crate::{import, logs, services};
 
 /// Most units in one `List` reply without `more`.
 const MAX_LIST_REPLY_UNITS: usize = 1000;
@@ -47,6 +50,9 @@ const METHODS: &[(&str, Access)] = &[
     ("List", Access::Read),
     ("Status", Access::Read),
     ("Logs", Access::Logs),
+    ("ImportImage", Access::Change),
+    ("RemoveImage", Access::Change),
+    ("MarkImageReadOnly", Access::Change),
     ("Attach", Access::Change),
     ("Detach", Access::Change),
     ("Reattach", Access::Change),
@@ -155,6 +161,23 @@ impl Checked for manager::Empty {
 
 impl Checked for InspectImageParams {
     fn check(&mut self) -> Result<(), &'static str> {
+        name_of("image", names::check_image_arg(&self.image))?;
+        check_prefixes(self.prefixes.as_deref().unwrap_or_default())
+    }
+}
+
+impl Checked for ImportImageParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("source", names::check_image_name(&self.source))?;
+        if let Some(name) = &self.name {
+            name_of("name", names::check_image_name(name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Checked for ReadOnlyParams {
+    fn check(&mut self) -> Result<(), &'static str> {
         name_of("image", names::check_image_arg(&self.image))
     }
 }
@@ -167,6 +190,16 @@ fn extensions_of(extensions: &Option<Vec<String>>) -> Result<(), &'static str> {
     }
     for extension in extensions {
         name_of("extensions", names::check_image_arg(extension))?;
+    }
+    Ok(())
+}
+
+fn check_prefixes(prefixes: &[String]) -> Result<(), &'static str> {
+    if prefixes.len() > MAX_PREFIXES {
+        return Err("prefixes");
+    }
+    for prefix in prefixes {
+        name_of("prefixes", names::check_unit_prefix(prefix))?;
     }
     Ok(())
 }
@@ -197,13 +230,7 @@ impl Checked for AttachParams {
         if let Some(profile) = &self.profile {
             name_of("profile", names::check_profile_name(profile))?;
         }
-        let prefixes = self.prefixes.as_deref().unwrap_or_default();
-        if prefixes.len() > MAX_PREFIXES {
-            return Err("prefixes");
-        }
-        for prefix in prefixes {
-            name_of("prefixes", names::check_unit_prefix(prefix))?;
-        }
+        check_prefixes(self.prefixes.as_deref().unwrap_or_default())?;
         extensions_of(&self.extensions)
     }
 }
@@ -300,10 +327,41 @@ impl ManagerInterface {
                     self.authorize(Access::Change, "InspectImage of a path", ctx.peer.as_ref())
                         .map_err(|denied| Outcome::error(&denied))?;
                 }
-                let details = shared
-                    .borrow()
-                    .inspect_image(&p.image, fd, p.cat.unwrap_or(false));
+                let details = shared.borrow().inspect_image(
+                    &p.image,
+                    fd,
+                    p.prefixes.as_deref().unwrap_or_default(),
+                    p.cat.unwrap_or(false),
+                );
                 Outcome::from_result(details.map(|details| InspectImageReply { details }))
+            }
+            "ImportImage" => {
+                let p: ImportImageParams = params(parameters)?;
+                import::import(&shared, p, ctx.fds, ctx.more)?
+            }
+            "RemoveImage" => {
+                let p: ImageParams = params(parameters)?;
+                let (image, path) = shared
+                    .borrow()
+                    .removable_image(&p.image)
+                    .map_err(|e| Outcome::error(&e))?;
+                Outcome::later(async move {
+                    // A large tree takes a while: off the daemon's thread.
+                    let removed = tokio::task::spawn_blocking(move || store::remove(&path))
+                        .await
+                        .map_err(ManagerError::internal)?;
+                    removed.map_err(ManagerError::internal)?;
+                    tracing::info!(image = %Untrusted(&image.name), "image removed");
+                    shared.borrow().notify();
+                    Ok::<_, ManagerError>(ImageReply { image })
+                })
+            }
+            "MarkImageReadOnly" => {
+                let p: ReadOnlyParams = params(parameters)?;
+                let result = shared
+                    .borrow()
+                    .mark_read_only(&p.image, p.read_only.unwrap_or(true));
+                Outcome::from_result(result.map(|image| ImageReply { image }))
             }
             "Attach" => {
                 let p: AttachParams = params(parameters)?;

@@ -4,14 +4,16 @@
 //! berth-helper enforces its own floor on top), `admin_group` (members may change state besides
 //! root, and read logs), `log_group` (members may read logs, as `adm` reads the journal) and
 //! `log_max_bytes` (a service's log is moved aside to `previous.log` past this size, so one
-//! service keeps at most about twice it). Tarball imports are bounded by `tarball_max_bytes`
+//! service keeps at most about twice it), `image_search_dirs` (absolute directories searched for
+//! images after `STATE/images`; portabled's `/etc/portables`, `/run/portables` and
+//! `/var/lib/portables` by default). Tarball imports are bounded by `tarball_max_bytes`
 //! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
 //! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
 //! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
 //! means the defaults; an unknown key or a value of the wrong type is an error naming the file,
 //! line and key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError};
 
@@ -35,6 +37,7 @@ pub struct Config {
     pub tarball_max_name_bytes: usize,
     pub tarball_max_depth: usize,
     pub tarball_max_ratio: u64,
+    pub image_search_dirs: Vec<PathBuf>,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
@@ -58,6 +61,10 @@ impl Default for Config {
             tarball_max_name_bytes: TarLimits::default().max_name_bytes,
             tarball_max_depth: TarLimits::default().max_depth,
             tarball_max_ratio: TarLimits::default().max_ratio,
+            image_search_dirs: crate::image::pool::DEFAULT_SEARCH_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -81,6 +88,12 @@ impl ConfigFile for Config {
                     "must be at least {MIN_LOG_MAX_BYTES}, not {}",
                     self.log_max_bytes
                 ),
+            });
+        }
+        if let Some(dir) = self.image_search_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(KeyError {
+                keys: &["image_search_dirs"],
+                reason: format!("{} is not an absolute path", dir.display()),
             });
         }
         let tarball = [
@@ -183,6 +196,29 @@ mod tests {
                 log_max_bytes: LOG_MAX_BYTES,
                 ..Config::default()
             }
+        );
+    }
+
+    #[test]
+    fn image_search_dirs_default_to_portableds_and_can_be_set() {
+        let config = parse("image_search_dirs = [\"/srv/images\"]\n").unwrap();
+
+        assert_eq!(
+            Config::default().image_search_dirs,
+            [
+                PathBuf::from("/etc/portables"),
+                "/run/portables".into(),
+                "/var/lib/portables".into()
+            ]
+        );
+        assert_eq!(config.image_search_dirs, [PathBuf::from("/srv/images")]);
+    }
+
+    #[test]
+    fn a_relative_image_search_dir_is_refused() {
+        assert_eq!(
+            error_line_and_key("image_search_dirs = [\"images\"]\n"),
+            (1, Some("image_search_dirs".into()))
         );
     }
 

@@ -20,8 +20,9 @@ use crate::dynamic_user::DynamicUsers;
 use crate::extension::{self, Extension};
 use crate::image::identity::ImageIdentity;
 use crate::image::os_release::{self, OsRelease};
+use crate::image::pool::{self, SearchPath};
 use crate::image::strict_modes;
-use crate::image::{self, ImageSource};
+use crate::image::{self, ImageSource, store};
 use crate::paths::Paths;
 use crate::service_config::{self, ServiceConfig, ServiceType};
 use crate::unit_file;
@@ -146,6 +147,8 @@ pub struct Manager {
     /// The root of each image attached by descriptor, by attachment: what its units start
     /// from while berthd runs (see [`crate::image_descriptor`]).
     pub held_images: BTreeMap<String, image::OpenedImage>,
+    /// Where images are found by name.
+    pub search: SearchPath,
 }
 
 /// An image found for `inspect` or `attach`, opened.
@@ -163,6 +166,10 @@ impl Manager {
     pub fn load(paths: Paths, users: DynamicUsers, groups: crate::api::Groups) -> Manager {
         let (changed, _) = watch::channel(0);
         let mut manager = Manager {
+            search: SearchPath::new(
+                paths.images_dir(),
+                &crate::config::Config::default().image_search_dirs,
+            ),
             paths,
             attachments: BTreeMap::new(),
             units: BTreeMap::new(),
@@ -253,7 +260,8 @@ impl Manager {
         self.units.values().map(|u| self.status(u)).collect()
     }
 
-    /// Finds an image: an absolute path, or a name in the pool or among the attachments.
+    /// Finds an image: an absolute path, or a name in the search path or among the
+    /// attachments. A `NAME.v/` directory stands for its newest version.
     pub fn resolve_image(&self, arg: &str) -> Result<(String, PathBuf), ManagerError> {
         if arg.starts_with('/') {
             let path = PathBuf::from(arg);
@@ -263,6 +271,14 @@ impl Manager {
                 reason: e.to_string(),
             })?;
             match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() && arg.trim_end_matches('/').ends_with(".v") => {
+                    return pool::image_of(&path)
+                        .map(|found| (found.name, found.path))
+                        .ok_or_else(|| ManagerError::InvalidImage {
+                            image: arg.to_string(),
+                            reason: format!("no version of image '{name}' in it"),
+                        });
+                }
                 // A file of any format: opening it says whether berth takes that format.
                 Ok(meta) if meta.is_dir() || meta.is_file() => {}
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -287,8 +303,8 @@ impl Manager {
                 image: arg.to_string(),
             });
         }
-        if let Some(found) = self.pool_images().into_iter().find(|(name, _)| name == arg) {
-            return Ok(found);
+        if let Some(found) = self.search.find(arg) {
+            return Ok((found.name, found.path));
         }
         if let Some(record) = self.attachments.get(arg) {
             return Ok((record.image.clone(), record.path.clone()));
@@ -346,26 +362,8 @@ impl Manager {
         })
     }
 
-    /// Directory images in `STATE/images/`, by name.
-    fn pool_images(&self) -> Vec<(String, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(self.paths.images_dir()) else {
-            return Vec::new();
-        };
-        let mut images: Vec<(String, PathBuf)> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .filter_map(|p| {
-                let (name, _) = image::image_name_from_path(&p);
-                image::validate_image_name(&name).ok().map(|_| (name, p))
-            })
-            .collect();
-        images.sort();
-        images
-    }
-
     /// The listing entry of an image; `os` is its os-release when the caller has it already.
-    fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
+    pub fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
         let (_, version) = image::image_name_from_path(path);
         let read = || match self.held_images.get(name) {
             Some(held) => held.root.os_release().ok(),
@@ -384,27 +382,31 @@ impl Manager {
             Some(os) => pretty(os),
             None => read().as_ref().and_then(pretty),
         };
-        let state = if self.attachments.contains_key(name) {
-            "attached"
-        } else {
-            "detached"
+        let (size, mtime_usec) = store::usage(path);
+        // An image attached by descriptor may be at a path berthd cannot read.
+        let format = match self.held_images.get(name) {
+            Some(held) => Some(held.format.clone()),
+            None => image::format_of(path),
         };
         Image {
             name: name.to_string(),
             path: path.display().to_string(),
-            kind: "directory".into(),
+            kind: format.map_or("unknown", |f| f.image_type()).into(),
             version,
             pretty_name,
-            state: state.into(),
+            state: self.image_state(name, path).into(),
+            read_only: store::is_read_only(path),
+            size: size.and_then(|s| i64::try_from(s).ok()),
+            mtime_usec,
         }
     }
 
     pub fn list_images(&self) -> Vec<Image> {
         let mut images: BTreeMap<String, Image> = BTreeMap::new();
-        for (name, path) in self.pool_images() {
+        for found in self.search.list() {
             images
-                .entry(name.clone())
-                .or_insert_with(|| self.image_entry(&name, &path, None));
+                .entry(found.name.clone())
+                .or_insert_with(|| self.image_entry(&found.name, &found.path, None));
         }
         for record in self.attachments.values() {
             images
@@ -414,11 +416,83 @@ impl Manager {
         images.into_values().collect()
     }
 
+    /// The pool image `arg` names, for changing it: it must be in `STATE/images` and not
+    /// attached.
+    fn changeable_image(&self, arg: &str) -> Result<(String, PathBuf), ManagerError> {
+        let (name, path) = self.resolve_image(arg)?;
+        if !self.search.is_in_pool(&path) {
+            return Err(ManagerError::NotInPool {
+                image: name,
+                path: path.display().to_string(),
+            });
+        }
+        Ok((name, path))
+    }
+
+    /// Checks that image `arg` may be removed, and says which path that removes.
+    pub fn removable_image(&self, arg: &str) -> Result<(Image, PathBuf), ManagerError> {
+        let (name, path) = self.changeable_image(arg)?;
+        let state = self.image_state(&name, &path);
+        if state != "detached" {
+            return Err(ManagerError::ImageInUse {
+                image: name,
+                state: state.into(),
+            });
+        }
+        if store::is_read_only(&path) {
+            return Err(ManagerError::ImageReadOnly { image: name });
+        }
+        Ok((self.image_entry(&name, &path, None), path))
+    }
+
+    /// `image read-only IMAGE BOOL`.
+    pub fn mark_read_only(&self, arg: &str, read_only: bool) -> Result<Image, ManagerError> {
+        let (name, path) = self.changeable_image(arg)?;
+        store::set_read_only(&path, read_only).map_err(ManagerError::internal)?;
+        tracing::info!(image = %Untrusted(&name), read_only, "image marked");
+        Ok(self.image_entry(&name, &path, None))
+    }
+
+    /// What an import of `source` (a file name) as `name` stores: the file name in the pool.
+    pub fn import_file_name(
+        &self,
+        source: &str,
+        name: Option<&str>,
+        format: &image::Format,
+    ) -> Result<String, ManagerError> {
+        let invalid = |reason: String| ManagerError::InvalidImage {
+            image: source.to_string(),
+            reason,
+        };
+        let (source_name, version) = image::image_name_from_path(Path::new(source));
+        let name = name.unwrap_or(&source_name);
+        image::validate_image_name(name).map_err(|e| invalid(e.to_string()))?;
+        let suffix = match format {
+            image::Format::Directory => "",
+            image::Format::Squashfs
+            | image::Format::Erofs
+            | image::Format::Ext4
+            | image::Format::Gpt => ".raw",
+            other => {
+                return Err(invalid(format!("unsupported image format: {other}")));
+            }
+        };
+        let stem = match version {
+            Some(version) => format!("{name}_{version}"),
+            None => name.to_string(),
+        };
+        let file_name = format!("{stem}{suffix}");
+        // The version comes from the caller: the whole file name must stay one plain name.
+        berth_protocol::names::check_image_name(&stem).map_err(|e| invalid(e.to_string()))?;
+        Ok(file_name)
+    }
+
     /// `fd`: the image, opened by the client (see [`Self::locate`]).
     pub fn inspect_image(
         &self,
         arg: &str,
         fd: Option<OwnedFd>,
+        prefixes: &[String],
         cat: bool,
     ) -> Result<ImageDetails, ManagerError> {
         let Located {
@@ -429,7 +503,7 @@ impl Manager {
             os,
             units,
             ..
-        } = scan_image(&name, &opened.root, &[], &[])?;
+        } = scan_image(&name, &opened.root, prefixes, &[])?;
         Ok(ImageDetails {
             image: self.image_entry(&name, &path, Some(&os)),
             os_release: cat.then_some(os_release),
@@ -718,6 +792,28 @@ impl Manager {
         {
             "detached"
         } else if self.active_unit_of(&name).is_some() {
+            "running"
+        } else {
+            "attached"
+        }
+    }
+
+    /// What `image list` shows of image `name` at `path`: `running` or `attached` when it is
+    /// attached, or is an extension of an attachment (whichever extension list), else
+    /// `detached`.
+    pub fn image_state(&self, name: &str, path: &Path) -> &'static str {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let users: Vec<&AttachmentRecord> = self
+            .attachments
+            .values()
+            .filter(|r| r.image == name || r.extensions.iter().any(|e| e.path == path))
+            .collect();
+        if users.is_empty() {
+            "detached"
+        } else if users
+            .iter()
+            .any(|r| self.active_unit_of(&r.image).is_some())
+        {
             "running"
         } else {
             "attached"

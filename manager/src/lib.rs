@@ -12,6 +12,7 @@ pub mod exec_command;
 pub mod extension;
 pub mod host_users;
 pub mod image;
+pub mod import;
 pub mod log_access;
 pub mod logs;
 pub mod paths;

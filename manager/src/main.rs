@@ -95,6 +95,8 @@ fn run() -> anyhow::Result<()> {
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
+    manager.search =
+        berth_manager::image::pool::SearchPath::new(paths.images_dir(), &config.image_search_dirs);
     let shared = Rc::new(RefCell::new(manager));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -15,13 +15,22 @@ pub const INTERFACE: &str = "io.berth.Manager";
 pub struct Image {
     pub name: String,
     pub path: String,
-    // `directory` (more kinds in later versions).
+    // `directory`, `raw`, `gpt`, `tar` or `unknown` (from what the file holds, not its name).
     pub kind: String,
     pub version: Option<String>,
     // `PORTABLE_PRETTY_NAME`, else `PRETTY_NAME`, from its os-release.
     pub pretty_name: Option<String>,
-    // `detached` or `attached`.
+    // `detached`, `attached` or `running` (a unit of it is starting, running or stopping).
     pub state: String,
+    // No write permission on the image itself, or berthd may not change the directory it is in.
+    #[serde(default)]
+    pub read_only: bool,
+    // Bytes of its files (a directory's are summed; null past a bound of entries).
+    #[serde(default)]
+    pub size: Option<i64>,
+    // Last modification of the image file or directory, microseconds since the epoch.
+    #[serde(default)]
+    pub mtime_usec: Option<i64>,
 }
 
 /// A unit file found in an image.
@@ -97,6 +106,44 @@ pub struct InspectImageParams {
     // path with its own rights, which only root and the admin group may ask of it.
     pub image: String,
     pub cat: Option<bool>,
+    // Only the units matching one of these (all units when absent or empty).
+    #[serde(default)]
+    pub prefixes: Option<Vec<String>>,
+}
+
+/// `ImportImage` takes the image as the call's one descriptor (opened by the caller with its
+/// own rights: a directory or a regular file).
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImageParams {
+    // The source's file name (`foo_1.2.raw`): the stored name, and the version it carries.
+    pub source: String,
+    // The image name to store it under instead; the source's version is kept.
+    pub name: Option<String>,
+}
+
+/// With `more`, progress replies (`image` null) come before the last one.
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ImportImageReply {
+    pub bytes_done: i64,
+    pub bytes_total: Option<i64>,
+    // The imported image, in the last reply only.
+    pub image: Option<Image>,
+    // What was left out (device nodes, FIFOs, sockets), in the last reply.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyParams {
+    pub image: String,
+    // Absent: true (as portablectl read-only IMAGE).
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ImageReply {
+    pub image: Image,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -297,6 +344,21 @@ pub enum ManagerError {
         unit: String,
         reason: String,
     },
+    ImageInUse {
+        image: String,
+        state: String,
+    },
+    ImageExists {
+        image: String,
+        path: String,
+    },
+    ImageReadOnly {
+        image: String,
+    },
+    NotInPool {
+        image: String,
+        path: String,
+    },
     StartFailed {
         unit: String,
         reason: String,
@@ -382,6 +444,21 @@ impl std::fmt::Display for ManagerError {
                     list(given)
                 )
             }
+            ManagerError::ImageInUse { image, state } => {
+                write!(f, "image '{image}' is {state}; detach it first")
+            }
+            ManagerError::ImageExists { image, path } => {
+                write!(f, "an image '{image}' exists already ({path})")
+            }
+            ManagerError::ImageReadOnly { image } => write!(
+                f,
+                "image '{image}' is read-only; 'berth image read-only {image} false' first"
+            ),
+            ManagerError::NotInPool { image, path } => write!(
+                f,
+                "image '{image}' ({path}) is not in berthd's pool (STATE/images): berthd changes \
+                 only the images it imported"
+            ),
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
             ManagerError::ImageChanged {
                 image,
@@ -432,6 +509,9 @@ pub fn description() -> String {
         .custom_type::<UnitSource>()
         .method::<Empty, ImagesReply>("ListImages")
         .method::<InspectImageParams, InspectImageReply>("InspectImage")
+        .method_more::<ImportImageParams, ImportImageReply>("ImportImage")
+        .method::<ImageParams, ImageReply>("RemoveImage")
+        .method::<ReadOnlyParams, ImageReply>("MarkImageReadOnly")
         .method::<AttachParams, AttachReply>("Attach")
         .method::<DetachParams, DetachReply>("Detach")
         .method::<ImageParams, IsAttachedReply>("IsAttached")

@@ -122,12 +122,13 @@ impl Client {
         Ok(serde_json::from_value(reply.0)?)
     }
 
-    /// Calls `method` with the `more` flag and hands every reply to `each` until the service
-    /// ends the stream or `each` returns false.
+    /// Calls `method` with the `more` flag (and `fds` along with it) and hands every reply to
+    /// `each` until the service ends the stream or `each` returns false.
     pub async fn call_more<P, R, F>(
         &mut self,
         method: &str,
         params: &P,
+        fds: Vec<OwnedFd>,
         mut each: F,
     ) -> Result<(), ClientError>
     where
@@ -141,7 +142,7 @@ impl Client {
             parameters: Some(&params),
         })
         .set_more(true);
-        self.send(&encode(&call), &[]).await?;
+        self.send(&encode(&call), &fds).await?;
         loop {
             let (value, continues) = self.receive().await?;
             if !each(serde_json::from_value(value)?) || !continues {

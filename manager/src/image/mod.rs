@@ -18,9 +18,11 @@ pub mod identity;
 pub mod kind;
 pub mod naming;
 pub mod os_release;
+pub mod pool;
 pub mod root;
 pub mod scan;
 pub mod sniff;
+pub mod store;
 pub mod strict_modes;
 #[cfg(test)]
 mod test_fixture;
@@ -65,6 +67,11 @@ pub fn open(source: ImageSource<'_>) -> Result<OpenedImage, ImageError> {
         source: e.into(),
     })?;
     kind::open(format, fd, &label)
+}
+
+/// What the image at `path` is, without opening it as an image (for listings).
+pub fn format_of(path: &Path) -> Option<Format> {
+    sniff::sniff(open_path(path).ok()?).ok()
 }
 
 /// Opens `path` for [`open`]: a directory as `O_PATH` (nothing is read through the directory
