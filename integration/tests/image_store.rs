@@ -485,3 +485,45 @@ fn pack_refuses_to_overwrite_a_file() {
     assert!(err.contains("exists already"), "{err}");
     assert_eq!(fs::read_to_string(&out).unwrap(), "keep");
 }
+
+#[test]
+fn import_unpacks_a_compressed_tarball_into_a_directory_image_that_attaches() {
+    use berth_testkit::tarball::{self, Compression};
+    let h = Harness::start().unwrap();
+    let source = tree(&h, "tarred");
+    for (compression, version) in [(Compression::Gzip, "1"), (Compression::Zstd, "2")] {
+        let archive = h
+            .dir()
+            .join(format!("tarred_{version}{}", compression.suffix()));
+        tarball::pack(&source, &archive, compression).unwrap();
+
+        h.berth_ok(&["image", "import", path(&archive)]).unwrap();
+
+        let copy = h.images_dir().join(format!("tarred_{version}"));
+        assert_eq!(
+            fs::read(copy.join("bin/busybox")).unwrap(),
+            fs::read(source.join("bin/busybox")).unwrap()
+        );
+    }
+    let entry = listed(&h, "tarred");
+    assert_eq!(
+        (entry["kind"].as_str(), entry["version"].as_str()),
+        (Some("directory"), Some("2"))
+    );
+    h.berth_ok(&["attach", "tarred"]).unwrap();
+}
+
+#[test]
+fn import_of_a_hostile_tarball_is_refused_and_leaves_nothing() {
+    use berth_testkit::tarball::{self, RawEntry};
+    let h = Harness::start().unwrap();
+    let archive = h.dir().join("evil.tar");
+    tarball::raw(&archive, &[RawEntry::file("../../escaped", b"x")]).unwrap();
+
+    let err = h.berth_err(&["image", "import", path(&archive)]).unwrap();
+
+    assert!(err.contains("image 'evil.tar' is invalid"), "{err}");
+    assert_eq!(fs::read_dir(h.images_dir()).unwrap().count(), 0);
+    assert!(!h.dir().join("escaped").exists());
+    h.berth_ok(&["list"]).unwrap();
+}

@@ -19,6 +19,7 @@ use crate::drop_ins::{self, DropIn};
 use crate::dynamic_user::DynamicUsers;
 use crate::extension::{self, Extension};
 use crate::image::identity::ImageIdentity;
+use crate::image::kind::tar::TarLimits;
 use crate::image::os_release::{self, OsRelease};
 use crate::image::pool::{self, SearchPath};
 use crate::image::strict_modes;
@@ -149,6 +150,8 @@ pub struct Manager {
     pub held_images: BTreeMap<String, image::OpenedImage>,
     /// Where images are found by name.
     pub search: SearchPath,
+    /// The bounds of one tarball import (berthd.toml `tarball_*`).
+    pub tar_limits: TarLimits,
 }
 
 /// An image found for `inspect` or `attach`, opened.
@@ -166,6 +169,7 @@ impl Manager {
     pub fn load(paths: Paths, users: DynamicUsers, groups: crate::api::Groups) -> Manager {
         let (changed, _) = watch::channel(0);
         let mut manager = Manager {
+            tar_limits: TarLimits::default(),
             search: SearchPath::new(
                 paths.images_dir(),
                 &crate::config::Config::default().image_search_dirs,
@@ -464,11 +468,19 @@ impl Manager {
             image: source.to_string(),
             reason,
         };
-        let (source_name, version) = image::image_name_from_path(Path::new(source));
+        // A tarball becomes a directory image: `foo_1.2.tar.gz` is `foo_1.2/`.
+        let tarball = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+            .iter()
+            .find_map(|suffix| source.strip_suffix(suffix));
+        let stem_source = tarball.unwrap_or(source);
+        let (source_name, version) = image::image_name_from_path(Path::new(stem_source));
         let name = name.unwrap_or(&source_name);
         image::validate_image_name(name).map_err(|e| invalid(e.to_string()))?;
         let suffix = match format {
-            image::Format::Directory => "",
+            image::Format::Directory
+            | image::Format::Tar
+            | image::Format::Gzip
+            | image::Format::Zstd => "",
             image::Format::Squashfs
             | image::Format::Erofs
             | image::Format::Ext4

@@ -6,7 +6,10 @@
 //! which names the imported image. A client that goes away cancels the copy, and the partial
 //! copy is removed.
 
-use std::os::fd::OwnedFd;
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use berth_varlink::service::{Outcome, invalid_parameter, stream_error, stream_it
 use rustix::fs::{FileType, OFlags};
 
 use crate::daemon::Shared;
+use crate::image::kind::tar::{self, TarError, TarLimits};
 use crate::image::store::{self, Imported, Progress, StoreError};
 use crate::image::{Format, sniff};
 
@@ -29,6 +33,51 @@ struct CancelOnDrop(Arc<Progress>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Unpacks the tarball `fd` as the directory image `file_name` in `pool` ([`tar::import`]);
+/// progress counts the bytes read from the archive.
+fn unpack(
+    fd: OwnedFd,
+    pool: &Path,
+    file_name: &str,
+    limits: &TarLimits,
+    progress: &Progress,
+) -> Result<Imported, StoreError> {
+    let pool_fd = rustix::fs::open(
+        pool,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| StoreError::OpenPool {
+        path: pool.display().to_string(),
+        source: e.into(),
+    })?;
+    let mut report = |read: u64| {
+        progress.done.store(read, Ordering::Relaxed);
+        if progress.cancelled.load(Ordering::Relaxed) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    match tar::import(
+        File::from(fd),
+        pool_fd.as_fd(),
+        file_name,
+        limits,
+        &mut report,
+    ) {
+        Ok(_) => Ok(Imported {
+            path: pool.join(file_name),
+            warnings: Vec::new(),
+        }),
+        Err(TarError::Exists { name }) => Err(StoreError::Exists { name }),
+        Err(TarError::Cancelled) => Err(StoreError::Cancelled),
+        Err(e) => Err(StoreError::Unpack {
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -68,11 +117,15 @@ pub fn import(
             .map(|st| st.st_size),
     };
     let pool = shared.borrow().paths.images_dir();
+    let limits = shared.borrow().tar_limits;
     let progress = Arc::new(Progress::default());
     let guard = CancelOnDrop(progress.clone());
     let copying = progress.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        store::import(fd, &format, &pool, &file_name, &copying)
+    let job = tokio::task::spawn_blocking(move || match format {
+        Format::Tar | Format::Gzip | Format::Zstd => {
+            unpack(fd, &pool, &file_name, &limits, &copying)
+        }
+        _ => store::import(fd, &format, &pool, &file_name, &copying),
     });
     let shared = shared.clone();
     let finish = move |result: Result<Result<Imported, StoreError>, tokio::task::JoinError>,

@@ -95,6 +95,7 @@ fn run() -> anyhow::Result<()> {
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
+    manager.tar_limits = config.tar_limits();
     manager.search =
         berth_manager::image::pool::SearchPath::new(paths.images_dir(), &config.image_search_dirs);
     let shared = Rc::new(RefCell::new(manager));

@@ -60,6 +60,8 @@ pub enum StoreError {
     TooDeep { path: String },
     #[error("{path} changed while it was being copied")]
     Changed { path: String },
+    #[error("{reason}")]
+    Unpack { reason: String },
     #[error("the import was cancelled (the client went away)")]
     Cancelled,
     #[error("cannot remove {path}: {source}")]
