@@ -180,3 +180,23 @@ fn a_new_version_without_matching_units_is_refused_and_the_old_stays() {
     assert_eq!(units(&h), ["foo-old.service", "foo.service"]);
     assert_eq!(h.status_json("foo-old").unwrap()["state"], "running");
 }
+
+#[test]
+fn reattach_to_a_versioned_name_takes_that_version() {
+    let h = Harness::start().unwrap();
+    for version in ["1", "2", "3"] {
+        ImageBuilder::new(&h.images_dir().join(format!("foo_{version}")))
+            .unit("foo.service", &sleeper(&format!("v{version}")))
+            .build()
+            .unwrap();
+    }
+    h.berth_ok(&["attach", path(&h.images_dir().join("foo_1"))])
+        .unwrap();
+
+    let reply = h.berth_json(&["reattach", "foo_2"]).unwrap();
+
+    assert!(
+        reply["path"].as_str().unwrap().ends_with("/foo_2"),
+        "{reply}"
+    );
+}

@@ -7,7 +7,7 @@
 //! are *added*; units it lacks are *removed*: stopped first, then detached. Nothing under
 //! `STATE/private` or `STATE/var` is touched, so state directories carry over.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_logging::Untrusted;
 use berth_protocol::manager::ManagerError;
@@ -42,7 +42,10 @@ impl Manager {
     /// Reads the version of an attached image that `arg` names (a name, whose version the
     /// image lookup picks, or a path) and works out what moving to it changes. Changes nothing.
     pub fn reattach_prepare(&self, arg: &str) -> Result<Prepared, ManagerError> {
-        let (name, path) = self.resolve_image(arg)?;
+        let (name, path) = match self.versioned_image(arg) {
+            Some(found) => found,
+            None => self.resolve_image(arg)?,
+        };
         let old = self
             .attachments
             .get(&name)
@@ -155,6 +158,22 @@ impl Manager {
             added,
             removed,
         })
+    }
+
+    /// A versioned name (`foo_2.0`) as that version's entry, a directory or a `.raw` file,
+    /// in the image pool; `None` for anything else.
+    fn versioned_image(&self, arg: &str) -> Option<(String, PathBuf)> {
+        if arg.contains('/') {
+            return None;
+        }
+        let (name, version) = image::image_name_from_path(Path::new(arg));
+        version?;
+        let dir = self.paths.images_dir();
+        [arg.to_string(), format!("{arg}.raw")]
+            .into_iter()
+            .map(|entry| dir.join(entry))
+            .find(|path| path.exists())
+            .map(|path| (name, path))
     }
 
     /// Does a prepared reattach; the removed units must be stopped by now.
