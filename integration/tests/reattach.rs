@@ -200,3 +200,26 @@ fn reattach_to_a_versioned_name_takes_that_version() {
         "{reply}"
     );
 }
+
+#[test]
+fn reattach_by_name_moves_to_the_newest_version_in_the_pool() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("foo_1.9"))
+        .unit("foo.service", &sleeper("v1.9"))
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "foo"]).unwrap();
+    for version in ["1.10", "1.0"] {
+        ImageBuilder::new(&h.images_dir().join(format!("foo_{version}")))
+            .unit("foo.service", &sleeper(&format!("v{version}")))
+            .build()
+            .unwrap();
+    }
+
+    let reply = h.berth_json(&["reattach", "foo"]).unwrap();
+
+    assert!(
+        reply["path"].as_str().unwrap().ends_with("/foo_1.10"),
+        "{reply}"
+    );
+}

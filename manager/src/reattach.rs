@@ -161,17 +161,17 @@ impl Manager {
     }
 
     /// A versioned name (`foo_2.0`) as that version's entry, a directory or a `.raw` file,
-    /// in the image pool; `None` for anything else.
+    /// in the first search directory that has one; `None` for anything else.
     fn versioned_image(&self, arg: &str) -> Option<(String, PathBuf)> {
         if arg.contains('/') {
             return None;
         }
         let (name, version) = image::image_name_from_path(Path::new(arg));
         version?;
-        let dir = self.paths.images_dir();
-        [arg.to_string(), format!("{arg}.raw")]
-            .into_iter()
-            .map(|entry| dir.join(entry))
+        self.search
+            .dirs()
+            .iter()
+            .flat_map(|dir| [dir.join(arg), dir.join(format!("{arg}.raw"))])
             .find(|path| path.exists())
             .map(|path| (name, path))
     }
