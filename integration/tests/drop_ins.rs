@@ -308,3 +308,31 @@ fn write_drop_in(
         })
         .expect("call timed out")
 }
+
+#[test]
+fn set_property_and_cat_speak_json() {
+    let h = Harness::start().unwrap();
+    attached(&h);
+
+    let set = h
+        .berth_json(&[
+            "set-property",
+            "greet",
+            "Environment=A=1",
+            "Environment=B=2",
+        ])
+        .unwrap();
+    let cat = h.berth_json(&["cat", "greet"]).unwrap();
+
+    let file = drop_in_dir(&h).join("50-Environment.conf");
+    assert_eq!(set["unit"], "greet.service");
+    assert_eq!(
+        set["written"],
+        serde_json::json!([file.display().to_string()])
+    );
+    assert_eq!(cat["files"][1]["path"], file.display().to_string());
+    assert_eq!(
+        cat["files"][1]["contents"],
+        "# Written by berth set-property.\n[Service]\nEnvironment=A=1\nEnvironment=B=2\n"
+    );
+}
