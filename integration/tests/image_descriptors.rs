@@ -72,6 +72,29 @@ fn root_attaches_and_starts_an_image_in_a_directory_berth_cannot_enter() {
 }
 
 #[test]
+fn strict_modes_sees_the_directories_below_one_berth_cannot_enter() {
+    let h = Harness::start().unwrap();
+    let private = h.dir().join("private");
+    let inner = private.join("inner");
+    let image = ImageBuilder::new(&inner.join("boxed"))
+        .unit("boxed.service", UNIT)
+        .build()
+        .unwrap();
+    // Another user owns the directory holding the image, inside root's 0700 directory: they
+    // could swap the image, and only the walk up from the descriptor shows berthd that.
+    std::os::unix::fs::chown(&inner, Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let err = h.berth_err(&["attach", image.to_str().unwrap()]).unwrap();
+
+    assert!(
+        err.contains(&format!("{} is owned by uid {USER}", inner.display()))
+            && err.contains("--force"),
+        "{err}"
+    );
+}
+
+#[test]
 fn after_a_restart_berthd_cannot_reopen_it_and_says_to_attach_again() {
     let mut h = Harness::start().unwrap();
     let image = image_in_private_dir(&h);

@@ -12,7 +12,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode};
+use rustix::fs::{FileType, Mode, OFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StrictModesError {
@@ -47,34 +47,80 @@ pub fn check(canonical: &Path, trusted_uid: u32) -> Result<(), StrictModesError>
 }
 
 /// [`check`] for an image a client passed as a descriptor `image` for the path it named,
-/// `named`: the image itself is checked through the descriptor, and each directory above it
-/// that berthd can reach by path. A directory berthd may not look into (root's 0700 home, say)
-/// hides the components below it from berthd; they are left to whoever attached the image,
-/// who could open it. While berthd runs it keeps the descriptor, so a swapped path changes
-/// nothing it runs; after a restart it reopens the path and checks the image's identity.
+/// `named`. The directories above the image are found from the descriptor itself (`..`, which
+/// needs search permission only on the directory it starts from), so they are the image's real
+/// ancestors and berthd sees them even below a directory it may not enter: the walk checks each
+/// one up to the root, or up to the first directory berthd may not search (root's 0700 home,
+/// say: itself checked), above which the named path's components are checked where berthd can
+/// reach them. What lies above two directories berthd may not search is left to whoever attached
+/// the image, who could open it. While berthd runs it keeps the descriptor, so a swapped path
+/// changes nothing it runs; after a restart it reopens the path and checks the image's identity.
 pub fn check_passed(
     image: impl AsFd,
     named: &Path,
     trusted_uid: u32,
 ) -> Result<(), StrictModesError> {
-    let st = rustix::fs::fstat(image).map_err(|e| StrictModesError::Stat {
-        path: named.to_owned(),
-        source: e.into(),
-    })?;
-    check_component(named, &st, true, trusted_uid)?;
-    for component in named.ancestors().skip(1) {
+    let stat_error = |path: &Path| {
+        let path = path.to_owned();
+        move |e: rustix::io::Errno| StrictModesError::Stat {
+            path,
+            source: e.into(),
+        }
+    };
+    let host_root = rustix::fs::stat("/").map_err(stat_error(Path::new("/")))?;
+    let mut dir = image
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| StrictModesError::Stat {
+            path: named.to_owned(),
+            source: e,
+        })?;
+    let mut levels = 0;
+    loop {
+        let shown = if levels == 0 {
+            named.to_owned()
+        } else {
+            real_path(&dir).unwrap_or_else(|| named.to_owned())
+        };
+        let st = rustix::fs::fstat(&dir).map_err(stat_error(&shown))?;
+        check_component(&shown, &st, levels == 0, trusted_uid)?;
+        if (st.st_dev, st.st_ino) == (host_root.st_dev, host_root.st_ino) {
+            return Ok(());
+        }
+        let parent = match rustix::fs::openat(
+            &dir,
+            "..",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(parent) => parent,
+            // Not searchable by berthd (or not a directory): the named path goes on from here.
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::NOTDIR) => break,
+            Err(e) => return Err(stat_error(&shown)(e)),
+        };
+        let parent_st = rustix::fs::fstat(&parent).map_err(stat_error(&shown))?;
+        if (parent_st.st_dev, parent_st.st_ino) == (st.st_dev, st.st_ino) {
+            // The root of a mount that is attached nowhere: nothing above it.
+            return Ok(());
+        }
+        dir = parent;
+        levels += 1;
+    }
+    for component in named.ancestors().skip(levels + 1) {
         match rustix::fs::stat(component) {
             Ok(st) => check_component(component, &st, false, trusted_uid)?,
             Err(rustix::io::Errno::ACCESS) => {}
-            Err(e) => {
-                return Err(StrictModesError::Stat {
-                    path: component.to_owned(),
-                    source: e.into(),
-                });
-            }
+            Err(e) => return Err(stat_error(component)(e)),
         }
     }
     Ok(())
+}
+
+/// Where berthd's own descriptor `fd` is, for messages (the kernel knows it whatever the
+/// permissions on the way).
+fn real_path(fd: &std::os::fd::OwnedFd) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
 
 fn check_component(
