@@ -595,8 +595,10 @@ impl Manager {
             prefixes,
             units: found,
             identity,
+            os,
             ..
         } = scan_image(&name, &opened.root, prefixes, &extensions)?;
+        require_os_id(&name, &os)?;
         if found.is_empty() {
             return Err(invalid(&format!(
                 "no unit files matching {} in {}",
@@ -873,6 +875,19 @@ pub(crate) struct ScannedImage {
 /// With `extensions` (lowest first), each must fit the image ([`extension::check_compatible`]),
 /// their `PORTABLE_PREFIXES` extend the image's, and units are found as the overlay of all
 /// layers shows them.
+/// An image is attached only with `ID=` in its os-release: the field that says what it is,
+/// which extensions are checked against (portabled refuses extensions and prefix checks
+/// without it; berth refuses the attach outright, with or without extensions).
+pub(crate) fn require_os_id(name: &str, os: &OsRelease) -> Result<(), ManagerError> {
+    if os.get("ID").is_some_and(|id| !id.trim().is_empty()) {
+        return Ok(());
+    }
+    Err(ManagerError::InvalidImage {
+        image: name.to_string(),
+        reason: "its os-release has no ID= (what operating system it is); refusing".into(),
+    })
+}
+
 pub(crate) fn scan_image(
     name: &str,
     root: &image::ImageRoot,

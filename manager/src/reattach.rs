@@ -83,8 +83,10 @@ impl Manager {
             prefixes,
             units: found,
             identity,
+            os,
             ..
         } = scan_image(&name, &opened.root, &old.prefixes, &extensions)?;
+        crate::daemon::require_os_id(&name, &os)?;
         if found.is_empty() {
             return Err(invalid(
                 &name,
