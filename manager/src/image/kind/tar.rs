@@ -114,7 +114,7 @@ pub enum TarError {
     BadName { entry: String },
     #[error("entry {entry:?}: link to {target:?} leaves the image")]
     LinkEscapes { entry: String, target: String },
-    #[error("entry {entry:?}: {kind} refused (an image holds no device nodes, FIFOs or {kind}s)")]
+    #[error("entry {entry:?}: a {kind} is refused (images hold no device nodes or FIFOs)")]
     SpecialFile { entry: String, kind: &'static str },
     #[error("entry {entry:?}: entry type {kind:?} is not supported")]
     UnsupportedType { entry: String, kind: char },
@@ -129,7 +129,8 @@ pub enum TarError {
     #[error("entry {entry:?}: the files would unpack to more than {max} bytes")]
     TooLarge { entry: String, max: u64 },
     #[error(
-        "decompresses more than {max}x ({decompressed} bytes from {compressed}): a tarball bomb?"
+        "the archive decompresses to more than {max} times its size ({decompressed} bytes from \
+         {compressed}): a tarball bomb?"
     )]
     CompressionRatio {
         decompressed: u64,
