@@ -480,6 +480,32 @@ async fn image_inspect(
     if !d.portable_prefixes.is_empty() {
         out!("Prefixes: {}", escape(&d.portable_prefixes.join(" ")))?;
     }
+    if let Some(p) = &d.partition {
+        out!(
+            "Partition: {} #{} ({}, {})",
+            escape(&p.designator),
+            p.number,
+            escape(&p.architecture),
+            escape(&p.filesystem)
+        )?;
+    }
+    if let Some(v) = &d.verity {
+        let sig = v
+            .signature_number
+            .map(|n| format!(", signature #{n}"))
+            .unwrap_or_default();
+        let state = if v.enforced {
+            "enforced".to_owned()
+        } else {
+            format!("NOT enforced: {}", v.reason.as_deref().unwrap_or("unknown"))
+        };
+        out!(
+            "Verity: {} #{}{sig}, {}",
+            escape(&v.partition),
+            v.number,
+            escape(&state)
+        )?;
+    }
     if let Some(text) = &d.os_release {
         out!("\n/etc/os-release:")?;
         print_text(text)?;

@@ -516,7 +516,10 @@ impl Manager {
             units,
             ..
         } = scan_image(&name, &opened.root, prefixes, &[])?;
+        let partition = opened.partition.as_ref();
         Ok(ImageDetails {
+            partition: partition.map(|p| p.details()),
+            verity: partition.and_then(|p| p.verity()),
             image: self.image_entry(&name, &path, Some(&os)),
             os_release: cat.then_some(os_release),
             os_pretty_name: os.pretty_name().map(str::to_string),
@@ -580,6 +583,13 @@ impl Manager {
             (path, strict)
         };
         let mut warnings = Vec::new();
+        // Verity data berth cannot enforce here is said at attach, not silently ignored.
+        warnings.extend(
+            opened
+                .partition
+                .as_ref()
+                .and_then(|p| p.verity_warning(&path.display().to_string())),
+        );
         let mut forced_past = None;
         if let Err(unsafe_path) = strict {
             if !force {

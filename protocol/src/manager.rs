@@ -52,6 +52,40 @@ pub struct ImageDetails {
     pub os_pretty_name: Option<String>,
     pub portable_prefixes: Vec<String>,
     pub units: Vec<UnitFile>,
+    // For a GPT disk image: the partition the root comes from.
+    pub partition: Option<ImagePartition>,
+    // Verity data found in the image, and whether it is enforced.
+    pub verity: Option<ImageVerity>,
+}
+
+/// The partition of a GPT disk image (Discoverable Partitions Specification) berth mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct ImagePartition {
+    // `root` or `usr`.
+    pub designator: String,
+    // Its entry number in the partition table, from 1.
+    pub number: i64,
+    // The architecture of its type, e.g. `x86-64`.
+    pub architecture: String,
+    // The file system in it: `squashfs`, `erofs` or `ext4`.
+    pub filesystem: String,
+    // Where it lies in the file, in bytes.
+    pub offset: i64,
+    pub size: i64,
+}
+
+/// Verity data an image carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct ImageVerity {
+    // The hash partition, e.g. `root-verity`, and its entry number.
+    pub partition: String,
+    pub number: i64,
+    // The entry number of the signature partition (`root-verity-sig`), if there is one.
+    pub signature_number: Option<i64>,
+    // Whether dm-verity checks the data as it is read.
+    pub enforced: bool,
+    // Why not, when it does not (e.g. the kernel has no device-mapper).
+    pub reason: Option<String>,
 }
 
 /// State of one attached unit (DESIGN.md §3).
@@ -504,6 +538,8 @@ pub fn description() -> String {
         .custom_type::<Image>()
         .custom_type::<UnitFile>()
         .custom_type::<ImageDetails>()
+        .custom_type::<ImagePartition>()
+        .custom_type::<ImageVerity>()
         .custom_type::<UnitStatus>()
         .custom_type::<LogEntry>()
         .custom_type::<UnitSource>()

@@ -53,6 +53,8 @@ pub struct OpenedImage {
     /// What keeps `root` readable besides its own descriptor (such as the backing file of a
     /// mount); empty for a directory.
     pub keep_alive: Vec<OwnedFd>,
+    /// For a GPT disk image: the partition mounted, and its verity data.
+    pub partition: Option<kind::gpt::RootPartition>,
 }
 
 /// Opens an image of any kind: finds what it is from its type and magic bytes

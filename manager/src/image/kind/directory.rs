@@ -10,5 +10,6 @@ pub fn open(fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
         root: ImageRoot::from_fd(fd, label.into())?,
         format: Format::Directory,
         keep_alive: Vec::new(),
+        partition: None,
     })
 }

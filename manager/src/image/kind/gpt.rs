@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
+use berth_protocol::manager::{ImagePartition, ImageVerity};
+
 use crate::image::sniff::{self, SNIFF_BYTES};
 use crate::image::verity::DeviceMapper;
 use crate::image::{Format, ImageError, OpenedImage};
@@ -15,20 +17,46 @@ use crate::image::{Format, ImageError, OpenedImage};
 pub mod dps;
 pub mod table;
 
-use dps::Arch;
+use dps::{Arch, Designator};
 use table::{GptError, ReadAt, Selection};
 
 /// Where in a GPT image the root comes from, and what verity data goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
+pub struct RootPartition {
     pub selection: Selection,
-    /// The filesystem in the selected partition (squashfs, erofs or ext4).
-    pub filesystem: Format,
+    /// The filesystem in the selected partition, as the kernel names it (squashfs, erofs, ext4).
+    pub fstype: &'static str,
     /// Why the verity data is not enforced, when the image has a verity partition.
     pub verity_unenforced: Option<&'static str>,
 }
 
-impl Located {
+impl RootPartition {
+    /// What inspect shows of the partition.
+    pub fn details(&self) -> ImagePartition {
+        let s = &self.selection;
+        ImagePartition {
+            designator: s.designator.name().to_owned(),
+            number: i64::from(s.number),
+            architecture: s.arch.name().to_owned(),
+            filesystem: self.fstype.to_owned(),
+            offset: i64::try_from(s.extent.offset).unwrap_or(i64::MAX),
+            size: i64::try_from(s.extent.size).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// What inspect shows of the verity data, if the partition has any.
+    pub fn verity(&self) -> Option<ImageVerity> {
+        let s = &self.selection;
+        let (verity, _) = s.designator.verity()?;
+        Some(ImageVerity {
+            partition: verity.name().to_owned(),
+            number: i64::from(s.verity?),
+            signature_number: s.verity_sig.map(i64::from),
+            enforced: false,
+            reason: self.verity_unenforced.map(str::to_owned),
+        })
+    }
+
     /// The attach warning for verity data that is found but not enforced.
     pub fn verity_warning(&self, image: &str) -> Option<String> {
         let reason = self.verity_unenforced?;
@@ -47,7 +75,7 @@ impl Located {
 }
 
 /// Finds the partition to mount in the GPT image `file` of `disk_size` bytes.
-pub fn locate(file: &File, disk_size: u64, label: &str) -> Result<Located, ImageError> {
+pub fn locate(file: &File, disk_size: u64, label: &str) -> Result<RootPartition, ImageError> {
     locate_in(file, disk_size, label, DeviceMapper::probe())
 }
 
@@ -56,7 +84,7 @@ fn locate_in<R: ReadAt + ?Sized>(
     disk_size: u64,
     label: &str,
     device_mapper: DeviceMapper,
-) -> Result<Located, ImageError> {
+) -> Result<RootPartition, ImageError> {
     let gpt = |source: GptError| ImageError::Gpt {
         image: label.to_owned(),
         source,
@@ -65,6 +93,11 @@ fn locate_in<R: ReadAt + ?Sized>(
     let selection = table::parse(disk, disk_size)
         .and_then(|t| t.select(arch))
         .map_err(gpt)?;
+    if selection.designator == Designator::Usr {
+        return Err(gpt(GptError::UsrOnly {
+            number: selection.number,
+        }));
+    }
     let extent = selection.extent;
     let mut head = vec![0u8; SNIFF_BYTES.min(usize::try_from(extent.size).unwrap_or(SNIFF_BYTES))];
     disk.read_exact_at(&mut head, extent.offset)
@@ -75,7 +108,7 @@ fn locate_in<R: ReadAt + ?Sized>(
             })
         })?;
     let filesystem = sniff::from_magic(&head);
-    if !matches!(filesystem, Format::Squashfs | Format::Erofs | Format::Ext4) {
+    let Some(fstype) = fstype(&filesystem) else {
         return Err(ImageError::GptPartitionFormat {
             image: label.to_owned(),
             partition: format!(
@@ -85,13 +118,22 @@ fn locate_in<R: ReadAt + ?Sized>(
             ),
             found: filesystem.to_string(),
         });
-    }
+    };
     let verity_unenforced = selection.verity.map(|_| device_mapper.reason());
-    Ok(Located {
+    Ok(RootPartition {
         selection,
-        filesystem,
+        fstype,
         verity_unenforced,
     })
+}
+
+fn fstype(format: &Format) -> Option<&'static str> {
+    match format {
+        Format::Squashfs => Some("squashfs"),
+        Format::Erofs => Some("erofs"),
+        Format::Ext4 => Some("ext4"),
+        _ => None,
+    }
 }
 
 /// Opens the GPT image `fd` (a regular file open for reading): locates its root partition,
@@ -112,7 +154,6 @@ pub fn open(fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::kind::gpt::dps::Designator;
     use crate::image::kind::gpt::table::tests::Disk;
 
     fn disk_with_root(fs_magic: &[u8], verity: bool) -> Vec<u8> {
@@ -130,7 +171,7 @@ mod tests {
         bytes
     }
 
-    fn locate_bytes(bytes: &[u8]) -> Result<Located, ImageError> {
+    fn locate_bytes(bytes: &[u8]) -> Result<RootPartition, ImageError> {
         locate_in(bytes, bytes.len() as u64, "disk.raw", DeviceMapper::Missing)
     }
 
@@ -140,7 +181,7 @@ mod tests {
 
         let located = locate_bytes(&bytes).expect("locate");
 
-        assert_eq!(located.filesystem, Format::Squashfs);
+        assert_eq!(located.fstype, "squashfs");
         assert_eq!(located.selection.extent.offset, 2048 * 512);
         assert_eq!(located.verity_unenforced, None);
         assert_eq!(located.verity_warning("disk.raw"), None);
@@ -172,6 +213,25 @@ mod tests {
         assert!(warning.contains("root-verity partition #2"), "{warning}");
         assert!(warning.contains("NOT enforced"), "{warning}");
         assert!(warning.contains("no device-mapper"), "{warning}");
+    }
+
+    #[test]
+    fn a_usr_only_disk_is_refused_as_not_supported_yet() {
+        let entries = vec![table::tests::entry(
+            Designator::Usr,
+            Arch::X86_64,
+            2048,
+            4095,
+        )];
+        let mut bytes = Disk::new(entries).bytes();
+        bytes[2048 * 512..2048 * 512 + 4].copy_from_slice(b"hsqs");
+
+        let err = locate_bytes(&bytes).expect_err("usr only");
+
+        assert!(
+            err.to_string().contains("usr partition (#1) but no root"),
+            "{err}"
+        );
     }
 
     #[test]

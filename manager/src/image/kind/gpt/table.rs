@@ -183,6 +183,11 @@ pub enum GptError {
          root's /usr is not supported"
     )]
     RootAndUsr { root: u32, usr: u32 },
+    #[error(
+        "the disk has a usr partition (#{number}) but no root partition; usr-only images need \
+         an empty root with the partition mounted on /usr, which berth does not build yet"
+    )]
+    UsrOnly { number: u32 },
     #[error("this architecture ({0}) has no DPS partition types")]
     UnknownArch(&'static str),
 }
@@ -540,7 +545,6 @@ pub(crate) mod tests {
     use super::super::dps::{FLAG_GROWFS, type_guid};
     use super::*;
 
-    const SECTOR: u64 = 512;
     /// A 4 MiB test disk: 8192 sectors.
     const DISK_SECTORS: u64 = 8192;
 
@@ -566,6 +570,7 @@ pub(crate) mod tests {
 
     /// A hand-built GPT disk; fields are public to the tests so each can break one thing.
     pub(crate) struct Disk {
+        sector: u64,
         sectors: u64,
         entries: Vec<Entry>,
         count: u32,
@@ -586,6 +591,7 @@ pub(crate) mod tests {
     impl Disk {
         pub(crate) fn new(entries: Vec<Entry>) -> Disk {
             Disk {
+                sector: 512,
                 sectors: DISK_SECTORS,
                 entries,
                 count: 128,
@@ -604,7 +610,8 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn bytes(&self) -> Vec<u8> {
-            let mut disk = vec![0u8; (self.sectors * SECTOR) as usize];
+            let sector = self.sector;
+            let mut disk = vec![0u8; (self.sectors * sector) as usize];
             disk[446 + 4] = self.mbr_type;
             disk[510] = 0x55;
             disk[511] = 0xaa;
@@ -626,11 +633,11 @@ pub(crate) mod tests {
             if self.corrupt_entries_crc {
                 entries_crc ^= 1;
             }
-            let start = (self.entries_lba * SECTOR) as usize;
+            let start = (self.entries_lba * sector) as usize;
             let end = (start + array.len()).min(disk.len());
             disk[start..end].copy_from_slice(&array[..end - start]);
 
-            let mut h = vec![0u8; SECTOR as usize];
+            let mut h = vec![0u8; sector as usize];
             h[0..8].copy_from_slice(&self.signature);
             h[8..12].copy_from_slice(&self.revision.to_le_bytes());
             h[12..16].copy_from_slice(&self.header_size.to_le_bytes());
@@ -649,7 +656,7 @@ pub(crate) mod tests {
                 crc ^= 1;
             }
             h[16..20].copy_from_slice(&crc.to_le_bytes());
-            disk[SECTOR as usize..2 * SECTOR as usize].copy_from_slice(&h);
+            disk[sector as usize..2 * sector as usize].copy_from_slice(&h);
             disk
         }
 
@@ -685,6 +692,24 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(selection.verity, None);
+    }
+
+    #[test]
+    fn a_disk_with_4096_byte_sectors_is_read_with_them() {
+        let mut disk = Disk::new(vec![root(256, 511)]);
+        disk.sector = 4096;
+        disk.sectors = 1024;
+        disk.usable_last = 1024 - 34;
+
+        let selection = disk.select().expect("select");
+
+        assert_eq!(
+            selection.extent,
+            Extent {
+                offset: 256 * 4096,
+                size: 256 * 4096
+            }
+        );
     }
 
     #[test]
