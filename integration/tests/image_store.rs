@@ -527,3 +527,40 @@ fn import_of_a_hostile_tarball_is_refused_and_leaves_nothing() {
     assert!(!h.dir().join("escaped").exists());
     h.berth_ok(&["list"]).unwrap();
 }
+
+#[test]
+fn import_on_a_terminal_shows_a_progress_bar_and_then_the_image() {
+    // script(1) gives berth a terminal: the CLI then streams the import (`more`) and draws
+    // indicatif's bar on stderr before the last reply names the image.
+    let h = Harness::start().unwrap();
+    let raw = h.dir().join("tty_1.raw");
+    let mut bytes = vec![0u8; 32 << 20];
+    bytes[..4].copy_from_slice(b"hsqs");
+    fs::write(&raw, &bytes).unwrap();
+    let berth = h.bin_dir().join("berth");
+    let command = format!(
+        "{} --socket {} image import {}",
+        berth.display(),
+        h.socket().display(),
+        raw.display()
+    );
+
+    let out = berth_testkit::harness::output_with_timeout(
+        {
+            let mut script = std::process::Command::new("script");
+            script.args(["-qec", &command, "/dev/null"]);
+            script
+        },
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("Importing tty_1.raw"),
+        "no progress bar: {shown}"
+    );
+    assert!(shown.contains("Imported image tty ("), "{shown}");
+    assert_eq!(fs::read(h.images_dir().join("tty_1.raw")).unwrap(), bytes);
+}
