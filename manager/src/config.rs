@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError};
 
 use crate::image::kind::tar::TarLimits;
+use crate::image::store;
 
 pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 
@@ -104,6 +105,16 @@ impl ConfigFile for Config {
             self.tarball_max_depth as u64,
             self.tarball_max_ratio,
         ];
+        if self.tarball_max_depth > store::MAX_DEPTH {
+            return Err(KeyError {
+                keys: &["tarball_max_depth"],
+                reason: format!(
+                    "must be at most {}, not {}",
+                    store::MAX_DEPTH,
+                    self.tarball_max_depth
+                ),
+            });
+        }
         if let Some(i) = tarball.iter().position(|&value| value == 0) {
             return Err(KeyError {
                 keys: std::slice::from_ref(&TARBALL_KEYS[i]),
@@ -169,6 +180,10 @@ mod tests {
         assert_eq!(
             error_line_and_key("\ntarball_max_entries = 0\n"),
             (2, Some("tarball_max_entries".into()))
+        );
+        assert_eq!(
+            error_line_and_key("tarball_max_depth = 257\n"),
+            (1, Some("tarball_max_depth".into()))
         );
     }
 

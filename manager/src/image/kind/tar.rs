@@ -34,6 +34,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 use thiserror::Error;
 
+use crate::image::store::remove_entry;
 use crate::image::{Format, ImageError, OpenedImage};
 
 /// Below this many decompressed bytes the compression ratio is not checked: small archives of
@@ -57,7 +58,8 @@ pub struct TarLimits {
     pub max_path_bytes: usize,
     /// Bytes of one path component.
     pub max_name_bytes: usize,
-    /// Components of one path (also bounds the fds held while removing a failed import).
+    /// Components of one path; at most [`crate::image::store::MAX_DEPTH`], which bounds the fds held while
+    /// a failed import is removed.
     pub max_depth: usize,
     /// Decompressed bytes per compressed byte, checked once `ratio_grace_bytes` are out.
     pub max_ratio: u64,
@@ -840,59 +842,15 @@ pub fn import(
     });
     if result.is_err() {
         // The unpack error is the one to report; a failure to clean up is logged.
-        if let Err(e) = remove_tree(images, temporary.as_bytes()) {
+        let removed = images
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())
+            .and_then(|pool| remove_entry(&pool, &temporary).map_err(|e| e.to_string()));
+        if let Err(e) = removed {
             tracing::warn!("removing the failed import {temporary:?}: {e}");
         }
     }
     result
-}
-
-/// Removes the directory `name` in `parent` and everything below it, through fds and without
-/// following symlinks; directories are made writable first (an archive may have made them
-/// read-only). Depth is bounded by [`TarLimits::max_depth`] of the unpack that made it.
-pub fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let dir = rfs::openat2(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    )?;
-    rfs::fchmod(&dir, Mode::from_raw_mode(0o700))?;
-    let mut children = Vec::new();
-    for entry in rfs::Dir::read_from(&dir)? {
-        let entry = entry?;
-        let child = entry.file_name().to_bytes();
-        if child != b"." && child != b".." {
-            children.push((child.to_vec(), entry.file_type()));
-        }
-    }
-    for (child, file_type) in children {
-        let is_dir = match file_type {
-            rfs::FileType::Directory => true,
-            rfs::FileType::Unknown => {
-                let stat = rfs::statat(&dir, child.as_slice(), AtFlags::SYMLINK_NOFOLLOW)?;
-                rfs::FileType::from_raw_mode(stat.st_mode) == rfs::FileType::Directory
-            }
-            _ => false,
-        };
-        if is_dir {
-            // Opening a directory the archive made unreadable needs its mode back first; the
-            // tree is berthd's own temporary directory, nothing else writes there.
-            let _ = rfs::chmodat(
-                &dir,
-                child.as_slice(),
-                Mode::from_raw_mode(0o700),
-                AtFlags::SYMLINK_NOFOLLOW,
-            );
-            remove_tree(dir.as_fd(), &child)?;
-        } else {
-            rfs::unlinkat(&dir, child.as_slice(), AtFlags::empty())?;
-        }
-    }
-    rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
-    Ok(())
 }
 
 #[cfg(test)]
