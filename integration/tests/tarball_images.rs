@@ -196,3 +196,30 @@ fn the_limits_of_berthd_toml_bound_entries_and_bytes() {
     assert_refused(&h, &many, "more than 20 entries");
     assert_refused(&h, &big, "more than 4096 bytes");
 }
+
+#[test]
+fn an_import_cut_short_by_a_crash_is_removed_when_berthd_starts_again() {
+    let mut h = Harness::start().unwrap();
+    h.kill_berthd().unwrap();
+    // What a berthd killed while unpacking leaves: a hidden, half-written tree of berth's.
+    let stale = h.images_dir().join(".import-hello-4242-0");
+    fs::create_dir_all(stale.join("usr/bin")).unwrap();
+    fs::write(stale.join("usr/bin/half"), "x").unwrap();
+    for path in [
+        &stale,
+        &stale.join("usr"),
+        &stale.join("usr/bin"),
+        &stale.join("usr/bin/half"),
+    ] {
+        std::os::unix::fs::chown(path, Some(berth_uid()), Some(berth_uid())).unwrap();
+    }
+
+    h.start_berthd().unwrap();
+
+    assert!(
+        entries(&h.images_dir()).is_empty(),
+        "{:?}",
+        entries(&h.images_dir())
+    );
+    h.berth_ok(&["image", "list"]).unwrap();
+}

@@ -92,6 +92,14 @@ fn run() -> anyhow::Result<()> {
     if let Err(e) = log_access::grant_readers(&paths.logs_dir(), &readers) {
         tracing::warn!(error = %e, "logs on disk stay closed to the admin and log groups");
     }
+    match berth_manager::image::store::remove_interrupted_imports(&paths.images_dir()) {
+        Ok(removed) => {
+            for name in removed {
+                tracing::info!(entry = %berth_logging::Untrusted(&name), "removed an import cut short by a crash");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "interrupted imports stay in the image pool"),
+    }
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;

@@ -115,7 +115,7 @@ pub fn import(
             name: file_name.to_owned(),
         });
     }
-    let temp = format!(".import-{}-{}", std::process::id(), unique());
+    let temp = format!("{IMPORT_PREFIX}{}-{}", std::process::id(), unique());
     let mut copy = Copy {
         progress,
         warnings: Vec::new(),
@@ -574,12 +574,72 @@ fn tree_bytes(dir: &OwnedFd, budget: &mut usize, depth: usize) -> Option<u64> {
     Some(total)
 }
 
+/// What every import in progress is named in the pool until it is renamed into place.
+pub const IMPORT_PREFIX: &str = ".import-";
+
+/// Removes what imports cut short by a crash of berthd left in `pool`: the hidden
+/// [`IMPORT_PREFIX`] entries. Only at start, before any import can run. Returns their names.
+pub fn remove_interrupted_imports(pool: &Path) -> Result<Vec<String>, StoreError> {
+    let pool_fd = rfs::open(
+        pool,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::OpenPool {
+        path: pool.display().to_string(),
+        source: e.into(),
+    })?;
+    let mut stale = Vec::new();
+    let listing = Dir::read_from(&pool_fd).map_err(|e| StoreError::OpenPool {
+        path: pool.display().to_string(),
+        source: e.into(),
+    })?;
+    for entry in listing {
+        let entry = entry.map_err(|e| StoreError::OpenPool {
+            path: pool.display().to_string(),
+            source: e.into(),
+        })?;
+        if let Ok(name) = entry.file_name().to_str()
+            && name.starts_with(IMPORT_PREFIX)
+        {
+            stale.push(name.to_owned());
+        }
+    }
+    for name in &stale {
+        remove_entry(&pool_fd, name)?;
+    }
+    Ok(stale)
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     use super::*;
+
+    #[test]
+    fn interrupted_imports_are_removed_and_nothing_else() {
+        let pool = tempfile::tempdir().unwrap();
+        let p = pool.path();
+        fs::create_dir_all(p.join(".import-7-0/usr/bin")).unwrap();
+        fs::write(p.join(".import-7-0/usr/bin/x"), "x").unwrap();
+        fs::set_permissions(p.join(".import-7-0/usr"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::write(p.join(".import-app-7-1"), "half a file").unwrap();
+        fs::create_dir(p.join("app")).unwrap();
+        fs::write(p.join(".hidden"), "").unwrap();
+
+        let mut removed = remove_interrupted_imports(p).unwrap();
+
+        removed.sort();
+        assert_eq!(removed, [".import-7-0", ".import-app-7-1"]);
+        let mut left: Vec<_> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".hidden", "app"]);
+    }
 
     struct Fixture {
         _tmp: tempfile::TempDir,

@@ -34,7 +34,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 use thiserror::Error;
 
-use crate::image::store::remove_entry;
+use crate::image::store::{IMPORT_PREFIX, remove_entry};
 use crate::image::{Format, ImageError, OpenedImage};
 
 /// Below this many decompressed bytes the compression ratio is not checked: small archives of
@@ -813,7 +813,7 @@ pub fn import(
     // Unique per import: two imports of one name may run at once (the rename decides).
     static IMPORTS: AtomicU64 = AtomicU64::new(0);
     let serial = IMPORTS.fetch_add(1, Ordering::Relaxed);
-    let temporary = format!(".import-{name}-{}-{serial}", std::process::id());
+    let temporary = format!("{IMPORT_PREFIX}{name}-{}-{serial}", std::process::id());
     rfs::mkdirat(images, temporary.as_str(), Mode::from_raw_mode(0o700))
         .map_err(store("creating", &temporary))?;
     let result = rfs::openat(
