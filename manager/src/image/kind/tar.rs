@@ -450,6 +450,8 @@ struct Pending {
     path: Option<Vec<u8>>,
     link: Option<Vec<u8>>,
     size: Option<u64>,
+    /// A pax sparse file (`GNU.sparse.*` records): its data starts with a map, not the file.
+    sparse: bool,
 }
 
 /// Reads a metadata entry (long name, pax record) whole, refusing one larger than `max`.
@@ -524,6 +526,12 @@ impl Unpacker<'_> {
             entry: shown(name),
             reason,
         };
+        if pending.sparse {
+            return Err(TarError::UnsupportedType {
+                entry: shown(name),
+                kind: 'S',
+            });
+        }
         if let Some(size) = pending.size {
             // Two parsers disagreeing on a size is how archives smuggle entries.
             if size != entry.size() {
@@ -762,6 +770,7 @@ pub fn unpack<R: Read + 'static>(
                                 reason: "a pax size that is not a number",
                             })?);
                         }
+                        key if key.starts_with(b"GNU.sparse.") => pending.sparse = true,
                         // uid/gid, times with fractions, xattrs: not kept (module comment).
                         _ => {}
                     }
@@ -1145,6 +1154,25 @@ mod tests {
     #[test]
     fn a_gnu_sparse_file_is_refused() {
         let error = refused(&[(header(EntryType::GNUSparse, b"big", b"", 0, 0o644), vec![])]);
+
+        assert!(
+            matches!(error, TarError::UnsupportedType { kind: 'S', .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_pax_sparse_file_is_refused() {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("GNU.sparse.realsize", b"1000000".as_slice())])
+            .unwrap();
+        let (header, data) = file("GNUSparseFile.0/big", b"map", 0o644);
+        builder.append(&header, data.as_slice()).unwrap();
+
+        let error = Place::new()
+            .unpack(builder.into_inner().unwrap(), &TarLimits::default())
+            .unwrap_err();
 
         assert!(
             matches!(error, TarError::UnsupportedType { kind: 'S', .. }),
