@@ -42,6 +42,29 @@ pub struct SpawnReply {
     pub main_pid: i64,
 }
 
+/// `MountImage`: mount the file system found at `offset`, `size` bytes long, in the one fd the
+/// call carries (the backing file, a regular file opened read-only). The reply carries one fd:
+/// the detached, read-only, `nosuid,nodev` mount (never attached to any path), which berthd
+/// reads the image through and passes to `Spawn` as its image root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct MountImageParams {
+    // The file system: squashfs and erofs unless helper.toml's image_filesystems says otherwise.
+    pub fstype: String,
+    // Where the file system starts in the file, in bytes; a multiple of 512.
+    pub offset: i64,
+    // Its length in bytes; a multiple of 512, within the file.
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+pub struct MountImageReply {
+    // The loop device the mount reads, e.g. /dev/loop3.
+    pub device: String,
+    // True when the loop device was already attached to the same file and range (shared).
+    pub shared: bool,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
@@ -62,6 +85,8 @@ pub enum HelperError {
     RequestRefused { field: String, reason: String },
     // The sandbox could not be built or the executable could not be started.
     SpawnFailed { reason: String },
+    // The loop device could not be set up or the kernel refused to mount the file system.
+    MountFailed { fstype: String, reason: String },
 }
 
 impl std::fmt::Display for HelperError {
@@ -74,6 +99,9 @@ impl std::fmt::Display for HelperError {
                 write!(f, "request refused: {field}: {reason}")
             }
             HelperError::SpawnFailed { reason } => f.write_str(reason),
+            HelperError::MountFailed { fstype, reason } => {
+                write!(f, "cannot mount the {fstype} image: {reason}")
+            }
         }
     }
 }
@@ -85,6 +113,7 @@ pub fn description() -> String {
     InterfaceBuilder::new(INTERFACE)
         .method::<Empty, PingReply>("Ping")
         .method::<SpawnParams, SpawnReply>("Spawn")
+        .method::<MountImageParams, MountImageReply>("MountImage")
         .errors::<HelperError>()
         .build()
 }

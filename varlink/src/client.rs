@@ -112,14 +112,28 @@ impl Client {
         P: Serialize,
         R: DeserializeOwned,
     {
+        Ok(self.call_with_fds(method, params, fds).await?.0)
+    }
+
+    /// Calls `method` and decodes its single reply, with the fds that came along with it.
+    pub async fn call_with_fds<P, R>(
+        &mut self,
+        method: &str,
+        params: &P,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(R, Vec<OwnedFd>), ClientError>
+    where
+        P: Serialize,
+        R: DeserializeOwned,
+    {
         let params = serde_json::to_value(params)?;
         let call = Call::new(OutgoingCall {
             method,
             parameters: Some(&params),
         });
         self.send(&encode(&call), &fds).await?;
-        let reply = self.receive().await?;
-        Ok(serde_json::from_value(reply.0)?)
+        let (value, _, fds) = self.receive().await?;
+        Ok((serde_json::from_value(value)?, fds))
     }
 
     /// Calls `method` with the `more` flag (and `fds` along with it) and hands every reply to
@@ -144,19 +158,20 @@ impl Client {
         .set_more(true);
         self.send(&encode(&call), &fds).await?;
         loop {
-            let (value, continues) = self.receive().await?;
+            let (value, continues, _fds) = self.receive().await?;
             if !each(serde_json::from_value(value)?) || !continues {
                 return Ok(());
             }
         }
     }
 
-    async fn receive(&mut self) -> Result<(Value, bool), ClientError> {
-        let (result, _fds) = self.conn.receive_reply::<Value, RemoteError>().await?;
+    async fn receive(&mut self) -> Result<(Value, bool, Vec<OwnedFd>), ClientError> {
+        let (result, fds) = self.conn.receive_reply::<Value, RemoteError>().await?;
         match result {
             Ok(reply) => {
                 let continues = reply.continues().unwrap_or(false);
-                Ok((reply.into_parameters().unwrap_or(Value::Null), continues))
+                let value = reply.into_parameters().unwrap_or(Value::Null);
+                Ok((value, continues, fds))
             }
             Err(e) => Err(ClientError::Remote(e)),
         }
