@@ -9,7 +9,8 @@ pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 use berth_protocol::config_file::{self, ConfigFile, KeyError};
 
 /// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
-/// `dynamic_uid_max` and `image_roots = ["/a", "/b"]`, all optional; an unknown key or a value
+/// `dynamic_uid_max`, `image_roots = ["/a", "/b"]` and `image_filesystems = ["squashfs",
+/// "erofs"]`, all optional; an unknown key or a value
 /// of the wrong type is an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +21,10 @@ pub struct FloorPolicy {
     pub uid_max: u32,
     /// Directories image roots must lie under; empty means any directory but the host root.
     pub image_roots: Vec<PathBuf>,
+    /// File systems `MountImage` may mount. The kernel's parsers of most file systems are not
+    /// hardened against hostile images, so only the two read-only image formats by default;
+    /// an admin may add others known to [`crate::image_mount::filesystem`] (ext4, ...).
+    pub image_filesystems: Vec<String>,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -34,6 +39,10 @@ impl Default for FloorPolicy {
             uid_min: DEFAULT_UID_RANGE.0,
             uid_max: DEFAULT_UID_RANGE.1,
             image_roots: Vec::new(),
+            image_filesystems: crate::image_mount::filesystem::DEFAULT_FILESYSTEMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -46,6 +55,19 @@ impl ConfigFile for FloorPolicy {
             return Err(KeyError {
                 keys: &["image_roots"],
                 reason: format!("{} is not absolute", relative.display()),
+            });
+        }
+        if let Some(unknown) = self
+            .image_filesystems
+            .iter()
+            .find(|f| crate::image_mount::filesystem::Filesystem::named(f).is_none())
+        {
+            return Err(KeyError {
+                keys: &["image_filesystems"],
+                reason: format!(
+                    "{unknown} is not a file system berth-helper mounts (known: {})",
+                    crate::image_mount::filesystem::known_names()
+                ),
             });
         }
         config_file::check_uid_range(self.uid_min, self.uid_max)
@@ -85,6 +107,28 @@ mod tests {
         assert_eq!(
             policy.image_roots,
             [PathBuf::from("/srv/img"), PathBuf::from("/srv/more")]
+        );
+    }
+
+    #[test]
+    fn only_squashfs_and_erofs_are_mounted_by_default() {
+        let policy = parse("").unwrap();
+
+        assert_eq!(policy.image_filesystems, ["squashfs", "erofs"]);
+    }
+
+    #[test]
+    fn an_admin_may_allow_ext4() {
+        let policy = parse("image_filesystems = [\"squashfs\", \"ext4\"]\n").unwrap();
+
+        assert_eq!(policy.image_filesystems, ["squashfs", "ext4"]);
+    }
+
+    #[test]
+    fn an_unknown_image_filesystem_is_refused_at_its_key() {
+        assert_eq!(
+            error_line_and_key("image_filesystems = [\"ntfs3\"]\n"),
+            (1, Some("image_filesystems".into()))
         );
     }
 

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod config;
 pub mod floor;
+pub mod image_mount;
 pub mod launch_spec;
 pub mod lifeline;
 pub mod manager_access;

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_protocol::helper::{self, HelperError, PingReply, SpawnParams, SpawnReply};
+use berth_protocol::helper::{
+    self, HelperError, MountImageParams, MountImageReply, PingReply, SpawnParams, SpawnReply,
+};
 use berth_varlink::listener::BoundedListener;
 use berth_varlink::service::{
     BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
@@ -10,6 +12,7 @@ use berth_varlink::service::{
 use serde_json::{Value, json};
 
 use crate::config::FloorPolicy;
+use crate::image_mount;
 use crate::manager_access::Credentials;
 use crate::sandbox;
 use crate::socket_dir::{SocketDir, SocketDirError};
@@ -105,6 +108,64 @@ impl HelperInterface {
             }
         }
     }
+
+    fn mount_image(&self, parameters: Value, ctx: CallContext) -> Outcome {
+        let params: MountImageParams = match parse_params(parameters) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let fstype = berth_logging::untrusted(&params.fstype);
+        let (offset, size) = (params.offset, params.size);
+        let request = match self.policy.check_mount_image(params, ctx.fds) {
+            Ok(request) => request,
+            Err(refusal) => {
+                tracing::warn!(
+                    %fstype,
+                    offset,
+                    size,
+                    field = %refusal.field,
+                    reason = %berth_logging::Untrusted(&refusal.reason),
+                    "floor refused image mount"
+                );
+                return Outcome::error(&HelperError::RequestRefused {
+                    field: refusal.field,
+                    reason: refusal.reason,
+                });
+            }
+        };
+        let filesystem = request.filesystem.name();
+        match image_mount::mount_image(request) {
+            Ok(mounted) => {
+                tracing::info!(
+                    fstype = filesystem,
+                    offset,
+                    size,
+                    device = %mounted.device,
+                    shared = mounted.shared,
+                    "mounted image"
+                );
+                let reply = MountImageReply {
+                    device: mounted.device,
+                    shared: mounted.shared,
+                };
+                match serde_json::to_value(&reply) {
+                    Ok(value) => Outcome::Reply(value, vec![mounted.mount]),
+                    Err(e) => Outcome::error(&HelperError::MountFailed {
+                        fstype: filesystem.into(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            Err(e) => {
+                let error = berth_logging::untrusted(&e.to_string());
+                tracing::warn!(fstype = filesystem, offset, size, %error, "image mount failed");
+                Outcome::error(&HelperError::MountFailed {
+                    fstype: filesystem.into(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
 }
 
 impl Interface for HelperInterface {
@@ -129,6 +190,7 @@ impl Interface for HelperInterface {
                 }),
             },
             "Spawn" => self.spawn(parameters, ctx),
+            "MountImage" => self.mount_image(parameters, ctx),
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
                 json!({ "method": format!("{}.{other}", helper::INTERFACE) }),

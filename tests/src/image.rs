@@ -291,6 +291,76 @@ pub fn busybox_image(dir: &Path, name: &str) -> Result<PathBuf> {
         .build()
 }
 
+/// A file system an image directory can be packed into as a `.raw` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    Squashfs,
+    Erofs,
+    Ext4,
+}
+
+/// Packs the directory image `tree` into `out` (a `.raw` file) with the format's own tool
+/// (mksquashfs, mkfs.erofs, mkfs.ext4 -d), owners and modes kept.
+pub fn raw_image(tree: &Path, out: &Path, format: RawFormat) -> Result<PathBuf> {
+    let mut cmd = match format {
+        RawFormat::Squashfs => {
+            let mut c = Command::new("mksquashfs");
+            c.arg(tree)
+                .arg(out)
+                .args(["-noappend", "-quiet", "-no-progress"]);
+            c
+        }
+        RawFormat::Erofs => {
+            let mut c = Command::new("mkfs.erofs");
+            c.arg("--quiet").arg(out).arg(tree);
+            c
+        }
+        RawFormat::Ext4 => {
+            let size_kib = tree_size(tree)? / 1024 * 2 + 4096;
+            let mut c = Command::new("mkfs.ext4");
+            c.args(["-q", "-F", "-d"])
+                .arg(tree)
+                .arg(out)
+                .arg(format!("{size_kib}k"));
+            c
+        }
+    };
+    let _ = fs::remove_file(out);
+    let output = cmd
+        .output()
+        .with_context(|| format!("running {:?} for {}", format, out.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{format:?} of {} failed: {}",
+            tree.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    fs::set_permissions(out, fs::Permissions::from_mode(0o644))?;
+    Ok(out.to_owned())
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+fn tree_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.path().symlink_metadata()?;
+        if meta.is_dir() {
+            total += tree_size(&entry.path())?;
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+/// [`busybox_image`] `dir/name` packed into `dir/<name>.raw`.
+pub fn busybox_raw_image(dir: &Path, name: &str, format: RawFormat) -> Result<PathBuf> {
+    let tree = busybox_image(&dir.join("trees"), name)?;
+    raw_image(&tree, &dir.join(format!("{name}.raw")), format)
+}
+
 /// The host path of the probe binary: `$BERTH_PROBE` if set, else `berth-probe` in the cargo
 /// target dir of the running test.
 pub fn probe_path() -> Result<PathBuf> {

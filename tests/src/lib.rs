@@ -15,7 +15,10 @@ pub mod tarball;
 pub mod varlink_raw;
 
 pub use harness::{Harness, as_user, probe_output, wait_until};
-pub use image::{ExtensionBuilder, ImageBuilder, busybox_image, probe_path};
+pub use image::{
+    ExtensionBuilder, ImageBuilder, RawFormat, busybox_image, busybox_raw_image, probe_path,
+    raw_image,
+};
 pub use procfs::{ns_inode, open_fd_count, proc_status_field, process_exists};
 
 use std::path::{Path, PathBuf};

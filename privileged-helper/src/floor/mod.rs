@@ -5,6 +5,8 @@
 //! only from the dynamic range and never a user or group of the host database, image roots only
 //! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
 
+mod image;
+
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -161,6 +163,12 @@ impl FloorPolicy {
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Err(refuse(field, "not a directory"));
         }
+        // A mount MountImage made (berthd passes its fsmount fd, O_PATH): the read permission
+        // was proved by the backing file's fd, and it lies under no path to check.
+        let helper_mount = self.check_helper_mount(root);
+        if helper_mount.is_ok() {
+            return Ok(());
+        }
         // An O_PATH descriptor proves only that the sender could reach the directory; init,
         // still root, would then show the service a directory (say, one under a 0700 home)
         // that the sender could not read. A real open proves read permission.
@@ -172,22 +180,15 @@ impl FloorPolicy {
         if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino) {
             return Err(refuse(field, "the host root is not an image"));
         }
-        if self.image_roots.is_empty() {
-            return Ok(());
-        }
-        let path = fd_path(root).ok_or_else(|| refuse(field, "cannot resolve its path"))?;
-        if self
-            .image_roots
-            .iter()
-            .any(|allowed| path.starts_with(allowed))
-        {
-            Ok(())
-        } else {
-            Err(refuse(
-                field,
-                format!("{} is not under an allowed image root", path.display()),
-            ))
-        }
+        self.check_under_image_roots(field, root)
+            .map_err(|refusal| Refusal {
+                reason: format!(
+                    "{}, nor a mount berth-helper made ({})",
+                    refusal.reason,
+                    helper_mount.err().unwrap_or_default()
+                ),
+                ..refusal
+            })
     }
 }
 
