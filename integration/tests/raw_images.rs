@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_testkit::harness::output_with_timeout;
-use berth_testkit::{RawFormat, as_user, busybox_raw_image, wait_until};
+use berth_testkit::{
+    Harness, ImageBuilder, RawFormat, as_user, busybox_raw_image, process_exists, raw_image,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 /// Acts as berthd: sends the helper the calls in argv[2] (JSON), each MountImage with the file
@@ -463,4 +466,176 @@ fn a_mount_the_helper_made_is_a_spawn_image_root_although_its_root_lies_under_no
         "{}",
         fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+// Through berthd: raw images attached by path, started, stopped, detached; the daemons killed.
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A squashfs or erofs image `dir/<name>.raw` with two long-running units, `<name>-a` and
+/// `<name>-b`.
+fn two_unit_image(dir: &Path, name: &str, format: RawFormat) -> PathBuf {
+    let unit = |which: &str| {
+        format!("[Service]\nExecStart=/bin/sh -c 'echo {which} from {name}; exec sleep 1000'\n")
+    };
+    let tree = ImageBuilder::new(&dir.join("trees").join(name))
+        .unit(&format!("{name}-a.service"), &unit("a"))
+        .unit(&format!("{name}-b.service"), &unit("b"))
+        .build()
+        .unwrap();
+    raw_image(&tree, &dir.join(format!("{name}.raw")), format).unwrap()
+}
+
+fn state(h: &Harness, unit: &str) -> String {
+    h.status_json(unit).unwrap()["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Mounts (in berthd's, the host's, mount table) whose source is a loop device reading `file`.
+fn host_mounts_of(file: &Path) -> usize {
+    let loops: Vec<String> = loops_reading(file)
+        .into_iter()
+        .map(|l| format!("/dev/{l}"))
+        .collect();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            line.split(" - ")
+                .nth(1)
+                .and_then(|tail| tail.split(' ').nth(1))
+                .is_some_and(|source| loops.iter().any(|l| l == source))
+        })
+        .count()
+}
+
+fn assert_nothing_left(file: &Path) {
+    assert_no_loop_left(file);
+    assert_eq!(host_mounts_of(file), 0);
+}
+
+#[test]
+fn a_squashfs_image_attached_by_path_starts_its_service() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "sqsvc", RawFormat::Squashfs).unwrap();
+
+    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    h.berth_ok(&["start", "sqsvc"]).unwrap();
+
+    assert_eq!(state(&h, "sqsvc"), "running");
+    h.wait_for(
+        || Ok(h.berth_ok(&["logs", "sqsvc"])?.contains("hello from sqsvc")),
+        WAIT,
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_erofs_image_attached_by_path_starts_its_service() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "erosvc", RawFormat::Erofs).unwrap();
+
+    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    h.berth_ok(&["start", "erosvc"]).unwrap();
+
+    assert_eq!(state(&h, "erosvc"), "running");
+}
+
+#[test]
+fn inspect_of_a_raw_image_leaves_no_loop_device_behind() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "peek", RawFormat::Squashfs).unwrap();
+
+    let shown = h
+        .berth_ok(&["image", "inspect", file.to_str().unwrap()])
+        .unwrap();
+
+    assert!(shown.contains("peek.service"), "{shown}");
+    assert_nothing_left(&file);
+}
+
+#[test]
+fn an_ext4_image_is_refused_by_the_default_floor_naming_its_file_system() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "extsvc", RawFormat::Ext4).unwrap();
+
+    let error = h.berth_err(&["attach", file.to_str().unwrap()]).unwrap();
+
+    assert!(error.contains("ext2/3/4 filesystem"), "{error}");
+    assert!(error.contains("image_filesystems"), "{error}");
+    assert_nothing_left(&file);
+}
+
+#[test]
+fn a_corrupt_squashfs_fails_to_attach_cleanly_and_berthd_keeps_serving() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "broken", RawFormat::Squashfs).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    for b in &mut bytes[64..96] {
+        *b = 0xFF;
+    }
+    fs::write(&file, bytes).unwrap();
+
+    let error = h.berth_err(&["attach", file.to_str().unwrap()]).unwrap();
+
+    assert!(error.contains("squashfs"), "{error}");
+    assert_nothing_left(&file);
+    h.berth_ok(&["list"]).unwrap();
+}
+
+#[test]
+fn two_running_services_of_one_image_share_one_loop_device_and_stop_frees_it() {
+    let h = Harness::start().unwrap();
+    let file = two_unit_image(h.dir(), "pair", RawFormat::Squashfs);
+    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    assert_nothing_left(&file);
+
+    h.berth_ok(&["start", "pair-a", "pair-b"]).unwrap();
+    let running = loops_reading(&file);
+    h.berth_ok(&["stop", "pair-a", "pair-b"]).unwrap();
+
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_nothing_left(&file);
+}
+
+#[test]
+fn detach_now_leaves_no_loop_device_or_mount() {
+    let h = Harness::start().unwrap();
+    let file = two_unit_image(h.dir(), "gone", RawFormat::Erofs);
+    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    h.berth_ok(&["start", "gone-a"]).unwrap();
+
+    h.berth_ok(&["detach", file.to_str().unwrap(), "--now"])
+        .unwrap();
+
+    assert_nothing_left(&file);
+}
+
+#[test]
+fn kill_9_of_berthd_then_of_the_helper_then_a_restart_leaves_nothing_after_stop() {
+    let mut h = Harness::start().unwrap();
+    let file = two_unit_image(h.dir(), "tough", RawFormat::Squashfs);
+    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    h.berth_ok(&["start", "tough-a"]).unwrap();
+
+    h.kill_berthd().unwrap();
+    h.start_berthd().unwrap();
+    h.wait_for(|| Ok(state(&h, "tough-a") == "running"), WAIT)
+        .unwrap();
+    h.berth_ok(&["start", "tough-b"]).unwrap();
+    let after_berthd = loops_reading(&file);
+    let (berthd, helper) = (h.berthd_pid().unwrap(), h.helper_pid().unwrap());
+    // SAFETY: plain kill(2) of the helper this test's berthd started.
+    assert_eq!(unsafe { libc::kill(helper as i32, libc::SIGKILL) }, 0);
+    h.wait_for(|| Ok(!process_exists(berthd)), WAIT).unwrap();
+    let _ = h.stop_berthd();
+    h.start_berthd().unwrap();
+    h.wait_for(|| Ok(state(&h, "tough-b") == "running"), WAIT)
+        .unwrap();
+    h.berth_ok(&["stop", "tough-a", "tough-b"]).unwrap();
+
+    assert_eq!(after_berthd.len(), 1, "{after_berthd:?}");
+    assert_nothing_left(&file);
 }

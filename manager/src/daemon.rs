@@ -147,7 +147,7 @@ pub struct Manager {
     pub log_max_bytes: u64,
     /// The root of each image attached by descriptor, by attachment: what its units start
     /// from while berthd runs (see [`crate::image_descriptor`]).
-    pub held_images: BTreeMap<String, image::OpenedImage>,
+    pub held_images: BTreeMap<String, image::HeldImage>,
     /// Where images are found by name.
     pub search: SearchPath,
     /// The bounds of one tarball import (berthd.toml `tarball_*`).
@@ -168,6 +168,7 @@ impl Manager {
     /// Loads the attachments from disk. Broken ones are logged and skipped.
     pub fn load(paths: Paths, users: DynamicUsers, groups: crate::api::Groups) -> Manager {
         let (changed, _) = watch::channel(0);
+        image::mount::set_helper_socket(paths.helper_socket());
         let mut manager = Manager {
             tar_limits: TarLimits::default(),
             search: SearchPath::new(
@@ -370,7 +371,7 @@ impl Manager {
     pub fn image_entry(&self, name: &str, path: &Path, os: Option<&OsRelease>) -> Image {
         let (_, version) = image::image_name_from_path(path);
         let read = || match self.held_images.get(name) {
-            Some(held) => held.root.os_release().ok(),
+            Some(held) => held.os_release(),
             None => image::open(ImageSource::Path(path))
                 .ok()?
                 .root
@@ -389,7 +390,7 @@ impl Manager {
         let (size, mtime_usec) = store::usage(path);
         // An image attached by descriptor may be at a path berthd cannot read.
         let format = match self.held_images.get(name) {
-            Some(held) => Some(held.format.clone()),
+            Some(held) => Some(held.format().clone()),
             None => image::format_of(path),
         };
         Image {
@@ -682,7 +683,8 @@ impl Manager {
         let units = record.units.clone();
         self.attachments.insert(name.clone(), record);
         if by_descriptor {
-            self.held_images.insert(name.clone(), opened);
+            let held = image::HeldImage::keep(opened, &path.to_string_lossy());
+            self.held_images.insert(name.clone(), held);
         } else {
             self.held_images.remove(&name);
         }

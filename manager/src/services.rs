@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::daemon::{Manager, Shared, UnitState};
-use crate::image::identity::{self as image_identity, IdentityError, ImageIdentity};
+use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
 use crate::service_config::ServiceType;
 
@@ -113,7 +113,7 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         held_image: m
             .held_images
             .get(&unit.image)
-            .map(|held| held.root.fd().try_clone_to_owned())
+            .map(|held| held.spawn_fd())
             .transpose()
             .map_err(ManagerError::internal)?,
         by_descriptor: record.by_descriptor,
@@ -267,7 +267,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         .extensions
         .iter()
         .map(|e| {
-            image_identity::open_attached(&e.path, Some(&e.identity)).map_err(|err| match err {
+            crate::image::open_attached(&e.path, Some(&e.identity)).map_err(|err| match err {
                 IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
                     image: e.name.clone(),
                     path,
@@ -354,11 +354,16 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
 /// recorded path reopened, if it is still the image attached.
 fn image_root(plan: &Plan) -> Result<OwnedFd, IdentityError> {
     match &plan.held_image {
-        Some(held) => held.try_clone().map_err(|source| IdentityError::Open {
-            path: plan.image_path.display().to_string(),
-            source,
-        }),
-        None => image_identity::open_attached(&plan.image_path, plan.image_identity.as_ref()),
+        Some(held) => {
+            let path = plan.image_path.display().to_string();
+            let open_error = |source| IdentityError::Open {
+                path: path.clone(),
+                source,
+            };
+            let fd = held.try_clone().map_err(open_error)?;
+            crate::image::spawn_root(fd, &path).map_err(|e| open_error(std::io::Error::other(e)))
+        }
+        None => crate::image::open_attached(&plan.image_path, plan.image_identity.as_ref()),
     }
 }
 

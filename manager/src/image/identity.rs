@@ -138,14 +138,25 @@ pub fn open_attached(
         path: shown(),
         source,
     })?;
+    check_recorded(path, recorded, &found)?;
+    Ok(fd)
+}
+
+/// `Ok` when `found`, what `path` names now, is the image `recorded` identifies (`None`, an
+/// attachment that records no identity, is refused).
+pub fn check_recorded(
+    path: &Path,
+    recorded: Option<&ImageIdentity>,
+    found: &ImageIdentity,
+) -> Result<(), IdentityError> {
     let reason = match recorded {
         None => Some("the attachment records no identity of the image".to_owned()),
-        Some(recorded) => recorded.mismatch(&found),
+        Some(recorded) => recorded.mismatch(found),
     };
     match reason {
-        None => Ok(fd),
+        None => Ok(()),
         Some(reason) => Err(IdentityError::Changed {
-            path: shown(),
+            path: path.display().to_string(),
             reason,
         }),
     }

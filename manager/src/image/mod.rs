@@ -16,6 +16,7 @@ use thiserror::Error;
 pub mod descriptor;
 pub mod identity;
 pub mod kind;
+pub mod mount;
 pub mod naming;
 pub mod os_release;
 pub mod pool;
@@ -74,6 +75,112 @@ pub fn open(source: ImageSource<'_>) -> Result<OpenedImage, ImageError> {
 /// What the image at `path` is, without opening it as an image (for listings).
 pub fn format_of(path: &Path) -> Option<Format> {
     sniff::sniff(open_path(path).ok()?).ok()
+}
+
+/// Opens the attached image at `path` for Spawn, only if it is still the image `recorded`
+/// identifies: a directory opened for reading, or the root of the helper's mount of an image
+/// file (identified by the file).
+pub fn open_attached(
+    path: &Path,
+    recorded: Option<&identity::ImageIdentity>,
+) -> Result<OwnedFd, identity::IdentityError> {
+    let is_file = rfs::stat(path)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+    if !is_file {
+        return identity::open_attached(path, recorded);
+    }
+    let opened = open(ImageSource::Path(path)).map_err(|e| identity::IdentityError::Open {
+        path: path.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let found = opened
+        .root
+        .identity()
+        .map_err(|source| identity::IdentityError::Identify {
+            path: path.display().to_string(),
+            source,
+        })?;
+    identity::check_recorded(path, recorded, &found)?;
+    Ok(opened.root.into_fd())
+}
+
+/// The image root Spawn gets for an image berthd holds open by `fd`: a directory as it is, an
+/// image file mounted by the helper (its root).
+pub fn spawn_root(fd: OwnedFd, label: &str) -> Result<OwnedFd, ImageError> {
+    let is_file = rfs::fstat(&fd)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+    if !is_file {
+        return Ok(fd);
+    }
+    Ok(open(ImageSource::Fd { fd, label })?.root.into_fd())
+}
+
+/// What berthd keeps of an image attached by descriptor while it is attached: the image's
+/// root, or for an image file the file alone. The file is mounted again at each start (the
+/// helper shares the loop device among running services), so a stopped service leaves no loop
+/// device or mount behind however long the image stays attached.
+#[derive(Debug)]
+pub enum HeldImage {
+    Root(OpenedImage),
+    File {
+        fd: OwnedFd,
+        format: Format,
+        label: String,
+    },
+}
+
+impl HeldImage {
+    /// Keeps `opened`: its mount let go when it is one.
+    pub fn keep(opened: OpenedImage, label: &str) -> HeldImage {
+        let OpenedImage {
+            root,
+            format,
+            keep_alive,
+        } = opened;
+        match root.into_backing() {
+            Ok(fd) => HeldImage::File {
+                fd,
+                format,
+                label: label.to_owned(),
+            },
+            Err(root) => HeldImage::Root(OpenedImage {
+                root,
+                format,
+                keep_alive,
+            }),
+        }
+    }
+
+    /// What the image is.
+    pub fn format(&self) -> &Format {
+        match self {
+            HeldImage::Root(opened) => &opened.format,
+            HeldImage::File { format, .. } => format,
+        }
+    }
+
+    /// The fd Spawn's image root is made from ([`spawn_root`]).
+    pub fn spawn_fd(&self) -> io::Result<OwnedFd> {
+        match self {
+            HeldImage::Root(opened) => opened.root.fd().try_clone_to_owned(),
+            HeldImage::File { fd, .. } => fd.try_clone(),
+        }
+    }
+
+    /// The image's os-release (an image file is mounted for the read).
+    pub fn os_release(&self) -> Option<os_release::OsRelease> {
+        match self {
+            HeldImage::Root(opened) => opened.root.os_release().ok(),
+            HeldImage::File { fd, label, .. } => open(ImageSource::Fd {
+                fd: fd.try_clone().ok()?,
+                label,
+            })
+            .ok()?
+            .root
+            .os_release()
+            .ok(),
+        }
+    }
 }
 
 /// Opens `path` for [`open`]: a directory as `O_PATH` (nothing is read through the directory
@@ -141,6 +248,13 @@ pub enum ImageError {
         image: String,
         #[source]
         source: io::Error,
+    },
+    #[error("cannot mount image {image} ({format}): {source}")]
+    Mount {
+        image: String,
+        format: String,
+        #[source]
+        source: mount::MountError,
     },
     #[error("image {image}: unsupported image format: {found}")]
     UnsupportedFormat { image: String, found: String },
@@ -272,23 +386,17 @@ mod tests {
     }
 
     #[test]
-    fn a_squashfs_file_is_an_unsupported_format_that_is_named() {
+    fn a_squashfs_file_goes_to_the_helper_and_a_failed_mount_names_the_format() {
         let fx = Fixture::new();
         let mut bytes = vec![0u8; 4096];
         bytes[..4].copy_from_slice(b"hsqs");
         fs::write(fx.path("foo_1.raw"), bytes).unwrap();
 
+        // No helper in unit tests: the mount is asked for and fails.
         let err = open(ImageSource::Path(&fx.path("foo_1.raw"))).unwrap_err();
 
-        assert!(
-            matches!(err, ImageError::UnsupportedFormat { .. }),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string()
-                .contains("unsupported image format: squashfs filesystem"),
-            "{err}"
-        );
+        assert!(matches!(err, ImageError::Mount { .. }), "{err:?}");
+        assert!(err.to_string().contains("(squashfs filesystem)"), "{err}");
     }
 
     #[test]

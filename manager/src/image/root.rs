@@ -21,6 +21,9 @@ use super::ImageError;
 pub struct ImageRoot {
     fd: OwnedFd,
     path: PathBuf,
+    /// For the mount of an image file, the file: its identity is the image's (the mount's
+    /// root is on a loop device, another one at every mount).
+    backing: Option<OwnedFd>,
 }
 
 impl ImageRoot {
@@ -39,6 +42,7 @@ impl ImageRoot {
         Ok(ImageRoot {
             fd,
             path: path.to_owned(),
+            backing: None,
         })
     }
 
@@ -54,7 +58,36 @@ impl ImageRoot {
                 path: path.display().to_string(),
             });
         }
-        Ok(ImageRoot { fd, path })
+        Ok(ImageRoot {
+            fd,
+            path,
+            backing: None,
+        })
+    }
+
+    /// The root of the helper's mount `mount` of the image file `backing`.
+    pub fn from_mount(
+        mount: OwnedFd,
+        backing: OwnedFd,
+        path: PathBuf,
+    ) -> Result<ImageRoot, ImageError> {
+        let mut root = Self::from_fd(mount, path)?;
+        root.backing = Some(backing);
+        Ok(root)
+    }
+
+    /// The image file this root is a mount of (the mount let go), or the root itself back
+    /// when it is no mount.
+    pub fn into_backing(self) -> Result<OwnedFd, ImageRoot> {
+        match self.backing {
+            Some(backing) => Ok(backing),
+            None => Err(self),
+        }
+    }
+
+    /// The root's fd, as Spawn takes it.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     pub(super) fn image(&self) -> String {
@@ -97,7 +130,7 @@ impl ImageRoot {
 
     /// Which directory this root is (see [`crate::image::identity`]).
     pub fn identity(&self) -> io::Result<crate::image::identity::ImageIdentity> {
-        crate::image::identity::ImageIdentity::of(&self.fd)
+        crate::image::identity::ImageIdentity::of(self.backing.as_ref().unwrap_or(&self.fd))
     }
 
     /// `openat2` below the root with in-root resolution. EAGAIN happens when a concurrent
