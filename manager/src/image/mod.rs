@@ -254,7 +254,7 @@ pub enum ImageError {
         image: String,
         format: String,
         #[source]
-        source: mount::MountError,
+        source: Box<mount::MountError>,
     },
     #[error("image {image}: unsupported image format: {found}")]
     UnsupportedFormat { image: String, found: String },

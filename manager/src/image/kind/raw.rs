@@ -20,7 +20,7 @@ pub fn open(fd: OwnedFd, format: Format, label: &str) -> Result<OpenedImage, Ima
     let failed = |source| ImageError::Mount {
         image: label.to_owned(),
         format: format.to_string(),
-        source,
+        source: Box::new(source),
     };
     let length = rustix::fs::fstat(&fd)
         .map(|st| u64::try_from(st.st_size).unwrap_or(0))
