@@ -198,13 +198,35 @@ fn loops_reading(file: &Path) -> Vec<String> {
     found
 }
 
-/// Waits for the loop devices of `file` to go (autoclear runs as the last reference drops).
+/// Waits for the loop devices of `file` to go (autoclear runs as the last reference drops,
+/// which a dying service's mount namespace may take a moment to give up on a loaded machine).
 fn assert_no_loop_left(file: &Path) {
-    let gone = wait_until(
-        Duration::from_secs(5),
-        || Ok(loops_reading(file).is_empty()),
+    let gone = wait_until(Duration::from_secs(20), || {
+        Ok(loops_reading(file).is_empty())
+    });
+    assert!(
+        gone.is_ok(),
+        "left behind: {:?}, mounted in: {:?}",
+        loops_reading(file),
+        processes_mounting(&loops_reading(file))
     );
-    assert!(gone.is_ok(), "left behind: {:?}", loops_reading(file));
+}
+
+/// Processes (pid and name) whose mount table shows one of `loops`: who holds them.
+fn processes_mounting(loops: &[String]) -> Vec<String> {
+    let mut holders = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let table = fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        if loops.iter().any(|l| table.contains(&format!(" /dev/{l} "))) {
+            let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            holders.push(format!("{pid} {}", comm.trim()));
+        }
+    }
+    holders
 }
 
 fn image(h: &Helper, name: &str, format: RawFormat) -> PathBuf {
