@@ -136,6 +136,7 @@ impl HeldImage {
             root,
             format,
             keep_alive,
+            partition,
         } = opened;
         match root.into_backing() {
             Ok(fd) => HeldImage::File {
@@ -147,6 +148,7 @@ impl HeldImage {
                 root,
                 format,
                 keep_alive,
+                partition,
             }),
         }
     }

@@ -34,6 +34,7 @@ pub fn open(fd: OwnedFd, format: Format, label: &str) -> Result<OpenedImage, Ima
         root: ImageRoot::from_mount(root, fd, PathBuf::from(label))?,
         format,
         keep_alive: Vec::new(),
+        partition: None,
     })
 }
 
