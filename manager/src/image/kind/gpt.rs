@@ -7,12 +7,14 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 use berth_protocol::manager::{ImagePartition, ImageVerity};
 
+use crate::image::mount::{self, Mount};
 use crate::image::sniff::{self, SNIFF_BYTES};
 use crate::image::verity::DeviceMapper;
-use crate::image::{Format, ImageError, OpenedImage};
+use crate::image::{Format, ImageError, ImageRoot, OpenedImage};
 
 pub mod dps;
 pub mod table;
@@ -108,7 +110,7 @@ fn locate_in<R: ReadAt + ?Sized>(
             })
         })?;
     let filesystem = sniff::from_magic(&head);
-    let Some(fstype) = fstype(&filesystem) else {
+    let Some(fstype) = super::raw::fstype(&filesystem) else {
         return Err(ImageError::GptPartitionFormat {
             image: label.to_owned(),
             partition: format!(
@@ -127,28 +129,35 @@ fn locate_in<R: ReadAt + ?Sized>(
     })
 }
 
-fn fstype(format: &Format) -> Option<&'static str> {
-    match format {
-        Format::Squashfs => Some("squashfs"),
-        Format::Erofs => Some("erofs"),
-        Format::Ext4 => Some("ext4"),
-        _ => None,
-    }
-}
-
 /// Opens the GPT image `fd` (a regular file open for reading): locates its root partition,
-/// then has the helper mount it.
+/// then has the helper mount that byte range of the file read-only.
 pub fn open(fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
     let file = File::from(fd);
     let size = file
         .metadata()
-        .map_err(|source| ImageError::Sniff {
-            image: label.to_owned(),
+        .map_err(|source| ImageError::OpenImage {
+            path: label.to_owned(),
             source,
         })?
         .len();
-    let _located = locate(&file, size, label)?;
-    Err(super::unsupported(label, &Format::Gpt))
+    let partition = locate(&file, size, label)?;
+    let fd = OwnedFd::from(file);
+    let extent = partition.selection.extent;
+    let Mount { root, .. } = mount::mount_image(&fd, partition.fstype, extent.offset, extent.size)
+        .map_err(|source| ImageError::Mount {
+            image: label.to_owned(),
+            format: format!(
+                "{} in GPT partition #{}",
+                partition.fstype, partition.selection.number
+            ),
+            source: Box::new(source),
+        })?;
+    Ok(OpenedImage {
+        root: ImageRoot::from_mount(root, fd, PathBuf::from(label))?,
+        format: Format::Gpt,
+        keep_alive: Vec::new(),
+        partition: Some(partition),
+    })
 }
 
 #[cfg(test)]
