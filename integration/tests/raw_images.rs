@@ -168,6 +168,34 @@ impl Helper {
     }
 }
 
+impl Helper {
+    /// Mounts squashfs `file`, spawns `argv` from the mount as berthd would, and returns the
+    /// service's log once it shows `expected` (or after 10 s).
+    fn spawn_from_mount(&self, file: &Path, argv: &[&str], expected: &str) -> String {
+        let spy = self.dir.join("spy");
+        fs::create_dir(&spy).unwrap();
+        let (uid, gid) = berth_user();
+        std::os::unix::fs::chown(&spy, Some(uid), Some(gid)).unwrap();
+
+        let results = self.calls(json!([
+            mount_call(file, "squashfs"),
+            {"method": "Spawn", "spy": spy, "argv": argv},
+        ]));
+
+        assert!(
+            results[1]["reply"]["parameters"]["main_pid"].is_number(),
+            "{results:?}"
+        );
+        let log = spy.join("log");
+        let mut text = String::new();
+        let _ = wait_until(Duration::from_secs(10), || {
+            text = fs::read_to_string(&log).unwrap_or_default();
+            Ok(text.contains(expected))
+        });
+        text
+    }
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -463,31 +491,10 @@ fn a_mount_the_helper_made_is_a_spawn_image_root_although_its_root_lies_under_no
     let built = image(&h, "runs", RawFormat::Squashfs);
     let file = h.dir.join("images/runs.raw");
     fs::rename(&built, &file).unwrap();
-    let spy = h.dir.join("spy");
-    fs::create_dir(&spy).unwrap();
-    let (uid, gid) = berth_user();
-    std::os::unix::fs::chown(&spy, Some(uid), Some(gid)).unwrap();
 
-    let results = h.calls(json!([
-        mount_call(&file, "squashfs"),
-        {"method": "Spawn", "spy": spy, "argv": ["/bin/cat", "/etc/os-release"]},
-    ]));
+    let log = h.spawn_from_mount(&file, &["/bin/cat", "/etc/os-release"], "ID=berth-test");
 
-    assert!(
-        results[1]["reply"]["parameters"]["main_pid"].is_number(),
-        "{results:?}"
-    );
-    let log = spy.join("log");
-    let printed = wait_until(Duration::from_secs(10), || {
-        Ok(fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ID=berth-test"))
-    });
-    assert!(
-        printed.is_ok(),
-        "{}",
-        fs::read_to_string(&log).unwrap_or_default()
-    );
+    assert!(log.contains("ID=berth-test"), "{log}");
 }
 
 // Through berthd: raw images attached by path, started, stopped, detached; the daemons killed.
@@ -660,4 +667,22 @@ fn kill_9_of_berthd_then_of_the_helper_then_a_restart_leaves_nothing_after_stop(
 
     assert_eq!(after_berthd.len(), 1, "{after_berthd:?}");
     assert_nothing_left(&file);
+}
+
+#[test]
+fn a_service_from_a_squashfs_mount_sees_the_image_through_the_overlayfs_view() {
+    let h = Helper::start("");
+    let file = image(&h, "view", RawFormat::Squashfs);
+
+    let text = h.spawn_from_mount(
+        &file,
+        &["/bin/cat", "/proc/self/mountinfo"],
+        " - overlay berth-image ",
+    );
+
+    // /usr and /bin come from the read-only overlay over the squashfs mount, never from the
+    // squashfs mount itself (whose mountinfo would name the loop device).
+    assert!(text.contains(" - overlay berth-image "), "{text}");
+    assert!(!text.contains(" - squashfs "), "{text}");
+    assert!(!text.contains("/dev/loop"), "{text}");
 }
