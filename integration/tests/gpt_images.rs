@@ -17,10 +17,10 @@ use berth_testkit::{Harness, busybox_image};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A squashfs of the standard busybox image with unit `<name>.service`.
-fn service_squashfs(h: &Harness, name: &str) -> Vec<u8> {
-    let tree = busybox_image(&h.dir().join("trees"), name).unwrap();
-    squashfs_of(&tree, h.dir()).unwrap()
+/// A squashfs of the standard busybox image with unit `<name>.service`, built in `dir`.
+fn service_squashfs(dir: &Path, name: &str) -> Vec<u8> {
+    let tree = busybox_image(&dir.join("trees"), name).unwrap();
+    squashfs_of(&tree, dir).unwrap()
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn a_gpt_image_attaches_and_its_service_runs() {
     let path = h.images_dir().join("gptsvc_1.raw");
     GptDisk::new()
         .partition(ESP, vec![0u8; 64 * 1024])
-        .partition(ROOT_X86_64, service_squashfs(&h, "gptsvc"))
+        .partition(ROOT_X86_64, service_squashfs(h.dir(), "gptsvc"))
         .write(&path)
         .unwrap();
 
@@ -66,7 +66,7 @@ fn a_stopped_and_detached_gpt_image_leaves_no_loop_device() {
     let h = Harness::start().unwrap();
     let path = h.images_dir().join("gptgone_1.raw");
     GptDisk::new()
-        .partition(ROOT_X86_64, service_squashfs(&h, "gptgone"))
+        .partition(ROOT_X86_64, service_squashfs(h.dir(), "gptgone"))
         .write(&path)
         .unwrap();
     h.berth_ok(&["attach", path.to_str().unwrap()]).unwrap();
@@ -91,7 +91,7 @@ fn verity_partitions_are_recognised_and_reported_as_not_enforced_without_device_
     let h = Harness::start().unwrap();
     let path = h.images_dir().join("gptver_1.raw");
     GptDisk::new()
-        .partition(ROOT_X86_64, service_squashfs(&h, "gptver"))
+        .partition(ROOT_X86_64, service_squashfs(h.dir(), "gptver"))
         .partition(ROOT_X86_64_VERITY, vec![0u8; 8192])
         .partition(ROOT_X86_64_VERITY_SIG, b"{}".to_vec())
         .write(&path)
@@ -251,4 +251,35 @@ fn a_gpt_whose_root_partition_holds_no_filesystem_is_refused() {
     let disk = GptDisk::new().partition(ROOT_X86_64, b"\x1f\x8b\x08 gzip".to_vec());
 
     assert_refused(disk, "its root partition #1 holds a gzip-compressed file");
+}
+
+#[test]
+fn a_gpt_whose_root_squashfs_is_corrupt_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut squashfs = service_squashfs(scratch.path(), "gptbad");
+    // Keep the superblock's magic, garble everything after it.
+    for byte in &mut squashfs[8..] {
+        *byte = 0x5a;
+    }
+    let disk = GptDisk::new().partition(ROOT_X86_64, squashfs);
+
+    assert_refused(
+        disk,
+        "(squashfs in root partition #1 of a GPT disk image): cannot mount the squashfs image: \
+         the kernel refused squashfs",
+    );
+}
+
+#[test]
+fn a_gpt_whose_root_squashfs_is_cut_short_by_its_partition_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let squashfs = service_squashfs(scratch.path(), "gptcut");
+    let half = squashfs[..squashfs.len() / 2 / 512 * 512].to_vec();
+    let disk = GptDisk::new().partition(ROOT_X86_64, half);
+
+    assert_refused(
+        disk,
+        "(squashfs in root partition #1 of a GPT disk image): cannot mount the squashfs image: \
+         the kernel refused squashfs",
+    );
 }

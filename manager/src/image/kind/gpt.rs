@@ -147,8 +147,10 @@ pub fn open(fd: OwnedFd, label: &str) -> Result<OpenedImage, ImageError> {
         .map_err(|source| ImageError::Mount {
             image: label.to_owned(),
             format: format!(
-                "{} in GPT partition #{}",
-                partition.fstype, partition.selection.number
+                "{} in {} partition #{} of a GPT disk image",
+                partition.fstype,
+                partition.selection.designator.name(),
+                partition.selection.number
             ),
             source: Box::new(source),
         })?;
