@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_testkit::{ExtensionBuilder, Harness, ImageBuilder};
+use berth_testkit::{ExtensionBuilder, Harness, ImageBuilder, RawFormat, raw_image};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -379,4 +379,35 @@ fn a_versioned_extension_is_named_without_its_version() {
             .status
             .success()
     );
+}
+
+#[test]
+fn a_squashfs_extension_is_mounted_and_laid_over_a_raw_image() {
+    let h = Harness::start().unwrap();
+    let trees = h.dir().join("trees");
+    let base_tree = ImageBuilder::new(&trees.join("base"))
+        .os_release(BASE_OS)
+        .build()
+        .unwrap();
+    let ext_tree = extension(&h, "app").build().unwrap();
+    let base = raw_image(
+        &base_tree,
+        &h.images_dir().join("base.raw"),
+        RawFormat::Squashfs,
+    )
+    .unwrap();
+    let ext = raw_image(&ext_tree, &h.dir().join("app_2.raw"), RawFormat::Squashfs).unwrap();
+
+    h.berth_ok(&["attach", path(&base), "app", "--extension", path(&ext)])
+        .unwrap();
+    h.berth_ok(&["start", "app"]).unwrap();
+
+    h.wait_for(
+        || {
+            Ok(h.berth_ok(&["logs", "app"])?
+                .contains("data from the extension"))
+        },
+        WAIT,
+    )
+    .unwrap();
 }
