@@ -24,7 +24,7 @@ fn service_squashfs(dir: &Path, name: &str) -> Vec<u8> {
 }
 
 #[test]
-fn a_gpt_image_attaches_and_its_service_runs() {
+fn a_gpt_image_in_the_store_attaches_by_name_and_its_service_runs() {
     let h = Harness::start().unwrap();
     let path = h.images_dir().join("gptsvc_1.raw");
     GptDisk::new()
@@ -33,7 +33,8 @@ fn a_gpt_image_attaches_and_its_service_runs() {
         .write(&path)
         .unwrap();
 
-    h.berth_ok(&["attach", path.to_str().unwrap()]).unwrap();
+    // By name: the store finds gptsvc_1.raw in its images directory.
+    h.berth_ok(&["attach", "gptsvc"]).unwrap();
     h.berth_ok(&["start", "gptsvc"]).unwrap();
 
     h.wait_for(
