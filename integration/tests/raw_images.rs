@@ -686,3 +686,27 @@ fn a_service_from_a_squashfs_mount_sees_the_image_through_the_overlayfs_view() {
     assert!(!text.contains(" - squashfs "), "{text}");
     assert!(!text.contains("/dev/loop"), "{text}");
 }
+
+#[test]
+fn an_unprivileged_user_inspects_a_raw_image_and_nothing_stays_mounted() {
+    let h = Harness::start().unwrap();
+    let file = busybox_raw_image(h.dir(), "mine", RawFormat::Erofs).unwrap();
+
+    let out = h
+        .berth_as(
+            65534,
+            65534,
+            &[],
+            &["image", "inspect", file.to_str().unwrap()],
+        )
+        .unwrap();
+
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("mine.service"), "{shown}");
+    assert_nothing_left(&file);
+}
