@@ -192,6 +192,12 @@ impl Helper {
             text = fs::read_to_string(&log).unwrap_or_default();
             Ok(text.contains(expected))
         });
+        // No berthd collects the exit status, so the supervisor would wait for one forever
+        // (supervisors outlive the daemons by design): end it with the test.
+        if let Some(pid) = results[1]["reply"]["parameters"]["supervisor_pid"].as_i64() {
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
         text
     }
 }
