@@ -736,13 +736,20 @@ async fn attach(
     force: bool,
     extensions: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (image, fds) = local_image(&image)?;
+    let (image, mut fds) = local_image(&image)?;
+    // Extensions given as paths go as descriptors too, after the image's, in order.
+    let mut extension_args = Vec::new();
+    for extension in &extensions {
+        let (arg, extension_fds) = local_image(extension)?;
+        extension_args.push(arg);
+        fds.extend(extension_fds);
+    }
     let params = AttachParams {
         image,
         prefixes: Some(prefixes),
         profile,
         force: Some(force),
-        extensions: Some(image_args(&extensions)?),
+        extensions: Some(extension_args),
     };
     let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {

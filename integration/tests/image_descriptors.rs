@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_protocol::manager::{AttachParams, AttachReply, ImagesReply};
-use berth_testkit::{Harness, ImageBuilder};
+use berth_testkit::{ExtensionBuilder, Harness, ImageBuilder};
 use berth_varlink::client::{Client, ClientError};
 
 /// An unprivileged user, not in the admin group.
@@ -44,19 +44,51 @@ fn call_timeout<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// Attach of `path` sent as root straight to berthd with `fd` as the image.
 fn attach_with(h: &Harness, path: &str, fd: OwnedFd) -> Result<AttachReply, ClientError> {
+    attach_call(h, path, &[], vec![fd])
+}
+
+/// Attach of `image` with `extensions`, sent as root straight to berthd with `fds`.
+fn attach_call(
+    h: &Harness,
+    image: &str,
+    extensions: &[&str],
+    fds: Vec<OwnedFd>,
+) -> Result<AttachReply, ClientError> {
     call_timeout(async {
         let mut client = Client::connect(&h.socket()).await.unwrap();
         let params = AttachParams {
-            image: path.into(),
+            image: image.into(),
             prefixes: None,
             profile: None,
             force: None,
-            extensions: None,
+            extensions: Some(extensions.iter().map(|e| e.to_string()).collect()),
         };
-        client
-            .call("io.berth.Manager.Attach", &params, vec![fd])
-            .await
+        client.call("io.berth.Manager.Attach", &params, fds).await
     })
+}
+
+/// Image `base` in the pool, and `D/private/app`: an extension carrying `app.service` (which
+/// prints the extension's file) in a root-owned 0700 directory berthd's user cannot enter.
+fn base_and_extension_in_private_dir(h: &Harness) -> PathBuf {
+    ImageBuilder::new(&h.images_dir().join("base"))
+        .os_release("ID=berth-test\nVERSION_ID=1\n")
+        .unit("base.service", UNIT)
+        .build()
+        .unwrap();
+    let private = h.dir().join("private");
+    let extension = ExtensionBuilder::new(&private.join("app"))
+        .unit(
+            "app.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/cat /usr/share/app/data\n",
+        )
+        .file(
+            "usr/share/app/data",
+            "extension read through its descriptor\n",
+        )
+        .build()
+        .unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    extension
 }
 
 #[test]
@@ -212,4 +244,96 @@ fn a_descriptor_that_is_not_the_image_at_the_path_is_refused() {
     let error = attach_with(&h, named.to_str().unwrap(), fd).unwrap_err();
 
     assert!(error.to_string().contains("not the image at"), "{error}");
+}
+
+#[test]
+fn root_attaches_and_starts_with_an_extension_in_a_directory_berth_cannot_enter() {
+    let h = Harness::start().unwrap();
+    let extension = base_and_extension_in_private_dir(&h);
+
+    h.berth_ok(&[
+        "attach",
+        "base",
+        "app",
+        "--extension",
+        extension.to_str().unwrap(),
+    ])
+    .unwrap();
+    h.berth_ok(&["start", "app"]).unwrap();
+
+    let logs = h.berth_ok(&["logs", "app"]).unwrap();
+    assert!(
+        logs.contains("extension read through its descriptor"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn after_a_restart_berthd_cannot_reopen_an_extension_and_says_to_attach_again() {
+    let mut h = Harness::start().unwrap();
+    let extension = base_and_extension_in_private_dir(&h);
+    let extension = extension.to_str().unwrap();
+    h.berth_ok(&["attach", "base", "app", "--extension", extension])
+        .unwrap();
+    h.restart_berthd().unwrap();
+
+    let err = h.berth_err(&["start", "app"]).unwrap();
+
+    assert!(
+        err.contains(&format!("{extension} was attached by descriptor"))
+            && err.contains("attach it again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_user_gets_no_descriptor_for_an_extension_they_cannot_open() {
+    let h = Harness::start().unwrap();
+    let extension = base_and_extension_in_private_dir(&h);
+
+    let out = h
+        .berth_as(
+            USER,
+            USER,
+            &[],
+            &[
+                "attach",
+                "base",
+                "app",
+                "--extension",
+                extension.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with(&format!("berth: cannot open image {}", extension.display()))
+            && stderr
+                .contains("permission denied (berth opens a local image with your own rights)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_socket_or_a_pipe_passed_as_an_extension_is_refused() {
+    let h = Harness::start().unwrap();
+    base_and_extension_in_private_dir(&h);
+    let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (pipe, _writer) = rustix::pipe::pipe().unwrap();
+
+    let by_socket = attach_call(&h, "base", &["/srv/sock"], vec![socket.into()]).unwrap_err();
+    let by_pipe = attach_call(&h, "base", &["/srv/pipe"], vec![pipe]).unwrap_err();
+
+    for (error, kind) in [(by_socket, "socket"), (by_pipe, "pipe")] {
+        let remote = berth_varlink::client::remote_error_of(&error).unwrap();
+        assert_eq!(remote.error, "io.berth.Manager.InvalidImage");
+        let reason = remote.parameters.unwrap()["reason"].to_string();
+        assert!(
+            reason.contains(&format!("is a {kind}, not a directory")),
+            "{reason}"
+        );
+    }
+    h.berth_ok(&["list"]).unwrap();
 }

@@ -21,6 +21,7 @@ use berth_varlink::service::{
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::os::fd::OwnedFd;
 
 use berth_logging::Untrusted;
 
@@ -272,6 +273,30 @@ fn image_fd(mut fds: Vec<std::os::fd::OwnedFd>) -> Result<Option<std::os::fd::Ow
     Ok(fds.pop())
 }
 
+/// The descriptors of an Attach call, given to the arguments that are paths: the image's
+/// first when it is one, then one per extension path, in order. A client may pass the image's
+/// alone (berthd then opens the extensions itself, as before extensions were passed), or none.
+#[allow(clippy::type_complexity)]
+fn attach_fds(
+    image: &str,
+    extensions: &[String],
+    fds: Vec<OwnedFd>,
+) -> Result<(Option<OwnedFd>, Vec<Option<OwnedFd>>), Outcome> {
+    let is_path = |arg: &str| arg.starts_with('/');
+    let image_fds = usize::from(is_path(image));
+    let extension_fds = extensions.iter().filter(|e| is_path(e)).count();
+    if !fds.is_empty() && fds.len() != image_fds && fds.len() != image_fds + extension_fds {
+        return Err(Outcome::Error(invalid_parameter("fds")));
+    }
+    let mut fds = fds.into_iter();
+    let image_fd = if image_fds == 1 { fds.next() } else { None };
+    let extension_fds = extensions
+        .iter()
+        .map(|e| if is_path(e) { fds.next() } else { None })
+        .collect();
+    Ok((image_fd, extension_fds))
+}
+
 fn params<T: DeserializeOwned + Checked>(parameters: Value) -> Result<T, Outcome> {
     let mut params: T = parse_params(parameters).map_err(Outcome::Error)?;
     params
@@ -365,7 +390,8 @@ impl ManagerInterface {
             }
             "Attach" => {
                 let p: AttachParams = params(parameters)?;
-                let fd = image_fd(ctx.fds)?;
+                let extensions = p.extensions.as_deref().unwrap_or_default();
+                let (fd, extension_fds) = attach_fds(&p.image, extensions, ctx.fds)?;
                 let prefixes = p.prefixes.unwrap_or_default();
                 let result = shared.borrow_mut().attach(
                     &p.image,
@@ -373,7 +399,8 @@ impl ManagerInterface {
                     &prefixes,
                     p.profile.as_deref(),
                     p.force.unwrap_or(false),
-                    p.extensions.as_deref().unwrap_or_default(),
+                    extensions,
+                    extension_fds,
                 );
                 Outcome::from_result(result.map(|(image, units, warnings)| AttachReply {
                     image,
@@ -650,4 +677,46 @@ fn list_stream(units: Vec<manager::UnitStatus>) -> Outcome {
     let stream = futures_util::stream::iter(replies)
         .map(|(reply, continues)| stream_item(&reply, continues));
     Outcome::Stream(Box::pin(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fds(n: usize) -> Vec<OwnedFd> {
+        (0..n).map(|_| rustix::pipe::pipe().unwrap().0).collect()
+    }
+
+    fn mapped(image: &str, extensions: &[&str], n: usize) -> Option<(bool, Vec<bool>)> {
+        let extensions: Vec<String> = extensions.iter().map(|e| e.to_string()).collect();
+        let (image, extensions) = attach_fds(image, &extensions, fds(n)).ok()?;
+        Some((
+            image.is_some(),
+            extensions.iter().map(Option::is_some).collect(),
+        ))
+    }
+
+    #[test]
+    fn attach_descriptors_go_to_the_path_arguments_image_first() {
+        assert_eq!(
+            mapped("/i", &["e", "/x", "/y"], 3),
+            Some((true, vec![false, true, true]))
+        );
+        assert_eq!(
+            mapped("name", &["/x", "e"], 1),
+            Some((false, vec![true, false]))
+        );
+    }
+
+    #[test]
+    fn the_image_descriptor_alone_or_none_is_accepted() {
+        assert_eq!(mapped("/i", &["/x"], 1), Some((true, vec![false])));
+        assert_eq!(mapped("/i", &["/x"], 0), Some((false, vec![false])));
+    }
+
+    #[test]
+    fn another_count_of_descriptors_is_refused() {
+        assert_eq!(mapped("/i", &["/x"], 3), None);
+        assert_eq!(mapped("name", &["e"], 1), None);
+    }
 }

@@ -51,6 +51,9 @@ pub struct ExtensionRecord {
     /// Its release file is not named after it (attached with `--force`).
     #[serde(default)]
     pub relaxed: bool,
+    /// Passed in by the client as a descriptor: berthd may be unable to reopen `path` itself.
+    #[serde(default)]
+    pub by_descriptor: bool,
 }
 
 impl ExtensionRecord {
@@ -61,6 +64,7 @@ impl ExtensionRecord {
             path: ext.path.clone(),
             identity: ext.identity.clone(),
             relaxed: ext.relaxed,
+            by_descriptor: ext.by_descriptor,
         }
     }
 }
@@ -229,6 +233,7 @@ mod tests {
                     boot_id: None,
                 },
                 relaxed: false,
+                by_descriptor: false,
             }],
         }
     }

@@ -148,6 +148,9 @@ pub struct Manager {
     /// The root of each image attached by descriptor, by attachment: what its units start
     /// from while berthd runs (see [`crate::image_descriptor`]).
     pub held_images: BTreeMap<String, image::HeldImage>,
+    /// The extensions of each attachment as [`Self::held_images`] keeps an image, one entry
+    /// per extension in order (`None`: opened by path); no entry when none was passed.
+    pub held_extensions: BTreeMap<String, Vec<Option<image::HeldImage>>>,
     /// Where images are found by name.
     pub search: SearchPath,
     /// The bounds of one tarball import (berthd.toml `tarball_*`).
@@ -184,6 +187,7 @@ impl Manager {
             helper_client: None,
             log_max_bytes: crate::config::LOG_MAX_BYTES,
             held_images: BTreeMap::new(),
+            held_extensions: BTreeMap::new(),
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {
@@ -541,6 +545,7 @@ impl Manager {
 
     /// Attaches the matching units of an image: copies them into `STATE/attached/<image>/`.
     /// `fd`: the image, opened by the client (see [`Self::locate`]); berthd keeps it.
+    /// `extension_fds`: one per extension, those the client opened (same rules).
     pub fn attach(
         &mut self,
         arg: &str,
@@ -549,6 +554,7 @@ impl Manager {
         profile: Option<&str>,
         force: bool,
         extensions: &[String],
+        extension_fds: Vec<Option<OwnedFd>>,
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
         let Located {
             name,
@@ -573,16 +579,8 @@ impl Manager {
         // the directory the units are read from: start must run this image, not what a
         // swapped path names later. A passed image's path was resolved by the client, which
         // can see all of it.
-        let berth_uid = rustix::process::geteuid().as_raw();
-        let (path, strict) = if by_descriptor {
-            let strict = strict_modes::check_passed(opened.root.fd(), &path, berth_uid);
-            (path, strict)
-        } else {
-            let path = std::fs::canonicalize(&path)
-                .map_err(|e| invalid(&format!("cannot resolve {}: {e}", path.display())))?;
-            let strict = strict_modes::check(&path, berth_uid);
-            (path, strict)
-        };
+        let (path, strict) =
+            pin(&path, &opened, by_descriptor).map_err(|reason| invalid(&reason))?;
         let mut warnings = Vec::new();
         // Verity data berth cannot enforce here is said at attach, not silently ignored.
         warnings.extend(
@@ -601,7 +599,8 @@ impl Manager {
             warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
             forced_past = Some(unsafe_path.to_string());
         }
-        let extensions = self.open_extensions(&name, extensions, force, &mut warnings)?;
+        let extensions =
+            self.open_extensions(&name, extensions, extension_fds, force, &mut warnings)?;
         let ScannedImage {
             prefixes,
             units: found,
@@ -688,6 +687,18 @@ impl Manager {
         } else {
             self.held_images.remove(&name);
         }
+        let held_extensions: Vec<Option<image::HeldImage>> = extensions
+            .into_iter()
+            .map(|e| {
+                e.by_descriptor
+                    .then(|| image::HeldImage::keep(e.opened, &e.path.to_string_lossy()))
+            })
+            .collect();
+        if held_extensions.iter().any(Option::is_some) {
+            self.held_extensions.insert(name.clone(), held_extensions);
+        } else {
+            self.held_extensions.remove(&name);
+        }
         self.notify();
         crate::service_config::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
         tracing::info!(
@@ -708,11 +719,13 @@ impl Manager {
     }
 
     /// Resolves and opens the extensions `args` of image `name` (lowest layer first), each
-    /// pinned by its canonical path like the image; an unsafe path needs `force`.
+    /// through the descriptor the client passed for it in `fds` if any (as [`Self::locate`]
+    /// opens the image), pinned and checked like the image; an unsafe path needs `force`.
     pub(crate) fn open_extensions(
         &self,
         name: &str,
         args: &[String],
+        mut fds: Vec<Option<OwnedFd>>,
         force: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<Extension>, ManagerError> {
@@ -722,9 +735,15 @@ impl Manager {
                 reason: format!("more than {MAX_EXTENSIONS} extensions"),
             });
         }
+        fds.resize_with(args.len(), || None);
         let mut opened: Vec<Extension> = Vec::new();
-        for arg in args {
-            let (ext_name, path) = self.resolve_image(arg)?;
+        for (arg, fd) in args.iter().zip(fds) {
+            let Located {
+                name: ext_name,
+                path,
+                opened: image,
+                by_descriptor,
+            } = self.locate(arg, fd)?;
             let invalid = |reason: String| ManagerError::InvalidImage {
                 image: ext_name.clone(),
                 reason,
@@ -734,11 +753,8 @@ impl Manager {
                     "an image named '{ext_name}' is already a layer of this attachment"
                 )));
             }
-            let path = std::fs::canonicalize(&path)
-                .map_err(|e| invalid(format!("cannot resolve {}: {e}", path.display())))?;
-            if let Err(unsafe_path) =
-                strict_modes::check(&path, rustix::process::geteuid().as_raw())
-            {
+            let (path, strict) = pin(&path, &image, by_descriptor).map_err(invalid)?;
+            if let Err(unsafe_path) = strict {
                 if !force {
                     return Err(invalid(format!(
                         "{unsafe_path}; attach with --force to accept that"
@@ -747,7 +763,8 @@ impl Manager {
                 warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
             }
             opened.push(
-                extension::open(&ext_name, &path, force).map_err(|e| invalid(e.to_string()))?,
+                extension::from_opened(&ext_name, &path, image, by_descriptor, force)
+                    .map_err(|e| invalid(e.to_string()))?,
             );
         }
         Ok(opened)
@@ -804,6 +821,7 @@ impl Manager {
             self.units.remove(unit);
         }
         self.held_images.remove(&name);
+        self.held_extensions.remove(&name);
         self.notify();
         tracing::info!(image = %Untrusted(&name), units = record.units.len(), "image detached");
         Ok((name, record.units))
@@ -859,6 +877,25 @@ impl Manager {
             .into_iter()
             .find(|u| self.units.get(u).is_some_and(|u| u.state.is_active()))
     }
+}
+
+/// The path an image (or extension) `opened` from `path` is pinned by, with the StrictModes
+/// verdict on it: a passed image's path as the client resolved it (it can see all of it),
+/// checked through the descriptor; else the canonical path, checked component by component.
+fn pin(
+    path: &Path,
+    opened: &image::OpenedImage,
+    by_descriptor: bool,
+) -> Result<(PathBuf, Result<(), strict_modes::StrictModesError>), String> {
+    let berth_uid = rustix::process::geteuid().as_raw();
+    if by_descriptor {
+        let strict = strict_modes::check_passed(opened.root.fd(), path, berth_uid);
+        return Ok((path.to_owned(), strict));
+    }
+    let path = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let strict = strict_modes::check(&path, berth_uid);
+    Ok((path, strict))
 }
 
 /// The attachment an argument names: an image name, or the name of an image path.

@@ -123,21 +123,35 @@ pub struct Extension {
     /// The release file is not named after the extension (accepted with `--force`).
     pub relaxed: bool,
     pub identity: ImageIdentity,
+    /// Passed in by the client as a descriptor (berthd keeps it, as it keeps an image's).
+    pub by_descriptor: bool,
 }
 
-/// Opens extension `name` at `path` and reads its release file (see [`read_release`]).
+/// Opens extension `name` at `path` with berthd's rights and reads its release file (see
+/// [`read_release`]).
 pub fn open(name: &str, path: &Path, force: bool) -> Result<Extension, ExtensionError> {
-    let extension = || path.display().to_string();
     let opened = image::open(ImageSource::Path(path)).map_err(|source| ExtensionError::Open {
-        extension: extension(),
+        extension: path.display().to_string(),
         source,
     })?;
+    from_opened(name, path, opened, false, force)
+}
+
+/// Extension `name` known by `path`, already `opened` (by path, or through the descriptor a
+/// client passed: `by_descriptor`), with its release file read (see [`read_release`]).
+pub fn from_opened(
+    name: &str,
+    path: &Path,
+    opened: OpenedImage,
+    by_descriptor: bool,
+    force: bool,
+) -> Result<Extension, ExtensionError> {
     let release = read_release(&opened.root, name, force)?;
     let identity = opened
         .root
         .identity()
         .map_err(|source| ExtensionError::Identify {
-            extension: extension(),
+            extension: path.display().to_string(),
             source,
         })?;
     Ok(Extension {
@@ -147,6 +161,7 @@ pub fn open(name: &str, path: &Path, force: bool) -> Result<Extension, Extension
         opened,
         release,
         identity,
+        by_descriptor,
     })
 }
 

@@ -67,15 +67,31 @@ impl Manager {
         }
         // The extensions stay as attached (same paths), read and checked again against the
         // new version; a release file accepted by --force at attach stays accepted.
+        // One passed as a descriptor is read through the one berthd kept, as at attach.
         let mut extensions = Vec::new();
-        for ext in &old.extensions {
-            if let Err(unsafe_path) = strict_modes::check(&ext.path, uid) {
-                return Err(invalid(&ext.name, unsafe_path.to_string()));
-            }
-            extensions.push(
-                extension::open(&ext.name, &ext.path, ext.relaxed)
-                    .map_err(|e| invalid(&ext.name, e.to_string()))?,
-            );
+        let held = self.held_extensions.get(&name);
+        for (i, ext) in old.extensions.iter().enumerate() {
+            let label = ext.path.display().to_string();
+            let opened = match held.and_then(|h| h.get(i)).and_then(Option::as_ref) {
+                Some(held) => {
+                    let fd = held.spawn_fd().map_err(ManagerError::internal)?;
+                    let opened = image::open(ImageSource::Fd { fd, label: &label })
+                        .map_err(|e| invalid(&ext.name, e.to_string()))?;
+                    if let Err(unsafe_path) =
+                        strict_modes::check_passed(opened.root.fd(), &ext.path, uid)
+                    {
+                        return Err(invalid(&ext.name, unsafe_path.to_string()));
+                    }
+                    extension::from_opened(&ext.name, &ext.path, opened, true, ext.relaxed)
+                }
+                None => {
+                    if let Err(unsafe_path) = strict_modes::check(&ext.path, uid) {
+                        return Err(invalid(&ext.name, unsafe_path.to_string()));
+                    }
+                    extension::open(&ext.name, &ext.path, ext.relaxed)
+                }
+            };
+            extensions.push(opened.map_err(|e| invalid(&ext.name, e.to_string()))?);
         }
         let opened =
             image::open(ImageSource::Path(&path)).map_err(|e| invalid(&name, e.to_string()))?;

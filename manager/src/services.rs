@@ -62,6 +62,8 @@ struct Plan {
     by_descriptor: bool,
     /// Extension images laid over the image, lowest first, each pinned like the image.
     extensions: Vec<crate::attachments::ExtensionRecord>,
+    /// What berthd kept of each extension passed as a descriptor (as `held_image`), in order.
+    held_extensions: Vec<Option<OwnedFd>>,
     service_type: ServiceType,
     /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
     commands: Vec<(Vec<String>, bool)>,
@@ -118,6 +120,17 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
             .map_err(ManagerError::internal)?,
         by_descriptor: record.by_descriptor,
         extensions: record.extensions.clone(),
+        held_extensions: m
+            .held_extensions
+            .get(&unit.image)
+            .map(|held| {
+                held.iter()
+                    .map(|h| h.as_ref().map(|h| h.spawn_fd()).transpose())
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .transpose()
+            .map_err(ManagerError::internal)?
+            .unwrap_or_default(),
         service_type: config.service_type,
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -251,30 +264,32 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         reason,
     };
     check_exec_size(argv, &plan.environment).map_err(start_failed)?;
-    let root = image_root(plan).map_err(|e| match e {
+    let layer_failed = |image: &str, by_descriptor: bool, e: IdentityError| match e {
         IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
-            image: plan.image.clone(),
+            image: image.to_string(),
             path,
             reason,
         },
-        IdentityError::Open { path, source } if plan.by_descriptor => start_failed(format!(
+        IdentityError::Open { path, source } if by_descriptor => start_failed(format!(
             "{path} was attached by descriptor and berthd, restarted since, cannot open it \
              itself ({source}); attach it again: berth attach {path}"
         )),
         e => start_failed(e.to_string()),
-    })?;
+    };
+    let root = layer_root(
+        plan.held_image.as_ref(),
+        &plan.image_path,
+        plan.image_identity.as_ref(),
+    )
+    .map_err(|e| layer_failed(&plan.image, plan.by_descriptor, e))?;
     let extensions = plan
         .extensions
         .iter()
-        .map(|e| {
-            crate::image::open_attached(&e.path, Some(&e.identity)).map_err(|err| match err {
-                IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
-                    image: e.name.clone(),
-                    path,
-                    reason,
-                },
-                err => start_failed(err.to_string()),
-            })
+        .enumerate()
+        .map(|(i, e)| {
+            let held = plan.held_extensions.get(i).and_then(Option::as_ref);
+            layer_root(held, &e.path, Some(&e.identity))
+                .map_err(|err| layer_failed(&e.name, e.by_descriptor, err))
         })
         .collect::<Result<Vec<_>, _>>()?;
     // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
@@ -350,12 +365,16 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
     }
 }
 
-/// The image root a spawn gets: the one attach kept (an image passed by descriptor), else the
-/// recorded path reopened, if it is still the image attached.
-fn image_root(plan: &Plan) -> Result<OwnedFd, IdentityError> {
-    match &plan.held_image {
+/// The root a spawn gets of an image or extension: the one attach kept (`held`, passed by
+/// descriptor), else the recorded `path` reopened, if it is still the one `identity` recorded.
+fn layer_root(
+    held: Option<&OwnedFd>,
+    path: &std::path::Path,
+    identity: Option<&ImageIdentity>,
+) -> Result<OwnedFd, IdentityError> {
+    match held {
         Some(held) => {
-            let path = plan.image_path.display().to_string();
+            let path = path.display().to_string();
             let open_error = |source| IdentityError::Open {
                 path: path.clone(),
                 source,
@@ -363,7 +382,7 @@ fn image_root(plan: &Plan) -> Result<OwnedFd, IdentityError> {
             let fd = held.try_clone().map_err(open_error)?;
             crate::image::spawn_root(fd, &path).map_err(|e| open_error(std::io::Error::other(e)))
         }
-        None => crate::image::open_attached(&plan.image_path, plan.image_identity.as_ref()),
+        None => crate::image::open_attached(path, identity),
     }
 }
 

@@ -194,7 +194,10 @@ pub struct AttachParams {
     pub prefixes: Option<Vec<String>>,
     pub profile: Option<String>,
     pub force: Option<bool>,
-    // Extension images (names or absolute paths) laid over the image, lowest first.
+    // Extension images (names or absolute paths) laid over the image, lowest first. The
+    // call's descriptors: the image's first when it is a path, then one per extension path,
+    // in order, each opened by the client as the image is (the image's alone, or none, is
+    // accepted too: berthd then opens the other paths itself).
     pub extensions: Option<Vec<String>>,
 }
 
