@@ -256,15 +256,33 @@ fn the_last_extension_lies_on_top() {
 }
 
 #[test]
-fn an_extension_swapped_after_attach_is_refused_at_start() {
-    let h = Harness::start().unwrap();
+fn an_extension_swapped_after_attach_runs_as_attached_and_is_refused_after_a_restart() {
+    let mut h = Harness::start().unwrap();
     let ext = attached_with_app(&h);
     std::fs::rename(&ext, h.dir().join("ext/app.old")).unwrap();
-    extension(&h, "app").build().unwrap();
+    extension(&h, "app")
+        .file("usr/share/app/data", "data from the swapped extension\n")
+        .build()
+        .unwrap();
 
+    // berthd holds the descriptor the CLI passed: the swap changes nothing it runs...
+    h.berth_ok(&["start", "app"]).unwrap();
+    h.wait_for(
+        || {
+            Ok(h.berth_ok(&["logs", "app"])?
+                .contains("data from the extension"))
+        },
+        WAIT,
+    )
+    .unwrap();
+    h.berth_ok(&["stop", "app"]).unwrap();
+    // ...and once it has restarted, the path it reopens names another directory.
+    h.restart_berthd().unwrap();
     let err = h.berth_err(&["start", "app"]).unwrap();
 
     assert!(err.contains("no longer the image 'app'"), "{err}");
+    let logs = h.berth_ok(&["logs", "app"]).unwrap();
+    assert!(!logs.contains("swapped"), "{logs}");
 }
 
 #[test]

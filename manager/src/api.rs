@@ -279,9 +279,9 @@ fn image_fd(mut fds: Vec<std::os::fd::OwnedFd>) -> Result<Option<std::os::fd::Ow
 #[allow(clippy::type_complexity)]
 fn attach_fds(
     image: &str,
-    extensions: &[String],
+    extensions: Vec<String>,
     fds: Vec<OwnedFd>,
-) -> Result<(Option<OwnedFd>, Vec<Option<OwnedFd>>), Outcome> {
+) -> Result<(Option<OwnedFd>, Vec<(String, Option<OwnedFd>)>), Outcome> {
     let is_path = |arg: &str| arg.starts_with('/');
     let image_fds = usize::from(is_path(image));
     let extension_fds = extensions.iter().filter(|e| is_path(e)).count();
@@ -290,11 +290,14 @@ fn attach_fds(
     }
     let mut fds = fds.into_iter();
     let image_fd = if image_fds == 1 { fds.next() } else { None };
-    let extension_fds = extensions
-        .iter()
-        .map(|e| if is_path(e) { fds.next() } else { None })
+    let extensions = extensions
+        .into_iter()
+        .map(|e| {
+            let fd = if is_path(&e) { fds.next() } else { None };
+            (e, fd)
+        })
         .collect();
-    Ok((image_fd, extension_fds))
+    Ok((image_fd, extensions))
 }
 
 fn params<T: DeserializeOwned + Checked>(parameters: Value) -> Result<T, Outcome> {
@@ -390,8 +393,8 @@ impl ManagerInterface {
             }
             "Attach" => {
                 let p: AttachParams = params(parameters)?;
-                let extensions = p.extensions.as_deref().unwrap_or_default();
-                let (fd, extension_fds) = attach_fds(&p.image, extensions, ctx.fds)?;
+                let extensions = p.extensions.unwrap_or_default();
+                let (fd, extensions) = attach_fds(&p.image, extensions, ctx.fds)?;
                 let prefixes = p.prefixes.unwrap_or_default();
                 let result = shared.borrow_mut().attach(
                     &p.image,
@@ -400,7 +403,6 @@ impl ManagerInterface {
                     p.profile.as_deref(),
                     p.force.unwrap_or(false),
                     extensions,
-                    extension_fds,
                 );
                 Outcome::from_result(result.map(|(image, units, warnings)| AttachReply {
                     image,
@@ -689,10 +691,10 @@ mod tests {
 
     fn mapped(image: &str, extensions: &[&str], n: usize) -> Option<(bool, Vec<bool>)> {
         let extensions: Vec<String> = extensions.iter().map(|e| e.to_string()).collect();
-        let (image, extensions) = attach_fds(image, &extensions, fds(n)).ok()?;
+        let (image, extensions) = attach_fds(image, extensions, fds(n)).ok()?;
         Some((
             image.is_some(),
-            extensions.iter().map(Option::is_some).collect(),
+            extensions.iter().map(|(_, fd)| fd.is_some()).collect(),
         ))
     }
 

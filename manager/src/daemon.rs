@@ -545,7 +545,7 @@ impl Manager {
 
     /// Attaches the matching units of an image: copies them into `STATE/attached/<image>/`.
     /// `fd`: the image, opened by the client (see [`Self::locate`]); berthd keeps it.
-    /// `extension_fds`: one per extension, those the client opened (same rules).
+    /// `extensions`: each with the descriptor the client passed for it, if any (same rules).
     pub fn attach(
         &mut self,
         arg: &str,
@@ -553,8 +553,7 @@ impl Manager {
         prefixes: &[String],
         profile: Option<&str>,
         force: bool,
-        extensions: &[String],
-        extension_fds: Vec<Option<OwnedFd>>,
+        extensions: Vec<(String, Option<OwnedFd>)>,
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
         let Located {
             name,
@@ -599,8 +598,7 @@ impl Manager {
             warnings.push(format!("{unsafe_path}; attached anyway (--force)"));
             forced_past = Some(unsafe_path.to_string());
         }
-        let extensions =
-            self.open_extensions(&name, extensions, extension_fds, force, &mut warnings)?;
+        let extensions = self.open_extensions(&name, extensions, force, &mut warnings)?;
         let ScannedImage {
             prefixes,
             units: found,
@@ -719,13 +717,12 @@ impl Manager {
     }
 
     /// Resolves and opens the extensions `args` of image `name` (lowest layer first), each
-    /// through the descriptor the client passed for it in `fds` if any (as [`Self::locate`]
-    /// opens the image), pinned and checked like the image; an unsafe path needs `force`.
+    /// through the descriptor the client passed for it if any (as [`Self::locate`] opens the
+    /// image), pinned and checked like the image; an unsafe path needs `force`.
     pub(crate) fn open_extensions(
         &self,
         name: &str,
-        args: &[String],
-        mut fds: Vec<Option<OwnedFd>>,
+        args: Vec<(String, Option<OwnedFd>)>,
         force: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<Extension>, ManagerError> {
@@ -735,15 +732,14 @@ impl Manager {
                 reason: format!("more than {MAX_EXTENSIONS} extensions"),
             });
         }
-        fds.resize_with(args.len(), || None);
         let mut opened: Vec<Extension> = Vec::new();
-        for (arg, fd) in args.iter().zip(fds) {
+        for (arg, fd) in args {
             let Located {
                 name: ext_name,
                 path,
                 opened: image,
                 by_descriptor,
-            } = self.locate(arg, fd)?;
+            } = self.locate(&arg, fd)?;
             let invalid = |reason: String| ManagerError::InvalidImage {
                 image: ext_name.clone(),
                 reason,
