@@ -25,7 +25,8 @@ use std::os::fd::OwnedFd;
 
 use berth_logging::Untrusted;
 
-use crate::daemon::{Shared, attachment_name};
+use crate::attach::attachment_name;
+use crate::daemon::Shared;
 use crate::image::store;
 use crate::{import, logs, services};
 
@@ -186,7 +187,7 @@ impl Checked for ReadOnlyParams {
 /// Extension arguments: images (names or paths), at most as many as an attachment may have.
 fn extensions_of(extensions: &Option<Vec<String>>) -> Result<(), &'static str> {
     let extensions = extensions.as_deref().unwrap_or_default();
-    if extensions.len() > crate::daemon::MAX_EXTENSIONS {
+    if extensions.len() > crate::attach::MAX_EXTENSIONS {
         return Err("extensions");
     }
     for extension in extensions {

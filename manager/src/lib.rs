@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod atomic_write;
+pub mod attach;
 pub mod attachments;
 pub mod config;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod exec_command;
 pub mod extension;
 pub mod host_users;
 pub mod image;
+pub mod image_catalog;
 pub mod import;
 pub mod log_access;
 pub mod logs;
@@ -22,3 +24,4 @@ pub mod service_config;
 pub mod services;
 pub mod unit_edit;
 pub mod unit_file;
+pub mod unit_state;

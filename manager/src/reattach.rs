@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use berth_logging::Untrusted;
 use berth_protocol::manager::ManagerError;
 
+use crate::attach::{ScannedImage, scan_image};
 use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
-use crate::daemon::{Manager, ScannedImage, Unit, now_usec, scan_image};
+use crate::daemon::Manager;
 use crate::extension;
 use crate::image::{self, ImageSource, strict_modes};
 use crate::service_config::ServiceConfig;
+use crate::unit_state::{Unit, now_usec};
 
 /// A reattach read and checked, not yet done.
 pub struct Prepared {
@@ -102,7 +104,7 @@ impl Manager {
             os,
             ..
         } = scan_image(&name, &opened.root, &old.prefixes, &extensions)?;
-        crate::daemon::require_os_id(&name, &os)?;
+        crate::attach::require_os_id(&name, &os)?;
         if found.is_empty() {
             return Err(invalid(
                 &name,

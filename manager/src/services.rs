@@ -15,10 +15,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::daemon::{Manager, Shared, UnitState};
+use crate::daemon::{Manager, Shared};
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
 use crate::service_config::ServiceType;
+use crate::unit_state::UnitState;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Extra time berthd waits past TimeoutStopSec= for the supervisor's SIGKILL to land.

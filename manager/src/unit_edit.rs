@@ -16,8 +16,10 @@ use std::collections::BTreeMap;
 
 use berth_protocol::manager::{DropInsReply, ManagerError, UnitSource};
 
-use crate::daemon::{MAX_CAT_BYTES, Manager, parse_unit_with, shown_contents};
+use crate::attach::parse_unit_with;
+use crate::daemon::Manager;
 use crate::drop_ins::{self, DropIn};
+use crate::image_catalog::{MAX_CAT_BYTES, shown_contents};
 
 /// Most `KEY=VALUE` pairs in one `set-property`.
 pub const MAX_PROPERTIES: usize = 64;
