@@ -45,13 +45,9 @@ fn attached_with_app(h: &Harness) -> PathBuf {
     ext
 }
 
-#[test]
-fn a_unit_from_an_extension_runs_and_sees_the_extension_files() {
-    let h = Harness::start().unwrap();
-    attached_with_app(&h);
-
-    h.berth_ok(&["start", "app"]).unwrap();
-
+/// Waits until `app.service`'s log shows the data file the extension carries (it ran and read
+/// the file through the overlay).
+fn wait_for_the_extension_data(h: &Harness) {
     h.wait_for(
         || {
             Ok(h.berth_ok(&["logs", "app"])?
@@ -60,6 +56,16 @@ fn a_unit_from_an_extension_runs_and_sees_the_extension_files() {
         WAIT,
     )
     .unwrap();
+}
+
+#[test]
+fn a_unit_from_an_extension_runs_and_sees_the_extension_files() {
+    let h = Harness::start().unwrap();
+    attached_with_app(&h);
+
+    h.berth_ok(&["start", "app"]).unwrap();
+
+    wait_for_the_extension_data(&h);
     assert_eq!(h.status_json("app").unwrap()["image"], "base");
 }
 
@@ -152,14 +158,7 @@ fn a_release_file_named_otherwise_needs_force() {
     assert!(strict.contains("extension-release.app10"), "{strict}");
     assert!(forced.status.success(), "{forced:?}");
     h.berth_ok(&["start", "app"]).unwrap();
-    h.wait_for(
-        || {
-            Ok(h.berth_ok(&["logs", "app"])?
-                .contains("data from the extension"))
-        },
-        WAIT,
-    )
-    .unwrap();
+    wait_for_the_extension_data(&h);
 }
 
 #[test]
@@ -267,14 +266,7 @@ fn an_extension_swapped_after_attach_runs_as_attached_and_is_refused_after_a_res
 
     // berthd holds the descriptor the CLI passed: the swap changes nothing it runs...
     h.berth_ok(&["start", "app"]).unwrap();
-    h.wait_for(
-        || {
-            Ok(h.berth_ok(&["logs", "app"])?
-                .contains("data from the extension"))
-        },
-        WAIT,
-    )
-    .unwrap();
+    wait_for_the_extension_data(&h);
     h.berth_ok(&["stop", "app"]).unwrap();
     // ...and once it has restarted, the path it reopens names another directory.
     h.restart_berthd().unwrap();
@@ -298,14 +290,7 @@ fn reattach_onto_a_new_version_keeps_the_extension() {
 
     assert_eq!(reply["updated"], serde_json::json!(["app.service"]));
     h.berth_ok(&["start", "app"]).unwrap();
-    h.wait_for(
-        || {
-            Ok(h.berth_ok(&["logs", "app"])?
-                .contains("data from the extension"))
-        },
-        WAIT,
-    )
-    .unwrap();
+    wait_for_the_extension_data(&h);
     assert!(
         h.berth(&["is-attached", "base", "--extension", path(&ext)])
             .unwrap()
@@ -337,14 +322,7 @@ fn an_attachment_with_extensions_starts_after_a_berthd_restart() {
     h.restart_berthd().unwrap();
 
     h.berth_ok(&["start", "app"]).unwrap();
-    h.wait_for(
-        || {
-            Ok(h.berth_ok(&["logs", "app"])?
-                .contains("data from the extension"))
-        },
-        WAIT,
-    )
-    .unwrap();
+    wait_for_the_extension_data(&h);
     assert!(
         h.berth(&["is-attached", "base", "--extension", path(&ext)])
             .unwrap()
@@ -420,12 +398,5 @@ fn a_squashfs_extension_is_mounted_and_laid_over_a_raw_image() {
         .unwrap();
     h.berth_ok(&["start", "app"]).unwrap();
 
-    h.wait_for(
-        || {
-            Ok(h.berth_ok(&["logs", "app"])?
-                .contains("data from the extension"))
-        },
-        WAIT,
-    )
-    .unwrap();
+    wait_for_the_extension_data(&h);
 }
