@@ -45,15 +45,7 @@ fn unpack(
     limits: &TarLimits,
     progress: &Progress,
 ) -> Result<Imported, StoreError> {
-    let pool_fd = rustix::fs::open(
-        pool,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| StoreError::OpenPool {
-        path: pool.display().to_string(),
-        source: e.into(),
-    })?;
+    let pool_fd = crate::image::store::open_pool(pool)?;
     let mut report = |read: u64| {
         progress.done.store(read, Ordering::Relaxed);
         if progress.cancelled.load(Ordering::Relaxed) {

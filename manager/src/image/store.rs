@@ -101,15 +101,7 @@ pub fn import(
     file_name: &str,
     progress: &Progress,
 ) -> Result<Imported, StoreError> {
-    let pool_fd = rfs::open(
-        pool,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| StoreError::OpenPool {
-        path: pool.display().to_string(),
-        source: e.into(),
-    })?;
+    let pool_fd = open_pool(pool)?;
     if rfs::statat(&pool_fd, file_name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
         return Err(StoreError::Exists {
             name: file_name.to_owned(),
@@ -460,6 +452,19 @@ fn remove_below(parent: &OwnedFd, name: &str, path: &str, depth: usize) -> Resul
     rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(remove_error)
 }
 
+/// Opens the pool directory `pool`, the parent of every entry the store creates or removes.
+pub(crate) fn open_pool(pool: &Path) -> Result<OwnedFd, StoreError> {
+    rfs::open(
+        pool,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::OpenPool {
+        path: pool.display().to_string(),
+        source: e.into(),
+    })
+}
+
 /// Removes the pool image at `path` (an entry of the pool directory).
 pub fn remove(path: &Path) -> Result<(), StoreError> {
     let (parent, name) = split(path)?;
@@ -580,15 +585,7 @@ pub const IMPORT_PREFIX: &str = ".import-";
 /// Removes what imports cut short by a crash of berthd left in `pool`: the hidden
 /// [`IMPORT_PREFIX`] entries. Only at start, before any import can run. Returns their names.
 pub fn remove_interrupted_imports(pool: &Path) -> Result<Vec<String>, StoreError> {
-    let pool_fd = rfs::open(
-        pool,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| StoreError::OpenPool {
-        path: pool.display().to_string(),
-        source: e.into(),
-    })?;
+    let pool_fd = open_pool(pool)?;
     let mut stale = Vec::new();
     let listing = Dir::read_from(&pool_fd).map_err(|e| StoreError::OpenPool {
         path: pool.display().to_string(),
