@@ -8,4 +8,5 @@ pub mod idl;
 pub mod log_line;
 pub mod manager;
 pub mod names;
+pub mod sandbox;
 pub mod supervisor;

@@ -1,0 +1,399 @@
+//! The `SandboxSpec`: one service's sandbox, completely, as data (DESIGN.md §5).
+//!
+//! berthd builds it from the profile, then the unit, then the host's drop-ins, each step only
+//! tightening; it travels in `io.berth.Helper.Spawn`; berth-helper's floor checks and clamps
+//! every field against its own root-owned config; the sandbox code carries it out. Nothing of
+//! the sandbox is decided anywhere else.
+//!
+//! Every list is bounded ([`MAX_PATHS`], [`MAX_SYSCALLS`], ...) so that a request has a size
+//! the helper can check before it does any work. Names (capabilities, syscalls, address
+//! families, resources) are the kernel's names in systemd's spelling, so the IDL and a logged
+//! request read like a unit file.
+
+use serde::{Deserialize, Serialize};
+use zlink::introspect;
+
+/// Most entries in each list of paths of a [`MountPlan`].
+pub const MAX_PATHS: usize = 64;
+/// Most syscall names in a [`SyscallFilter`] list.
+pub const MAX_SYSCALLS: usize = 1024;
+/// Most entries in other lists (capabilities, families, rlimits, prefixes, directories).
+pub const MAX_ENTRIES: usize = 128;
+/// Longest path, in bytes, the spec may carry (PATH_MAX less its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    // The profile it was built from, with its version, e.g. `default@1`.
+    pub profile: String,
+    pub identity: Identity,
+    pub namespaces: Namespaces,
+    pub mounts: MountPlan,
+    pub capabilities: Capabilities,
+    // NoNewPrivileges=.
+    pub no_new_privileges: bool,
+    pub syscalls: SyscallFilter,
+    pub landlock: Landlock,
+    // Limit*=: resources not listed keep the helper's defaults.
+    pub rlimits: Vec<Rlimit>,
+    // UMask=, e.g. 0o022 (at most 0o777).
+    pub umask: u32,
+    pub keyring: KeyringMode,
+    pub firewall: IpFirewall,
+    // StateDirectory= and the other four.
+    pub directories: Vec<ServiceDirectory>,
+    // RemoveIPC=: the uid's SysV IPC objects and POSIX message queues go when it is released.
+    pub remove_ipc: bool,
+}
+
+/// Who the service runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    // The dynamic uid and gid (the floor allows only its range).
+    pub uid: u32,
+    pub gid: u32,
+    // SupplementaryGroups=, as gids of the same range.
+    pub supplementary_groups: Vec<u32>,
+    // PrivateUsers=: a user namespace in which only root, the service's uid and nobody exist,
+    // with /etc/passwd and /etc/group synthesized to match.
+    pub private_users: bool,
+    // The user and group name the service's uid gets in the synthesized databases (the
+    // unit's name, as DynamicUser= does).
+    pub user_name: String,
+}
+
+/// Namespaces besides the pid, mount and cgroup ones, which every sandbox has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    // PrivateNetwork=: its own network namespace with only `lo`, up.
+    pub private_network: bool,
+    // PrivateIPC=.
+    pub private_ipc: bool,
+    // ProtectHostname=: its own UTS namespace (the host's name, unchangeable).
+    pub private_uts: bool,
+}
+
+/// The file system the service sees, besides the image itself (read-only, `nosuid,nodev`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct MountPlan {
+    pub protect_system: ProtectSystem,
+    pub protect_home: ProtectHome,
+    // PrivateTmp=: fresh /tmp and /var/tmp.
+    pub private_tmp: bool,
+    // PrivateDevices=: /dev holds only the pseudo devices (null, zero, full, random, urandom,
+    // tty), pts and shm.
+    pub private_devices: bool,
+    // DeviceAllow=: more device nodes of the host, bound into /dev.
+    pub device_allow: Vec<DeviceAccess>,
+    pub protect_kernel_tunables: bool,
+    pub protect_kernel_modules: bool,
+    pub protect_kernel_logs: bool,
+    pub protect_control_groups: bool,
+    pub protect_proc: ProtectProc,
+    pub proc_subset: ProcSubset,
+    pub read_only_paths: Vec<SandboxPath>,
+    pub read_write_paths: Vec<SandboxPath>,
+    pub inaccessible_paths: Vec<SandboxPath>,
+    // BindPaths= and BindReadOnlyPaths=.
+    pub bind_paths: Vec<BindPath>,
+    pub temporary_filesystems: Vec<TemporaryFileSystem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "lowercase")]
+#[zlink(rename_all = "lowercase")]
+pub enum ProtectSystem {
+    No,
+    Yes,
+    Full,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "snake_case")]
+#[zlink(rename_all = "snake_case")]
+pub enum ProtectHome {
+    No,
+    Yes,
+    // `read-only` in unit files.
+    ReadOnly,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "lowercase")]
+#[zlink(rename_all = "lowercase")]
+pub enum ProtectProc {
+    Default,
+    Invisible,
+    Ptraceable,
+    Noaccess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "lowercase")]
+#[zlink(rename_all = "lowercase")]
+pub enum ProcSubset {
+    All,
+    Pid,
+}
+
+/// A path inside the sandbox (absolute), as ReadOnlyPaths= and its kind take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxPath {
+    pub path: String,
+    // The `-` prefix: a path that does not exist is skipped instead of failing the start.
+    pub ignore_missing: bool,
+}
+
+/// BindPaths=/BindReadOnlyPaths=: a host path bound at a path in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct BindPath {
+    // Absolute, on the host; the floor allows only what helper.toml lists.
+    pub source: String,
+    // Absolute, in the sandbox.
+    pub target: String,
+    pub read_only: bool,
+    // `rbind` (systemd's default) rather than `norbind`.
+    pub recursive: bool,
+    pub ignore_missing: bool,
+}
+
+/// TemporaryFileSystem=: an empty tmpfs over a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct TemporaryFileSystem {
+    pub path: String,
+    pub read_only: bool,
+    // `mode=`, at most 0o7777.
+    pub mode: u32,
+    // `size=` in bytes; the floor clamps it.
+    pub size: u64,
+}
+
+/// DeviceAllow=: one host device node, by its path under /dev, and the access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAccess {
+    pub path: String,
+    pub read: bool,
+    pub write: bool,
+    pub mknod: bool,
+}
+
+/// Capabilities by name (`CAP_NET_BIND_SERVICE`). The permitted and effective sets of a
+/// non-root service hold exactly the ambient ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    // CapabilityBoundingSet=: everything else is dropped from the bounding set.
+    pub bounding: Vec<String>,
+    // AmbientCapabilities=: a subset of `bounding`.
+    pub ambient: Vec<String>,
+}
+
+/// The seccomp filter, and the directives systemd builds into the same filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallFilter {
+    // SystemCallFilter= resolved to syscall names (no `@groups` left): when `allow` is
+    // given, only those syscalls run and every other one fails; `deny` then fails even if
+    // allowed. An unknown name is refused, not skipped.
+    pub allow: Option<Vec<String>>,
+    pub deny: Vec<String>,
+    // SystemCallErrorNumber=: the errno a refused syscall returns; `None` kills the process
+    // (systemd's default without the directive).
+    pub error_number: Option<i32>,
+    // SystemCallArchitectures=: `native` and/or the names systemd uses (`x86`, `x32`, ...).
+    // Syscalls of any other architecture kill the process.
+    pub architectures: Vec<String>,
+    // RestrictAddressFamilies=: `None` allows every family.
+    pub address_families: Option<AddressFamilies>,
+    // RestrictNamespaces=: the namespace kinds (`user`, `net`, `mnt`, `ipc`, `uts`, `pid`,
+    // `cgroup`, `time`) the service may still create; `None` allows every kind.
+    pub namespaces_allowed: Option<Vec<String>>,
+    // RestrictRealtime=.
+    pub restrict_realtime: bool,
+    // RestrictSUIDSGID=.
+    pub restrict_suid_sgid: bool,
+    // LockPersonality=.
+    pub lock_personality: bool,
+    // MemoryDenyWriteExecute=.
+    pub memory_deny_write_execute: bool,
+}
+
+/// RestrictAddressFamilies=: socket families by name (`AF_UNIX`, `AF_INET`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct AddressFamilies {
+    // True: only `families` may be created; false: all but `families`.
+    pub allow_list: bool,
+    pub families: Vec<String>,
+}
+
+/// Landlock restrictions beyond the file system (kernel ABI 6 and later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Landlock {
+    // No connecting to abstract unix sockets created outside the service's own domain.
+    pub scope_abstract_unix_sockets: bool,
+    // No signals to processes outside the service's own domain.
+    pub scope_signals: bool,
+}
+
+/// One Limit*= resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    // The resource as systemd names it after `Limit`: `NOFILE`, `NPROC`, `CORE`, ...
+    pub resource: String,
+    // `None` is infinity.
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "lowercase")]
+#[zlink(rename_all = "lowercase")]
+pub enum KeyringMode {
+    // A fresh anonymous session keyring, linked to nothing (berth's only mode so far).
+    Private,
+    // A fresh session keyring that links the user keyring.
+    Shared,
+}
+
+/// IPAddressAllow=/IPAddressDeny=, as CIDR prefixes (`10.0.0.0/8`, `::1/128`); the words
+/// `any`, `localhost`, `link-local` and `multicast` are expanded by berthd. As in systemd, an
+/// address in both lists is allowed; an empty `deny` means no firewall at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct IpFirewall {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(rename_all = "lowercase")]
+#[zlink(rename_all = "lowercase")]
+pub enum DirectoryKind {
+    State,
+    Cache,
+    Logs,
+    Runtime,
+    Configuration,
+}
+
+/// StateDirectory= and its kind: a directory owned by the service, at the usual place in the
+/// sandbox (`/var/lib/NAME`, `/var/cache/NAME`, `/var/log/NAME`, `/run/NAME`, `/etc/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDirectory {
+    pub kind: DirectoryKind,
+    // Relative, without `.` or `..` components.
+    pub name: String,
+    // `StateDirectoryMode=` and its kind, at most 0o7777.
+    pub mode: u32,
+}
+
+impl SandboxSpec {
+    /// The sandbox berth had before specs existed, for `uid`: every namespace, no
+    /// capabilities, no_new_privs, read-only image, private /tmp, /dev and /proc masking, and
+    /// nothing more. Profiles start from here and only tighten.
+    pub fn baseline(uid: u32, gid: u32, user_name: &str) -> SandboxSpec {
+        SandboxSpec {
+            profile: String::new(),
+            identity: Identity {
+                uid,
+                gid,
+                supplementary_groups: Vec::new(),
+                private_users: false,
+                user_name: user_name.to_owned(),
+            },
+            namespaces: Namespaces {
+                private_network: false,
+                private_ipc: true,
+                private_uts: true,
+            },
+            mounts: MountPlan {
+                protect_system: ProtectSystem::Strict,
+                protect_home: ProtectHome::No,
+                private_tmp: true,
+                private_devices: true,
+                device_allow: Vec::new(),
+                protect_kernel_tunables: true,
+                protect_kernel_modules: false,
+                protect_kernel_logs: false,
+                protect_control_groups: false,
+                protect_proc: ProtectProc::Default,
+                proc_subset: ProcSubset::All,
+                read_only_paths: Vec::new(),
+                read_write_paths: Vec::new(),
+                inaccessible_paths: Vec::new(),
+                bind_paths: Vec::new(),
+                temporary_filesystems: Vec::new(),
+            },
+            capabilities: Capabilities {
+                bounding: Vec::new(),
+                ambient: Vec::new(),
+            },
+            no_new_privileges: true,
+            syscalls: SyscallFilter {
+                allow: None,
+                deny: Vec::new(),
+                error_number: None,
+                architectures: Vec::new(),
+                address_families: None,
+                namespaces_allowed: None,
+                restrict_realtime: false,
+                restrict_suid_sgid: false,
+                lock_personality: false,
+                memory_deny_write_execute: false,
+            },
+            landlock: Landlock {
+                scope_abstract_unix_sockets: false,
+                scope_signals: false,
+            },
+            rlimits: Vec::new(),
+            umask: 0o022,
+            keyring: KeyringMode::Private,
+            firewall: IpFirewall {
+                allow: Vec::new(),
+                deny: Vec::new(),
+            },
+            directories: Vec::new(),
+            remove_ipc: false,
+        }
+    }
+}
+
+/// Adds every named type of the spec to an interface description.
+pub fn describe(builder: crate::idl::InterfaceBuilder) -> crate::idl::InterfaceBuilder {
+    builder
+        .custom_type::<SandboxSpec>()
+        .custom_type::<Identity>()
+        .custom_type::<Namespaces>()
+        .custom_type::<MountPlan>()
+        .custom_type::<ProtectSystem>()
+        .custom_type::<ProtectHome>()
+        .custom_type::<ProtectProc>()
+        .custom_type::<ProcSubset>()
+        .custom_type::<SandboxPath>()
+        .custom_type::<BindPath>()
+        .custom_type::<TemporaryFileSystem>()
+        .custom_type::<DeviceAccess>()
+        .custom_type::<Capabilities>()
+        .custom_type::<SyscallFilter>()
+        .custom_type::<AddressFamilies>()
+        .custom_type::<Landlock>()
+        .custom_type::<Rlimit>()
+        .custom_type::<KeyringMode>()
+        .custom_type::<IpFirewall>()
+        .custom_type::<DirectoryKind>()
+        .custom_type::<ServiceDirectory>()
+}
