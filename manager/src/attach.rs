@@ -16,8 +16,7 @@ use crate::image::os_release::{self, OsRelease};
 use crate::image::pool;
 use crate::image::strict_modes;
 use crate::image::{self, ImageSource};
-use crate::service_config::{self, ServiceConfig};
-use crate::unit_file;
+use crate::unit::{self, ServiceConfig, syntax};
 use crate::unit_state::{Unit, now_usec};
 
 /// An image found for `inspect` or `attach`, opened.
@@ -288,7 +287,7 @@ impl Manager {
             self.held_extensions.remove(&name);
         }
         self.notify();
-        crate::service_config::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
+        crate::unit::cap_warnings(&mut warnings, MAX_ATTACH_WARNINGS, &name);
         tracing::info!(
             image = %Untrusted(&name),
             path = %Untrusted(&path.to_string_lossy()),
@@ -542,18 +541,18 @@ pub fn parse_unit_with(
     contents: &str,
     drop_ins: &[DropIn],
 ) -> Result<(ServiceConfig, Vec<String>), String> {
-    let unit = unit_file::parse(contents).map_err(|e| e.to_string())?;
+    let unit = syntax::parse(contents).map_err(|e| e.to_string())?;
     let mut files = vec![(name.to_owned(), unit)];
     for drop_in in drop_ins {
         let label = drop_in.label(name);
-        let parsed = unit_file::parse(&drop_in.contents).map_err(|e| format!("{label}: {e}"))?;
+        let parsed = syntax::parse(&drop_in.contents).map_err(|e| format!("{label}: {e}"))?;
         files.push((label, parsed));
     }
-    let files: Vec<(&str, &unit_file::UnitFile)> = files
+    let files: Vec<(&str, &syntax::UnitFile)> = files
         .iter()
         .map(|(label, unit)| (label.as_str(), unit))
         .collect();
-    let mut config = service_config::from_unit_files(name, &files).map_err(|e| e.to_string())?;
+    let mut config = unit::from_unit_files(name, &files).map_err(|e| e.to_string())?;
     // Reported once, at attach: the running unit has no use for them.
     let warnings = std::mem::take(&mut config.warnings);
     Ok((config, warnings))

@@ -22,7 +22,7 @@ use crate::image;
 use crate::image::kind::tar::TarLimits;
 use crate::image::pool::SearchPath;
 use crate::paths::Paths;
-use crate::service_config::{ServiceConfig, ServiceType};
+use crate::unit::{ServiceConfig, ServiceType};
 use crate::unit_state::Unit;
 
 /// The profile every attachment gets for now, with its level (DESIGN.md §5).

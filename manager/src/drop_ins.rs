@@ -1,7 +1,7 @@
 //! Host drop-ins of an attached unit: `STATE/attached/<image>/<unit>.d/*.conf`, written by
 //! `berth set-property` (`50-KEY.conf`, as systemctl names them) and `berth edit`
 //! (`override.conf`), read in lexical order after the unit's own file whenever the unit is
-//! loaded (see [`crate::service_config::from_unit_files`]).
+//! loaded (see [`crate::unit::from_unit_files`]).
 //!
 //! They live in the attachment, next to the unit copies: attaching the same image again and
 //! reattaching rewrite only the copies and the record, so the drop-ins are kept; detach removes

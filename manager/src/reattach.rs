@@ -17,7 +17,7 @@ use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
 use crate::daemon::Manager;
 use crate::extension;
 use crate::image::{self, ImageSource, strict_modes};
-use crate::service_config::ServiceConfig;
+use crate::unit::ServiceConfig;
 use crate::unit_state::{Unit, now_usec};
 
 /// A reattach read and checked, not yet done.

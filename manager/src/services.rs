@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::daemon::{Manager, Shared};
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
-use crate::service_config::ServiceType;
+use crate::unit::ServiceType;
 use crate::unit_state::UnitState;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -4,7 +4,7 @@ use berth_logging::Untrusted;
 use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
 use tokio::sync::mpsc;
 
-use crate::service_config::ServiceConfig;
+use crate::unit::ServiceConfig;
 
 /// Lifecycle state of a unit, as `status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

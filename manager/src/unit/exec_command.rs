@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::unit_file::{self, UnitFileError};
+use super::syntax::{self, UnitFileError};
 
 /// Errors from parsing a command line.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -59,7 +59,7 @@ pub struct ExecCommand {
 /// Parses one command line value (not an empty assignment: that is a reset, handled by the
 /// caller).
 pub fn parse(value: &str) -> Result<ExecCommand, ExecCommandError> {
-    let mut words = unit_file::unquote_words(value)
+    let mut words = syntax::unquote_words(value)
         .map_err(ExecCommandError::SplitWords)?
         .into_iter();
     // As in systemd, prefixes are part of the first word after unquoting.

@@ -2,7 +2,7 @@
 //!
 //! The parser keeps everything the file says (sections in order, repeated keys, empty
 //! assignments, line numbers) and interprets nothing: deciding what a directive means, and
-//! warning about the ones berth does not implement, is `service_config`'s job.
+//! warning about the ones berth does not implement, is `unit::directives`' job.
 //!
 //! Unit files come from images, which are hostile input: callers bound the text they pass in
 //! (see `image::MAX_UNIT_FILE_SIZE`); the parser itself never panics on any input.

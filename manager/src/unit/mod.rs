@@ -1,0 +1,20 @@
+//! The unit model: from a unit file's text to what berthd runs (DESIGN.md §2, §5).
+//!
+//! `syntax` reads the file (sections, assignments, quoting) and interprets nothing; `values`
+//! and `specifiers` parse the value syntax directives share; `exec_command` the command
+//! lines; `directives` gives each directive its meaning, one file per section; `model` is
+//! the result.
+
+pub mod directives;
+pub mod exec_command;
+pub mod model;
+pub mod specifiers;
+pub mod syntax;
+pub mod values;
+
+pub use directives::{from_unit, from_unit_files};
+pub use model::{
+    DEFAULT_TIMEOUT_STOP, MAX_WARNINGS_PER_UNIT, ServiceConfig, ServiceConfigError, ServiceType,
+    TIMEOUT_INFINITY, cap_warnings,
+};
+pub use syntax::{UnitFile, parse};

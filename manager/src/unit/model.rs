@@ -1,0 +1,117 @@
+//! What berthd runs: the service configuration built from a unit and its errors.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::exec_command::{ExecCommand, ExecCommandError};
+use super::syntax::UnitFileError;
+
+/// `TimeoutStopSec=` when the unit does not set it (systemd's `DefaultTimeoutStopSec=`, which
+/// berth lowers from 90 s: a portable service that ignores SIGTERM is killed sooner).
+pub const DEFAULT_TIMEOUT_STOP: Duration = Duration::from_secs(10);
+
+/// The time span meaning "no timeout" (`infinity`, or `0` for the stop timeout). Callers must
+/// use checked arithmetic (`Instant::checked_add`) with it.
+pub const TIMEOUT_INFINITY: Duration = Duration::MAX;
+
+/// Errors that make a unit unusable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServiceConfigError {
+    #[error("{unit}: no [Service] section")]
+    MissingServiceSection { unit: String },
+    #[error("{unit}: [Service] has no ExecStart=, so there is nothing to run")]
+    MissingExecStart { unit: String },
+    #[error(
+        "{unit}: {count} ExecStart= commands, but only Type=oneshot services may have more \
+         than one"
+    )]
+    MultipleExecStart { unit: String, count: usize },
+    #[error("{unit}:{line}: Type={value} is not supported yet")]
+    UnsupportedType {
+        unit: String,
+        line: usize,
+        value: String,
+    },
+    #[error("{unit}:{line}: unknown service type Type={value}")]
+    UnknownType {
+        unit: String,
+        line: usize,
+        value: String,
+    },
+    #[error("{unit}:{line}: invalid ExecStart=: {source}")]
+    ExecStart {
+        unit: String,
+        line: usize,
+        #[source]
+        source: ExecCommandError,
+    },
+    #[error("{unit}:{line}: invalid Environment=: {source}")]
+    Environment {
+        unit: String,
+        line: usize,
+        #[source]
+        source: UnitFileError,
+    },
+    #[error("{unit}:{line}: WorkingDirectory={value}: {reason}")]
+    WorkingDirectory {
+        unit: String,
+        line: usize,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("{unit}:{line}: {key}={value} is not {expected}")]
+    InvalidValue {
+        unit: String,
+        line: usize,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// `Type=` values berth runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    /// Started as soon as the process is forked (systemd's default).
+    #[default]
+    Simple,
+    /// Started once `execve()` of the main process succeeded.
+    Exec,
+    /// Runs each `ExecStart=` to completion, in order.
+    Oneshot,
+}
+
+/// What berthd needs to run one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The unit name, e.g. `hello.service`.
+    pub name: String,
+    /// `[Unit] Description=`.
+    pub description: Option<String>,
+    pub service_type: ServiceType,
+    /// At least one; more only for [`ServiceType::Oneshot`].
+    pub exec_start: Vec<ExecCommand>,
+    /// `Environment=`, later assignments overriding earlier ones.
+    pub environment: BTreeMap<String, String>,
+    /// `WorkingDirectory=`, an absolute path inside the sandbox.
+    pub working_directory: Option<String>,
+    /// `TimeoutStopSec=` (or `TimeoutSec=`); [`TIMEOUT_INFINITY`] for none.
+    pub timeout_stop: Duration,
+    /// One line per directive berth did not apply, as `unit:line: [Section] ...`.
+    pub warnings: Vec<String>,
+}
+
+/// Warnings kept per unit; a hostile unit can hold thousands of bogus directives, and every
+/// warning goes into the `Attach` reply.
+pub const MAX_WARNINGS_PER_UNIT: usize = 50;
+
+/// Keeps the first `max` of `warnings` and says how many more `source` had.
+pub fn cap_warnings(warnings: &mut Vec<String>, max: usize, source: &str) {
+    if warnings.len() > max {
+        let more = warnings.len() - max;
+        warnings.truncate(max);
+        warnings.push(format!("{source}: {more} more warnings not shown"));
+    }
+}
