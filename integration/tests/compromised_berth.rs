@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_protocol::sandbox::SandboxSpec;
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 
 /// How long one race runs at most.
@@ -200,14 +201,14 @@ fn a_helper_started_while_private_is_swapped_binds_only_in_the_real_directory() 
 /// root it opened itself, a log and a control directory of its own; prints the reply.
 const SPAWNER: &str = r#"
 import array, json, os, socket, sys
-helper, image, spy = sys.argv[1:4]
+helper, image, spy, sandbox = sys.argv[1:5]
 log = os.open(os.path.join(spy, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 os.mkdir(os.path.join(spy, "ctl"), 0o700)
 ctl = os.open(os.path.join(spy, "ctl"), os.O_RDONLY | os.O_DIRECTORY)
 root = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
 call = {"method": "io.berth.Helper.Spawn", "parameters": {
     "unit": "peek.service", "argv": ["/bin/cat", "/secret"], "environment": ["PATH=/bin"],
-    "working_directory": "/", "uid": 61300, "gid": 61300}}
+    "working_directory": "/", "sandbox": json.loads(sandbox)}}
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(helper)
@@ -238,7 +239,8 @@ fn an_image_root_berth_may_list_but_not_enter_is_refused_by_the_helper() {
     cmd.args(["/usr/bin/python3", "-c", SPAWNER])
         .arg(h.runtime_dir().join("private/io.berth.Helper"))
         .arg(&image)
-        .arg(&spy);
+        .arg(&spy)
+        .arg(serde_json::to_string(&SandboxSpec::baseline(61300, 61300, "peek")).unwrap());
 
     let out = berth_testkit::harness::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use berth_protocol::sandbox::SandboxSpec;
 use berth_testkit::harness::output_with_timeout;
 use berth_testkit::{
     Harness, ImageBuilder, RawFormat, as_user, busybox_raw_image, process_exists, raw_image,
@@ -55,7 +56,7 @@ for c in calls:
         os.mkdir(os.path.join(spy, "ctl"), 0o700)
         ctl = os.open(os.path.join(spy, "ctl"), os.O_RDONLY | os.O_DIRECTORY)
         params = {"unit": "raw.service", "argv": c["argv"], "environment": ["PATH=/bin"],
-                  "working_directory": "/", "uid": 61310, "gid": 61310}
+                  "working_directory": "/", "sandbox": c["sandbox"]}
         results.append({"reply": call(s, "io.berth.Helper.Spawn", params, [mounts[-1], log, ctl])[0]})
         continue
     flags = {"r": os.O_RDONLY, "rw": os.O_RDWR, "dir": os.O_RDONLY | os.O_DIRECTORY,
@@ -179,7 +180,8 @@ impl Helper {
 
         let results = self.calls(json!([
             mount_call(file, "squashfs"),
-            {"method": "Spawn", "spy": spy, "argv": argv},
+            {"method": "Spawn", "spy": spy, "argv": argv,
+             "sandbox": SandboxSpec::baseline(61310, 61310, "raw")},
         ]));
 
         assert!(

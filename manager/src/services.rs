@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::{ManagerError, UnitStatus};
+use berth_protocol::sandbox::SandboxSpec;
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use berth_varlink::client::{Client, ClientError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -321,8 +322,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         argv: argv.to_vec(),
         environment: plan.environment.clone(),
         working_directory: plan.working_directory.clone(),
-        uid: i64::from(uid),
-        gid: i64::from(uid),
+        sandbox: SandboxSpec::baseline(uid, uid, &dynamic_user_name(&plan.unit)),
     };
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),
@@ -363,6 +363,30 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             ))),
             None => Err(helper_unavailable(e)),
         },
+    }
+}
+
+/// The name a dynamic user gets in the sandbox's user database: the unit's name without its
+/// suffix, as systemd's DynamicUser= names it, cut to the 31 bytes a user name may have and with
+/// the characters a user name may not hold (`@`, `:`) made `_`.
+fn dynamic_user_name(unit: &str) -> String {
+    let stem = unit.strip_suffix(".service").unwrap_or(unit);
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .skip_while(|c| *c == '-')
+        .take(31)
+        .collect();
+    if name.is_empty() {
+        "service".to_owned()
+    } else {
+        name
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::os::fd::OwnedFd;
 
+use berth_protocol::sandbox::SandboxSpec;
+
 /// A validated request to launch a service in a fresh sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -17,9 +19,9 @@ pub struct LaunchSpec {
     pub environment: Vec<String>,
     /// Working directory inside the sandbox (absolute). Resolved inside the new root.
     pub working_directory: String,
-    /// Dynamic UID and GID the service runs as (checked against the floor: never 0, never a host user).
-    pub uid: u32,
-    pub gid: u32,
+    /// The sandbox, every part checked and clamped by the floor (`floor/sandbox/`); the
+    /// identity in it is a dynamic uid and gid (never 0, never a host user).
+    pub sandbox: SandboxSpec,
 }
 
 /// File descriptors that come with a launch (passed by berthd over SCM_RIGHTS).

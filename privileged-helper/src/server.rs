@@ -55,7 +55,10 @@ impl HelperInterface {
             Err(e) => return Outcome::Error(e),
         };
         // For the log: the request is consumed by the check.
-        let (params_unit, params_uid) = (berth_logging::untrusted(&params.unit), params.uid);
+        let (params_unit, params_uid) = (
+            berth_logging::untrusted(&params.unit),
+            params.sandbox.identity.uid,
+        );
         // handle() let only the manager's uid through; its gid and groups are the kernel's too.
         let Some(peer) = ctx.peer.as_ref() else {
             return Outcome::error(&HelperError::PermissionDenied { uid: -1 });
@@ -356,8 +359,7 @@ mod tests {
             "argv": ["/bin/true"],
             "environment": [],
             "working_directory": "/",
-            "uid": 61200,
-            "gid": 61200,
+            "sandbox": berth_protocol::sandbox::SandboxSpec::baseline(61200, 61200, "hello"),
         });
 
         let Outcome::Error(error) = call_with(1000, "Spawn", params) else {

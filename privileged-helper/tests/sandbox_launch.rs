@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use berth_helper::launch_spec::{LaunchFds, LaunchSpec, Launched};
 use berth_helper::sandbox::launch;
 use berth_protocol::log_line::{self, Stream};
+use berth_protocol::sandbox::SandboxSpec;
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use rustix::fs::{Mode, OFlags};
 use tempfile::TempDir;
@@ -117,8 +118,7 @@ impl Fixture {
             argv: argv.iter().map(|a| a.to_string()).collect(),
             environment: vec!["PATH=/bin:/usr/bin".into(), "HOME=/".into()],
             working_directory: "/".into(),
-            uid: UID,
-            gid: GID,
+            sandbox: SandboxSpec::baseline(UID, GID, "probe"),
         }
     }
 

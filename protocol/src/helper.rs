@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zlink::introspect;
 
 use crate::idl::InterfaceBuilder;
+use crate::sandbox::{self, SandboxSpec};
 
 pub const INTERFACE: &str = "io.berth.Helper";
 
@@ -32,8 +33,8 @@ pub struct SpawnParams {
     // `KEY=VALUE` entries.
     pub environment: Vec<String>,
     pub working_directory: String,
-    pub uid: i64,
-    pub gid: i64,
+    // Everything else about the sandbox, uid and gid included.
+    pub sandbox: SandboxSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
@@ -110,7 +111,8 @@ impl std::error::Error for HelperError {}
 
 /// The interface description, derived from the types above.
 pub fn description() -> String {
-    InterfaceBuilder::new(INTERFACE)
+    let builder = InterfaceBuilder::new(INTERFACE);
+    sandbox::describe(builder)
         .method::<Empty, PingReply>("Ping")
         .method::<SpawnParams, SpawnReply>("Spawn")
         .method::<MountImageParams, MountImageReply>("MountImage")

@@ -22,6 +22,7 @@ pub const MAX_ENTRIES: usize = 128;
 /// Longest path, in bytes, the spec may carry (PATH_MAX less its NUL).
 pub const MAX_PATH_BYTES: usize = 4095;
 
+/// One service's sandbox, completely; berth-helper checks every field against its floor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSpec {

@@ -6,6 +6,7 @@
 //! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
 
 mod image;
+mod sandbox;
 
 use std::fs::File;
 use std::io::Read;
@@ -44,8 +45,6 @@ impl FloorPolicy {
     /// Checks a spawn request's fields and turns it into a [`LaunchSpec`].
     pub fn check_spawn(&self, params: SpawnParams) -> Result<LaunchSpec, Refusal> {
         check_unit_name(&params.unit)?;
-        let uid = self.check_id("uid", params.uid, &self.passwd)?;
-        let gid = self.check_id("gid", params.gid, &self.group)?;
         if params.argv.is_empty() || params.argv.len() > MAX_ARGS {
             return Err(refuse("argv", format!("must have 1 to {MAX_ARGS} entries")));
         }
@@ -85,34 +84,14 @@ impl FloorPolicy {
         if total > MAX_REQUEST_BYTES {
             return Err(refuse("argv", "request too large"));
         }
+        let sandbox = self.check_sandbox(params.sandbox)?;
         Ok(LaunchSpec {
             unit: params.unit,
             argv: params.argv,
             environment: params.environment,
             working_directory: params.working_directory,
-            uid,
-            gid,
+            sandbox,
         })
-    }
-
-    fn check_id(&self, field: &str, id: i64, database: &Path) -> Result<u32, Refusal> {
-        let id = u32::try_from(id).map_err(|_| refuse(field, "out of range"))?;
-        if id == 0 || id < self.uid_min || id > self.uid_max {
-            return Err(refuse(
-                field,
-                format!(
-                    "{id} is outside the dynamic range {}-{}",
-                    self.uid_min, self.uid_max
-                ),
-            ));
-        }
-        if id_in_database(database, id) {
-            return Err(refuse(
-                field,
-                format!("{id} belongs to the host database {}", database.display()),
-            ));
-        }
-        Ok(id)
     }
 
     /// Checks the fds that came with a spawn, in [`berth_protocol::helper::SPAWN_FDS`] order,
@@ -282,6 +261,7 @@ fn id_in_database(path: &Path, id: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_protocol::sandbox::SandboxSpec;
 
     fn spawn_params() -> SpawnParams {
         SpawnParams {
@@ -289,8 +269,7 @@ mod tests {
             argv: vec!["/bin/sh".into()],
             environment: vec!["PATH=/bin".into()],
             working_directory: "/".into(),
-            uid: 61200,
-            gid: 61200,
+            sandbox: SandboxSpec::baseline(61200, 61200, "hello"),
         }
     }
 
@@ -311,7 +290,8 @@ mod tests {
 
         let spec = policy.check_spawn(spawn_params()).unwrap();
 
-        assert_eq!((spec.uid, spec.gid), (61200, 61200));
+        let identity = &spec.sandbox.identity;
+        assert_eq!((identity.uid, identity.gid), (61200, 61200));
     }
 
     #[test]
@@ -319,14 +299,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_with_database(dir.path(), "");
 
-        let refusal = policy
-            .check_spawn(SpawnParams {
-                uid: 0,
-                ..spawn_params()
-            })
-            .unwrap_err();
+        let mut params = spawn_params();
+        params.sandbox.identity.uid = 0;
 
-        assert_eq!(refusal.field, "uid");
+        let refusal = policy.check_spawn(params).unwrap_err();
+
+        assert_eq!(refusal.field, "sandbox.identity.uid");
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct Exec {
     cwd: CString,
     path_str: String,
     cwd_str: String,
+    // UMask=.
+    umask: u32,
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
@@ -149,7 +151,8 @@ fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<E
     mounts::build_root(&LinuxSyscalls, entries)?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
-    credentials::drop_to(spec.uid, spec.gid)?;
+    let identity = &spec.sandbox.identity;
+    credentials::drop_to(identity.uid, identity.gid)?;
 
     let path_str = spec.argv.first().cloned().unwrap_or_default();
     Ok(Exec {
@@ -167,6 +170,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<E
         cwd: cstring(&spec.working_directory, "working directory")?,
         path_str,
         cwd_str: spec.working_directory.clone(),
+        umask: spec.sandbox.umask,
     })
 }
 
@@ -212,7 +216,7 @@ fn become_main(
     drop(null);
     // No controlling terminal, own session.
     rustix::process::setsid().map_err(|e| Failure::setup("setsid", e))?;
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(exec.umask));
     rustix::process::chdir(exec.cwd.as_c_str()).map_err(|e| Failure::WorkingDirectory {
         path: exec.cwd_str.clone(),
         errno: e.raw_os_error(),
