@@ -1,7 +1,8 @@
 //! `berth-probe`: runs inside a service sandbox and prints, as one line of JSON on stdout, what
 //! the sandbox looks like from inside (identity, capabilities, namespaces, fds, mounts, ...).
 //!
-//! Usage: `berth-probe [--check-path P]... [--sleep SECS | --loop]`
+//! Usage: `berth-probe [--check-path P]... [--try ATTEMPT]... [--listen-abstract NAME]
+//! [--sleep SECS | --loop]` (`--try help` lists the attempts, see `attempts.rs`).
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -18,6 +19,10 @@ use std::time::Duration;
 use berth_testkit::procfs::unescape_mountinfo as unescape;
 use rustix::process::{self, Resource};
 use serde_json::{Map, Value, json};
+
+// In probe/ so that cargo does not take it for a binary of its own.
+#[path = "probe/attempts.rs"]
+mod attempts;
 
 /// Marker value of the `probe` field.
 const MARKER: &str = "berth-probe";
@@ -46,13 +51,23 @@ enum After {
 /// Parsed command line.
 struct Args {
     check_paths: Vec<String>,
+    // `--try`: attempts reported under `tries`.
+    tries: Vec<String>,
+    // `--listen-abstract`: abstract unix sockets bound and listened on before the report,
+    // kept open while the probe runs.
+    listen_abstract: Vec<String>,
     after: After,
 }
+
+const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
+                     [--listen-abstract NAME]... [--sleep SECS | --loop]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         check_paths: Vec::new(),
+        tries: Vec::new(),
+        listen_abstract: Vec::new(),
         after: After::Exit,
     };
     let mut it = std::env::args_os().skip(1);
@@ -63,6 +78,24 @@ fn parse_args() -> Result<Args, String> {
                 let p = it.next().ok_or("--check-path needs a path")?;
                 args.check_paths.push(p.to_string_lossy().into_owned());
             }
+            "--try" => {
+                let a = it
+                    .next()
+                    .ok_or("--try needs an attempt (--try help lists them)")?;
+                let a = a.to_string_lossy().into_owned();
+                if a == "help" {
+                    let list: Vec<String> = attempts::ATTEMPTS
+                        .iter()
+                        .map(|(name, what)| format!("  {name:24} {what}"))
+                        .collect();
+                    return Err(format!("attempts:\n{}", list.join("\n")));
+                }
+                args.tries.push(a);
+            }
+            "--listen-abstract" => {
+                let n = it.next().ok_or("--listen-abstract needs a name")?;
+                args.listen_abstract.push(n.to_string_lossy().into_owned());
+            }
             "--sleep" => {
                 let n = it.next().ok_or("--sleep needs a number of seconds")?;
                 let n = n
@@ -72,11 +105,7 @@ fn parse_args() -> Result<Args, String> {
                 args.after = After::Sleep(n);
             }
             "--loop" => args.after = After::Forever,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: berth-probe [--check-path P]... [--sleep SECS | --loop]".into(),
-                );
-            }
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -91,7 +120,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let report = probe(&args);
+    let listening = listen(&args.listen_abstract);
+    let mut report = probe(&args);
+    report["listening"] = listening.1;
+    // Kept open until the probe exits.
+    let _listeners = listening.0;
     let mut out = std::io::stdout().lock();
     // A closed stdout is not worth a panic: the report is simply lost.
     let _ = writeln!(out, "{report}");
@@ -202,7 +235,26 @@ fn probe(args: &Args) -> Value {
     );
     m.insert("umask".into(), umask().into());
     m.insert("interfaces".into(), val(interfaces()));
+    m.insert("tries".into(), attempts::run_all(&args.tries));
+    m.insert("listening".into(), Value::Object(Map::new()));
     Value::Object(m)
+}
+
+/// Binds the `--listen-abstract` sockets; returns them and, per name, `ok` or the error.
+fn listen(names: &[String]) -> (Vec<std::os::fd::OwnedFd>, Value) {
+    let mut fds = Vec::new();
+    let mut report = Map::new();
+    for name in names {
+        let outcome = match attempts::listen_abstract(name) {
+            Ok(fd) => {
+                fds.push(fd);
+                "ok".to_owned()
+            }
+            Err(e) => e,
+        };
+        report.insert(name.clone(), outcome.into());
+    }
+    (fds, Value::Object(report))
 }
 
 /// Sorted open fd numbers, without the fd of the directory iteration. Without `/proc`, the
@@ -396,6 +448,8 @@ mod tests {
     fn report_has_all_fields() {
         let v = probe(&Args {
             check_paths: vec!["/".into(), "/nonexistent-probe-path".into()],
+            tries: vec!["socket-unix".into()],
+            listen_abstract: Vec::new(),
             after: After::Exit,
         });
         for k in [
@@ -427,11 +481,14 @@ mod tests {
             "rlimits",
             "cgroup",
             "umask",
+            "tries",
+            "listening",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert_eq!(v["visible"]["/"], true);
         assert_eq!(v["visible"]["/nonexistent-probe-path"], false);
+        assert_eq!(v["tries"]["socket-unix"], "ok");
         assert!(v["fds"].as_array().is_some_and(|a| !a.is_empty()));
     }
 }
