@@ -1,0 +1,296 @@
+//! The attack catalogue: a hostile service tries, from inside its sandbox, the attacks of
+//! research/sandbox-peers.md §4 that apply to a running service and the findings of issue 7,
+//! with the probe's `--try` attempts (tests/src/bin/probe/attempts.rs). Each test shows the
+//! attack fails inside and has a control that must succeed: the same attempt working where the
+//! sandbox does not hold it (on the host, as an unprivileged user or as root in throwaway
+//! namespaces), or the legitimate version of the same act working inside.
+//!
+//! Where the other cases of §4 are: #6, #10–#12, #18, #20 (files) and #21 (tmpfs size) in
+//! attacks.rs; #5 (set-uid binaries) and #15 (capabilities, NNP) in acceptance.rs; #1–#4 and #7–#9
+//! (hostile images) in hostile_directory_images.rs, tarball_images.rs, gpt_images.rs and
+//! raw_images.rs; the helper's own surface (#22, #23 for the helper's protocol) in
+//! compromised_berth.rs, bad_input.rs and resource_bounds.rs.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::process::Command;
+use std::time::Duration;
+
+use berth_testkit::harness::output_with_timeout;
+use berth_testkit::{Harness, ImageBuilder, as_user, probe_output, probe_path};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const NOBODY: u32 = 65534;
+
+/// `--try A --try B ...` for a unit's command line.
+fn try_args(tries: &[&str]) -> String {
+    tries.iter().map(|t| format!(" --try {t}")).collect()
+}
+
+/// Attaches image `name` with the probe and a oneshot `name.service` running it with
+/// `probe_args` (plus `directives` in `[Service]`), starts it and returns the probe's report.
+fn probe_service(h: &Harness, name: &str, directives: &str, probe_args: &str) -> Value {
+    let unit = format!(
+        "[Service]\nType=oneshot\n{directives}ExecStart=/usr/bin/berth-probe{probe_args}\n"
+    );
+    ImageBuilder::new(&h.images_dir().join(name))
+        .probe()
+        .unit(&format!("{name}.service"), &unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", name]).unwrap();
+    rerun(h, name)
+}
+
+/// Starts the attached oneshot `name` again and returns the report of this run (the last in
+/// its log).
+fn rerun(h: &Harness, name: &str) -> Value {
+    let before = h.berth_ok(&["logs", name]).unwrap().lines().count();
+    h.berth_ok(&["start", name]).unwrap();
+    let log = h.berth_ok(&["logs", name]).unwrap();
+    let new: Vec<&str> = log.lines().skip(before).collect();
+    probe_output(&new.join("\n")).unwrap()
+}
+
+/// The probe's report when run on the host, outside any sandbox, by `command` (a prefix
+/// such as setpriv or unshare) with `tries`.
+fn host_probe(mut command: Command, tries: &[&str]) -> Value {
+    command.arg(probe_path().unwrap());
+    for t in tries {
+        command.args(["--try", t]);
+    }
+    let out = output_with_timeout(command, TIMEOUT).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    probe_output(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+/// Outside any sandbox, as user nobody.
+fn on_host_as_nobody(tries: &[&str]) -> Value {
+    host_probe(as_user(NOBODY, NOBODY, &[]), tries)
+}
+
+/// Outside the sandbox, as root, in namespaces of its own (so that what works changes
+/// nothing of the host's).
+fn on_host_as_root_in_namespaces(tries: &[&str]) -> Value {
+    let mut unshare = Command::new("unshare");
+    unshare.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--",
+    ]);
+    host_probe(unshare, tries)
+}
+
+/// Whether an attempt's result says the kernel refused it (an errno, or the filter killed the
+/// process), as opposed to success or an attempt that did not run.
+fn refused(result: &Value) -> bool {
+    let text = result.as_str().unwrap_or("");
+    !(text.is_empty()
+        || text.starts_with("ok")
+        || text.starts_with("error")
+        || text.starts_with("not done"))
+}
+
+/// Asserts that each of `tries` was refused in `inside` and worked in `control`.
+fn assert_refused_inside_working_outside(tries: &[&str], inside: &Value, control: &Value) {
+    for t in tries {
+        let ours = &inside["tries"][t];
+        let theirs = &control["tries"][t];
+        assert!(
+            theirs.as_str().is_some_and(|r| r.starts_with("ok")),
+            "control: {t} should work outside the sandbox, got {theirs}"
+        );
+        assert!(refused(ours), "{t} was not refused in the sandbox: {ours}");
+    }
+}
+
+// #15, #16, #19, #21: what needs a capability fails, since the service has none: mounts,
+// namespaces without a user namespace, BPF, set-uid, realtime scheduling, raw packets, the
+// host name. Control: the same attempts work as root.
+#[test]
+fn operations_that_need_a_capability_fail_in_the_service() {
+    let tries = [
+        "mount-tmpfs",
+        "fsopen",
+        "bpf",
+        "unshare-mnt",
+        "unshare-net",
+        "unshare-ipc",
+        "unshare-uts",
+        "unshare-pid",
+        "unshare-cgroup",
+        "setuid0",
+        "sched-fifo",
+        "socket-packet",
+        "sethostname",
+    ];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "privileged", "", &try_args(&tries));
+
+    let control = on_host_as_root_in_namespaces(&tries);
+    assert_refused_inside_working_outside(&tries, &inside, &control);
+}
+
+// #17, #18: the service cannot write to cgroupfs (a release_agent escape), /sys or the kernel's
+// tunables in /proc. Control: as root on the host each of these opens for writing, and the
+// service can create files in its own /tmp.
+#[test]
+fn kernel_interfaces_of_proc_and_sys_are_not_writable_from_the_service() {
+    let mut targets = vec![
+        "/proc/sys/kernel/core_pattern".to_owned(),
+        "/proc/sysrq-trigger".to_owned(),
+        "/sys/kernel/uevent_helper".to_owned(),
+        "/sys/fs/cgroup/unified/cgroup.procs".to_owned(),
+        "/sys/fs/cgroup/cgroup.procs".to_owned(),
+    ];
+    // The cgroup v1 hierarchies' release_agent files, as this host has them.
+    for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let agent = entry.unwrap().path().join("release_agent");
+        if agent.exists() {
+            targets.push(agent.to_string_lossy().into_owned());
+        }
+    }
+    targets.retain(|t| std::path::Path::new(t).exists());
+    let tries: Vec<String> = targets.iter().map(|t| format!("write:{t}")).collect();
+    let tries: Vec<&str> = tries.iter().map(String::as_str).collect();
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(
+        &h,
+        "kernelfs",
+        "",
+        &try_args(&[&tries[..], &["create:/tmp/mine"][..]].concat()),
+    );
+
+    assert_eq!(inside["tries"]["create:/tmp/mine"], "ok");
+    let control = on_host_as_root_in_namespaces(&tries);
+    assert_refused_inside_working_outside(&tries, &inside, &control);
+}
+
+// #20: SysV shared memory and POSIX message queues a service leaves behind are not there for
+// the next service that gets the same dynamic uid (a range of one uid), nor on the host.
+// Control: within the first run, the service finds what it made.
+#[test]
+fn ipc_objects_a_service_leaves_are_gone_for_the_next_holder_of_its_uid() {
+    let key = 0x6265_0000 + (std::process::id() & 0xffff);
+    let queue = format!("berth-left-{}", std::process::id());
+    let h =
+        Harness::start_with_config("dynamic_uid_min = 61500\ndynamic_uid_max = 61500\n").unwrap();
+    let leave = [
+        format!("shm-leave:{key}"),
+        format!("mq-leave:{queue}"),
+        format!("shm-find:{key}"),
+        format!("mq-find:{queue}"),
+    ];
+    let leave: Vec<&str> = leave.iter().map(String::as_str).collect();
+    let find = &leave[2..];
+
+    let first = probe_service(&h, "leaver", "", &try_args(&leave));
+    let second = probe_service(&h, "finder", "", &try_args(find));
+
+    assert_eq!(first["uid"], 61500);
+    assert_eq!(second["uid"], 61500);
+    for t in &leave {
+        assert_eq!(first["tries"][t], "ok", "{t} in the first service");
+    }
+    for t in find {
+        assert_eq!(second["tries"][t], "ENOENT", "{t} in the second service");
+    }
+    let host = on_host_as_nobody(find);
+    for t in find {
+        assert_eq!(host["tries"][t], "ENOENT", "{t} on the host");
+    }
+}
+
+// #23: neither daemon's socket can be reached from a service: they are not in its file system,
+// and the daemons hold no abstract socket a service on the host network could reach.
+// Control: from the host, nobody reaches the manager's socket and berth the helper's.
+#[test]
+fn neither_daemon_socket_is_reachable_from_a_service() {
+    let h = Harness::start().unwrap();
+    let helper_socket = h.runtime_dir().join("private/io.berth.Helper");
+    let tries = [
+        format!("unix-connect:{}", h.socket().display()),
+        format!("unix-connect:{}", helper_socket.display()),
+    ];
+    let tries: Vec<&str> = tries.iter().map(String::as_str).collect();
+
+    let inside = probe_service(&h, "reach", "", &try_args(&tries));
+
+    for t in &tries {
+        assert!(refused(&inside["tries"][t]), "{t}: {}", inside["tries"][t]);
+    }
+    assert_eq!(on_host_as_nobody(&tries[..1])["tries"][tries[0]], "ok");
+    let berth = std::fs::metadata(h.runtime_dir().join("private")).unwrap();
+    let (uid, gid) = (
+        std::os::unix::fs::MetadataExt::uid(&berth),
+        std::os::unix::fs::MetadataExt::gid(&berth),
+    );
+    assert_eq!(
+        host_probe(as_user(uid, gid, &[]), &tries[1..])["tries"][tries[1]],
+        "ok"
+    );
+}
+
+/// The abstract unix socket names bound by the sockets among `pid`'s fds.
+fn abstract_sockets_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (inode, path) = (fields.get(6)?, fields.get(7)?);
+            (path.starts_with('@') && inodes.iter().any(|i| i == inode)).then(|| path.to_string())
+        })
+        .collect()
+}
+
+// #23: the daemons hold no abstract unix socket (a service on the host network shares their
+// abstract namespace). Control: the same scan finds the one this test binds.
+#[test]
+fn the_daemons_hold_no_abstract_socket() {
+    let h = Harness::start().unwrap();
+    let name = format!("berth-test-abstract-{}", std::process::id());
+    let ours = std::os::unix::net::UnixListener::bind_addr(
+        &<std::os::unix::net::SocketAddr as SocketAddrExt>::from_abstract_name(name.as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(ours.as_raw_fd() > 2);
+
+    let berthd = abstract_sockets_of(h.berthd_pid().unwrap());
+    let helper = abstract_sockets_of(h.helper_pid().unwrap());
+
+    assert_eq!(berthd, Vec::<String>::new(), "berthd");
+    assert_eq!(helper, Vec::<String>::new(), "berth-helper");
+    assert_eq!(
+        abstract_sockets_of(std::process::id()),
+        vec![format!("@{name}")]
+    );
+}
