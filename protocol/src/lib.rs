@@ -10,3 +10,4 @@ pub mod manager;
 pub mod names;
 pub mod sandbox;
 pub mod supervisor;
+pub mod syscall_groups;
