@@ -200,7 +200,7 @@ pub struct Capabilities {
 }
 
 /// The seccomp filter, and the directives systemd builds into the same filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct SyscallFilter {
     // SystemCallFilter= resolved to syscall names (no `@groups` left): when `allow` is
@@ -230,7 +230,7 @@ pub struct SyscallFilter {
 }
 
 /// RestrictAddressFamilies=: socket families by name (`AF_UNIX`, `AF_INET`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct AddressFamilies {
     // True: only `families` may be created; false: all but `families`.

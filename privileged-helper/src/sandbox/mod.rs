@@ -16,6 +16,7 @@ mod credentials;
 pub(crate) mod init;
 mod mounts;
 pub(crate) mod process_name;
+pub mod seccomp;
 pub(crate) mod sys;
 mod syscalls;
 
