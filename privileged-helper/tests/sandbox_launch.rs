@@ -1233,3 +1233,89 @@ fn replace_log_without_a_descriptor_is_refused() {
         "{reply:?}"
     );
 }
+
+/// The spec of `argv` with the syscall filter `change` makes.
+fn filtered(
+    fx: &Fixture,
+    argv: &[&str],
+    change: impl FnOnce(&mut berth_protocol::sandbox::SyscallFilter),
+) -> LaunchSpec {
+    let mut spec = fx.spec(argv);
+    change(&mut spec.sandbox.syscalls);
+    spec
+}
+
+#[test]
+fn a_service_with_a_syscall_filter_runs_under_seccomp() {
+    require_root();
+    let mut fx = Fixture::new("seccomp-on.service");
+    let spec = filtered(&fx, &["/bin/sleep", "1000"], |f| {
+        f.architectures = vec!["native".into()];
+        f.deny = vec!["keyctl".into()];
+        f.error_number = Some(libc::EPERM);
+    });
+
+    let launched = fx.try_launch_spec(&spec).unwrap();
+
+    let status = proc_status(launched.main_pid);
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    // The architecture check and the syscall list.
+    assert_eq!(status_field(&status, "Seccomp_filters"), "2");
+    // Installed in main only, right before its exec: init is not filtered.
+    let init = proc_status(init_pid(&launched));
+    assert_eq!(status_field(&init, "Seccomp"), "0");
+}
+
+#[test]
+fn a_service_without_a_syscall_filter_runs_without_seccomp() {
+    require_root();
+    let mut fx = Fixture::new("seccomp-off.service");
+
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+
+    assert_eq!(
+        status_field(&proc_status(launched.main_pid), "Seccomp"),
+        "0"
+    );
+}
+
+const KILL_SELF: &str = "kill -0 $$ && echo sent || echo refused";
+
+#[test]
+fn a_denied_syscall_fails_with_the_error_number_inside_the_sandbox() {
+    require_root();
+    let mut fx = Fixture::new("seccomp-deny.service");
+    let spec = filtered(&fx, &["/bin/sh", "-c", KILL_SELF], |f| {
+        f.deny = vec!["kill".into()];
+        f.error_number = Some(libc::EPERM);
+    });
+
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+
+    assert_eq!(fx.stdout_lines(), ["refused"]);
+}
+
+#[test]
+fn the_same_script_signals_itself_without_the_filter() {
+    require_root();
+    let mut fx = Fixture::new("seccomp-deny-control.service");
+
+    let out = fx.run_script(KILL_SELF);
+
+    assert_eq!(out, ["sent"]);
+}
+
+#[test]
+fn a_denied_syscall_without_an_error_number_kills_the_service() {
+    require_root();
+    let mut fx = Fixture::new("seccomp-kill.service");
+    let spec = filtered(&fx, &["/bin/sh", "-c", KILL_SELF], |f| {
+        f.deny = vec!["kill".into()];
+    });
+
+    fx.try_launch_spec(&spec).unwrap();
+    let status = fx.wait_exit();
+
+    assert_eq!(status.exit.and_then(|e| e.signal), Some(libc::SIGSYS));
+}

@@ -20,11 +20,12 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
 use super::syscalls::LinuxSyscalls;
-use super::{Failure, credentials, mounts, process_name, sys};
+use super::{Failure, credentials, mounts, process_name, seccomp, sys};
 use crate::launch_spec::LaunchSpec;
 
 /// Report message: "this is main, about to exec" (carries SCM_CREDENTIALS).
@@ -118,6 +119,8 @@ struct Exec {
     cwd_str: String,
     // UMask=.
     umask: u32,
+    // Installed right before the exec.
+    seccomp: Arc<seccomp::CompiledFilter>,
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
@@ -153,6 +156,13 @@ fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<E
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
     let identity = &spec.sandbox.identity;
     credentials::drop_to(identity.uid, identity.gid)?;
+    // Compiled by the helper when its floor checked the spawn; this copy of its cache has it.
+    let seccomp = seccomp::cache::compiled(&spec.sandbox.syscalls).map_err(|e| {
+        Failure::setup(
+            format!("compile the seccomp filter ({e})"),
+            rustix::io::Errno::INVAL,
+        )
+    })?;
 
     let path_str = spec.argv.first().cloned().unwrap_or_default();
     Ok(Exec {
@@ -171,6 +181,7 @@ fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<E
         path_str,
         cwd_str: spec.working_directory.clone(),
         umask: spec.sandbox.umask,
+        seccomp,
     })
 }
 
@@ -246,6 +257,9 @@ fn become_main(
     argv.push(std::ptr::null());
     let mut env: Vec<*const libc::c_char> = exec.env.iter().map(|e| e.as_ptr()).collect();
     env.push(std::ptr::null());
+    // The last step before the exec: from here on only the service's syscalls run, and
+    // nothing more is allocated or reported unless the exec fails.
+    seccomp::install(&exec.seccomp).map_err(|e| Failure::setup("install the seccomp filter", e))?;
     // SAFETY: path and every element are NUL-terminated strings alive for the call; both
     // arrays end with a null pointer.
     unsafe { libc::execve(exec.path.as_ptr(), argv.as_ptr(), env.as_ptr()) };
