@@ -146,7 +146,10 @@ fn a_floor_refusal_is_logged_by_the_helper_with_field_and_reason() {
     let refusal = wait_for_line(&h, &["berth_helper", "floor refused spawn"]);
     assert!(refusal.contains("WARN"), "{refusal}");
     assert!(refusal.contains("unit=hello.service"), "{refusal}");
-    assert!(refusal.contains("field=sandbox.identity.uid reason=700"), "{refusal}");
+    assert!(
+        refusal.contains("field=sandbox.identity.uid reason=700"),
+        "{refusal}"
+    );
     assert!(
         refusal.contains(" is outside the dynamic range 61184-65519"),
         "{refusal}"
