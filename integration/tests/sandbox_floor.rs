@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::sandbox::{MAX_SYSCALLS, SandboxSpec};
 use berth_testkit::harness::{output_with_timeout, read_lossy};
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 use serde_json::{Value, json};
@@ -291,4 +291,61 @@ fn writable_kernel_tunables_are_clamped_to_read_only() {
         .find(|l| l.contains(" /proc/sys "))
         .unwrap_or_else(|| panic!("no /proc/sys mount: {}", outcome.logs[0]));
     assert!(line.contains(" ro,"), "{line}");
+}
+
+/// `@system-service`'s names (enough for echo to run), repeated to `count` entries.
+fn system_service_names(count: usize) -> Vec<&'static str> {
+    let names = berth_protocol::syscall_groups::expand("@system-service").unwrap();
+    names.iter().copied().cycle().take(count).collect()
+}
+
+#[test]
+fn an_oversized_syscall_filter_is_refused() {
+    let names = system_service_names(MAX_SYSCALLS + 1);
+    assert_refused(
+        tampered("bigfilter", |s| s["syscalls"]["allow"] = json!(names)),
+        "sandbox.syscalls.allow",
+        Some("more than 1024"),
+    );
+}
+
+// The control of the bound: as many names as it allows make a filter that spawns.
+#[test]
+fn a_syscall_filter_at_the_bound_is_accepted() {
+    let h = Harness::start().unwrap();
+    let mut filtered = control("bound");
+    filtered.sandbox["syscalls"]["allow"] = json!(system_service_names(MAX_SYSCALLS));
+
+    let outcome = spawn_as_berthd(&h, &[filtered]);
+
+    assert!(
+        outcome.replies[0]["parameters"]["main_pid"].is_number(),
+        "{}",
+        outcome.replies[0]
+    );
+    assert!(outcome.logs[0].contains("spawned"), "{}", outcome.logs[0]);
+}
+
+// SystemCallArchitectures=x86 would let the service make i386 syscalls, which the filter's
+// native checks do not see.
+#[test]
+fn a_foreign_syscall_architecture_is_refused() {
+    assert_refused(
+        tampered("foreign", |s| {
+            s["syscalls"]["architectures"] = json!(["native", "x86"]);
+        }),
+        "sandbox.syscalls.architectures",
+        None,
+    );
+}
+
+#[test]
+fn an_unknown_syscall_name_is_refused() {
+    assert_refused(
+        tampered("unknown", |s| {
+            s["syscalls"]["deny"] = json!(["no_such_syscall"]);
+        }),
+        "sandbox.syscalls",
+        Some("no_such_syscall"),
+    );
 }
