@@ -16,6 +16,7 @@ pub mod sanitize;
 pub mod server;
 pub mod socket_dir;
 pub mod supervisor;
+pub mod uid_release;
 
 #[cfg(test)]
 mod test_support {

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::{
-    self, HelperError, MountImageParams, MountImageReply, PingReply, SpawnParams, SpawnReply,
+    self, HelperError, MountImageParams, MountImageReply, PingReply, ReleaseUserParams,
+    ReleaseUserReply, SpawnParams, SpawnReply,
 };
 use berth_varlink::listener::BoundedListener;
 use berth_varlink::service::{
@@ -16,6 +17,7 @@ use crate::image_mount;
 use crate::manager_access::Credentials;
 use crate::sandbox;
 use crate::socket_dir::{SocketDir, SocketDirError};
+use crate::uid_release;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -169,6 +171,43 @@ impl HelperInterface {
             }
         }
     }
+
+    fn release_user(&self, parameters: Value) -> Outcome {
+        let params: ReleaseUserParams = match parse_params(parameters) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let uid = match self.policy.check_release_user(&params) {
+            Ok(uid) => uid,
+            Err(refusal) => {
+                tracing::warn!(
+                    uid = params.uid,
+                    field = %refusal.field,
+                    reason = %berth_logging::Untrusted(&refusal.reason),
+                    "floor refused uid release"
+                );
+                return Outcome::error(&HelperError::RequestRefused {
+                    field: refusal.field,
+                    reason: refusal.reason,
+                });
+            }
+        };
+        match uid_release::release_user(uid) {
+            Ok(removed) => {
+                tracing::debug!(uid, ipc_removed = removed.total(), "released uid");
+                Outcome::reply(&ReleaseUserReply {
+                    ipc_removed: i64::try_from(removed.total()).unwrap_or(i64::MAX),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(uid, error = %e, "uid release failed");
+                Outcome::error(&HelperError::ReleaseFailed {
+                    uid: i64::from(uid),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
 }
 
 impl Interface for HelperInterface {
@@ -194,6 +233,7 @@ impl Interface for HelperInterface {
             },
             "Spawn" => self.spawn(parameters, ctx),
             "MountImage" => self.mount_image(parameters, ctx),
+            "ReleaseUser" => self.release_user(parameters),
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
                 json!({ "method": format!("{}.{other}", helper::INTERFACE) }),

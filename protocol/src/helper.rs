@@ -66,6 +66,25 @@ pub struct MountImageReply {
     pub shared: bool,
 }
 
+/// `ReleaseUser`: berthd is done with a dynamic uid (the run that held it has ended, every
+/// process of it gone) and will hand it out again. Before it does, the helper removes what the
+/// uid could leave for its next holder outside its own directories: its System V IPC objects
+/// and POSIX message queues in the host's IPC namespace (RemoveIPC=, which DynamicUser=
+/// implies) and the keys in its user, user-session and persistent keyrings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseUserParams {
+    // The dynamic uid (and the gid of the same number); the floor allows only its range.
+    pub uid: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+pub struct ReleaseUserReply {
+    // How many IPC objects (shared memory segments, semaphore sets, message queues, POSIX
+    // message queues) were removed.
+    pub ipc_removed: i64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
@@ -88,6 +107,8 @@ pub enum HelperError {
     SpawnFailed { reason: String },
     // The loop device could not be set up or the kernel refused to mount the file system.
     MountFailed { fstype: String, reason: String },
+    // Something the uid left could not be removed; the uid must not be handed out again.
+    ReleaseFailed { uid: i64, reason: String },
 }
 
 impl std::fmt::Display for HelperError {
@@ -103,6 +124,9 @@ impl std::fmt::Display for HelperError {
             HelperError::MountFailed { fstype, reason } => {
                 write!(f, "cannot mount the {fstype} image: {reason}")
             }
+            HelperError::ReleaseFailed { uid, reason } => {
+                write!(f, "cannot release uid {uid}: {reason}")
+            }
         }
     }
 }
@@ -116,6 +140,7 @@ pub fn description() -> String {
         .method::<Empty, PingReply>("Ping")
         .method::<SpawnParams, SpawnReply>("Spawn")
         .method::<MountImageParams, MountImageReply>("MountImage")
+        .method::<ReleaseUserParams, ReleaseUserReply>("ReleaseUser")
         .errors::<HelperError>()
         .build()
 }

@@ -6,6 +6,7 @@
 //! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
 
 mod image;
+mod release;
 mod sandbox;
 
 use std::fs::File;

@@ -44,7 +44,14 @@ pub(super) fn check(policy: &FloorPolicy, identity: &mut Identity) -> Result<(),
     Ok(())
 }
 
-fn check_id(policy: &FloorPolicy, field: &str, id: u32, database: &Path) -> Result<(), Refusal> {
+/// A uid or gid the helper would run a service as: of the dynamic range, never 0, not named
+/// by `database` (also what `ReleaseUser` may touch, see floor/release.rs).
+pub(in crate::floor) fn check_id(
+    policy: &FloorPolicy,
+    field: &str,
+    id: u32,
+    database: &Path,
+) -> Result<(), Refusal> {
     if id == 0 || id < policy.uid_min || id > policy.uid_max {
         return Err(refuse(
             field,

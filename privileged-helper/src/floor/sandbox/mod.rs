@@ -16,6 +16,8 @@ mod syscalls;
 
 use berth_protocol::sandbox::SandboxSpec;
 
+pub(super) use identity::check_id;
+
 use super::{Refusal, refuse};
 use crate::config::FloorPolicy;
 
