@@ -2,6 +2,10 @@
 //!
 //! A service gets a UID = GID pair from the configured range while it runs. IDs that the host
 //! database (passwd or group) names are never handed out; berth-helper checks that again.
+//!
+//! When a run ends its uid is first *releasing*: still taken, until berth-helper has removed
+//! what the uid left outside its directories (IPC objects, keys; see [`crate::uid_release`]).
+//! Only then is it free for the next holder. A uid the helper could not clean stays taken.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -18,6 +22,8 @@ pub struct DynamicUsers {
     min: u32,
     max: u32,
     in_use: BTreeSet<u32>,
+    /// Taken uids whose release is under way (a subset of `in_use`).
+    releasing: BTreeSet<u32>,
     passwd: PathBuf,
     group: PathBuf,
 }
@@ -28,6 +34,7 @@ impl DynamicUsers {
             min,
             max,
             in_use: BTreeSet::new(),
+            releasing: BTreeSet::new(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -68,8 +75,30 @@ impl DynamicUsers {
         self.in_use.insert(id);
     }
 
+    /// Frees `id` for the next allocation; for a uid no process ever ran as, or one whose
+    /// release is done.
     pub fn release(&mut self, id: u32) {
         self.in_use.remove(&id);
+        self.releasing.remove(&id);
+    }
+
+    /// Marks `id`, whose run has ended, as releasing: it stays taken until [`Self::release`]
+    /// (or forever, after [`Self::keep_out_of_use`]).
+    pub fn begin_release(&mut self, id: u32) {
+        if self.in_use.contains(&id) {
+            self.releasing.insert(id);
+        }
+    }
+
+    /// Keeps `id`, whose release failed, taken until berthd restarts.
+    pub fn keep_out_of_use(&mut self, id: u32) {
+        self.releasing.remove(&id);
+    }
+
+    /// True while some uid is being released: an allocation that found none free may then
+    /// wait for it.
+    pub fn is_releasing(&self) -> bool {
+        !self.releasing.is_empty()
     }
 }
 
@@ -129,6 +158,34 @@ mod tests {
         let mut users = users(dir.path(), "", 100, 100);
         users.allocate("a.service").unwrap();
 
+        assert!(users.allocate("b.service").is_err());
+    }
+
+    #[test]
+    fn a_releasing_id_is_not_handed_out_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        let id = users.allocate("a.service").unwrap();
+
+        users.begin_release(id);
+
+        assert!(users.is_releasing());
+        assert!(users.allocate("b.service").is_err());
+        users.release(id);
+        assert!(!users.is_releasing());
+        assert_eq!(users.allocate("b.service").unwrap(), 100);
+    }
+
+    #[test]
+    fn an_id_kept_out_of_use_is_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        let id = users.allocate("a.service").unwrap();
+        users.begin_release(id);
+
+        users.keep_out_of_use(id);
+
+        assert!(!users.is_releasing());
         assert!(users.allocate("b.service").is_err());
     }
 

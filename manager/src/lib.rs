@@ -20,6 +20,7 @@ pub mod paths;
 pub mod privilege_split;
 pub mod reattach;
 pub mod services;
+pub mod uid_release;
 pub mod unit;
 pub mod unit_edit;
 pub mod unit_state;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::daemon::{Manager, Shared};
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
+use crate::uid_release;
 use crate::unit::ServiceType;
 use crate::unit_state::UnitState;
 
@@ -144,19 +145,28 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
 /// every ExecStart= has exited (state `exited`, or `failed`).
 pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
     let plan = {
-        let mut m = shared.borrow_mut();
+        let m = shared.borrow();
         let unit = m.unit(&unit_arg)?;
         if unit.state.is_active() {
             return Ok(m.status(unit));
         }
-        let plan = plan(&m, &unit_arg)?;
-        let uid = m
-            .users
-            .allocate(&plan.unit)
-            .map_err(|e| ManagerError::StartFailed {
-                unit: plan.unit.clone(),
-                reason: e.to_string(),
-            })?;
+        plan(&m, &unit_arg)?
+    };
+    let uid = uid_release::allocate(&shared, &plan.unit)
+        .await
+        .map_err(|e| ManagerError::StartFailed {
+            unit: plan.unit.clone(),
+            reason: e.to_string(),
+        })?;
+    let plan = {
+        let mut m = shared.borrow_mut();
+        let unit = m.unit(&unit_arg)?;
+        // Another start may have won while this one waited for a uid; this one was never used.
+        if unit.state.is_active() {
+            let status = m.status(unit);
+            m.users.release(uid);
+            return Ok(status);
+        }
         let unit = m.unit_mut(&unit_arg)?;
         unit.uid = Some(uid);
         unit.exit = None;
@@ -169,17 +179,22 @@ pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, Manag
     };
     let result = run_commands(&shared, &plan).await;
     if let Err(e) = &result {
-        let mut m = shared.borrow_mut();
-        if let Ok(unit) = m.unit_mut(&plan.unit)
-            && unit.link.is_none()
-        {
-            unit.failure = Some(e.to_string());
-            unit.set_state(UnitState::Failed);
-            if let Some(uid) = unit.uid.take() {
-                m.users.release(uid);
+        let released = {
+            let mut m = shared.borrow_mut();
+            let mut released = None;
+            if let Ok(unit) = m.unit_mut(&plan.unit)
+                && unit.link.is_none()
+            {
+                unit.failure = Some(e.to_string());
+                unit.set_state(UnitState::Failed);
+                released = unit.uid.take();
             }
+            m.notify();
+            released
+        };
+        if let Some(uid) = released {
+            uid_release::release(&shared, uid).await;
         }
-        m.notify();
     }
     result?;
     status_of(&shared, &plan.unit)
@@ -233,19 +248,23 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
             if unit.state != UnitState::Exited {
                 return Ok(());
             }
-            if !last {
-                // The exit released the uid; the next command gets one again.
-                unit.set_state(UnitState::Starting);
-                let name = unit.name.clone();
-                let uid = m
-                    .users
-                    .allocate(&name)
-                    .map_err(|e| ManagerError::StartFailed {
-                        unit: name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                m.unit_mut(&name)?.uid = Some(uid);
+            if last {
+                m.notify();
+                continue;
             }
+            // The exit released the uid; the next command gets one again.
+            unit.set_state(UnitState::Starting);
+            let name = unit.name.clone();
+            m.notify();
+            drop(m);
+            let uid = uid_release::allocate(shared, &name).await.map_err(|e| {
+                ManagerError::StartFailed {
+                    unit: name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let mut m = shared.borrow_mut();
+            m.unit_mut(&name)?.uid = Some(uid);
             m.notify();
         }
     }
@@ -419,24 +438,41 @@ pub async fn follow_supervisor(
     socket: std::path::PathBuf,
     mut requests: mpsc::UnboundedReceiver<SupervisorRequest>,
 ) {
-    let mut exited = false;
-    if let Err(e) = follow(&shared, &unit, &socket, &mut requests, &mut exited).await {
+    let mut ended = RunEnd::default();
+    if let Err(e) = follow(&shared, &unit, &socket, &mut requests, &mut ended).await {
         tracing::warn!(%unit, error = %e, "lost the supervisor");
+    }
+    let vanished = {
+        let mut m = shared.borrow_mut();
+        match m.units.get_mut(&unit) {
+            // After a recorded exit the unit may already be on its next run (oneshot).
+            Some(u) if !ended.exited && u.state.is_active() => {
+                // The supervisor vanished without reporting an exit.
+                u.failure = Some("supervisor disappeared".into());
+                u.set_state(UnitState::Failed);
+                u.uid.take()
+            }
+            _ => None,
+        }
+    };
+    // Before the link goes, so that a stop returns once the uid is clean.
+    for uid in ended.uid.into_iter().chain(vanished) {
+        uid_release::release(&shared, uid).await;
     }
     let mut m = shared.borrow_mut();
     if let Some(u) = m.units.get_mut(&unit) {
         u.link = None;
-        // After a recorded exit the unit may already be on its next run (oneshot).
-        if !exited && u.state.is_active() {
-            // The supervisor vanished without reporting an exit.
-            u.failure = Some("supervisor disappeared".into());
-            u.set_state(UnitState::Failed);
-            if let Some(uid) = u.uid.take() {
-                m.users.release(uid);
-            }
-        }
     }
     m.notify();
+}
+
+/// What [`follow`] learnt of the end of a run.
+#[derive(Default)]
+struct RunEnd {
+    /// The exit was recorded.
+    exited: bool,
+    /// The uid the run held, to release.
+    uid: Option<u32>,
 }
 
 async fn follow(
@@ -444,7 +480,7 @@ async fn follow(
     unit: &str,
     socket: &std::path::Path,
     requests: &mut mpsc::UnboundedReceiver<SupervisorRequest>,
-    exited: &mut bool,
+    ended: &mut RunEnd,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
@@ -489,8 +525,9 @@ async fn follow(
                     }
                 }
                 // One exit per run: later lines (the answer to Release) change nothing.
-                if !*exited && record_status(shared, unit, &status) {
-                    *exited = true;
+                if !ended.exited && let Some(uid) = record_status(shared, unit, &status) {
+                    ended.exited = true;
+                    ended.uid = uid;
                     send(&mut write, &SupervisorRequest::Release).await?;
                     outstanding += 1;
                 }
@@ -504,7 +541,7 @@ async fn follow(
                     None => return Ok(()),
                 }
             }
-            _ = rotation.tick(), if rotating && !switching && outstanding == 0 && !*exited => {
+            _ = rotation.tick(), if rotating && !switching && outstanding == 0 && !ended.exited => {
                 // An incoming.log left by a berthd that stopped mid-rotation is handed over
                 // (again: the supervisor may or may not have switched to it) before any new one.
                 let incoming = match logs::interrupted_rotation(&files) {
@@ -611,14 +648,13 @@ async fn send(
     write.write_all(&line).await
 }
 
-/// Applies a supervisor's report; true when the run is over and the supervisor may go.
-fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> bool {
+/// Applies a supervisor's report; `Some` when the run is over and the supervisor may go, with
+/// the uid it held (to release).
+fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> Option<Option<u32>> {
     let mut m = shared.borrow_mut();
-    let Some(u) = m.units.get_mut(unit) else {
-        return false;
-    };
+    let u = m.units.get_mut(unit)?;
     if status.error.is_some() {
-        return false;
+        return None;
     }
     u.main_pid = Some(status.main_pid);
     if status.running {
@@ -640,11 +676,9 @@ fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> bool
             }
         }
         m.notify();
-        return false;
+        return None;
     }
-    let Some(exit) = status.exit else {
-        return false;
-    };
+    let exit = status.exit?;
     let stop_requested = u.stop_requested || status.stop_requested;
     u.exit = Some(exit);
     let state = if stop_requested {
@@ -660,11 +694,9 @@ fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> bool
         UnitState::Failed
     };
     u.set_state(state);
-    if let Some(uid) = u.uid.take() {
-        m.users.release(uid);
-    }
+    let uid = u.uid.take();
     m.notify();
-    true
+    Some(uid)
 }
 
 fn proc_uid(pid: u32) -> Option<u32> {
