@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod drop_ins;
 pub mod dynamic_user;
 pub mod extension;
+pub mod helper_connection;
 pub mod host_users;
 pub mod image;
 pub mod image_catalog;

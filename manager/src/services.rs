@@ -11,12 +11,13 @@ use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::{ManagerError, UnitStatus};
 use berth_protocol::sandbox::SandboxSpec;
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
-use berth_varlink::client::{Client, ClientError};
+use berth_varlink::client::ClientError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::daemon::{Manager, Shared};
+use crate::helper_connection;
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
 use crate::uid_release;
@@ -346,27 +347,16 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),
     };
-    // One connection to the helper is kept and reused; a call that fails drops it.
-    let kept = shared.borrow_mut().helper_client.take();
-    let mut client = match kept {
-        Some(client) => client,
-        None => Client::connect(&paths.helper_socket())
-            .await
-            .map_err(helper_unavailable)?,
-    };
-    let result = client
-        .call(
-            "io.berth.Helper.Spawn",
-            &params,
-            [root, log, control_dir]
-                .into_iter()
-                .chain(extensions)
-                .collect(),
-        )
-        .await;
-    if result.is_ok() {
-        shared.borrow_mut().helper_client = Some(client);
-    }
+    let result = helper_connection::call_helper(
+        shared,
+        "io.berth.Helper.Spawn",
+        &params,
+        [root, log, control_dir]
+            .into_iter()
+            .chain(extensions)
+            .collect(),
+    )
+    .await;
     match result {
         Ok(reply) => Ok(reply),
         Err(ClientError::Remote(e)) => {

@@ -7,45 +7,20 @@
 //! taken until berthd restarts. An allocation that finds every uid taken while one is being
 //! released waits for it (a range of one uid, a quick restart).
 
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use berth_protocol::helper::{HelperError, ReleaseUserParams, ReleaseUserReply};
-use berth_varlink::client::{Client, ClientError};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use berth_varlink::client::ClientError;
 
 use crate::daemon::Shared;
 use crate::dynamic_user::DynamicUserError;
+use crate::helper_connection::call_helper;
 
 /// How long an allocation waits for a releasing uid.
 const ALLOCATE_WAIT: Duration = Duration::from_secs(10);
 /// Attempts at a release while berth-helper cannot be reached, and the pause between them.
 const RELEASE_ATTEMPTS: u32 = 3;
 const RELEASE_RETRY: Duration = Duration::from_millis(200);
-
-/// Calls `method` of berth-helper on the connection berthd keeps (opening one if there is
-/// none); a call that fails drops the connection.
-pub async fn call_helper<P: Serialize, R: DeserializeOwned>(
-    shared: &Shared,
-    method: &str,
-    params: &P,
-    fds: Vec<OwnedFd>,
-) -> Result<R, ClientError> {
-    let kept = shared.borrow_mut().helper_client.take();
-    let mut client = match kept {
-        Some(client) => client,
-        None => {
-            let socket = shared.borrow().paths.helper_socket();
-            Client::connect(&socket).await?
-        }
-    };
-    let result = client.call(method, params, fds).await;
-    if result.is_ok() {
-        shared.borrow_mut().helper_client = Some(client);
-    }
-    result
-}
 
 /// Allocates a uid for `unit`, waiting up to [`ALLOCATE_WAIT`] when none is free but one is
 /// being released.
