@@ -18,14 +18,16 @@ use crate::sandbox::sys;
 // keyctl(2) operations and special keyring ids (linux/keyctl.h).
 const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
 const KEYCTL_SETPERM: libc::c_long = 5;
+const KEYCTL_LINK: libc::c_long = 8;
 const KEYCTL_CLEAR: libc::c_long = 7;
 const KEYCTL_INVALIDATE: libc::c_long = 21;
 const KEYCTL_GET_PERSISTENT: libc::c_long = 22;
 const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
 const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
 const KEY_SPEC_USER_SESSION_KEYRING: libc::c_long = -5;
-/// Every right for the possessor and the owner (KEY_POS_ALL | KEY_USR_ALL); nobody else.
-const OWNER_ONLY: libc::c_long = 0x3f3f_0000;
+/// The rights the kernel gives a user's keyrings when it creates them: all to the possessor
+/// but setattr, all to the owner, nothing to others.
+const DEFAULT_PERM: libc::c_long = 0x1f3f_0000;
 
 /// The child's report: the step that failed and its errno (0 and 0 for success).
 const REPORT_BYTES: usize = 8;
@@ -133,7 +135,7 @@ fn keyctl(op: libc::c_long, a: libc::c_long, b: libc::c_long) -> libc::c_long {
 /// else invalidates it; 0 or the clear's errno.
 fn scrub(id: libc::c_long) -> i32 {
     // Fails without setattr; the clear or the invalidation then says what holds.
-    keyctl(KEYCTL_SETPERM, id, OWNER_ONLY);
+    keyctl(KEYCTL_SETPERM, id, DEFAULT_PERM);
     if keyctl(KEYCTL_CLEAR, id, 0) == 0 {
         return 0;
     }
@@ -169,19 +171,35 @@ fn clear_as(uid: u32, report: &OwnedFd) -> (i32, i32) {
     if !became {
         return (0, errno());
     }
+    // The user-session keyring first: once the user keyring is invalidated, the kernel finds
+    // neither until it has collected it.
     for (find, clear, spec) in [
-        (1, 2, KEY_SPEC_USER_KEYRING),
         (3, 4, KEY_SPEC_USER_SESSION_KEYRING),
+        (1, 2, KEY_SPEC_USER_KEYRING),
     ] {
         let keyring = keyctl(KEYCTL_GET_KEYRING_ID, spec, 1);
         if keyring == -1 {
-            return (find, errno());
+            let e = errno();
+            // An invalidated one not collected yet: nothing left in it to find.
+            if e == libc::ENOKEY {
+                continue;
+            }
+            return (find, e);
         }
         let e = scrub(keyring);
         if e != 0 {
             return (clear, e);
         }
     }
+    // The user-session keyring links the user keyring from its creation, which is how a
+    // process without a session keyring of its own possesses its user keyring's keys; the
+    // clear took that link too. Fails only if the user-session keyring was invalidated, and
+    // the kernel makes the new one with the link.
+    keyctl(
+        KEYCTL_LINK,
+        KEY_SPEC_USER_KEYRING,
+        KEY_SPEC_USER_SESSION_KEYRING,
+    );
     // -1: our own uid. Linked into this child's process keyring, which goes with it.
     let persistent = keyctl(KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_PROCESS_KEYRING);
     if persistent == -1 {
@@ -247,6 +265,32 @@ mod tests {
         }
     }
 
+    /// Adds user key `berth-test-new` and reads it back; its length or -1.
+    fn add_and_read() -> i64 {
+        // SAFETY: as in add_key.
+        let id = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"berth-test-new".as_ptr(),
+                b"secret".as_ptr(),
+                6usize,
+                KEY_SPEC,
+            )
+        };
+        let mut buf = [0u8; 16];
+        // SAFETY: the kernel writes at most 16 bytes into `buf`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                11 as libc::c_long, // KEYCTL_READ
+                id,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        }
+    }
+
     /// Looks up user key `berth-test` from the caller's user keyring; its serial or -1.
     fn find_key() -> i64 {
         // SAFETY: NUL-terminated static strings; no destination keyring.
@@ -285,6 +329,22 @@ mod tests {
         clear_user_keyrings(other).unwrap();
         assert_eq!(gone, -1, "the previous holder's key is still found");
         assert!(kept > 0, "another uid's key went too");
+    }
+
+    #[test]
+    fn the_next_holder_reads_the_keys_it_adds_as_on_a_fresh_uid() {
+        require_root();
+        let uid = 61914;
+        assert!(as_uid(uid, add_key) > 0);
+
+        clear_user_keyrings(uid).unwrap();
+
+        assert_eq!(
+            as_uid(uid, add_and_read),
+            6,
+            "its own new key is not readable"
+        );
+        clear_user_keyrings(uid).unwrap();
     }
 
     #[test]
