@@ -239,25 +239,28 @@ async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> 
                 })
             })
             .await;
-            let mut m = shared.borrow_mut();
-            let unit = m.unit_mut(&plan.unit)?;
-            if unit.state == UnitState::Failed && *ignore_failure && !unit.stop_requested {
-                // `-` prefix: this command's failure does not fail the unit.
-                unit.failure = None;
-                unit.set_state(UnitState::Exited);
-            }
-            if unit.state != UnitState::Exited {
-                return Ok(());
-            }
-            if last {
+            let next = {
+                let mut m = shared.borrow_mut();
+                let unit = m.unit_mut(&plan.unit)?;
+                if unit.state == UnitState::Failed && *ignore_failure && !unit.stop_requested {
+                    // `-` prefix: this command's failure does not fail the unit.
+                    unit.failure = None;
+                    unit.set_state(UnitState::Exited);
+                }
+                if unit.state != UnitState::Exited {
+                    return Ok(());
+                }
+                let next = (!last).then(|| {
+                    // The exit released the uid; the next command gets one again.
+                    unit.set_state(UnitState::Starting);
+                    unit.name.clone()
+                });
                 m.notify();
+                next
+            };
+            let Some(name) = next else {
                 continue;
-            }
-            // The exit released the uid; the next command gets one again.
-            unit.set_state(UnitState::Starting);
-            let name = unit.name.clone();
-            m.notify();
-            drop(m);
+            };
             let uid = uid_release::allocate(shared, &name).await.map_err(|e| {
                 ManagerError::StartFailed {
                     unit: name.clone(),

@@ -304,16 +304,12 @@ mod tests {
         // SAFETY: all-zero is a valid semid_ds; IPC_STAT fills it.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: the semid_ds is passed as the semun argument.
-        assert_eq!(
-            unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) },
-            0
-        );
+        let stat = unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+        assert_eq!(stat, 0);
         ds.sem_perm.uid = uid;
         // SAFETY: IPC_SET reads the semid_ds.
-        assert_eq!(
-            unsafe { libc::semctl(id, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds) },
-            0
-        );
+        let set = unsafe { libc::semctl(id, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds) };
+        assert_eq!(set, 0);
         id
     }
 
