@@ -214,6 +214,34 @@ fn ipc_objects_a_service_leaves_are_gone_for_the_next_holder_of_its_uid() {
     }
 }
 
+// #20, and the finding of issue 7: a key a service leaves in its user keyring is not there for
+// the next service that gets the same dynamic uid (a range of one uid): berthd releases the
+// uid through berth-helper, which clears its keyrings, before handing it out again. Control:
+// within the first run, the service reads its key back.
+#[test]
+fn a_key_a_service_leaves_in_its_user_keyring_is_gone_for_the_next_holder_of_its_uid() {
+    let h =
+        Harness::start_with_config("dynamic_uid_min = 61501\ndynamic_uid_max = 61501\n").unwrap();
+    let description = format!("berth-left-{}", std::process::id());
+    let leave = format!("key-add:{description}=secret");
+    let find = format!("key-read:{description}");
+
+    let first = probe_service(&h, "leaver", "", &try_args(&[&leave, &find]));
+    let second = probe_service(&h, "finder", "", &try_args(&[&find]));
+
+    assert_eq!(
+        (&first["uid"], &second["uid"]),
+        (&61501.into(), &61501.into())
+    );
+    assert!(
+        first["tries"][&leave].as_str().unwrap().starts_with("ok"),
+        "the first holder could not add its key: {}",
+        first["tries"][&leave]
+    );
+    assert_eq!(first["tries"][&find], "ok: secret");
+    assert_eq!(second["tries"][&find], "ENOKEY");
+}
+
 // #23: neither daemon's socket can be reached from a service: they are not in its file system,
 // and the daemons hold no abstract socket a service on the host network could reach.
 // Control: from the host, nobody reaches the manager's socket and berth the helper's.

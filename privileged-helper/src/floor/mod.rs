@@ -274,7 +274,7 @@ mod tests {
         }
     }
 
-    fn policy_with_database(dir: &Path, passwd: &str) -> FloorPolicy {
+    pub(super) fn policy_with_database(dir: &Path, passwd: &str) -> FloorPolicy {
         std::fs::write(dir.join("passwd"), passwd).unwrap();
         std::fs::write(dir.join("group"), "root:x:0:\n").unwrap();
         FloorPolicy {

@@ -19,24 +19,13 @@ impl FloorPolicy {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
+    use super::super::tests::policy_with_database;
     use super::*;
-
-    fn policy_with_database(dir: &Path, passwd: &str, group: &str) -> FloorPolicy {
-        std::fs::write(dir.join("passwd"), passwd).unwrap();
-        std::fs::write(dir.join("group"), group).unwrap();
-        FloorPolicy {
-            passwd: dir.join("passwd"),
-            group: dir.join("group"),
-            ..FloorPolicy::default()
-        }
-    }
 
     #[test]
     fn a_uid_outside_the_range_or_of_a_host_user_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = policy_with_database(dir.path(), "svc:x:61200:61200::/:/bin/false\n", "");
+        let policy = policy_with_database(dir.path(), "svc:x:61200:61200::/:/bin/false\n");
         let release = |uid| policy.check_release_user(&ReleaseUserParams { uid });
 
         let refused = [0, 1000, 61200, -1, 1 << 40].map(|uid| release(uid).is_err());
@@ -48,7 +37,8 @@ mod tests {
     #[test]
     fn the_uid_of_a_host_group_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = policy_with_database(dir.path(), "", "svc:x:61201:\n");
+        let policy = policy_with_database(dir.path(), "");
+        std::fs::write(dir.path().join("group"), "svc:x:61201:\n").unwrap();
 
         let refusal = policy.check_release_user(&ReleaseUserParams { uid: 61201 });
 
