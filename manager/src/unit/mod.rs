@@ -7,12 +7,15 @@
 
 pub mod directives;
 pub mod exec_command;
+pub mod kernel_names;
 pub mod model;
 pub mod specifiers;
 pub mod syntax;
 pub mod values;
 
-pub use directives::{from_unit, from_unit_files};
+pub use directives::{
+    Origin, from_unit, from_unit_files, from_unit_files_over, profile_sandbox, sandbox_from,
+};
 pub use model::{
     DEFAULT_TIMEOUT_STOP, MAX_WARNINGS_PER_UNIT, ServiceConfig, ServiceConfigError, ServiceType,
     TIMEOUT_INFINITY, cap_warnings,

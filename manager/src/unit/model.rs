@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use berth_protocol::sandbox::SandboxSpec;
 use thiserror::Error;
 
 use super::exec_command::{ExecCommand, ExecCommandError};
@@ -99,6 +100,9 @@ pub struct ServiceConfig {
     pub working_directory: Option<String>,
     /// `TimeoutStopSec=` (or `TimeoutSec=`); [`TIMEOUT_INFINITY`] for none.
     pub timeout_stop: Duration,
+    /// The sandbox: the profile's, tightened by the unit and its drop-ins; its identity is
+    /// filled at each start.
+    pub sandbox: SandboxSpec,
     /// One line per directive berth did not apply, as `unit:line: [Section] ...`.
     pub warnings: Vec<String>,
 }

@@ -1,4 +1,5 @@
-//! systemd's value syntax shared by directives: booleans, time spans (`systemd.time(7)`).
+//! systemd's value syntax shared by directives: booleans, time spans (`systemd.time(7)`),
+//! sizes, octal modes.
 
 use std::time::Duration;
 
@@ -17,6 +18,12 @@ pub fn parse_boolean(value: &str) -> Option<bool> {
 /// each followed by an optional unit, e.g. `5`, `5s`, `500ms`, `1min 30s`, `2h30min`. A number
 /// without a unit is seconds. `infinity` is [`TIMEOUT_INFINITY`]; `None` if invalid or too large.
 pub fn parse_timespan(value: &str) -> Option<Duration> {
+    parse_timespan_in(value, NS_PER_SEC)
+}
+
+/// [`parse_timespan`] where a number without a unit counts `bare_unit_ns` nanoseconds (systemd
+/// reads `LimitRTTIME=` in microseconds, for one).
+pub fn parse_timespan_in(value: &str, bare_unit_ns: u128) -> Option<Duration> {
     let value = value.trim();
     if value == "infinity" {
         return Some(TIMEOUT_INFINITY);
@@ -40,7 +47,11 @@ pub fn parse_timespan(value: &str) -> Option<Duration> {
             .find(|c: char| !c.is_alphabetic())
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let unit_ns = unit_nanoseconds(unit)?;
+        let unit_ns = if unit.is_empty() {
+            bare_unit_ns
+        } else {
+            unit_nanoseconds(unit)?
+        };
         // Whole part, then the fraction digit by digit, all in exact integer nanoseconds.
         let whole: u128 = if whole.is_empty() {
             0
@@ -61,6 +72,10 @@ pub fn parse_timespan(value: &str) -> Option<Duration> {
     Some(Duration::new(secs, nanos))
 }
 
+/// Nanoseconds in a second and a microsecond, for [`parse_timespan_in`].
+pub const NS_PER_SEC: u128 = 1_000_000_000;
+pub const NS_PER_USEC: u128 = 1_000;
+
 fn unit_nanoseconds(unit: &str) -> Option<u128> {
     const US: u128 = 1_000;
     const MS: u128 = 1_000_000;
@@ -78,6 +93,50 @@ fn unit_nanoseconds(unit: &str) -> Option<u128> {
         "y" | "year" | "years" => 31_557_600 * S,
         _ => return None,
     })
+}
+
+/// Parses a size in bytes with systemd's base-1024 suffixes (`512`, `64K`, `1.5G`, `2T`;
+/// `B`, `K`, `M`, `G`, `T`, `P`, `E`). `None` if invalid or above `u64::MAX`.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let number_len = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(number_len);
+    let shift = match suffix.trim_start() {
+        "" | "B" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        "P" => 50,
+        "E" => 60,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') {
+        return None;
+    }
+    let unit: u128 = 1 << shift;
+    let mut total = whole.parse::<u128>().ok()?.checked_mul(unit)?;
+    // The fraction as one exact ratio (at most 18 digits count), rounded down to a byte.
+    let fraction = &fraction[..fraction.len().min(18)];
+    if !fraction.is_empty() {
+        let digits: u128 = fraction.parse().ok()?;
+        let exponent = u32::try_from(fraction.len()).ok()?;
+        total = total.checked_add(digits * unit / 10u128.pow(exponent))?;
+    }
+    u64::try_from(total).ok()
+}
+
+/// Parses an octal file mode or mask (`0755`, `022`, `7`) of at most `max`.
+pub fn parse_mode(value: &str, max: u32) -> Option<u32> {
+    if value.is_empty() || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|mode| *mode <= max)
 }
 
 #[cfg(test)]
@@ -129,5 +188,50 @@ mod tests {
             assert_eq!(parse_boolean(no), Some(false), "{no}");
         }
         assert_eq!(parse_boolean("maybe"), None);
+    }
+
+    #[test]
+    fn sizes_take_base_1024_suffixes() {
+        let cases = [
+            ("512", 512),
+            ("512B", 512),
+            ("64K", 65_536),
+            ("1M", 1 << 20),
+            ("1.5G", 3 << 29),
+            ("2T", 2 << 40),
+            ("0", 0),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_size(text), Some(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_sizes_are_refused() {
+        for text in ["", "K", "5X", "-5", "1..2K", "16E", "5 K garbage"] {
+            assert_eq!(parse_size(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn modes_are_octal_and_bounded() {
+        assert_eq!(parse_mode("0755", 0o7777), Some(0o755));
+        assert_eq!(parse_mode("022", 0o777), Some(0o22));
+        assert_eq!(parse_mode("7", 0o777), Some(7));
+        for bad in ["", "0o755", "0789", "-022", "10000"] {
+            assert_eq!(parse_mode(bad, 0o7777), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bare_number_can_count_another_unit() {
+        assert_eq!(
+            parse_timespan_in("500", NS_PER_USEC),
+            Some(Duration::from_micros(500))
+        );
+        assert_eq!(
+            parse_timespan_in("2s", NS_PER_USEC),
+            Some(Duration::from_secs(2))
+        );
     }
 }

@@ -8,11 +8,13 @@
 //! effect: berth's sandbox is always on and the profile decides it.
 
 mod install;
-mod sandbox;
+pub mod sandbox;
 mod service;
 mod unit;
 
 use std::collections::BTreeMap;
+
+use berth_protocol::sandbox::SandboxSpec;
 
 use super::model::{
     DEFAULT_TIMEOUT_STOP, MAX_WARNINGS_PER_UNIT, ServiceConfig, ServiceConfigError, ServiceType,
@@ -24,6 +26,8 @@ use super::syntax::{Assignment, UnitFile};
 /// Longest piece of a hostile value quoted in a warning or error message.
 const MAX_QUOTED_VALUE: usize = 80;
 
+pub use sandbox::{Origin, profile_sandbox, sandbox_from};
+
 /// Builds the service configuration of unit `name` from its parsed file.
 pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceConfigError> {
     from_unit_files(name, &[(name, unit)])
@@ -34,10 +38,22 @@ pub fn from_unit(name: &str, unit: &UnitFile) -> Result<ServiceConfig, ServiceCo
 /// `hello.service.d/50-Environment.conf`). As systemd does, the drop-ins (in the order given:
 /// lexical) are read as if appended to the file: a later assignment overrides, an empty one
 /// resets a list, and a directive that would loosen the sandbox is ignored with a warning
-/// wherever it appears.
+/// wherever it appears. The sandbox starts from [`SandboxSpec::baseline`]; see
+/// [`from_unit_files_over`].
 pub fn from_unit_files(
     name: &str,
     files: &[(&str, &UnitFile)],
+) -> Result<ServiceConfig, ServiceConfigError> {
+    from_unit_files_over(name, files, &SandboxSpec::baseline(0, 0, ""))
+}
+
+/// [`from_unit_files`] over the sandbox `profile` gives (its identity is filled at each
+/// start): `files[0]`, the image's unit file, then the rest, the host's drop-ins, each only
+/// tighten it (see [`sandbox_from`]).
+pub fn from_unit_files_over(
+    name: &str,
+    files: &[(&str, &UnitFile)],
+    profile: &SandboxSpec,
 ) -> Result<ServiceConfig, ServiceConfigError> {
     if files
         .iter()
@@ -56,6 +72,7 @@ pub fn from_unit_files(
             environment: BTreeMap::new(),
             working_directory: None,
             timeout_stop: DEFAULT_TIMEOUT_STOP,
+            sandbox: profile.clone(),
             warnings: Vec::new(),
         },
         source: name.to_owned(),
@@ -91,6 +108,9 @@ pub fn from_unit_files(
         }
     }
     let mut config = builder.config;
+    let (sandbox, warnings) = sandbox_from(name, profile, files);
+    config.sandbox = sandbox;
+    config.warnings.extend(warnings);
     cap_warnings(&mut config.warnings, MAX_WARNINGS_PER_UNIT, name);
     match config.exec_start.len() {
         0 => Err(ServiceConfigError::MissingExecStart {

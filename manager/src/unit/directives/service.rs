@@ -8,7 +8,7 @@ use super::super::model::{
 };
 use super::super::syntax::{self, Assignment};
 use super::super::values::{parse_boolean, parse_timespan};
-use super::sandbox::loosens_sandbox;
+use super::sandbox::{is_sandbox_directive, loosens_sandbox};
 use super::{Builder, shorten};
 
 impl Builder {
@@ -56,6 +56,8 @@ impl Builder {
             }
             "RemainAfterExit" => {}
             key if key.starts_with("X-") => {}
+            // The sandbox's table reads these (see `sandbox_from`).
+            key if is_sandbox_directive(key) => {}
             key if loosens_sandbox(key, &a.value) => {
                 let what = format!(
                     "{} is ignored: berth's sandbox is always on and the profile decides it",
@@ -163,9 +165,8 @@ impl Builder {
 }
 
 /// `[Service]` directives systemd knows (systemd.service, .exec, .kill, .resource-control)
-/// and berth does not implement yet. Sandbox directives are here too: their tightening forms
-/// are not applied yet (the profile's sandbox applies), their loosening forms are caught by
-/// `loosens_sandbox` first.
+/// and berth does not implement yet. The sandbox's table takes its directives before this
+/// list is consulted, and `loosens_sandbox` the loosening forms of the others.
 const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     // systemd.service(5)
     "ExitType",
@@ -724,11 +725,11 @@ mod tests {
 
     #[test]
     fn not_yet_supported_directive_warns_with_its_line() {
-        let cfg = with_service("PrivateNetwork=yes\n");
+        let cfg = with_service("PIDFile=/run/hello.pid\n");
 
         assert_eq!(
             cfg.warnings,
-            ["hello.service:3: [Service] PrivateNetwork= is not supported yet, ignored"]
+            ["hello.service:3: [Service] PIDFile= is not supported yet, ignored"]
         );
     }
 
