@@ -73,6 +73,8 @@ struct Plan {
     commands: Vec<(Vec<String>, bool)>,
     environment: Vec<String>,
     working_directory: String,
+    /// The unit's sandbox; its identity is filled at each spawn.
+    sandbox: SandboxSpec,
 }
 
 fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
@@ -139,6 +141,7 @@ fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         commands,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_directory,
+        sandbox: config.sandbox.clone(),
     })
 }
 
@@ -345,7 +348,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         argv: argv.to_vec(),
         environment: plan.environment.clone(),
         working_directory: plan.working_directory.clone(),
-        sandbox: SandboxSpec::baseline(uid, uid, &dynamic_user_name(&plan.unit)),
+        sandbox: with_identity(&plan.sandbox, uid, &plan.unit),
     };
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),
@@ -376,6 +379,15 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
             None => Err(helper_unavailable(e)),
         },
     }
+}
+
+/// The unit's sandbox for one spawn, as the dynamic user `uid` (its own group too).
+fn with_identity(sandbox: &SandboxSpec, uid: u32, unit: &str) -> SandboxSpec {
+    let mut sandbox = sandbox.clone();
+    sandbox.identity.uid = uid;
+    sandbox.identity.gid = uid;
+    sandbox.identity.user_name = dynamic_user_name(unit);
+    sandbox
 }
 
 /// The name a dynamic user gets in the sandbox's user database: the unit's name without its
