@@ -284,6 +284,10 @@ const TABLE: &[Row] = &[
     ),
 ];
 
+/// The rows that reach the host's own paths or devices: a profile's or a host drop-in's to
+/// give, ignored in an image's unit.
+const HOST_ONLY: &[&str] = &["BindPaths", "BindReadOnlyPaths", "DeviceAllow"];
+
 /// The directory kinds in the order of the table's rows.
 const DIRECTORY_KINDS: [DirectoryKind; 5] = [
     DirectoryKind::State,
@@ -513,13 +517,16 @@ impl Layer {
                     self.flags.insert(flag, (on, source.clone()));
                     Ok(())
                 }
+                // An empty value: back to systemd's default, as if the layer never set it.
+                None if value.is_empty() => {
+                    self.flags.remove(&flag);
+                    Ok(())
+                }
                 None => Err(INVALID_BOOLEAN),
             },
             // Host paths and devices are the admin's to give, never an image's.
             Action::Read(_)
-                if origin == Origin::Image
-                    && matches!(row.0, "BindPaths" | "BindReadOnlyPaths" | "DeviceAllow")
-                    && !value.is_empty() =>
+                if origin == Origin::Image && HOST_ONLY.contains(&row.0) && !value.is_empty() =>
             {
                 Err(Refused::Never(
                     "an image's unit may not reach host paths or devices (a profile or a host \
@@ -589,6 +596,10 @@ impl Layer {
     }
 
     fn protect_system(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        if value.is_empty() {
+            self.protect_system = None;
+            return Ok(());
+        }
         let level = match (parse_boolean(value), value) {
             (Some(false), _) => ProtectSystem::No,
             (Some(true), _) => ProtectSystem::Yes,
@@ -601,6 +612,10 @@ impl Layer {
     }
 
     fn protect_home(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        if value.is_empty() {
+            self.protect_home = None;
+            return Ok(());
+        }
         let level = match (parse_boolean(value), value) {
             (Some(false), _) => ProtectHome::No,
             (Some(true), _) => ProtectHome::Yes,
@@ -613,6 +628,10 @@ impl Layer {
     }
 
     fn protect_proc(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        if value.is_empty() {
+            self.protect_proc = None;
+            return Ok(());
+        }
         let level = match value {
             "default" => ProtectProc::Default,
             "ptraceable" => ProtectProc::Ptraceable,
@@ -629,6 +648,10 @@ impl Layer {
     }
 
     fn proc_subset(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        if value.is_empty() {
+            self.proc_subset = None;
+            return Ok(());
+        }
         let subset = match value {
             "all" => ProcSubset::All,
             "pid" => ProcSubset::Pid,
@@ -639,6 +662,10 @@ impl Layer {
     }
 
     fn keyring_mode(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        if value.is_empty() {
+            self.keyring = None;
+            return Ok(());
+        }
         let mode = match value {
             "private" => KeyringMode::Private,
             "shared" => KeyringMode::Shared,

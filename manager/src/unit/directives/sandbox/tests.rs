@@ -130,6 +130,17 @@ fn the_last_assignment_of_a_layer_wins_before_it_meets_the_base() {
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
+#[test]
+fn an_empty_value_takes_back_what_the_layer_set() {
+    let (spec, warnings) = unit(
+        "PrivateNetwork=yes\nPrivateNetwork=\nProtectHome=yes\nProtectHome=\n\
+         ProtectProc=invisible\nProtectProc=\n",
+    );
+
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(spec, baseline());
+}
+
 // Enumerated protections.
 
 #[test]
