@@ -275,6 +275,7 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
 
 const KEY_SPEC_SESSION_KEYRING: i32 = -3;
 const KEY_SPEC_USER_KEYRING: i32 = -4;
+const KEYCTL_GET_KEYRING_ID: i32 = 0;
 const KEYCTL_DESCRIBE: i32 = 6;
 const KEYCTL_SEARCH: i32 = 10;
 const KEYCTL_READ: i32 = 11;
@@ -403,8 +404,11 @@ fn key_read(description: &str) -> Outcome {
     read_key(KEYCTL_READ, id)
 }
 
+/// `SERIAL DESCRIPTION` of a special keyring (which is not created if missing).
 fn describe_key(id: i32) -> Outcome {
-    read_key(KEYCTL_DESCRIBE, id.into())
+    // SAFETY: KEYCTL_GET_KEYRING_ID takes only integers.
+    let serial = check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, id, 0) })?;
+    Ok(format!("{serial} {}", read_key(KEYCTL_DESCRIBE, serial)?))
 }
 
 /// KEYCTL_READ or KEYCTL_DESCRIBE of key `id` into a buffer, as text.
