@@ -36,6 +36,7 @@ const STATUS_KEYS: &[&str] = &[
     "CapAmb",
     "NoNewPrivs",
     "Seccomp",
+    "Seccomp_filters",
 ];
 
 /// Namespace kinds reported under `namespaces`.
@@ -400,13 +401,38 @@ fn dir_entries(dir: impl AsRef<Path>) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// `nofile` and `nproc` soft/hard limits (`null` = unlimited).
+/// Every resource limit, soft and hard (`null` = unlimited), by systemd's `Limit*` name in
+/// lower case (`nofile`, `nproc`, `core`, ...).
 fn rlimits() -> Value {
-    let one = |r| {
-        let l = process::getrlimit(r);
-        json!({ "soft": l.current, "hard": l.maximum })
-    };
-    json!({ "nofile": one(Resource::Nofile), "nproc": one(Resource::Nproc) })
+    let all = [
+        ("cpu", Resource::Cpu),
+        ("fsize", Resource::Fsize),
+        ("data", Resource::Data),
+        ("stack", Resource::Stack),
+        ("core", Resource::Core),
+        ("rss", Resource::Rss),
+        ("nproc", Resource::Nproc),
+        ("nofile", Resource::Nofile),
+        ("memlock", Resource::Memlock),
+        ("as", Resource::As),
+        ("locks", Resource::Locks),
+        ("sigpending", Resource::Sigpending),
+        ("msgqueue", Resource::Msgqueue),
+        ("nice", Resource::Nice),
+        ("rtprio", Resource::Rtprio),
+        ("rttime", Resource::Rttime),
+    ];
+    let m: Map<String, Value> = all
+        .into_iter()
+        .map(|(name, r)| {
+            let l = process::getrlimit(r);
+            (
+                name.to_owned(),
+                json!({ "soft": l.current, "hard": l.maximum }),
+            )
+        })
+        .collect();
+    Value::Object(m)
 }
 
 /// The process umask as a number (e.g. 18 for 0022).

@@ -259,6 +259,13 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
         },
         "abstract-connect" => |name| connect_unix(&abstract_address(name)),
         "unix-connect" => |path| connect_unix(path.as_bytes()),
+        "read" => |path| {
+            let mut text = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(4096).read_to_end(&mut text))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            Ok(String::from_utf8_lossy(&text).into_owned())
+        },
         "write" => |path| open_path(path, libc::O_WRONLY),
         "create" => |path| {
             open_path(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
