@@ -20,6 +20,7 @@ pub mod logs;
 pub mod paths;
 pub mod privilege_split;
 pub mod reattach;
+pub mod service_directories;
 pub mod services;
 pub mod uid_release;
 pub mod unit;

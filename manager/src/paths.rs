@@ -55,8 +55,4 @@ impl Paths {
     pub fn unit_log_dir(&self, unit: &str) -> PathBuf {
         self.logs_dir().join(unit)
     }
-    /// StateDirectory= of dynamic-user services (0700 parent).
-    pub fn private_state_dir(&self) -> PathBuf {
-        self.state.join("private")
-    }
 }

@@ -228,9 +228,12 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<PreparedDirs,
         (paths.images_dir(), 0o755),
         (paths.attached_dir(), 0o755),
         (paths.logs_dir(), 0o750),
-        (paths.private_state_dir(), 0o700),
     ] {
         make_dir_at(&state, &path, mode, owner)?;
+    }
+    // StateDirectory= and its kind (the private/ parent is DESIGN.md §3's).
+    for path in crate::service_directories::parents(paths) {
+        make_dir_at(&state, &path, 0o700, owner)?;
     }
     Ok(PreparedDirs { runtime, private })
 }

@@ -20,6 +20,7 @@ use crate::daemon::{Manager, Shared};
 use crate::helper_connection;
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
+use crate::service_directories;
 use crate::uid_release;
 use crate::unit::ServiceType;
 use crate::unit_state::UnitState;
@@ -343,12 +344,25 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
     let control_dir: OwnedFd = File::open(paths.supervise_dir())
         .map_err(ManagerError::internal)?
         .into();
+    let sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
+    let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
+        .map_err(ManagerError::internal)?;
+    let mut environment = plan.environment.clone();
+    // As in systemd, the unit's own Environment= wins.
+    for (key, value) in service_directories::environment(&sandbox.directories) {
+        if !environment
+            .iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+        {
+            environment.push(format!("{key}={value}"));
+        }
+    }
     let params = SpawnParams {
         unit: plan.unit.clone(),
         argv: argv.to_vec(),
-        environment: plan.environment.clone(),
+        environment,
         working_directory: plan.working_directory.clone(),
-        sandbox: with_identity(&plan.sandbox, uid, &plan.unit),
+        sandbox,
     };
     let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
         reason: e.to_string(),
@@ -359,6 +373,7 @@ async fn spawn(shared: &Shared, plan: &Plan, argv: &[String]) -> Result<SpawnRep
         &params,
         [root, log, control_dir]
             .into_iter()
+            .chain(directory_fds)
             .chain(extensions)
             .collect(),
     )

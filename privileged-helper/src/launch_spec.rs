@@ -37,6 +37,9 @@ pub struct LaunchFds {
     /// Roots of extension images (checked like `root`), lowest layer first; the sandbox lays
     /// them over `root` read-only.
     pub extensions: Vec<OwnedFd>,
+    /// The service directories kept on the host, created and re-owned to the service's uid
+    /// (see `sandbox::directories`), in the order they are bound.
+    pub directories: Vec<crate::sandbox::directories::PreparedDirectory>,
 }
 
 /// What the caller learns once the service's main process has exec'd (or failed to).

@@ -6,6 +6,7 @@ use berth_protocol::helper::{
     self, HelperError, MountImageParams, MountImageReply, PingReply, ReleaseUserParams,
     ReleaseUserReply, SpawnParams, SpawnReply,
 };
+use berth_protocol::sandbox::ServiceDirectory;
 use berth_varlink::listener::BoundedListener;
 use berth_varlink::service::{
     BERTH_INFO, CallContext, Interface, Outcome, VarlinkService, parse_params, varlink_error,
@@ -70,11 +71,15 @@ impl HelperInterface {
             gid: peer.gid,
             groups: peer.groups.clone(),
         };
-        let checked = self
-            .policy
-            .check_spawn(params)
-            .and_then(|spec| Ok((spec, self.policy.check_spawn_fds(ctx.fds, &manager)?)));
-        let (spec, fds) = match checked {
+        let mut fds = ctx.fds;
+        let checked = self.policy.check_spawn(params).and_then(|spec| {
+            let kinds = ServiceDirectory::host_kinds(&spec.sandbox.directories);
+            let parents = self
+                .policy
+                .check_directory_fds(&mut fds, &kinds, &manager)?;
+            Ok((spec, self.policy.check_spawn_fds(fds, &manager)?, parents))
+        });
+        let (spec, mut fds, parents) = match checked {
             Ok(v) => v,
             Err(refusal) => {
                 tracing::warn!(
@@ -90,6 +95,22 @@ impl HelperInterface {
                 });
             }
         };
+        let owner = sandbox::directories::Owner {
+            uid: spec.sandbox.identity.uid,
+            gid: spec.sandbox.identity.gid,
+            dynamic: self.policy.uid_min..=self.policy.uid_max,
+        };
+        match sandbox::directories::prepare(&spec.sandbox.directories, &parents, &owner) {
+            Ok(prepared) => fds.directories = prepared,
+            Err(e) => {
+                let error = berth_logging::untrusted(&e.to_string());
+                tracing::warn!(unit = %params_unit, uid = params_uid, %error, "service directories refused");
+                return Outcome::error(&HelperError::SpawnFailed {
+                    reason: e.to_string(),
+                });
+            }
+        }
+        drop(parents);
         match sandbox::launch(&spec, fds) {
             Ok(launched) => {
                 tracing::info!(

@@ -28,6 +28,7 @@ use rustix::net::{
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
+use crate::sandbox::directories::PreparedDirectory;
 use crate::sandbox::init::{self, InitFds};
 use crate::sandbox::{Failure, Report, process_name, sys};
 
@@ -95,6 +96,11 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
                 .into_iter()
                 .map(sys::above_stdio)
                 .collect::<Result<_, _>>()?,
+            directories: fds
+                .directories
+                .into_iter()
+                .map(PreparedDirectory::above_stdio)
+                .collect::<Result<_, _>>()?,
         })
     })();
     let fds = lifted.unwrap_or_else(|e| fail(&report, "move descriptors", e));
@@ -105,6 +111,7 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
         fds.control_dir.as_raw_fd(),
     ];
     keep.extend(fds.extensions.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(fds.directories.iter().map(|d| d.fd.as_raw_fd()));
     // SAFETY: this is the freshly forked supervisor; the descriptors closed belong to helper
     // objects it never touches again (it only leaves through sys::exit).
     if let Err(e) = unsafe { sys::close_fds_except(&keep) } {
@@ -131,9 +138,10 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
         log,
         control_dir,
         extensions,
+        directories,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
-    match spawn(spec, root, extensions) {
+    match spawn(spec, root, extensions, directories) {
         Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
         Err(failure) => {
             control.remove();
@@ -264,7 +272,12 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
 }
 
 /// Forks init into a new pid namespace and waits until main has exec'd.
-fn spawn(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<Sandbox, Failure> {
+fn spawn(
+    spec: &LaunchSpec,
+    root: OwnedFd,
+    extensions: Vec<OwnedFd>,
+    directories: Vec<PreparedDirectory>,
+) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
     let (stderr, stderr_w) = pipe("stderr")?;
     let (status, status_w) = pipe("status")?;
@@ -297,6 +310,7 @@ fn spawn(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<S
             InitFds {
                 root,
                 extensions,
+                directories,
                 stdout: stdout_w,
                 stderr: stderr_w,
                 status: status_w,
@@ -307,7 +321,15 @@ fn spawn(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<S
         Err(e) => return Err(Failure::setup("fork the sandbox's init", e)),
     };
     let _ = old_mask.set_mask();
-    drop((root, extensions, stdout_w, stderr_w, status_w, report_w));
+    drop((
+        root,
+        extensions,
+        directories,
+        stdout_w,
+        stderr_w,
+        status_w,
+        report_w,
+    ));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);
         let _ = sys::waitpid(init_pid, 0);

@@ -15,9 +15,11 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use berth_helper::launch_spec::{LaunchFds, LaunchSpec, Launched};
+use berth_helper::sandbox::directories::{self, Owner, PreparedDirectory};
 use berth_helper::sandbox::launch;
 use berth_protocol::log_line::{self, Stream};
 use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::sandbox::{DirectoryKind, ServiceDirectory};
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use rustix::fs::{Mode, OFlags};
 use tempfile::TempDir;
@@ -82,6 +84,9 @@ struct Fixture {
     extensions: Vec<TempDir>,
     unit: String,
     launched: Option<Launched>,
+    /// StateDirectory= and its kind, made below `service_dirs` (root's, 0700).
+    directories: Vec<ServiceDirectory>,
+    service_dirs: TempDir,
 }
 
 impl Fixture {
@@ -101,6 +106,8 @@ impl Fixture {
             extensions: Vec::new(),
             unit: unit.to_string(),
             launched: None,
+            directories: Vec::new(),
+            service_dirs: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -118,7 +125,10 @@ impl Fixture {
             argv: argv.iter().map(|a| a.to_string()).collect(),
             environment: vec!["PATH=/bin:/usr/bin".into(), "HOME=/".into()],
             working_directory: "/".into(),
-            sandbox: SandboxSpec::baseline(UID, GID, "probe"),
+            sandbox: SandboxSpec {
+                directories: self.directories.clone(),
+                ..SandboxSpec::baseline(UID, GID, "probe")
+            },
         }
     }
 
@@ -139,7 +149,30 @@ impl Fixture {
                 .iter()
                 .map(|e| rustix::fs::open(e.path(), OFlags::RDONLY | dir, Mode::empty()).unwrap())
                 .collect(),
+            directories: self.prepared_directories(),
         }
+    }
+
+    /// The host directories of [`Self::directories`], every kind below `service_dirs`.
+    fn prepared_directories(&self) -> Vec<PreparedDirectory> {
+        let open = || {
+            rustix::fs::open(
+                self.service_dirs.path(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap()
+        };
+        let parents: Vec<_> = DirectoryKind::ALL
+            .into_iter()
+            .map(|k| (k, open()))
+            .collect();
+        let owner = Owner {
+            uid: UID,
+            gid: GID,
+            dynamic: 61184..=65519,
+        };
+        directories::prepare(&self.directories, &parents, &owner).unwrap()
     }
 
     fn try_launch_spec(&mut self, spec: &LaunchSpec) -> Result<Launched, String> {
@@ -1318,4 +1351,76 @@ fn a_denied_syscall_without_an_error_number_kills_the_service() {
     let status = fx.wait_exit();
 
     assert_eq!(status.exit.and_then(|e| e.signal), Some(libc::SIGSYS));
+}
+
+fn service_dir(kind: DirectoryKind, name: &str, mode: u32) -> ServiceDirectory {
+    ServiceDirectory {
+        kind,
+        name: name.into(),
+        mode,
+    }
+}
+
+#[test]
+fn a_state_directory_is_bound_at_var_lib_for_the_service_to_write() {
+    require_root();
+    let mut fx = Fixture::new("state.service");
+    fx.directories = vec![service_dir(DirectoryKind::State, "app", 0o700)];
+
+    let out = fx.run_script(
+        "echo kept > /var/lib/app/data && cat /var/lib/app/data && stat -c '%u %a' /var/lib/app",
+    );
+
+    assert_eq!(out, ["kept", &format!("{UID} 700")]);
+    let host = fx.service_dirs.path().join("app/data");
+    assert_eq!(fs::read_to_string(&host).unwrap(), "kept\n");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(&host).unwrap()),
+        UID
+    );
+}
+
+#[test]
+fn the_image_keeps_its_own_var_beside_the_service_directories() {
+    require_root();
+    let mut fx = Fixture::new("keepvar.service");
+    fs::create_dir_all(fx.image.path().join("var/lib/other")).unwrap();
+    fs::write(fx.image.path().join("var/lib/other/file"), "image's\n").unwrap();
+    fx.directories = vec![
+        service_dir(DirectoryKind::State, "app", 0o755),
+        service_dir(DirectoryKind::Cache, "app", 0o755),
+    ];
+
+    let out = fx.run_script(
+        "cat /var/lib/other/file; touch /var/cache/app/c && echo cache-writable; \
+         touch /var/lib/other/x 2>/dev/null || echo image-read-only",
+    );
+
+    assert_eq!(out, ["image's", "cache-writable", "image-read-only"]);
+}
+
+#[test]
+fn a_runtime_directory_is_made_in_the_sandboxs_run_for_the_service() {
+    require_root();
+    let mut fx = Fixture::new("runtime.service");
+    fx.directories = vec![service_dir(DirectoryKind::Runtime, "app/sock", 0o750)];
+
+    let out = fx.run_script("touch /run/app/sock/s && stat -c '%u %a' /run/app/sock /run/app");
+
+    assert_eq!(out, [format!("{UID} 750"), "0 755".to_owned()]);
+}
+
+#[test]
+fn a_configuration_directory_is_bound_read_only_at_etc() {
+    require_root();
+    let mut fx = Fixture::new("config.service");
+    fs::create_dir(fx.service_dirs.path().join("app")).unwrap();
+    fs::write(fx.service_dirs.path().join("app/app.conf"), "setting=1\n").unwrap();
+    fx.directories = vec![service_dir(DirectoryKind::Configuration, "app", 0o755)];
+
+    let out = fx.run_script(
+        "cat /etc/app/app.conf; touch /etc/app/x 2>/dev/null || echo read-only; cat /etc/os-release | head -1",
+    );
+
+    assert_eq!(out, ["setting=1", "read-only", "ID=berth-test"]);
 }

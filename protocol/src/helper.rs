@@ -12,9 +12,13 @@ use crate::sandbox::{self, SandboxSpec};
 
 pub const INTERFACE: &str = "io.berth.Helper";
 
-/// The fds a `Spawn` call carries, in order. After them come up to [`MAX_EXTENSIONS`]
-/// extension image roots (each a directory, like the image root), lowest layer first: the last
-/// one given lies on top in the sandbox's read-only overlay.
+/// The fds a `Spawn` call carries, in order. After them comes one directory per kind of
+/// service directory kept on the host that the spec lists
+/// ([`crate::sandbox::ServiceDirectory::host_kinds`]: the parent, in berthd's state, of the
+/// service's directories of that kind, owned by berthd's user and writable by no one else),
+/// then up to [`MAX_EXTENSIONS`] extension image roots (each a directory, like the image
+/// root), lowest layer first: the last one given lies on top in the sandbox's read-only
+/// overlay.
 pub const SPAWN_FDS: [&str; 3] = [
     "image root directory",
     "log file",

@@ -292,6 +292,9 @@ pub enum DirectoryKind {
 
 /// StateDirectory= and its kind: a directory owned by the service, at the usual place in the
 /// sandbox (`/var/lib/NAME`, `/var/cache/NAME`, `/var/log/NAME`, `/run/NAME`, `/etc/NAME`).
+/// All but RuntimeDirectory= are kept on the host across runs, each kind below its own
+/// directory of berthd's state (README, "Service directories"), and re-owned to the uid of
+/// each new run; ConfigurationDirectory= is bound read-only and stays as its owner left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDirectory {
@@ -300,6 +303,95 @@ pub struct ServiceDirectory {
     pub name: String,
     // `StateDirectoryMode=` and its kind, at most 0o7777.
     pub mode: u32,
+}
+
+impl DirectoryKind {
+    /// Every kind, in the order their host directories travel with a spawn (see
+    /// [`crate::helper::SPAWN_FDS`]).
+    pub const ALL: [DirectoryKind; 5] = [
+        DirectoryKind::State,
+        DirectoryKind::Cache,
+        DirectoryKind::Logs,
+        DirectoryKind::Configuration,
+        DirectoryKind::Runtime,
+    ];
+
+    /// Where directories of this kind appear in the sandbox (`NAME` goes below).
+    pub fn sandbox_parent(self) -> &'static str {
+        match self {
+            DirectoryKind::State => "/var/lib",
+            DirectoryKind::Cache => "/var/cache",
+            DirectoryKind::Logs => "/var/log",
+            DirectoryKind::Runtime => "/run",
+            DirectoryKind::Configuration => "/etc",
+        }
+    }
+
+    /// The directive, as unit files spell it.
+    pub fn directive(self) -> &'static str {
+        match self {
+            DirectoryKind::State => "StateDirectory",
+            DirectoryKind::Cache => "CacheDirectory",
+            DirectoryKind::Logs => "LogsDirectory",
+            DirectoryKind::Runtime => "RuntimeDirectory",
+            DirectoryKind::Configuration => "ConfigurationDirectory",
+        }
+    }
+
+    /// The variable that tells the service where its directories of this kind are (as
+    /// systemd sets it: the absolute paths, `:`-separated).
+    pub fn environment_variable(self) -> &'static str {
+        match self {
+            DirectoryKind::State => "STATE_DIRECTORY",
+            DirectoryKind::Cache => "CACHE_DIRECTORY",
+            DirectoryKind::Logs => "LOGS_DIRECTORY",
+            DirectoryKind::Runtime => "RUNTIME_DIRECTORY",
+            DirectoryKind::Configuration => "CONFIGURATION_DIRECTORY",
+        }
+    }
+
+    /// False for RuntimeDirectory=, which lives in the sandbox's own `/run` and goes with it;
+    /// the others are kept on the host, below a directory berthd passes with the spawn.
+    pub fn kept_on_host(self) -> bool {
+        self != DirectoryKind::Runtime
+    }
+
+    /// Whether the service may write to it (ConfigurationDirectory= is bound read-only and
+    /// never re-owned: it belongs to the administrator).
+    pub fn owned_by_service(self) -> bool {
+        self != DirectoryKind::Configuration
+    }
+}
+
+impl ServiceDirectory {
+    /// Checks `name`: relative, at most [`MAX_PATH_BYTES`], no empty, `.` or `..` component,
+    /// no NUL or other control character.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        if name.is_empty() || name.len() > MAX_PATH_BYTES {
+            return Err(format!("must be 1 to {MAX_PATH_BYTES} bytes"));
+        }
+        let bad = name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.chars().any(char::is_control));
+        if bad {
+            return Err("must be relative, without empty, '.' or '..' components".into());
+        }
+        Ok(())
+    }
+
+    /// The absolute path of the directory in the sandbox, e.g. `/var/lib/NAME`.
+    pub fn sandbox_path(&self) -> String {
+        format!("{}/{}", self.kind.sandbox_parent(), self.name)
+    }
+
+    /// The kinds of `directories` kept on the host, each once, in [`DirectoryKind::ALL`]
+    /// order: the host directories berthd passes with a spawn, one per kind.
+    pub fn host_kinds(directories: &[ServiceDirectory]) -> Vec<DirectoryKind> {
+        DirectoryKind::ALL
+            .into_iter()
+            .filter(|k| k.kept_on_host() && directories.iter().any(|d| d.kind == *k))
+            .collect()
+    }
 }
 
 impl SandboxSpec {

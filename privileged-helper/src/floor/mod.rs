@@ -135,6 +135,7 @@ impl FloorPolicy {
             log,
             control_dir,
             extensions,
+            directories: Vec::new(),
         })
     }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
+use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
 use super::{Failure, credentials, mounts, process_name, seccomp, sys};
 use crate::launch_spec::LaunchSpec;
@@ -38,6 +39,8 @@ pub(crate) struct InitFds {
     pub root: OwnedFd,
     /// Extension image roots, lowest layer first.
     pub extensions: Vec<OwnedFd>,
+    /// The service directories kept on the host, ready to bind.
+    pub directories: Vec<PreparedDirectory>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
@@ -77,6 +80,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     let InitFds {
         root,
         extensions,
+        directories,
         stdout,
         stderr,
         status,
@@ -90,12 +94,13 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         report.as_raw_fd(),
     ];
     keep.extend(extensions.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(directories.iter().map(|d| d.fd.as_raw_fd()));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
-        .and_then(|()| setup(spec, root, extensions))
+        .and_then(|()| setup(spec, root, extensions, directories))
         .and_then(|exec| spawn_main(&exec, stdout, stderr, &report));
     match result {
         Ok(main) => {
@@ -132,13 +137,23 @@ fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
     })
 }
 
-fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<Exec, Failure> {
+fn setup(
+    spec: &LaunchSpec,
+    root: OwnedFd,
+    mut extensions: Vec<OwnedFd>,
+    directories: Vec<PreparedDirectory>,
+) -> Result<Exec, Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
     process_name::set(c"berth-init", &[b"berth-init"])
         .map_err(|e| Failure::setup("name the sandbox's init", e))?;
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
+    // Cloned here, in the host's mount namespace; their mount points lie in a layer over the
+    // image (which is read-only).
+    let (service_dirs, mount_points) =
+        directories::clone_for_sandbox(&LinuxSyscalls, &root, directories)?;
+    extensions.extend(mount_points);
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
@@ -152,9 +167,15 @@ fn setup(spec: &LaunchSpec, root: OwnedFd, extensions: Vec<OwnedFd>) -> Result<E
     unsafe { rustix::thread::unshare_unsafe(flags) }
         .map_err(|e| Failure::setup("unshare mount, ipc, uts and cgroup namespaces", e))?;
     mounts::build_root(&LinuxSyscalls, entries)?;
+    let identity = &spec.sandbox.identity;
+    directories::attach(
+        &LinuxSyscalls,
+        service_dirs,
+        &spec.sandbox.directories,
+        (identity.uid, identity.gid),
+    )?;
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
-    let identity = &spec.sandbox.identity;
     credentials::drop_to(identity.uid, identity.gid)?;
     // Compiled by the helper when its floor checked the spawn; this copy of its cache has it.
     let seccomp = seccomp::cache::compiled(&spec.sandbox.syscalls).map_err(|e| {

@@ -13,6 +13,7 @@
 //! JSON document, once main's exec has succeeded or failed.
 
 mod credentials;
+pub mod directories;
 pub(crate) mod init;
 mod mounts;
 pub(crate) mod process_name;
