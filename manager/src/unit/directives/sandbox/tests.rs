@@ -141,6 +141,147 @@ fn an_empty_value_takes_back_what_the_layer_set() {
     assert_eq!(spec, baseline());
 }
 
+/// A value of systemd's syntax for every row that is not a boolean, with what it must change.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("DynamicUser", "yes"),
+    ("ProtectSystem", "full"),
+    ("ProtectHome", "read-only"),
+    ("DeviceAllow", "/dev/fuse rw"),
+    ("ProtectProc", "invisible"),
+    ("ProcSubset", "pid"),
+    ("ReadOnlyPaths", "-/srv"),
+    ("ReadWritePaths", "/var/lib/app"),
+    ("InaccessiblePaths", "/etc/shadow"),
+    ("BindPaths", "/srv:/data"),
+    ("BindReadOnlyPaths", "/etc/resolv.conf"),
+    ("TemporaryFileSystem", "/var:ro"),
+    ("CapabilityBoundingSet", "~CAP_SYS_ADMIN"),
+    ("AmbientCapabilities", ""),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallErrorNumber", "EPERM"),
+    ("SystemCallArchitectures", "native"),
+    ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+    ("RestrictNamespaces", "yes"),
+    ("ProtectClock", "yes"),
+    ("UMask", "0077"),
+    ("KeyringMode", "private"),
+    ("LimitCPU", "10s"),
+    ("LimitFSIZE", "1G"),
+    ("LimitDATA", "1G"),
+    ("LimitSTACK", "8M"),
+    ("LimitCORE", "0"),
+    ("LimitRSS", "1G"),
+    ("LimitNOFILE", "1024:4096"),
+    ("LimitAS", "4G"),
+    ("LimitNPROC", "64"),
+    ("LimitMEMLOCK", "64K"),
+    ("LimitLOCKS", "16"),
+    ("LimitSIGPENDING", "64"),
+    ("LimitMSGQUEUE", "800K"),
+    ("LimitNICE", "+5"),
+    ("LimitRTPRIO", "0"),
+    ("LimitRTTIME", "1s"),
+    ("StateDirectory", "app"),
+    ("CacheDirectory", "app"),
+    ("LogsDirectory", "app"),
+    ("RuntimeDirectory", "app"),
+    ("ConfigurationDirectory", "app"),
+    ("StateDirectoryMode", "0700"),
+    ("CacheDirectoryMode", "0700"),
+    ("LogsDirectoryMode", "0700"),
+    ("RuntimeDirectoryMode", "0700"),
+    ("ConfigurationDirectoryMode", "0700"),
+];
+
+#[test]
+fn every_row_reads_a_value_of_systemd_s_syntax() {
+    let mut base = baseline();
+    // What the examples narrow must be there to narrow.
+    base.capabilities.bounding = strings(&["CAP_SYS_ADMIN", "CAP_KILL"]);
+    base.capabilities.ambient = strings(&["CAP_KILL"]);
+    base.keyring = KeyringMode::Shared;
+    base.umask = 0o022;
+    base.mounts.protect_system = ProtectSystem::No;
+    for row in TABLE {
+        if matches!(row.1, Action::Flag(_)) {
+            continue;
+        }
+        let Some((_, value)) = EXAMPLES.iter().find(|(name, _)| *name == row.0) else {
+            panic!("{}: no example", row.0);
+        };
+        // A mode needs a directory of its kind to show on.
+        let directory = row
+            .0
+            .strip_suffix("DirectoryMode")
+            .map_or(String::new(), |kind| format!("{kind}Directory=app\n"));
+        let (with_directory, _) = profile(&directory, false);
+
+        let file = parse(&format!("[Service]\n{directory}{}={value}\n", row.0)).unwrap();
+        let (spec, warnings) =
+            profile_sandbox("hello.service", &base, "profile test@1", &file, false);
+
+        assert!(warnings.is_empty(), "{}={value}: {warnings:?}", row.0);
+        assert_ne!(spec, base, "{}={value} changed nothing", row.0);
+        if !directory.is_empty() {
+            assert_ne!(spec.directories, with_directory.directories, "{}", row.0);
+            let kind = &spec.directories[0];
+            assert_eq!(kind.mode, 0o700, "{}", row.0);
+        }
+    }
+}
+
+#[test]
+fn each_directory_mode_row_sets_its_own_kind() {
+    for (kind, (dir, mode)) in DIRECTORY_KINDS.iter().zip([
+        ("StateDirectory", "StateDirectoryMode"),
+        ("CacheDirectory", "CacheDirectoryMode"),
+        ("LogsDirectory", "LogsDirectoryMode"),
+        ("RuntimeDirectory", "RuntimeDirectoryMode"),
+        ("ConfigurationDirectory", "ConfigurationDirectoryMode"),
+    ]) {
+        let (spec, _) = unit(&format!("{dir}=app\n{mode}=0700\n"));
+
+        assert_eq!(spec.directories.len(), 1, "{dir}");
+        assert_eq!(
+            (spec.directories[0].kind, spec.directories[0].mode),
+            (*kind, 0o700),
+            "{dir}"
+        );
+    }
+}
+
+#[test]
+fn every_list_keeps_the_base_entries_through_an_empty_assignment() {
+    let (base, _) = profile(
+        "BindPaths=/srv\nTemporaryFileSystem=/var\nDeviceAllow=/dev/fuse\nReadWritePaths=/run/x\n",
+        false,
+    );
+    for directive in [
+        "BindPaths",
+        "TemporaryFileSystem",
+        "DeviceAllow",
+        "ReadWritePaths",
+    ] {
+        let drop_in = parse(&format!("[Service]\n{directive}=\n")).unwrap();
+        let main = parse("[Service]\n").unwrap();
+
+        let (spec, warnings) = sandbox_from(
+            "hello.service",
+            &base,
+            &[
+                ("hello.service", &main),
+                ("hello.service.d/x.conf", &drop_in),
+            ],
+        );
+
+        assert_eq!(spec, base, "{directive}");
+        assert_eq!(warnings.len(), 1, "{directive}: {warnings:?}");
+        assert!(warnings[0].starts_with(&format!(
+            "hello.service.d/x.conf:2: [Service] {directive}= is ignored"
+        )));
+    }
+}
+
 // Enumerated protections.
 
 #[test]
