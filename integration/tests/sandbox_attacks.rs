@@ -23,6 +23,14 @@ use berth_testkit::{Harness, ImageBuilder, as_user, probe_output, probe_path};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The syscall filter lines of the default profile (manager/profiles/default@1.conf), given in
+/// the unit until attach applies the profile.
+const FILTER: &str = "RestrictNamespaces=yes\nRestrictRealtime=yes\nRestrictSUIDSGID=yes\n\
+    RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nLockPersonality=yes\n\
+    MemoryDenyWriteExecute=yes\nSystemCallFilter=@system-service\n\
+    SystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\n\
+    SystemCallArchitectures=native\n";
 const NOBODY: u32 = 65534;
 
 /// `--try A --try B ...` for a unit's command line.
@@ -321,4 +329,119 @@ fn the_daemons_hold_no_abstract_socket() {
         abstract_sockets_of(std::process::id()),
         vec![format!("@{name}")]
     );
+}
+
+// Issue 7's first finding, #16: a service made a user namespace of its own and, with every
+// capability in it, mounted tmpfs and overlayfs, made network namespaces and raw sockets.
+// Control: an unprivileged user on the host does all of it.
+#[test]
+fn a_service_makes_no_user_namespace_nor_anything_one_would_give() {
+    let tries = [
+        "unshare-user",
+        "userns-tmpfs",
+        "userns-overlay",
+        "userns-netns",
+        "userns-raw-socket",
+    ];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "nested", FILTER, &try_args(&tries));
+
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+}
+
+// #16: perf events, which an unprivileged process may open on this host
+// (kernel.perf_event_paranoid=2) and a service has no need of. Control: nobody on the host
+// opens one.
+#[test]
+fn perf_events_are_refused() {
+    let tries = ["perf"];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "perf", FILTER, &try_args(&tries));
+
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+}
+
+// Issue 7's fourth finding: personality(READ_IMPLIES_EXEC) made every readable mapping
+// executable. Control: nobody on the host sets it.
+#[test]
+fn the_personality_cannot_make_readable_memory_executable() {
+    let tries = ["personality-rie"];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "persona", FILTER, &try_args(&tries));
+
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+}
+
+// MemoryDenyWriteExecute=: no mapping is writable and executable at once, nor made executable
+// later. Control: nobody on the host does both.
+#[test]
+fn memory_cannot_be_both_written_and_executed() {
+    let tries = ["mmap-wx", "mprotect-exec"];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "wx", FILTER, &try_args(&tries));
+
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+}
+
+// #5: a service cannot make a set-uid file (for a later holder of its uid to run).
+// Control: nobody on the host makes one in /tmp.
+#[test]
+fn a_service_cannot_make_a_set_uid_file() {
+    let tries = ["chmod-suid"];
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "suid", FILTER, &try_args(&tries));
+
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+}
+
+// #14: the i386 entry (int 0x80) is refused, so a filter written for x86-64 numbers cannot
+// be bypassed with the other table; clone3, whose flags the filter cannot see, fails with
+// ENOSYS so that libc falls back to clone. Control: on the host, int 0x80 runs and clone3
+// reaches the kernel (EFAULT for its bad pointer). x32 has no control here: this kernel lacks
+// the x32 ABI (ENOSYS on the host too), so its refusal inside shows only that nothing worse
+// happens.
+#[test]
+fn the_i386_entry_is_refused_and_clone3_says_enosys() {
+    let h = Harness::start().unwrap();
+
+    let inside = probe_service(&h, "abi", FILTER, &try_args(&["int80", "x32", "clone3"]));
+
+    let host = on_host_as_nobody(&["int80", "x32", "clone3"]);
+    assert_refused_inside_working_outside(&["int80"], &inside, &host);
+    assert!(
+        refused(&inside["tries"]["x32"]),
+        "{}",
+        inside["tries"]["x32"]
+    );
+    assert_eq!(host["tries"]["clone3"], "EFAULT");
+    assert_eq!(inside["tries"]["clone3"], "ENOSYS");
+}
+
+// #19: on the host network, only the families a service needs: no netlink (the host's routing
+// and more), no packet sockets. Control: unix and IP sockets work inside, netlink as nobody on
+// the host.
+#[test]
+fn a_service_opens_only_unix_and_ip_sockets() {
+    let h = Harness::start().unwrap();
+    let all = [
+        "socket-unix",
+        "socket-inet",
+        "socket-inet6",
+        "socket-netlink",
+        "socket-packet",
+    ];
+
+    let inside = probe_service(&h, "families", FILTER, &try_args(&all));
+
+    for t in &all[..3] {
+        assert_eq!(inside["tries"][t], "ok", "{t}");
+    }
+    let tries = ["socket-netlink"];
+    assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
+    assert!(refused(&inside["tries"]["socket-packet"]));
 }
