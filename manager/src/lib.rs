@@ -19,6 +19,7 @@ pub mod log_access;
 pub mod logs;
 pub mod paths;
 pub mod privilege_split;
+pub mod profile;
 pub mod reattach;
 pub mod service_directories;
 pub mod services;

@@ -1,0 +1,31 @@
+//! The profiles berth ships (`manager/profiles/NAME@VERSION.conf`), compiled in.
+//!
+//! A version, once released, never changes: attachments record the version they were attached
+//! with and keep its sandbox until they are attached again. A stricter profile is a new file
+//! with the next version, and the old one stays.
+
+/// One built-in profile at one version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltIn {
+    pub name: &'static str,
+    pub version: u32,
+    pub text: &'static str,
+}
+
+macro_rules! built_in {
+    ($name:literal, $version:literal) => {
+        BuiltIn {
+            name: $name,
+            version: $version,
+            text: include_str!(concat!("../../profiles/", $name, "@", $version, ".conf")),
+        }
+    };
+}
+
+/// Every built-in profile, every version.
+pub static BUILT_IN: &[BuiltIn] = &[
+    built_in!("default", 1),
+    built_in!("nonetwork", 1),
+    built_in!("strict", 1),
+    built_in!("trusted", 1),
+];

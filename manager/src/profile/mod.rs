@@ -1,0 +1,356 @@
+//! Profiles: the base of an attached unit's sandbox (DESIGN.md §5).
+//!
+//! A profile is a drop-in of `[Service]` sandbox directives, named and versioned (`default@1`).
+//! berth ships `default`, `nonetwork`, `strict` and `trusted` ([`builtin`]); the admin's
+//! directory (berthd.toml `profiles_dir`, default `/etc/berth/profiles`) overrides them and
+//! adds others: `NAME@V.conf` is version V of NAME, `NAME.conf` replaces NAME's newest version
+//! (version 1 of a new name). `attach --profile NAME` takes the newest version and the
+//! attachment records it; the unit keeps that version, even when a newer one appears, until it
+//! is attached again. [`score`] rates a sandbox as `systemd-analyze security` does.
+
+pub mod builtin;
+pub mod score;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use berth_protocol::names;
+
+/// The profile an attach without `--profile` gets.
+pub const DEFAULT: &str = "default";
+
+/// Where the admin's profiles are unless berthd.toml says otherwise.
+pub const DEFAULT_DIR: &str = "/etc/berth/profiles";
+
+/// Largest profile file read: a profile is a page of directives.
+pub const MAX_PROFILE_BYTES: u64 = 64 * 1024;
+
+/// Most files the profile directory may hold that are read.
+const MAX_DIR_ENTRIES: usize = 1024;
+
+/// One profile at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub version: u32,
+    pub text: String,
+    /// The file it comes from in the admin's directory; `None`: built in.
+    pub path: Option<PathBuf>,
+}
+
+impl Profile {
+    /// `NAME@VERSION`, as attachments record it.
+    pub fn reference(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The first comment line of its text, the profile's summary.
+    pub fn summary(&self) -> Option<String> {
+        let line = self.text.lines().next()?.strip_prefix('#')?.trim();
+        (!line.is_empty()).then(|| line.to_owned())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("no profile '{profile}'")]
+    NotFound { profile: String },
+    #[error("'{profile}' is not a profile name (NAME or NAME@VERSION, VERSION from 1)")]
+    InvalidName { profile: String },
+    #[error("cannot read the profiles in {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("profile {path} is not a regular file of at most {MAX_PROFILE_BYTES} bytes of UTF-8")]
+    BadFile { path: PathBuf },
+}
+
+/// A profile argument: `NAME` (the newest version) or `NAME@VERSION`.
+pub fn parse_reference(arg: &str) -> Result<(&str, Option<u32>), ProfileError> {
+    let invalid = || ProfileError::InvalidName {
+        profile: arg.to_owned(),
+    };
+    let (name, version) = match arg.split_once('@') {
+        Some((name, version)) => {
+            // Digits without a leading zero: one spelling per version.
+            let digits = version.bytes().all(|b| b.is_ascii_digit());
+            if !digits || version.starts_with('0') {
+                return Err(invalid());
+            }
+            (name, Some(version.parse().map_err(|_| invalid())?))
+        }
+        None => (arg, None),
+    };
+    names::check_image_name(name).map_err(|_| invalid())?;
+    Ok((name, version))
+}
+
+/// The built-in profiles and the admin's directory over them.
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    dir: PathBuf,
+}
+
+impl Profiles {
+    pub fn new(dir: &Path) -> Profiles {
+        Profiles {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Every profile at every version, by name then version.
+    pub fn list(&self) -> Result<Vec<Profile>, ProfileError> {
+        let mut known: BTreeMap<(String, u32), Profile> = BTreeMap::new();
+        for b in builtin::BUILT_IN {
+            let profile = Profile {
+                name: b.name.to_owned(),
+                version: b.version,
+                text: b.text.to_owned(),
+                path: None,
+            };
+            known.insert((profile.name.clone(), b.version), profile);
+        }
+        let (versioned, newest) = self.admin_files()?;
+        for ((name, version), path) in versioned {
+            let text = read_profile(&path)?;
+            let profile = Profile {
+                name: name.clone(),
+                version,
+                text,
+                path: Some(path),
+            };
+            known.insert((name, version), profile);
+        }
+        // NAME.conf replaces the newest version known otherwise.
+        for (name, path) in newest {
+            let version = known
+                .keys()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .max()
+                .unwrap_or(1);
+            let text = read_profile(&path)?;
+            let profile = Profile {
+                name: name.clone(),
+                version,
+                text,
+                path: Some(path),
+            };
+            known.insert((name, version), profile);
+        }
+        Ok(known.into_values().collect())
+    }
+
+    /// The profile `arg` names: `NAME` is its newest version.
+    pub fn resolve(&self, arg: &str) -> Result<Profile, ProfileError> {
+        let (name, version) = parse_reference(arg)?;
+        let mut matching: Vec<Profile> = self
+            .list()?
+            .into_iter()
+            .filter(|p| p.name == name && version.is_none_or(|v| v == p.version))
+            .collect();
+        matching.pop().ok_or_else(|| ProfileError::NotFound {
+            profile: arg.to_owned(),
+        })
+    }
+
+    /// The `.conf` files of the admin's directory: `NAME@V.conf` by name and version, and
+    /// `NAME.conf` by name. A missing directory has none; other names are skipped with a
+    /// warning in berthd's log.
+    #[allow(clippy::type_complexity)]
+    fn admin_files(
+        &self,
+    ) -> Result<(BTreeMap<(String, u32), PathBuf>, BTreeMap<String, PathBuf>), ProfileError> {
+        let mut versioned = BTreeMap::new();
+        let mut newest = BTreeMap::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((versioned, newest));
+            }
+            Err(source) => {
+                return Err(ProfileError::ReadDir {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries.take(MAX_DIR_ENTRIES) {
+            let entry = entry.map_err(|source| ProfileError::ReadDir {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let file_name = entry.file_name();
+            let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".conf")) else {
+                continue;
+            };
+            match parse_reference(stem) {
+                Ok((name, Some(version))) => {
+                    versioned.insert((name.to_owned(), version), entry.path());
+                }
+                Ok((name, None)) => {
+                    newest.insert(name.to_owned(), entry.path());
+                }
+                Err(e) => tracing::warn!(
+                    path = %entry.path().display(),
+                    "skipped: {e}"
+                ),
+            }
+        }
+        Ok((versioned, newest))
+    }
+}
+
+/// A profile file's text: a regular file (a symlink is followed: the directory is root's),
+/// bounded, UTF-8.
+fn read_profile(path: &Path) -> Result<String, ProfileError> {
+    let read = |source| ProfileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    if !file.metadata().map_err(read)?.is_file() {
+        return Err(ProfileError::BadFile {
+            path: path.to_owned(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(ProfileError::BadFile {
+            path: path.to_owned(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ProfileError::BadFile {
+        path: path.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Profiles) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let profiles = Profiles::new(dir.path());
+        (dir, profiles)
+    }
+
+    #[test]
+    fn every_built_in_profile_is_listed_at_version_1_without_an_admin_directory() {
+        let profiles = Profiles::new(Path::new("/nonexistent/berth/profiles"));
+
+        let listed: Vec<String> = profiles
+            .list()
+            .unwrap()
+            .iter()
+            .map(Profile::reference)
+            .collect();
+
+        assert_eq!(
+            listed,
+            ["default@1", "nonetwork@1", "strict@1", "trusted@1"]
+        );
+    }
+
+    #[test]
+    fn a_name_is_its_newest_version_and_a_version_is_exact() {
+        let (_dir, profiles) = with_files(&[("default@2.conf", "# newer\n[Service]\n")]);
+
+        assert_eq!(
+            profiles.resolve("default").unwrap().reference(),
+            "default@2"
+        );
+        let one = profiles.resolve("default@1").unwrap();
+        assert_eq!((one.reference(), one.path), ("default@1".to_owned(), None));
+    }
+
+    #[test]
+    fn a_versioned_file_replaces_that_version_and_a_plain_one_the_newest() {
+        let (dir, profiles) = with_files(&[
+            ("strict@1.conf", "# admin's strict 1\n"),
+            ("nonetwork.conf", "# admin's nonetwork\n"),
+            ("web.conf", "# a profile of the admin's own\n"),
+        ]);
+
+        let strict = profiles.resolve("strict").unwrap();
+        let nonetwork = profiles.resolve("nonetwork").unwrap();
+        let web = profiles.resolve("web").unwrap();
+
+        assert_eq!(strict.summary().as_deref(), Some("admin's strict 1"));
+        assert_eq!(strict.path, Some(dir.path().join("strict@1.conf")));
+        assert_eq!(nonetwork.reference(), "nonetwork@1");
+        assert_eq!(nonetwork.summary().as_deref(), Some("admin's nonetwork"));
+        assert_eq!(web.reference(), "web@1");
+    }
+
+    #[test]
+    fn an_unknown_profile_or_version_is_not_found() {
+        let profiles = Profiles::new(Path::new("/nonexistent"));
+
+        assert!(matches!(
+            profiles.resolve("lax"),
+            Err(ProfileError::NotFound { .. })
+        ));
+        assert!(matches!(
+            profiles.resolve("default@7"),
+            Err(ProfileError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_references_are_refused() {
+        for bad in [
+            "default@",
+            "default@0",
+            "default@01",
+            "default@x",
+            "@1",
+            "a/b",
+            "de fault",
+            "a@1@2",
+        ] {
+            assert!(
+                matches!(parse_reference(bad), Err(ProfileError::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_reference("strict@12").unwrap(), ("strict", Some(12)));
+    }
+
+    #[test]
+    fn an_oversized_or_non_utf8_profile_file_is_refused_with_its_path() {
+        let big = "#".repeat(MAX_PROFILE_BYTES as usize + 1);
+        let (_dir, profiles) = with_files(&[("big.conf", &big)]);
+        let (_dir2, binary) = with_files(&[("bin@1.conf", "\u{0}")]);
+        std::fs::write(_dir2.path().join("bin@1.conf"), [0xff, 0xfe]).unwrap();
+
+        assert!(matches!(profiles.list(), Err(ProfileError::BadFile { .. })));
+        assert!(matches!(
+            binary.resolve("bin"),
+            Err(ProfileError::BadFile { .. })
+        ));
+    }
+
+    #[test]
+    fn files_that_are_not_profiles_are_skipped() {
+        let (_dir, profiles) =
+            with_files(&[("README", "x"), ("bad name.conf", "x"), ("x@0.conf", "x")]);
+
+        assert_eq!(profiles.list().unwrap().len(), builtin::BUILT_IN.len());
+    }
+}
