@@ -128,6 +128,12 @@ pub enum Command {
         #[arg(required = true)]
         properties: Vec<String>,
     },
+    /// Manage the profiles a sandbox starts from.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Show how exposed a unit's sandbox is: systemd-analyze security's checks and weights,
+    /// each check's share and the overall exposure (0.0 best, 10.0 worst).
+    Security { unit: String },
     /// Show a unit's captured output.
     Logs {
         unit: String,
@@ -152,6 +158,14 @@ pub enum LogFormat {
     Cat,
     /// One JSON object per line with the exact data.
     Json,
+}
+
+#[derive(Subcommand)]
+pub enum ProfileCommand {
+    /// List the profiles, built-in and the admin's (/etc/berth/profiles), at every version.
+    List,
+    /// Show a profile: NAME (its newest version) or NAME@VERSION.
+    Show { profile: String },
 }
 
 #[derive(Subcommand)]

@@ -65,6 +65,11 @@ const METHODS: &[(&str, Access)] = &[
     ("Cat", Access::Read),
     ("SetProperty", Access::Change),
     ("WriteDropIn", Access::Change),
+    // Profiles and the exposure of a unit's sandbox are not secret: the built-in ones ship
+    // with berth, and an admin's are in a world-readable directory.
+    ("ListProfiles", Access::Read),
+    ("ShowProfile", Access::Read),
+    ("Security", Access::Read),
 ];
 
 /// The groups whose members have more than read access, as gids of the host (`None`: no such
@@ -257,6 +262,12 @@ impl Checked for manager::WriteDropInParams {
     fn check(&mut self) -> Result<(), &'static str> {
         unit_of(&mut self.unit)?;
         crate::drop_ins::check_name(&self.name).map_err(|_| "name")
+    }
+}
+
+impl Checked for manager::ProfileParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        name_of("profile", names::check_profile_name(&self.profile))
     }
 }
 
@@ -532,6 +543,19 @@ impl ManagerInterface {
                     .borrow_mut()
                     .write_drop_in(&p.unit, &p.name, &p.contents);
                 Outcome::from_result(result)
+            }
+            "ListProfiles" => {
+                params::<manager::Empty>(parameters)?;
+                let result = shared.borrow().list_profiles();
+                Outcome::from_result(result.map(|profiles| manager::ListProfilesReply { profiles }))
+            }
+            "ShowProfile" => {
+                let p: manager::ProfileParams = params(parameters)?;
+                Outcome::from_result(shared.borrow().show_profile(&p.profile))
+            }
+            "Security" => {
+                let p: UnitParams = params(parameters)?;
+                Outcome::from_result(shared.borrow().security(&p.unit))
             }
             "Logs" => {
                 let p: LogsParams = params(parameters)?;

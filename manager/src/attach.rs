@@ -8,7 +8,7 @@ use berth_logging::Untrusted;
 use berth_protocol::manager::ManagerError;
 
 use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
-use crate::daemon::{DEFAULT_PROFILE, Manager};
+use crate::daemon::Manager;
 use crate::drop_ins::DropIn;
 use crate::extension::{self, Extension};
 use crate::image::identity::ImageIdentity;
@@ -150,15 +150,11 @@ impl Manager {
             opened,
             by_descriptor,
         } = self.locate(arg, fd)?;
-        let profile = match profile {
-            None | Some("default") | Some(DEFAULT_PROFILE) => DEFAULT_PROFILE.to_string(),
-            Some(other) => {
-                return Err(ManagerError::InvalidImage {
-                    image: name,
-                    reason: format!("profile '{other}' is not available yet (only 'default')"),
-                });
-            }
-        };
+        // Recorded with its version: the unit keeps this one until it is attached again.
+        let profile = self
+            .profiles
+            .resolve(profile.unwrap_or(crate::profile::DEFAULT))?
+            .reference();
         let invalid = |e: &dyn std::fmt::Display| ManagerError::InvalidImage {
             image: name.clone(),
             reason: e.to_string(),

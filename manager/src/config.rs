@@ -6,7 +6,8 @@
 //! `log_max_bytes` (a service's log is moved aside to `previous.log` past this size, so one
 //! service keeps at most about twice it), `image_search_dirs` (absolute directories searched for
 //! images after `STATE/images`; portabled's `/etc/portables`, `/run/portables` and
-//! `/var/lib/portables` by default). Tarball imports are bounded by `tarball_max_bytes`
+//! `/var/lib/portables` by default), `profiles_dir` (the admin's profiles, over the built-in ones:
+//! `/etc/berth/profiles` by default, see [`crate::profile`]). Tarball imports are bounded by `tarball_max_bytes`
 //! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
 //! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
 //! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
@@ -39,6 +40,7 @@ pub struct Config {
     pub tarball_max_depth: usize,
     pub tarball_max_ratio: u64,
     pub image_search_dirs: Vec<PathBuf>,
+    pub profiles_dir: PathBuf,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
@@ -66,6 +68,7 @@ impl Default for Config {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            profiles_dir: PathBuf::from(crate::profile::DEFAULT_DIR),
         }
     }
 }
@@ -89,6 +92,12 @@ impl ConfigFile for Config {
                     "must be at least {MIN_LOG_MAX_BYTES}, not {}",
                     self.log_max_bytes
                 ),
+            });
+        }
+        if !self.profiles_dir.is_absolute() {
+            return Err(KeyError {
+                keys: &["profiles_dir"],
+                reason: format!("{} is not an absolute path", self.profiles_dir.display()),
             });
         }
         if let Some(dir) = self.image_search_dirs.iter().find(|d| !d.is_absolute()) {
@@ -227,6 +236,21 @@ mod tests {
             ]
         );
         assert_eq!(config.image_search_dirs, [PathBuf::from("/srv/images")]);
+    }
+
+    #[test]
+    fn profiles_dir_defaults_to_etc_berth_profiles_and_must_be_absolute() {
+        let config = parse("profiles_dir = \"/srv/profiles\"\n").unwrap();
+
+        assert_eq!(
+            Config::default().profiles_dir,
+            PathBuf::from("/etc/berth/profiles")
+        );
+        assert_eq!(config.profiles_dir, PathBuf::from("/srv/profiles"));
+        assert_eq!(
+            error_line_and_key("profiles_dir = \"profiles\"\n"),
+            (1, Some("profiles_dir".into()))
+        );
     }
 
     #[test]

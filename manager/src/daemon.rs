@@ -25,7 +25,7 @@ use crate::paths::Paths;
 use crate::unit::{ServiceConfig, ServiceType};
 use crate::unit_state::Unit;
 
-/// The profile every attachment gets for now, with its level (DESIGN.md §5).
+/// The profile shown for a unit whose attachment record is missing (never in a running berthd).
 pub const DEFAULT_PROFILE: &str = "default@1";
 
 pub type Shared = Rc<RefCell<Manager>>;
@@ -53,6 +53,8 @@ pub struct Manager {
     pub search: SearchPath,
     /// The bounds of one tarball import (berthd.toml `tarball_*`).
     pub tar_limits: TarLimits,
+    /// The built-in profiles and the admin's directory (berthd.toml `profiles_dir`) over them.
+    pub profiles: crate::profile::Profiles,
 }
 
 impl Manager {
@@ -62,6 +64,9 @@ impl Manager {
         image::mount::set_helper_socket(paths.helper_socket());
         let mut manager = Manager {
             tar_limits: TarLimits::default(),
+            profiles: crate::profile::Profiles::new(std::path::Path::new(
+                crate::profile::DEFAULT_DIR,
+            )),
             search: SearchPath::new(
                 paths.images_dir(),
                 &crate::config::Config::default().image_search_dirs,

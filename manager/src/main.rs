@@ -104,6 +104,7 @@ fn run() -> anyhow::Result<()> {
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
     manager.tar_limits = config.tar_limits();
+    manager.profiles = berth_manager::profile::Profiles::new(&config.profiles_dir);
     manager.search =
         berth_manager::image::pool::SearchPath::new(paths.images_dir(), &config.image_search_dirs);
     let shared = Rc::new(RefCell::new(manager));

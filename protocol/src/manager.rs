@@ -344,6 +344,65 @@ pub struct DropInsReply {
     pub warnings: Vec<String>,
 }
 
+/// A profile at one version (DESIGN.md §5): built in, or a file of the admin's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub version: i64,
+    // `NAME@VERSION`, as an attachment records it.
+    pub reference: String,
+    // The file it comes from in the admin's directory; null when built in.
+    pub path: Option<String>,
+    // The first comment line of its text.
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ListProfilesReply {
+    // By name, then version.
+    pub profiles: Vec<ProfileInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileParams {
+    // `NAME` (its newest version) or `NAME@VERSION`.
+    pub profile: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct ShowProfileReply {
+    pub profile: ProfileInfo,
+    // Its text: a drop-in of `[Service]` directives.
+    pub contents: String,
+}
+
+/// One check of `Security`: systemd-analyze security's check of the same id, weight and range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct SecurityCheck {
+    // systemd's id, e.g. `PrivateNetwork=`.
+    pub id: String,
+    pub description: String,
+    pub weight: i64,
+    // 0 (good) to `range`; null when the check does not apply.
+    pub badness: Option<i64>,
+    pub range: i64,
+    // What it adds to the exposure, in tenths; null when nothing.
+    pub exposure: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct SecurityReply {
+    pub unit: String,
+    // The profile and version its sandbox starts from.
+    pub profile: String,
+    // In tenths: 0 (perfect) to 100, as systemd-analyze security prints it divided by ten.
+    pub exposure: i64,
+    // `PERFECT`, `SAFE`, `OK`, `MEDIUM`, `EXPOSED`, `UNSAFE` or `DANGEROUS`.
+    pub rating: String,
+    pub checks: Vec<SecurityCheck>,
+}
+
 /// Errors of `io.berth.Manager`.
 #[derive(Debug, Clone, PartialEq, zlink::ReplyError, introspect::ReplyError)]
 #[zlink(interface = "io.berth.Manager")]
@@ -395,6 +454,13 @@ pub enum ManagerError {
     NotInPool {
         image: String,
         path: String,
+    },
+    NoSuchProfile {
+        profile: String,
+    },
+    InvalidProfile {
+        profile: String,
+        reason: String,
     },
     StartFailed {
         unit: String,
@@ -496,6 +562,12 @@ impl std::fmt::Display for ManagerError {
                 "image '{image}' ({path}) is not in berthd's pool (STATE/images): berthd changes \
                  only the images it imported"
             ),
+            ManagerError::NoSuchProfile { profile } => {
+                write!(f, "no profile '{profile}' (berth profile list shows them)")
+            }
+            ManagerError::InvalidProfile { profile, reason } => {
+                write!(f, "profile '{profile}': {reason}")
+            }
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
             ManagerError::ImageChanged {
                 image,
@@ -546,6 +618,8 @@ pub fn description() -> String {
         .custom_type::<UnitStatus>()
         .custom_type::<LogEntry>()
         .custom_type::<UnitSource>()
+        .custom_type::<ProfileInfo>()
+        .custom_type::<SecurityCheck>()
         .method::<Empty, ImagesReply>("ListImages")
         .method::<InspectImageParams, InspectImageReply>("InspectImage")
         .method_more::<ImportImageParams, ImportImageReply>("ImportImage")
@@ -564,6 +638,9 @@ pub fn description() -> String {
         .method::<UnitParams, CatReply>("Cat")
         .method::<SetPropertyParams, DropInsReply>("SetProperty")
         .method::<WriteDropInParams, DropInsReply>("WriteDropIn")
+        .method::<Empty, ListProfilesReply>("ListProfiles")
+        .method::<ProfileParams, ShowProfileReply>("ShowProfile")
+        .method::<UnitParams, SecurityReply>("Security")
         .errors::<ManagerError>()
         .build()
 }

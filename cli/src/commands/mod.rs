@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use berth_varlink::client::Client;
 
-use crate::args::{Cli, Command, ImageCommand, LogFormat};
+use crate::args::{Cli, Command, ImageCommand, LogFormat, ProfileCommand};
 use crate::escape::escape;
 use crate::pack;
 use crate::session::Session;
@@ -14,6 +14,7 @@ use crate::session::Session;
 mod attach;
 mod images;
 mod logs;
+mod profiles;
 mod units;
 
 /// Runs one parsed command line; the exit code is the verb's (systemctl's where it has one).
@@ -85,6 +86,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SetProperty { unit, properties } => {
             units::set_property(&mut s, unit, properties).await?
         }
+        Command::Profile(ProfileCommand::List) => profiles::list(&mut s).await?,
+        Command::Profile(ProfileCommand::Show { profile }) => {
+            profiles::show(&mut s, profile).await?
+        }
+        Command::Security { unit } => profiles::security(&mut s, unit).await?,
         Command::Logs {
             unit,
             follow,

@@ -10,6 +10,7 @@
 
 pub mod builtin;
 pub mod score;
+mod verbs;
 
 use std::collections::BTreeMap;
 use std::io::Read;

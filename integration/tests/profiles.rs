@@ -1,0 +1,188 @@
+//! Profiles end to end: `attach --profile` records the profile with its version, the admin's
+//! directory (berthd.toml `profiles_dir`) overrides and adds profiles, `berth profile
+//! list|show`, and `berth security UNIT`.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+
+use berth_testkit::{Harness, ImageBuilder, busybox_image};
+
+/// A berthd whose admin profile directory is `profiles` (which need not exist).
+fn harness_with_profiles(profiles: &Path) -> Harness {
+    Harness::start_with_config(&format!("profiles_dir = \"{}\"\n", profiles.display())).unwrap()
+}
+
+fn profile_of(h: &Harness, unit: &str) -> String {
+    h.status_json(unit).unwrap()["profile"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn attach_with_a_profile_records_it_with_its_version() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    h.berth_ok(&["attach", "hello", "--profile", "strict"])
+        .unwrap();
+
+    assert_eq!(profile_of(&h, "hello"), "strict@1");
+}
+
+#[test]
+fn an_unknown_profile_is_refused_and_nothing_is_attached() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+
+    let err = h
+        .berth_err(&["attach", "hello", "--profile", "lax"])
+        .unwrap();
+
+    assert!(err.contains("no profile 'lax'"), "{err}");
+    assert_eq!(
+        h.berth(&["is-attached", "hello"]).unwrap().status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn profile_list_shows_the_built_in_profiles_and_the_admins() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("web.conf"),
+        "# for web servers\n[Service]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        profiles.path().join("strict@1.conf"),
+        "# the admin's strict\n",
+    )
+    .unwrap();
+    let h = harness_with_profiles(profiles.path());
+
+    let list = h.berth_json(&["profile", "list"]).unwrap();
+
+    let shown: Vec<(String, Option<String>)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let path = p["path"].as_str().map(str::to_owned);
+            (p["reference"].as_str().unwrap().to_owned(), path)
+        })
+        .collect();
+    let admins = |name: &str| Some(profiles.path().join(name).display().to_string());
+    assert_eq!(
+        shown,
+        [
+            ("default@1".to_owned(), None),
+            ("nonetwork@1".to_owned(), None),
+            ("strict@1".to_owned(), admins("strict@1.conf")),
+            ("trusted@1".to_owned(), None),
+            ("web@1".to_owned(), admins("web.conf")),
+        ]
+    );
+    let text = h.berth_ok(&["profile", "list"]).unwrap();
+    assert!(text.contains("for web servers"), "{text}");
+}
+
+#[test]
+fn profile_show_prints_the_newest_version_or_the_one_named() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("default@2.conf"),
+        "# default, tighter\n",
+    )
+    .unwrap();
+    let h = harness_with_profiles(profiles.path());
+
+    let newest = h.berth_ok(&["profile", "show", "default"]).unwrap();
+    let first = h.berth_ok(&["profile", "show", "default@1"]).unwrap();
+
+    assert!(newest.starts_with("# default@2 ("), "{newest}");
+    assert!(newest.contains("# default, tighter"), "{newest}");
+    assert!(first.starts_with("# default@1 (built-in)"), "{first}");
+    assert!(
+        first.contains("\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"),
+        "{first}"
+    );
+    let err = h.berth_err(&["profile", "show", "default@3"]).unwrap();
+    assert!(err.contains("no profile 'default@3'"), "{err}");
+}
+
+#[test]
+fn a_newer_version_goes_to_new_attachments_and_old_ones_keep_theirs_across_reattach() {
+    let profiles = tempfile::tempdir().unwrap();
+    let h = harness_with_profiles(profiles.path());
+    let versions = h.dir().join("versions");
+    let v1 = ImageBuilder::new(&versions.join("foo_1"))
+        .unit("foo.service", "[Service]\nExecStart=/bin/sleep 1000\n")
+        .build()
+        .unwrap();
+    let v2 = ImageBuilder::new(&versions.join("foo_2"))
+        .unit("foo.service", "[Service]\nExecStart=/bin/sleep 1000\n")
+        .build()
+        .unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", path(&v1)]).unwrap();
+
+    // A newer berth (here: the admin) brings default@2.
+    std::fs::write(
+        profiles.path().join("default@2.conf"),
+        "# default@2\n[Service]\n",
+    )
+    .unwrap();
+    h.berth_ok(&["reattach", path(&v2)]).unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    assert_eq!(profile_of(&h, "foo"), "default@1");
+    assert_eq!(profile_of(&h, "hello"), "default@2");
+}
+
+#[test]
+fn security_rates_the_units_sandbox_check_by_check() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    let report = h.berth_json(&["security", "hello"]).unwrap();
+    let text = h.berth_ok(&["security", "hello"]).unwrap();
+
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 81);
+    assert_eq!(report["unit"], "hello.service");
+    assert_eq!(report["profile"], "default@1");
+    let exposure = report["exposure"].as_i64().unwrap();
+    assert!((0..=100).contains(&exposure));
+    let network = checks
+        .iter()
+        .find(|c| c["id"] == "PrivateNetwork=")
+        .unwrap();
+    assert_eq!(
+        (network["weight"].as_i64(), network["badness"].as_i64()),
+        (Some(2500), Some(1))
+    );
+    let overall = format!(
+        "→ Overall exposure level for hello.service (profile default@1): {}.{} {}",
+        exposure / 10,
+        exposure % 10,
+        report["rating"].as_str().unwrap()
+    );
+    assert!(text.trim_end().ends_with(&overall), "{text}");
+    assert!(text.contains("✗ PrivateNetwork="), "{text}");
+}
+
+#[test]
+fn security_of_a_unit_that_is_not_attached_says_so() {
+    let h = Harness::start().unwrap();
+
+    let err = h.berth_err(&["security", "nothere"]).unwrap();
+
+    assert!(err.contains("no attached unit 'nothere.service'"), "{err}");
+}

@@ -1,0 +1,85 @@
+//! The Manager's profile verbs: `ListProfiles`, `ShowProfile` and `Security`.
+
+use berth_protocol::manager::{
+    ManagerError, ProfileInfo, SecurityCheck, SecurityReply, ShowProfileReply,
+};
+
+use super::score::{self, UnitFacts};
+use super::{Profile, ProfileError};
+use crate::daemon::Manager;
+
+impl From<ProfileError> for ManagerError {
+    fn from(e: ProfileError) -> ManagerError {
+        match e {
+            ProfileError::NotFound { profile } => ManagerError::NoSuchProfile { profile },
+            ProfileError::InvalidName { ref profile } => ManagerError::InvalidProfile {
+                profile: profile.clone(),
+                reason: e.to_string(),
+            },
+            other => ManagerError::internal(other),
+        }
+    }
+}
+
+fn info(profile: &Profile) -> ProfileInfo {
+    ProfileInfo {
+        name: profile.name.clone(),
+        version: i64::from(profile.version),
+        reference: profile.reference(),
+        path: profile.path.as_ref().map(|p| p.display().to_string()),
+        summary: profile.summary(),
+    }
+}
+
+/// The syscalls of a systemd `@group` (none for an unknown one).
+fn group_syscalls(group: &str) -> Vec<String> {
+    berth_protocol::syscall_groups::expand(group)
+        .map(|names| names.into_iter().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+impl Manager {
+    /// `ListProfiles`: every profile at every version.
+    pub fn list_profiles(&self) -> Result<Vec<ProfileInfo>, ManagerError> {
+        Ok(self.profiles.list()?.iter().map(info).collect())
+    }
+
+    /// `ShowProfile`: one profile (its newest version for a bare name) and its text.
+    pub fn show_profile(&self, arg: &str) -> Result<ShowProfileReply, ManagerError> {
+        let profile = self.profiles.resolve(arg)?;
+        Ok(ShowProfileReply {
+            profile: info(&profile),
+            contents: profile.text,
+        })
+    }
+
+    /// `Security`: the exposure of the sandbox `unit` starts in, check by check.
+    pub fn security(&self, unit: &str) -> Result<SecurityReply, ManagerError> {
+        let unit = self.unit(unit)?;
+        let spec = &unit.config.sandbox;
+        // berthd runs every service as a dynamic uid and has no NotifyAccess=.
+        let facts = UnitFacts::default();
+        let report = score::assess(spec, &facts, &group_syscalls);
+        let profile = self.status(unit).profile;
+        let number = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let checks = report
+            .checks
+            .iter()
+            .map(|a| SecurityCheck {
+                id: a.id.to_owned(),
+                description: a.description.clone(),
+                weight: number(a.weight),
+                badness: a.badness.map(number),
+                range: number(a.range),
+                exposure: report.check_exposure(a).map(number),
+            })
+            .collect();
+        Ok(SecurityReply {
+            unit: unit.name.clone(),
+            profile,
+            exposure: number(report.exposure),
+            rating: score::rating(report.exposure).to_owned(),
+            checks,
+        })
+    }
+}
