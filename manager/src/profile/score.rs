@@ -320,11 +320,28 @@ pub fn protects_clock(spec: &SandboxSpec, groups: GroupSyscalls<'_>) -> bool {
         })
 }
 
-/// Only the native ABI may make syscalls. berth's filter refuses the others unless the spec
-/// names them (an empty list is berth's default: native).
-fn native_only(spec: &SandboxSpec) -> bool {
-    let archs = &spec.syscalls.architectures;
-    archs.is_empty() || archs.iter().any(|a| a == "native")
+/// Which ABIs may make syscalls, as systemd grades it: 0 native only, 8 others too, 10 all.
+/// berth-helper installs no filter at all when the spec asks nothing of it, and every filter
+/// it installs admits only the native ABI.
+fn architectures_grade(spec: &SandboxSpec) -> u64 {
+    let sc = &spec.syscalls;
+    let filtered = sc.allow.is_some()
+        || !sc.deny.is_empty()
+        || sc.address_families.is_some()
+        || sc.namespaces_allowed.is_some()
+        || sc.restrict_realtime
+        || sc.restrict_suid_sgid
+        || sc.lock_personality
+        || sc.memory_deny_write_execute;
+    if sc.architectures.iter().any(|a| a == "native") {
+        0
+    } else if !sc.architectures.is_empty() {
+        8
+    } else if filtered {
+        0
+    } else {
+        10
+    }
 }
 
 fn grade_user(s: &Subject<'_>) -> (Option<u64>, &'static str) {
@@ -415,10 +432,10 @@ fn grade_protect_proc(s: &Subject<'_>) -> (Option<u64>, &'static str) {
 }
 
 fn grade_architectures(s: &Subject<'_>) -> (Option<u64>, &'static str) {
-    if native_only(s.spec) {
-        (Some(0), "Only the native ABI may make system calls")
-    } else {
-        (Some(8), "Several ABIs may make system calls")
+    match architectures_grade(s.spec) {
+        0 => (Some(0), "Only the native ABI may make system calls"),
+        8 => (Some(8), "Other ABIs may make system calls"),
+        _ => (Some(10), "Every ABI may make system calls (i386, x32)"),
     }
 }
 
@@ -1187,13 +1204,13 @@ pub fn spec_as_unit(spec: &SandboxSpec, facts: &UnitFacts, groups: GroupSyscalls
         }
         Filter::Deny(deny) => line(format!("SystemCallFilter=~{}", deny.join(" "))),
     }
-    if native_only(spec) {
-        line("SystemCallArchitectures=native".into());
-    } else {
-        line(format!(
+    match architectures_grade(spec) {
+        0 => line("SystemCallArchitectures=native".into()),
+        8 => line(format!(
             "SystemCallArchitectures={}",
             sc.architectures.join(" ")
-        ));
+        )),
+        _ => {}
     }
     line(format!("UMask={:04o}", spec.umask));
     line(format!(
