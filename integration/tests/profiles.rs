@@ -88,8 +88,11 @@ fn profile_list_shows_the_built_in_profiles_and_the_admins() {
             ("web@1".to_owned(), admins("web.conf")),
         ]
     );
+    // default@1 with the host network: 0.9 (systemd-analyze says 1.0, see the README).
+    assert_eq!(list[0]["exposure"], 9);
     let text = h.berth_ok(&["profile", "list"]).unwrap();
     assert!(text.contains("for web servers"), "{text}");
+    assert!(text.contains("default@1    0.9       built-in"), "{text}");
 }
 
 #[test]

@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 
+use berth_manager::profile::Profiles;
 use berth_manager::profile::score::{self, Report, UnitFacts, assess, spec_as_unit};
 use berth_protocol::sandbox::{
     AddressFamilies, DeviceAccess, KeyringMode, ProtectHome, ProtectProc, ProtectSystem,
@@ -508,5 +510,41 @@ fn each_grade_of_each_check_scores_as_systemd_analyze_scores_it() {
 
     for (name, spec, facts) in &cases {
         compare(name, spec, facts);
+    }
+}
+
+/// Each built-in profile's sandbox, scored both ways, and the targets: default ≤ 1.0 on
+/// the host network, nonetwork ≤ 0.5, strict ≤ 0.3 (trusted has none).
+#[test]
+fn every_built_in_profile_scores_as_systemd_analyze_scores_it_within_its_target() {
+    let profiles = Profiles::new(Path::new("/nonexistent/berth/profiles"));
+    let targets = [
+        ("default", 10),
+        ("nonetwork", 5),
+        ("strict", 3),
+        ("trusted", 100),
+    ];
+
+    for (name, target) in targets {
+        let profile = profiles.resolve(name).unwrap();
+        let (spec, warnings) = profile.spec("svc.service").unwrap();
+        assert_eq!(
+            warnings,
+            Vec::<String>::new(),
+            "{name}: every line takes effect"
+        );
+
+        let (berth, systemd) = compare(name, &spec, &UnitFacts::default());
+
+        eprintln!(
+            "{}: berth {} systemd-analyze {}",
+            profile.reference(),
+            score::tenths(berth),
+            score::tenths(systemd)
+        );
+        assert!(
+            berth <= target && systemd <= target,
+            "{name}: berth {berth}, systemd {systemd}, target {target}"
+        );
     }
 }

@@ -355,6 +355,9 @@ pub struct ProfileInfo {
     pub path: Option<String>,
     // The first comment line of its text.
     pub summary: Option<String>,
+    // The exposure (in tenths, as Security gives it) of a unit that adds nothing to this
+    // profile; null when its text cannot be read.
+    pub exposure: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]

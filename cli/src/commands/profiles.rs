@@ -29,13 +29,14 @@ pub(crate) async fn list(s: &mut Session) -> anyhow::Result<()> {
         .map(|p| {
             vec![
                 p.reference.clone(),
+                p.exposure.map_or_else(|| "-".into(), tenths),
                 source(p),
                 p.summary.clone().unwrap_or_default(),
             ]
         })
         .collect();
     let legend = output::Legend {
-        header: &["PROFILE", "SOURCE", "SUMMARY"],
+        header: &["PROFILE", "EXPOSURE", "SOURCE", "SUMMARY"],
         footer: listed(rows.len(), "profile", "profiles"),
         show: s.legend,
     };

@@ -17,9 +17,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use berth_protocol::names;
+use berth_protocol::sandbox::SandboxSpec;
 
 /// The profile an attach without `--profile` gets.
 pub const DEFAULT: &str = "default";
+
+/// The profile whose directives replace the baseline instead of only tightening it (its
+/// relaxations are still only what berth-helper's floor allows).
+pub const TRUSTED: &str = "trusted";
 
 /// Where the admin's profiles are unless berthd.toml says otherwise.
 pub const DEFAULT_DIR: &str = "/etc/berth/profiles";
@@ -44,6 +49,42 @@ impl Profile {
     /// `NAME@VERSION`, as attachments record it.
     pub fn reference(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// The sandbox this profile gives unit `unit`: its `[Service]` directives over
+    /// [`SandboxSpec::baseline`] (only tightening it, unless it is [`TRUSTED`]), with a warning
+    /// for each line that had no effect.
+    pub fn spec(&self, unit: &str) -> Result<(SandboxSpec, Vec<String>), ProfileError> {
+        let reference = self.reference();
+        let file = crate::unit::parse(&self.text).map_err(|e| ProfileError::Invalid {
+            profile: reference.clone(),
+            reason: e.to_string(),
+        })?;
+        let label = format!("profile {reference}");
+        let base = SandboxSpec::baseline(0, 0, "");
+        let trusted = self.name == TRUSTED;
+        let (mut spec, mut warnings) =
+            crate::unit::profile_sandbox(unit, &base, &label, &file, trusted);
+        spec.profile = reference;
+        // A profile is the sandbox only: anything else in it is a mistake to point out.
+        for section in file.sections() {
+            if section.name != "Service" {
+                warnings.push(format!(
+                    "{label}:{}: [{}] is ignored: a profile holds [Service] sandbox directives",
+                    section.line, section.name
+                ));
+                continue;
+            }
+            for a in &section.assignments {
+                if !crate::unit::directives::sandbox::is_sandbox_directive(&a.key) {
+                    warnings.push(format!(
+                        "{label}:{}: {}= is ignored: not a sandbox directive berth reads",
+                        a.line, a.key
+                    ));
+                }
+            }
+        }
+        Ok((spec, warnings))
     }
 
     /// The first comment line of its text, the profile's summary.
@@ -71,6 +112,8 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
+    #[error("profile {profile} cannot be read: {reason}")]
+    Invalid { profile: String, reason: String },
     #[error("profile {path} is not a regular file of at most {MAX_PROFILE_BYTES} bytes of UTF-8")]
     BadFile { path: PathBuf },
 }
@@ -353,5 +396,52 @@ mod tests {
             with_files(&[("README", "x"), ("bad name.conf", "x"), ("x@0.conf", "x")]);
 
         assert_eq!(profiles.list().unwrap().len(), builtin::BUILT_IN.len());
+    }
+
+    #[test]
+    fn a_profiles_spec_records_it_and_the_built_in_ones_differ_as_named() {
+        let profiles = Profiles::new(Path::new("/nonexistent"));
+        let spec = |name: &str| profiles.resolve(name).unwrap().spec("a.service").unwrap();
+
+        let (default, warnings) = spec("default");
+        let (strict, _) = spec("strict");
+
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(
+            (default.profile.as_str(), strict.profile.as_str()),
+            ("default@1", "strict@1")
+        );
+        assert!(!default.namespaces.private_network && strict.namespaces.private_network);
+    }
+
+    #[test]
+    fn what_a_profile_holds_besides_sandbox_directives_is_named_in_a_warning() {
+        let text = "[Service]\nExecStart=/bin/x\nPrivateNetwork=yes\n[Unit]\nDescription=x\n";
+        let (_dir, profiles) = with_files(&[("odd.conf", text)]);
+
+        let (spec, warnings) = profiles.resolve("odd").unwrap().spec("a.service").unwrap();
+
+        assert!(spec.namespaces.private_network);
+        assert_eq!(
+            warnings,
+            [
+                "profile odd@1:2: ExecStart= is ignored: not a sandbox directive berth reads",
+                "profile odd@1:4: [Unit] is ignored: a profile holds [Service] sandbox directives",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_trusted_loosens_the_baseline() {
+        let loosen = "[Service]\nNoNewPrivileges=no\n";
+        let (_dir, profiles) = with_files(&[("trusted.conf", loosen), ("web.conf", loosen)]);
+        let spec = |name: &str| profiles.resolve(name).unwrap().spec("a.service").unwrap();
+
+        let (trusted, none) = spec("trusted");
+        let (web, warned) = spec("web");
+
+        assert!(!trusted.no_new_privileges && none.is_empty());
+        assert!(web.no_new_privileges);
+        assert_eq!(warned.len(), 1, "{warned:?}");
     }
 }

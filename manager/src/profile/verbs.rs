@@ -12,7 +12,8 @@ impl From<ProfileError> for ManagerError {
     fn from(e: ProfileError) -> ManagerError {
         match e {
             ProfileError::NotFound { profile } => ManagerError::NoSuchProfile { profile },
-            ProfileError::InvalidName { ref profile } => ManagerError::InvalidProfile {
+            ProfileError::InvalidName { ref profile }
+            | ProfileError::Invalid { ref profile, .. } => ManagerError::InvalidProfile {
                 profile: profile.clone(),
                 reason: e.to_string(),
             },
@@ -22,13 +23,23 @@ impl From<ProfileError> for ManagerError {
 }
 
 fn info(profile: &Profile) -> ProfileInfo {
+    // The unit name only fills the profile's specifiers.
+    let exposure = profile.spec("profile.service").ok().map(|(spec, _)| {
+        let report = score::assess(&spec, &UnitFacts::default(), &group_syscalls);
+        number(report.exposure)
+    });
     ProfileInfo {
         name: profile.name.clone(),
         version: i64::from(profile.version),
         reference: profile.reference(),
         path: profile.path.as_ref().map(|p| p.display().to_string()),
         summary: profile.summary(),
+        exposure,
     }
+}
+
+fn number(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The syscalls of a systemd `@group` (none for an unknown one).
@@ -61,7 +72,6 @@ impl Manager {
         let facts = UnitFacts::default();
         let report = score::assess(spec, &facts, &group_syscalls);
         let profile = self.status(unit).profile;
-        let number = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let checks = report
             .checks
             .iter()
