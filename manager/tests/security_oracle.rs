@@ -478,11 +478,6 @@ fn each_grade_of_each_check_scores_as_systemd_analyze_scores_it() {
             UnitFacts::default(),
         ),
         (
-            "no RemoveIPC",
-            with(&|s| s.remove_ipc = false),
-            UnitFacts::default(),
-        ),
-        (
             "root",
             t(),
             UnitFacts {

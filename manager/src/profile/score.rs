@@ -376,8 +376,11 @@ fn grade_supplementary_groups(s: &Subject<'_>) -> (Option<u64>, &'static str) {
     )
 }
 
+/// berthd releases every dynamic uid through berth-helper when its run ends, which removes the
+/// uid's SysV IPC objects and POSIX message queues whatever the spec says (RemoveIPC= as
+/// systemd implies it for DynamicUser=).
 fn grade_remove_ipc(s: &Subject<'_>) -> (Option<u64>, &'static str) {
-    let bad = !s.spec.remove_ipc;
+    let bad = s.facts.host_root && !s.spec.remove_ipc;
     let text = (
         "Its SysV IPC objects and message queues go when it ends",
         "Its SysV IPC objects and message queues outlive it",
@@ -1220,7 +1223,10 @@ pub fn spec_as_unit(spec: &SandboxSpec, facts: &UnitFacts, groups: GroupSyscalls
             KeyringMode::Shared => "shared",
         }
     ));
-    line(format!("RemoveIPC={}", yes(spec.remove_ipc)));
+    line(format!(
+        "RemoveIPC={}",
+        yes(spec.remove_ipc || !facts.host_root)
+    ));
     for cidr in &spec.firewall.allow {
         line(format!("IPAddressAllow={cidr}"));
     }
@@ -1420,5 +1426,15 @@ mod tests {
 
         assert_eq!(badness(&half, "IPAddressDeny="), Some(10));
         assert_eq!(badness(&local, "IPAddressDeny="), Some(2));
+    }
+
+    #[test]
+    fn a_dynamic_uids_ipc_goes_at_release_whatever_the_spec_says() {
+        let mut s = spec();
+        s.remove_ipc = false;
+
+        let report = assess(&s, &UnitFacts::default(), &groups);
+
+        assert_eq!(badness(&report, "RemoveIPC="), Some(0));
     }
 }
