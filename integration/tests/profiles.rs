@@ -110,7 +110,10 @@ fn profile_show_prints_the_newest_version_or_the_one_named() {
 
     assert!(newest.starts_with("# default@2 ("), "{newest}");
     assert!(newest.contains("# default, tighter"), "{newest}");
-    assert!(first.starts_with("# default@1 (built-in)"), "{first}");
+    assert!(
+        first.starts_with("# default@1 (built-in, exposure 0.9)"),
+        "{first}"
+    );
     assert!(
         first.contains("\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"),
         "{first}"

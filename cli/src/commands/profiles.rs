@@ -44,14 +44,18 @@ pub(crate) async fn list(s: &mut Session) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `profile show NAME`: its text after a `# NAME@VERSION (SOURCE)` line.
+/// `profile show NAME`: its text after a `# NAME@VERSION (SOURCE, exposure X.Y)` line.
 pub(crate) async fn show(s: &mut Session, profile: String) -> anyhow::Result<()> {
     let reply: ShowProfileReply = s.call("ShowProfile", &ProfileParams { profile }).await?;
     if s.json {
         return s.print_json(&reply);
     }
+    let exposure = reply
+        .profile
+        .exposure
+        .map_or_else(String::new, |e| format!(", exposure {}", tenths(e)));
     out!(
-        "# {} ({})",
+        "# {} ({}{exposure})",
         escape(&reply.profile.reference),
         escape(&source(&reply.profile))
     )?;
