@@ -101,6 +101,10 @@ pub const ATTEMPTS: &[(&str, &str)] = &[
     ),
     ("unix-connect:PATH", "connect to the unix socket at PATH"),
     (
+        "tcp-connect:IP:PORT",
+        "connect over TCP to IPv4 address IP, port PORT",
+    ),
+    (
         "write:PATH",
         "open the existing file PATH for writing (writes nothing)",
     ),
@@ -259,12 +263,29 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
         },
         "abstract-connect" => |name| connect_unix(&abstract_address(name)),
         "unix-connect" => |path| connect_unix(path.as_bytes()),
+        "tcp-connect" => |address| {
+            let address: std::net::SocketAddr = address.parse().map_err(|_| libc::EINVAL)?;
+            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5))
+                .map(|_| String::new())
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ETIMEDOUT))
+        },
         "read" => |path| {
             let mut text = Vec::new();
             std::fs::File::open(path)
                 .and_then(|f| f.take(4096).read_to_end(&mut text))
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
             Ok(String::from_utf8_lossy(&text).into_owned())
+        },
+        "list" => |path| {
+            let mut names = std::fs::read_dir(path)
+                .and_then(|entries| {
+                    entries
+                        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            names.sort();
+            Ok(names.join(","))
         },
         "write" => |path| open_path(path, libc::O_WRONLY),
         "create" => |path| {
@@ -664,6 +685,9 @@ fn errno_name(errno: i32) -> String {
         libc::EKEYEXPIRED => "EKEYEXPIRED",
         libc::EUSERS => "EUSERS",
         libc::ENOSPC => "ENOSPC",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
         _ => return format!("errno {errno}"),
     };
     name.to_owned()
