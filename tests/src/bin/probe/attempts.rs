@@ -52,7 +52,10 @@ pub const ATTEMPTS: &[(&str, &str)] = &[
         "mount a tmpfs on a new directory in /tmp (no new namespace), unmount it",
     ),
     ("fsopen", "fsopen(\"tmpfs\")"),
-    ("keyctl", "add a key to the session keyring"),
+    (
+        "keyctl",
+        "add a key to a new thread keyring (gone with the attempt)",
+    ),
     (
         "session-keyring",
         "describe the session keyring (owner, name)",
@@ -202,9 +205,7 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
         },
         "mount-tmpfs" => |_| mount_and_unmount_tmpfs(),
         "fsopen" => |_| fsopen_tmpfs(),
-        "keyctl" => {
-            |_| add_key("berth-probe", "x", KEY_SPEC_SESSION_KEYRING).map(|_| String::new())
-        }
+        "keyctl" => |_| add_key("berth-probe", "x", KEY_SPEC_THREAD_KEYRING).map(|_| String::new()),
         "session-keyring" => |_| describe_key(KEY_SPEC_SESSION_KEYRING),
         "key-add" => key_add,
         "key-read" => key_read,
@@ -301,6 +302,7 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
     })
 }
 
+const KEY_SPEC_THREAD_KEYRING: i32 = -1;
 const KEY_SPEC_SESSION_KEYRING: i32 = -3;
 const KEY_SPEC_USER_KEYRING: i32 = -4;
 const KEYCTL_GET_KEYRING_ID: i32 = 0;
