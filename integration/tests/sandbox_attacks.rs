@@ -70,6 +70,11 @@ fn host_probe(mut command: Command, tries: &[&str]) -> Value {
     for t in tries {
         command.args(["--try", t]);
     }
+    host_probe_output(command)
+}
+
+/// The probe's report in what `command` (which runs the probe itself) prints.
+fn host_probe_output(command: Command) -> Value {
     let out = output_with_timeout(command, TIMEOUT).unwrap();
     assert!(
         out.status.success(),
@@ -444,4 +449,49 @@ fn a_service_opens_only_unix_and_ip_sockets() {
     let tries = ["socket-netlink"];
     assert_refused_inside_working_outside(&tries, &inside, &on_host_as_nobody(&tries));
     assert!(refused(&inside["tries"]["socket-packet"]));
+}
+
+// #13: a service started from a terminal cannot push input into it (TIOCSTI; this host has
+// dev.tty.legacy_tiocsti=1): it has no controlling terminal and none of its fds is the
+// caller's. Control: the probe run under the same kind of pseudo-terminal on the host pushes
+// a byte.
+#[test]
+fn a_service_started_from_a_terminal_cannot_push_input_into_it() {
+    let h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("tty"))
+        .probe()
+        .unit(
+            "tty.service",
+            "[Service]\nType=oneshot\nExecStart=/usr/bin/berth-probe --try tiocsti\n",
+        )
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "tty"]).unwrap();
+    let start = format!(
+        "{} --socket {} start tty",
+        h.bin_dir().join("berth").display(),
+        h.socket().display()
+    );
+    let mut in_terminal = Command::new("script");
+    in_terminal.args(["-qec", &start, "/dev/null"]);
+
+    let out = output_with_timeout(in_terminal, TIMEOUT).unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let inside = probe_output(&h.berth_ok(&["logs", "tty"]).unwrap()).unwrap();
+    assert!(
+        refused(&inside["tries"]["tiocsti"]),
+        "{}",
+        inside["tries"]["tiocsti"]
+    );
+    assert_eq!(inside["ctty"], false);
+    let probe = format!("{} --try tiocsti", probe_path().unwrap().display());
+    let mut control = as_user(NOBODY, NOBODY, &[]);
+    control.args(["script", "-qec", &probe, "/dev/null"]);
+    let host = host_probe_output(control);
+    assert_eq!(host["tries"]["tiocsti"], "ok");
 }
