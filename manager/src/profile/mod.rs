@@ -164,15 +164,16 @@ impl Profiles {
             known.insert((profile.name.clone(), b.version), profile);
         }
         let (versioned, newest) = self.admin_files()?;
-        for ((name, version), path) in versioned {
-            let text = read_profile(&path)?;
-            let profile = Profile {
-                name: name.clone(),
+        let admins = |name: String, version, path: PathBuf| -> Result<Profile, ProfileError> {
+            Ok(Profile {
+                text: read_profile(&path)?,
+                name,
                 version,
-                text,
                 path: Some(path),
-            };
-            known.insert((name, version), profile);
+            })
+        };
+        for ((name, version), path) in versioned {
+            known.insert((name.clone(), version), admins(name, version, path)?);
         }
         // NAME.conf replaces the newest version known otherwise.
         for (name, path) in newest {
@@ -182,14 +183,7 @@ impl Profiles {
                 .map(|(_, v)| *v)
                 .max()
                 .unwrap_or(1);
-            let text = read_profile(&path)?;
-            let profile = Profile {
-                name: name.clone(),
-                version,
-                text,
-                path: Some(path),
-            };
-            known.insert((name, version), profile);
+            known.insert((name.clone(), version), admins(name, version, path)?);
         }
         Ok(known.into_values().collect())
     }
