@@ -133,7 +133,13 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Show how exposed a unit's sandbox is: systemd-analyze security's checks and weights,
     /// each check's share and the overall exposure (0.0 best, 10.0 worst).
-    Security { unit: String },
+    Security {
+        unit: String,
+        /// Exit 1 when the exposure is above N, in tenths as systemd-analyze takes it (0-100:
+        /// 10 is 1.0).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=100))]
+        threshold: Option<i64>,
+    },
     /// Show a unit's captured output.
     Logs {
         unit: String,

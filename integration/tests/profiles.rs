@@ -185,6 +185,31 @@ fn security_rates_the_units_sandbox_check_by_check() {
 }
 
 #[test]
+fn security_exits_1_above_the_threshold_and_0_at_or_below_it() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    let exposure = h.berth_json(&["security", "hello"]).unwrap()["exposure"]
+        .as_i64()
+        .unwrap();
+
+    let at = h
+        .berth(&["security", "hello", "--threshold", &exposure.to_string()])
+        .unwrap();
+    let below = h
+        .berth(&[
+            "security",
+            "hello",
+            "--threshold",
+            &(exposure - 1).to_string(),
+        ])
+        .unwrap();
+
+    assert_eq!(at.status.code(), Some(0));
+    assert_eq!(below.status.code(), Some(1));
+}
+
+#[test]
 fn security_of_a_unit_that_is_not_attached_says_so() {
     let h = Harness::start().unwrap();
 

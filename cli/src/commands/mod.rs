@@ -90,7 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(ProfileCommand::Show { profile }) => {
             profiles::show(&mut s, profile).await?
         }
-        Command::Security { unit } => profiles::security(&mut s, unit).await?,
+        Command::Security { unit, threshold } => {
+            return profiles::security(&mut s, unit, threshold).await;
+        }
         Command::Logs {
             unit,
             follow,

@@ -2,6 +2,7 @@
 //! exposed a unit's sandbox is (systemd-analyze security's checks and weights).
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use berth_protocol::manager::{
     Empty, ListProfilesReply, ProfileInfo, ProfileParams, SecurityCheck, SecurityReply,
@@ -83,11 +84,21 @@ fn check_row(c: &SecurityCheck) -> Vec<String> {
     ]
 }
 
-/// `security UNIT`: every check, those that add the most first, and the overall exposure.
-pub(crate) async fn security(s: &mut Session, unit: String) -> anyhow::Result<()> {
+/// `security UNIT`: every check, those that add the most first, and the overall exposure;
+/// exit 1 when it is above `threshold`.
+pub(crate) async fn security(
+    s: &mut Session,
+    unit: String,
+    threshold: Option<i64>,
+) -> anyhow::Result<ExitCode> {
     let reply: SecurityReply = s.call("Security", &UnitParams { unit }).await?;
+    let code = match threshold {
+        Some(limit) if reply.exposure > limit => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    };
     if s.json {
-        return s.print_json(&reply);
+        s.print_json(&reply)?;
+        return Ok(code);
     }
     let mut checks = reply.checks.clone();
     checks.sort_by(|a, b| {
@@ -111,5 +122,5 @@ pub(crate) async fn security(s: &mut Session, unit: String) -> anyhow::Result<()
     } else {
         out!("{}", escape(&legend.footer))?;
     }
-    Ok(())
+    Ok(code)
 }
