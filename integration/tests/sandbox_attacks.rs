@@ -255,6 +255,31 @@ fn a_key_a_service_leaves_in_its_user_keyring_is_gone_for_the_next_holder_of_its
     assert_eq!(second["tries"][&find], "ENOKEY");
 }
 
+// #20 across daemons: what a uid's holder left while no berthd watched (it ended while
+// berthd was down, or before this berthd existed) is gone before the uid's first use by this
+// berthd. Control: the key is there for the uid on the host until then.
+#[test]
+fn a_key_left_for_a_uid_before_berthd_started_is_gone_for_its_first_holder() {
+    let uid = 61502;
+    let description = format!("berth-earlier-{}", std::process::id());
+    let leave = format!("key-add:{description}=secret");
+    let find = format!("key-read:{description}");
+    let planted = host_probe(as_user(uid, uid, &[]), &[&leave, &find]);
+    let h = Harness::start_with_config(&format!(
+        "dynamic_uid_min = {uid}\ndynamic_uid_max = {uid}\n"
+    ))
+    .unwrap();
+
+    let first = probe_service(&h, "holder", "", &try_args(&[&find]));
+
+    assert_eq!(
+        planted["tries"][&find], "ok: secret",
+        "the control key was not planted"
+    );
+    assert_eq!(first["uid"], uid);
+    assert_eq!(first["tries"][&find], "ENOKEY");
+}
+
 // #23: neither daemon's socket can be reached from a service: they are not in its file system,
 // and the daemons hold no abstract socket a service on the host network could reach.
 // Control: from the host, nobody reaches the manager's socket and berth the helper's.

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub enum DynamicUserError {
     #[error("no free dynamic uid in {min}-{max}")]
     Exhausted { min: u32, max: u32 },
+    #[error("uid {id}, the unit's next, is still being released")]
+    Releasing { id: u32 },
 }
 
 /// Hands out IDs from `min..=max` that are free in berth and on the host.
@@ -24,6 +26,8 @@ pub struct DynamicUsers {
     in_use: BTreeSet<u32>,
     /// Taken uids whose release is under way (a subset of `in_use`).
     releasing: BTreeSet<u32>,
+    /// Uids berth-helper has released for this berthd: nothing of an earlier holder is left.
+    released: BTreeSet<u32>,
     passwd: PathBuf,
     group: PathBuf,
 }
@@ -35,6 +39,7 @@ impl DynamicUsers {
             max,
             in_use: BTreeSet::new(),
             releasing: BTreeSet::new(),
+            released: BTreeSet::new(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -48,7 +53,9 @@ impl DynamicUsers {
     }
 
     /// Allocates the lowest free ID, starting from a hash of the unit name so that a unit tends
-    /// to get the same ID again (as systemd does), which keeps its files' owner stable.
+    /// to get the same ID again (as systemd does), which keeps its files' owner stable. When
+    /// the ID it would get is still being released, that is the error: the caller waits for it
+    /// rather than take the next one.
     pub fn allocate(&mut self, unit: &str) -> Result<u32, DynamicUserError> {
         let taken = host_ids(&self.passwd)
             .into_iter()
@@ -61,11 +68,16 @@ impl DynamicUsers {
             % span;
         let id = (0..span)
             .map(|i| self.min + (start + i) % span)
-            .find(|id| !self.in_use.contains(id) && !taken.contains(id))
+            .find(|id| {
+                self.releasing.contains(id) || (!self.in_use.contains(id) && !taken.contains(id))
+            })
             .ok_or(DynamicUserError::Exhausted {
                 min: self.min,
                 max: self.max,
             })?;
+        if self.releasing.contains(&id) {
+            return Err(DynamicUserError::Releasing { id });
+        }
         self.in_use.insert(id);
         Ok(id)
     }
@@ -95,10 +107,15 @@ impl DynamicUsers {
         self.releasing.remove(&id);
     }
 
-    /// True while some uid is being released: an allocation that found none free may then
-    /// wait for it.
-    pub fn is_releasing(&self) -> bool {
-        !self.releasing.is_empty()
+    /// Records that berth-helper released `id`.
+    pub fn mark_released(&mut self, id: u32) {
+        self.released.insert(id);
+    }
+
+    /// Whether berth-helper released `id` since this berthd started (else an earlier holder,
+    /// seen by an earlier berthd or none, may have left something).
+    pub fn was_released(&self, id: u32) -> bool {
+        self.released.contains(&id)
     }
 }
 
@@ -169,10 +186,11 @@ mod tests {
 
         users.begin_release(id);
 
-        assert!(users.is_releasing());
-        assert!(users.allocate("b.service").is_err());
+        assert!(matches!(
+            users.allocate("b.service"),
+            Err(DynamicUserError::Releasing { id: 100 })
+        ));
         users.release(id);
-        assert!(!users.is_releasing());
         assert_eq!(users.allocate("b.service").unwrap(), 100);
     }
 
@@ -185,8 +203,35 @@ mod tests {
 
         users.keep_out_of_use(id);
 
-        assert!(!users.is_releasing());
-        assert!(users.allocate("b.service").is_err());
+        assert!(matches!(
+            users.allocate("b.service"),
+            Err(DynamicUserError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_unit_waits_for_its_releasing_id_rather_than_take_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 101);
+        let id = users.allocate("a.service").unwrap();
+        users.begin_release(id);
+
+        let again = users.allocate("a.service");
+
+        assert!(matches!(again, Err(DynamicUserError::Releasing { id: got }) if got == id));
+    }
+
+    #[test]
+    fn an_id_counts_as_released_only_once_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut users = users(dir.path(), "", 100, 100);
+        let id = users.allocate("a.service").unwrap();
+
+        let before = users.was_released(id);
+        users.mark_released(id);
+
+        assert!(!before);
+        assert!(users.was_released(id));
     }
 
     #[test]
