@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use berth_testkit::{Harness, ImageBuilder, busybox_image};
+use berth_testkit::{Harness, ImageBuilder, busybox_image, ns_inode};
+use rustix::process::{Pid, PidfdFlags};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The two uids of the range: one for the service under test, one for a filler that holds
@@ -137,13 +139,16 @@ ExecStart=/bin/sh -c 'touch /run/app/left /tmp/left; exec sleep 1000'\n";
     )
     .unwrap();
     let owner = fs::metadata(format!("{root}/run/app")).unwrap().uid();
-    let tmp = fs::metadata(format!("{root}/tmp/left")).unwrap().dev();
-    let run = fs::metadata(format!("{root}/run/app/left")).unwrap().dev();
-    let devices: Vec<String> = [tmp, run]
-        .iter()
-        .map(|d| format!(" {}:{} ", libc::major(*d), libc::minor(*d)))
+    // The tmpfs of /run and /tmp belong to the service's mount namespace (its root is private:
+    // nothing propagates out), so they go with its last process. Held by pidfd, as pids and
+    // namespace inodes are reused by the sandboxes of tests running alongside.
+    let namespace = ns_inode(pid as u32, "mnt").unwrap();
+    let inside: Vec<OwnedFd> = processes_in_mount_namespace(namespace)
+        .into_iter()
+        .filter_map(|p| {
+            rustix::process::pidfd_open(Pid::from_raw(p as i32)?, PidfdFlags::empty()).ok()
+        })
         .collect();
-    let while_running = still_mounted(&devices);
 
     h.berth_ok(&["stop", "app"]).unwrap();
 
@@ -152,31 +157,35 @@ ExecStart=/bin/sh -c 'touch /run/app/left /tmp/left; exec sleep 1000'\n";
         "runtime directory owned by {owner}"
     );
     assert!(
-        !while_running.is_empty(),
-        "the control found no mount of the running service"
+        inside.len() >= 2,
+        "the control found {} processes (init and main) in the running service's mount namespace",
+        inside.len()
     );
-    assert!(
-        still_mounted(&devices).is_empty(),
-        "a tmpfs of the stopped service is still mounted in: {:?}",
-        still_mounted(&devices)
+    let alive = inside.iter().filter(|fd| !exited(fd)).count();
+    assert_eq!(
+        alive, 0,
+        "processes keep the stopped service's /run and /tmp"
     );
     assert!(!std::path::Path::new(&root).exists());
 }
 
-/// The processes (any mount namespace) in whose mount table one of `devices` (` MAJ:MIN `)
-/// appears.
-fn still_mounted(devices: &[String]) -> Vec<String> {
+/// Whether the process of `pidfd` has exited (its pidfd reads ready).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no timeout.
+    unsafe { libc::poll(poll.as_mut_ptr(), 1, 0) == 1 }
+}
+
+/// The processes in mount namespace `namespace` (by its inode).
+fn processes_in_mount_namespace(namespace: u64) -> Vec<u32> {
     fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| {
-            let pid = e.ok()?.file_name().into_string().ok()?;
-            pid.parse::<u32>().ok()?;
-            let table = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-            devices
-                .iter()
-                .any(|d| table.contains(d.as_str()))
-                .then_some(pid)
-        })
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
+        .filter(|pid| ns_inode(*pid, "mnt").is_ok_and(|ns| ns == namespace))
         .collect()
 }
 
