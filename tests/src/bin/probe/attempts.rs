@@ -62,7 +62,7 @@ pub const ATTEMPTS: &[(&str, &str)] = &[
     ),
     (
         "key-add:DESC=VALUE",
-        "add user key DESC to the user keyring",
+        "add user key DESC to the user keyring, readable by its owner uid without possessing it",
     ),
     (
         "key-read:DESC",
@@ -309,6 +309,9 @@ const KEYCTL_GET_KEYRING_ID: i32 = 0;
 const KEYCTL_DESCRIBE: i32 = 6;
 const KEYCTL_SEARCH: i32 = 10;
 const KEYCTL_READ: i32 = 11;
+const KEYCTL_SETPERM: i32 = 5;
+/// KEY_POS_ALL | KEY_USR_ALL.
+const KEY_OWNER_ALL: libc::c_long = 0x3f3f_0000;
 const X32_BIT: libc::c_long = 0x4000_0000;
 const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 
@@ -415,7 +418,13 @@ fn key_add(arg: &str) -> Outcome {
     let Some((description, payload)) = arg.split_once('=') else {
         return Err(libc::EINVAL);
     };
-    add_key(description, payload, KEY_SPEC_USER_KEYRING).map(|id| id.to_string())
+    let id = add_key(description, payload, KEY_SPEC_USER_KEYRING)?;
+    // As a holder that means the key for the next one would: every right to its owner uid,
+    // so that whoever runs as the uid reads it, with or without a session keyring that links
+    // the user keyring.
+    // SAFETY: KEYCTL_SETPERM takes two integers.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, KEY_OWNER_ALL) })?;
+    Ok(id.to_string())
 }
 
 fn key_read(description: &str) -> Outcome {
