@@ -56,6 +56,7 @@ fn tries(host: &Host) -> Vec<String> {
         "list:/home",
         "list:/root",
         "list:/usr/lib/modules",
+        "read:/etc/os-release",
         "create:/etc/probe-write",
         "create:/usr/probe-write",
         "create:/var/probe-write",
@@ -450,6 +451,29 @@ fn check(directive: &str, value: &str, p: &Value, host: &Host) -> Result<(), Str
             (!same_namespace(p, host, "ipc"))
                 .then_some(())
                 .ok_or("the host's IPC namespace".into())
+        }
+        ("InaccessiblePaths", "/etc/os-release") => all_refused(p, &["read:/etc/os-release"]),
+        ("TemporaryFileSystem", path) => {
+            let path = path.split(':').next().unwrap_or(path);
+            mount(p, path)
+                .is_some_and(|m| m["fs_type"] == "tmpfs")
+                .then_some(())
+                .ok_or(format!("no tmpfs on {path}: {:?}", mount(p, path)))
+        }
+        (limit, value) if limit.starts_with("Limit") => {
+            let resource = limit["Limit".len()..].to_ascii_lowercase();
+            let (soft, hard) = value.split_once(':').unwrap_or((value, value));
+            let number = |v: &str| -> Value {
+                if v == "infinity" {
+                    Value::Null
+                } else {
+                    v.parse::<u64>().map_or(Value::Null, Value::from)
+                }
+            };
+            let seen = &p["rlimits"][&resource];
+            (seen["soft"] == number(soft) && seen["hard"] == number(hard))
+                .then_some(())
+                .ok_or(format!("{resource}: {seen}"))
         }
         _ => Err(format!("no check for {directive}={value}")),
     }
