@@ -281,11 +281,16 @@ impl Merge {
         if unchanged {
             self.warnings.push(loosens(source));
         } else {
-            let parts: Vec<&str> = parts.iter().take(8).map(String::as_str).collect();
+            let mut shown: Vec<&str> = parts.iter().take(8).map(String::as_str).collect();
+            let more = parts.len().saturating_sub(shown.len());
+            let more = format!("and {more} more");
+            if parts.len() > shown.len() {
+                shown.push(&more);
+            }
             self.warnings.push(format!(
                 "{} is ignored in part: {} would loosen the sandbox, which only tightens",
                 source.at(),
-                parts.join(" ")
+                shown.join(" ")
             ));
         }
     }

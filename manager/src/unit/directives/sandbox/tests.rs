@@ -669,6 +669,20 @@ fn an_allow_list_filter_includes_default_and_is_intersected_with_the_base() {
 }
 
 #[test]
+fn a_long_loosening_is_named_by_its_first_names_and_a_count() {
+    let mut base = baseline();
+    base.syscalls.allow = Some(strings(&["read", "write"]));
+
+    let (_, warnings) = unit_over(&base, "SystemCallFilter=read @mount\n");
+
+    let extra = group("@mount").len() - 8;
+    assert!(
+        warnings[0].contains(&format!(" and {extra} more would loosen the sandbox")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn a_deny_list_filter_adds_to_the_base_deny_list() {
     let mut base = baseline();
     base.syscalls.deny = strings(&["reboot"]);
