@@ -49,6 +49,12 @@ impl FilterCache {
         }
         let compiled = Arc::new(compile(&key)?);
         self.compiled += 1;
+        // Once per distinct filter, so a log shows that starts do not recompile.
+        tracing::info!(
+            programs = compiled.programs().len(),
+            instructions = compiled.instructions(),
+            "compiled a seccomp filter"
+        );
         if self.entries.len() >= CAPACITY
             && let Some(oldest) = self
                 .entries

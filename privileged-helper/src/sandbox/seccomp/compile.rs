@@ -634,6 +634,14 @@ mod tests {
         unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) }
     }
 
+    /// A deny list of `list`, refused with `errno` (or a kill).
+    fn denying(list: &[&str], errno: Option<i32>) -> SyscallFilter {
+        let mut filter = no_filter();
+        filter.deny = names(list);
+        filter.error_number = errno;
+        filter
+    }
+
     fn compiled(filter: &SyscallFilter) -> CompiledFilter {
         compile(filter).unwrap()
     }
@@ -656,11 +664,14 @@ mod tests {
         syscall(libc::SYS_getpid, [0; 4])
     }
 
+    /// clone3 with a null argument: EFAULT if it reaches the kernel.
+    fn clone3() -> i64 {
+        syscall(libc::SYS_clone3, [0, 64, 0, 0])
+    }
+
     #[test]
     fn a_denied_syscall_fails_with_the_error_number() {
-        let mut filter = no_filter();
-        filter.deny = names(&["keyctl"]);
-        filter.error_number = Some(libc::EPERM);
+        let filter = denying(&["keyctl"], Some(libc::EPERM));
         let filter = compiled(&filter);
 
         assert_eq!(under(&filter, keyctl), Returned(libc::EPERM));
@@ -669,9 +680,7 @@ mod tests {
 
     #[test]
     fn a_denied_syscall_kills_without_an_error_number() {
-        let mut filter = no_filter();
-        filter.deny = names(&["keyctl"]);
-        let filter = compiled(&filter);
+        let filter = compiled(&denying(&["keyctl"], None));
 
         assert_eq!(under(&filter, keyctl), Killed(libc::SIGSYS));
     }
@@ -712,9 +721,7 @@ mod tests {
 
     #[test]
     fn execve_stays_allowed_whatever_the_filter_denies() {
-        let mut filter = no_filter();
-        filter.deny = names(&["execve", "exit_group"]);
-        filter.error_number = Some(libc::EPERM);
+        let filter = denying(&["execve", "exit_group"], Some(libc::EPERM));
         let filter = compiled(&filter);
         let path = CString::new("/bin/true").unwrap();
         let argv = [path.as_ptr(), std::ptr::null()];
@@ -813,9 +820,7 @@ mod tests {
 
     #[test]
     fn a_syscall_newer_than_systemd_252_can_be_denied() {
-        let mut filter = no_filter();
-        filter.deny = names(&["cachestat"]);
-        filter.error_number = Some(libc::EPERM);
+        let filter = denying(&["cachestat"], Some(libc::EPERM));
 
         assert_eq!(
             under(&compiled(&filter), || syscall(451, [u64::MAX, 0, 0, 0])),
@@ -829,20 +834,12 @@ mod tests {
         filter.allow = Some(names(&["getpid"]));
 
         // Not killed, though the list kills what it refuses.
-        assert_eq!(
-            under(&compiled(&filter), || syscall(
-                libc::SYS_clone3,
-                [0, 64, 0, 0]
-            )),
-            Returned(libc::ENOSYS)
-        );
+        assert_eq!(under(&compiled(&filter), clone3), Returned(libc::ENOSYS));
     }
 
     #[test]
     fn names_of_other_architectures_are_skipped() {
-        let mut filter = no_filter();
-        filter.deny = names(&["getuid32", "keyctl"]);
-        filter.error_number = Some(libc::EPERM);
+        let filter = denying(&["getuid32", "keyctl"], Some(libc::EPERM));
 
         assert_eq!(under(&compiled(&filter), keyctl), Returned(libc::EPERM));
     }
@@ -918,14 +915,7 @@ mod tests {
         let mut filter = no_filter();
         filter.namespaces_allowed = Some(Vec::new());
 
-        // A null argument: without the filter, the kernel would say EFAULT.
-        assert_eq!(
-            under(&compiled(&filter), || syscall(
-                libc::SYS_clone3,
-                [0, 64, 0, 0]
-            )),
-            Returned(libc::ENOSYS)
-        );
+        assert_eq!(under(&compiled(&filter), clone3), Returned(libc::ENOSYS));
     }
 
     #[test]
@@ -935,13 +925,7 @@ mod tests {
         filter.error_number = Some(libc::EPERM);
         filter.namespaces_allowed = Some(Vec::new());
 
-        assert_eq!(
-            under(&compiled(&filter), || syscall(
-                libc::SYS_clone3,
-                [0, 64, 0, 0]
-            )),
-            Returned(libc::ENOSYS)
-        );
+        assert_eq!(under(&compiled(&filter), clone3), Returned(libc::ENOSYS));
     }
 
     fn socket(family: i32) -> impl Fn() -> i64 {
