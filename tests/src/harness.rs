@@ -509,6 +509,35 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> 
     }
 }
 
+impl Harness {
+    /// Puts image `name` in the pool, holding the probe and a oneshot `name.service` that runs
+    /// it with `--try` each of `tries`, with `directives` (lines ending in `\n`) in its
+    /// `[Service]` section, and attaches it.
+    pub fn attach_probe_unit(&self, name: &str, directives: &str, tries: &[&str]) -> Result<()> {
+        let args: String = tries.iter().map(|t| format!(" --try {t}")).collect();
+        let unit = format!(
+            "[Service]\nType=oneshot\n{directives}ExecStart={}{args}\n",
+            crate::image::PROBE_IN_IMAGE
+        );
+        crate::ImageBuilder::new(&self.images_dir().join(name))
+            .probe()
+            .unit(&format!("{name}.service"), &unit)
+            .build()?;
+        self.berth_ok(&["attach", name])?;
+        Ok(())
+    }
+
+    /// Starts the attached oneshot `name` (as [`attach_probe_unit`](Self::attach_probe_unit)
+    /// makes) and returns the probe's report of this run.
+    pub fn run_probe_unit(&self, name: &str) -> Result<serde_json::Value> {
+        let before = self.berth_ok(&["logs", name])?.lines().count();
+        self.berth_ok(&["start", name])?;
+        let log = self.berth_ok(&["logs", name])?;
+        let new: Vec<&str> = log.lines().skip(before).collect();
+        probe_output(&new.join("\n"))
+    }
+}
+
 /// The probe's JSON object from a log: the first line that is (or ends with, after a prefix
 /// such as a timestamp) a JSON object carrying `"probe": "berth-probe"`.
 pub fn probe_output(log_text: &str) -> Result<serde_json::Value> {
