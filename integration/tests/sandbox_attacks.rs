@@ -18,6 +18,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::process::Command;
 use std::time::Duration;
 
+use berth_testkit::attempts::{self, NOBODY, refused, try_args};
 use berth_testkit::harness::output_with_timeout;
 use berth_testkit::{Harness, ImageBuilder, as_user, probe_output, probe_path};
 use serde_json::Value;
@@ -31,88 +32,21 @@ const FILTER: &str = "RestrictNamespaces=yes\nRestrictRealtime=yes\nRestrictSUID
     MemoryDenyWriteExecute=yes\nSystemCallFilter=@system-service\n\
     SystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\n\
     SystemCallArchitectures=native\n";
-const NOBODY: u32 = 65534;
-
-/// `--try A --try B ...` for a unit's command line.
-fn try_args(tries: &[&str]) -> String {
-    tries.iter().map(|t| format!(" --try {t}")).collect()
-}
-
-/// Attaches image `name` with the probe and a oneshot `name.service` running it with
-/// `probe_args` (plus `directives` in `[Service]`), starts it and returns the probe's report.
+/// The probe as oneshot `name.service` of image `name`, attached with the default profile.
 fn probe_service(h: &Harness, name: &str, directives: &str, probe_args: &str) -> Value {
-    let unit = format!(
-        "[Service]\nType=oneshot\n{directives}ExecStart=/usr/bin/berth-probe{probe_args}\n"
-    );
-    ImageBuilder::new(&h.images_dir().join(name))
-        .probe()
-        .unit(&format!("{name}.service"), &unit)
-        .build()
-        .unwrap();
-    h.berth_ok(&["attach", name]).unwrap();
-    rerun(h, name)
+    attempts::probe_service(h, name, &[], directives, probe_args, |image| image).unwrap()
 }
 
-/// Starts the attached oneshot `name` again and returns the report of this run (the last in
-/// its log).
-fn rerun(h: &Harness, name: &str) -> Value {
-    let before = h.berth_ok(&["logs", name]).unwrap().lines().count();
-    h.berth_ok(&["start", name]).unwrap();
-    let log = h.berth_ok(&["logs", name]).unwrap();
-    let new: Vec<&str> = log.lines().skip(before).collect();
-    probe_output(&new.join("\n")).unwrap()
+fn host_probe(command: Command, tries: &[&str]) -> Value {
+    attempts::host_probe(command, tries).unwrap()
 }
 
-/// The probe's report when run on the host, outside any sandbox, by `command` (a prefix
-/// such as setpriv or unshare) with `tries`.
-fn host_probe(mut command: Command, tries: &[&str]) -> Value {
-    command.arg(probe_path().unwrap());
-    for t in tries {
-        command.args(["--try", t]);
-    }
-    host_probe_output(command)
-}
-
-/// The probe's report in what `command` (which runs the probe itself) prints.
-fn host_probe_output(command: Command) -> Value {
-    let out = output_with_timeout(command, TIMEOUT).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    probe_output(&String::from_utf8_lossy(&out.stdout)).unwrap()
-}
-
-/// Outside any sandbox, as user nobody.
 fn on_host_as_nobody(tries: &[&str]) -> Value {
-    host_probe(as_user(NOBODY, NOBODY, &[]), tries)
+    attempts::on_host_as_nobody(tries).unwrap()
 }
 
-/// Outside the sandbox, as root, in namespaces of its own (so that what works changes
-/// nothing of the host's).
 fn on_host_as_root_in_namespaces(tries: &[&str]) -> Value {
-    let mut unshare = Command::new("unshare");
-    unshare.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--",
-    ]);
-    host_probe(unshare, tries)
-}
-
-/// Whether an attempt's result says the kernel refused it (an errno, or the filter killed the
-/// process), as opposed to success or an attempt that did not run.
-fn refused(result: &Value) -> bool {
-    let text = result.as_str().unwrap_or("");
-    !(text.is_empty()
-        || text.starts_with("ok")
-        || text.starts_with("error")
-        || text.starts_with("not done"))
+    attempts::on_host_as_root_in_namespaces(tries).unwrap()
 }
 
 /// Asserts that each of `tries` was refused in `inside` and worked in `control`.
@@ -517,6 +451,6 @@ fn a_service_started_from_a_terminal_cannot_push_input_into_it() {
     let probe = format!("{} --try tiocsti", probe_path().unwrap().display());
     let mut control = as_user(NOBODY, NOBODY, &[]);
     control.args(["script", "-qec", &probe, "/dev/null"]);
-    let host = host_probe_output(control);
+    let host = attempts::host_probe_output(control).unwrap();
     assert_eq!(host["tries"]["tiocsti"], "ok");
 }

@@ -12,15 +12,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::net::TcpListener;
-use std::process::Command;
-use std::time::Duration;
 
-use berth_testkit::harness::output_with_timeout;
-use berth_testkit::{Harness, ImageBuilder, as_user, probe_output, probe_path};
+use berth_testkit::Harness;
+use berth_testkit::attempts::{self, refused, try_args};
 use serde_json::Value;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-const NOBODY: u32 = 65534;
 
 /// What the host looks like, for the rows that compare with it.
 struct Host {
@@ -70,74 +65,37 @@ fn tries(host: &Host) -> Vec<String> {
     tries
 }
 
-/// The probe's command line for `tries`.
-fn probe_args(tries: &[String]) -> String {
-    tries.iter().map(|t| format!(" --try {t}")).collect()
-}
-
-/// The image: the probe, and what ProtectHome= and ProtectKernelModules= hide.
-fn build_image(h: &Harness, name: &str, unit: &str) {
-    ImageBuilder::new(&h.images_dir().join(name))
-        .probe()
-        .file("home/alice/notes", "alice's", 0o644)
-        .file("root/notes", "root's", 0o644)
-        .file("usr/lib/modules/6.0.0/modules.dep", "", 0o644)
-        .unit(&format!("{name}.service"), unit)
-        .build()
-        .unwrap();
-}
-
 /// Attaches `name` (with `attach_args`, e.g. `--profile strict`) whose oneshot unit has
-/// `directives` and runs the probe with `tries`; returns the probe's report.
+/// `directives` and runs the probe with `tries`; returns the probe's report. The image also
+/// holds what ProtectHome= and ProtectKernelModules= hide.
 fn run(h: &Harness, name: &str, attach_args: &[&str], directives: &str, tries: &[String]) -> Value {
-    let unit = format!(
-        "[Service]\nType=oneshot\n{directives}ExecStart=/usr/bin/berth-probe{}\n",
-        probe_args(tries)
-    );
-    build_image(h, name, &unit);
-    let mut attach = vec!["attach"];
-    attach.extend_from_slice(attach_args);
-    attach.push(name);
-    h.berth_ok(&attach).unwrap();
-    h.berth_ok(&["start", name]).unwrap();
-    probe_output(&h.berth_ok(&["logs", name]).unwrap()).unwrap()
-}
-
-/// The probe run outside any sandbox by `command` (setpriv, unshare, ...).
-fn host_probe(mut command: Command, tries: &[String]) -> Value {
-    command.arg(probe_path().unwrap());
-    for t in tries {
-        command.args(["--try", t]);
-    }
-    let out = output_with_timeout(command, TIMEOUT).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    probe_output(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    attempts::probe_service(
+        h,
+        name,
+        attach_args,
+        directives,
+        &try_args(tries),
+        |image| {
+            image
+                .file("home/alice/notes", "alice's", 0o644)
+                .file("root/notes", "root's", 0o644)
+                .file("usr/lib/modules/6.0.0/modules.dep", "", 0o644)
+        },
+    )
+    .unwrap()
 }
 
 /// The two controls: nobody on the host, and root in mount, UTS, IPC and network namespaces
 /// of its own (only the attempts that are harmless as root there).
 fn controls(tries: &[String]) -> [Value; 2] {
-    let nobody = host_probe(as_user(NOBODY, NOBODY, &[]), tries);
-    let harmless_as_root: Vec<String> = tries
+    let harmless_as_root: Vec<&String> = tries
         .iter()
         .filter(|t| !t.starts_with("create:") && !t.starts_with("write:"))
-        .cloned()
         .collect();
-    let mut unshare = Command::new("unshare");
-    unshare.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--",
-    ]);
-    [nobody, host_probe(unshare, &harmless_as_root)]
+    [
+        attempts::on_host_as_nobody(tries).unwrap(),
+        attempts::on_host_as_root_in_namespaces(&harmless_as_root).unwrap(),
+    ]
 }
 
 fn host() -> (Host, TcpListener) {
@@ -166,15 +124,6 @@ fn host() -> (Host, TcpListener) {
         },
         listener,
     )
-}
-
-/// Whether an attempt was refused by the kernel (an errno or a killing signal).
-fn refused(result: &Value) -> bool {
-    let text = result.as_str().unwrap_or("");
-    !(text.is_empty()
-        || text.starts_with("ok")
-        || text.starts_with("error")
-        || text.starts_with("not done"))
 }
 
 /// Fails with `what` unless every attempt in `tries` was refused.

@@ -6,6 +6,7 @@
 //! cargo target dir of the running test), `BERTH_PROBE` (the probe binary; same default),
 //! `BERTH_KEEP_TEST_DIR` (set: a dropped [`Harness`] keeps its directory for inspection).
 
+pub mod attempts;
 pub mod bench;
 pub mod gpt_disk;
 pub mod harness;
