@@ -34,9 +34,8 @@ pub fn refused(result: &Value) -> bool {
         || text.starts_with("not done"))
 }
 
-/// Builds image `name` (the probe, plus what `image` adds) with a oneshot `name.service` that
-/// has `directives` in `[Service]` and runs the probe with `probe_args`; attaches it with
-/// `attach_args` (such as `--profile strict`), starts it and returns the probe's report.
+/// [`Harness::attach_probe_unit`] and [`Harness::run_probe_unit`] with more: what `image` adds
+/// to the image, `attach_args` (such as `--profile strict`), and any probe arguments.
 pub fn probe_service(
     h: &Harness,
     name: &str,
@@ -55,17 +54,7 @@ pub fn probe_service(
     attach.extend_from_slice(attach_args);
     attach.push(name);
     h.berth_ok(&attach)?;
-    rerun(h, name)
-}
-
-/// Starts the attached oneshot `name` again and returns the report of this run (the last in
-/// its log).
-pub fn rerun(h: &Harness, name: &str) -> Result<Value> {
-    let before = h.berth_ok(&["logs", name])?.lines().count();
-    h.berth_ok(&["start", name])?;
-    let log = h.berth_ok(&["logs", name])?;
-    let new: Vec<&str> = log.lines().skip(before).collect();
-    probe_output(&new.join("\n"))
+    h.run_probe_unit(name)
 }
 
 /// The probe's report in what `command` prints (it runs the probe itself).
