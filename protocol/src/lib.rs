@@ -5,6 +5,7 @@
 pub mod config_file;
 pub mod helper;
 pub mod idl;
+pub mod ip_prefix;
 pub mod log_line;
 pub mod manager;
 pub mod names;

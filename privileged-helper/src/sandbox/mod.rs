@@ -12,8 +12,10 @@
 //! The supervisor reports `Launched` (or the failure) to `launch` over a CLOEXEC pipe as one
 //! JSON document, once main's exec has succeeded or failed.
 
+pub(crate) mod cgroup;
 mod credentials;
 pub mod directories;
+pub(crate) mod firewall;
 pub(crate) mod init;
 mod mounts;
 pub(crate) mod process_name;
