@@ -28,7 +28,9 @@ use rustix::net::{
 use rustix::process::{Pid, PidfdFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
+use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
 use crate::sandbox::directories::PreparedDirectory;
+use crate::sandbox::firewall;
 use crate::sandbox::init::{self, InitFds};
 use crate::sandbox::{Failure, Report, process_name, sys};
 
@@ -260,6 +262,8 @@ struct Sandbox {
     stderr: OwnedFd,
     main_pid: u32,
     started_usec: u64,
+    /// Removed when dropped, once init is gone.
+    cgroup: Option<ServiceCgroup>,
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
@@ -294,6 +298,11 @@ fn spawn(
     // The kernel then translates main's pid into ours (the host's) in SCM_CREDENTIALS.
     rustix::net::sockopt::set_socket_passcred(&report, true)
         .map_err(|e| Failure::setup("set SO_PASSCRED", e))?;
+    let cgroup = service_cgroup(spec)?;
+    let cgroup_procs = match &cgroup {
+        Some(cgroup) => Some(cgroup.procs().map_err(cgroup_failure)?),
+        None => None,
+    };
 
     // SAFETY: no CLONE_FILES; this process is single-threaded.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
@@ -315,6 +324,7 @@ fn spawn(
                 stderr: stderr_w,
                 status: status_w,
                 report: report_w,
+                cgroup_procs,
             },
         ),
         Ok(sys::Forked::Parent(pid)) => pid,
@@ -329,6 +339,7 @@ fn spawn(
         stderr_w,
         status_w,
         report_w,
+        cgroup_procs,
     ));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);
@@ -353,12 +364,34 @@ fn spawn(
             stderr,
             main_pid,
             started_usec: sys::realtime_usec(),
+            cgroup,
         }),
         Err(failure) => {
             kill_init();
             Err(failure)
         }
     }
+}
+
+/// The service's own cgroup with its IP firewall attached, made before init exists so that
+/// the service's first packet already meets the firewall. Without a firewall, a host where
+/// no cgroup can be made runs the service in the supervisor's cgroup, as before cgroups.
+fn service_cgroup(spec: &LaunchSpec) -> Result<Option<ServiceCgroup>, Failure> {
+    let rules = firewall::rules(&spec.sandbox.firewall)
+        .map_err(|e| Failure::setup(format!("read the IP firewall ({e})"), Errno::INVAL))?;
+    let cgroup = match ServiceCgroup::create(&spec.unit) {
+        Ok(cgroup) => cgroup,
+        Err(_) if !rules.filters() => return Ok(None),
+        Err(e) => return Err(cgroup_failure(e)),
+    };
+    // On failure the cgroup is dropped, hence removed.
+    firewall::install(cgroup.dir(), &rules)
+        .map_err(|e| Failure::setup(e.to_string(), e.os_error()))?;
+    Ok(Some(cgroup))
+}
+
+fn cgroup_failure(e: CgroupError) -> Failure {
+    Failure::setup(e.to_string(), e.os_error())
 }
 
 fn millis(d: Duration) -> i32 {
@@ -578,6 +611,8 @@ struct Supervisor {
     exit: Option<ExitStatus>,
     clients: Vec<Client>,
     released: bool,
+    /// The service's cgroup while init lives.
+    cgroup: Option<ServiceCgroup>,
 }
 
 impl Supervisor {
@@ -606,6 +641,7 @@ impl Supervisor {
             exit: None,
             clients: Vec::new(),
             released: false,
+            cgroup: sandbox.cgroup,
         }
     }
 
@@ -787,6 +823,9 @@ impl Supervisor {
                 signal: None,
             },
         });
+        // Nothing of the service is left in it (init's death ended its pid namespace); gone
+        // before the exit is told, so a successor never meets it.
+        self.cgroup = None;
         let status = self.status(None);
         for client in &mut self.clients {
             client.queue(&status);

@@ -29,7 +29,9 @@ const GID: u32 = 61234;
 /// Owner of the control directory (stands in for the manager uid).
 const MANAGER_UID: u32 = 65534;
 const TIMEOUT: Duration = Duration::from_secs(20);
-const APPLETS: [&str; 8] = ["sh", "sleep", "cat", "touch", "ls", "echo", "test", "kill"];
+const APPLETS: [&str; 9] = [
+    "sh", "sleep", "cat", "touch", "ls", "echo", "test", "kill", "nc",
+];
 
 /// Held (shared) while an executable is being written and (exclusive) across every fork: a
 /// child forked while another test's busybox copy is open for writing would keep that fd and
@@ -1423,4 +1425,98 @@ fn a_configuration_directory_is_bound_read_only_at_etc() {
     );
 
     assert_eq!(out, ["setting=1", "read-only", "ID=berth-test"]);
+}
+
+// ---- the service's cgroup and its IP firewall ----
+
+/// The `0::` (cgroup2) line of a process's /proc/PID/cgroup, seen from the host.
+fn cgroup2_of(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .unwrap()
+}
+
+#[test]
+fn a_service_runs_in_its_own_cgroup_which_goes_when_it_ends() {
+    require_root();
+    let mut fx = Fixture::new("own-cgroup.service");
+    let launched = fx.launch(&["/bin/sleep", "1000"]);
+    let cgroup = cgroup2_of(launched.main_pid);
+    let hierarchy = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|h| Path::new(&format!("{h}{cgroup}")).is_dir())
+        .unwrap();
+
+    fx.request(&SupervisorRequest::Stop { timeout_ms: 1000 });
+    fx.wait_exit();
+
+    let name = format!("/berth/own-cgroup.service-{}", launched.supervisor_pid);
+    assert!(cgroup.ends_with(&name), "{cgroup}");
+    // The supervisor stays outside the service's cgroup.
+    assert_ne!(cgroup2_of(launched.supervisor_pid), cgroup);
+    assert!(!Path::new(&format!("{hierarchy}{cgroup}")).exists());
+}
+
+/// A listener on 127.0.0.1 that accepts (and closes) connections until dropped.
+struct Listener {
+    port: u16,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Listener {
+    fn start() -> Listener {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if listener.accept().is_err() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        Listener { port, done }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a service with the firewall `allow`/`deny` says when it connects to `listener`.
+fn connect_through_firewall(unit: &str, allow: &[&str], deny: &[&str]) -> Vec<String> {
+    require_root();
+    let listener = Listener::start();
+    let mut fx = Fixture::new(unit);
+    let script = format!(
+        "nc -w 1 127.0.0.1 {} </dev/null && echo connected || echo refused",
+        listener.port
+    );
+    let mut spec = fx.spec(&["/bin/sh", "-c", &script]);
+    spec.sandbox.firewall.allow = allow.iter().map(|s| s.to_string()).collect();
+    spec.sandbox.firewall.deny = deny.iter().map(|s| s.to_string()).collect();
+
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+    fx.stdout_lines()
+}
+
+#[test]
+fn a_service_cannot_connect_to_an_address_its_firewall_denies() {
+    let out = connect_through_firewall("fw-denied.service", &[], &["127.0.0.0/8"]);
+
+    assert_eq!(out, ["refused"]);
+}
+
+#[test]
+fn a_service_connects_to_an_address_its_firewall_allows() {
+    let out = connect_through_firewall("fw-allowed.service", &["127.0.0.1/32"], &["0.0.0.0/0"]);
+
+    assert_eq!(out, ["connected"]);
 }

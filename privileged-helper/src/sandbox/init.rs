@@ -26,7 +26,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
 use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
-use super::{Failure, credentials, mounts, process_name, seccomp, sys};
+use super::{Failure, cgroup, credentials, mounts, process_name, seccomp, sys};
 use crate::launch_spec::LaunchSpec;
 
 /// Report message: "this is main, about to exec" (carries SCM_CREDENTIALS).
@@ -45,6 +45,8 @@ pub(crate) struct InitFds {
     pub stderr: OwnedFd,
     pub status: OwnedFd,
     pub report: OwnedFd,
+    /// `cgroup.procs` of the service's cgroup, which init joins first (none without cgroup2).
+    pub cgroup_procs: Option<OwnedFd>,
 }
 
 /// Signals init forwards to main: all but SIGCHLD, the unblockable ones, the synchronous
@@ -85,6 +87,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         stderr,
         status,
         report,
+        cgroup_procs,
     } = fds;
     let mut keep = vec![
         root.as_raw_fd(),
@@ -95,11 +98,13 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     ];
     keep.extend(extensions.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(directories.iter().map(|d| d.fd.as_raw_fd()));
+    keep.extend(cgroup_procs.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
+        .and_then(|()| join_cgroup(cgroup_procs))
         .and_then(|()| setup(spec, root, extensions, directories))
         .and_then(|exec| spawn_main(&exec, stdout, stderr, &report));
     match result {
@@ -111,6 +116,17 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
             send_failure(&report, &failure);
             sys::exit(127)
         }
+    }
+}
+
+/// Moves init, and so everything the service forks, into its cgroup (before the cgroup
+/// namespace is unshared in `setup`, so that the namespace's root is the service's cgroup).
+fn join_cgroup(procs: Option<OwnedFd>) -> Result<(), Failure> {
+    match procs {
+        Some(procs) => {
+            cgroup::join(procs).map_err(|e| Failure::setup("join the service's cgroup", e))
+        }
+        None => Ok(()),
     }
 }
 

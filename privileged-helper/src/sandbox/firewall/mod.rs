@@ -110,7 +110,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         done.store(true, Ordering::Relaxed);
         let _ = acceptor.join();
-        cgroup.remove().unwrap();
+        drop(cgroup);
         out
     }
 

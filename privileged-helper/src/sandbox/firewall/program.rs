@@ -65,7 +65,6 @@ pub(crate) const ALU_TO_BE: u8 = 0x04 | 0xd0 | 0x08;
 pub(crate) const JMP_JA: u8 = 0x05;
 pub(crate) const JMP_JEQ_K: u8 = 0x05 | 0x10;
 pub(crate) const JMP_JNE_K: u8 = 0x05 | 0x50;
-pub(crate) const JMP32_JEQ_K: u8 = 0x06 | 0x10;
 pub(crate) const JMP32_JNE_K: u8 = 0x06 | 0x50;
 pub(crate) const CALL: u8 = 0x05 | 0x80;
 pub(crate) const EXIT: u8 = 0x05 | 0x90;
@@ -354,7 +353,6 @@ pub(crate) mod tests {
                 JMP_JA => next = jump(true),
                 JMP_JEQ_K => next = jump(r[dst] == imm),
                 JMP_JNE_K => next = jump(r[dst] != imm),
-                JMP32_JEQ_K => next = jump(r[dst] as u32 == insn.imm as u32),
                 JMP32_JNE_K => next = jump(r[dst] as u32 != insn.imm as u32),
                 EXIT => return r[0],
                 other => panic!("unexpected opcode {other:#x} at {pc}"),
@@ -474,7 +472,7 @@ pub(crate) mod tests {
             match insn.code {
                 EXIT => {}
                 JMP_JA => todo.push(taken),
-                JMP_JEQ_K | JMP_JNE_K | JMP32_JEQ_K | JMP32_JNE_K => todo.extend([pc + 1, taken]),
+                JMP_JEQ_K | JMP_JNE_K | JMP32_JNE_K => todo.extend([pc + 1, taken]),
                 _ => todo.push(pc + 1),
             }
         }
@@ -514,7 +512,7 @@ pub(crate) mod tests {
         for direction in [Direction::Ingress, Direction::Egress] {
             let insns = program(&r, direction);
             for (i, insn) in insns.iter().enumerate() {
-                if [JMP_JA, JMP_JEQ_K, JMP_JNE_K, JMP32_JEQ_K, JMP32_JNE_K].contains(&insn.code) {
+                if [JMP_JA, JMP_JEQ_K, JMP_JNE_K, JMP32_JNE_K].contains(&insn.code) {
                     let target = i as i64 + 1 + i64::from(insn.off);
                     assert!((0..insns.len() as i64).contains(&target), "insn {i}");
                 }
