@@ -403,8 +403,6 @@ const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     "IOWriteIOPSMax",
     "IODeviceLatencyTargetSec",
     "IPAccounting",
-    "IPAddressAllow",
-    "IPAddressDeny",
     "SocketBindAllow",
     "SocketBindDeny",
     "RestrictNetworkInterfaces",

@@ -54,6 +54,8 @@ pub(super) fn merge(
         umask,
         dynamic_user: _,
         protect_clock,
+        ip_allow,
+        ip_deny,
         warnings,
     } = layer;
     m.warnings = warnings;
@@ -152,6 +154,13 @@ pub(super) fn merge(
     if let Some((on, source)) = protect_clock {
         m.protect_clock(on, &source);
     }
+    super::firewall::merge(
+        &mut m.out.firewall,
+        ip_allow,
+        ip_deny,
+        m.replace,
+        &mut m.warnings,
+    );
 
     for (resource, (limit, source)) in rlimits {
         m.rlimit(&resource, limit, &source);

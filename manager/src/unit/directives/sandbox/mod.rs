@@ -9,11 +9,13 @@
 //! naming the file and line. Only a `trusted` profile replaces instead of tightening. Adding a
 //! directive is a row in [`TABLE`] and, for a new kind of value, its arm in `merge`.
 
+mod firewall;
 mod merge;
 mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use berth_protocol::ip_prefix::IpPrefix;
 use berth_protocol::sandbox::{
     BindPath, DeviceAccess, DirectoryKind, KeyringMode, ProcSubset, ProtectHome, ProtectProc,
     ProtectSystem, Rlimit, SandboxPath, SandboxSpec, TemporaryFileSystem,
@@ -203,6 +205,9 @@ const TABLE: &[Row] = &[
         Action::Flag(Flag::MemoryDenyWriteExecute),
     ),
     Row("ProtectClock", Action::Read(Layer::protect_clock)),
+    // The firewall of a service on the host network.
+    Row("IPAddressAllow", Action::Read(Layer::ip_address_allow)),
+    Row("IPAddressDeny", Action::Read(Layer::ip_address_deny)),
     // Process properties.
     Row("UMask", Action::Read(Layer::umask)),
     Row("KeyringMode", Action::Read(Layer::keyring_mode)),
@@ -491,6 +496,8 @@ struct Layer {
     umask: Set<u32>,
     dynamic_user: Option<Source>,
     protect_clock: Set<bool>,
+    ip_allow: Listed<IpPrefix>,
+    ip_deny: Listed<IpPrefix>,
     warnings: Vec<String>,
 }
 
@@ -688,6 +695,32 @@ impl Layer {
         let paths = parse::sandbox_paths(value).map_err(Refused::Invalid)?;
         list.push_all(paths, source);
         Ok(())
+    }
+
+    fn ip_address_allow(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        self.ip_addresses(false, source, value);
+        Ok(())
+    }
+
+    fn ip_address_deny(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
+        self.ip_addresses(true, source, value);
+        Ok(())
+    }
+
+    /// IPAddressAllow=/IPAddressDeny=: a word that is no prefix is ignored, not the value.
+    fn ip_addresses(&mut self, deny: bool, source: &Source, value: &str) {
+        let list = if deny {
+            &mut self.ip_deny
+        } else {
+            &mut self.ip_allow
+        };
+        if value.is_empty() {
+            list.reset(source);
+            return;
+        }
+        let (prefixes, invalid) = firewall::parse_list(value);
+        list.push_all(prefixes, source);
+        self.warn_unknown(source, "address prefixes", &invalid);
     }
 
     fn read_only_paths(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
@@ -993,7 +1026,6 @@ pub(super) fn loosens_sandbox(key: &str, value: &str) -> bool {
         | "ExecPaths"
         | "NetworkNamespacePath"
         | "IPCNamespacePath"
-        | "IPAddressAllow"
         | "PAMName" => non_empty,
         "PermissionsStartOnly" | "RootDirectoryStartOnly" => parse_boolean(value) == Some(true),
         "Delegate" => non_empty && parse_boolean(value) != Some(false),

@@ -191,6 +191,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("LogsDirectoryMode", "0700"),
     ("RuntimeDirectoryMode", "0700"),
     ("ConfigurationDirectoryMode", "0700"),
+    ("IPAddressAllow", "localhost 10.0.0.0/8"),
+    ("IPAddressDeny", "any"),
 ];
 
 #[test]
