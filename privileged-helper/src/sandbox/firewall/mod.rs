@@ -62,13 +62,14 @@ mod tests {
     }
 
     /// Runs busybox's nc in a fresh cgroup carrying `spec`'s firewall, connecting to a
-    /// listener of this (unfiltered) test on 127.0.0.1.
-    fn connect_from_cgroup(unit: &str, spec: &IpFirewall) -> Output {
+    /// listener of this (unfiltered) test on `ip` (127.0.0.1 or ::1).
+    fn connect_from_cgroup(unit: &str, spec: &IpFirewall, ip: &str) -> Output {
         assert!(
             rustix::process::geteuid().is_root(),
             "needs root (bpf, cgroupfs)"
         );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: std::net::IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind((addr, 0)).unwrap();
         let port = listener.local_addr().unwrap().port().to_string();
         // Accepts and closes one connection, so an nc that connected ends.
         listener.set_nonblocking(true).unwrap();
@@ -86,7 +87,7 @@ mod tests {
         let procs = cgroup.procs().unwrap();
         let fd = procs.as_raw_fd();
         let mut cmd = Command::new("/bin/busybox");
-        cmd.args(["nc", "-w", "1", "127.0.0.1", &port])
+        cmd.args(["nc", "-w", "1", ip, &port])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -116,7 +117,11 @@ mod tests {
 
     #[test]
     fn a_connect_to_a_denied_address_never_completes() {
-        let out = connect_from_cgroup("fw-deny.service", &firewall(&[], &["127.0.0.0/8"]));
+        let out = connect_from_cgroup(
+            "fw-deny.service",
+            &firewall(&[], &["127.0.0.0/8"]),
+            "127.0.0.1",
+        );
 
         // Every SYN is dropped on its way out: TCP retries until nc's timeout.
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -128,7 +133,31 @@ mod tests {
     fn a_connect_to_an_allowed_address_works_under_deny_any() {
         let spec = firewall(&["127.0.0.1"], &["0.0.0.0/0", "::/0"]);
 
-        let out = connect_from_cgroup("fw-allow.service", &spec);
+        let out = connect_from_cgroup("fw-allow.service", &spec, "127.0.0.1");
+
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_connect_to_a_denied_address_never_completes() {
+        let spec = firewall(&["127.0.0.1"], &["::1/128"]);
+
+        let out = connect_from_cgroup("fw-deny6.service", &spec, "::1");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "connected despite the deny list");
+        assert!(stderr.contains("timed out"), "{stderr}");
+    }
+
+    #[test]
+    fn an_ipv6_connect_to_an_allowed_address_works_under_deny_any() {
+        let spec = firewall(&["::1"], &["0.0.0.0/0", "::/0"]);
+
+        let out = connect_from_cgroup("fw-allow6.service", &spec, "::1");
 
         assert!(
             out.status.success(),
