@@ -6,19 +6,39 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use berth_testkit::Harness;
-use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 
-/// Attaches `name` (its unit with `directives`) and `name-control` (without them), runs both
-/// once and returns what each attempt gave in each: (inside, control).
+use berth_testkit::Harness;
+use berth_testkit::attempts::{probe_service, try_args};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A berthd whose admin profiles hold `open`, a profile that adds nothing to the baseline, so
+/// that a unit attached with it runs under exactly its own directives; the directory must
+/// outlive the harness.
+fn harness() -> (Harness, TempDir) {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(profiles.path().join("open@1.conf"), "[Service]\n").unwrap();
+    // berthd reads it as user berth.
+    std::fs::set_permissions(profiles.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!("profiles_dir = {:?}\n", profiles.path());
+    (Harness::start_with_config(&config).unwrap(), profiles)
+}
+
+/// Attaches `name` with the open profile, its unit running the probe with `tries` and
+/// `directives`, runs it once and returns what each attempt gave.
+fn tries_of(h: &Harness, name: &str, directives: &str, tries: &[&str]) -> Value {
+    let attach = ["--profile", "open"];
+    probe_service(h, name, &attach, directives, &try_args(tries), |i| i).unwrap()["tries"].clone()
+}
+
+/// `name` (its unit with `directives`) and `name-control` (without them), each run once:
+/// what each attempt gave in each, (inside, control).
 fn with_and_without(name: &str, directives: &str, tries: &[&str]) -> (Value, Value) {
-    let h = Harness::start().unwrap();
-    let control = format!("{name}-control");
-    h.attach_probe_unit(name, directives, tries).unwrap();
-    h.attach_probe_unit(&control, "", tries).unwrap();
-    let inside = h.run_probe_unit(name).unwrap()["tries"].clone();
-    let outside = h.run_probe_unit(&control).unwrap()["tries"].clone();
-    (inside, outside)
+    let (h, _profiles) = harness();
+    let inside = tries_of(&h, name, directives, tries);
+    let control = tries_of(&h, &format!("{name}-control"), "", tries);
+    (inside, control)
 }
 
 fn result<'a>(tries: &'a Value, attempt: &str) -> &'a str {
@@ -172,26 +192,19 @@ fn compilations(h: &Harness) -> usize {
 
 #[test]
 fn each_distinct_filter_is_compiled_once_however_many_starts_use_it() {
-    let h = Harness::start_with_args(&["--log-target", "stderr"]).unwrap();
+    let (h, _profiles) = harness();
     let same = "SystemCallFilter=~@keyring\nSystemCallErrorNumber=EPERM\n";
-    h.attach_probe_unit("first", same, &["keyctl"]).unwrap();
-    h.attach_probe_unit("second", same, &["keyctl"]).unwrap();
-    h.attach_probe_unit(
-        "other",
-        "SystemCallFilter=~@aio\nSystemCallErrorNumber=EPERM\n",
-        &["keyctl"],
-    )
-    .unwrap();
-
-    for name in ["first", "first", "second", "first"] {
-        assert_eq!(
-            result(&h.run_probe_unit(name).unwrap()["tries"], "keyctl"),
-            "EPERM"
-        );
-    }
+    let other = "SystemCallFilter=~@aio\nSystemCallErrorNumber=EPERM\n";
+    let first = tries_of(&h, "first", same, &["keyctl"]);
+    let second = tries_of(&h, "second", same, &["keyctl"]);
+    let again = h.run_probe_unit("first").unwrap()["tries"].clone();
     let once = compilations(&h);
-    h.run_probe_unit("other").unwrap();
 
+    tries_of(&h, "other", other, &["keyctl"]);
+
+    for run in [first, second, again] {
+        assert_eq!(result(&run, "keyctl"), "EPERM");
+    }
     assert_eq!(once, 1, "{}", h.stderr_log());
     assert_eq!(
         compilations(&h),
