@@ -107,6 +107,8 @@ fn a_service_connects_only_where_its_firewall_allows() {
     let log = run(&h, "walled");
 
     assert!(log.contains("127.0.0.3 failed"), "{log}");
+    // Refused at connect(2), not left to time out.
+    assert!(log.contains("Operation not permitted"), "{log}");
     assert!(log.contains("127.0.0.1 connected"), "{log}");
     assert_eq!(denied.accepted(), 0, "the denied listener got a connection");
 }

@@ -9,8 +9,11 @@ use super::program::{Direction, Insn};
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_ATTACH: libc::c_int = 8;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_CGROUP_INET_INGRESS: u32 = 0;
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 /// Programs of the parent cgroups keep running too: any of them may drop a packet.
 const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
 /// Room for the verifier's explanation when it refuses a program.
@@ -51,17 +54,48 @@ fn verifier_says(log: &str) -> String {
     }
 }
 
-fn name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    }
+/// Where a program runs: on the packets of one direction, or at connect(2) of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    Packets(Direction),
+    Connect4,
+    Connect6,
 }
 
-fn attach_type(direction: Direction) -> u32 {
-    match direction {
-        Direction::Ingress => BPF_CGROUP_INET_INGRESS,
-        Direction::Egress => BPF_CGROUP_INET_EGRESS,
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Packets(Direction::Ingress) => "ingress",
+            Hook::Packets(Direction::Egress) => "egress",
+            Hook::Connect4 => "IPv4 connect",
+            Hook::Connect6 => "IPv6 connect",
+        }
+    }
+
+    /// The kernel's name for the program (at most 15 bytes).
+    fn label(self) -> &'static [u8] {
+        match self {
+            Hook::Packets(Direction::Ingress) => b"berth_fw_in",
+            Hook::Packets(Direction::Egress) => b"berth_fw_out",
+            Hook::Connect4 => b"berth_fw_conn4",
+            Hook::Connect6 => b"berth_fw_conn6",
+        }
+    }
+
+    fn prog_type(self) -> u32 {
+        match self {
+            Hook::Packets(_) => BPF_PROG_TYPE_CGROUP_SKB,
+            Hook::Connect4 | Hook::Connect6 => BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        }
+    }
+
+    fn attach_type(self) -> u32 {
+        match self {
+            Hook::Packets(Direction::Ingress) => BPF_CGROUP_INET_INGRESS,
+            Hook::Packets(Direction::Egress) => BPF_CGROUP_INET_EGRESS,
+            Hook::Connect4 => BPF_CGROUP_INET4_CONNECT,
+            Hook::Connect6 => BPF_CGROUP_INET6_CONNECT,
+        }
     }
 }
 
@@ -116,24 +150,21 @@ unsafe fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// Loads `insns` as a `cgroup_skb` program for `direction`; the fd is CLOEXEC (the kernel
-/// always makes it so). On refusal, loads once more with the verifier's log for the error.
-pub(crate) fn load(insns: &[Insn], direction: Direction) -> Result<OwnedFd, LoadError> {
+/// Loads `insns` as a program for `hook`; the fd is CLOEXEC (the kernel always makes it
+/// so). On refusal, loads once more with the verifier's log for the error.
+pub(crate) fn load(insns: &[Insn], hook: Hook) -> Result<OwnedFd, LoadError> {
     let code: Vec<u8> = insns.iter().flat_map(Insn::encode).collect();
     let mut prog_name = [0u8; 16];
-    let label = match direction {
-        Direction::Ingress => b"berth_fw_in".as_slice(),
-        Direction::Egress => b"berth_fw_out".as_slice(),
-    };
+    let label = hook.label();
     prog_name[..label.len()].copy_from_slice(label);
     let attempt = |log: Option<&mut Vec<u8>>| -> io::Result<OwnedFd> {
         let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_CGROUP_SKB,
+            prog_type: hook.prog_type(),
             insn_cnt: insns.len() as u32,
             insns: code.as_ptr() as u64,
             license: LICENSE.as_ptr() as u64,
             prog_name,
-            expected_attach_type: attach_type(direction),
+            expected_attach_type: hook.attach_type(),
             ..ProgLoadAttr::default()
         };
         if let Some(buf) = log {
@@ -160,7 +191,7 @@ pub(crate) fn load(insns: &[Insn], direction: Direction) -> Result<OwnedFd, Load
         let _ = attempt(Some(&mut buf));
         let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
         LoadError::Load {
-            direction: name(direction),
+            direction: hook.name(),
             log: String::from_utf8_lossy(&buf[..end]).into_owned(),
             source,
         }
@@ -168,16 +199,16 @@ pub(crate) fn load(insns: &[Insn], direction: Direction) -> Result<OwnedFd, Load
 }
 
 /// Attaches `program` to the cgroup open at `cgroup` (a directory of the cgroup2 hierarchy)
-/// for `direction`, beside whatever the cgroup's ancestors attached.
+/// at `hook`, beside whatever the cgroup's ancestors attached.
 pub(crate) fn attach(
     cgroup: BorrowedFd<'_>,
     program: BorrowedFd<'_>,
-    direction: Direction,
+    hook: Hook,
 ) -> Result<(), LoadError> {
     let mut attr = ProgAttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: program.as_raw_fd() as u32,
-        attach_type: attach_type(direction),
+        attach_type: hook.attach_type(),
         attach_flags: BPF_F_ALLOW_MULTI,
         ..ProgAttachAttr::default()
     };
@@ -185,14 +216,14 @@ pub(crate) fn attach(
     unsafe { bpf(BPF_PROG_ATTACH, &mut attr) }
         .map(|_| ())
         .map_err(|source| LoadError::Attach {
-            direction: name(direction),
+            direction: hook.name(),
             source,
         })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::program::{Rules, program};
+    use super::super::program::{Rules, connect_program, program};
     use super::*;
     use berth_protocol::ip_prefix::IpPrefix;
 
@@ -224,9 +255,14 @@ mod tests {
         let rules = largest_rules();
 
         for direction in [Direction::Ingress, Direction::Egress] {
-            let loaded = load(&program(&rules, direction), direction);
+            let loaded = load(&program(&rules, direction), Hook::Packets(direction));
 
             assert!(loaded.is_ok(), "{direction:?}: {:?}", loaded.err());
+        }
+        for (hook, v6) in [(Hook::Connect4, false), (Hook::Connect6, true)] {
+            let loaded = load(&connect_program(&rules, v6), hook);
+
+            assert!(loaded.is_ok(), "{hook:?}: {:?}", loaded.err());
         }
     }
 
@@ -241,7 +277,7 @@ mod tests {
             imm: 0,
         }];
 
-        let err = load(&bad, Direction::Egress).unwrap_err();
+        let err = load(&bad, Hook::Packets(Direction::Egress)).unwrap_err();
 
         assert!(err.to_string().contains("verifier: "), "{err}");
     }

@@ -12,9 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use berth_protocol::ip_prefix::{IpPrefix, PrefixError};
 use berth_protocol::sandbox::IpFirewall;
 
+use load::Hook;
 pub(crate) use load::LoadError;
 pub(crate) use program::Rules;
-use program::{Direction, program};
+use program::{Direction, connect_program, family_filtered, program};
 
 /// The spec's two lists, parsed (the floor has checked them; this cannot fail then).
 pub(crate) fn rules(spec: &IpFirewall) -> Result<Rules, PrefixError> {
@@ -27,16 +28,33 @@ pub(crate) fn rules(spec: &IpFirewall) -> Result<Rules, PrefixError> {
     })
 }
 
-/// Loads and attaches the programs for `rules` to `cgroup`; nothing when the rules drop
-/// nothing.
+/// Loads and attaches the programs for `rules` to `cgroup`: the two packet programs, which
+/// enforce, and the connect programs of the families the rules filter, which make a refused
+/// connect fail at once (EPERM); nothing when the rules drop nothing.
 pub(crate) fn install(cgroup: BorrowedFd<'_>, rules: &Rules) -> Result<(), LoadError> {
     if !rules.filters() {
         return Ok(());
     }
-    for direction in [Direction::Ingress, Direction::Egress] {
-        let prog = load::load(&program(rules, direction), direction)?;
+    let mut programs = vec![
+        (
+            Hook::Packets(Direction::Ingress),
+            program(rules, Direction::Ingress),
+        ),
+        (
+            Hook::Packets(Direction::Egress),
+            program(rules, Direction::Egress),
+        ),
+    ];
+    if family_filtered(rules, true) {
+        programs.push((Hook::Connect4, connect_program(rules, false)));
+    }
+    // An IPv6 socket reaches IPv4 addresses too (mapped), so it is judged whichever family
+    // the rules filter.
+    programs.push((Hook::Connect6, connect_program(rules, true)));
+    for (hook, insns) in programs {
+        let prog = load::load(&insns, hook)?;
         // Once attached the cgroup holds the program; our descriptor may go.
-        load::attach(cgroup, prog.as_fd(), direction)?;
+        load::attach(cgroup, prog.as_fd(), hook)?;
     }
     Ok(())
 }
@@ -64,6 +82,24 @@ mod tests {
     /// Runs busybox's nc in a fresh cgroup carrying `spec`'s firewall, connecting to a
     /// listener of this (unfiltered) test on `ip` (127.0.0.1 or ::1).
     fn connect_from_cgroup(unit: &str, spec: &IpFirewall, ip: &str) -> Output {
+        connect_from_cgroup_with(unit, spec, ip, install)
+    }
+
+    /// The packet programs alone, without the connect ones.
+    fn install_packet_programs(cgroup: BorrowedFd<'_>, rules: &Rules) -> Result<(), LoadError> {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let prog = load::load(&program(rules, direction), Hook::Packets(direction))?;
+            load::attach(cgroup, prog.as_fd(), Hook::Packets(direction))?;
+        }
+        Ok(())
+    }
+
+    fn connect_from_cgroup_with(
+        unit: &str,
+        spec: &IpFirewall,
+        ip: &str,
+        install: fn(BorrowedFd<'_>, &Rules) -> Result<(), LoadError>,
+    ) -> Output {
         assert!(
             rustix::process::geteuid().is_root(),
             "needs root (bpf, cgroupfs)"
@@ -116,17 +152,34 @@ mod tests {
     }
 
     #[test]
-    fn a_connect_to_a_denied_address_never_completes() {
-        let out = connect_from_cgroup(
+    fn with_the_packet_programs_alone_a_denied_connect_never_completes() {
+        let out = connect_from_cgroup_with(
             "fw-deny.service",
             &firewall(&[], &["127.0.0.0/8"]),
             "127.0.0.1",
+            install_packet_programs,
         );
 
         // Every SYN is dropped on its way out: TCP retries until nc's timeout.
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "connected despite the deny list");
         assert!(stderr.contains("timed out"), "{stderr}");
+    }
+
+    #[test]
+    fn with_the_connect_programs_a_denied_connect_fails_at_once_with_eperm() {
+        let started = std::time::Instant::now();
+
+        let out = connect_from_cgroup(
+            "fw-eperm.service",
+            &firewall(&[], &["127.0.0.0/8"]),
+            "127.0.0.1",
+        );
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Operation not permitted"), "{stderr}");
+        // nc's own timeout is 1 s: the refusal came before it.
+        assert!(started.elapsed() < std::time::Duration::from_millis(900));
     }
 
     #[test]
@@ -146,11 +199,22 @@ mod tests {
     fn an_ipv6_connect_to_a_denied_address_never_completes() {
         let spec = firewall(&["127.0.0.1"], &["::1/128"]);
 
-        let out = connect_from_cgroup("fw-deny6.service", &spec, "::1");
+        let out =
+            connect_from_cgroup_with("fw-deny6.service", &spec, "::1", install_packet_programs);
 
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "connected despite the deny list");
         assert!(stderr.contains("timed out"), "{stderr}");
+    }
+
+    #[test]
+    fn an_ipv6_connect_to_a_denied_address_fails_with_eperm() {
+        let spec = firewall(&["127.0.0.1"], &["::1/128"]);
+
+        let out = connect_from_cgroup("fw-eperm6.service", &spec, "::1");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Operation not permitted"), "{stderr}");
     }
 
     #[test]

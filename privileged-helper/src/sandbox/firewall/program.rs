@@ -73,6 +73,9 @@ pub(crate) const EXIT: u8 = 0x05 | 0x90;
 pub(crate) const FUNC_SKB_LOAD_BYTES: i32 = 26;
 /// `offsetof(struct __sk_buff, protocol)`: the packet's EtherType, in network order.
 pub(crate) const SKB_PROTOCOL: i16 = 16;
+/// `offsetof(struct bpf_sock_addr, user_ip4)` and `user_ip6`, in network order.
+pub(crate) const SOCK_ADDR_USER_IP4: i16 = 4;
+pub(crate) const SOCK_ADDR_USER_IP6: i16 = 8;
 /// htons(ETH_P_IP) and htons(ETH_P_IPV6) as a little-endian load of `protocol` sees them.
 pub(crate) const PROTO_IPV4: i32 = u16::from_ne_bytes(0x0800u16.to_be_bytes()) as i32;
 pub(crate) const PROTO_IPV6: i32 = u16::from_ne_bytes(0x86ddu16.to_be_bytes()) as i32;
@@ -82,6 +85,7 @@ const R1: u8 = 1;
 const R2: u8 = 2;
 const R3: u8 = 3;
 const R4: u8 = 4;
+const R5: u8 = 5;
 const R6: u8 = 6;
 const R7: u8 = 7;
 const R10: u8 = 10;
@@ -108,31 +112,89 @@ pub(crate) fn program(rules: &Rules, direction: Direction) -> Vec<Insn> {
 
     for (family_label, v4) in [(ipv4, true), (ipv6, false)] {
         asm.bind(family_label);
-        let family = |p: &&IpPrefix| p.is_ipv4() == v4;
-        let deny: Vec<&IpPrefix> = rules.deny.iter().filter(family).collect();
-        if deny.is_empty() {
+        if !family_filtered(rules, v4) {
             asm.jump(JMP_JA, 0, 0, allow);
             continue;
         }
         load_address(&mut asm, v4, direction, drop);
-        let allowed = rules.allow.iter().filter(family).map(|p| (p, allow));
-        let denied = deny.into_iter().map(|p| (p, drop));
-        // A zero-length prefix matches every address: what follows it is never reached, and
-        // the verifier refuses unreachable instructions.
-        let always = allowed
-            .chain(denied)
-            .any(|(prefix, target)| match_prefix(&mut asm, prefix, target));
-        if !always {
-            asm.jump(JMP_JA, 0, 0, allow);
+        judge(&mut asm, rules, v4, allow, drop);
+    }
+    verdicts(asm, allow, drop)
+}
+
+/// Whether `rules` drop anything of the family: the programs of a family without deny
+/// entries would only pass everything.
+pub(crate) fn family_filtered(rules: &Rules, v4: bool) -> bool {
+    rules.deny.iter().any(|p| p.is_ipv4() == v4)
+}
+
+/// The program for connect(2) on sockets of one family (`cgroup/connect4` or `connect6`):
+/// refuses, with EPERM at once, a connection to an address the packet programs would drop,
+/// instead of letting its SYNs be dropped until TCP gives up. The packet programs still
+/// judge every packet; this one only makes the refusal visible. An IPv4-mapped IPv6
+/// address is judged by the IPv4 rules, as its packets will be.
+pub(crate) fn connect_program(rules: &Rules, v6: bool) -> Vec<Insn> {
+    let mut asm = Asm::default();
+    let allow = asm.label();
+    let refuse = asm.label();
+    asm.emit(ALU64_MOV_X, R6, R1, 0, 0);
+    if !v6 {
+        asm.emit(LDX_W, R2, R6, SOCK_ADDR_USER_IP4, 0);
+        asm.emit(ALU_TO_BE, R2, 0, 0, 32);
+        judge_or_pass(&mut asm, rules, true, allow, refuse);
+        return verdicts(asm, allow, refuse);
+    }
+    for word in 0..4u8 {
+        let reg = R2 + word;
+        asm.emit(LDX_W, reg, R6, SOCK_ADDR_USER_IP6 + 4 * i16::from(word), 0);
+        asm.emit(ALU_TO_BE, reg, 0, 0, 32);
+    }
+    let native = asm.label();
+    asm.jump(JMP32_JNE_K, R2, 0, native);
+    asm.jump(JMP32_JNE_K, R3, 0, native);
+    asm.jump(JMP32_JNE_K, R4, 0xffff, native);
+    asm.emit(ALU_MOV_X, R2, R5, 0, 0);
+    judge_or_pass(&mut asm, rules, true, allow, refuse);
+    asm.bind(native);
+    judge_or_pass(&mut asm, rules, false, allow, refuse);
+    verdicts(asm, allow, refuse)
+}
+
+/// [`judge`], or a jump to `allow` for a family the rules do not filter.
+fn judge_or_pass(asm: &mut Asm, rules: &Rules, v4: bool, allow: Label, drop: Label) {
+    if family_filtered(rules, v4) {
+        judge(asm, rules, v4, allow, drop);
+    } else {
+        asm.jump(JMP_JA, 0, 0, allow);
+    }
+}
+
+/// Jumps to `allow` or `drop` for the address loaded in r2 (IPv4) or r2..r5 (IPv6), by
+/// systemd's rule: allowed if in an allow prefix, else dropped if in a deny one, else allowed.
+fn judge(asm: &mut Asm, rules: &Rules, v4: bool, allow: Label, drop: Label) {
+    let family = |p: &&IpPrefix| p.is_ipv4() == v4;
+    let allowed = rules.allow.iter().filter(family).map(|p| (p, allow));
+    let denied = rules.deny.iter().filter(family).map(|p| (p, drop));
+    // A zero-length prefix matches every address: what follows it is never reached, and
+    // the verifier refuses unreachable instructions.
+    let always = allowed
+        .chain(denied)
+        .any(|(prefix, target)| match_prefix(asm, prefix, target));
+    if !always {
+        asm.jump(JMP_JA, 0, 0, allow);
+    }
+}
+
+/// The two endings the program jumps to: 1 lets the packet or connect through, 0 not; one
+/// that no jump reaches is left out (the verifier refuses unreachable instructions).
+fn verdicts(mut asm: Asm, allow: Label, drop: Label) -> Vec<Insn> {
+    for (label, verdict) in [(allow, ALLOW), (drop, DROP)] {
+        if asm.jumps.iter().any(|(_, l)| l.0 == label.0) {
+            asm.bind(label);
+            asm.emit(ALU64_MOV_K, R0, 0, 0, verdict);
+            asm.emit(EXIT, 0, 0, 0, 0);
         }
     }
-
-    asm.bind(allow);
-    asm.emit(ALU64_MOV_K, R0, 0, 0, ALLOW);
-    asm.emit(EXIT, 0, 0, 0, 0);
-    asm.bind(drop);
-    asm.emit(ALU64_MOV_K, R0, 0, 0, DROP);
-    asm.emit(EXIT, 0, 0, 0, 0);
     asm.finish()
 }
 
@@ -299,6 +361,24 @@ pub(crate) mod tests {
     pub(crate) fn run(insns: &[Insn], packet: &Packet) -> u64 {
         let mut ctx = [0u8; 192];
         ctx[SKB_PROTOCOL as usize..][..2].copy_from_slice(&packet.protocol.to_be_bytes());
+        run_with(insns, &ctx, packet)
+    }
+
+    /// Runs a connect program for a connect(2) to `dst` (a `struct bpf_sock_addr`).
+    fn run_connect(insns: &[Insn], dst: &str) -> u64 {
+        let mut ctx = [0u8; 192];
+        match dst.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(a) => ctx[4..8].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => ctx[8..24].copy_from_slice(&a.octets()),
+        }
+        let none = Packet {
+            protocol: 0,
+            bytes: Vec::new(),
+        };
+        run_with(insns, &ctx, &none)
+    }
+
+    fn run_with(insns: &[Insn], ctx: &[u8], packet: &Packet) -> u64 {
         let mut stack = [0u8; 512];
         let mut r = [0u64; 11];
         r[1] = CTX;
@@ -518,6 +598,52 @@ pub(crate) mod tests {
                 }
             }
             assert_eq!(insns.last().map(|i| i.code), Some(EXIT));
+        }
+    }
+
+    fn connects(rules: &Rules, dst: &str) -> bool {
+        let v6 = dst.contains(':');
+        run_connect(&connect_program(rules, v6), dst) == 1
+    }
+
+    #[test]
+    fn a_connect_is_judged_like_the_packets_it_would_send() {
+        let r = rules(&["127.0.0.1", "::1"], &["0.0.0.0/0", "::/0"]);
+
+        assert!(connects(&r, "127.0.0.1"));
+        assert!(!connects(&r, "127.0.0.2"));
+        assert!(connects(&r, "::1"));
+        assert!(!connects(&r, "2001:db8::1"));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_connect_is_judged_by_the_ipv4_rules() {
+        let r = rules(&[], &["10.0.0.0/8"]);
+
+        assert!(!connects(&r, "::ffff:10.1.2.3"));
+        assert!(connects(&r, "::ffff:11.1.2.3"));
+        assert!(connects(&r, "10::1"));
+    }
+
+    #[test]
+    fn connect_programs_have_no_unreachable_instruction() {
+        for r in [
+            rules(&[], &["10.0.0.0/8"]),
+            rules(&[], &["::/0"]),
+            rules(&["0.0.0.0/0"], &["0.0.0.0/0", "fe80::/64"]),
+        ] {
+            if family_filtered(&r, true) {
+                assert_eq!(
+                    unreachable(&connect_program(&r, false)),
+                    Vec::<usize>::new(),
+                    "{r:?}"
+                );
+            }
+            assert_eq!(
+                unreachable(&connect_program(&r, true)),
+                Vec::<usize>::new(),
+                "{r:?}"
+            );
         }
     }
 }
