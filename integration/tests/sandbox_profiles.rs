@@ -535,3 +535,4 @@ directive_test!(
     "SystemCallFilter=@system-service\n"
 );
 directive_test!(umask, "UMask=0027");
+directive_test!(ip_address_deny, "IPAddressDeny=any");
