@@ -65,6 +65,13 @@ fn serve(args: Args, logging: &berth_logging::Logging) -> Result<(), HelperError
         return Err(HelperError::ManagerIsRoot);
     }
     let policy = FloorPolicy::load(&args.config).map_err(|e| HelperError::Config(e.into()))?;
+    let stale = berth_helper::sandbox::remove_stale_cgroups();
+    if stale > 0 {
+        tracing::info!(
+            stale,
+            "removed the empty cgroups of supervisors that are gone"
+        );
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         manager_uid = args.manager_uid,

@@ -201,6 +201,39 @@ impl Drop for ServiceCgroup {
     }
 }
 
+/// Removes the cgroups under `berth/` whose supervisor is gone (killed before it could
+/// remove its own, as SIGKILL does); the helper does this when it starts. A cgroup that still
+/// holds a process is never removed (the kernel refuses), nor one whose pid lives. Returns how
+/// many went.
+pub fn remove_stale() -> usize {
+    let Some(root) = hierarchy() else { return 0 };
+    let Ok(own) = own_cgroup() else { return 0 };
+    let parent_path = format!("{root}{own}/{SERVICES_DIR}");
+    let (Ok(parent), Ok(entries)) = (
+        open_dir(None, &parent_path),
+        std::fs::read_dir(&parent_path),
+    ) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| supervisor_gone(name))
+        .filter(|name| {
+            CString::new(name.as_str())
+                .is_ok_and(|c| rustix::fs::unlinkat(&parent, &c, AtFlags::REMOVEDIR).is_ok())
+        })
+        .count()
+}
+
+/// Whether the supervisor named in cgroup `name` ([`name_for`]) no longer exists.
+fn supervisor_gone(name: &str) -> bool {
+    name.rsplit_once('-')
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Moves the calling process into the cgroup whose `cgroup.procs` is `procs`.
 pub(crate) fn join(procs: impl AsFd) -> io::Result<()> {
     // "0" is the writer itself, whatever pid namespace it is in.
@@ -257,5 +290,29 @@ mod tests {
         assert!(procs.is_ok(), "{procs:?}");
         assert!(is_dir, "{path}");
         assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+    }
+
+    #[test]
+    fn the_cgroups_of_supervisors_that_are_gone_are_removed_and_the_others_kept() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "needs root (cgroupfs)"
+        );
+        let live = ServiceCgroup::create("stale-live.service").unwrap();
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let parent = live.path().rsplit_once('/').unwrap().0.to_owned();
+        let dead = format!("{parent}/{}", name_for("stale-dead.service", dead_pid));
+        std::fs::create_dir(&dead).unwrap();
+
+        let removed = remove_stale();
+
+        assert!(removed >= 1);
+        assert!(!std::path::Path::new(&dead).exists(), "{dead} kept");
+        assert!(
+            std::path::Path::new(live.path()).is_dir(),
+            "a live one removed"
+        );
     }
 }

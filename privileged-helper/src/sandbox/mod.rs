@@ -31,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec, Launched};
 
+pub use cgroup::remove_stale as remove_stale_cgroups;
+
 /// How long `launch` waits for the supervisor's report.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
