@@ -1,49 +1,235 @@
-//! Dropping from root to the service's dynamic uid/gid with no capabilities at all.
+//! Dropping from root to the service's uid, gid and supplementary groups, keeping only the
+//! capabilities the spec grants (see `capabilities.rs`), in a fresh session keyring.
+
+use berth_protocol::sandbox::{Identity, KeyringMode};
 
 use super::Failure;
-use super::sys;
+use super::capabilities::{self, CapabilityPlan};
+use super::keyring;
+use super::process_syscalls::ProcessSyscalls;
 
-/// Above any capability number a kernel has had (40 today). The kernel answers EINVAL past its
-/// own last one, which ends the drop loop; no need to read `cap_last_cap` on every start.
-const CAP_NUMBERS: u32 = 64;
+/// What init becomes, for good.
+pub(super) struct Credentials<'a> {
+    pub identity: &'a Identity,
+    pub capabilities: CapabilityPlan,
+    pub no_new_privileges: bool,
+    pub keyring: KeyringMode,
+}
 
-/// Becomes `uid`/`gid` for good: empty bounding, permitted, effective, inheritable and ambient
-/// sets, no supplementary groups, no_new_privs, not dumpable, and SIGKILL when the supervisor
-/// dies.
-pub(super) fn drop_to(uid: u32, gid: u32) -> Result<(), Failure> {
+/// Becomes `target`: bounding set cut, then the ids, then the capability sets, a new session
+/// keyring, no_new_privs (NoNewPrivileges=), not dumpable, and SIGKILL when the supervisor dies.
+pub(super) fn drop_to(os: &impl ProcessSyscalls, target: &Credentials<'_>) -> Result<(), Failure> {
+    let identity = target.identity;
     // Needs CAP_SETPCAP, so before the uid change.
-    for cap in 0..CAP_NUMBERS {
-        match sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
-            Err(e) => {
-                return Err(Failure::setup(
-                    format!("drop capability {cap} from the bounding set"),
-                    e,
-                ));
-            }
-        }
+    capabilities::limit_bounding(os, &target.capabilities)?;
+    os.set_groups(&identity.supplementary_groups)
+        .map_err(|e| Failure::setup("setgroups", e))?;
+    let keep = target.capabilities.keeps_capabilities();
+    if keep {
+        os.set_keep_capabilities(true)
+            .map_err(|e| Failure::setup("keep capabilities across the uid change", e))?;
     }
-    sys::clear_groups().map_err(|e| Failure::setup("setgroups", e))?;
-    sys::setresgid(gid).map_err(|e| Failure::setup("setresgid", e))?;
-    sys::setresuid(uid).map_err(|e| Failure::setup("setresuid", e))?;
-    // setresuid already emptied permitted/effective unless securebits say otherwise; make
-    // sure, and clear inheritable too.
-    sys::clear_capabilities().map_err(|e| Failure::setup("clear capabilities", e))?;
-    sys::prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-    )
-    .map_err(|e| Failure::setup("clear ambient capabilities", e))?;
-    rustix::thread::set_no_new_privs(true).map_err(|e| Failure::setup("set no_new_privs", e))?;
+    os.set_resgid(identity.gid)
+        .map_err(|e| Failure::setup("setresgid", e))?;
+    os.set_resuid(identity.uid)
+        .map_err(|e| Failure::setup("setresuid", e))?;
+    if keep {
+        os.set_keep_capabilities(false)
+            .map_err(|e| Failure::setup("stop keeping capabilities", e))?;
+    }
+    // setresuid emptied permitted and effective unless kept; make the sets exactly the
+    // ambient ones either way, inheritable included.
+    capabilities::grant(os, &target.capabilities)?;
+    // Owned by the service's uid now that it is that uid.
+    keyring::join(os, target.keyring)?;
+    if target.no_new_privileges {
+        os.set_no_new_privs()
+            .map_err(|e| Failure::setup("set no_new_privs", e))?;
+    }
     // The uid change made us non-dumpable only because fs.suid_dumpable is 0 by default; make
     // sure, so the service (same uid) can never ptrace init or read its /proc/1/{environ,
     // maps,mem,exe}. Main's exec makes main dumpable again.
-    sys::prctl(libc::PR_SET_DUMPABLE, 0)
+    os.set_dumpable(false)
         .map_err(|e| Failure::setup("make init non-dumpable", e))?;
     // A credential change resets the parent-death signal, so set it last. A service whose
     // supervisor died could never be stopped or reported on: take it down with it.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+    os.set_parent_death_signal(libc::SIGKILL)
         .map_err(|e| Failure::setup("set the parent-death signal", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_protocol::sandbox::Capabilities;
+    use caps::Capability;
+
+    use super::super::process_syscalls::{ProcessCall, RecordingProcess};
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            uid: 61500,
+            gid: 61501,
+            supplementary_groups: vec![61502],
+            private_users: false,
+            user_name: "web".into(),
+        }
+    }
+
+    fn credentials<'a>(identity: &'a Identity, ambient: &[&str], nnp: bool) -> Credentials<'a> {
+        let names: Vec<String> = ambient.iter().map(|s| s.to_string()).collect();
+        Credentials {
+            identity,
+            capabilities: CapabilityPlan::of(&Capabilities {
+                bounding: names.clone(),
+                ambient: names,
+            })
+            .unwrap(),
+            no_new_privileges: nnp,
+            keyring: KeyringMode::Private,
+        }
+    }
+
+    /// The calls other than the bounding-set drops and the capability sets, which
+    /// capabilities.rs tests.
+    fn steps(calls: &[ProcessCall]) -> Vec<ProcessCall> {
+        calls
+            .iter()
+            .filter(|c| {
+                !matches!(
+                    c,
+                    ProcessCall::DropBounding(_)
+                        | ProcessCall::DropBoundingNumber(_)
+                        | ProcessCall::SetCapabilities { .. }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn index(calls: &[ProcessCall], call: &ProcessCall) -> usize {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("{call:?} not in {calls:?}"))
+    }
+
+    #[test]
+    fn ids_groups_keyring_and_no_new_privs_in_order() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(&os, &credentials(&identity, &[], true)).unwrap();
+
+        assert_eq!(
+            steps(&os.calls()),
+            [
+                ProcessCall::SetGroups(vec![61502]),
+                ProcessCall::SetResgid(61501),
+                ProcessCall::SetResuid(61500),
+                ProcessCall::ClearAmbient,
+                ProcessCall::JoinSessionKeyring,
+                ProcessCall::SetNoNewPrivs,
+                ProcessCall::SetDumpable(false),
+                ProcessCall::SetParentDeathSignal(libc::SIGKILL),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_bounding_set_is_cut_before_the_uid_change() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(&os, &credentials(&identity, &[], true)).unwrap();
+
+        let calls = os.calls();
+        assert!(
+            index(&calls, &ProcessCall::DropBounding(Capability::CAP_SETPCAP))
+                < index(&calls, &ProcessCall::SetResuid(61500))
+        );
+    }
+
+    #[test]
+    fn ambient_capabilities_are_kept_across_the_uid_change_then_raised() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(
+            &os,
+            &credentials(&identity, &["CAP_NET_BIND_SERVICE"], true),
+        )
+        .unwrap();
+
+        let calls = os.calls();
+        let keep = index(&calls, &ProcessCall::SetKeepCapabilities(true));
+        let setuid = index(&calls, &ProcessCall::SetResuid(61500));
+        let unkeep = index(&calls, &ProcessCall::SetKeepCapabilities(false));
+        let raise = index(
+            &calls,
+            &ProcessCall::RaiseAmbient(Capability::CAP_NET_BIND_SERVICE),
+        );
+        assert!(
+            keep < setuid && setuid < unkeep && unkeep < raise,
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn without_ambient_capabilities_nothing_is_kept() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(&os, &credentials(&identity, &[], true)).unwrap();
+
+        assert!(
+            !os.calls()
+                .iter()
+                .any(|c| matches!(c, ProcessCall::SetKeepCapabilities(_)))
+        );
+    }
+
+    #[test]
+    fn no_new_privileges_no_leaves_the_flag_unset() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(&os, &credentials(&identity, &[], false)).unwrap();
+
+        assert!(!os.calls().contains(&ProcessCall::SetNoNewPrivs));
+    }
+
+    #[test]
+    fn the_session_keyring_is_joined_as_the_service_uid() {
+        let os = RecordingProcess::new();
+        let identity = identity();
+
+        drop_to(&os, &credentials(&identity, &[], true)).unwrap();
+
+        let calls = os.calls();
+        assert!(
+            index(&calls, &ProcessCall::SetResuid(61500))
+                < index(&calls, &ProcessCall::JoinSessionKeyring)
+        );
+    }
+
+    #[test]
+    fn a_failed_setresuid_stops_before_anything_else() {
+        let os = RecordingProcess::new().failing(
+            |c| matches!(c, ProcessCall::SetResuid(_)),
+            rustix::io::Errno::AGAIN,
+        );
+        let identity = identity();
+
+        let failure = drop_to(&os, &credentials(&identity, &[], true)).unwrap_err();
+
+        assert_eq!(
+            failure,
+            Failure::Setup {
+                stage: "setresuid".into(),
+                errno: libc::EAGAIN
+            }
+        );
+        assert_eq!(os.calls().last(), Some(&ProcessCall::SetResuid(61500)));
+    }
 }

@@ -1,7 +1,9 @@
 //! PID 1 of the sandbox and the service's main process.
 //!
-//! Init builds the sandbox (mount, ipc, uts and cgroup namespaces, new root), drops to the service's
-//! credentials, forks main, then only forwards signals to main and reaps orphans. It catches
+//! Init builds the sandbox as the spec says, in this order: namespaces (mount and cgroup, ipc,
+//! uts and network as asked), new root, `lo` up, the synthesized user databases, resource
+//! limits, the Landlock domain, the user namespace (PrivateUsers=), then the service's
+//! credentials (bounding set, ids, capabilities, session keyring, no_new_privs); it forks main, then only forwards signals to main and reaps orphans. It catches
 //! no signal with a handler: it keeps the forwarded ones and SIGCHLD blocked and takes them with
 //! `sigwaitinfo`, which cannot race with reaping; blocked signals are queued even for a
 //! pid-namespace init (which otherwise drops signals it has no handler for).
@@ -24,9 +26,14 @@ use std::sync::Arc;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
+use super::capabilities::CapabilityPlan;
+use super::credentials::Credentials;
 use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
-use super::{Failure, cgroup, credentials, mounts, process_name, seccomp, sys};
+use super::{
+    Failure, cgroup, credentials, landlock, mounts, namespaces, process_name, rlimits, seccomp,
+    sys, user_namespace,
+};
 use crate::launch_spec::LaunchSpec;
 
 /// Report message: "this is main, about to exec" (carries SCM_CREDENTIALS).
@@ -138,7 +145,7 @@ struct Exec {
     cwd: CString,
     path_str: String,
     cwd_str: String,
-    // UMask=.
+    /// UMask=.
     umask: u32,
     // Installed right before the exec.
     seccomp: Arc<seccomp::CompiledFilter>,
@@ -165,6 +172,7 @@ fn setup(
         .map_err(|e| Failure::setup("name the sandbox's init", e))?;
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
+    let sandbox = &spec.sandbox;
     // Cloned here, in the host's mount namespace; their mount points lie in a layer over the
     // image (which is read-only).
     let (service_dirs, mount_points) =
@@ -173,26 +181,37 @@ fn setup(
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
-    // The cgroup namespace makes /proc/self/cgroup show `/` instead of the host's cgroup paths;
-    // its root is init's cgroup now, so a service cgroup must be joined before this point.
-    let flags = rustix::thread::UnshareFlags::NEWNS
-        | rustix::thread::UnshareFlags::NEWIPC
-        | rustix::thread::UnshareFlags::NEWUTS
-        | rustix::thread::UnshareFlags::NEWCGROUP;
-    // SAFETY: no CLONE_FILES involved, and init has a single thread anyway.
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-        .map_err(|e| Failure::setup("unshare mount, ipc, uts and cgroup namespaces", e))?;
+    namespaces::unshare(&LinuxSyscalls, &sandbox.namespaces)?;
     mounts::build_root(&LinuxSyscalls, entries)?;
-    let identity = &spec.sandbox.identity;
+    let identity = &sandbox.identity;
     directories::attach(
         &LinuxSyscalls,
         service_dirs,
-        &spec.sandbox.directories,
+        &sandbox.directories,
         (identity.uid, identity.gid),
     )?;
+    namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
+    if sandbox.identity.private_users {
+        user_namespace::bind_databases(&LinuxSyscalls, &sandbox.identity)?;
+    }
     // Our stdio still points at the host's /dev/null; use the sandbox's.
     sys::stdio_to(c"/dev/null").map_err(|e| Failure::setup("open /dev/null", e))?;
-    credentials::drop_to(identity.uid, identity.gid)?;
+    // Raising a hard limit needs CAP_SYS_RESOURCE of the host's user namespace: before ours.
+    rlimits::apply(&LinuxSyscalls, &sandbox.rlimits)?;
+    // While init still holds CAP_SYS_ADMIN, which Landlock takes instead of no_new_privs.
+    landlock::restrict(&LinuxSyscalls, &sandbox.landlock)?;
+    if sandbox.identity.private_users {
+        user_namespace::enter(&LinuxSyscalls, &sandbox.identity)?;
+    }
+    credentials::drop_to(
+        &LinuxSyscalls,
+        &Credentials {
+            identity: &sandbox.identity,
+            capabilities: CapabilityPlan::of(&sandbox.capabilities)?,
+            no_new_privileges: sandbox.no_new_privileges,
+            keyring: sandbox.keyring,
+        },
+    )?;
     // Compiled by the helper when its floor checked the spawn; this copy of its cache has it.
     let seccomp = seccomp::cache::compiled(&spec.sandbox.syscalls).map_err(|e| {
         Failure::setup(
@@ -217,7 +236,7 @@ fn setup(
         cwd: cstring(&spec.working_directory, "working directory")?,
         path_str,
         cwd_str: spec.working_directory.clone(),
-        umask: spec.sandbox.umask,
+        umask: sandbox.umask,
         seccomp,
     })
 }

@@ -12,16 +12,23 @@
 //! The supervisor reports `Launched` (or the failure) to `launch` over a CLOEXEC pipe as one
 //! JSON document, once main's exec has succeeded or failed.
 
+pub(crate) mod capabilities;
 pub(crate) mod cgroup;
 mod credentials;
 pub mod directories;
 pub(crate) mod firewall;
 pub(crate) mod init;
+mod keyring;
+pub(crate) mod landlock;
 mod mounts;
+mod namespaces;
 pub(crate) mod process_name;
+mod process_syscalls;
+pub(crate) mod rlimits;
 pub mod seccomp;
 pub(crate) mod sys;
 mod syscalls;
+mod user_namespace;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

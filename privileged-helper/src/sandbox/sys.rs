@@ -1,5 +1,5 @@
 //! Thin wrappers over the syscalls rustix does not offer (fork, close_range, poll without the
-//! `event` feature, capset, signal masks), each keeping its `unsafe` in one place.
+//! `event` feature, signal masks), each keeping its `unsafe` in one place.
 
 use std::ffi::CStr;
 use std::io;
@@ -9,14 +9,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 pub(crate) const SIGNAL_MAX: i32 = 64;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -139,35 +131,6 @@ pub(crate) fn pollfd(fd: BorrowedFd<'_>, events: libc::c_short) -> libc::pollfd 
     }
 }
 
-/// Clears the effective, permitted and inheritable capability sets.
-pub(crate) fn clear_capabilities() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: header and data have the layout capset(2) expects for version 3 (two data slots).
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    cvt_long(ret).map(drop)
-}
-
 /// `prctl(option, arg2, 0, 0, 0)`.
 pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
     // SAFETY: only integer-argument prctl options are passed through here.
@@ -181,12 +144,6 @@ pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> 
         )
     })
     .map(drop)
-}
-
-/// Drops supplementary groups.
-pub(crate) fn clear_groups() -> io::Result<()> {
-    // SAFETY: a zero-length list needs no valid pointer.
-    cvt(unsafe { libc::setgroups(0, std::ptr::null()) }).map(drop)
 }
 
 pub(crate) fn setresgid(gid: u32) -> io::Result<()> {
