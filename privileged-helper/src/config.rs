@@ -9,8 +9,8 @@ pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 use berth_protocol::config_file::{self, ConfigFile, KeyError};
 
 /// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
-/// `dynamic_uid_max`, `image_roots = ["/a", "/b"]` and `image_filesystems = ["squashfs",
-/// "erofs"]`, all optional; an unknown key or a value
+/// `dynamic_uid_max`, `image_roots = ["/a", "/b"]`, `image_filesystems = ["squashfs",
+/// "erofs"]` and `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, all optional; an unknown key or a value
 /// of the wrong type is an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +25,9 @@ pub struct FloorPolicy {
     /// hardened against hostile images, so only the two read-only image formats by default;
     /// an admin may add others known to [`crate::image_mount::filesystem`] (ext4, ...).
     pub image_filesystems: Vec<String>,
+    /// Capabilities a service may keep in its bounding set or be granted as ambient ones
+    /// (`CAP_NET_BIND_SERVICE`, ...). Empty by default: no service gets any capability.
+    pub allowed_capabilities: Vec<String>,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -43,6 +46,7 @@ impl Default for FloorPolicy {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            allowed_capabilities: Vec::new(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -67,6 +71,18 @@ impl ConfigFile for FloorPolicy {
                 reason: format!(
                     "{unknown} is not a file system berth-helper mounts (known: {})",
                     crate::image_mount::filesystem::known_names()
+                ),
+            });
+        }
+        if let Some(unknown) = self
+            .allowed_capabilities
+            .iter()
+            .find(|c| crate::sandbox::capabilities::capability_named(c).is_none())
+        {
+            return Err(KeyError {
+                keys: &["allowed_capabilities"],
+                reason: format!(
+                    "{unknown} is not a capability (names are like CAP_NET_BIND_SERVICE)"
                 ),
             });
         }
@@ -129,6 +145,23 @@ mod tests {
         assert_eq!(
             error_line_and_key("image_filesystems = [\"ntfs3\"]\n"),
             (1, Some("image_filesystems".into()))
+        );
+    }
+
+    #[test]
+    fn no_capability_is_allowed_by_default() {
+        let policy = parse("").unwrap();
+
+        assert!(policy.allowed_capabilities.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_allowed_capability_is_refused_at_its_key() {
+        assert_eq!(
+            error_line_and_key(
+                "\nallowed_capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_raw\"]\n"
+            ),
+            (2, Some("allowed_capabilities".into()))
         );
     }
 

@@ -44,7 +44,7 @@ impl FloorPolicy {
             ));
         }
         syscalls::check(self, &mut spec.syscalls)?;
-        landlock::check(self, &mut spec.landlock)?;
+        landlock::check(self, &mut spec.landlock, &spec.namespaces)?;
         resources::check(self, &mut spec)?;
         firewall::check(self, &mut spec.firewall)?;
         directories::check(self, &mut spec.directories)?;
