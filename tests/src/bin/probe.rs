@@ -2,7 +2,8 @@
 //! the sandbox looks like from inside (identity, capabilities, namespaces, fds, mounts, ...).
 //!
 //! Usage: `berth-probe [--check-path P]... [--try ATTEMPT]... [--listen-abstract NAME]
-//! [--sleep SECS | --loop]` (`--try help` lists the attempts, see `attempts.rs`).
+//! [--keyring] [--add-session-key NAME]... [--sleep SECS | --loop]` (`--try help` lists the
+//! attempts, see `attempts.rs`).
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -57,11 +58,15 @@ struct Args {
     // `--listen-abstract`: abstract unix sockets bound and listened on before the report,
     // kept open while the probe runs.
     listen_abstract: Vec<String>,
+    // `--keyring`: report the session keyring (keyctl, which a filter may kill the probe for).
+    keyring: bool,
+    // `--add-session-key`: `user` keys added to the session keyring before it is listed.
+    add_session_keys: Vec<String>,
     after: After,
 }
 
 const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
-                     [--listen-abstract NAME]... [--sleep SECS | --loop]";
+                     [--listen-abstract NAME]... [--keyring] [--add-session-key NAME]... [--sleep SECS | --loop]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
         check_paths: Vec::new(),
         tries: Vec::new(),
         listen_abstract: Vec::new(),
+        keyring: false,
+        add_session_keys: Vec::new(),
         after: After::Exit,
     };
     let mut it = std::env::args_os().skip(1);
@@ -92,6 +99,11 @@ fn parse_args() -> Result<Args, String> {
                     return Err(format!("attempts:\n{}", list.join("\n")));
                 }
                 args.tries.push(a);
+            }
+            "--keyring" => args.keyring = true,
+            "--add-session-key" => {
+                let n = it.next().ok_or("--add-session-key needs a name")?;
+                args.add_session_keys.push(n.to_string_lossy().into_owned());
             }
             "--listen-abstract" => {
                 let n = it.next().ok_or("--listen-abstract needs a name")?;
@@ -236,6 +248,24 @@ fn probe(args: &Args) -> Value {
     );
     m.insert("umask".into(), umask().into());
     m.insert("interfaces".into(), val(interfaces()));
+    m.insert("loopback".into(), loopback());
+    // Only when asked: a syscall filter may kill the probe for keyctl.
+    let asked = args.keyring || !args.add_session_keys.is_empty();
+    m.insert(
+        "keyring".into(),
+        if asked {
+            keyring(&args.add_session_keys)
+        } else {
+            Value::Null
+        },
+    );
+    m.insert(
+        "user_databases".into(),
+        json!({
+            "passwd": val(fs::read_to_string("/etc/passwd")),
+            "group": val(fs::read_to_string("/etc/group")),
+        }),
+    );
     m.insert("tries".into(), attempts::run_all(&args.tries));
     m.insert("listening".into(), Value::Object(Map::new()));
     Value::Object(m)
@@ -454,6 +484,110 @@ fn interfaces() -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Whether TCP over `lo` works: a listener on 127.0.0.1 and a connection to it.
+fn loopback() -> Value {
+    let result = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| {
+        let addr = listener.local_addr()?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| "ok")
+    });
+    val(result)
+}
+
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEYCTL_READ: libc::c_long = 11;
+const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+
+/// `keyctl(op, a, b, c)`, as a result.
+fn keyctl(
+    op: libc::c_long,
+    a: libc::c_long,
+    b: libc::c_long,
+    c: libc::c_long,
+) -> std::io::Result<i64> {
+    // SAFETY: the operations used here take integers, or a buffer pointer and its length.
+    let ret = unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, c, 0) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Adds a `user` key `name` to the session keyring.
+fn add_session_key(name: &str) -> std::io::Result<i64> {
+    let desc = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    let payload = b"berth-probe";
+    // SAFETY: type and description are NUL-terminated; the payload pointer and length match.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            desc.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The session keyring's serial (not creating one) and the descriptions of the keys in it,
+/// after adding `add` to it.
+fn keyring(add: &[String]) -> Value {
+    // Looked up first, without creating one: a process without a session keyring then gets
+    // its uid's user-session keyring, shared by every process of the uid, as a program
+    // using `@s` would.
+    let session = keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0, 0);
+    let added: Map<String, Value> = add
+        .iter()
+        .map(|name| (name.clone(), val(add_session_key(name).map(|_| "ok"))))
+        .collect();
+    let keys = session.as_ref().map_err(|e| e.to_string()).and_then(|_| {
+        let mut serials = [0i32; 64];
+        let len = keyctl(
+            KEYCTL_READ,
+            KEY_SPEC_SESSION_KEYRING,
+            serials.as_mut_ptr() as libc::c_long,
+            std::mem::size_of_val(&serials) as libc::c_long,
+        )
+        .map_err(|e| e.to_string())?;
+        let count = (len as usize / 4).min(serials.len());
+        Ok(serials[..count]
+            .iter()
+            .map(|serial| {
+                let mut buf = [0u8; 256];
+                let described = keyctl(
+                    KEYCTL_DESCRIBE,
+                    libc::c_long::from(*serial),
+                    buf.as_mut_ptr() as libc::c_long,
+                    buf.len() as libc::c_long,
+                );
+                let text = described.map(|n| {
+                    let n = (n as usize).min(buf.len());
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    // type;uid;gid;perm;description
+                    text.trim_end_matches('\0')
+                        .rsplit(';')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                });
+                val(text)
+            })
+            .collect::<Vec<Value>>())
+    });
+    json!({
+        "session": val(session),
+        "keys": match keys { Ok(k) => Value::Array(k), Err(e) => err(e) },
+        "added": added,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +610,8 @@ mod tests {
             check_paths: vec!["/".into(), "/nonexistent-probe-path".into()],
             tries: vec!["socket-unix".into()],
             listen_abstract: Vec::new(),
+            keyring: false,
+            add_session_keys: Vec::new(),
             after: After::Exit,
         });
         for k in [
@@ -507,6 +643,9 @@ mod tests {
             "rlimits",
             "cgroup",
             "umask",
+            "loopback",
+            "keyring",
+            "user_databases",
             "tries",
             "listening",
         ] {
