@@ -310,6 +310,7 @@ const KEYCTL_DESCRIBE: i32 = 6;
 const KEYCTL_SEARCH: i32 = 10;
 const KEYCTL_READ: i32 = 11;
 const KEYCTL_SETPERM: i32 = 5;
+const KEYCTL_LINK: i32 = 8;
 /// KEY_POS_ALL | KEY_USR_ALL.
 const KEY_OWNER_ALL: libc::c_long = 0x3f3f_0000;
 const X32_BIT: libc::c_long = 0x4000_0000;
@@ -418,6 +419,18 @@ fn key_add(arg: &str) -> Outcome {
     let Some((description, payload)) = arg.split_once('=') else {
         return Err(libc::EINVAL);
     };
+    // A fresh session keyring (KeyringMode=private) does not link the user keyring, so its
+    // keys would not be possessed and their owner could not change their rights: link it from
+    // this attempt's thread keyring (created here, gone with the attempt) first.
+    // SAFETY: KEYCTL_LINK takes two integers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_LINK,
+            KEY_SPEC_USER_KEYRING,
+            KEY_SPEC_THREAD_KEYRING,
+        )
+    })?;
     let id = add_key(description, payload, KEY_SPEC_USER_KEYRING)?;
     // As a holder that means the key for the next one would: every right to its owner uid,
     // so that whoever runs as the uid reads it, with or without a session keyring that links
