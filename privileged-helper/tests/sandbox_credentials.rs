@@ -438,10 +438,19 @@ fn host_abstract_socket(tag: &str) -> (String, UnixListener) {
     (name, UnixListener::bind_addr(&addr).unwrap())
 }
 
+/// The baseline has both scopes; so has this, said explicitly.
 fn scoped() -> SandboxSpec {
     let mut sandbox = baseline();
     sandbox.landlock.scope_abstract_unix_sockets = true;
     sandbox.landlock.scope_signals = true;
+    sandbox
+}
+
+/// Without any Landlock scope (the control).
+fn unscoped() -> SandboxSpec {
+    let mut sandbox = baseline();
+    sandbox.landlock.scope_abstract_unix_sockets = false;
+    sandbox.landlock.scope_signals = false;
     sandbox
 }
 
@@ -486,7 +495,7 @@ fn an_unscoped_service_reaches_the_hosts_abstract_sockets() {
     let (name, _listener) = host_abstract_socket("unscoped");
     let mut fx = probe_fixture("unscoped.service");
 
-    let (host, own) = probe_connecting(&mut fx, baseline(), &name);
+    let (host, own) = probe_connecting(&mut fx, unscoped(), &name);
 
     assert_eq!((host, own), ("ok".into(), "ok".into()));
 }
@@ -505,7 +514,7 @@ fn a_scoped_service_cannot_reach_another_services_abstract_socket() {
     assert_eq!(listened["listening"][&name], "ok");
 
     let (denied, own) = probe_connecting(&mut scoped_fx, scoped(), &name);
-    let (reached, _) = probe_connecting(&mut unscoped_fx, baseline(), &name);
+    let (reached, _) = probe_connecting(&mut unscoped_fx, unscoped(), &name);
 
     assert_eq!(denied, "EPERM");
     assert_eq!(own, "ok");
@@ -517,7 +526,7 @@ fn a_scoped_service_cannot_reach_another_services_abstract_socket() {
 fn a_private_network_hides_the_hosts_abstract_sockets_even_without_landlock() {
     let (name, _listener) = host_abstract_socket("netns");
     let mut fx = probe_fixture("netns-abstract.service");
-    let mut sandbox = baseline();
+    let mut sandbox = unscoped();
     sandbox.namespaces.private_network = true;
 
     let (host, own) = probe_connecting(&mut fx, sandbox, &name);

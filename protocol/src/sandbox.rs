@@ -397,7 +397,8 @@ impl ServiceDirectory {
 impl SandboxSpec {
     /// The sandbox berth had before specs existed, for `uid`: every namespace, no
     /// capabilities, no_new_privs, read-only image, private /tmp, /dev and /proc masking, and
-    /// nothing more. Profiles start from here and only tighten.
+    /// Landlock's scoping of abstract unix sockets and signals (ISSUE 7 item 3). Profiles
+    /// start from here and only tighten.
     pub fn baseline(uid: u32, gid: u32, user_name: &str) -> SandboxSpec {
         SandboxSpec {
             profile: String::new(),
@@ -448,9 +449,11 @@ impl SandboxSpec {
                 lock_personality: false,
                 memory_deny_write_execute: false,
             },
+            // Even on the host network, the abstract sockets of the host and of other services
+            // stay out of reach (where the kernel has Landlock scopes).
             landlock: Landlock {
-                scope_abstract_unix_sockets: false,
-                scope_signals: false,
+                scope_abstract_unix_sockets: true,
+                scope_signals: true,
             },
             rlimits: Vec::new(),
             umask: 0o022,
