@@ -536,3 +536,6 @@ directive_test!(
 );
 directive_test!(umask, "UMask=0027");
 directive_test!(ip_address_deny, "IPAddressDeny=any");
+directive_test!(private_network, "PrivateNetwork=yes");
+directive_test!(private_users, "PrivateUsers=yes");
+directive_test!(limit_nofile, "LimitNOFILE=100:200");
