@@ -9,7 +9,11 @@
 //! attacks.rs; #5 (set-uid binaries) and #15 (capabilities, NNP) in acceptance.rs; #1–#4 and #7–#9
 //! (hostile images) in hostile_directory_images.rs, tarball_images.rs, gpt_images.rs and
 //! raw_images.rs; the helper's own surface (#22, #23 for the helper's protocol) in
-//! compromised_berth.rs, bad_input.rs and resource_bounds.rs.
+//! compromised_berth.rs, bad_input.rs and resource_bounds.rs. Issue 7's abstract-socket finding
+//! (#19 on the host network: the host's and another service's abstract sockets) is in
+//! service_credentials.rs, the per-service firewall in ip_firewall.rs, a recycled uid's files
+//! in service_directories.rs, and each profile and directive from inside in
+//! sandbox_profiles.rs.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
