@@ -1,0 +1,55 @@
+//! Building the sandbox's root file system.
+//!
+//! The image is hostile: every path in it is reached through the image root fd with
+//! `AT_SYMLINK_NOFOLLOW`, and only its top-level entries are used. Directories and files are
+//! cloned as detached mount trees (`open_tree`) while still in the host mount namespace
+//! (a clone source must belong to the caller's namespace), then attached read-only, nosuid,
+//! nodev under a fresh tmpfs; symlinks are recreated verbatim, never followed. `/proc`, `/dev`,
+//! `/tmp`, `/run` and `/sys` always come from us, whatever the image has there.
+//!
+//! `/dev` is a nodev tmpfs: the bound host nodes keep their own (dev) mount flags, and nothing
+//! else in it can act as a device. `/sys` is an empty read-only directory for now: no sysfs is
+//! mounted in the sandbox.
+//!
+//! Every mount-namespace change goes through [`MountSyscalls`] (`LinuxSyscalls` in init), so
+//! the plan is unit-tested below with the recording fake; reading the image is direct.
+
+mod dev;
+mod image;
+mod proc;
+mod root;
+#[cfg(test)]
+mod test_support;
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::Mode;
+use rustix::mount::MountFlags;
+
+pub(super) use image::{clone_image, image_view};
+pub(super) use root::build_root;
+
+use super::Failure;
+use super::syscalls::MountSyscalls;
+
+fn at<'a>(stage: &'a str) -> impl Fn(rustix::io::Errno) -> Failure + 'a {
+    move |e| Failure::setup(stage, e)
+}
+
+fn mkdir(os: &impl MountSyscalls, dir: &OwnedFd, name: &CStr, mode: u32) -> Result<(), Failure> {
+    os.mkdirat(dir.as_fd(), name, Mode::from_raw_mode(mode))
+        .map_err(|e| Failure::setup(format!("create {}", name.to_string_lossy()), e))
+}
+
+/// Mounts a tmpfs at `target` (relative to the cwd unless absolute).
+fn tmpfs(
+    os: &impl MountSyscalls,
+    target: &CStr,
+    flags: MountFlags,
+    data: &CStr,
+    stage: &str,
+) -> Result<(), Failure> {
+    os.mount(c"tmpfs", target, c"tmpfs", flags, Some(data))
+        .map_err(at(stage))
+}

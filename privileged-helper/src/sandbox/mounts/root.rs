@@ -1,0 +1,190 @@
+//! The new root: a small tmpfs holding the image's entries and our own `/proc`, `/dev`, `/tmp`,
+//! `/run` and `/sys` (an empty read-only directory: no sysfs is mounted in the sandbox), then
+//! `pivot_root` into it.
+
+use std::ffi::CStr;
+use std::os::fd::AsFd;
+
+use rustix::fs::{AtFlags, OFlags};
+use rustix::mount::{MountAttrFlags, MountFlags, MountPropagationFlags, UnmountFlags};
+
+use super::image::{Entry, place};
+use super::{at, dev, mkdir, proc, tmpfs};
+use crate::sandbox::Failure;
+use crate::sandbox::syscalls::MountSyscalls;
+
+/// Size limits of our tmpfs mounts, as systemd sets them for private mounts. Without them each
+/// tmpfs may grow to half the host's RAM. The root and `/dev` hold only mount points, symlinks
+/// and device nodes.
+const ROOT_TMPFS: &CStr = c"mode=0755,size=4m,nr_inodes=4k";
+const TMP_TMPFS: &CStr = c"mode=1777,size=10%,nr_inodes=400k";
+const RUN_TMPFS: &CStr = c"mode=0755,size=10%,nr_inodes=400k";
+/// Builds the new root from `entries` and pivots into it. Must run right after
+/// `unshare(CLONE_NEWNS)`. Leaves the cwd at the new `/`.
+pub(in crate::sandbox) fn build_root(
+    os: &impl MountSyscalls,
+    entries: Vec<Entry>,
+) -> Result<(), Failure> {
+    os.mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(at("make / private"))?;
+    // Scratch place for the new root, only visible in this mount namespace (as bubblewrap).
+    tmpfs(
+        os,
+        c"/tmp",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        ROOT_TMPFS,
+        "mount the root tmpfs",
+    )?;
+    let newroot = os
+        .open(
+            c"/tmp",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        )
+        .map_err(at("open the root tmpfs"))?;
+    os.fchdir(newroot.as_fd())
+        .map_err(at("enter the root tmpfs"))?;
+
+    for entry in entries {
+        place(os, &newroot, entry)?;
+    }
+    for name in [c"proc", c"dev", c"tmp", c"run", c"sys"] {
+        mkdir(os, &newroot, name, 0o755)?;
+    }
+    proc::mount_proc(os)?;
+    dev::mount_dev(os, &newroot)?;
+    // Needs our /dev/null, so after /dev.
+    proc::mask_proc(os)?;
+    tmpfs(
+        os,
+        c"tmp",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        TMP_TMPFS,
+        "mount /tmp",
+    )?;
+    tmpfs(
+        os,
+        c"run",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        RUN_TMPFS,
+        "mount /run",
+    )?;
+    drop(newroot);
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
+    // removes the old root and leaves the new one.
+    os.pivot_root(c".", c".").map_err(at("pivot_root"))?;
+    os.umount2(c".", UnmountFlags::DETACH)
+        .map_err(at("detach the old root"))?;
+    os.chdir(c"/").map_err(at("chdir to the new root"))?;
+    os.mount_setattr(
+        None,
+        c"/",
+        AtFlags::empty(),
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(at("make / read-only"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::io::Errno;
+
+    use super::*;
+    use crate::sandbox::mounts::test_support::*;
+    use crate::sandbox::syscalls::{Call, RecordingSyscalls};
+
+    #[test]
+    fn tmp_is_a_size_limited_nosuid_nodev_tmpfs_with_mode_1777() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "tmp"),
+            [tmpfs_call(
+                "tmp",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                "mode=1777,size=10%,nr_inodes=400k"
+            )]
+        );
+    }
+
+    #[test]
+    fn run_is_a_size_limited_nosuid_nodev_tmpfs_with_mode_0755() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            mounts_at(&calls, "run"),
+            [tmpfs_call(
+                "run",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                "mode=0755,size=10%,nr_inodes=400k"
+            )]
+        );
+    }
+
+    #[test]
+    fn root_ends_read_only_after_pivot_root() {
+        let os = RecordingSyscalls::new();
+
+        let calls = build(&os, Vec::new());
+
+        assert_eq!(
+            calls[calls.len() - 4..],
+            [
+                Call::PivotRoot {
+                    new_root: ".".into(),
+                    put_old: ".".into(),
+                },
+                Call::Umount2 {
+                    target: ".".into(),
+                    flags: UnmountFlags::DETACH,
+                },
+                Call::Chdir { path: "/".into() },
+                Call::MountSetattr {
+                    dir: ".".into(),
+                    path: "/".into(),
+                    flags: AtFlags::empty(),
+                    attr_set: MountAttrFlags::MOUNT_ATTR_RDONLY,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn failing_proc_mount_is_reported_with_its_stage() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::Mount { fstype, .. } if fstype == "proc"),
+            Errno::PERM,
+        );
+
+        let result = build_root(&os, Vec::new());
+
+        assert_eq!(
+            result,
+            Err(Failure::Setup {
+                stage: "mount /proc".into(),
+                errno: libc::EPERM,
+            })
+        );
+    }
+
+    #[test]
+    fn setup_stops_at_the_first_failing_call() {
+        let os = RecordingSyscalls::new().failing(
+            |c| matches!(c, Call::Mount { target, .. } if target == "dev"),
+            Errno::NOMEM,
+        );
+
+        let _ = build_root(&os, Vec::new());
+
+        let calls = os.calls();
+        assert_eq!(calls.last(), mounts_at(&calls, "dev").first());
+    }
+}
