@@ -10,7 +10,9 @@ use berth_protocol::config_file::{self, ConfigFile, KeyError};
 
 /// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
 /// `dynamic_uid_max`, `image_roots = ["/a", "/b"]`, `image_filesystems = ["squashfs",
-/// "erofs"]` and `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, all optional; an unknown key or a value
+/// "erofs"]`, `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, `bind_sources =
+/// ["/srv/shared"]` and `allowed_devices = ["/dev/fuse"]`, all optional; an unknown key or a
+/// value
 /// of the wrong type is an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +30,11 @@ pub struct FloorPolicy {
     /// Capabilities a service may keep in its bounding set or be granted as ambient ones
     /// (`CAP_NET_BIND_SERVICE`, ...). Empty by default: no service gets any capability.
     pub allowed_capabilities: Vec<String>,
+    /// Host directories (or files) BindPaths= and BindReadOnlyPaths= may bind from, each with
+    /// what lies under it; empty (the default) allows none.
+    pub bind_sources: Vec<PathBuf>,
+    /// Host device nodes DeviceAllow= may give a service; empty (the default) allows none.
+    pub allowed_devices: Vec<PathBuf>,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -47,6 +54,8 @@ impl Default for FloorPolicy {
                 .map(|s| s.to_string())
                 .collect(),
             allowed_capabilities: Vec::new(),
+            bind_sources: Vec::new(),
+            allowed_devices: Vec::new(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -59,6 +68,22 @@ impl ConfigFile for FloorPolicy {
             return Err(KeyError {
                 keys: &["image_roots"],
                 reason: format!("{} is not absolute", relative.display()),
+            });
+        }
+        if let Some(relative) = self.bind_sources.iter().find(|p| !normal_absolute(p)) {
+            return Err(KeyError {
+                keys: &["bind_sources"],
+                reason: format!("{} is not an absolute, normalized path", relative.display()),
+            });
+        }
+        if let Some(other) = self
+            .allowed_devices
+            .iter()
+            .find(|p| !normal_absolute(p) || !p.starts_with("/dev"))
+        {
+            return Err(KeyError {
+                keys: &["allowed_devices"],
+                reason: format!("{} is not a path under /dev", other.display()),
             });
         }
         if let Some(unknown) = self
@@ -88,6 +113,15 @@ impl ConfigFile for FloorPolicy {
         }
         config_file::check_uid_range(self.uid_min, self.uid_max)
     }
+}
+
+/// Absolute, without `.` or `..` components (what the floor compares paths with).
+fn normal_absolute(path: &Path) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 impl FloorPolicy {
@@ -162,6 +196,29 @@ mod tests {
                 "\nallowed_capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_raw\"]\n"
             ),
             (2, Some("allowed_capabilities".into()))
+        );
+    }
+
+    #[test]
+    fn bind_sources_and_allowed_devices_are_empty_by_default_and_read_from_the_file() {
+        let default = parse("").unwrap();
+        let set =
+            parse("bind_sources = [\"/srv/shared\"]\nallowed_devices = [\"/dev/fuse\"]\n").unwrap();
+
+        assert!(default.bind_sources.is_empty() && default.allowed_devices.is_empty());
+        assert_eq!(set.bind_sources, [PathBuf::from("/srv/shared")]);
+        assert_eq!(set.allowed_devices, [PathBuf::from("/dev/fuse")]);
+    }
+
+    #[test]
+    fn a_relative_bind_source_or_a_device_outside_dev_is_refused_at_its_key() {
+        assert_eq!(
+            error_line_and_key("bind_sources = [\"srv\"]\n"),
+            (1, Some("bind_sources".into()))
+        );
+        assert_eq!(
+            error_line_and_key("\nallowed_devices = [\"/etc/passwd\"]\n"),
+            (2, Some("allowed_devices".into()))
         );
     }
 

@@ -181,8 +181,10 @@ fn setup(
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
+    // Host trees the plan binds are cloned here, in the host mount namespace.
+    let plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, Vec::new())?;
     namespaces::unshare(&LinuxSyscalls, &sandbox.namespaces)?;
-    mounts::build_root(&LinuxSyscalls, entries)?;
+    mounts::build_root(&LinuxSyscalls, entries, plan)?;
     let identity = &sandbox.identity;
     directories::attach(
         &LinuxSyscalls,

@@ -1,6 +1,6 @@
 //! The privileged syscalls that build the sandbox's root, behind a trait (as youki's
 //! `Syscall`): [`LinuxSyscalls`] forwards them to the kernel; the test-only
-//! `RecordingSyscalls` records them instead, so the mount plan in `mounts.rs` can be checked
+//! `RecordingSyscalls` records them instead, so the mount plan in `mounts/` can be checked
 //! without root.
 //!
 //! Only what needs privilege or changes the mount namespace is here. Reading the image
@@ -10,7 +10,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
@@ -23,6 +23,30 @@ pub(crate) enum FsParam<'a> {
     String(&'a CStr, &'a CStr),
     /// `FSCONFIG_SET_FD key fd`.
     Fd(&'a CStr, BorrowedFd<'a>),
+}
+
+/// What [`MountSyscalls::node`] tells of a file: its type, permission bits, owner and, for
+/// a device, its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub kind: FileType,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+}
+
+#[cfg(test)]
+impl Node {
+    pub(crate) fn directory() -> Node {
+        Node {
+            kind: FileType::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+        }
+    }
 }
 
 /// `AT_RECURSIVE` for [`MountSyscalls::mount_setattr`] (rustix's `AtFlags` lacks it).
@@ -100,10 +124,83 @@ pub(crate) trait MountSyscalls {
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
     /// `umount2(target, flags)`.
     fn umount2(&self, target: &CStr, flags: UnmountFlags) -> Result<(), Errno>;
+    /// `openat2(dir, path, flags | O_CLOEXEC, resolve)`, retried on `EAGAIN` (a concurrent
+    /// rename raced with the lookup); `dir` `None` is `AT_FDCWD`.
+    fn openat2(
+        &self,
+        dir: Option<BorrowedFd<'_>>,
+        path: &CStr,
+        flags: OFlags,
+        resolve: ResolveFlags,
+    ) -> Result<OwnedFd, Errno>;
+    /// `fstat(fd)`, as a [`Node`].
+    fn node(&self, fd: BorrowedFd<'_>) -> Result<Node, Errno>;
+    /// Whether writes through `fd` fail for the mount or file system (`fstatvfs`'s
+    /// `ST_RDONLY`).
+    fn read_only(&self, fd: BorrowedFd<'_>) -> Result<bool, Errno>;
+    /// `mount_setattr(dir, "", AT_EMPTY_PATH | flags, {attr_clr})`: clears mount attributes.
+    fn mount_clear(
+        &self,
+        dir: BorrowedFd<'_>,
+        flags: AtFlags,
+        attr_clr: MountAttrFlags,
+    ) -> Result<(), Errno>;
+    /// `mknodat(dir, path, kind | mode, dev)`.
+    fn mknodat(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        kind: FileType,
+        mode: Mode,
+        dev: u64,
+    ) -> Result<(), Errno>;
+    /// `fchownat(dir, path, uid, gid, AT_SYMLINK_NOFOLLOW)`.
+    fn chownat(&self, dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> Result<(), Errno>;
 }
 
 /// The real syscalls.
 pub(crate) struct LinuxSyscalls;
+
+/// `mount_setattr(2)` (rustix lacks it).
+fn setattr(
+    dir: Option<BorrowedFd<'_>>,
+    path: &CStr,
+    flags: AtFlags,
+    attr_set: MountAttrFlags,
+    attr_clr: MountAttrFlags,
+) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: u64::from(attr_set.bits()),
+        attr_clr: u64::from(attr_clr.bits()),
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed;
+    // both outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags.bits(),
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == -1 {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    } else {
+        Ok(())
+    }
+}
 
 impl MountSyscalls for LinuxSyscalls {
     fn mount_change(&self, target: &CStr, flags: MountPropagationFlags) -> Result<(), Errno> {
@@ -132,37 +229,7 @@ impl MountSyscalls for LinuxSyscalls {
         flags: AtFlags,
         attr_set: MountAttrFlags,
     ) -> Result<(), Errno> {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let attr = MountAttr {
-            attr_set: u64::from(attr_set.bits()),
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-        // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed;
-        // both outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                dirfd,
-                path.as_ptr(),
-                flags.bits(),
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if ret == -1 {
-            Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
-        } else {
-            Ok(())
-        }
+        setattr(dir, path, flags, attr_set, MountAttrFlags::empty())
     }
 
     fn open_tree(
@@ -244,6 +311,70 @@ impl MountSyscalls for LinuxSyscalls {
 
     fn umount2(&self, target: &CStr, flags: UnmountFlags) -> Result<(), Errno> {
         rustix::mount::unmount(target, flags)
+    }
+
+    fn openat2(
+        &self,
+        dir: Option<BorrowedFd<'_>>,
+        path: &CStr,
+        flags: OFlags,
+        resolve: ResolveFlags,
+    ) -> Result<OwnedFd, Errno> {
+        let dir = dir.unwrap_or(rustix::fs::CWD);
+        let mut attempts = 0;
+        loop {
+            match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
+                Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn node(&self, fd: BorrowedFd<'_>) -> Result<Node, Errno> {
+        let st = rustix::fs::fstat(fd)?;
+        Ok(Node {
+            kind: FileType::from_raw_mode(st.st_mode),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+        })
+    }
+
+    fn read_only(&self, fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+        let st = rustix::fs::fstatvfs(fd)?;
+        Ok(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    }
+
+    fn mount_clear(
+        &self,
+        dir: BorrowedFd<'_>,
+        flags: AtFlags,
+        attr_clr: MountAttrFlags,
+    ) -> Result<(), Errno> {
+        setattr(
+            Some(dir),
+            c"",
+            AtFlags::EMPTY_PATH | flags,
+            MountAttrFlags::empty(),
+            attr_clr,
+        )
+    }
+
+    fn mknodat(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &CStr,
+        kind: FileType,
+        mode: Mode,
+        dev: u64,
+    ) -> Result<(), Errno> {
+        rustix::fs::mknodat(dir, path, kind, mode, dev)
+    }
+
+    fn chownat(&self, dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> Result<(), Errno> {
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        rustix::fs::chownat(dir, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
     }
 }
 
@@ -338,6 +469,30 @@ mod fake {
             target: String,
             flags: UnmountFlags,
         },
+        Openat2 {
+            dir: String,
+            path: String,
+            flags: OFlags,
+            resolve: ResolveFlags,
+        },
+        Mknodat {
+            dir: String,
+            path: String,
+            kind: FileType,
+            mode: u32,
+            dev: u64,
+        },
+        Chownat {
+            dir: String,
+            path: String,
+            uid: u32,
+            gid: u32,
+        },
+        MountClear {
+            dir: String,
+            flags: AtFlags,
+            attr_clr: MountAttrFlags,
+        },
     }
 
     type FailRule = (Box<dyn Fn(&Call) -> bool>, Errno);
@@ -352,6 +507,14 @@ mod fake {
         fd_names: RefCell<HashMap<RawFd, String>>,
         fail: Vec<FailRule>,
         missing: Vec<String>,
+        absent: RefCell<Vec<String>>,
+        nodes: HashMap<String, Node>,
+        read_only: Vec<String>,
+    }
+
+    /// The path `name` in the directory a token stands for.
+    fn joined(dir: &str, name: &str) -> String {
+        format!("{}/{name}", dir.trim_end_matches('/'))
     }
 
     fn text(s: &CStr) -> String {
@@ -365,7 +528,36 @@ mod fake {
                 fd_names: RefCell::default(),
                 fail: Vec::new(),
                 missing: Vec::new(),
+                absent: RefCell::default(),
+                nodes: HashMap::new(),
+                read_only: Vec::new(),
             }
+        }
+
+        /// Makes `openat2` of `path` fail with `ENOENT`, as if nothing were there, until a
+        /// `mkdirat` or `openat` creates it.
+        pub(crate) fn without_path(self, path: &str) -> Self {
+            self.absent.borrow_mut().push(path.to_owned());
+            self
+        }
+
+        /// Makes `read_only` report what `openat2` opened at `path` (or a clone of it) as
+        /// on a read-only mount; everything else is writable.
+        pub(crate) fn with_read_only(mut self, path: &str) -> Self {
+            self.read_only.push(path.to_owned());
+            self
+        }
+
+        fn created(&self, dir: &str, name: &str) {
+            let path = joined(dir, name);
+            self.absent.borrow_mut().retain(|p| *p != path);
+        }
+
+        /// Makes `node` of what `openat2` opened at `path` (or a clone of it) report `node`;
+        /// anything else is a root-owned directory.
+        pub(crate) fn with_node(mut self, path: &str, node: Node) -> Self {
+            self.nodes.insert(path.to_owned(), node);
+            self
         }
 
         /// Makes every call matching `when` fail with `errno` (it is still recorded).
@@ -559,20 +751,26 @@ mod fake {
             let dir = self.name_of(dir);
             let name = format!("{dir}/{}", text(path));
             self.record(Call::Openat {
-                dir,
+                dir: dir.clone(),
                 path: text(path),
                 flags,
                 mode: mode.as_raw_mode(),
             })?;
+            if flags.contains(OFlags::CREATE) {
+                self.created(&dir, &text(path));
+            }
             Ok(self.root_token(name))
         }
 
         fn mkdirat(&self, dir: BorrowedFd<'_>, path: &CStr, mode: Mode) -> Result<(), Errno> {
+            let dir = self.name_of(dir);
             self.record(Call::Mkdirat {
-                dir: self.name_of(dir),
+                dir: dir.clone(),
                 path: text(path),
                 mode: mode.as_raw_mode(),
-            })
+            })?;
+            self.created(&dir, &text(path));
+            Ok(())
         }
 
         fn symlinkat(&self, target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> Result<(), Errno> {
@@ -615,6 +813,90 @@ mod fake {
             self.record(Call::Umount2 {
                 target: text(target),
                 flags,
+            })
+        }
+
+        fn openat2(
+            &self,
+            dir: Option<BorrowedFd<'_>>,
+            path: &CStr,
+            flags: OFlags,
+            resolve: ResolveFlags,
+        ) -> Result<OwnedFd, Errno> {
+            let path = text(path);
+            let absent = self.absent.borrow().contains(&path);
+            self.record(Call::Openat2 {
+                dir: self.at_name(dir),
+                path: path.clone(),
+                flags,
+                resolve,
+            })?;
+            if absent {
+                return Err(Errno::NOENT);
+            }
+            Ok(self.root_token(path))
+        }
+
+        fn node(&self, fd: BorrowedFd<'_>) -> Result<Node, Errno> {
+            let name = self.name_of(fd);
+            let name = name.trim_start_matches("clone:");
+            Ok(self
+                .nodes
+                .get(name)
+                .copied()
+                .unwrap_or_else(Node::directory))
+        }
+
+        fn read_only(&self, fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+            let name = self.name_of(fd);
+            Ok(self
+                .read_only
+                .iter()
+                .any(|p| *p == name.trim_start_matches("clone:")))
+        }
+
+        fn mount_clear(
+            &self,
+            dir: BorrowedFd<'_>,
+            flags: AtFlags,
+            attr_clr: MountAttrFlags,
+        ) -> Result<(), Errno> {
+            self.record(Call::MountClear {
+                dir: self.name_of(dir),
+                flags,
+                attr_clr,
+            })
+        }
+
+        fn mknodat(
+            &self,
+            dir: BorrowedFd<'_>,
+            path: &CStr,
+            kind: FileType,
+            mode: Mode,
+            dev: u64,
+        ) -> Result<(), Errno> {
+            self.record(Call::Mknodat {
+                dir: self.name_of(dir),
+                path: text(path),
+                kind,
+                mode: mode.as_raw_mode(),
+                dev,
+            })
+        }
+
+        fn chownat(
+            &self,
+            dir: BorrowedFd<'_>,
+            path: &CStr,
+            uid: u32,
+            gid: u32,
+        ) -> Result<(), Errno> {
+            self.record(Call::Chownat {
+                dir: self.name_of(dir),
+                path: text(path),
+                uid,
+                gid,
             })
         }
     }

@@ -14,10 +14,13 @@
 //! Every mount-namespace change goes through [`MountSyscalls`] (`LinuxSyscalls` in init), so
 //! the plan is unit-tested below with the recording fake; reading the image is direct.
 
+mod apply;
 mod dev;
 mod image;
+mod plan;
 mod proc;
 mod root;
+mod sources;
 #[cfg(test)]
 mod test_support;
 
@@ -28,7 +31,11 @@ use rustix::fs::Mode;
 use rustix::mount::MountFlags;
 
 pub(super) use image::{clone_image, image_view};
+// The service directories (StateDirectory= and its kind) bind their descriptors with it.
+#[allow(unused_imports)]
+pub(crate) use plan::FdBind;
 pub(super) use root::build_root;
+pub(super) use sources::prepare;
 
 use super::Failure;
 use super::syscalls::MountSyscalls;

@@ -1,7 +1,7 @@
 //! The sandbox's own `/proc` (a new instance: the sandbox has its own pid namespace), with the
 //! entries that would leak or change kernel state made read-only or masked.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use rustix::fs::AtFlags;
 use rustix::mount::{MountAttrFlags, MountFlags};
@@ -31,9 +31,14 @@ const PROC_MASKED_FILES: [&CStr; 7] = [
 ];
 /// `/proc` directories masked with an empty read-only tmpfs.
 const PROC_MASKED_DIRS: [&CStr; 3] = [c"proc/acpi", c"proc/asound", c"proc/scsi"];
-pub(super) fn mount_proc(os: &impl MountSyscalls) -> Result<(), Failure> {
+/// Mounts `/proc` with `options` (ProtectProc='s `hidepid=`, ProcSubset='s `subset=`; empty
+/// for none).
+pub(super) fn mount_proc(os: &impl MountSyscalls, options: &str) -> Result<(), Failure> {
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    os.mount(c"proc", c"proc", c"proc", flags, None)
+    let options = CString::new(options)
+        .map_err(|_| Failure::setup("mount /proc (options)", rustix::io::Errno::INVAL))?;
+    let data = (!options.is_empty()).then_some(options.as_c_str());
+    os.mount(c"proc", c"proc", c"proc", flags, data)
         .map_err(at("mount /proc"))?;
     for path in PROC_READ_ONLY {
         let stage = format!("make /{} read-only", path.to_string_lossy());
@@ -148,7 +153,7 @@ mod tests {
             Errno::NOENT,
         );
 
-        let built = build_root(&os, Vec::new());
+        let built = build_root(&os, Vec::new(), no_plan(&os));
 
         assert!(built.is_ok(), "{built:?}");
     }
@@ -160,7 +165,7 @@ mod tests {
             Errno::PERM,
         );
 
-        let built = build_root(&os, Vec::new());
+        let built = build_root(&os, Vec::new(), no_plan(&os));
 
         assert!(
             matches!(&built, Err(Failure::Setup { stage, .. }) if stage == "mask /proc/kcore"),
@@ -183,6 +188,24 @@ mod tests {
                 flags: MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
                 data: None,
             }]
+        );
+    }
+
+    #[test]
+    fn protect_proc_and_proc_subset_become_options_of_the_proc_mount() {
+        let os = RecordingSyscalls::new();
+        let mut spec = berth_protocol::sandbox::SandboxSpec::baseline(61200, 61200, "p").mounts;
+        spec.protect_proc = berth_protocol::sandbox::ProtectProc::Invisible;
+        spec.proc_subset = berth_protocol::sandbox::ProcSubset::Pid;
+        let plan = crate::sandbox::mounts::sources::prepare(&os, &spec, Vec::new()).unwrap();
+
+        build_root(&os, Vec::new(), plan).unwrap();
+
+        let proc = mounts_at(&os.calls(), "proc");
+        assert!(
+            matches!(&proc[..], [Call::Mount { data: Some(data), .. }]
+                if data == "hidepid=invisible,subset=pid"),
+            "{proc:?}"
         );
     }
 

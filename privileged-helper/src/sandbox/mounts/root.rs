@@ -1,6 +1,6 @@
 //! The new root: a small tmpfs holding the image's entries and our own `/proc`, `/dev`, `/tmp`,
 //! `/run` and `/sys` (an empty read-only directory: no sysfs is mounted in the sandbox), then
-//! `pivot_root` into it.
+//! `pivot_root` into it. The service's mount plan (`plan.rs`) is carried out in it just before.
 
 use std::ffi::CStr;
 use std::os::fd::AsFd;
@@ -9,7 +9,8 @@ use rustix::fs::{AtFlags, OFlags};
 use rustix::mount::{MountAttrFlags, MountFlags, MountPropagationFlags, UnmountFlags};
 
 use super::image::{Entry, place};
-use super::{at, dev, mkdir, proc, tmpfs};
+use super::sources::Prepared;
+use super::{apply, at, dev, mkdir, proc, tmpfs};
 use crate::sandbox::Failure;
 use crate::sandbox::syscalls::MountSyscalls;
 
@@ -19,11 +20,12 @@ use crate::sandbox::syscalls::MountSyscalls;
 const ROOT_TMPFS: &CStr = c"mode=0755,size=4m,nr_inodes=4k";
 const TMP_TMPFS: &CStr = c"mode=1777,size=10%,nr_inodes=400k";
 const RUN_TMPFS: &CStr = c"mode=0755,size=10%,nr_inodes=400k";
-/// Builds the new root from `entries` and pivots into it. Must run right after
-/// `unshare(CLONE_NEWNS)`. Leaves the cwd at the new `/`.
+/// Builds the new root from `entries`, carries out `plan` in it and pivots into it. Must run
+/// right after `unshare(CLONE_NEWNS)`. Leaves the cwd at the new `/`.
 pub(in crate::sandbox) fn build_root(
     os: &impl MountSyscalls,
     entries: Vec<Entry>,
+    plan: Prepared,
 ) -> Result<(), Failure> {
     os.mount_change(
         c"/",
@@ -53,7 +55,7 @@ pub(in crate::sandbox) fn build_root(
     for name in [c"proc", c"dev", c"tmp", c"run", c"sys"] {
         mkdir(os, &newroot, name, 0o755)?;
     }
-    proc::mount_proc(os)?;
+    proc::mount_proc(os, &plan.plan.proc_options)?;
     dev::mount_dev(os, &newroot)?;
     // Needs our /dev/null, so after /dev.
     proc::mask_proc(os)?;
@@ -71,6 +73,7 @@ pub(in crate::sandbox) fn build_root(
         RUN_TMPFS,
         "mount /run",
     )?;
+    apply::apply(os, &newroot, plan)?;
     drop(newroot);
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
@@ -130,6 +133,27 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_plan_is_carried_out_in_the_new_root_before_pivot_root() {
+        let os = RecordingSyscalls::new();
+        let spec = berth_protocol::sandbox::SandboxSpec::baseline(61200, 61200, "p").mounts;
+        let plan = crate::sandbox::mounts::sources::prepare(&os, &spec, Vec::new()).unwrap();
+
+        build_root(&os, Vec::new(), plan).unwrap();
+
+        let calls = os.calls();
+        let var_tmp = calls
+            .iter()
+            .position(|c| matches!(c, Call::MoveMount { to_dir, .. } if to_dir == "/var/tmp"))
+            .expect("the private /var/tmp");
+        let run = index_of(&calls, &mounts_at(&calls, "run")[0]);
+        let pivot = calls
+            .iter()
+            .position(|c| matches!(c, Call::PivotRoot { .. }))
+            .unwrap();
+        assert!(run < var_tmp && var_tmp < pivot, "{calls:#?}");
+    }
+
+    #[test]
     fn root_ends_read_only_after_pivot_root() {
         let os = RecordingSyscalls::new();
 
@@ -164,7 +188,7 @@ mod tests {
             Errno::PERM,
         );
 
-        let result = build_root(&os, Vec::new());
+        let result = build_root(&os, Vec::new(), no_plan(&os));
 
         assert_eq!(
             result,
@@ -182,7 +206,7 @@ mod tests {
             Errno::NOMEM,
         );
 
-        let _ = build_root(&os, Vec::new());
+        let _ = build_root(&os, Vec::new(), no_plan(&os));
 
         let calls = os.calls();
         assert_eq!(calls.last(), mounts_at(&calls, "dev").first());

@@ -5,12 +5,24 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::MountFlags;
 
+use berth_protocol::sandbox::SandboxSpec;
+
 use super::image::Entry;
 use super::root::build_root;
+use super::sources::{Prepared, prepare};
 use crate::sandbox::syscalls::{Call, RecordingSyscalls};
 
+/// A prepared mount plan with no step: the baseline's less its private `/var/tmp` and its
+/// extra `/proc` entries, so that only the root itself is built.
+pub(super) fn no_plan(os: &RecordingSyscalls) -> Prepared {
+    let mut spec = SandboxSpec::baseline(61200, 61200, "probe").mounts;
+    spec.private_tmp = false;
+    spec.protect_kernel_tunables = false;
+    prepare(os, &spec, Vec::new()).unwrap()
+}
+
 pub(super) fn build(os: &RecordingSyscalls, entries: Vec<Entry>) -> Vec<Call> {
-    build_root(os, entries).unwrap();
+    build_root(os, entries, no_plan(os)).unwrap();
     os.calls()
 }
 
