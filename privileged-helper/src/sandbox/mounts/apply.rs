@@ -67,7 +67,11 @@ fn create(os: &impl MountSyscalls, root: &OwnedFd, step: &Step, dir: bool) -> Re
             .map_err(|e| fail(step, &what, e))?;
         } else {
             os.mkdirat(parent_fd.as_fd(), &c_name, Mode::from_raw_mode(0o755))
-                .map_err(|e| fail(step, &what, e))?;
+                .map_err(|e| match e {
+                    // It did not resolve, yet it is there: a symlink to nothing in the sandbox.
+                    Errno::EXIST => fail(step, &format!("{what}: a dangling symlink"), e),
+                    e => fail(step, &what, e),
+                })?;
         }
         parent = here;
     }
@@ -365,6 +369,17 @@ mod tests {
         Ok(os.calls()[before..].to_vec())
     }
 
+    /// BindPaths= (or BindReadOnlyPaths=) of the host's /srv/data at /data.
+    fn data_bind(read_only: bool) -> BindPath {
+        BindPath {
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            read_only,
+            recursive: true,
+            ignore_missing: false,
+        }
+    }
+
     fn in_root(path: &str) -> Call {
         Call::Openat2 {
             dir: "/tmp".into(),
@@ -497,13 +512,7 @@ mod tests {
     fn a_read_only_bind_is_read_only_from_the_start_and_over_all_below() {
         let os = RecordingSyscalls::new();
         let mut spec = spec();
-        spec.bind_paths = vec![BindPath {
-            source: "/srv/data".into(),
-            target: "/data".into(),
-            read_only: true,
-            recursive: true,
-            ignore_missing: false,
-        }];
+        spec.bind_paths = vec![data_bind(true)];
 
         let calls = run(&os, &spec).unwrap();
 
@@ -525,13 +534,7 @@ mod tests {
     fn a_writable_bind_is_mounted_nosuid_nodev_only() {
         let os = RecordingSyscalls::new();
         let mut spec = spec();
-        spec.bind_paths = vec![BindPath {
-            source: "/srv/data".into(),
-            target: "/data".into(),
-            read_only: false,
-            recursive: true,
-            ignore_missing: false,
-        }];
+        spec.bind_paths = vec![data_bind(false)];
 
         let calls = run(&os, &spec).unwrap();
 
