@@ -1101,3 +1101,530 @@ fn a_service_connects_to_an_address_its_firewall_allows() {
 
     assert_eq!(out, ["connected"]);
 }
+
+// ---- the mount plan (MountPlan), seen from inside ----
+
+/// Busybox applets the mount-plan scripts use besides [`APPLETS`].
+const MORE_APPLETS: [&str; 3] = ["stat", "grep", "mkdir"];
+
+/// A fixture whose image also has `dirs` (mode 0755, or 01777 when they end in `!`), `files`
+/// (path, contents; mode 0644) and the extra applets.
+fn mount_fixture(unit: &str, dirs: &[&str], files: &[(&str, &str)]) -> Fixture {
+    let fx = Fixture::new(unit);
+    let root = fx.image.path();
+    for applet in MORE_APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    for dir in dirs {
+        let (dir, mode) = match dir.strip_suffix('!') {
+            Some(open) => (open, 0o1777),
+            None => (*dir, 0o755),
+        };
+        fs::create_dir_all(root.join(dir)).unwrap();
+        fs::set_permissions(root.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for (path, contents) in files {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, contents).unwrap();
+    }
+    fx
+}
+
+/// Runs `script` with the mount plan `change` makes of the baseline's; its stdout lines.
+fn run_with_mounts(
+    fx: &mut Fixture,
+    script: &str,
+    change: impl FnOnce(&mut berth_protocol::sandbox::MountPlan),
+) -> Vec<String> {
+    let spec = with_mounts(fx, script, change);
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+    fx.stdout_lines()
+}
+
+fn with_mounts(
+    fx: &Fixture,
+    script: &str,
+    change: impl FnOnce(&mut berth_protocol::sandbox::MountPlan),
+) -> LaunchSpec {
+    let mut spec = fx.spec(&["/bin/sh", "-c", script]);
+    change(&mut spec.sandbox.mounts);
+    spec
+}
+
+fn sandbox_path(path: &str) -> berth_protocol::sandbox::SandboxPath {
+    berth_protocol::sandbox::SandboxPath {
+        path: path.into(),
+        ignore_missing: false,
+    }
+}
+
+fn bind_path(source: &Path, target: &str, read_only: bool) -> berth_protocol::sandbox::BindPath {
+    berth_protocol::sandbox::BindPath {
+        source: source.to_str().unwrap().into(),
+        target: target.into(),
+        read_only,
+        recursive: true,
+        ignore_missing: false,
+    }
+}
+
+fn temporary_fs(
+    path: &str,
+    mode: u32,
+    read_only: bool,
+) -> berth_protocol::sandbox::TemporaryFileSystem {
+    berth_protocol::sandbox::TemporaryFileSystem {
+        path: path.into(),
+        read_only,
+        mode,
+        size: 1 << 20,
+    }
+}
+
+const HOME_SCRIPT: &str = "cat /home/alice/notes 2>/dev/null || echo home-hidden; ls /root >/dev/null 2>&1 && echo root-listed || echo root-hidden";
+
+fn home_fixture(unit: &str) -> Fixture {
+    mount_fixture(unit, &["root"], &[("home/alice/notes", "alice's notes\n")])
+}
+
+#[test]
+fn protect_home_yes_hides_home_and_root() {
+    require_root();
+    let mut fx = home_fixture("home-yes.service");
+
+    let out = run_with_mounts(&mut fx, HOME_SCRIPT, |m| {
+        m.protect_home = berth_protocol::sandbox::ProtectHome::Yes;
+    });
+
+    assert_eq!(out, ["home-hidden", "root-hidden"]);
+}
+
+#[test]
+fn without_protect_home_the_image_s_home_and_root_are_seen() {
+    require_root();
+    let mut fx = home_fixture("home-no.service");
+
+    let out = run_with_mounts(&mut fx, HOME_SCRIPT, |_| {});
+
+    assert_eq!(out, ["alice's notes", "root-listed"]);
+}
+
+#[test]
+fn protect_home_tmpfs_shows_empty_read_only_home_directories() {
+    require_root();
+    let mut fx = home_fixture("home-tmpfs.service");
+
+    let out = run_with_mounts(
+        &mut fx,
+        "ls -A /home; touch /home/x 2>&1 | grep -o 'Read-only file system'",
+        |m| m.protect_home = berth_protocol::sandbox::ProtectHome::Tmpfs,
+    );
+
+    assert_eq!(out, ["Read-only file system"]);
+}
+
+const VAR_TMP_SCRIPT: &str = "test -e /var/tmp/left-behind && echo image-content; touch /var/tmp/x 2>/dev/null && echo wrote || echo refused";
+
+#[test]
+fn private_tmp_gives_a_fresh_writable_var_tmp() {
+    require_root();
+    let mut fx = mount_fixture(
+        "vartmp.service",
+        &["var/tmp!"],
+        &[("var/tmp/left-behind", "")],
+    );
+
+    let out = run_with_mounts(&mut fx, VAR_TMP_SCRIPT, |m| m.private_tmp = true);
+
+    assert_eq!(out, ["wrote"]);
+}
+
+#[test]
+fn without_private_tmp_var_tmp_is_the_read_only_image_s() {
+    require_root();
+    let mut fx = mount_fixture(
+        "novartmp.service",
+        &["var/tmp!"],
+        &[("var/tmp/left-behind", "")],
+    );
+
+    let out = run_with_mounts(&mut fx, VAR_TMP_SCRIPT, |m| m.private_tmp = false);
+
+    assert_eq!(out, ["image-content", "refused"]);
+}
+
+const TMP_WRITE: &str = "touch /tmp/x 2>/dev/null && echo tmp-writable || echo tmp-read-only";
+
+#[test]
+fn read_only_paths_make_a_writable_place_read_only() {
+    require_root();
+    let mut fx = mount_fixture("ro-tmp.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, TMP_WRITE, |m| {
+        m.read_only_paths = vec![sandbox_path("/tmp")];
+    });
+
+    assert_eq!(out, ["tmp-read-only"]);
+}
+
+#[test]
+fn tmp_is_writable_without_read_only_paths() {
+    require_root();
+    let mut fx = mount_fixture("rw-tmp.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, TMP_WRITE, |_| {});
+
+    assert_eq!(out, ["tmp-writable"]);
+}
+
+const SHM_WRITE: &str = "touch /dev/shm/x 2>/dev/null && echo shm-writable || echo shm-read-only";
+
+#[test]
+fn read_write_paths_keep_a_writable_place_below_a_read_only_path_writable() {
+    require_root();
+    let mut fx = mount_fixture("rw-shm.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, SHM_WRITE, |m| {
+        m.read_only_paths = vec![sandbox_path("/dev")];
+        m.read_write_paths = vec![sandbox_path("/dev/shm")];
+    });
+
+    assert_eq!(out, ["shm-writable"]);
+}
+
+#[test]
+fn below_a_read_only_path_without_read_write_paths_nothing_is_writable() {
+    require_root();
+    let mut fx = mount_fixture("ro-shm.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, SHM_WRITE, |m| {
+        m.read_only_paths = vec![sandbox_path("/dev")];
+    });
+
+    assert_eq!(out, ["shm-read-only"]);
+}
+
+#[test]
+fn read_write_paths_never_make_the_image_writable() {
+    require_root();
+    // World-writable in the image: only the mount decides.
+    let mut fx = mount_fixture("rw-image.service", &["srv/open!"], &[]);
+
+    let out = run_with_mounts(
+        &mut fx,
+        "touch /srv/open/x 2>&1 | grep -o 'Read-only file system'",
+        |m| {
+            m.read_only_paths = vec![sandbox_path("/srv")];
+            m.read_write_paths = vec![sandbox_path("/srv/open")];
+        },
+    );
+
+    assert_eq!(out, ["Read-only file system"]);
+}
+
+const SECRET_SCRIPT: &str = "cat /etc/secret 2>/dev/null || echo file-hidden; cat /srv/private/key 2>/dev/null || echo dir-hidden";
+
+fn secret_fixture(unit: &str) -> Fixture {
+    mount_fixture(
+        unit,
+        &[],
+        &[("etc/secret", "s3cret\n"), ("srv/private/key", "k3y\n")],
+    )
+}
+
+#[test]
+fn inaccessible_paths_hide_a_file_and_a_directory() {
+    require_root();
+    let mut fx = secret_fixture("hidden.service");
+
+    let out = run_with_mounts(&mut fx, SECRET_SCRIPT, |m| {
+        m.inaccessible_paths = vec![sandbox_path("/etc/secret"), sandbox_path("/srv/private")];
+    });
+
+    assert_eq!(out, ["file-hidden", "dir-hidden"]);
+}
+
+#[test]
+fn without_inaccessible_paths_the_same_files_are_read() {
+    require_root();
+    let mut fx = secret_fixture("shown.service");
+
+    let out = run_with_mounts(&mut fx, SECRET_SCRIPT, |_| {});
+
+    assert_eq!(out, ["s3cret", "k3y"]);
+}
+
+#[test]
+fn an_inaccessible_path_through_an_image_symlink_hides_its_target_inside_the_sandbox() {
+    require_root();
+    let mut fx = secret_fixture("hidden-link.service");
+    symlink("/srv/private", fx.image.path().join("etc/private-link")).unwrap();
+
+    let out = run_with_mounts(&mut fx, SECRET_SCRIPT, |m| {
+        m.inaccessible_paths = vec![sandbox_path("/etc/private-link")];
+    });
+
+    assert_eq!(out, ["s3cret", "dir-hidden"]);
+}
+
+#[test]
+fn a_missing_path_fails_the_start_naming_it_unless_it_may_be_missing() {
+    require_root();
+    let mut fx = mount_fixture("missing.service", &[], &[]);
+    let strict = with_mounts(&fx, "echo started", |m| {
+        m.inaccessible_paths = vec![sandbox_path("/nope")];
+    });
+    let lenient = with_mounts(&fx, "echo started", |m| {
+        m.inaccessible_paths = vec![berth_protocol::sandbox::SandboxPath {
+            path: "/nope".into(),
+            ignore_missing: true,
+        }];
+    });
+
+    let refused = fx.try_launch_spec(&strict).unwrap_err();
+    fx.try_launch_spec(&lenient).unwrap();
+    fx.wait_exit();
+
+    assert!(refused.contains("InaccessiblePaths=/nope"), "{refused}");
+    assert_eq!(fx.stdout_lines(), ["started"]);
+}
+
+#[test]
+fn a_temporary_file_system_hides_the_image_s_directory_with_an_empty_writable_one() {
+    require_root();
+    let mut fx = mount_fixture("tmpfs.service", &[], &[("srv/data/old", "old\n")]);
+
+    let out = run_with_mounts(
+        &mut fx,
+        "ls -A /srv; touch /srv/new && echo wrote; stat -c %a /srv",
+        |m| m.temporary_filesystems = vec![temporary_fs("/srv", 0o1777, false)],
+    );
+
+    assert_eq!(out, ["wrote", "1777"]);
+}
+
+#[test]
+fn a_read_only_temporary_file_system_refuses_writes() {
+    require_root();
+    let mut fx = mount_fixture("tmpfs-ro.service", &[], &[]);
+
+    let out = run_with_mounts(
+        &mut fx,
+        "touch /scratch/x 2>&1 | grep -o 'Read-only file system'",
+        |m| m.temporary_filesystems = vec![temporary_fs("/scratch", 0o1777, true)],
+    );
+
+    assert_eq!(out, ["Read-only file system"]);
+}
+
+#[test]
+fn a_mount_point_the_read_only_image_lacks_fails_the_start_naming_it() {
+    require_root();
+    let mut fx = mount_fixture("tmpfs-rofs.service", &[], &[]);
+    let spec = with_mounts(&fx, "true", |m| {
+        m.temporary_filesystems = vec![temporary_fs("/usr/new", 0o755, false)];
+    });
+
+    let refused = fx.try_launch_spec(&spec).unwrap_err();
+
+    assert!(
+        refused.contains("TemporaryFileSystem=/usr/new (create the mount point /usr/new)")
+            && refused.contains("Read-only file system"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_mount_point_under_an_image_symlink_to_a_host_path_is_never_made_on_the_host() {
+    require_root();
+    let host = tempfile::tempdir().unwrap();
+    let mut fx = mount_fixture("tmpfs-escape.service", &[], &[]);
+    // Absolute, and climbing out with ..: it resolves inside the new root, where nothing is.
+    let outside = format!("/../../..{}", host.path().display());
+    symlink(&outside, fx.image.path().join("escape")).unwrap();
+    let spec = with_mounts(&fx, "true", |m| {
+        m.temporary_filesystems = vec![temporary_fs("/escape/made-here", 0o755, false)];
+    });
+
+    let refused = fx.try_launch_spec(&spec).unwrap_err();
+
+    assert!(refused.contains("a dangling symlink"), "{refused}");
+    assert_eq!(fs::read_dir(host.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_mount_point_under_an_image_symlink_is_made_where_it_points_in_the_sandbox() {
+    require_root();
+    let mut fx = mount_fixture("tmpfs-link.service", &[], &[]);
+    symlink("/tmp", fx.image.path().join("scratch")).unwrap();
+    let name = format!("berth-made-here-{}", std::process::id());
+
+    let out = run_with_mounts(&mut fx, &format!("test -d /tmp/{name} && echo made"), |m| {
+        m.temporary_filesystems = vec![temporary_fs(&format!("/scratch/{name}"), 0o755, false)];
+    });
+
+    assert_eq!(out, ["made"]);
+    assert!(!Path::new("/tmp").join(&name).exists());
+}
+
+/// A host directory, world-writable, holding `hello`.
+fn host_source() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(dir.path().join("hello"), "from the host\n").unwrap();
+    dir
+}
+
+const BIND_SCRIPT: &str = "cat /data/hello; touch /data/made 2>&1 | grep -o 'Read-only file system'; test -e /data/made && echo made";
+
+#[test]
+fn bind_read_only_paths_show_a_host_directory_read_only() {
+    require_root();
+    let host = host_source();
+    let mut fx = mount_fixture("bind-ro.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, BIND_SCRIPT, |m| {
+        m.bind_paths = vec![bind_path(host.path(), "/data", true)];
+    });
+
+    assert_eq!(out, ["from the host", "Read-only file system"]);
+    assert!(!host.path().join("made").exists());
+}
+
+#[test]
+fn bind_paths_show_a_host_directory_writable() {
+    require_root();
+    let host = host_source();
+    let mut fx = mount_fixture("bind-rw.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, BIND_SCRIPT, |m| {
+        m.bind_paths = vec![bind_path(host.path(), "/data", false)];
+    });
+
+    assert_eq!(out, ["from the host", "made"]);
+    assert!(host.path().join("made").exists());
+}
+
+#[test]
+fn a_bind_source_reached_through_a_symlink_is_refused() {
+    require_root();
+    let host = host_source();
+    let links = tempfile::tempdir().unwrap();
+    symlink(host.path(), links.path().join("link")).unwrap();
+    let mut fx = mount_fixture("bind-link.service", &[], &[]);
+    let spec = with_mounts(&fx, "true", |m| {
+        m.bind_paths = vec![bind_path(&links.path().join("link"), "/data", true)];
+    });
+
+    let refused = fx.try_launch_spec(&spec).unwrap_err();
+
+    assert!(
+        refused.contains("without following symlinks") && refused.contains("symbolic links"),
+        "{refused}"
+    );
+}
+
+fn device(path: &str, read: bool, write: bool) -> berth_protocol::sandbox::DeviceAccess {
+    berth_protocol::sandbox::DeviceAccess {
+        path: path.into(),
+        read,
+        write,
+        mknod: false,
+    }
+}
+
+const DEVICE_SCRIPT: &str =
+    "stat -c '%F %a %t:%T %u' /dev/fuse /dev/net/tun 2>/dev/null || echo absent";
+
+#[test]
+fn device_allow_gives_the_host_s_node_with_at_most_the_access_asked() {
+    require_root();
+    let mut fx = mount_fixture("devices.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, DEVICE_SCRIPT, |m| {
+        m.device_allow = vec![
+            device("/dev/fuse", true, true),
+            device("/dev/net/tun", true, false),
+        ];
+    });
+
+    // The host's modes are 0600: read-only access leaves 0400.
+    assert_eq!(
+        out,
+        [
+            "character special file 600 a:e5 0",
+            "character special file 400 a:c8 0"
+        ]
+    );
+}
+
+#[test]
+fn without_device_allow_no_other_host_device_is_in_dev() {
+    require_root();
+    let mut fx = mount_fixture("no-devices.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, DEVICE_SCRIPT, |_| {});
+
+    assert_eq!(out, ["absent"]);
+}
+
+const KERNEL_FILES: &str = "stat -c '%n %a' /proc/kmsg /proc/kallsyms; ls /usr/lib/modules 2>/dev/null || echo modules-hidden";
+
+fn kernel_fixture(unit: &str) -> Fixture {
+    mount_fixture(unit, &["usr/lib/modules/6.0"], &[])
+}
+
+#[test]
+fn protect_kernel_logs_modules_and_tunables_hide_their_files() {
+    require_root();
+    let mut fx = kernel_fixture("kernel-on.service");
+
+    let out = run_with_mounts(&mut fx, KERNEL_FILES, |m| {
+        m.protect_kernel_logs = true;
+        m.protect_kernel_modules = true;
+        m.protect_kernel_tunables = true;
+    });
+
+    assert_eq!(out, ["/proc/kmsg 0", "/proc/kallsyms 0", "modules-hidden"]);
+}
+
+#[test]
+fn without_protect_kernel_logs_modules_and_tunables_their_files_are_there() {
+    require_root();
+    let mut fx = kernel_fixture("kernel-off.service");
+
+    let out = run_with_mounts(&mut fx, KERNEL_FILES, |m| {
+        m.protect_kernel_logs = false;
+        m.protect_kernel_modules = false;
+        m.protect_kernel_tunables = false;
+    });
+
+    assert_eq!(out, ["/proc/kmsg 400", "/proc/kallsyms 444", "6.0"]);
+}
+
+const PROC_SCRIPT: &str = "grep -o 'hidepid=[a-z]*\\|subset=pid' /proc/self/mountinfo; test -e /proc/meminfo && echo meminfo; test -e /proc/self/status && echo self";
+
+#[test]
+fn protect_proc_and_proc_subset_shape_the_sandbox_s_proc() {
+    require_root();
+    let mut fx = mount_fixture("proc-subset.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, PROC_SCRIPT, |m| {
+        m.protect_proc = berth_protocol::sandbox::ProtectProc::Invisible;
+        m.proc_subset = berth_protocol::sandbox::ProcSubset::Pid;
+    });
+
+    assert_eq!(out, ["hidepid=invisible", "subset=pid", "self"]);
+}
+
+#[test]
+fn the_default_proc_shows_everything() {
+    require_root();
+    let mut fx = mount_fixture("proc-all.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, PROC_SCRIPT, |_| {});
+
+    assert_eq!(out, ["meminfo", "self"]);
+}
