@@ -1628,3 +1628,92 @@ fn the_default_proc_shows_everything() {
 
     assert_eq!(out, ["meminfo", "self"]);
 }
+
+#[test]
+fn image_symlinks_at_var_tmp_and_at_a_bind_target_touch_nothing_on_the_host() {
+    require_root();
+    let host = tempfile::tempdir().unwrap();
+    let source = host_source();
+    let mut fx = mount_fixture("link-targets.service", &["var"], &[]);
+    let outside = |name: &str| format!("/../../..{}/{name}", host.path().display());
+    symlink(outside("var-tmp"), fx.image.path().join("var/tmp")).unwrap();
+    symlink(
+        outside("resolv.conf"),
+        fx.image.path().join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let with_bind = with_mounts(&fx, "true", |m| {
+        m.bind_paths = vec![bind_path(
+            &source.path().join("hello"),
+            "/etc/resolv.conf",
+            true,
+        )];
+    });
+
+    // PrivateTmp= skips a /var/tmp that resolves to nothing in the sandbox.
+    let out = run_with_mounts(&mut fx, "echo started", |m| m.private_tmp = true);
+    let refused = fx.try_launch_spec(&with_bind).unwrap_err();
+
+    assert_eq!(out, ["started"]);
+    assert!(
+        refused.contains("BindReadOnlyPaths=") && refused.contains("a dangling symlink"),
+        "{refused}"
+    );
+    assert_eq!(fs::read_dir(host.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_mount_target_swapped_for_a_symlink_to_the_host_while_sandboxes_start_never_reaches_it() {
+    require_root();
+    let host = tempfile::tempdir().unwrap();
+    let mut fx = mount_fixture("race.service", &["srv/a", "srv/b"], &[]);
+    let srv = fx.image.path().join("srv");
+    fs::remove_dir(srv.join("b")).unwrap();
+    symlink(format!("/../../..{}", host.path().display()), srv.join("b")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let (a, b) = (
+            std::ffi::CString::new(srv.join("a").to_str().unwrap()).unwrap(),
+            std::ffi::CString::new(srv.join("b").to_str().unwrap()).unwrap(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: both paths are NUL-terminated and outlive the call.
+                unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+            }
+        })
+    };
+
+    for round in 0..20 {
+        let spec = with_mounts(&fx, "true", |m| {
+            m.temporary_filesystems = vec![temporary_fs("/srv/a/made", 0o755, false)];
+            m.read_only_paths = vec![berth_protocol::sandbox::SandboxPath {
+                path: "/srv/b".into(),
+                ignore_missing: true,
+            }];
+        });
+        // Either way round, or refused: never on the host.
+        let _ = fx.try_launch_spec(&spec);
+        if fx.launched.is_some() {
+            fx.wait_exit();
+            let _ = fx.cleanup();
+            fx.launched = None;
+        }
+        assert_eq!(
+            fs::read_dir(host.path()).unwrap().count(),
+            0,
+            "round {round}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().unwrap();
+}

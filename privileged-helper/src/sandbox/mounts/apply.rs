@@ -55,7 +55,7 @@ fn create(os: &impl MountSyscalls, root: &OwnedFd, step: &Step, dir: bool) -> Re
         let parent_fd = resolve(os, root, at).map_err(|e| fail(step, &what, e))?;
         let c_name = cstring(name, &step.directive)?;
         let last = i + 1 == components.len();
-        if last && !dir {
+        let made = if last && !dir {
             let flags =
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             os.openat(
@@ -64,15 +64,15 @@ fn create(os: &impl MountSyscalls, root: &OwnedFd, step: &Step, dir: bool) -> Re
                 flags,
                 Mode::from_raw_mode(0o644),
             )
-            .map_err(|e| fail(step, &what, e))?;
+            .map(drop)
         } else {
             os.mkdirat(parent_fd.as_fd(), &c_name, Mode::from_raw_mode(0o755))
-                .map_err(|e| match e {
-                    // It did not resolve, yet it is there: a symlink to nothing in the sandbox.
-                    Errno::EXIST => fail(step, &format!("{what}: a dangling symlink"), e),
-                    e => fail(step, &what, e),
-                })?;
-        }
+        };
+        made.map_err(|e| match e {
+            // It did not resolve, yet it is there: a symlink to nothing in the sandbox.
+            Errno::EXIST => fail(step, &format!("{what}: a dangling symlink"), e),
+            e => fail(step, &what, e),
+        })?;
         parent = here;
     }
     Ok(())
