@@ -1307,6 +1307,19 @@ fn below_a_read_only_path_without_read_write_paths_nothing_is_writable() {
 }
 
 #[test]
+fn read_only_root_leaves_only_read_write_paths_writable() {
+    require_root();
+    let mut fx = mount_fixture("ro-root.service", &[], &[]);
+
+    let out = run_with_mounts(&mut fx, &format!("{TMP_WRITE}; {SHM_WRITE}"), |m| {
+        m.read_only_paths = vec![sandbox_path("/")];
+        m.read_write_paths = vec![sandbox_path("/dev/shm")];
+    });
+
+    assert_eq!(out, ["tmp-read-only", "shm-writable"]);
+}
+
+#[test]
 fn read_write_paths_never_make_the_image_writable() {
     require_root();
     // World-writable in the image: only the mount decides.

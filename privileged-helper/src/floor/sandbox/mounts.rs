@@ -18,8 +18,17 @@ use crate::config::FloorPolicy;
 /// Largest TemporaryFileSystem= `size=` the helper mounts; a larger one is clamped to it.
 pub(crate) const MAX_TMPFS_BYTES: u64 = 1 << 30;
 
-/// Checks one absolute, normalized path (not `/` itself).
+/// Checks one absolute, normalized path, not `/` itself.
 fn check_path(field: &str, path: &str) -> Result<(), Refusal> {
+    check_path_or_root(field, path)?;
+    if path == "/" {
+        return Err(refuse(field, "the root itself cannot be the path"));
+    }
+    Ok(())
+}
+
+/// Checks one absolute, normalized path; `/` (ReadOnlyPaths=/) is one.
+fn check_path_or_root(field: &str, path: &str) -> Result<(), Refusal> {
     if path.len() > MAX_PATH_BYTES {
         return Err(refuse(field, format!("longer than {MAX_PATH_BYTES} bytes")));
     }
@@ -29,12 +38,10 @@ fn check_path(field: &str, path: &str) -> Result<(), Refusal> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(refuse(field, format!("{path:?} is not absolute")));
     };
-    if rest.is_empty() {
-        return Err(refuse(field, "the root itself cannot be the path"));
-    }
-    if rest
-        .split('/')
-        .any(|component| matches!(component, "" | "." | ".."))
+    if !rest.is_empty()
+        && rest
+            .split('/')
+            .any(|component| matches!(component, "" | "." | ".."))
     {
         return Err(refuse(
             field,
@@ -44,10 +51,15 @@ fn check_path(field: &str, path: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_paths(field: &str, paths: &[SandboxPath]) -> Result<(), Refusal> {
+/// Checks a list of ReadOnlyPaths= and its kind; `/` only where `root` says.
+fn check_paths(field: &str, paths: &[SandboxPath], root: bool) -> Result<(), Refusal> {
     bounded(field, paths, MAX_PATHS)?;
     for entry in paths {
-        check_path(field, &entry.path)?;
+        if root {
+            check_path_or_root(field, &entry.path)?;
+        } else {
+            check_path(field, &entry.path)?;
+        }
     }
     Ok(())
 }
@@ -67,11 +79,21 @@ pub(super) fn check(policy: &FloorPolicy, plan: &mut MountPlan) -> Result<(), Re
     }
     // /proc/sys and friends are always read-only; asking for less gets that anyway.
     plan.protect_kernel_tunables = true;
-    check_paths("sandbox.mounts.read_only_paths", &plan.read_only_paths)?;
-    check_paths("sandbox.mounts.read_write_paths", &plan.read_write_paths)?;
+    // ReadOnlyPaths=/ is systemd's idiom for "everything but ReadWritePaths=".
+    check_paths(
+        "sandbox.mounts.read_only_paths",
+        &plan.read_only_paths,
+        true,
+    )?;
+    check_paths(
+        "sandbox.mounts.read_write_paths",
+        &plan.read_write_paths,
+        true,
+    )?;
     check_paths(
         "sandbox.mounts.inaccessible_paths",
         &plan.inaccessible_paths,
+        false,
     )?;
 
     let field = "sandbox.mounts.bind_paths";
@@ -210,7 +232,7 @@ mod tests {
 
     #[test]
     fn relative_unnormalized_root_and_nul_paths_are_refused() {
-        for path in ["srv", "/srv//x", "/srv/./x", "/srv/", "/", "/a\0b"] {
+        for path in ["srv", "/srv//x", "/srv/./x", "/srv/", "//", "/a\0b"] {
             let mut plan = plan();
             plan.read_only_paths = vec![SandboxPath {
                 path: path.into(),
@@ -223,6 +245,35 @@ mod tests {
                 "{path:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_root_may_be_read_only_but_not_inaccessible_or_a_mount_point() {
+        let root = SandboxPath {
+            path: "/".into(),
+            ignore_missing: false,
+        };
+        let mut read_only = plan();
+        read_only.read_only_paths = vec![root.clone()];
+        let mut hidden = plan();
+        hidden.inaccessible_paths = vec![root];
+        let mut tmpfs = plan();
+        tmpfs.temporary_filesystems = vec![TemporaryFileSystem {
+            path: "/".into(),
+            read_only: false,
+            mode: 0o755,
+            size: 0,
+        }];
+
+        assert_eq!(check(&policy(), &mut read_only), Ok(()));
+        assert_eq!(
+            refused_field(&mut hidden),
+            "sandbox.mounts.inaccessible_paths"
+        );
+        assert_eq!(
+            refused_field(&mut tmpfs),
+            "sandbox.mounts.temporary_filesystems"
+        );
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub(super) fn apply(
                 };
                 hide(os, step, nodes, &target)?;
             }
+            // The root is a mount already (and a mount over it would hide it from `root`).
+            Action::ReadOnly | Action::ReadWrite if step.path == "/" => {}
             // A mount of its own, so that its flags can change alone.
             Action::ReadOnly | Action::ReadWrite => {
                 let clone =
@@ -668,6 +670,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_read_only_root_is_no_new_mount_only_read_only_with_its_writable_steps_cleared() {
+        let os = RecordingSyscalls::new();
+        let mut spec = spec();
+        spec.read_only_paths = vec![path("/")];
+        spec.read_write_paths = vec![path("/tmp")];
+
+        let calls = run(&os, &spec).unwrap();
+
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, Call::MoveMount { to_dir, .. } if to_dir == "/")),
+            "{calls:#?}"
+        );
+        let read_only = calls
+            .iter()
+            .position(|c| *c == setattr("/", MountAttrFlags::MOUNT_ATTR_RDONLY))
+            .unwrap();
+        assert_eq!(
+            calls.last(),
+            Some(&Call::MountClear {
+                dir: "/tmp".into(),
+                flags: AtFlags::empty(),
+                attr_clr: MountAttrFlags::MOUNT_ATTR_RDONLY,
+            })
+        );
+        assert!(read_only < calls.len() - 1);
     }
 
     #[test]
