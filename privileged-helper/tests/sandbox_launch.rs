@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use berth_helper::launch_spec::{LaunchSpec, Launched};
 use berth_helper::sandbox::launch;
 use berth_protocol::log_line::Stream;
-use berth_protocol::sandbox::{DirectoryKind, ServiceDirectory};
+use berth_protocol::sandbox::{DirectoryKind, ServiceDirectory, TemporaryFileSystem};
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use fixture::*;
 use rustix::fs::{Mode, OFlags};
@@ -980,6 +980,36 @@ fn the_image_keeps_its_own_var_beside_the_service_directories() {
     );
 
     assert_eq!(out, ["image's", "cache-writable", "image-read-only"]);
+}
+
+#[test]
+fn a_state_directory_is_bound_over_a_temporary_file_system_of_its_parent() {
+    require_root();
+    let mut fx = Fixture::new("statetmpfs.service");
+    fs::create_dir_all(fx.image.path().join("var/lib/image-only")).unwrap();
+    fx.directories = vec![service_dir(DirectoryKind::State, "app", 0o700)];
+    let mut spec = fx.spec(&[
+        "/bin/sh",
+        "-c",
+        "echo kept > /var/lib/app/data && ls /var/lib",
+    ]);
+    spec.sandbox.mounts.temporary_filesystems = vec![TemporaryFileSystem {
+        path: "/var/lib".into(),
+        read_only: false,
+        mode: 0o755,
+        size: 1 << 20,
+    }];
+
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+
+    assert_eq!(
+        fx.stdout_lines(),
+        ["app"],
+        "the image's /var/lib shows, or the bind is missing"
+    );
+    let host = fx.service_dirs.path().join("app/data");
+    assert_eq!(fs::read_to_string(host).unwrap(), "kept\n");
 }
 
 #[test]

@@ -25,9 +25,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use berth_protocol::sandbox::{DirectoryKind, ServiceDirectory};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
-use rustix::mount::{MountAttrFlags, MoveMountFlags, OpenTreeFlags};
+use rustix::mount::MountAttrFlags;
 
 use super::Failure;
+use super::mounts::FdBind;
 use super::syscalls::{FsParam, MountSyscalls};
 
 /// Deepest tree re-owned; a deeper one fails the start (a previous holder may build one to
@@ -391,55 +392,27 @@ impl PreparedDirectory {
     }
 }
 
-/// A service directory cloned as a detached bind mount, to attach in the new root.
-pub(crate) struct DirectoryMount {
-    mount: OwnedFd,
-    target: String,
-}
-
 /// Mode of the mount-point layer's root and of its directories that the image lacks.
 const LAYER_MODE: u32 = 0o755;
 /// The mount-point layer holds only empty directories.
 const LAYER_TMPFS: [(&CStr, &CStr); 3] =
     [(c"size", c"64k"), (c"nr_inodes", c"1k"), (c"mode", c"0755")];
 
-/// In init, before the mount namespace is unshared (a clone must come from the caller's
-/// namespace): clones each prepared directory as a detached bind (`nosuid,nodev`, read-only
-/// when asked) and makes the layer that holds their mount points. The image is read-only, so
-/// `/var/lib/NAME` cannot be made in it; instead an empty tmpfs holding the targets' paths is
-/// laid over the image (as the top layer of its read-only overlay). Each of its directories
-/// takes the mode and owner of the image's directory at that path, if there is one; a path
-/// that is something else than a directory in the image (a symlink, never followed) fails.
-pub(crate) fn clone_for_sandbox(
+/// In init, before the mount namespace is unshared: the prepared directories as binds of the
+/// mount plan (`nosuid,nodev`, read-only when asked; the plan clones them in the host's
+/// namespace and orders them among the other mounts), and the layer that holds their mount
+/// points. The image is read-only, so `/var/lib/NAME` cannot be made in it; instead an empty
+/// tmpfs holding the targets' paths is laid over the image (as the top layer of its read-only
+/// overlay). Each of its directories takes the mode and owner of the image's directory at
+/// that path, if there is one; a path that is something else than a directory in the image (a
+/// symlink, never followed) fails.
+pub(crate) fn mount_plan_binds(
     os: &impl MountSyscalls,
     image_root: &OwnedFd,
     prepared: Vec<PreparedDirectory>,
-) -> Result<(Vec<DirectoryMount>, Option<OwnedFd>), Failure> {
+) -> Result<(Vec<FdBind>, Option<OwnedFd>), Failure> {
     if prepared.is_empty() {
         return Ok((Vec::new(), None));
-    }
-    let mut mounts = Vec::with_capacity(prepared.len());
-    for directory in prepared {
-        let stage = format!("bind the service directory {}", directory.target);
-        let mount = os
-            .open_tree(
-                directory.fd.as_fd(),
-                c"",
-                OpenTreeFlags::OPEN_TREE_CLONE
-                    | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                    | OpenTreeFlags::AT_EMPTY_PATH,
-            )
-            .map_err(|e| Failure::setup(&stage, e))?;
-        let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
-        if directory.read_only {
-            attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
-        }
-        os.mount_setattr(Some(mount.as_fd()), c"", AtFlags::EMPTY_PATH, attrs)
-            .map_err(|e| Failure::setup(&stage, e))?;
-        mounts.push(DirectoryMount {
-            mount,
-            target: directory.target,
-        });
     }
     let params: Vec<FsParam<'_>> = LAYER_TMPFS
         .iter()
@@ -448,10 +421,18 @@ pub(crate) fn clone_for_sandbox(
     let layer = os
         .fs_mount(c"tmpfs", &params, MountAttrFlags::empty())
         .map_err(|e| Failure::setup("mount the service directories' mount points", e))?;
-    for mount in &mounts {
-        mount_point(image_root, &layer, &mount.target)?;
+    for directory in &prepared {
+        mount_point(image_root, &layer, &directory.target)?;
     }
-    Ok((mounts, Some(layer)))
+    let binds = prepared
+        .into_iter()
+        .map(|d| FdBind {
+            source: d.fd,
+            target: d.target,
+            read_only: d.read_only,
+        })
+        .collect();
+    Ok((binds, Some(layer)))
 }
 
 /// Makes `target`'s directories in the mount-point `layer`, as the image has them.
@@ -500,38 +481,23 @@ fn mount_point(image: &OwnedFd, layer: &OwnedFd, target: &str) -> Result<(), Fai
     Ok(())
 }
 
-/// In init, in the new root (cwd `/`), still root: attaches each cloned service directory at
-/// its target, then makes the RuntimeDirectory= ones in `/run`, owned by `ids`.
-pub(crate) fn attach(
+/// In init, in the new root (cwd `/`), still root: makes the RuntimeDirectory= ones in `/run`,
+/// owned by `ids`.
+pub(crate) fn make_runtime(
     os: &impl MountSyscalls,
-    mounts: Vec<DirectoryMount>,
     directories: &[ServiceDirectory],
     ids: (u32, u32),
 ) -> Result<(), Failure> {
+    if !directories.iter().any(|d| d.kind == DirectoryKind::Runtime) {
+        return Ok(());
+    }
     let root = os
         .open(c"/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
         .map_err(|e| Failure::setup("open the new root", e))?;
-    for mount in mounts {
-        let stage = format!("bind the service directory {}", mount.target);
-        let target =
-            resolve_dir(os, &root, &mount.target).map_err(|e| Failure::setup(&stage, e))?;
-        os.move_mount(
-            mount.mount.as_fd(),
-            c"",
-            target.as_fd(),
-            c"",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-        )
-        .map_err(|e| Failure::setup(&stage, e))?;
-    }
-    if directories.iter().any(|d| d.kind == DirectoryKind::Runtime) {
-        let run = resolve_dir(os, &root, "/run")
-            .map_err(|e| Failure::setup("open /run for RuntimeDirectory=", e))?;
-        create_runtime(run.as_fd(), directories, ids.0, ids.1).map_err(|e| {
-            Failure::setup(format!("create the runtime directories ({e})"), Errno::IO)
-        })?;
-    }
-    Ok(())
+    let run = resolve_dir(os, &root, "/run")
+        .map_err(|e| Failure::setup("open /run for RuntimeDirectory=", e))?;
+    create_runtime(run.as_fd(), directories, ids.0, ids.1)
+        .map_err(|e| Failure::setup(format!("create the runtime directories ({e})"), Errno::IO))
 }
 
 /// `path` (absolute, in the new root) as an `O_PATH` directory descriptor, one component at a

@@ -173,22 +173,21 @@ fn setup(
     // Modes of what we create are given explicitly.
     rustix::process::umask(rustix::fs::Mode::empty());
     let sandbox = &spec.sandbox;
-    // Cloned here, in the host's mount namespace; their mount points lie in a layer over the
-    // image (which is read-only).
+    // The service directories' mount points lie in a layer over the image (which is
+    // read-only).
     let (service_dirs, mount_points) =
-        directories::clone_for_sandbox(&LinuxSyscalls, &root, directories)?;
+        directories::mount_plan_binds(&LinuxSyscalls, &root, directories)?;
     extensions.extend(mount_points);
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
     // Host trees the plan binds are cloned here, in the host mount namespace.
-    let plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, Vec::new())?;
+    let plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?;
     namespaces::unshare(&LinuxSyscalls, &sandbox.namespaces)?;
     mounts::build_root(&LinuxSyscalls, entries, plan)?;
     let identity = &sandbox.identity;
-    directories::attach(
+    directories::make_runtime(
         &LinuxSyscalls,
-        service_dirs,
         &sandbox.directories,
         (identity.uid, identity.gid),
     )?;

@@ -32,7 +32,6 @@ use rustix::mount::MountFlags;
 
 pub(super) use image::{clone_image, image_view};
 // The service directories (StateDirectory= and its kind) bind their descriptors with it.
-#[allow(unused_imports)]
 pub(crate) use plan::FdBind;
 pub(super) use root::build_root;
 pub(super) use sources::prepare;
