@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_protocol::sandbox::{MAX_SYSCALLS, SandboxSpec};
+use berth_protocol::sandbox::{MAX_PATHS, MAX_SYSCALLS, SandboxSpec};
 use berth_testkit::harness::{output_with_timeout, read_lossy};
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 use serde_json::{Value, json};
@@ -347,5 +347,60 @@ fn an_unknown_syscall_name_is_refused() {
         }),
         "sandbox.syscalls",
         Some("no_such_syscall"),
+    );
+}
+
+/// A BindPaths= entry from `source` to /mnt.
+fn bind(source: &str) -> Value {
+    json!([{"source": source, "target": "/mnt", "read_only": true, "recursive": false,
+            "ignore_missing": false}])
+}
+
+// helper.toml's bind_sources is empty by default: no host path may be bound in, whatever
+// berthd asks.
+#[test]
+fn a_host_path_outside_the_allowed_bind_sources_is_refused() {
+    assert_refused(
+        tampered("bindetc", |s| s["mounts"]["bind_paths"] = bind("/etc")),
+        "sandbox.mounts.bind_paths",
+        Some("bind_sources"),
+    );
+}
+
+#[test]
+fn a_bind_source_that_climbs_out_with_dot_dot_is_refused() {
+    assert_refused(
+        tampered("binddots", |s| {
+            s["mounts"]["bind_paths"] = bind("/srv/../etc")
+        }),
+        "sandbox.mounts.bind_paths",
+        Some("not normalized"),
+    );
+}
+
+// DeviceAllow= may name only what helper.toml's allowed_devices lists (nothing by default).
+#[test]
+fn a_host_device_the_floor_does_not_list_is_refused() {
+    assert_refused(
+        tampered("device", |s| {
+            s["mounts"]["device_allow"] =
+                json!([{"path": "/dev/sda", "read": true, "write": true, "mknod": false}]);
+        }),
+        "sandbox.mounts.device_allow",
+        Some("allowed_devices"),
+    );
+}
+
+#[test]
+fn more_paths_than_the_bound_are_refused() {
+    let paths: Vec<Value> = (0..=MAX_PATHS)
+        .map(|i| json!({"path": format!("/p{i}"), "ignore_missing": true}))
+        .collect();
+    assert_refused(
+        tampered("manypaths", |s| {
+            s["mounts"]["read_only_paths"] = json!(paths)
+        }),
+        "sandbox.mounts.read_only_paths",
+        Some("more than 64"),
     );
 }
