@@ -686,8 +686,14 @@ fn sandbox_has_its_own_proc_with_an_init_as_pid_1() {
 
     let (probe, pid) = run_probe(&h).unwrap();
 
-    assert_eq!(probe["pid"], 2, "the service is the init's first child");
-    assert_eq!(probe["ppid"], 1);
+    // A child of the init; under the default profile it is not always pid 2 (its sandbox's
+    // set-up may take a pid first).
+    assert_eq!(probe["ppid"], 1, "the service is the init's child");
+    assert!(
+        probe["pid"].as_u64().is_some_and(|p| p < 10),
+        "{}",
+        probe["pid"]
+    );
     assert_ne!(
         probe["pid"].as_u64(),
         Some(u64::from(pid)),

@@ -96,7 +96,8 @@ fn the_service_cannot_reach_its_init_through_proc() {
 }
 
 // #18: what the service can read of its init and of its mounts names nothing of the host: not
-// the image's directory, the helper's binary or socket, nor the daemons' directories.
+// the image's directory, the helper's binary or socket, nor the daemons' directories. With the
+// trusted profile: the others' ProtectProc=invisible hides init from the service altogether.
 #[test]
 fn the_service_reads_no_host_path_in_pid_1_or_mountinfo() {
     let h = Harness::start().unwrap();
@@ -109,7 +110,8 @@ fn the_service_reads_no_host_path_in_pid_1_or_mountinfo() {
         )
         .build()
         .unwrap();
-    h.berth_ok(&["attach", "probe"]).unwrap();
+    h.berth_ok(&["attach", "probe", "--profile", "trusted"])
+        .unwrap();
     let helper = h.helper_pid().unwrap();
     let host_paths = [
         image.canonicalize().unwrap(),

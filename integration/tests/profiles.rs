@@ -217,3 +217,74 @@ fn security_of_a_unit_that_is_not_attached_says_so() {
 
     assert!(err.contains("no attached unit 'nothere.service'"), "{err}");
 }
+
+/// What check `id` of `unit`'s security report found.
+fn badness(h: &Harness, unit: &str, id: &str) -> i64 {
+    let report = h.berth_json(&["security", unit]).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let check = checks.iter().find(|c| c["id"] == id).unwrap();
+    check["badness"].as_i64().unwrap()
+}
+
+#[test]
+fn a_units_sandbox_starts_from_its_profile() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    busybox_image(&h.images_dir(), "other").unwrap();
+
+    h.berth_ok(&["attach", "hello", "--profile", "strict"])
+        .unwrap();
+    h.berth_ok(&["attach", "other"]).unwrap();
+
+    let strict = h.berth_json(&["profile", "show", "strict"]).unwrap();
+    let report = h.berth_json(&["security", "hello"]).unwrap();
+    assert_eq!(report["exposure"], strict["profile"]["exposure"]);
+    assert_eq!(badness(&h, "hello", "PrivateNetwork="), 0);
+    assert_eq!(badness(&h, "other", "PrivateNetwork="), 1);
+    assert_eq!(badness(&h, "other", "SystemCallFilter=~@mount"), 0);
+}
+
+#[test]
+fn a_unit_keeps_its_profile_versions_sandbox_until_it_is_attached_again() {
+    let profiles = tempfile::tempdir().unwrap();
+    let mut h = harness_with_profiles(profiles.path());
+    let versions = h.dir().join("versions");
+    let sleeper = "[Service]\nExecStart=/bin/sleep 1000\n";
+    let v1 = ImageBuilder::new(&versions.join("foo_1"))
+        .unit("foo.service", sleeper)
+        .build()
+        .unwrap();
+    let v2 = ImageBuilder::new(&versions.join("foo_2"))
+        .unit("foo.service", sleeper)
+        .build()
+        .unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", path(&v1)]).unwrap();
+
+    // A newer berth (here: the admin) brings a stricter default@2.
+    let stricter = "# default, without the host network\n[Service]\nPrivateNetwork=yes\n";
+    std::fs::write(profiles.path().join("default@2.conf"), stricter).unwrap();
+    h.berth_ok(&["reattach", path(&v2)]).unwrap();
+    h.restart_berthd().unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    assert_eq!(badness(&h, "foo", "PrivateNetwork="), 1);
+    assert_eq!(badness(&h, "hello", "PrivateNetwork="), 0);
+}
+
+#[test]
+fn a_host_drop_in_tightens_the_units_profile_and_a_loosening_is_ignored() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    h.berth_ok(&["set-property", "hello", "PrivateNetwork=yes"])
+        .unwrap();
+    let loosen = h
+        .berth(&["set-property", "hello", "ProtectHome=no"])
+        .unwrap();
+
+    assert_eq!(badness(&h, "hello", "PrivateNetwork="), 0);
+    assert!(!loosen.status.success());
+    assert_eq!(badness(&h, "hello", "ProtectHome="), 0);
+}

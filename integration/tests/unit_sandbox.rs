@@ -13,7 +13,8 @@ fn try_args(tries: &[&str]) -> String {
 }
 
 /// Attaches image `name`: the probe and a oneshot `name.service` running it with `tries`,
-/// with `directives` in its `[Service]` section.
+/// with `directives` in its `[Service]` section. The profile is `trusted` (berth's baseline
+/// sandbox), so that what the unit's directives change is all that changes.
 fn attach_probe(h: &Harness, name: &str, directives: &str, tries: &[&str]) {
     let unit = format!(
         "[Service]\nType=oneshot\n{directives}ExecStart=/usr/bin/berth-probe{}\n",
@@ -24,7 +25,8 @@ fn attach_probe(h: &Harness, name: &str, directives: &str, tries: &[&str]) {
         .unit(&format!("{name}.service"), &unit)
         .build()
         .unwrap();
-    h.berth_ok(&["attach", name]).unwrap();
+    h.berth_ok(&["attach", name, "--profile", "trusted"])
+        .unwrap();
 }
 
 /// Starts the attached oneshot `name` and returns what each attempt of this run gave.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use berth_logging::Untrusted;
 use berth_protocol::manager::ManagerError;
+use berth_protocol::sandbox::SandboxSpec;
 
 use crate::attachments::{self, AttachmentRecord, ExtensionRecord, UnitCopy};
 use crate::daemon::Manager;
@@ -202,7 +203,7 @@ impl Manager {
         let mut parsed = Vec::new();
         for unit in &found {
             let (config, unit_warnings) = self
-                .parse_attached(&name, &unit.name, &unit.contents)
+                .parse_attached(&name, &profile, &unit.name, &unit.contents)
                 .map_err(|reason| ManagerError::InvalidUnit {
                     unit: unit.name.clone(),
                     reason,
@@ -532,10 +533,12 @@ pub const MAX_EXTENSIONS: usize = berth_protocol::helper::MAX_EXTENSIONS;
 const MAX_ATTACH_WARNINGS: usize = 200;
 
 /// Parses a unit file into what berthd runs, plus its warnings, with its host drop-ins (see [`crate::drop_ins`]), applied after it in order.
+/// Its sandbox starts from `profile`'s (see [`crate::profile`]).
 pub fn parse_unit_with(
     name: &str,
     contents: &str,
     drop_ins: &[DropIn],
+    profile: &SandboxSpec,
 ) -> Result<(ServiceConfig, Vec<String>), String> {
     let unit = syntax::parse(contents).map_err(|e| e.to_string())?;
     let mut files = vec![(name.to_owned(), unit)];
@@ -548,7 +551,8 @@ pub fn parse_unit_with(
         .iter()
         .map(|(label, unit)| (label.as_str(), unit))
         .collect();
-    let mut config = unit::from_unit_files(name, &files).map_err(|e| e.to_string())?;
+    let mut config =
+        unit::from_unit_files_over(name, &files, profile).map_err(|e| e.to_string())?;
     // Reported once, at attach: the running unit has no use for them.
     let warnings = std::mem::take(&mut config.warnings);
     Ok((config, warnings))

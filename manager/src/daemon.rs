@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use berth_logging::Untrusted;
 use berth_protocol::manager::{ManagerError, UnitStatus};
+use berth_protocol::sandbox::SandboxSpec;
 use tokio::sync::watch;
 
 use crate::attach::parse_unit_with;
@@ -88,7 +89,13 @@ impl Manager {
         }
         for (record, copies) in loaded {
             for copy in &copies {
-                match manager.parse_attached(&record.image, &copy.name, &copy.contents) {
+                let parsed = manager.parse_attached(
+                    &record.image,
+                    &record.profile,
+                    &copy.name,
+                    &copy.contents,
+                );
+                match parsed {
                     Ok((config, _)) => {
                         let unit = Unit::new(copy.name.clone(), record.image.clone(), config);
                         manager.units.insert(copy.name.clone(), unit);
@@ -103,16 +110,32 @@ impl Manager {
         manager
     }
 
-    /// Parses unit `unit` of image `image` (its file is `contents`) with the host drop-ins
+    /// Parses unit `unit` of image `image` (its file is `contents`) over the sandbox of its
+    /// profile (`profile`, as the attachment records it: `default@1`) with the host drop-ins
     /// its attachment holds (see [`drop_ins`]), which attaching it again keeps.
     pub fn parse_attached(
         &self,
         image: &str,
+        profile: &str,
         unit: &str,
         contents: &str,
     ) -> Result<(ServiceConfig, Vec<String>), String> {
         let drop_ins = drop_ins::read_all(&self.paths, image, unit).map_err(|e| e.to_string())?;
-        parse_unit_with(unit, contents, &drop_ins)
+        let (base, mut warnings) = self.profile_sandbox(profile, unit)?;
+        let (config, more) = parse_unit_with(unit, contents, &drop_ins, &base)?;
+        warnings.extend(more);
+        Ok((config, warnings))
+    }
+
+    /// The sandbox profile `profile` (`default@1`) gives `unit`, with a warning for each of
+    /// its lines that had no effect.
+    pub fn profile_sandbox(
+        &self,
+        profile: &str,
+        unit: &str,
+    ) -> Result<(SandboxSpec, Vec<String>), String> {
+        let profile = self.profiles.resolve(profile).map_err(|e| e.to_string())?;
+        profile.spec(unit).map_err(|e| e.to_string())
     }
 
     pub fn notify(&self) {

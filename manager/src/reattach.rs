@@ -119,7 +119,7 @@ impl Manager {
         for unit in &found {
             // The host drop-ins stay in the attachment and apply to the new version too.
             let (config, _) = self
-                .parse_attached(&name, &unit.name, &unit.contents)
+                .parse_attached(&name, &old.profile, &unit.name, &unit.contents)
                 .map_err(|reason| ManagerError::InvalidUnit {
                     unit: unit.name.clone(),
                     reason,

@@ -177,7 +177,12 @@ impl Manager {
             return Err(refuse(e.to_string()));
         }
         let after: Vec<DropIn> = after.into_values().collect();
-        let (config, warnings) = parse_unit_with(unit, &contents, &after).map_err(refuse)?;
+        let profile = self
+            .attachments
+            .get(&image)
+            .map_or(crate::daemon::DEFAULT_PROFILE, |a| a.profile.as_str());
+        let (base, _) = self.profile_sandbox(profile, unit).map_err(refuse)?;
+        let (config, warnings) = parse_unit_with(unit, &contents, &after, &base).map_err(refuse)?;
         if strict {
             let changed: Vec<String> = changes
                 .iter()
