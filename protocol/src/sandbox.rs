@@ -463,7 +463,8 @@ impl SandboxSpec {
                 deny: Vec::new(),
             },
             directories: Vec::new(),
-            remove_ipc: false,
+            // berthd releases every dynamic uid through the helper, which removes its IPC.
+            remove_ipc: true,
         }
     }
 }

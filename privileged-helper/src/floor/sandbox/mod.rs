@@ -52,14 +52,6 @@ impl FloorPolicy {
     }
 }
 
-/// The refusal for a part the sandbox code does not carry out yet.
-fn not_supported(field: &str, what: &str) -> Refusal {
-    refuse(
-        field,
-        format!("{what} is not supported by this berth-helper yet"),
-    )
-}
-
 /// Checks a list's length against its bound.
 fn bounded<T>(field: &str, list: &[T], max: usize) -> Result<(), Refusal> {
     if list.len() > max {
@@ -94,6 +86,17 @@ mod tests {
         let checked = policy_in(&dir).check_sandbox(spec.clone()).unwrap();
 
         assert_eq!(checked, spec);
+    }
+
+    #[test]
+    fn remove_ipc_off_still_gets_the_uid_s_ipc_removed() {
+        let mut spec = SandboxSpec::baseline(61200, 61200, "hello");
+        spec.remove_ipc = false;
+        let dir = tempfile::tempdir().unwrap();
+
+        let checked = policy_in(&dir).check_sandbox(spec).unwrap();
+
+        assert!(checked.remove_ipc);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use berth_protocol::sandbox::{MAX_ENTRIES, Rlimit, SandboxSpec};
 use rustix::process::Resource;
 
 use super::super::{Refusal, refuse};
-use super::{bounded, not_supported};
+use super::bounded;
 use crate::config::FloorPolicy;
 use crate::sandbox::rlimits::resource_named;
 
@@ -19,9 +19,10 @@ pub(super) fn check(_policy: &FloorPolicy, spec: &mut SandboxSpec) -> Result<(),
     if spec.umask > 0o777 {
         return Err(refuse("sandbox.umask", "must be at most 0777"));
     }
-    if spec.remove_ipc {
-        return Err(not_supported("sandbox.remove_ipc", "RemoveIPC="));
-    }
+    // RemoveIPC= holds whatever the spec says: berthd releases every dynamic uid through
+    // ReleaseUser when its run ends, which removes the uid's IPC objects (uid_release/ipc.rs).
+    // `false` gets that too, the tighter outcome.
+    spec.remove_ipc = true;
     Ok(())
 }
 
