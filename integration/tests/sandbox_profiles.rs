@@ -51,6 +51,7 @@ fn tries(host: &Host) -> Vec<String> {
         "list:/home",
         "list:/root",
         "list:/usr/lib/modules",
+        "list:/proc/sys",
         "read:/etc/os-release",
         "create:/etc/probe-write",
         "create:/usr/probe-write",
@@ -269,7 +270,9 @@ fn check(directive: &str, value: &str, p: &Value, host: &Host) -> Result<(), Str
         ("ProtectKernelTunables", _) if yes => {
             let ro = mount(p, "/proc/sys")
                 .is_some_and(|m| m["options"].as_str().unwrap_or("").starts_with("ro"));
-            if !ro {
+            // Under ProcSubset=pid there is no /proc/sys at all, which is more than read-only.
+            let absent = refused(&p["tries"]["list:/proc/sys"]);
+            if !ro && !absent {
                 return Err(format!("/proc/sys: {:?}", mount(p, "/proc/sys")));
             }
             all_refused(p, &["write:/proc/sys/kernel/hostname"])
@@ -386,7 +389,9 @@ fn check(directive: &str, value: &str, p: &Value, host: &Host) -> Result<(), Str
         }
         ("KeyringMode", "private") => {
             let keyring = p["tries"]["session-keyring"].as_str().unwrap_or("");
-            (keyring.starts_with("ok") && !keyring.contains("_uid_ses"))
+            // A filter denying @keyring (strict) leaves no keyring to share at all.
+            let filtered = keyring == "EPERM" && refused(&p["tries"]["keyctl"]);
+            (filtered || (keyring.starts_with("ok") && !keyring.contains("_uid_ses")))
                 .then_some(())
                 .ok_or(format!("session keyring: {keyring}"))
         }
@@ -474,6 +479,21 @@ fn assert_profile_holds(name: &str) {
 #[test]
 fn the_trusted_profile_holds_from_inside() {
     assert_profile_holds("trusted");
+}
+
+#[test]
+fn the_default_profile_holds_from_inside() {
+    assert_profile_holds("default");
+}
+
+#[test]
+fn the_nonetwork_profile_holds_from_inside() {
+    assert_profile_holds("nonetwork");
+}
+
+#[test]
+fn the_strict_profile_holds_from_inside() {
+    assert_profile_holds("strict");
 }
 
 /// Attaches two images with the `trusted` profile (the least the floor allows): one whose unit
