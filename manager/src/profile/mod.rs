@@ -9,6 +9,7 @@
 //! is attached again. [`score`] rates a sandbox as `systemd-analyze security` does.
 
 pub mod builtin;
+mod equivalent_unit;
 pub mod score;
 mod verbs;
 
