@@ -1695,6 +1695,9 @@ fn image_symlinks_at_var_tmp_and_at_a_bind_target_touch_nothing_on_the_host() {
 
     // PrivateTmp= skips a /var/tmp that resolves to nothing in the sandbox.
     let out = run_with_mounts(&mut fx, "echo started", |m| m.private_tmp = true);
+    // Released before the next launch of the same unit, whose supervisor takes over the
+    // control socket's name: else this one would outlive the test, unreachable.
+    fx.cleanup();
     let refused = fx.try_launch_spec(&with_bind).unwrap_err();
 
     assert_eq!(out, ["started"]);
