@@ -2,6 +2,7 @@
 //! `io.berth.Helper` (private), the supervisor control channel, the log record format and the
 //! configuration file format. The server and client plumbing is in `berth-varlink`.
 
+pub mod address_families;
 pub mod config_file;
 pub mod helper;
 pub mod idl;

@@ -47,54 +47,8 @@ pub const CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// Socket address families `RestrictAddressFamilies=` names (`AF_LOCAL` is `AF_UNIX`).
-pub const ADDRESS_FAMILIES: &[&str] = &[
-    "AF_UNIX",
-    "AF_INET",
-    "AF_AX25",
-    "AF_IPX",
-    "AF_APPLETALK",
-    "AF_NETROM",
-    "AF_BRIDGE",
-    "AF_ATMPVC",
-    "AF_X25",
-    "AF_INET6",
-    "AF_ROSE",
-    "AF_DECnet",
-    "AF_NETBEUI",
-    "AF_SECURITY",
-    "AF_KEY",
-    "AF_NETLINK",
-    "AF_PACKET",
-    "AF_ASH",
-    "AF_ECONET",
-    "AF_ATMSVC",
-    "AF_RDS",
-    "AF_SNA",
-    "AF_IRDA",
-    "AF_PPPOX",
-    "AF_WANPIPE",
-    "AF_LLC",
-    "AF_IB",
-    "AF_MPLS",
-    "AF_CAN",
-    "AF_TIPC",
-    "AF_BLUETOOTH",
-    "AF_IUCV",
-    "AF_RXRPC",
-    "AF_ISDN",
-    "AF_PHONET",
-    "AF_IEEE802154",
-    "AF_CAIF",
-    "AF_ALG",
-    "AF_NFC",
-    "AF_VSOCK",
-    "AF_KCM",
-    "AF_QIPCRTR",
-    "AF_SMC",
-    "AF_XDP",
-    "AF_MCTP",
-];
+/// Socket address families `RestrictAddressFamilies=` names, shared with berth-helper.
+pub use berth_protocol::address_families::ADDRESS_FAMILIES;
 
 /// Namespace kinds `RestrictNamespaces=` names.
 pub const NAMESPACE_KINDS: &[&str] = &["cgroup", "ipc", "net", "mnt", "pid", "user", "uts", "time"];
