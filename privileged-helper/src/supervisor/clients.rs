@@ -1,0 +1,192 @@
+//! The manager's connections: accepting them, reading requests, queueing replies, and what
+//! each request does.
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketFlags};
+
+use super::event_loop::Supervisor;
+use crate::sandbox::{init, sys};
+
+const MAX_CLIENTS: usize = 32;
+/// Longest request line; a client sending more is disconnected.
+const MAX_REQUEST: usize = 64 * 1024;
+/// Descriptors a client may have sent ahead of the requests that use them.
+const MAX_CLIENT_FDS: usize = 4;
+/// Unsent replies a slow client may accumulate before it is disconnected.
+const MAX_PENDING_REPLIES: usize = 1 << 20;
+
+pub(super) struct Client {
+    pub(super) fd: OwnedFd,
+    pub(super) input: Vec<u8>,
+    pub(super) output: Vec<u8>,
+    /// Descriptors received with the input, oldest first (for `ReplaceLog`).
+    pub(super) fds: VecDeque<OwnedFd>,
+    pub(super) dead: bool,
+}
+
+impl Client {
+    pub(super) fn queue(&mut self, status: &SupervisorStatus) {
+        if let Ok(mut line) = serde_json::to_vec(status) {
+            line.push(b'\n');
+            self.output.extend_from_slice(&line);
+        }
+        self.flush();
+    }
+
+    pub(super) fn flush(&mut self) {
+        while !self.output.is_empty() && !self.dead {
+            match rustix::net::send(
+                &self.fd,
+                &self.output,
+                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+            ) {
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => break,
+                Err(_) => self.dead = true,
+            }
+        }
+        if self.output.len() > MAX_PENDING_REPLIES {
+            self.dead = true;
+        }
+    }
+}
+
+impl Supervisor {
+    pub(super) fn accept(&mut self) {
+        loop {
+            match rustix::net::accept_with(
+                &self.control.listener,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
+                Ok(fd) => {
+                    // Refused peers are just closed.
+                    if self.control.allowed(&fd) && self.clients.len() < MAX_CLIENTS {
+                        self.clients.push(Client {
+                            fd,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            fds: VecDeque::new(),
+                            dead: false,
+                        });
+                    }
+                }
+                Err(Errno::INTR | Errno::CONNABORTED) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    pub(super) fn client_io(&mut self, i: usize) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let client = &mut self.clients[i];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_CLIENT_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &client.fd,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            );
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = message {
+                    client.fds.extend(fds);
+                }
+            }
+            // Only ReplaceLog uses descriptors; a client piling them up is dropped.
+            if client.fds.len() > MAX_CLIENT_FDS {
+                client.dead = true;
+                break;
+            }
+            match received.map(|r| r.bytes) {
+                Ok(0) => {
+                    client.dead = true;
+                    break;
+                }
+                Ok(n) => client.input.extend_from_slice(&buf[..n]),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => break,
+                Err(_) => {
+                    client.dead = true;
+                    break;
+                }
+            }
+            if client.input.len() > MAX_REQUEST {
+                client.dead = true;
+                break;
+            }
+        }
+        while let Some(pos) = self.clients[i].input.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.clients[i].input.drain(..=pos).collect();
+            let mut fds = std::mem::take(&mut self.clients[i].fds);
+            let reply = self.handle(&line[..pos], &mut fds);
+            self.clients[i].fds = fds;
+            self.clients[i].queue(&reply);
+        }
+        self.clients[i].flush();
+    }
+
+    fn handle(&mut self, line: &[u8], fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
+        let request = match serde_json::from_slice::<SupervisorRequest>(line) {
+            Ok(request) => request,
+            Err(e) => return self.status(Some(format!("invalid request: {e}"))),
+        };
+        match request {
+            SupervisorRequest::Status => self.status(None),
+            SupervisorRequest::Stop { timeout_ms } => {
+                if let Some((pid, _)) = &self.init {
+                    self.stop_requested = true;
+                    let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
+                    if timeout_ms == 0 {
+                        let _ = sys::kill(*pid, libc::SIGKILL);
+                    } else {
+                        // Init forwards SIGTERM to main; SIGKILL to init ends the namespace.
+                        let _ = sys::kill(*pid, libc::SIGTERM);
+                        self.kill_at = match (self.kill_at, deadline) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+                self.status(None)
+            }
+            SupervisorRequest::Signal { signal } => {
+                if !(1..=sys::SIGNAL_MAX).contains(&signal) {
+                    return self.status(Some(format!("invalid signal {signal}")));
+                }
+                // Init (PID 1) ignores what it does not forward, except SIGSTOP, which would
+                // freeze init alone; SIGKILL is allowed and ends the whole sandbox.
+                if signal != libc::SIGKILL && !init::forwarded_signals().any(|s| s == signal) {
+                    return self.status(Some(format!(
+                        "signal {signal} cannot be forwarded to the service"
+                    )));
+                }
+                let Some((pid, _)) = &self.init else {
+                    return self.status(Some("the service is not running".into()));
+                };
+                match sys::kill(*pid, signal) {
+                    Ok(()) => self.status(None),
+                    Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
+                }
+            }
+            SupervisorRequest::ReplaceLog => self.replace_log(fds),
+            SupervisorRequest::Release => {
+                if self.init.is_some() {
+                    return self.status(Some("the service is still running; stop it first".into()));
+                }
+                self.released = true;
+                self.status(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Log capture: the service's stdout and stderr, split into lines, written to the log file
+//! as `log_line` records.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use berth_protocol::log_line::{self, Stream};
+use berth_protocol::supervisor::SupervisorStatus;
+use rustix::io::Errno;
+
+use super::event_loop::Supervisor;
+use crate::sandbox::sys;
+
+pub(super) struct LineBuffer {
+    stream: Stream,
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    pub(super) fn new(stream: Stream) -> Self {
+        LineBuffer {
+            stream,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Appends the records for every line completed by `data` to `out`.
+    fn push(&mut self, data: &[u8], usec: u64, out: &mut Vec<u8>) {
+        let mut rest = data;
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                self.emit(&rest[..pos], usec, out);
+            } else {
+                self.partial.extend_from_slice(&rest[..pos]);
+                let line = std::mem::take(&mut self.partial);
+                self.emit(&line, usec, out);
+            }
+            rest = &rest[pos + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        // A line still growing past MAX_LINE is cut now; exactly MAX_LINE waits, since a
+        // newline may follow.
+        if self.partial.len() > log_line::MAX_LINE {
+            let keep = self.partial.len() % log_line::MAX_LINE;
+            let keep = if keep == 0 { log_line::MAX_LINE } else { keep };
+            let full: Vec<u8> = self.partial.drain(..self.partial.len() - keep).collect();
+            self.emit(&full, usec, out);
+        }
+    }
+
+    /// Flushes an unterminated last line (at EOF).
+    fn finish(&mut self, usec: u64, out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line, usec, out);
+        }
+    }
+
+    fn emit(&self, line: &[u8], usec: u64, out: &mut Vec<u8>) {
+        if line.is_empty() {
+            log_line::encode(usec, self.stream, line, out);
+        }
+        for piece in line.chunks(log_line::MAX_LINE) {
+            log_line::encode(usec, self.stream, piece, out);
+        }
+    }
+}
+
+pub(super) struct Output {
+    pub(super) fd: Option<OwnedFd>,
+    pub(super) lines: LineBuffer,
+}
+
+impl Supervisor {
+    pub(super) fn read_output(&mut self, i: usize, chunk: &mut [u8], max_chunks: usize) {
+        let mut records = Vec::new();
+        for _ in 0..max_chunks {
+            let out = &mut self.outputs[i];
+            let Some(fd) = &out.fd else { break };
+            match rustix::io::read(fd, &mut *chunk) {
+                Ok(0) | Err(Errno::BADF | Errno::IO) => {
+                    out.lines.finish(sys::realtime_usec(), &mut records);
+                    out.fd = None;
+                }
+                Ok(n) => out
+                    .lines
+                    .push(&chunk[..n], sys::realtime_usec(), &mut records),
+                Err(Errno::INTR) => continue,
+                Err(_) => break,
+            }
+            // One write per batch of whole records.
+            if !records.is_empty() {
+                self.write_log(&records);
+                records.clear();
+            }
+        }
+    }
+
+    fn write_log(&self, mut records: &[u8]) {
+        while !records.is_empty() {
+            match rustix::io::write(&self.log, records) {
+                Ok(0) => return,
+                Ok(n) => records = &records[n..],
+                Err(Errno::INTR) => {}
+                // A full disk or another write error: drop rather than stall the service.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Switches the output to the log that came with a `ReplaceLog` request.
+    pub(super) fn replace_log(&mut self, fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
+        let Some(log) = fds.pop_front() else {
+            return self.status(Some("no log descriptor came with the request".into()));
+        };
+        match crate::floor::check_log_fd(&log, self.control.owner) {
+            Ok(()) => {
+                self.log = log;
+                self.status(None)
+            }
+            Err(refusal) => self.status(Some(format!("log refused: {refusal}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(chunks: &[&[u8]], finish: bool) -> Vec<(String, String)> {
+        let mut lines = LineBuffer::new(Stream::Stdout);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk, 7, &mut out);
+        }
+        if finish {
+            lines.finish(7, &mut out);
+        }
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let r = log_line::decode(l).unwrap();
+                (r.stream.as_str().to_string(), r.text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined() {
+        let got = records(&[b"hel", b"lo\nwor", b"ld\n"], false);
+
+        assert_eq!(
+            got,
+            vec![
+                ("stdout".into(), "hello".into()),
+                ("stdout".into(), "world".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn unterminated_last_line_is_flushed_at_eof() {
+        assert!(records(&[b"tail"], false).is_empty());
+
+        let got = records(&[b"tail"], true);
+
+        assert_eq!(got, vec![("stdout".into(), "tail".into())]);
+    }
+
+    #[test]
+    fn long_lines_are_split_at_max_line() {
+        let long = vec![b'x'; log_line::MAX_LINE * 2 + 10];
+        let mut input = long.clone();
+        input.push(b'\n');
+
+        let got = records(&[&input[..100], &input[100..]], false);
+
+        let lens: Vec<usize> = got.iter().map(|(_, t)| t.len()).collect();
+        assert_eq!(lens, vec![log_line::MAX_LINE, log_line::MAX_LINE, 10]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_line_is_one_record() {
+        let mut input = vec![b'y'; log_line::MAX_LINE];
+        input.push(b'\n');
+
+        let got = records(&[&input], false);
+
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.len(), log_line::MAX_LINE);
+    }
+
+    #[test]
+    fn empty_lines_are_kept() {
+        let mut lines = LineBuffer::new(Stream::Stderr);
+        let mut out = Vec::new();
+
+        lines.push(b"\n", 1, &mut out);
+
+        assert_eq!(out, b"1 stderr \n");
+    }
+}

@@ -1,0 +1,132 @@
+//! The per-service supervisor (DESIGN.md §6).
+//!
+//! Forked by [`crate::sandbox::launch`] (the helper ignores SIGCHLD, so none is reaped), it runs
+//! as root in the host namespaces and outlives the helper. It binds `<unit>.sock` in the
+//! control directory, forks the sandbox's init into a new pid namespace, waits until main has
+//! exec'd and reports that to `launch`. Then a single-threaded `poll()` loop:
+//! - copies the service's stdout/stderr, split into lines, to the log file as
+//!   `log_line` records;
+//! - serves [`SupervisorRequest`]s from the manager uid and root (JSON lines);
+//! - on init's exit records the [`ExitStatus`], tells every client, and keeps it until a
+//!   `Release`, after which it removes its socket and exits.
+
+mod clients;
+mod control_socket;
+mod event_loop;
+mod exit;
+mod log_capture;
+mod spawn;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustix::fs::Mode;
+
+use crate::launch_spec::{LaunchFds, LaunchSpec};
+use crate::sandbox::directories::PreparedDirectory;
+use crate::sandbox::{Failure, Report, process_name, sys};
+
+use control_socket::ControlSocket;
+use event_loop::Supervisor;
+
+pub(crate) fn run(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
+    let (fds, report) = sanitize(fds, report);
+    name(&spec.unit);
+    let code = match start(spec, fds) {
+        Ok(mut sup) => {
+            let launched = Report::Launched {
+                supervisor_pid: sup.pid,
+                main_pid: sup.main_pid,
+            };
+            if launched.send(&report).is_ok() {
+                drop(report);
+                sup.serve()
+            } else {
+                // `launch` gave up waiting: nobody will ever manage this service.
+                sup.abort();
+                1
+            }
+        }
+        Err(failure) => {
+            let _ = Report::Failed(failure).send(&report);
+            1
+        }
+    };
+    sys::exit(code)
+}
+
+/// Resets what the helper left behind: signal state, parent-death signal, stray descriptors,
+/// stdio (to /dev/null), umask and cwd.
+fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
+    let _ = rustix::process::set_parent_process_death_signal(None);
+    // SIGPIPE ignored: a vanished client or reader must not kill us.
+    let _ = sys::reset_signals(true);
+    let Ok(report) = sys::above_stdio(report) else {
+        sys::exit(1)
+    };
+    let fail = |report: &OwnedFd, stage: &str, e: std::io::Error| -> ! {
+        let _ = Report::Failed(Failure::setup(stage, e)).send(report);
+        sys::exit(1)
+    };
+    let lifted = (|| {
+        Ok::<_, std::io::Error>(LaunchFds {
+            root: sys::above_stdio(fds.root)?,
+            log: sys::above_stdio(fds.log)?,
+            control_dir: sys::above_stdio(fds.control_dir)?,
+            extensions: fds
+                .extensions
+                .into_iter()
+                .map(sys::above_stdio)
+                .collect::<Result<_, _>>()?,
+            directories: fds
+                .directories
+                .into_iter()
+                .map(PreparedDirectory::above_stdio)
+                .collect::<Result<_, _>>()?,
+        })
+    })();
+    let fds = lifted.unwrap_or_else(|e| fail(&report, "move descriptors", e));
+    let mut keep = vec![
+        report.as_raw_fd(),
+        fds.root.as_raw_fd(),
+        fds.log.as_raw_fd(),
+        fds.control_dir.as_raw_fd(),
+    ];
+    keep.extend(fds.extensions.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(fds.directories.iter().map(|d| d.fd.as_raw_fd()));
+    // SAFETY: this is the freshly forked supervisor; the descriptors closed belong to helper
+    // objects it never touches again (it only leaves through sys::exit).
+    if let Err(e) = unsafe { sys::close_fds_except(&keep) } {
+        fail(&report, "close inherited descriptors", e);
+    }
+    if let Err(e) = sys::stdio_to(c"/dev/null") {
+        fail(&report, "open /dev/null", e);
+    }
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    let _ = rustix::process::chdir(c"/");
+    (fds, report)
+}
+
+/// Shows up in `ps` as `berth-supervise UNIT` (comm `berth-supervise`, the 15 bytes the kernel
+/// keeps), not with the helper's command line and environment it inherited. Cosmetic, so a
+/// kernel that refuses it does not stop the service.
+fn name(unit: &str) {
+    let _ = process_name::set(c"berth-supervise", &[b"berth-supervise", unit.as_bytes()]);
+}
+
+fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
+    let LaunchFds {
+        root,
+        log,
+        control_dir,
+        extensions,
+        directories,
+    } = fds;
+    let control = ControlSocket::bind(&spec.unit, control_dir)?;
+    match spawn::spawn(spec, root, extensions, directories) {
+        Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
+        Err(failure) => {
+            control.remove();
+            Err(failure)
+        }
+    }
+}
