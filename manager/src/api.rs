@@ -28,7 +28,7 @@ use berth_logging::Untrusted;
 use crate::attach::attachment_name;
 use crate::daemon::Shared;
 use crate::image::store;
-use crate::{import, logs, services};
+use crate::{import, lifecycle, logs};
 
 /// Most units in one `List` reply without `more`.
 const MAX_LIST_REPLY_UNITS: usize = 1000;
@@ -436,7 +436,7 @@ impl ManagerInterface {
                     shared.borrow().check_detach(&p.image, &extensions)?;
                     let units = shared.borrow().units_of(&attachment_name(&p.image));
                     for unit in units {
-                        services::stop(shared.clone(), unit).await?;
+                        lifecycle::stop(shared.clone(), unit).await?;
                     }
                     let result = shared.borrow_mut().detach(&p.image, &extensions);
                     result.map(|(image, units)| DetachReply { image, units })
@@ -454,7 +454,7 @@ impl ManagerInterface {
                             .unit(&unit)
                             .is_ok_and(|u| u.state.is_active());
                         if active {
-                            services::stop(shared.clone(), unit).await?;
+                            lifecycle::stop(shared.clone(), unit).await?;
                         }
                     }
                     // Read again: the image or the units may have changed while stopping.
@@ -467,11 +467,11 @@ impl ManagerInterface {
                                 .unit(unit)
                                 .is_ok_and(|u| u.state.is_active());
                             if active {
-                                services::restart(shared.clone(), unit.clone()).await?;
+                                lifecycle::restart(shared.clone(), unit.clone()).await?;
                             }
                         }
                         for unit in &done.added {
-                            services::start(shared.clone(), unit.clone()).await?;
+                            lifecycle::start(shared.clone(), unit.clone()).await?;
                         }
                     }
                     Ok::<_, ManagerError>(ReattachReply {
@@ -521,9 +521,9 @@ impl ManagerInterface {
                 let verb = method.to_string();
                 Outcome::later(async move {
                     let result = match verb.as_str() {
-                        "Start" => services::start(shared, p.unit).await,
-                        "Stop" => services::stop(shared, p.unit).await,
-                        _ => services::restart(shared, p.unit).await,
+                        "Start" => lifecycle::start(shared, p.unit).await,
+                        "Stop" => lifecycle::stop(shared, p.unit).await,
+                        _ => lifecycle::restart(shared, p.unit).await,
                     };
                     result.map(|status| StatusReply { status })
                 })

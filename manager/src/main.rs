@@ -10,7 +10,7 @@ use berth_manager::config::Config;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
-use berth_manager::{host_users, log_access, privilege_split, services};
+use berth_manager::{host_users, lifecycle, log_access, privilege_split};
 use berth_varlink::listener::{BoundedListener, raise_fd_limit};
 use berth_varlink::service::{BERTH_INFO, VarlinkService};
 use clap::Parser;
@@ -124,7 +124,7 @@ fn run() -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", socket.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
-        services::adopt_running(&shared);
+        lifecycle::adopt_running(&shared);
         let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

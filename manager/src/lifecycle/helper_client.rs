@@ -1,0 +1,354 @@
+//! The helper client: what one spawn needs, gathered from the manager's state, and the
+//! `io.berth.Helper.Spawn` call that starts it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
+use berth_protocol::manager::ManagerError;
+use berth_protocol::sandbox::SandboxSpec;
+use berth_varlink::client::ClientError;
+
+use crate::daemon::{Manager, Shared};
+use crate::helper_connection;
+use crate::image::identity::{IdentityError, ImageIdentity};
+use crate::logs;
+use crate::service_directories;
+use crate::unit::ServiceType;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What one spawn needs, gathered under a short borrow.
+pub(super) struct Plan {
+    pub(super) unit: String,
+    pub(super) image: String,
+    pub(super) image_path: std::path::PathBuf,
+    /// What attach recorded of the image; the spawn refuses a path that names another.
+    pub(super) image_identity: Option<ImageIdentity>,
+    /// The image's root as attach opened it, when the client passed it as a descriptor and
+    /// berthd has kept it since.
+    pub(super) held_image: Option<OwnedFd>,
+    /// Attached by descriptor: berthd may be unable to reopen the path itself.
+    pub(super) by_descriptor: bool,
+    /// Extension images laid over the image, lowest first, each pinned like the image.
+    pub(super) extensions: Vec<crate::attachments::ExtensionRecord>,
+    /// What berthd kept of each extension passed as a descriptor (as `held_image`), in order.
+    pub(super) held_extensions: Vec<Option<OwnedFd>>,
+    pub(super) service_type: ServiceType,
+    /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
+    pub(super) commands: Vec<(Vec<String>, bool)>,
+    pub(super) environment: Vec<String>,
+    pub(super) working_directory: String,
+    /// The unit's sandbox; its identity is filled at each spawn.
+    pub(super) sandbox: SandboxSpec,
+}
+
+pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
+    let unit = m.unit(unit_arg)?;
+    let record = m
+        .attachments
+        .get(&unit.image)
+        .ok_or(ManagerError::NotAttached {
+            image: unit.image.clone(),
+        })?;
+    let config = &unit.config;
+    let stem = unit
+        .name
+        .rsplit_once('.')
+        .map_or(unit.name.as_str(), |(s, _)| s);
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), DEFAULT_PATH.into());
+    env.insert("HOME".into(), "/".into());
+    env.insert("USER".into(), stem.into());
+    env.insert("LOGNAME".into(), stem.into());
+    env.insert("PORTABLE".into(), unit.image.clone());
+    env.extend(config.environment.clone());
+    // Only oneshot services run several ExecStart= lines (one after the other).
+    let count = match config.service_type {
+        ServiceType::Oneshot => config.exec_start.len(),
+        _ => 1,
+    };
+    let commands = config
+        .exec_start
+        .iter()
+        .take(count)
+        .map(|c| (c.expand(&env), c.ignore_failure))
+        .collect();
+    let working_directory = config
+        .working_directory
+        .as_deref()
+        .map(str::to_string)
+        .unwrap_or_else(|| "/".to_string());
+    Ok(Plan {
+        unit: unit.name.clone(),
+        image: unit.image.clone(),
+        image_path: record.path.clone(),
+        image_identity: record.identity.clone(),
+        held_image: m
+            .held_images
+            .get(&unit.image)
+            .map(|held| held.spawn_fd())
+            .transpose()
+            .map_err(ManagerError::internal)?,
+        by_descriptor: record.by_descriptor,
+        extensions: record.extensions.clone(),
+        held_extensions: m
+            .held_extensions
+            .get(&unit.image)
+            .map(|held| {
+                held.iter()
+                    .map(|h| h.as_ref().map(|h| h.spawn_fd()).transpose())
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .transpose()
+            .map_err(ManagerError::internal)?
+            .unwrap_or_default(),
+        service_type: config.service_type,
+        commands,
+        environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_directory,
+        sandbox: config.sandbox.clone(),
+    })
+}
+
+pub(super) async fn spawn(
+    shared: &Shared,
+    plan: &Plan,
+    argv: &[String],
+) -> Result<SpawnReply, ManagerError> {
+    let (uid, paths) = {
+        let m = shared.borrow();
+        let uid = m
+            .unit(&plan.unit)?
+            .uid
+            .ok_or_else(|| ManagerError::internal("no uid allocated"))?;
+        (uid, m.paths.clone())
+    };
+    let start_failed = |reason: String| ManagerError::StartFailed {
+        unit: plan.unit.clone(),
+        reason,
+    };
+    check_exec_size(argv, &plan.environment).map_err(start_failed)?;
+    let layer_failed = |image: &str, by_descriptor: bool, e: IdentityError| match e {
+        IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
+            image: image.to_string(),
+            path,
+            reason,
+        },
+        IdentityError::Open { path, source } if by_descriptor => start_failed(format!(
+            "{path} was attached by descriptor and berthd, restarted since, cannot open it \
+             itself ({source}); attach it again: berth attach {path}"
+        )),
+        e => start_failed(e.to_string()),
+    };
+    let root = layer_root(
+        plan.held_image.as_ref(),
+        &plan.image_path,
+        plan.image_identity.as_ref(),
+    )
+    .map_err(|e| layer_failed(&plan.image, plan.by_descriptor, e))?;
+    let extensions = plan
+        .extensions
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let held = plan.held_extensions.get(i).and_then(Option::as_ref);
+            layer_root(held, &e.path, Some(&e.identity))
+                .map_err(|err| layer_failed(&e.name, e.by_descriptor, err))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // A new run starts with a fresh supervisor writing to current.log: an incoming.log from an
+    // interrupted rotation of an earlier run is not its business.
+    if let Err(e) = logs::abandon_rotation(&logs::LogFiles::of(&paths, &plan.unit)) {
+        tracing::warn!(unit = %plan.unit, error = %e, "cannot remove a stale incoming log");
+    }
+    let log_path = logs::LogFiles::of(&paths, &plan.unit).current;
+    if let Some(dir) = log_path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(ManagerError::internal)?;
+    }
+    let log: OwnedFd = File::options()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(&log_path)
+        .map_err(|e| ManagerError::internal(format!("{}: {e}", log_path.display())))?
+        .into();
+    let control_dir: OwnedFd = File::open(paths.supervise_dir())
+        .map_err(ManagerError::internal)?
+        .into();
+    let sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
+    let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
+        .map_err(ManagerError::internal)?;
+    let mut environment = plan.environment.clone();
+    // As in systemd, the unit's own Environment= wins.
+    for (key, value) in service_directories::environment(&sandbox.directories) {
+        if !environment
+            .iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+        {
+            environment.push(format!("{key}={value}"));
+        }
+    }
+    let params = SpawnParams {
+        unit: plan.unit.clone(),
+        argv: argv.to_vec(),
+        environment,
+        working_directory: plan.working_directory.clone(),
+        sandbox,
+    };
+    let helper_unavailable = |e: ClientError| ManagerError::HelperUnavailable {
+        reason: e.to_string(),
+    };
+    let result = helper_connection::call_helper(
+        shared,
+        "io.berth.Helper.Spawn",
+        &params,
+        [root, log, control_dir]
+            .into_iter()
+            .chain(directory_fds)
+            .chain(extensions)
+            .collect(),
+    )
+    .await;
+    match result {
+        Ok(reply) => Ok(reply),
+        Err(ClientError::Remote(e)) => {
+            let reason = e
+                .typed::<HelperError>()
+                .map_or_else(|| e.to_string(), |h| h.to_string());
+            Err(start_failed(reason))
+        }
+        // A protocol-level refusal (e.g. InvalidParameter) means the helper is up but disagrees.
+        Err(e) => match berth_varlink::client::remote_error_of(&e) {
+            Some(remote) => Err(start_failed(format!(
+                "berth-helper refused the request: {remote}"
+            ))),
+            None => Err(helper_unavailable(e)),
+        },
+    }
+}
+
+/// The unit's sandbox for one spawn, as the dynamic user `uid` (its own group too).
+fn with_identity(sandbox: &SandboxSpec, uid: u32, unit: &str) -> SandboxSpec {
+    let mut sandbox = sandbox.clone();
+    sandbox.identity.uid = uid;
+    sandbox.identity.gid = uid;
+    sandbox.identity.user_name = dynamic_user_name(unit);
+    sandbox
+}
+
+/// The name a dynamic user gets in the sandbox's user database: the unit's name without its
+/// suffix, as systemd's DynamicUser= names it, cut to the 31 bytes a user name may have and with
+/// the characters a user name may not hold (`@`, `:`) made `_`.
+fn dynamic_user_name(unit: &str) -> String {
+    let stem = unit.strip_suffix(".service").unwrap_or(unit);
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .skip_while(|c| *c == '-')
+        .take(31)
+        .collect();
+    if name.is_empty() {
+        "service".to_owned()
+    } else {
+        name
+    }
+}
+
+/// The root a spawn gets of an image or extension: the one attach kept (`held`, passed by
+/// descriptor), else the recorded `path` reopened, if it is still the one `identity` recorded.
+fn layer_root(
+    held: Option<&OwnedFd>,
+    path: &std::path::Path,
+    identity: Option<&ImageIdentity>,
+) -> Result<OwnedFd, IdentityError> {
+    match held {
+        Some(held) => {
+            let path = path.display().to_string();
+            let open_error = |source| IdentityError::Open {
+                path: path.clone(),
+                source,
+            };
+            let fd = held.try_clone().map_err(open_error)?;
+            crate::image::spawn_root(fd, &path).map_err(|e| open_error(std::io::Error::other(e)))
+        }
+        None => crate::image::open_attached(path, identity),
+    }
+}
+
+/// Longest single argument or environment string execve(2) takes (Linux MAX_ARG_STRLEN).
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// Most bytes of argv and environment together that berth passes to a service. Below what
+/// execve takes (a quarter of the stack limit), and it keeps the Spawn message to the helper
+/// well within the helper's 1 MiB parameters limit.
+const MAX_EXEC_BYTES: usize = 256 * 1024;
+
+/// Refuses a command line (after `$VAR` expansion) and environment that execve would refuse, or
+/// that are too large to hand over quickly.
+fn check_exec_size(argv: &[String], environment: &[String]) -> Result<(), String> {
+    if let Some(long) = argv
+        .iter()
+        .chain(environment)
+        .find(|s| s.len() >= MAX_ARG_BYTES)
+    {
+        let start: String = long.chars().take(24).collect();
+        return Err(format!(
+            "an argument or environment entry is {} bytes (\"{start}...\"); the most is {}",
+            long.len(),
+            MAX_ARG_BYTES - 1
+        ));
+    }
+    let total: usize = argv.iter().chain(environment).map(|s| s.len() + 1).sum();
+    if total > MAX_EXEC_BYTES {
+        return Err(format!(
+            "the command line and environment are {total} bytes; the most is {MAX_EXEC_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_ordinary_command_passes() {
+        assert!(check_exec_size(&strings(&["/bin/echo", "hi"]), &strings(&["A=b"])).is_ok());
+    }
+
+    #[test]
+    fn an_argument_execve_would_refuse_is_refused() {
+        let long = "x".repeat(MAX_ARG_BYTES);
+
+        let result = check_exec_size(&strings(&["/bin/echo", &long]), &[]);
+
+        assert!(result.is_err_and(|e| e.contains("131072 bytes")));
+    }
+
+    #[test]
+    fn too_much_in_total_is_refused() {
+        let chunk = "y".repeat(100 * 1024);
+        let argv = strings(&["/bin/echo", &chunk, &chunk, &chunk]);
+
+        let result = check_exec_size(&argv, &[]);
+
+        assert!(result.is_err_and(|e| e.contains("the most is 262144")));
+    }
+}
