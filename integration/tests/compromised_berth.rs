@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::service_program::ServiceProgram;
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 
 /// How long one race runs at most.
@@ -201,13 +202,13 @@ fn a_helper_started_while_private_is_swapped_binds_only_in_the_real_directory() 
 /// root it opened itself, a log and a control directory of its own; prints the reply.
 const SPAWNER: &str = r#"
 import array, json, os, socket, sys
-helper, image, spy, sandbox = sys.argv[1:5]
+helper, image, spy, sandbox, program = sys.argv[1:6]
 log = os.open(os.path.join(spy, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 os.mkdir(os.path.join(spy, "ctl"), 0o700)
 ctl = os.open(os.path.join(spy, "ctl"), os.O_RDONLY | os.O_DIRECTORY)
 root = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
 call = {"method": "io.berth.Helper.Spawn", "parameters": {
-    "unit": "peek.service", "argv": ["/bin/cat", "/secret"], "environment": ["PATH=/bin"],
+    "unit": "peek.service", "program": json.loads(program), "environment": ["PATH=/bin"],
     "working_directory": "/", "sandbox": json.loads(sandbox)}}
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
@@ -240,7 +241,14 @@ fn an_image_root_berth_may_list_but_not_enter_is_refused_by_the_helper() {
         .arg(h.runtime_dir().join("private/io.berth.Helper"))
         .arg(&image)
         .arg(&spy)
-        .arg(serde_json::to_string(&SandboxSpec::baseline(61300, 61300, "peek")).unwrap());
+        .arg(serde_json::to_string(&SandboxSpec::baseline(61300, 61300, "peek")).unwrap())
+        .arg(
+            serde_json::to_string(&ServiceProgram::simple(vec![
+                "/bin/cat".into(),
+                "/secret".into(),
+            ]))
+            .unwrap(),
+        );
 
     let out = berth_testkit::harness::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
 

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::service_program::ServiceProgram;
 use berth_testkit::harness::output_with_timeout;
 use berth_testkit::{
     Harness, ImageBuilder, RawFormat, as_user, busybox_raw_image, process_exists, raw_image,
@@ -55,7 +56,7 @@ for c in calls:
         log = os.open(os.path.join(spy, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         os.mkdir(os.path.join(spy, "ctl"), 0o700)
         ctl = os.open(os.path.join(spy, "ctl"), os.O_RDONLY | os.O_DIRECTORY)
-        params = {"unit": "raw.service", "argv": c["argv"], "environment": ["PATH=/bin"],
+        params = {"unit": "raw.service", "program": c["program"], "environment": ["PATH=/bin"],
                   "working_directory": "/", "sandbox": c["sandbox"]}
         results.append({"reply": call(s, "io.berth.Helper.Spawn", params, [mounts[-1], log, ctl])[0]})
         continue
@@ -180,7 +181,8 @@ impl Helper {
 
         let results = self.calls(json!([
             mount_call(file, "squashfs"),
-            {"method": "Spawn", "spy": spy, "argv": argv,
+            {"method": "Spawn", "spy": spy,
+             "program": ServiceProgram::simple(argv.iter().map(|a| a.to_string()).collect()),
              "sandbox": SandboxSpec::baseline(61310, 61310, "raw")},
         ]));
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_protocol::sandbox::{MAX_PATHS, MAX_SYSCALLS, SandboxSpec};
+use berth_protocol::service_program::ServiceProgram;
 use berth_testkit::harness::{output_with_timeout, read_lossy};
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 use serde_json::{Value, json};
@@ -50,7 +51,7 @@ for c in cases:
     os.mkdir(os.path.join(spy, c["name"] + ".ctl"), 0o700)
     ctl = os.open(os.path.join(spy, c["name"] + ".ctl"), os.O_RDONLY | os.O_DIRECTORY)
     root = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
-    params = {"unit": c["name"] + ".service", "argv": c["argv"], "environment": ["PATH=/bin"],
+    params = {"unit": c["name"] + ".service", "program": c["program"], "environment": ["PATH=/bin"],
               "working_directory": "/", "sandbox": c["sandbox"]}
     reply = call(s, "io.berth.Helper.Spawn", params, [root, log, ctl])
     for fd in (log, ctl, root):
@@ -115,7 +116,10 @@ fn spawn_as_berthd(h: &Harness, cases: &[Case]) -> Outcome {
     std::os::unix::fs::chown(&spy, Some(uid), Some(gid)).unwrap();
     let list: Vec<Value> = cases
         .iter()
-        .map(|c| json!({"name": c.name, "argv": c.argv, "sandbox": c.sandbox}))
+        .map(|c| {
+            let program = ServiceProgram::simple(c.argv.iter().map(|a| a.to_string()).collect());
+            json!({"name": c.name, "argv": c.argv, "program": program, "sandbox": c.sandbox})
+        })
         .collect();
     let mut cmd = as_user(uid, gid, &[]);
     cmd.args(["/usr/bin/python3", "-c", BERTHD])

@@ -23,7 +23,7 @@ use crate::image;
 use crate::image::kind::tar::TarLimits;
 use crate::image::pool::SearchPath;
 use crate::paths::Paths;
-use crate::unit::{ServiceConfig, ServiceType};
+use crate::unit::ServiceConfig;
 use crate::unit_state::Unit;
 
 /// The profile shown for a unit whose attachment record is missing (never in a running berthd).
@@ -178,6 +178,16 @@ impl Manager {
             exit_signal: unit.exit.and_then(|e| e.signal).map(i64::from),
             since_usec: i64::try_from(unit.since_usec).ok(),
             failure: unit.failure.clone(),
+            result: None,
+            status_text: None,
+            restarts: None,
+            enabled: None,
+            cpu_usec: None,
+            memory_current: None,
+            memory_peak: None,
+            tasks: None,
+            log_dropped: None,
+            resource_notes: None,
         }
     }
 
@@ -197,15 +207,5 @@ impl Manager {
         self.units_of(name)
             .into_iter()
             .find(|u| self.units.get(u).is_some_and(|u| u.state.is_active()))
-    }
-}
-
-impl ServiceType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceType::Simple => "simple",
-            ServiceType::Exec => "exec",
-            ServiceType::Oneshot => "oneshot",
-        }
     }
 }

@@ -6,15 +6,19 @@
 
 use std::os::fd::OwnedFd;
 
+use berth_protocol::helper::JournalFields;
 use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::service_program::ServiceProgram;
 
 /// A validated request to launch a service in a fresh sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// Unit name, e.g. `hello.service`. Only `[A-Za-z0-9:_.@-]`, at most 255 bytes, no leading dot.
     pub unit: String,
-    /// argv; `argv[0]` is the absolute path of the executable inside the image.
-    pub argv: Vec<String>,
+    /// What the run executes (checked by `floor/program.rs`).
+    pub program: ServiceProgram,
+    /// Fields for forwarding the output to the host's journal, if berthd asked for it.
+    pub journal: Option<JournalFields>,
     /// Complete environment of the service, `KEY=VALUE`.
     pub environment: Vec<String>,
     /// Working directory inside the sandbox (absolute). Resolved inside the new root.
@@ -49,4 +53,14 @@ pub struct Launched {
     pub supervisor_pid: u32,
     /// PID (host namespace) of the service's main process.
     pub main_pid: u32,
+}
+
+impl LaunchSpec {
+    /// The main command's argv (the first ExecStart=).
+    pub fn main_argv(&self) -> &[String] {
+        self.program
+            .exec_start
+            .first()
+            .map_or(&[], |c| c.argv.as_slice())
+    }
 }

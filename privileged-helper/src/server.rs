@@ -417,7 +417,7 @@ mod tests {
     fn a_spawn_without_its_descriptors_is_refused() {
         let params = json!({
             "unit": "hello.service",
-            "argv": ["/bin/true"],
+            "program": berth_protocol::service_program::ServiceProgram::simple(vec!["/bin/true".into()]),
             "environment": [],
             "working_directory": "/",
             "sandbox": berth_protocol::sandbox::SandboxSpec::baseline(61200, 61200, "hello"),

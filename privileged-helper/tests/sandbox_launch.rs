@@ -19,7 +19,7 @@ use berth_helper::launch_spec::{LaunchSpec, Launched};
 use berth_helper::sandbox::launch;
 use berth_protocol::log_line::Stream;
 use berth_protocol::sandbox::{DirectoryKind, ServiceDirectory, TemporaryFileSystem};
-use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use berth_protocol::supervisor::{KillWhom, SupervisorRequest, SupervisorStatus};
 use fixture::*;
 use rustix::fs::{Mode, OFlags};
 use tempfile::TempDir;
@@ -665,6 +665,7 @@ fn signal_is_forwarded_to_main() {
 
     let reply = fx.request(&SupervisorRequest::Signal {
         signal: libc::SIGUSR1,
+        whom: KillWhom::Main,
     });
     let status = fx.wait_exit();
 
@@ -681,6 +682,7 @@ fn signal_init_cannot_forward_is_refused() {
 
     let reply = fx.request(&SupervisorRequest::Signal {
         signal: libc::SIGSTOP,
+        whom: KillWhom::Main,
     });
 
     assert!(
@@ -731,7 +733,7 @@ fn status_reports_the_pids_and_the_unit() {
     assert_eq!(status.unit, "status.service");
     assert_eq!(
         (status.supervisor_pid, status.main_pid),
-        (launched.supervisor_pid, launched.main_pid)
+        (launched.supervisor_pid, Some(launched.main_pid))
     );
     assert!(status.running && !status.stop_requested && status.exit.is_none());
     assert!(status.started_usec > 0);

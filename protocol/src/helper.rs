@@ -9,6 +9,7 @@ use zlink::introspect;
 
 use crate::idl::InterfaceBuilder;
 use crate::sandbox::{self, SandboxSpec};
+use crate::service_program::{self, ServiceProgram};
 
 pub const INTERFACE: &str = "io.berth.Helper";
 
@@ -32,13 +33,26 @@ pub const MAX_EXTENSIONS: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct SpawnParams {
     pub unit: String,
-    // `argv[0]` is the absolute path of the executable inside the image.
-    pub argv: Vec<String>,
-    // `KEY=VALUE` entries.
+    // What the run executes: Type=, the Exec*= commands, timeouts and the kill policy.
+    pub program: ServiceProgram,
+    // `KEY=VALUE` entries, for every command of the program.
     pub environment: Vec<String>,
     pub working_directory: String,
     // Everything else about the sandbox, uid and gid included.
     pub sandbox: SandboxSpec,
+    // Forward the service's output to the host's journal as well, with these fields; absent:
+    // the log file only.
+    pub journal: Option<JournalFields>,
+}
+
+/// The fields every journal entry of a service carries (besides MESSAGE=, PRIORITY=).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct JournalFields {
+    // SYSLOG_IDENTIFIER=, e.g. the executable's name.
+    pub identifier: String,
+    // PORTABLE=, the image's name.
+    pub portable: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
@@ -140,7 +154,9 @@ impl std::error::Error for HelperError {}
 /// The interface description, derived from the types above.
 pub fn description() -> String {
     let builder = InterfaceBuilder::new(INTERFACE);
-    sandbox::describe(builder)
+    let builder = service_program::describe(sandbox::describe(builder));
+    builder
+        .custom_type::<JournalFields>()
         .method::<Empty, PingReply>("Ping")
         .method::<SpawnParams, SpawnReply>("Spawn")
         .method::<MountImageParams, MountImageReply>("MountImage")

@@ -11,5 +11,6 @@ pub mod log_line;
 pub mod manager;
 pub mod names;
 pub mod sandbox;
+pub mod service_program;
 pub mod supervisor;
 pub mod syscall_groups;

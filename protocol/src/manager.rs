@@ -100,7 +100,7 @@ pub struct UnitStatus {
     // Profile and level, e.g. `default@1`.
     pub profile: String,
     pub description: Option<String>,
-    // `simple`, `exec` or `oneshot`.
+    // `simple`, `exec`, `notify`, `oneshot` or `forking`.
     pub service_type: String,
     pub exit_code: Option<i64>,
     pub exit_signal: Option<i64>,
@@ -108,6 +108,25 @@ pub struct UnitStatus {
     pub since_usec: Option<i64>,
     // Why the unit failed, when it did.
     pub failure: Option<String>,
+    // How the last run ended: `success`, `exit-code`, `signal`, `core-dump`, `timeout`,
+    // `watchdog`, `protocol`, `resources` or `start-limit-hit`.
+    pub result: Option<String>,
+    // The service's last STATUS= (sd_notify).
+    pub status_text: Option<String>,
+    // Automatic restarts (Restart=) since it was last started by request.
+    pub restarts: Option<i64>,
+    // Started when berthd starts (`berth enable`).
+    pub enabled: Option<bool>,
+    // CPU time in microseconds, memory now and at its peak in bytes, processes and threads;
+    // null without cgroup accounting.
+    pub cpu_usec: Option<i64>,
+    pub memory_current: Option<i64>,
+    pub memory_peak: Option<i64>,
+    pub tasks: Option<i64>,
+    // Output lines dropped because the log could not keep up.
+    pub log_dropped: Option<i64>,
+    // What of the unit's resource limits the host could not apply, in words.
+    pub resource_notes: Option<Vec<String>>,
 }
 
 /// One captured output line.

@@ -46,6 +46,51 @@ pub struct SandboxSpec {
     pub directories: Vec<ServiceDirectory>,
     // RemoveIPC=: the uid's SysV IPC objects and POSIX message queues go when it is released.
     pub remove_ipc: bool,
+    // MemoryMax= and the other cgroup limits of the service's own cgroup.
+    pub resources: Resources,
+    // LoadCredential=, LoadCredentialEncrypted=, SetCredential=: files on a private tmpfs at
+    // `$CREDENTIALS_DIRECTORY` (`/run/credentials/UNIT`), mode 0400, owned by the service.
+    pub credentials: Vec<Credential>,
+}
+
+/// The cgroup limits of a service, resolved to numbers by berthd (a percentage of
+/// `TasksMax=` against the host's pid limit, of `MemoryMax=` against its memory). `None` is
+/// no limit. The helper applies them on cgroup v2, or on the v1 controllers of a hybrid host,
+/// and says in the status what it could not apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    // MemoryMax=, bytes.
+    pub memory_max: Option<u64>,
+    // MemoryHigh=, bytes (v1: not available, reported).
+    pub memory_high: Option<u64>,
+    // TasksMax=, processes and threads.
+    pub tasks_max: Option<u64>,
+    // CPUQuota=, microseconds of CPU per second of wall time (200% is 2000000).
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    // CPUWeight=, 1 to 10000 (systemd's default 100).
+    pub cpu_weight: Option<u64>,
+    // IOWeight=, 1 to 10000 (systemd's default 100).
+    pub io_weight: Option<u64>,
+}
+
+/// Most credentials one service may have, and most bytes of each and of all.
+pub const MAX_CREDENTIALS: usize = 64;
+pub const MAX_CREDENTIAL_BYTES: usize = 1024 * 1024;
+
+/// One credential of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    // Its name: the file name under `$CREDENTIALS_DIRECTORY` (no `/`, not `.` or `..`).
+    pub id: String,
+    // LoadCredential=/LoadCredentialEncrypted=: an absolute host path the helper reads, only
+    // below the roots its config allows.
+    pub path: Option<String>,
+    // SetCredential=: the value itself; with `path` too, the fallback when the file is missing.
+    pub data: Option<String>,
+    // LoadCredentialEncrypted=: the file is systemd-creds ciphertext.
+    pub encrypted: bool,
 }
 
 /// Who the service runs as.
@@ -465,6 +510,8 @@ impl SandboxSpec {
             directories: Vec::new(),
             // berthd releases every dynamic uid through the helper, which removes its IPC.
             remove_ipc: true,
+            resources: Resources::default(),
+            credentials: Vec::new(),
         }
     }
 }
@@ -493,4 +540,6 @@ pub fn describe(builder: crate::idl::InterfaceBuilder) -> crate::idl::InterfaceB
         .custom_type::<IpFirewall>()
         .custom_type::<DirectoryKind>()
         .custom_type::<ServiceDirectory>()
+        .custom_type::<Resources>()
+        .custom_type::<Credential>()
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::ManagerError;
 use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::service_program::ServiceProgram;
 use berth_varlink::client::ClientError;
 
 use crate::daemon::{Manager, Shared};
@@ -197,7 +198,13 @@ pub(super) async fn spawn(
     }
     let params = SpawnParams {
         unit: plan.unit.clone(),
-        argv: argv.to_vec(),
+        // One command per spawn until the supervisor runs whole programs.
+        program: ServiceProgram {
+            service_type: plan.service_type,
+            timeout_stop_ms: 0,
+            ..ServiceProgram::simple(argv.to_vec())
+        },
+        journal: None,
         environment,
         working_directory: plan.working_directory.clone(),
         sandbox,

@@ -211,7 +211,7 @@ fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> Opti
     if status.error.is_some() {
         return None;
     }
-    u.main_pid = Some(status.main_pid);
+    u.main_pid = status.main_pid;
     if status.running {
         if u.state == UnitState::Stopped
             || u.state == UnitState::Failed
@@ -224,7 +224,7 @@ fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> Opti
                 UnitState::Running
             });
             if u.uid.is_none() {
-                u.uid = proc_uid(status.main_pid);
+                u.uid = status.main_pid.and_then(proc_uid);
             }
             if let Some(uid) = u.uid {
                 m.users.mark_in_use(uid);

@@ -17,7 +17,9 @@ pub use directives::{
     Origin, from_unit, from_unit_files, from_unit_files_over, profile_sandbox, sandbox_from,
 };
 pub use model::{
-    DEFAULT_TIMEOUT_STOP, MAX_WARNINGS_PER_UNIT, ServiceConfig, ServiceConfigError, ServiceType,
-    TIMEOUT_INFINITY, cap_warnings,
+    Credential, DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
+    DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, Dependencies, KillMode, KillPolicy,
+    MAX_WARNINGS_PER_UNIT, NotifyAccess, RestartPolicy, ServiceConfig, ServiceConfigError,
+    ServiceType, TIMEOUT_INFINITY, cap_warnings,
 };
 pub use syntax::{UnitFile, parse};

@@ -72,17 +72,46 @@ pub enum ServiceConfigError {
     },
 }
 
-/// `Type=` values berth runs.
+pub use berth_protocol::service_program::{KillMode, NotifyAccess, ServiceType};
+
+/// `TimeoutStartSec=` when the unit does not set it (systemd's `DefaultTimeoutStartSec=`).
+pub const DEFAULT_TIMEOUT_START: Duration = Duration::from_secs(90);
+/// `RestartSec=` when the unit does not set it (systemd's 100 ms).
+pub const DEFAULT_RESTART_SEC: Duration = Duration::from_millis(100);
+/// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.
+pub const DEFAULT_START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_START_LIMIT_BURST: u32 = 5;
+
+/// `Restart=`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ServiceType {
-    /// Started as soon as the process is forked (systemd's default).
+pub enum RestartPolicy {
     #[default]
-    Simple,
-    /// Started once `execve()` of the main process succeeded.
-    Exec,
-    /// Runs each `ExecStart=` to completion, in order.
-    Oneshot,
+    No,
+    OnSuccess,
+    OnFailure,
+    OnAbnormal,
+    OnWatchdog,
+    OnAbort,
+    Always,
 }
+
+/// The kill policy (`KillMode=`, `KillSignal=`, `FinalKillSignal=`, `SendSIGKILL=`,
+/// `WatchdogSignal=`); signals as numbers.
+pub use berth_protocol::service_program::KillPolicy;
+
+/// `[Unit]` dependencies, as unit names (`foo.service`), among attached units only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dependencies {
+    pub after: Vec<String>,
+    pub before: Vec<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+    pub binds_to: Vec<String>,
+}
+
+/// One `LoadCredential=`/`LoadCredentialEncrypted=`/`SetCredential=`, as the sandbox spec
+/// carries it.
+pub use berth_protocol::sandbox::Credential;
 
 /// What berthd needs to run one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +121,38 @@ pub struct ServiceConfig {
     /// `[Unit] Description=`.
     pub description: Option<String>,
     pub service_type: ServiceType,
+    pub exec_start_pre: Vec<ExecCommand>,
     /// At least one; more only for [`ServiceType::Oneshot`].
     pub exec_start: Vec<ExecCommand>,
+    pub exec_start_post: Vec<ExecCommand>,
+    pub exec_reload: Vec<ExecCommand>,
+    pub exec_stop: Vec<ExecCommand>,
+    pub exec_stop_post: Vec<ExecCommand>,
+    /// `PIDFile=`, an absolute path inside the sandbox.
+    pub pid_file: Option<String>,
+    pub remain_after_exit: bool,
     /// `Environment=`, later assignments overriding earlier ones.
     pub environment: BTreeMap<String, String>,
     /// `WorkingDirectory=`, an absolute path inside the sandbox.
     pub working_directory: Option<String>,
     /// `TimeoutStopSec=` (or `TimeoutSec=`); [`TIMEOUT_INFINITY`] for none.
     pub timeout_stop: Duration,
+    /// `TimeoutStartSec=` (or `TimeoutSec=`); [`TIMEOUT_INFINITY`] for none.
+    pub timeout_start: Duration,
+    pub restart: RestartPolicy,
+    /// `RestartSec=`.
+    pub restart_sec: Duration,
+    /// `StartLimitIntervalSec=` (`[Unit]`, or `[Service]` as systemd still accepts it); zero
+    /// turns the rate limit off.
+    pub start_limit_interval: Duration,
+    /// `StartLimitBurst=`.
+    pub start_limit_burst: u32,
+    pub kill: KillPolicy,
+    /// `NotifyAccess=`; `None` when unset (main for Type=notify, none otherwise).
+    pub notify_access: Option<NotifyAccess>,
+    /// `WatchdogSec=`; zero is off.
+    pub watchdog: Duration,
+    pub dependencies: Dependencies,
     /// The sandbox: the profile's, tightened by the unit and its drop-ins; its identity is
     /// filled at each start.
     pub sandbox: SandboxSpec,

@@ -6,6 +6,7 @@
 //! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
 
 mod image;
+mod program;
 mod release;
 mod sandbox;
 
@@ -46,11 +47,9 @@ impl FloorPolicy {
     /// Checks a spawn request's fields and turns it into a [`LaunchSpec`].
     pub fn check_spawn(&self, params: SpawnParams) -> Result<LaunchSpec, Refusal> {
         check_unit_name(&params.unit)?;
-        if params.argv.is_empty() || params.argv.len() > MAX_ARGS {
-            return Err(refuse("argv", format!("must have 1 to {MAX_ARGS} entries")));
-        }
-        if !params.argv[0].starts_with('/') {
-            return Err(refuse("argv", "argv[0] must be an absolute path"));
+        let mut total = program::check_program(&params.program)?;
+        if let Some(journal) = &params.journal {
+            program::check_journal(journal)?;
         }
         if params.environment.len() > MAX_ENV {
             return Err(refuse(
@@ -69,11 +68,9 @@ impl FloorPolicy {
             return Err(refuse("working_directory", "must be absolute"));
         }
         let fields = [
-            ("argv", &params.argv),
             ("environment", &params.environment),
             ("working_directory", &vec![params.working_directory.clone()]),
         ];
-        let mut total = 0usize;
         for (field, strings) in fields {
             for s in strings {
                 if s.contains('\0') {
@@ -83,12 +80,13 @@ impl FloorPolicy {
             }
         }
         if total > MAX_REQUEST_BYTES {
-            return Err(refuse("argv", "request too large"));
+            return Err(refuse("program", "request too large"));
         }
         let sandbox = self.check_sandbox(params.sandbox)?;
         Ok(LaunchSpec {
             unit: params.unit,
-            argv: params.argv,
+            program: params.program,
+            journal: params.journal,
             environment: params.environment,
             working_directory: params.working_directory,
             sandbox,
@@ -264,14 +262,16 @@ fn id_in_database(path: &Path, id: u32) -> bool {
 mod tests {
     use super::*;
     use berth_protocol::sandbox::SandboxSpec;
+    use berth_protocol::service_program::ServiceProgram;
 
     fn spawn_params() -> SpawnParams {
         SpawnParams {
             unit: "hello.service".into(),
-            argv: vec!["/bin/sh".into()],
+            program: ServiceProgram::simple(vec!["/bin/sh".into()]),
             environment: vec!["PATH=/bin".into()],
             working_directory: "/".into(),
             sandbox: SandboxSpec::baseline(61200, 61200, "hello"),
+            journal: None,
         }
     }
 
@@ -338,11 +338,11 @@ mod tests {
         let policy = policy_with_database(dir.path(), "");
 
         let refusal = policy.check_spawn(SpawnParams {
-            argv: vec!["sh".into()],
+            program: ServiceProgram::simple(vec!["sh".into()]),
             ..spawn_params()
         });
 
-        assert_eq!(refusal.unwrap_err().field, "argv");
+        assert_eq!(refusal.unwrap_err().field, "program.exec_start");
     }
 
     #[test]

@@ -173,6 +173,35 @@ impl ServiceCgroup {
         })
     }
 
+    /// The host pids of every process in the cgroup (read by descriptor, so it works after the
+    /// supervisor gave up root: `cgroup.procs` is readable by all).
+    pub(crate) fn pids(&self) -> io::Result<Vec<u32>> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            c"cgroup.procs",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let text = io::read_to_string(std::fs::File::from(fd))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Sends `signal` to every process in the cgroup; returns how many it reached. Processes
+    /// forked meanwhile may escape one round; callers that must end everything repeat it (or
+    /// end the pid namespace, which the kernel then empties).
+    pub(crate) fn signal_all(&self, signal: i32) -> io::Result<usize> {
+        let mut reached = 0;
+        for pid in self.pids()? {
+            let Ok(pid) = libc::pid_t::try_from(pid) else {
+                continue;
+            };
+            if super::sys::kill(pid, signal).is_ok() {
+                reached += 1;
+            }
+        }
+        Ok(reached)
+    }
+
     /// Removes the cgroup, waiting briefly for the last processes to leave it.
     pub(crate) fn remove(&self) -> Result<(), CgroupError> {
         let mut attempt = 0;

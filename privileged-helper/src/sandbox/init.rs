@@ -221,11 +221,11 @@ fn setup(
         )
     })?;
 
-    let path_str = spec.argv.first().cloned().unwrap_or_default();
+    let main_argv = spec.main_argv();
+    let path_str = main_argv.first().cloned().unwrap_or_default();
     Ok(Exec {
         path: cstring(&path_str, "argv[0]")?,
-        argv: spec
-            .argv
+        argv: main_argv
             .iter()
             .map(|a| cstring(a, "argv"))
             .collect::<Result<_, _>>()?,

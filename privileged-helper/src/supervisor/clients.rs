@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use berth_protocol::supervisor::{KillWhom, SupervisorRequest, SupervisorStatus};
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketFlags};
 
@@ -136,6 +136,20 @@ impl Supervisor {
         self.clients[i].flush();
     }
 
+    /// Sends `signal` to every process of the service's cgroup (init included: it is in it).
+    fn signal_all(&self, signal: i32) -> SupervisorStatus {
+        if self.init.is_none() {
+            return self.status(Some("the service is not running".into()));
+        }
+        let Some(cgroup) = &self.cgroup else {
+            return self.status(Some("the service has no cgroup to signal".into()));
+        };
+        match cgroup.signal_all(signal) {
+            Ok(_) => self.status(None),
+            Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
+        }
+    }
+
     fn handle(&mut self, line: &[u8], fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
         let request = match serde_json::from_slice::<SupervisorRequest>(line) {
             Ok(request) => request,
@@ -160,9 +174,12 @@ impl Supervisor {
                 }
                 self.status(None)
             }
-            SupervisorRequest::Signal { signal } => {
+            SupervisorRequest::Signal { signal, whom } => {
                 if !(1..=sys::SIGNAL_MAX).contains(&signal) {
                     return self.status(Some(format!("invalid signal {signal}")));
+                }
+                if whom == KillWhom::All {
+                    return self.signal_all(signal);
                 }
                 // Init (PID 1) ignores what it does not forward, except SIGSTOP, which would
                 // freeze init alone; SIGKILL is allowed and ends the whole sandbox.
@@ -180,6 +197,9 @@ impl Supervisor {
                 }
             }
             SupervisorRequest::ReplaceLog => self.replace_log(fds),
+            SupervisorRequest::Reload => {
+                self.status(Some("this supervisor cannot reload services yet".into()))
+            }
             SupervisorRequest::Release => {
                 if self.init.is_some() {
                     return self.status(Some("the service is still running; stop it first".into()));

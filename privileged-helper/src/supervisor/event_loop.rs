@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use berth_protocol::log_line::Stream;
-use berth_protocol::supervisor::{ExitStatus, SupervisorStatus};
+use berth_protocol::supervisor::{ExitStatus, Phase, SupervisorStatus};
 
 use super::clients::Client;
 use super::control_socket::ControlSocket;
@@ -96,12 +96,25 @@ impl Supervisor {
         SupervisorStatus {
             unit: self.unit.clone(),
             supervisor_pid: self.pid,
-            main_pid: self.main_pid,
+            main_pid: Some(self.main_pid),
             running: self.init.is_some(),
             stop_requested: self.stop_requested,
             exit: self.exit,
             started_usec: self.started_usec,
             error,
+            phase: match (self.init.is_some(), self.stop_requested) {
+                (true, false) => Phase::Running,
+                (true, true) => Phase::StopSigterm,
+                (false, _) => Phase::Dead,
+            },
+            result: None,
+            failure: None,
+            status_text: None,
+            notify_errno: None,
+            reloads: 0,
+            last_reload_ok: None,
+            accounting: None,
+            log_dropped: 0,
         }
     }
 

@@ -13,12 +13,14 @@ mod service;
 mod unit;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use berth_protocol::sandbox::SandboxSpec;
 
 use super::model::{
-    DEFAULT_TIMEOUT_STOP, MAX_WARNINGS_PER_UNIT, ServiceConfig, ServiceConfigError, ServiceType,
-    cap_warnings,
+    DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
+    DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, Dependencies, KillPolicy, MAX_WARNINGS_PER_UNIT,
+    RestartPolicy, ServiceConfig, ServiceConfigError, ServiceType, cap_warnings,
 };
 use super::specifiers::resolve_specifiers;
 use super::syntax::{Assignment, UnitFile};
@@ -68,10 +70,26 @@ pub fn from_unit_files_over(
             name: name.to_owned(),
             description: None,
             service_type: ServiceType::default(),
+            exec_start_pre: Vec::new(),
             exec_start: Vec::new(),
+            exec_start_post: Vec::new(),
+            exec_reload: Vec::new(),
+            exec_stop: Vec::new(),
+            exec_stop_post: Vec::new(),
+            pid_file: None,
+            remain_after_exit: false,
             environment: BTreeMap::new(),
             working_directory: None,
             timeout_stop: DEFAULT_TIMEOUT_STOP,
+            timeout_start: DEFAULT_TIMEOUT_START,
+            restart: RestartPolicy::default(),
+            restart_sec: DEFAULT_RESTART_SEC,
+            start_limit_interval: DEFAULT_START_LIMIT_INTERVAL,
+            start_limit_burst: DEFAULT_START_LIMIT_BURST,
+            kill: KillPolicy::default(),
+            notify_access: None,
+            watchdog: Duration::ZERO,
+            dependencies: Dependencies::default(),
             sandbox: profile.clone(),
             warnings: Vec::new(),
         },
