@@ -12,5 +12,6 @@ pub mod manager;
 pub mod names;
 pub mod sandbox;
 pub mod service_program;
+pub mod signal_names;
 pub mod supervisor;
 pub mod syscall_groups;

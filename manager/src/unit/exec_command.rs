@@ -19,12 +19,9 @@ pub enum ExecCommandError {
     /// The words could not be split (bad quoting or escapes).
     #[error("cannot split command line into words: {0}")]
     SplitWords(#[source] UnitFileError),
-    /// `+`, `!` or `!!`: the command would run with privileges; berth never does that.
-    #[error(
-        "prefix '{prefix}' asks to run the command with privileges, which berth refuses: \
-         services always run in their sandbox"
-    )]
-    PrivilegedPrefixRefused { prefix: String },
+    /// Two of `+`, `!` and `!!`, which systemd refuses too.
+    #[error("prefixes '+', '!' and '!!' exclude each other")]
+    ConflictingPrivilegePrefixes,
     /// `|`: run through the user's shell, not supported.
     #[error("prefix '|' (run via the shell) is not supported yet")]
     ShellPrefixUnsupported,
@@ -54,6 +51,9 @@ pub struct ExecCommand {
     pub ignore_failure: bool,
     /// `:` prefix: no `$VAR` substitution.
     pub no_env_expansion: bool,
+    /// `+`, `!` or `!!` as written: the command asks for privileges. berth grants none (every
+    /// command runs in the service's sandbox), and the unit's reader warns about it.
+    pub privileged_prefix: Option<&'static str>,
 }
 
 /// Parses one command line value (not an empty assignment: that is a reset, handled by the
@@ -68,6 +68,7 @@ pub fn parse(value: &str) -> Result<ExecCommand, ExecCommandError> {
     let mut ignore_failure = false;
     let mut separate_argv0 = false;
     let mut no_env_expansion = false;
+    let mut privileged_prefix = None;
     let mut rest = first.as_str();
     // Each prefix may appear once, in any order; a repeated one ends the prefix run and so
     // makes the path relative, which is then refused.
@@ -81,14 +82,15 @@ pub fn parse(value: &str) -> Result<ExecCommand, ExecCommandError> {
         } else if let Some(r) = rest.strip_prefix(':').filter(|_| !no_env_expansion) {
             no_env_expansion = true;
             rest = r;
-        } else if rest.starts_with("!!") {
-            return Err(ExecCommandError::PrivilegedPrefixRefused {
-                prefix: "!!".to_owned(),
-            });
-        } else if let Some(prefix @ ('+' | '!')) = rest.chars().next() {
-            return Err(ExecCommandError::PrivilegedPrefixRefused {
-                prefix: prefix.to_string(),
-            });
+        } else if let Some((prefix, r)) = ["!!", "!", "+"]
+            .into_iter()
+            .find_map(|p| rest.strip_prefix(p).map(|r| (p, r)))
+        {
+            if privileged_prefix.is_some() {
+                return Err(ExecCommandError::ConflictingPrivilegePrefixes);
+            }
+            privileged_prefix = Some(prefix);
+            rest = r;
         } else if rest.starts_with('|') {
             return Err(ExecCommandError::ShellPrefixUnsupported);
         } else {
@@ -112,6 +114,7 @@ pub fn parse(value: &str) -> Result<ExecCommand, ExecCommandError> {
         argv,
         ignore_failure,
         no_env_expansion,
+        privileged_prefix,
     })
 }
 
@@ -221,6 +224,7 @@ mod tests {
                 argv: vec!["/usr/bin/hello".into(), "--name".into(), "big world".into()],
                 ignore_failure: false,
                 no_env_expansion: false,
+                privileged_prefix: None,
             }
         );
     }
@@ -277,25 +281,24 @@ mod tests {
     }
 
     #[test]
-    fn plus_prefix_is_refused() {
-        assert_eq!(
-            parse("+/bin/sh"),
-            Err(ExecCommandError::PrivilegedPrefixRefused { prefix: "+".into() })
-        );
+    fn privilege_prefixes_are_recorded_and_the_command_kept() {
+        for (line, prefix) in [("+/bin/sh", "+"), ("!/bin/sh", "!"), ("-!!/bin/sh", "!!")] {
+            let cmd = parse(line).unwrap();
+
+            assert_eq!(cmd.privileged_prefix, Some(prefix), "{line}");
+            assert_eq!(cmd.path, "/bin/sh", "{line}");
+        }
     }
 
     #[test]
-    fn bang_prefixes_are_refused() {
-        assert_eq!(
-            parse("!/bin/sh"),
-            Err(ExecCommandError::PrivilegedPrefixRefused { prefix: "!".into() })
-        );
-        assert_eq!(
-            parse("-!!/bin/sh"),
-            Err(ExecCommandError::PrivilegedPrefixRefused {
-                prefix: "!!".into()
-            })
-        );
+    fn two_privilege_prefixes_are_refused() {
+        for line in ["+!/bin/sh", "!+/bin/sh", "!!+/bin/sh", "++/bin/sh"] {
+            assert_eq!(
+                parse(line),
+                Err(ExecCommandError::ConflictingPrivilegePrefixes),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -41,12 +41,20 @@ pub enum ServiceConfigError {
         line: usize,
         value: String,
     },
-    #[error("{unit}:{line}: invalid ExecStart=: {source}")]
-    ExecStart {
+    #[error("{unit}:{line}: invalid {key}=: {source}")]
+    Exec {
         unit: String,
         line: usize,
+        key: String,
         #[source]
         source: ExecCommandError,
+    },
+    #[error("{unit}:{line}: more than {max} {key}= commands")]
+    TooManyCommands {
+        unit: String,
+        line: usize,
+        key: String,
+        max: usize,
     },
     #[error("{unit}:{line}: invalid Environment=: {source}")]
     Environment {

@@ -99,10 +99,11 @@ pub fn from_unit_files_over(
         builder.source = (*label).to_owned();
         for section in unit.sections() {
             match section.name.as_str() {
-                "Unit" => section
-                    .assignments
-                    .iter()
-                    .for_each(|a| builder.unit_directive(a)),
+                "Unit" => {
+                    for a in &section.assignments {
+                        builder.unit_directive(a)?;
+                    }
+                }
                 "Service" => {
                     for a in &section.assignments {
                         builder.service_directive(a)?;

@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use berth_protocol::service_program::{MAX_COMMANDS, MAX_PID_FILE_BYTES};
+use berth_protocol::signal_names::signal_number;
+
 use super::super::exec_command;
 use super::super::model::{
-    DEFAULT_TIMEOUT_STOP, ServiceConfigError, ServiceType, TIMEOUT_INFINITY,
+    DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
+    DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, KillMode, KillPolicy, NotifyAccess, RestartPolicy,
+    ServiceConfigError, ServiceType, TIMEOUT_INFINITY,
 };
 use super::super::syntax::{self, Assignment};
 use super::super::values::{parse_boolean, parse_timespan};
@@ -15,46 +20,63 @@ impl Builder {
     pub(super) fn service_directive(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
         match a.key.as_str() {
             "Type" => self.config.service_type = self.service_type(a)?,
-            "ExecStart" => {
-                if a.value.is_empty() {
-                    self.config.exec_start.clear();
-                } else {
-                    let value = self.specifiers(a, "Service", true);
-                    let exec_start_error = |source| ServiceConfigError::ExecStart {
-                        unit: self.unit(),
-                        line: a.line,
-                        source,
-                    };
-                    let command = exec_command::parse(&value).map_err(exec_start_error)?;
-                    if command.argv.first() != Some(&command.path) {
-                        return Err(exec_start_error(
-                            exec_command::ExecCommandError::SeparateArgv0Unsupported,
-                        ));
-                    }
-                    self.config.exec_start.push(command);
-                }
+            key @ ("ExecStartPre" | "ExecStart" | "ExecStartPost" | "ExecReload" | "ExecStop"
+            | "ExecStopPost") => self.exec_command(key, a)?,
+            "PIDFile" => self.pid_file(a)?,
+            "RemainAfterExit" => self.config.remain_after_exit = self.boolean(a, false)?,
+            "TimeoutStartSec" => {
+                self.config.timeout_start = self.timeout(a, DEFAULT_TIMEOUT_START)?;
             }
-            "Environment" => self.environment(a)?,
-            "WorkingDirectory" => self.working_directory(a)?,
-            "TimeoutStopSec" | "TimeoutSec" => {
-                self.config.timeout_stop = if a.value.is_empty() {
-                    DEFAULT_TIMEOUT_STOP
-                } else {
-                    match parse_timespan(&a.value) {
-                        // systemd: 0 disables the timeout, like infinity.
-                        Some(Duration::ZERO) => TIMEOUT_INFINITY,
-                        Some(span) => span,
-                        None => return Err(self.invalid_value(a, "a time span")),
+            "TimeoutStopSec" => self.config.timeout_stop = self.timeout(a, DEFAULT_TIMEOUT_STOP)?,
+            "TimeoutSec" => {
+                // systemd: both at once; an empty value restores both defaults.
+                self.config.timeout_start = self.timeout(a, DEFAULT_TIMEOUT_START)?;
+                self.config.timeout_stop = self.timeout(a, DEFAULT_TIMEOUT_STOP)?;
+            }
+            "Restart" => self.config.restart = self.restart(a)?,
+            "RestartSec" => {
+                self.config.restart_sec = match a.value.as_str() {
+                    "" => DEFAULT_RESTART_SEC,
+                    value => {
+                        parse_timespan(value).ok_or_else(|| self.invalid_value(a, "a time span"))?
                     }
                 };
             }
-            // Parsed so that a bad value is still an error; the exited state is not kept yet.
-            "RemainAfterExit" if !a.value.is_empty() => {
-                if parse_boolean(&a.value).ok_or_else(|| self.invalid_value(a, "a boolean"))? {
-                    self.warn_not_supported(a, "Service");
-                }
+            // systemd still reads the old [Service] spellings; they moved to [Unit].
+            "StartLimitInterval" => self.start_limit_interval(a)?,
+            "StartLimitBurst" => self.start_limit_burst(a)?,
+            "StartLimitIntervalSec" => self.warn(
+                a,
+                "Service",
+                "belongs in [Unit] (systemd ignores it in [Service] too), ignored",
+            ),
+            "KillMode" => self.kill_mode(a)?,
+            "KillSignal" => {
+                self.config.kill.signal = self.signal(a, KillPolicy::default().signal)?
             }
-            "RemainAfterExit" => {}
+            "FinalKillSignal" => {
+                self.config.kill.final_signal =
+                    self.signal(a, KillPolicy::default().final_signal)?;
+            }
+            "WatchdogSignal" => {
+                self.config.kill.watchdog_signal =
+                    self.signal(a, KillPolicy::default().watchdog_signal)?;
+            }
+            "SendSIGKILL" => self.config.kill.send_sigkill = self.boolean(a, true)?,
+            "NotifyAccess" => self.config.notify_access = self.notify_access(a)?,
+            "WatchdogSec" => {
+                self.config.watchdog = match a.value.as_str() {
+                    "" => Duration::ZERO,
+                    // systemd: infinity turns the watchdog off, as 0 does.
+                    value => match parse_timespan(value) {
+                        Some(TIMEOUT_INFINITY) => Duration::ZERO,
+                        Some(span) => span,
+                        None => return Err(self.invalid_value(a, "a time span")),
+                    },
+                };
+            }
+            "Environment" => self.environment(a)?,
+            "WorkingDirectory" => self.working_directory(a)?,
             key if key.starts_with("X-") => {}
             // The sandbox's table reads these (see `sandbox_from`).
             key if is_sandbox_directive(key) => {}
@@ -82,20 +104,201 @@ impl Builder {
         match a.value.as_str() {
             "" | "simple" => Ok(ServiceType::Simple),
             "exec" => Ok(ServiceType::Exec),
+            "notify" => Ok(ServiceType::Notify),
             "oneshot" => Ok(ServiceType::Oneshot),
-            "forking" | "notify" | "notify-reload" | "dbus" | "idle" => {
-                Err(ServiceConfigError::UnsupportedType {
-                    unit: self.unit(),
-                    line: a.line,
-                    value: a.value.clone(),
-                })
-            }
+            "forking" => Ok(ServiceType::Forking),
+            "notify-reload" | "dbus" | "idle" => Err(ServiceConfigError::UnsupportedType {
+                unit: self.unit(),
+                line: a.line,
+                value: a.value.clone(),
+            }),
             other => Err(ServiceConfigError::UnknownType {
                 unit: self.unit(),
                 line: a.line,
                 value: shorten(other),
             }),
         }
+    }
+
+    /// One of the `Exec*=` lists: each assignment appends a command, an empty one empties it.
+    fn exec_command(&mut self, key: &str, a: &Assignment) -> Result<(), ServiceConfigError> {
+        if a.value.is_empty() {
+            self.exec_list(key).clear();
+            return Ok(());
+        }
+        let value = self.specifiers(a, "Service", true);
+        let error = |source| ServiceConfigError::Exec {
+            unit: self.unit(),
+            line: a.line,
+            key: key.to_owned(),
+            source,
+        };
+        let command = exec_command::parse(&value).map_err(error)?;
+        if command.argv.first() != Some(&command.path) {
+            return Err(error(
+                exec_command::ExecCommandError::SeparateArgv0Unsupported,
+            ));
+        }
+        if let Some(prefix) = command.privileged_prefix {
+            let what = format!(
+                "prefix '{prefix}' asks for privileges, which berth never grants: the command \
+                 runs in the service's sandbox like every other"
+            );
+            self.warn(a, "Service", &what);
+        }
+        let list = self.exec_list(key);
+        if list.len() >= MAX_COMMANDS {
+            return Err(ServiceConfigError::TooManyCommands {
+                unit: self.unit(),
+                line: a.line,
+                key: key.to_owned(),
+                max: MAX_COMMANDS,
+            });
+        }
+        list.push(command);
+        Ok(())
+    }
+
+    fn exec_list(&mut self, key: &str) -> &mut Vec<exec_command::ExecCommand> {
+        let config = &mut self.config;
+        match key {
+            "ExecStartPre" => &mut config.exec_start_pre,
+            "ExecStartPost" => &mut config.exec_start_post,
+            "ExecReload" => &mut config.exec_reload,
+            "ExecStop" => &mut config.exec_stop,
+            "ExecStopPost" => &mut config.exec_stop_post,
+            _ => &mut config.exec_start,
+        }
+    }
+
+    /// `PIDFile=`: absolute, or relative to `/run` (systemd.service(5)); `/var/run/` is read as
+    /// `/run/`, as systemd does.
+    fn pid_file(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
+        if a.value.is_empty() {
+            self.config.pid_file = None;
+            return Ok(());
+        }
+        let value = self.specifiers(a, "Service", false);
+        let path = if value.starts_with('/') {
+            value
+        } else {
+            format!("/run/{value}")
+        };
+        let path = match path.strip_prefix("/var/run/") {
+            Some(rest) => format!("/run/{rest}"),
+            None => path,
+        };
+        let normalized = path
+            .strip_prefix('/')
+            .is_some_and(|p| p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+        if !normalized || path.len() > MAX_PID_FILE_BYTES || path.contains('\0') {
+            return Err(self.invalid_value(a, "a normalized path"));
+        }
+        self.config.pid_file = Some(path);
+        Ok(())
+    }
+
+    fn boolean(&self, a: &Assignment, default: bool) -> Result<bool, ServiceConfigError> {
+        if a.value.is_empty() {
+            return Ok(default);
+        }
+        parse_boolean(&a.value).ok_or_else(|| self.invalid_value(a, "a boolean"))
+    }
+
+    /// `TimeoutStartSec=`/`TimeoutStopSec=`: 0 and `infinity` turn the timeout off; empty is
+    /// `default`.
+    fn timeout(&self, a: &Assignment, default: Duration) -> Result<Duration, ServiceConfigError> {
+        if a.value.is_empty() {
+            return Ok(default);
+        }
+        match parse_timespan(&a.value) {
+            Some(Duration::ZERO) => Ok(TIMEOUT_INFINITY),
+            Some(span) => Ok(span),
+            None => Err(self.invalid_value(a, "a time span")),
+        }
+    }
+
+    fn restart(&self, a: &Assignment) -> Result<RestartPolicy, ServiceConfigError> {
+        Ok(match a.value.as_str() {
+            "" | "no" => RestartPolicy::No,
+            "on-success" => RestartPolicy::OnSuccess,
+            "on-failure" => RestartPolicy::OnFailure,
+            "on-abnormal" => RestartPolicy::OnAbnormal,
+            "on-watchdog" => RestartPolicy::OnWatchdog,
+            "on-abort" => RestartPolicy::OnAbort,
+            "always" => RestartPolicy::Always,
+            _ => {
+                return Err(self.invalid_value(
+                    a,
+                    "one of no, on-success, on-failure, on-abnormal, on-watchdog, on-abort, \
+                     always",
+                ));
+            }
+        })
+    }
+
+    /// `StartLimitIntervalSec=` (and its old spelling): 0 turns the rate limit off.
+    pub(super) fn start_limit_interval(
+        &mut self,
+        a: &Assignment,
+    ) -> Result<(), ServiceConfigError> {
+        self.config.start_limit_interval = match a.value.as_str() {
+            "" => DEFAULT_START_LIMIT_INTERVAL,
+            value => parse_timespan(value).ok_or_else(|| self.invalid_value(a, "a time span"))?,
+        };
+        Ok(())
+    }
+
+    pub(super) fn start_limit_burst(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
+        self.config.start_limit_burst = match a.value.as_str() {
+            "" => DEFAULT_START_LIMIT_BURST,
+            value => value
+                .parse::<u32>()
+                .map_err(|_| self.invalid_value(a, "an unsigned number"))?,
+        };
+        Ok(())
+    }
+
+    fn kill_mode(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
+        self.config.kill.mode = match a.value.as_str() {
+            "" | "control-group" => KillMode::ControlGroup,
+            "mixed" => KillMode::Mixed,
+            "process" => KillMode::Process,
+            "none" => {
+                // systemd warns about it too: berth cannot stop what it does not signal, so
+                // the rest of the service goes only when its sandbox ends.
+                self.warn(
+                    a,
+                    "Service",
+                    "none is unsafe: processes of the service are not signalled on stop and \
+                     are killed only when its sandbox ends",
+                );
+                KillMode::None
+            }
+            _ => {
+                return Err(self.invalid_value(a, "one of control-group, mixed, process, none"));
+            }
+        };
+        Ok(())
+    }
+
+    fn signal(&self, a: &Assignment, default: i32) -> Result<i32, ServiceConfigError> {
+        if a.value.is_empty() {
+            return Ok(default);
+        }
+        signal_number(&a.value)
+            .ok_or_else(|| self.invalid_value(a, "a signal name (SIGTERM, TERM) or number"))
+    }
+
+    fn notify_access(&self, a: &Assignment) -> Result<Option<NotifyAccess>, ServiceConfigError> {
+        Ok(Some(match a.value.as_str() {
+            "" => return Ok(None),
+            "none" => NotifyAccess::None,
+            "main" => NotifyAccess::Main,
+            "exec" => NotifyAccess::Exec,
+            "all" => NotifyAccess::All,
+            _ => return Err(self.invalid_value(a, "one of none, main, exec, all")),
+        }))
     }
 
     fn environment(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
@@ -171,25 +374,15 @@ const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     // systemd.service(5)
     "ExitType",
     "GuessMainPID",
-    "PIDFile",
     "BusName",
-    "ExecStartPre",
-    "ExecStartPost",
     "ExecCondition",
-    "ExecReload",
-    "ExecStop",
-    "ExecStopPost",
-    "RestartSec",
     "RestartSteps",
     "RestartMaxDelaySec",
-    "TimeoutStartSec",
     "TimeoutAbortSec",
     "TimeoutStartFailureMode",
     "TimeoutStopFailureMode",
     "RuntimeMaxSec",
     "RuntimeRandomizedExtraSec",
-    "WatchdogSec",
-    "Restart",
     "RestartMode",
     "SuccessExitStatus",
     "RestartPreventExitStatus",
@@ -197,7 +390,6 @@ const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     "RootDirectoryStartOnly",
     "PermissionsStartOnly",
     "NonBlocking",
-    "NotifyAccess",
     "Sockets",
     "FileDescriptorStoreMax",
     "FileDescriptorStorePreserve",
@@ -206,9 +398,6 @@ const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     "OOMPolicy",
     "OpenFile",
     "ReloadSignal",
-    "StartLimitIntervalSec",
-    "StartLimitInterval",
-    "StartLimitBurst",
     "StartLimitAction",
     "FailureAction",
     "RebootArgument",
@@ -360,13 +549,8 @@ const KNOWN_SERVICE_DIRECTIVES: &[&str] = &[
     "UtmpIdentifier",
     "UtmpMode",
     // systemd.kill(5)
-    "KillMode",
-    "KillSignal",
     "RestartKillSignal",
     "SendSIGHUP",
-    "SendSIGKILL",
-    "FinalKillSignal",
-    "WatchdogSignal",
     // systemd.resource-control(5)
     "CPUAccounting",
     "CPUWeight",
@@ -444,7 +628,9 @@ mod tests {
     use super::super::test_support::*;
     use crate::unit::exec_command::ExecCommandError;
     use crate::unit::model::{
-        DEFAULT_TIMEOUT_STOP, ServiceConfigError, ServiceType, TIMEOUT_INFINITY,
+        DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_INTERVAL, DEFAULT_TIMEOUT_START,
+        DEFAULT_TIMEOUT_STOP, KillMode, KillPolicy, NotifyAccess, RestartPolicy,
+        ServiceConfigError, ServiceType, TIMEOUT_INFINITY,
     };
 
     #[test]
@@ -505,18 +691,34 @@ mod tests {
     }
 
     #[test]
+    fn notify_and_forking_types_are_supported() {
+        assert_eq!(
+            with_service("Type=notify\n").service_type,
+            ServiceType::Notify
+        );
+        assert_eq!(
+            with_service("Type=forking\n").service_type,
+            ServiceType::Forking
+        );
+        assert_eq!(
+            with_service("Type=oneshot\nType=\n").service_type,
+            ServiceType::Simple
+        );
+    }
+
+    #[test]
     fn unsupported_type_is_a_clear_error() {
-        let err = config("[Service]\nType=notify\nExecStart=/bin/a\n").unwrap_err();
+        let err = config("[Service]\nType=dbus\nExecStart=/bin/a\n").unwrap_err();
 
         assert!(
-            matches!(&err, ServiceConfigError::UnsupportedType { line: 2, value, .. } if value == "notify")
+            matches!(&err, ServiceConfigError::UnsupportedType { line: 2, value, .. } if value == "dbus")
         );
-        assert!(err.to_string().contains("Type=notify is not supported yet"));
+        assert!(err.to_string().contains("Type=dbus is not supported yet"));
     }
 
     #[test]
     fn every_unsupported_type_is_distinguished_from_unknown() {
-        for ty in ["forking", "notify", "notify-reload", "dbus", "idle"] {
+        for ty in ["notify-reload", "dbus", "idle"] {
             let result = config(&format!("[Service]\nType={ty}\nExecStart=/bin/a\n"));
 
             assert!(
@@ -537,24 +739,141 @@ mod tests {
     }
 
     #[test]
-    fn privileged_exec_start_is_refused_with_its_line() {
-        let result = config("[Service]\n\nExecStart=+/bin/sh\n");
+    fn privileged_prefix_runs_sandboxed_with_a_warning_naming_its_line() {
+        let cfg = config("[Service]\n\nExecStart=+/bin/sh\nExecStopPost=!!/bin/x\n").unwrap();
 
-        assert!(matches!(
-            result,
-            Err(ServiceConfigError::ExecStart {
-                line: 3,
-                source: ExecCommandError::PrivilegedPrefixRefused { .. },
-                ..
-            })
-        ));
+        assert_eq!(cfg.exec_start[0].path, "/bin/sh");
+        assert_eq!(cfg.exec_stop_post[0].path, "/bin/x");
+        assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+        assert!(
+            cfg.warnings[0].starts_with("hello.service:3: [Service] ExecStart= prefix '+'"),
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(
+            cfg.warnings[1].contains("prefix '!!'"),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     #[test]
     fn relative_exec_start_is_refused() {
         let result = config("[Service]\nExecStart=hello\n");
 
-        assert!(matches!(result, Err(ServiceConfigError::ExecStart { .. })));
+        assert!(matches!(result, Err(ServiceConfigError::Exec { .. })));
+    }
+
+    #[test]
+    fn every_exec_list_is_read_in_order_with_its_prefixes() {
+        let cfg = with_service(
+            "ExecStartPre=/bin/pre1\nExecStartPre=-/bin/pre2 x\nExecStartPost=/bin/post\n\
+             ExecReload=/bin/kill -HUP $MAINPID\nExecStop=/bin/stop\nExecStopPost=-/bin/clean\n",
+        );
+
+        let paths = |list: &[crate::unit::exec_command::ExecCommand]| {
+            list.iter().map(|c| c.path.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(paths(&cfg.exec_start_pre), ["/bin/pre1", "/bin/pre2"]);
+        assert!(!cfg.exec_start_pre[0].ignore_failure);
+        assert!(cfg.exec_start_pre[1].ignore_failure);
+        assert_eq!(paths(&cfg.exec_start_post), ["/bin/post"]);
+        assert_eq!(cfg.exec_reload[0].argv, ["/bin/kill", "-HUP", "$MAINPID"]);
+        assert_eq!(paths(&cfg.exec_stop), ["/bin/stop"]);
+        assert!(cfg.exec_stop_post[0].ignore_failure);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn an_empty_exec_assignment_empties_only_its_list() {
+        let cfg =
+            with_service("ExecStop=/bin/a\nExecStopPost=/bin/c\nExecStop=\nExecStop=/bin/b\n");
+
+        assert_eq!(cfg.exec_stop.len(), 1);
+        assert_eq!(cfg.exec_stop[0].path, "/bin/b");
+        assert_eq!(cfg.exec_stop_post.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_exec_line_names_its_directive_and_line() {
+        let err = config("[Service]\nExecStart=/bin/a\nExecStopPost=relative\n").unwrap_err();
+
+        assert!(matches!(
+            &err,
+            ServiceConfigError::Exec { line: 3, key, source: ExecCommandError::RelativePath { .. }, .. }
+                if key == "ExecStopPost"
+        ));
+        assert!(
+            err.to_string()
+                .starts_with("hello.service:3: invalid ExecStopPost="),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_exec_list_is_bounded() {
+        let lines = "ExecStartPre=/bin/true\n".repeat(33);
+
+        let result = config(&format!("[Service]\nExecStart=/bin/a\n{lines}"));
+
+        assert!(matches!(
+            result,
+            Err(ServiceConfigError::TooManyCommands {
+                line: 35,
+                max: 32,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn pid_file_is_absolute_or_under_run() {
+        assert_eq!(
+            with_service("PIDFile=/run/hello.pid\n").pid_file.as_deref(),
+            Some("/run/hello.pid")
+        );
+        assert_eq!(
+            with_service("PIDFile=hello/main.pid\n").pid_file.as_deref(),
+            Some("/run/hello/main.pid")
+        );
+        assert_eq!(
+            with_service("PIDFile=/var/run/hello.pid\n")
+                .pid_file
+                .as_deref(),
+            Some("/run/hello.pid")
+        );
+        assert_eq!(with_service("PIDFile=/x\nPIDFile=\n").pid_file, None);
+    }
+
+    #[test]
+    fn pid_file_specifiers_are_resolved() {
+        let unit = crate::unit::syntax::parse("[Service]\nExecStart=/bin/a\nPIDFile=/run/%i.pid\n")
+            .unwrap();
+
+        let cfg = crate::unit::from_unit("web@blue.service", &unit).unwrap();
+
+        assert_eq!(cfg.pid_file.as_deref(), Some("/run/blue.pid"));
+    }
+
+    #[test]
+    fn an_unnormalized_or_huge_pid_file_is_an_error() {
+        let huge = format!("PIDFile=/run/{}\n", "x".repeat(5000));
+        for line in [
+            "PIDFile=/run/../etc/passwd\n",
+            "PIDFile=/run//x\n",
+            "PIDFile=/run/\n",
+            &huge,
+        ] {
+            let result = config(&format!("[Service]\nExecStart=/bin/a\n{line}"));
+
+            assert!(
+                matches!(
+                    result,
+                    Err(ServiceConfigError::InvalidValue { line: 3, .. })
+                ),
+                "{line}: {result:?}"
+            );
+        }
     }
 
     #[test]
@@ -690,9 +1009,224 @@ mod tests {
     }
 
     #[test]
-    fn remain_after_exit_yes_is_warned_about_and_no_is_what_berth_does() {
-        assert_eq!(with_service("RemainAfterExit=yes\n").warnings.len(), 1);
-        assert!(with_service("RemainAfterExit=off\n").warnings.is_empty());
+    fn remain_after_exit_is_a_boolean_defaulting_to_no() {
+        let cfg = with_service("RemainAfterExit=yes\n");
+
+        assert!(cfg.remain_after_exit);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert!(!with_service("RemainAfterExit=off\n").remain_after_exit);
+        assert!(!with_service("RemainAfterExit=yes\nRemainAfterExit=\n").remain_after_exit);
+    }
+
+    #[test]
+    fn timeout_start_sec_is_read_with_zero_meaning_none() {
+        assert_eq!(
+            with_service("TimeoutStartSec=2min\n").timeout_start,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            with_service("TimeoutStartSec=0\n").timeout_start,
+            TIMEOUT_INFINITY
+        );
+        assert_eq!(
+            with_service("TimeoutStartSec=infinity\n").timeout_start,
+            TIMEOUT_INFINITY
+        );
+        assert_eq!(
+            with_service("TimeoutStartSec=3\nTimeoutStartSec=\n").timeout_start,
+            DEFAULT_TIMEOUT_START
+        );
+        assert_eq!(
+            with_service("TimeoutStartSec=3\n").timeout_stop,
+            DEFAULT_TIMEOUT_STOP
+        );
+    }
+
+    #[test]
+    fn timeout_sec_sets_both_timeouts() {
+        let cfg = with_service("TimeoutSec=5\n");
+
+        assert_eq!(cfg.timeout_start, Duration::from_secs(5));
+        assert_eq!(cfg.timeout_stop, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn restart_takes_every_systemd_policy() {
+        let cases = [
+            ("no", RestartPolicy::No),
+            ("on-success", RestartPolicy::OnSuccess),
+            ("on-failure", RestartPolicy::OnFailure),
+            ("on-abnormal", RestartPolicy::OnAbnormal),
+            ("on-watchdog", RestartPolicy::OnWatchdog),
+            ("on-abort", RestartPolicy::OnAbort),
+            ("always", RestartPolicy::Always),
+            ("", RestartPolicy::No),
+        ];
+        for (value, policy) in cases {
+            assert_eq!(
+                with_service(&format!("Restart={value}\n")).restart,
+                policy,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_restart_policy_is_an_error_with_its_line() {
+        let err = config("[Service]\nExecStart=/bin/a\nRestart=sometimes\n").unwrap_err();
+
+        assert!(matches!(
+            err,
+            ServiceConfigError::InvalidValue { line: 3, .. }
+        ));
+        assert!(
+            err.to_string()
+                .contains("Restart=sometimes is not one of no, on-success"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn restart_sec_is_a_time_span_defaulting_to_100ms() {
+        assert_eq!(
+            with_service("RestartSec=2\n").restart_sec,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            with_service("RestartSec=250ms\n").restart_sec,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            with_service("RestartSec=2\nRestartSec=\n").restart_sec,
+            DEFAULT_RESTART_SEC
+        );
+        assert!(config("[Service]\nExecStart=/bin/a\nRestartSec=fast\n").is_err());
+    }
+
+    #[test]
+    fn old_service_spellings_of_the_start_limit_are_read() {
+        let cfg = with_service("StartLimitInterval=30s\nStartLimitBurst=3\n");
+
+        assert_eq!(cfg.start_limit_interval, Duration::from_secs(30));
+        assert_eq!(cfg.start_limit_burst, 3);
+    }
+
+    #[test]
+    fn start_limit_interval_sec_in_service_is_warned_about_as_systemd_ignores_it() {
+        let cfg = with_service("StartLimitIntervalSec=30s\n");
+
+        assert_eq!(cfg.start_limit_interval, DEFAULT_START_LIMIT_INTERVAL);
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(
+            cfg.warnings[0].contains("belongs in [Unit]"),
+            "{:?}",
+            cfg.warnings
+        );
+    }
+
+    #[test]
+    fn kill_mode_takes_systemds_four_modes() {
+        assert_eq!(with_service("KillMode=mixed\n").kill.mode, KillMode::Mixed);
+        assert_eq!(
+            with_service("KillMode=process\n").kill.mode,
+            KillMode::Process
+        );
+        assert_eq!(
+            with_service("KillMode=process\nKillMode=control-group\n")
+                .kill
+                .mode,
+            KillMode::ControlGroup
+        );
+        assert!(config("[Service]\nExecStart=/bin/a\nKillMode=all\n").is_err());
+    }
+
+    #[test]
+    fn kill_mode_none_is_taken_with_a_warning() {
+        let cfg = with_service("KillMode=none\n");
+
+        assert_eq!(cfg.kill.mode, KillMode::None);
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(cfg.warnings[0].starts_with("hello.service:3: [Service] KillMode= none is unsafe"));
+    }
+
+    #[test]
+    fn kill_signals_take_names_and_numbers() {
+        let cfg = with_service(
+            "KillSignal=SIGINT\nFinalKillSignal=QUIT\nWatchdogSignal=10\nSendSIGKILL=no\n",
+        );
+
+        assert_eq!(cfg.kill.signal, 2);
+        assert_eq!(cfg.kill.final_signal, 3);
+        assert_eq!(cfg.kill.watchdog_signal, 10);
+        assert!(!cfg.kill.send_sigkill);
+    }
+
+    #[test]
+    fn kill_policy_defaults_are_systemds() {
+        let cfg = with_service("KillSignal=INT\nKillSignal=\n");
+
+        assert_eq!(cfg.kill, KillPolicy::default());
+        assert_eq!(
+            (
+                cfg.kill.signal,
+                cfg.kill.final_signal,
+                cfg.kill.watchdog_signal
+            ),
+            (15, 9, 6)
+        );
+    }
+
+    #[test]
+    fn a_bad_signal_is_an_error() {
+        for value in ["SIGBOGUS", "0", "65", "term"] {
+            let result = config(&format!(
+                "[Service]\nExecStart=/bin/a\nKillSignal={value}\n"
+            ));
+
+            assert!(
+                matches!(
+                    result,
+                    Err(ServiceConfigError::InvalidValue { line: 3, .. })
+                ),
+                "{value}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn notify_access_is_unset_unless_given() {
+        assert_eq!(with_service("").notify_access, None);
+        assert_eq!(
+            with_service("NotifyAccess=all\n").notify_access,
+            Some(NotifyAccess::All)
+        );
+        assert_eq!(
+            with_service("NotifyAccess=exec\n").notify_access,
+            Some(NotifyAccess::Exec)
+        );
+        assert_eq!(
+            with_service("NotifyAccess=none\n").notify_access,
+            Some(NotifyAccess::None)
+        );
+        assert_eq!(
+            with_service("NotifyAccess=main\nNotifyAccess=\n").notify_access,
+            None
+        );
+        assert!(config("[Service]\nExecStart=/bin/a\nNotifyAccess=some\n").is_err());
+    }
+
+    #[test]
+    fn watchdog_sec_is_off_for_zero_and_infinity() {
+        assert_eq!(
+            with_service("WatchdogSec=30s\n").watchdog,
+            Duration::from_secs(30)
+        );
+        assert_eq!(with_service("WatchdogSec=0\n").watchdog, Duration::ZERO);
+        assert_eq!(
+            with_service("WatchdogSec=infinity\n").watchdog,
+            Duration::ZERO
+        );
+        assert!(config("[Service]\nExecStart=/bin/a\nWatchdogSec=often\n").is_err());
     }
 
     #[test]
@@ -701,7 +1235,7 @@ mod tests {
 
         assert!(matches!(
             result,
-            Err(ServiceConfigError::ExecStart {
+            Err(ServiceConfigError::Exec {
                 source: ExecCommandError::SeparateArgv0Unsupported,
                 ..
             })
@@ -723,11 +1257,11 @@ mod tests {
 
     #[test]
     fn not_yet_supported_directive_warns_with_its_line() {
-        let cfg = with_service("PIDFile=/run/hello.pid\n");
+        let cfg = with_service("GuessMainPID=no\n");
 
         assert_eq!(
             cfg.warnings,
-            ["hello.service:3: [Service] PIDFile= is not supported yet, ignored"]
+            ["hello.service:3: [Service] GuessMainPID= is not supported yet, ignored"]
         );
     }
 

@@ -1,10 +1,16 @@
 //! `[Unit]` directives.
 
-use super::super::syntax::Assignment;
-use super::Builder;
+use berth_protocol::names::checked_unit_name;
+
+use super::super::model::ServiceConfigError;
+use super::super::syntax::{self, Assignment};
+use super::{Builder, shorten};
+
+/// Most names kept per dependency list; a hostile unit could list thousands.
+const MAX_DEPENDENCIES: usize = 256;
 
 impl Builder {
-    pub(super) fn unit_directive(&mut self, a: &Assignment) {
+    pub(super) fn unit_directive(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
         match a.key.as_str() {
             "Description" => {
                 self.config.description = if a.value.is_empty() {
@@ -13,18 +19,17 @@ impl Builder {
                     Some(self.specifiers(a, "Unit", false))
                 };
             }
-            // Documentation, ordering and dependencies between units mean nothing for a single
-            // portable service that berth starts on request, so they are accepted silently.
+            "After" | "Before" | "Requires" | "Wants" | "BindsTo" => self.dependency(a),
+            "StartLimitIntervalSec" | "StartLimitInterval" => self.start_limit_interval(a)?,
+            "StartLimitBurst" => self.start_limit_burst(a)?,
+            // Documentation means nothing to run; the other relations between units have no
+            // meaning for a portable service that berth starts on request or at boot among
+            // attached units only (system targets, mounts), so they are accepted silently.
             "Documentation"
-            | "Wants"
-            | "Requires"
             | "Requisite"
-            | "BindsTo"
             | "PartOf"
             | "Upholds"
             | "Conflicts"
-            | "Before"
-            | "After"
             | "DefaultDependencies"
             | "RequiresMountsFor"
             | "WantsMountsFor" => {}
@@ -37,7 +42,56 @@ impl Builder {
             }
             _ => self.warn_unknown(a, "Unit"),
         }
+        Ok(())
     }
+
+    /// `After=`, `Before=`, `Requires=`, `Wants=`, `BindsTo=`: space-separated unit names,
+    /// `.service` added to a name without a suffix. As in systemd, an empty assignment adds
+    /// nothing (dependencies cannot be reset) and an invalid name is warned about and skipped.
+    fn dependency(&mut self, a: &Assignment) {
+        let words = match syntax::unquote_words(&a.value) {
+            Ok(words) => words,
+            Err(error) => {
+                let what = format!("cannot be split into unit names ({error}), ignored");
+                self.warn(a, "Unit", &what);
+                return;
+            }
+        };
+        for word in words {
+            let (name, unresolved) =
+                super::super::specifiers::resolve_specifiers(&word, &self.config.name, false);
+            let Some(name) = dependency_name(&name).filter(|_| unresolved.is_empty()) else {
+                let what = format!("{:?} is not a valid unit name, ignored", shorten(&word));
+                self.warn(a, "Unit", &what);
+                continue;
+            };
+            let deps = &mut self.config.dependencies;
+            let list = match a.key.as_str() {
+                "After" => &mut deps.after,
+                "Before" => &mut deps.before,
+                "Requires" => &mut deps.requires,
+                "Wants" => &mut deps.wants,
+                _ => &mut deps.binds_to,
+            };
+            if list.contains(&name) {
+                continue;
+            }
+            if list.len() >= MAX_DEPENDENCIES {
+                let what = format!("lists more than {MAX_DEPENDENCIES} units, the rest ignored");
+                self.warn(a, "Unit", &what);
+                return;
+            }
+            list.push(name);
+        }
+    }
+}
+
+/// A dependency's unit name, checked as every unit name berth takes (`hello` means
+/// `hello.service`); a bare template (`foo@.service`) names no unit to depend on.
+fn dependency_name(word: &str) -> Option<String> {
+    let name = checked_unit_name(word).ok()?;
+    let (stem, _) = name.rsplit_once('.')?;
+    (!stem.ends_with('@')).then_some(name)
 }
 
 /// `[Unit]` directives systemd knows and berth does not implement yet (besides `Condition*`
@@ -65,9 +119,6 @@ const KNOWN_UNIT_DIRECTIVES: &[&str] = &[
     "JobRunningTimeoutSec",
     "JobTimeoutAction",
     "JobTimeoutRebootArgument",
-    "StartLimitIntervalSec",
-    "StartLimitInterval",
-    "StartLimitBurst",
     "StartLimitAction",
     "RebootArgument",
     "SourcePath",
@@ -77,6 +128,7 @@ const KNOWN_UNIT_DIRECTIVES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+    use crate::unit::syntax::parse;
 
     #[test]
     fn description_comes_from_the_unit_section() {
@@ -94,6 +146,67 @@ mod tests {
             cfg.warnings,
             ["hello.service:2: [Unit] ConditionPathExists= is not supported yet, ignored"]
         );
+    }
+
+    #[test]
+    fn dependencies_are_unit_names_with_service_added_when_missing() {
+        let text = "[Unit]\nAfter=db network.target\nAfter=cache.service db.service\n\
+                    Before=web\nRequires=db\nWants=metrics@%i\nBindsTo=sock.socket\n\
+                    [Service]\nExecStart=/bin/a\n";
+
+        let cfg = crate::unit::from_unit("app@blue.service", &parse(text).unwrap()).unwrap();
+
+        let deps = &cfg.dependencies;
+        assert_eq!(
+            deps.after,
+            ["db.service", "network.target", "cache.service"]
+        );
+        assert_eq!(deps.before, ["web.service"]);
+        assert_eq!(deps.requires, ["db.service"]);
+        assert_eq!(deps.wants, ["metrics@blue.service"]);
+        assert_eq!(deps.binds_to, ["sock.socket"]);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn an_empty_dependency_assignment_adds_nothing_and_resets_nothing() {
+        let cfg = config("[Unit]\nAfter=a\nAfter=\n[Service]\nExecStart=/bin/a\n").unwrap();
+
+        assert_eq!(cfg.dependencies.after, ["a.service"]);
+    }
+
+    #[test]
+    fn an_invalid_dependency_name_is_warned_about_and_skipped() {
+        let text = "[Unit]\nRequires=ok bad/name tmpl@ @x\n[Service]\nExecStart=/bin/a\n";
+
+        let cfg = config(text).unwrap();
+
+        assert_eq!(cfg.dependencies.requires, ["ok.service"]);
+        assert_eq!(cfg.warnings.len(), 3, "{:?}", cfg.warnings);
+        assert!(cfg.warnings[0].starts_with("hello.service:2: [Unit] Requires= \"bad/name\""));
+    }
+
+    #[test]
+    fn start_limit_is_read_from_the_unit_section() {
+        let text = "[Unit]\nStartLimitIntervalSec=1min\nStartLimitBurst=2\n\
+                    [Service]\nExecStart=/bin/a\n";
+
+        let cfg = config(text).unwrap();
+
+        assert_eq!(cfg.start_limit_interval, std::time::Duration::from_secs(60));
+        assert_eq!(cfg.start_limit_burst, 2);
+    }
+
+    #[test]
+    fn start_limit_zero_interval_turns_it_off_and_bad_burst_is_an_error() {
+        let off = config("[Unit]\nStartLimitInterval=0\n[Service]\nExecStart=/bin/a\n").unwrap();
+        let bad = config("[Unit]\nStartLimitBurst=-1\n[Service]\nExecStart=/bin/a\n");
+
+        assert_eq!(off.start_limit_interval, std::time::Duration::ZERO);
+        assert!(matches!(
+            bad,
+            Err(crate::unit::ServiceConfigError::InvalidValue { line: 2, .. })
+        ));
     }
 
     #[test]
