@@ -31,8 +31,8 @@ use super::credentials::Credentials;
 use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
 use super::{
-    Failure, cgroup, credentials, landlock, mounts, namespaces, process_name, rlimits, seccomp,
-    sys, user_namespace,
+    Failure, cgroup, credentials, landlock, mounts, namespaces, notify_socket, process_name,
+    rlimits, seccomp, sys, user_namespace,
 };
 use crate::launch_spec::LaunchSpec;
 
@@ -54,6 +54,8 @@ pub(crate) struct InitFds {
     pub report: OwnedFd,
     /// `cgroup.procs` of the service's cgroup, which init joins first (none without cgroup2).
     pub cgroup_procs: Option<OwnedFd>,
+    /// The supervisor's `$NOTIFY_SOCKET`, which init binds in the sandbox (notify_socket.rs).
+    pub notify: Option<OwnedFd>,
 }
 
 /// Signals init forwards to main: all but SIGCHLD, the unblockable ones, the synchronous
@@ -95,6 +97,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         status,
         report,
         cgroup_procs,
+        notify,
     } = fds;
     let mut keep = vec![
         root.as_raw_fd(),
@@ -106,13 +109,14 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     keep.extend(extensions.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(directories.iter().map(|d| d.fd.as_raw_fd()));
     keep.extend(cgroup_procs.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(notify.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
         .and_then(|()| join_cgroup(cgroup_procs))
-        .and_then(|()| setup(spec, root, extensions, directories))
+        .and_then(|()| setup(spec, root, extensions, directories, notify))
         .and_then(|exec| spawn_main(&exec, stdout, stderr, &report));
     match result {
         Ok(main) => {
@@ -165,6 +169,7 @@ fn setup(
     root: OwnedFd,
     mut extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
+    notify: Option<OwnedFd>,
 ) -> Result<Exec, Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
@@ -192,6 +197,7 @@ fn setup(
         (identity.uid, identity.gid),
     )?;
     namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
+    notify_socket::bind(notify)?;
     if sandbox.identity.private_users {
         user_namespace::bind_databases(&LinuxSyscalls, &sandbox.identity)?;
     }

@@ -22,6 +22,7 @@ mod keyring;
 pub(crate) mod landlock;
 mod mounts;
 mod namespaces;
+pub(crate) mod notify_socket;
 pub(crate) mod process_name;
 mod process_syscalls;
 pub(crate) mod rlimits;

@@ -10,6 +10,7 @@ use berth_protocol::supervisor::{ExitStatus, Phase, SupervisorStatus};
 use super::clients::Client;
 use super::control_socket::ControlSocket;
 use super::log_capture::{LineBuffer, Output};
+use super::notify::{NotifySocket, NotifyState};
 use super::spawn::{Sandbox, millis};
 use crate::launch_spec::LaunchSpec;
 use crate::sandbox::cgroup::ServiceCgroup;
@@ -26,6 +27,7 @@ enum Slot {
     Init,
     Output(usize),
     Client(usize),
+    Notify,
 }
 
 pub(super) struct Supervisor {
@@ -46,6 +48,10 @@ pub(super) struct Supervisor {
     pub(super) released: bool,
     /// The service's cgroup while init lives.
     pub(super) cgroup: Option<ServiceCgroup>,
+    /// `$NOTIFY_SOCKET`'s receiving end, while the service may use it.
+    pub(super) notify_socket: Option<NotifySocket>,
+    /// What the service said on it (notify.rs).
+    pub(super) notify: NotifyState,
 }
 
 impl Supervisor {
@@ -80,6 +86,10 @@ impl Supervisor {
             clients: Vec::new(),
             released: false,
             cgroup: sandbox.cgroup,
+            notify_socket: sandbox
+                .notify
+                .map(|fd| NotifySocket::new(fd, &spec.program)),
+            notify: NotifyState::default(),
         }
     }
 
@@ -109,8 +119,8 @@ impl Supervisor {
             },
             result: None,
             failure: None,
-            status_text: None,
-            notify_errno: None,
+            status_text: self.notify.status_text.clone(),
+            notify_errno: self.notify.errno,
             reloads: 0,
             last_reload_ok: None,
             accounting: None,
@@ -126,6 +136,11 @@ impl Supervisor {
             let mut pfds = Vec::with_capacity(4 + self.clients.len());
             pfds.push(sys::pollfd(self.control.listener.as_fd(), libc::POLLIN));
             slots.push(Slot::Listener);
+            // Before init: what the service said before its exit is taken in first.
+            if let Some(socket) = &self.notify_socket {
+                pfds.push(sys::pollfd(socket.fd().as_fd(), libc::POLLIN));
+                slots.push(Slot::Notify);
+            }
             if let Some((_, pidfd)) = &self.init {
                 pfds.push(sys::pollfd(pidfd.as_fd(), libc::POLLIN));
                 slots.push(Slot::Init);
@@ -145,7 +160,11 @@ impl Supervisor {
                 pfds.push(sys::pollfd(client.fd.as_fd(), events));
                 slots.push(Slot::Client(i));
             }
-            let timeout = match self.kill_at {
+            let wake_at = match (self.kill_at, self.notify_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match wake_at {
                 Some(at) => {
                     let left = at.saturating_duration_since(Instant::now());
                     // Round up so we do not spin just before the deadline.
@@ -175,8 +194,10 @@ impl Supervisor {
                     Slot::Init => self.reap_init(&mut chunk),
                     Slot::Output(i) => self.read_output(i, &mut chunk, CHUNKS_PER_TURN),
                     Slot::Client(i) => self.client_io(i),
+                    Slot::Notify => self.receive_notify(),
                 }
             }
+            self.notify_timer();
             self.clients.retain(|c| !c.dead);
             if self.released {
                 for client in &mut self.clients {

@@ -96,7 +96,7 @@ impl Supervisor {
         }
     }
 
-    fn write_log(&self, mut records: &[u8]) {
+    pub(super) fn write_log(&self, mut records: &[u8]) {
         while !records.is_empty() {
             match rustix::io::write(&self.log, records) {
                 Ok(0) => return,

@@ -15,6 +15,7 @@ mod control_socket;
 mod event_loop;
 mod exit;
 mod log_capture;
+mod notify;
 mod spawn;
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -13,6 +13,7 @@ use rustix::net::{
 use rustix::process::{Pid, PidfdFlags};
 
 use super::exit::decode_wait;
+use super::notify;
 use crate::launch_spec::LaunchSpec;
 use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
 use crate::sandbox::directories::PreparedDirectory;
@@ -34,6 +35,8 @@ pub(super) struct Sandbox {
     pub(super) started_usec: u64,
     /// Removed when dropped, once init is gone.
     pub(super) cgroup: Option<ServiceCgroup>,
+    /// The receiving end of `$NOTIFY_SOCKET`, when the program has one.
+    pub(super) notify: Option<OwnedFd>,
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
@@ -69,6 +72,21 @@ pub(super) fn spawn(
     rustix::net::sockopt::set_socket_passcred(&report, true)
         .map_err(|e| Failure::setup("set SO_PASSCRED", e))?;
     let cgroup = service_cgroup(spec)?;
+    // Init binds its copy in the sandbox and closes it; the environment names it.
+    let (notify, init_notify, with_socket) = if notify::wanted(&spec.program) {
+        let socket = notify::create_socket()?;
+        let copy = socket
+            .try_clone()
+            .map_err(|e| Failure::setup("duplicate the notify socket", e))?;
+        let spec = LaunchSpec {
+            environment: notify::environment(&spec.environment, true),
+            ..spec.clone()
+        };
+        (Some(socket), Some(copy), Some(spec))
+    } else {
+        (None, None, None)
+    };
+    let spec = with_socket.as_ref().unwrap_or(spec);
     let cgroup_procs = match &cgroup {
         Some(cgroup) => Some(cgroup.procs().map_err(cgroup_failure)?),
         None => None,
@@ -95,6 +113,7 @@ pub(super) fn spawn(
                 status: status_w,
                 report: report_w,
                 cgroup_procs,
+                notify: init_notify,
             },
         ),
         Ok(sys::Forked::Parent(pid)) => pid,
@@ -110,6 +129,7 @@ pub(super) fn spawn(
         status_w,
         report_w,
         cgroup_procs,
+        init_notify,
     ));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);
@@ -135,6 +155,7 @@ pub(super) fn spawn(
             main_pid,
             started_usec: sys::realtime_usec(),
             cgroup,
+            notify,
         }),
         Err(failure) => {
             kill_init();

@@ -2,8 +2,11 @@
 //! the sandbox looks like from inside (identity, capabilities, namespaces, fds, mounts, ...).
 //!
 //! Usage: `berth-probe [--check-path P]... [--try ATTEMPT]... [--listen-abstract NAME]
-//! [--keyring] [--add-session-key NAME]... [--sleep SECS | --loop]` (`--try help` lists the
-//! attempts, see `attempts.rs`).
+//! [--keyring] [--add-session-key NAME]... [--notify MSG]... [--sleep SECS | --loop |
+//! --notify-flood]` (`--try help` lists the attempts, see `attempts.rs`). `--notify` sends MSG
+//! (`\n` standing for a newline) as one datagram to `$NOTIFY_SOCKET` before the report; the
+//! outcomes are under `notify`. `--notify-flood` sends `STATUS=flood N` datagrams without end
+//! after it.
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -48,6 +51,7 @@ enum After {
     Exit,
     Sleep(u64),
     Forever,
+    NotifyFlood,
 }
 
 /// Parsed command line.
@@ -62,11 +66,14 @@ struct Args {
     keyring: bool,
     // `--add-session-key`: `user` keys added to the session keyring before it is listed.
     add_session_keys: Vec<String>,
+    // `--notify`: datagrams sent to $NOTIFY_SOCKET before the report.
+    notify: Vec<String>,
     after: After,
 }
 
 const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
-                     [--listen-abstract NAME]... [--keyring] [--add-session-key NAME]... [--sleep SECS | --loop]";
+                     [--listen-abstract NAME]... [--keyring] [--add-session-key NAME]... [--notify MSG]... \
+                     [--sleep SECS | --loop | --notify-flood]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         listen_abstract: Vec::new(),
         keyring: false,
         add_session_keys: Vec::new(),
+        notify: Vec::new(),
         after: After::Exit,
     };
     let mut it = std::env::args_os().skip(1);
@@ -118,6 +126,11 @@ fn parse_args() -> Result<Args, String> {
                 args.after = After::Sleep(n);
             }
             "--loop" => args.after = After::Forever,
+            "--notify" => {
+                let m = it.next().ok_or("--notify needs a message")?;
+                args.notify.push(m.to_string_lossy().replace("\\n", "\n"));
+            }
+            "--notify-flood" => args.after = After::NotifyFlood,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -134,8 +147,10 @@ fn main() {
         }
     };
     let listening = listen(&args.listen_abstract);
+    let notified = notify::send_all(&args.notify);
     let mut report = probe(&args);
     report["listening"] = listening.1;
+    report["notify"] = notified;
     // Kept open until the probe exits.
     let _listeners = listening.0;
     let mut out = std::io::stdout().lock();
@@ -149,6 +164,7 @@ fn main() {
         After::Forever => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
+        After::NotifyFlood => notify::flood(),
     }
 }
 
@@ -268,7 +284,49 @@ fn probe(args: &Args) -> Value {
     );
     m.insert("tries".into(), attempts::run_all(&args.tries));
     m.insert("listening".into(), Value::Object(Map::new()));
+    m.insert("notify".into(), Value::Array(Vec::new()));
     Value::Object(m)
+}
+
+/// sd_notify from inside: datagrams to `$NOTIFY_SOCKET`, as libsystemd's `sd_notify` sends
+/// them (an unbound datagram socket, one `sendto` per message).
+mod notify {
+    use std::os::unix::net::UnixDatagram;
+
+    use serde_json::Value;
+
+    fn send(socket: &UnixDatagram, message: &str) -> Result<(), String> {
+        let path = std::env::var("NOTIFY_SOCKET").map_err(|_| "no NOTIFY_SOCKET".to_string())?;
+        socket
+            .send_to(message.as_bytes(), &path)
+            .map(drop)
+            .map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Sends each message; per message `sent` or `error: ...`.
+    pub(super) fn send_all(messages: &[String]) -> Value {
+        let socket = match UnixDatagram::unbound() {
+            Ok(s) => s,
+            Err(e) => return Value::Array(vec![super::err(e)]),
+        };
+        let outcomes = messages.iter().map(|m| match send(&socket, m) {
+            Ok(()) => "sent".into(),
+            Err(e) => super::err(e),
+        });
+        Value::Array(outcomes.collect())
+    }
+
+    /// Sends `STATUS=flood N` as fast as the socket takes them, for ever (or until an error).
+    pub(super) fn flood() {
+        let Ok(socket) = UnixDatagram::unbound() else {
+            return;
+        };
+        for n in 0u64.. {
+            if send(&socket, &format!("STATUS=flood {n}")).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Binds the `--listen-abstract` sockets; returns them and, per name, `ok` or the error.
@@ -612,6 +670,7 @@ mod tests {
             listen_abstract: Vec::new(),
             keyring: false,
             add_session_keys: Vec::new(),
+            notify: Vec::new(),
             after: After::Exit,
         });
         for k in [
@@ -648,6 +707,7 @@ mod tests {
             "user_databases",
             "tries",
             "listening",
+            "notify",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
