@@ -470,7 +470,9 @@ impl ManagerInterface {
                                 lifecycle::restart(shared.clone(), unit.clone()).await?;
                             }
                         }
-                        for unit in &done.added {
+                        // A template only describes its instances.
+                        let added = done.added.iter().filter(|u| !names::is_template(u));
+                        for unit in added {
                             lifecycle::start(shared.clone(), unit.clone()).await?;
                         }
                     }
@@ -511,10 +513,8 @@ impl ManagerInterface {
             }
             "Status" => {
                 let p: UnitParams = params(parameters)?;
-                let m = shared.borrow();
-                Outcome::from_result(m.unit(&p.unit).map(|u| StatusReply {
-                    status: m.status(u),
-                }))
+                let status = shared.borrow().unit_status(&p.unit);
+                Outcome::from_result(status.map(|status| StatusReply { status }))
             }
             "Start" | "Stop" | "Restart" => {
                 let p: UnitParams = params(parameters)?;
@@ -522,6 +522,10 @@ impl ManagerInterface {
                 Outcome::later(async move {
                     let result = match verb.as_str() {
                         "Start" => lifecycle::start(shared, p.unit).await,
+                        // An instance berthd has not made is stopped already.
+                        "Stop" if shared.borrow().unit(&p.unit).is_err() => {
+                            shared.borrow().unit_status(&p.unit)
+                        }
                         "Stop" => lifecycle::stop(shared, p.unit).await,
                         _ => lifecycle::restart(shared, p.unit).await,
                     };
@@ -573,8 +577,8 @@ impl ManagerInterface {
             return Outcome::Error(invalid_parameter("follow"));
         }
         let m = self.shared.borrow();
-        let unit = match m.unit(&p.unit) {
-            Ok(u) => u.name.clone(),
+        let unit = match m.known_unit(&p.unit) {
+            Ok(name) => name,
             Err(e) => return Outcome::error(&e),
         };
         let files = logs::LogFiles::of(&m.paths, &unit);

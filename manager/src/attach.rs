@@ -399,8 +399,8 @@ impl Manager {
             .ok_or(ManagerError::NotAttached {
                 image: name.clone(),
             })?;
-        for unit in &record.units {
-            self.units.remove(unit);
+        for unit in record.units.iter().cloned().chain(self.instances_of(&name)) {
+            self.units.remove(&unit);
         }
         self.held_images.remove(&name);
         self.held_extensions.remove(&name);

@@ -17,7 +17,6 @@ use tokio::sync::watch;
 
 use crate::attach::parse_unit_with;
 use crate::attachments::{self, AttachmentRecord};
-use crate::drop_ins;
 use crate::dynamic_user::DynamicUsers;
 use crate::image;
 use crate::image::kind::tar::TarLimits;
@@ -107,6 +106,7 @@ impl Manager {
             }
             manager.attachments.insert(record.image.clone(), record);
         }
+        manager.remake_running_instances();
         manager
     }
 
@@ -120,7 +120,8 @@ impl Manager {
         unit: &str,
         contents: &str,
     ) -> Result<(ServiceConfig, Vec<String>), String> {
-        let drop_ins = drop_ins::read_all(&self.paths, image, unit).map_err(|e| e.to_string())?;
+        let drop_ins = crate::unit_instances::unit_drop_ins(&self.paths, image, unit)
+            .map_err(|e| e.to_string())?;
         let (base, mut warnings) = self.profile_sandbox(profile, unit)?;
         let (config, more) = parse_unit_with(unit, contents, &drop_ins, &base)?;
         warnings.extend(more);
@@ -192,14 +193,21 @@ impl Manager {
     }
 
     pub fn list(&self) -> Vec<UnitStatus> {
-        self.units.values().map(|u| self.status(u)).collect()
+        self.units
+            .values()
+            .filter(|u| !crate::unit_instances::is_idle_instance(u))
+            .map(|u| self.status(u))
+            .collect()
     }
 
-    /// The units attached from image `name`.
+    /// The units attached from image `name`, and the instances made of its templates.
     pub fn units_of(&self, name: &str) -> Vec<String> {
-        self.attachments
+        let mut units = self
+            .attachments
             .get(name)
-            .map_or_else(Vec::new, |r| r.units.clone())
+            .map_or_else(Vec::new, |r| r.units.clone());
+        units.extend(self.instances_of(name));
+        units
     }
 
     /// One unit of image `name` that is starting, running or stopping, if any.

@@ -26,4 +26,5 @@ pub mod service_directories;
 pub mod uid_release;
 pub mod unit;
 pub mod unit_edit;
+pub mod unit_instances;
 pub mod unit_state;

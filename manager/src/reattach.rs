@@ -145,12 +145,21 @@ impl Manager {
             .filter(|u| !old.units.contains(u))
             .cloned()
             .collect();
-        let removed = old
+        let mut removed: Vec<String> = old
             .units
             .iter()
             .filter(|u| !new_units.contains(u))
             .cloned()
             .collect();
+        // The instances of a template the new version lacks go with it.
+        let instances: Vec<String> = self
+            .instances_of(&name)
+            .into_iter()
+            .filter(|instance| {
+                berth_protocol::names::template_of(instance).is_some_and(|t| removed.contains(&t))
+            })
+            .collect();
+        removed.extend(instances);
         let record = AttachmentRecord {
             image: name,
             path,

@@ -20,6 +20,7 @@ use crate::attach::parse_unit_with;
 use crate::daemon::Manager;
 use crate::drop_ins::{self, DropIn};
 use crate::image_catalog::{MAX_CAT_BYTES, shown_contents};
+use crate::unit_instances::{unit_drop_ins, unit_file_name};
 
 /// Most `KEY=VALUE` pairs in one `set-property`.
 pub const MAX_PROPERTIES: usize = 64;
@@ -32,11 +33,14 @@ impl Manager {
     fn unit_sources(&self, unit: &str) -> Result<(String, String, Vec<DropIn>), ManagerError> {
         let unit = self.unit(unit)?;
         let image = unit.image.clone();
-        let path = self.paths.attachment_dir(&image).join(&unit.name);
+        let path = self
+            .paths
+            .attachment_dir(&image)
+            .join(unit_file_name(&unit.name));
         let contents = std::fs::read_to_string(&path)
             .map_err(|e| ManagerError::internal(format!("{}: {e}", path.display())))?;
         let drop_ins =
-            drop_ins::read_all(&self.paths, &image, &unit.name).map_err(ManagerError::internal)?;
+            unit_drop_ins(&self.paths, &image, &unit.name).map_err(ManagerError::internal)?;
         Ok((image, contents, drop_ins))
     }
 
@@ -48,7 +52,7 @@ impl Manager {
             path: self
                 .paths
                 .attachment_dir(&image)
-                .join(&name)
+                .join(unit_file_name(&name))
                 .display()
                 .to_string(),
             contents,

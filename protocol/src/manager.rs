@@ -488,6 +488,10 @@ pub enum ManagerError {
         unit: String,
         reason: String,
     },
+    // A template (`foo@.service`) was asked to start: only its instances run.
+    UnitIsTemplate {
+        unit: String,
+    },
     ImageChanged {
         image: String,
         path: String,
@@ -591,6 +595,14 @@ impl std::fmt::Display for ManagerError {
                 write!(f, "profile '{profile}': {reason}")
             }
             ManagerError::StartFailed { unit, reason } => write!(f, "{unit} failed: {reason}"),
+            ManagerError::UnitIsTemplate { unit } => {
+                let example = unit.replacen("@.", "@NAME.", 1);
+                write!(
+                    f,
+                    "{unit} is a template and cannot be started; start an instance of it, \
+                     such as {example}"
+                )
+            }
             ManagerError::ImageChanged {
                 image,
                 path,

@@ -95,6 +95,21 @@ pub fn checked_unit_name(arg: &str) -> Result<String, NameError> {
     Ok(name)
 }
 
+/// Whether unit `name` (checked) is a template, `foo@.service`: it describes instances and is
+/// never started itself.
+pub fn is_template(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(stem, _)| stem.ends_with('@'))
+}
+
+/// The template of instance `name` (checked): `foo@bar.service` → `foo@.service`; `None` for a
+/// unit that is not an instance (a template included).
+pub fn template_of(name: &str) -> Option<String> {
+    let (stem, suffix) = name.rsplit_once('.')?;
+    let (prefix, instance) = stem.split_once('@')?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.{suffix}"))
+}
+
 /// Checks a unit prefix (`attach IMAGE PREFIX...`): the start of a unit name.
 pub fn check_unit_prefix(prefix: &str) -> Result<(), NameError> {
     check_chars(prefix, UNIT_NAME_MAX, UNIT_NAME_CHARS, is_unit_name_char)
@@ -183,6 +198,23 @@ mod tests {
         ] {
             assert!(check_unit_name(name).is_err(), "{name:?}");
         }
+    }
+
+    #[test]
+    fn templates_and_instances_are_told_apart() {
+        assert!(is_template("foo@.service"));
+        assert!(!is_template("foo@bar.service"));
+        assert!(!is_template("foo.service"));
+        assert_eq!(
+            template_of("foo@bar.service").as_deref(),
+            Some("foo@.service")
+        );
+        assert_eq!(
+            template_of("a-b@x.y.service").as_deref(),
+            Some("a-b@.service")
+        );
+        assert_eq!(template_of("foo@.service"), None);
+        assert_eq!(template_of("foo.service"), None);
     }
 
     #[test]

@@ -55,7 +55,13 @@ pub(crate) async fn attach(
     if !now {
         return Ok(ExitCode::SUCCESS);
     }
-    let (_, failed) = act_on_each(s, "Start", reply.units).await?;
+    // A template only describes its instances: there is nothing of it to start.
+    let startable = reply
+        .units
+        .into_iter()
+        .filter(|u| !berth_protocol::names::is_template(u))
+        .collect();
+    let (_, failed) = act_on_each(s, "Start", startable).await?;
     Ok(exit_for(failed))
 }
 

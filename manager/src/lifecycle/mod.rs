@@ -49,6 +49,7 @@ fn status_of(shared: &Shared, unit: &str) -> Result<UnitStatus, ManagerError> {
 /// Starts a unit. Simple/exec: returns once the main process has exec'd. Oneshot: returns once
 /// every ExecStart= has exited (state `exited`, or `failed`).
 pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
+    shared.borrow_mut().instantiate(&unit_arg)?;
     let plan = {
         let m = shared.borrow();
         let unit = m.unit(&unit_arg)?;

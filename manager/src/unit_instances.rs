@@ -1,0 +1,254 @@
+//! Templates and their instances (systemd.unit(5)): `foo@.service` is attached like any unit
+//! but never runs itself; `berth start foo@bar` makes the instance `foo@bar.service` from it,
+//! its `%i`, `%I`, `%j`, `%J`, `%n`, `%N`, `%p`, `%P` and `%f` resolved for that name.
+//!
+//! An instance is a unit of berthd's table from its first start on: `status`, `stop`, `logs`,
+//! `cat`, `edit` and `set-property` work on it as on any unit, and `list` shows it while it has
+//! something to show (active, exited or failed). Its configuration is read again from the
+//! template (and the template's and the instance's drop-ins, as systemd merges them) at each
+//! start, so a changed template or drop-in applies from the next start. An instance that never
+//! ran, or has stopped, is `stopped`, as systemd shows one it has not loaded.
+
+use std::collections::BTreeMap;
+
+use berth_logging::Untrusted;
+use berth_protocol::manager::{ManagerError, UnitStatus, unit_name};
+use berth_protocol::names::{check_unit_name, is_template, template_of};
+
+use crate::daemon::Manager;
+use crate::drop_ins::{self, DropIn, DropInError};
+use crate::unit_state::{Unit, UnitState};
+
+/// Most instances berthd keeps: a stopped one is dropped to make room, and past this many
+/// active, exited or failed ones a new instance is refused.
+pub const MAX_INSTANCES: usize = 4096;
+
+impl Manager {
+    /// Makes unit `arg` ready to start. A template is refused; an instance of an attached
+    /// template is made (or made again, when it is not active) from the template's current
+    /// files; any other unit must be attached.
+    pub fn instantiate(&mut self, arg: &str) -> Result<(), ManagerError> {
+        let name = unit_name(arg);
+        if is_template(&name) {
+            return Err(ManagerError::UnitIsTemplate { unit: name });
+        }
+        let Some(template) = template_of(&name) else {
+            return self.unit(&name).map(|_| ());
+        };
+        if self.units.get(&name).is_some_and(|u| u.state.is_active()) {
+            return Ok(());
+        }
+        let image = match self.units.get(&template) {
+            Some(t) => t.image.clone(),
+            None => return Err(ManagerError::NoSuchUnit { unit: name }),
+        };
+        let config = self.parse_instance(&image, &template, &name)?;
+        match self.units.get_mut(&name) {
+            Some(unit) => unit.config = config,
+            None => {
+                self.prune_instances();
+                let count = self
+                    .units
+                    .keys()
+                    .filter(|u| template_of(u).is_some())
+                    .count();
+                if count >= MAX_INSTANCES {
+                    return Err(ManagerError::StartFailed {
+                        unit: name,
+                        reason: format!(
+                            "berthd keeps at most {MAX_INSTANCES} instances that are active, \
+                             exited or failed; stop or reset some first"
+                        ),
+                    });
+                }
+                tracing::info!(unit = %Untrusted(&name), "instance made from {template}");
+                let unit = Unit::new(name.clone(), image, config);
+                self.units.insert(name, unit);
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of instance `name` of `template` (attached from `image`).
+    fn parse_instance(
+        &self,
+        image: &str,
+        template: &str,
+        name: &str,
+    ) -> Result<crate::unit::ServiceConfig, ManagerError> {
+        let profile = self
+            .attachments
+            .get(image)
+            .map(|a| a.profile.clone())
+            .ok_or_else(|| ManagerError::NotAttached {
+                image: image.to_owned(),
+            })?;
+        let path = self.paths.attachment_dir(image).join(template);
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| ManagerError::internal(format!("{}: {e}", path.display())))?;
+        let (config, _) = self
+            .parse_attached(image, &profile, name, &contents)
+            .map_err(|reason| ManagerError::InvalidUnit {
+                unit: name.to_owned(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Drops the instances that have nothing to show.
+    fn prune_instances(&mut self) {
+        self.units.retain(|_, u| !is_idle_instance(u));
+    }
+
+    /// The status of unit `arg`; an instance of an attached template that berthd has not made
+    /// (or has dropped) is `stopped`, as systemd shows an instance it has not loaded.
+    pub fn unit_status(&self, arg: &str) -> Result<UnitStatus, ManagerError> {
+        match self.unit(arg) {
+            Ok(unit) => Ok(self.status(unit)),
+            Err(error) => {
+                let name = unit_name(arg);
+                let template = template_of(&name)
+                    .and_then(|t| self.units.get(&t))
+                    .ok_or(error)?;
+                let mut status = self.status(template);
+                status.unit = name;
+                status.state = UnitState::Stopped.as_str().to_owned();
+                Ok(status)
+            }
+        }
+    }
+
+    /// The name of unit `arg` if it is attached or an instance of an attached template (whose
+    /// logs may outlive the instance).
+    pub fn known_unit(&self, arg: &str) -> Result<String, ManagerError> {
+        self.unit_status(arg).map(|s| s.unit)
+    }
+
+    /// The units of image `image` berthd holds beyond its attachment record: its instances.
+    pub(crate) fn instances_of(&self, image: &str) -> Vec<String> {
+        self.units
+            .values()
+            .filter(|u| u.image == image && template_of(&u.name).is_some())
+            .map(|u| u.name.clone())
+            .collect()
+    }
+
+    /// Makes the instances whose supervisor still runs (berthd was restarted under them), so
+    /// that they are adopted as every unit is.
+    pub(crate) fn remake_running_instances(&mut self) {
+        let entries = match std::fs::read_dir(self.paths.supervise_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for running instances");
+                return;
+            }
+        };
+        let names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".sock")
+                    .map(str::to_owned)
+            })
+            .filter(|name| check_unit_name(name).is_ok() && template_of(name).is_some())
+            .take(MAX_INSTANCES)
+            .collect();
+        for name in names {
+            if let Err(e) = self.instantiate(&name) {
+                tracing::warn!(unit = %Untrusted(&name), error = %e, "running instance not remade");
+            }
+        }
+    }
+}
+
+/// The host drop-ins of `unit`: an instance's are its template's merged with its own, in
+/// lexical order of their names, its own winning where both have one of the same name (as
+/// systemd reads `foo@.service.d/` and `foo@bar.service.d/`).
+pub fn unit_drop_ins(
+    paths: &crate::paths::Paths,
+    image: &str,
+    unit: &str,
+) -> Result<Vec<DropIn>, DropInError> {
+    let own = drop_ins::read_all(paths, image, unit)?;
+    let Some(template) = template_of(unit) else {
+        return Ok(own);
+    };
+    let mut merged: BTreeMap<String, DropIn> = drop_ins::read_all(paths, image, &template)?
+        .into_iter()
+        .map(|d| (d.name.clone(), d))
+        .collect();
+    merged.extend(own.into_iter().map(|d| (d.name.clone(), d)));
+    Ok(merged.into_values().collect())
+}
+
+/// Whether `unit` is an instance `list` leaves out: one with nothing to show.
+pub fn is_idle_instance(unit: &Unit) -> bool {
+    template_of(&unit.name).is_some() && unit.state == UnitState::Stopped && unit.link.is_none()
+}
+
+/// The file an attached unit's text is kept in: an instance's is its template's.
+pub fn unit_file_name(unit: &str) -> String {
+    template_of(unit).unwrap_or_else(|| unit.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> (tempfile::TempDir, crate::paths::Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::new(&dir.path().join("run"), &dir.path().join("state"));
+        (dir, paths)
+    }
+
+    fn write(paths: &crate::paths::Paths, unit: &str, name: &str, text: &str) {
+        let dir = drop_ins::dir(paths, "img", unit);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn an_instance_reads_its_templates_drop_ins_and_its_own_over_them() {
+        let (_dir, paths) = paths();
+        write(&paths, "web@.service", "10-a.conf", "template a");
+        write(&paths, "web@.service", "20-b.conf", "template b");
+        write(&paths, "web@blue.service", "20-b.conf", "instance b");
+        write(&paths, "web@blue.service", "30-c.conf", "instance c");
+
+        let merged = unit_drop_ins(&paths, "img", "web@blue.service").unwrap();
+
+        let seen: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|d| (d.name.as_str(), d.contents.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("10-a.conf", "template a"),
+                ("20-b.conf", "instance b"),
+                ("30-c.conf", "instance c")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plain_unit_reads_only_its_own_drop_ins() {
+        let (_dir, paths) = paths();
+        write(&paths, "web@.service", "10-a.conf", "template a");
+        write(&paths, "web.service", "10-b.conf", "own");
+
+        let own = unit_drop_ins(&paths, "img", "web.service").unwrap();
+
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].contents, "own");
+    }
+
+    #[test]
+    fn an_instance_is_kept_in_its_templates_file() {
+        assert_eq!(unit_file_name("web@blue.service"), "web@.service");
+        assert_eq!(unit_file_name("web.service"), "web.service");
+        assert_eq!(unit_file_name("web@.service"), "web@.service");
+    }
+}
