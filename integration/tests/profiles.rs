@@ -184,6 +184,32 @@ fn security_rates_the_units_sandbox_check_by_check() {
     assert!(text.contains("✗ PrivateNetwork="), "{text}");
 }
 
+/// The `NotifyAccess=` check of `berth security UNIT` for a unit with `notify_access`.
+fn notify_access_badness(h: &Harness, name: &str, notify_access: &str) -> Option<i64> {
+    ImageBuilder::new(&h.images_dir().join(name))
+        .unit(
+            &format!("{name}.service"),
+            &format!("[Service]\nExecStart=/bin/sleep 1000\n{notify_access}"),
+        )
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", name]).unwrap();
+    let report = h.berth_json(&["security", name]).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let check = checks.iter().find(|c| c["id"] == "NotifyAccess=").unwrap();
+    check["badness"].as_i64()
+}
+
+#[test]
+fn security_counts_notify_access_all_against_the_unit() {
+    let h = Harness::start().unwrap();
+
+    let all = notify_access_badness(&h, "notifyall", "NotifyAccess=all\n");
+    let main = notify_access_badness(&h, "notifymain", "NotifyAccess=main\n");
+
+    assert_eq!((all, main), (Some(1), Some(0)));
+}
+
 #[test]
 fn security_exits_1_above_the_threshold_and_0_at_or_below_it() {
     let h = Harness::start().unwrap();

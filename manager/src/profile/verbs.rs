@@ -7,6 +7,7 @@ use berth_protocol::manager::{
 use super::score::{self, UnitFacts};
 use super::{Profile, ProfileError};
 use crate::daemon::Manager;
+use crate::unit::model::NotifyAccess;
 
 impl From<ProfileError> for ManagerError {
     fn from(e: ProfileError) -> ManagerError {
@@ -68,8 +69,11 @@ impl Manager {
     pub fn security(&self, unit: &str) -> Result<SecurityReply, ManagerError> {
         let unit = self.unit(unit)?;
         let spec = &unit.config.sandbox;
-        // berthd runs every service as a dynamic uid and has no NotifyAccess=.
-        let facts = UnitFacts::default();
+        // berthd runs every service as a dynamic uid.
+        let facts = UnitFacts {
+            notify_access_all: unit.config.notify_access == Some(NotifyAccess::All),
+            ..UnitFacts::default()
+        };
         let report = score::assess(spec, &facts, &group_syscalls);
         let profile = self.status(unit).profile;
         let checks = report
