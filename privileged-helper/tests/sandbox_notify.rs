@@ -9,6 +9,7 @@ mod fixture;
 use std::time::{Duration, Instant};
 
 use berth_helper::launch_spec::Launched;
+use berth_protocol::sandbox::SandboxPath;
 use berth_protocol::service_program::{NotifyAccess, ServiceType};
 use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use berth_testkit::ImageBuilder;
@@ -111,6 +112,43 @@ fn simple_service_without_notify_access_gets_no_socket() {
     assert_eq!(probe["visible"]["/run/berth/notify"], false);
     // berthd's value is passed on: the helper only replaces it when it has a socket.
     assert_eq!(probe["environment"]["NOTIFY_SOCKET"], "/run/elsewhere");
+}
+
+/// Launches a Type=notify shell script whose `/run` is read-only by `ReadOnlyPaths=path`.
+fn launch_under_read_only(fx: &mut Fixture, path: &str) {
+    let script = "touch /run/x 2>/dev/null || echo run-read-only; \
+                  exec /usr/bin/berth-probe --notify STATUS=bound --sleep 100";
+    let mut spec = fx.spec(&["/bin/sh", "-c", script]);
+    spec.program.service_type = ServiceType::Notify;
+    spec.program.notify_access = NotifyAccess::Main;
+    spec.sandbox.mounts.read_only_paths = vec![SandboxPath {
+        path: path.into(),
+        ignore_missing: false,
+    }];
+    fx.try_launch_spec(&spec)
+        .unwrap_or_else(|e| panic!("launch failed: {e}"));
+}
+
+#[test]
+fn read_only_run_still_gets_the_socket_and_stays_read_only() {
+    let mut fx = probe_fixture("notify-ro-run.service");
+
+    launch_under_read_only(&mut fx, "/run");
+
+    let status = status_until(&fx, "STATUS= shows", |s| s.status_text.is_some());
+    assert_eq!(status.status_text.as_deref(), Some("bound"));
+    fx.wait_for_stdout("run-read-only");
+}
+
+#[test]
+fn read_only_root_still_gets_the_socket() {
+    let mut fx = probe_fixture("notify-ro-root.service");
+
+    launch_under_read_only(&mut fx, "/");
+
+    let status = status_until(&fx, "STATUS= shows", |s| s.status_text.is_some());
+    assert_eq!(status.status_text.as_deref(), Some("bound"));
+    fx.wait_for_stdout("run-read-only");
 }
 
 #[test]
