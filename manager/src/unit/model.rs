@@ -35,6 +35,11 @@ pub enum ServiceConfigError {
         line: usize,
         value: String,
     },
+    #[error(
+        "{unit}: Restart={restart} is not allowed for Type=oneshot services (a oneshot that \
+         succeeded would run again at once); use on-failure, or Type=simple"
+    )]
+    OneshotRestart { unit: String, restart: &'static str },
     #[error("{unit}:{line}: unknown service type Type={value}")]
     UnknownType {
         unit: String,
@@ -103,6 +108,21 @@ pub enum RestartPolicy {
     Always,
 }
 
+impl RestartPolicy {
+    /// The name `Restart=` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnSuccess => "on-success",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::OnAbnormal => "on-abnormal",
+            RestartPolicy::OnWatchdog => "on-watchdog",
+            RestartPolicy::OnAbort => "on-abort",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
 /// The kill policy (`KillMode=`, `KillSignal=`, `FinalKillSignal=`, `SendSIGKILL=`,
 /// `WatchdogSignal=`); signals as numbers.
 pub use berth_protocol::service_program::KillPolicy;
@@ -156,7 +176,8 @@ pub struct ServiceConfig {
     /// `StartLimitBurst=`.
     pub start_limit_burst: u32,
     pub kill: KillPolicy,
-    /// `NotifyAccess=`; `None` when unset (main for Type=notify, none otherwise).
+    /// `NotifyAccess=`; `None` when unset (none). `Main` when unset or none for Type=notify or a
+    /// WatchdogSec= service, as systemd makes it.
     pub notify_access: Option<NotifyAccess>,
     /// `WatchdogSec=`; zero is off.
     pub watchdog: Duration,

@@ -20,7 +20,7 @@ use berth_protocol::sandbox::SandboxSpec;
 use super::model::{
     DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
     DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, Dependencies, KillPolicy, MAX_WARNINGS_PER_UNIT,
-    RestartPolicy, ServiceConfig, ServiceConfigError, ServiceType, cap_warnings,
+    NotifyAccess, RestartPolicy, ServiceConfig, ServiceConfigError, ServiceType, cap_warnings,
 };
 use super::specifiers::resolve_specifiers;
 use super::syntax::{Assignment, UnitFile};
@@ -131,6 +131,24 @@ pub fn from_unit_files_over(
     config.sandbox = sandbox;
     config.warnings.extend(warnings);
     cap_warnings(&mut config.warnings, MAX_WARNINGS_PER_UNIT, name);
+    // As systemd: a service that must notify gets its main process heard even when the unit
+    // says NotifyAccess=none (or nothing).
+    let must_notify = config.service_type == ServiceType::Notify || !config.watchdog.is_zero();
+    if must_notify && matches!(config.notify_access, None | Some(NotifyAccess::None)) {
+        config.notify_access = Some(NotifyAccess::Main);
+    }
+    // systemd refuses these too ("Service has Restart= set to either always or on-success").
+    if config.service_type == ServiceType::Oneshot
+        && matches!(
+            config.restart,
+            RestartPolicy::Always | RestartPolicy::OnSuccess
+        )
+    {
+        return Err(ServiceConfigError::OneshotRestart {
+            unit: name.to_owned(),
+            restart: config.restart.as_str(),
+        });
+    }
     match config.exec_start.len() {
         0 => Err(ServiceConfigError::MissingExecStart {
             unit: name.to_owned(),

@@ -1216,6 +1216,38 @@ mod tests {
     }
 
     #[test]
+    fn a_notify_or_watchdog_service_hears_its_main_process_even_with_notify_access_none() {
+        let notify = with_service("Type=notify\nNotifyAccess=none\n");
+        let watchdog = with_service("WatchdogSec=5\n");
+        let all = with_service("Type=notify\nNotifyAccess=all\n");
+
+        assert_eq!(notify.notify_access, Some(NotifyAccess::Main));
+        assert_eq!(watchdog.notify_access, Some(NotifyAccess::Main));
+        assert_eq!(all.notify_access, Some(NotifyAccess::All));
+        assert_eq!(with_service("Type=exec\n").notify_access, None);
+    }
+
+    #[test]
+    fn a_oneshot_that_would_restart_after_success_is_refused() {
+        for restart in ["always", "on-success"] {
+            let text = format!("[Service]\nType=oneshot\nExecStart=/bin/a\nRestart={restart}\n");
+
+            let err = config(&text).unwrap_err();
+
+            assert!(
+                matches!(err, ServiceConfigError::OneshotRestart { .. }),
+                "{restart}"
+            );
+            assert!(
+                err.to_string()
+                    .contains(&format!("Restart={restart} is not allowed"))
+            );
+        }
+        let on_failure = config("[Service]\nType=oneshot\nExecStart=/bin/a\nRestart=on-failure\n");
+        assert_eq!(on_failure.unwrap().restart, RestartPolicy::OnFailure);
+    }
+
+    #[test]
     fn watchdog_sec_is_off_for_zero_and_infinity() {
         assert_eq!(
             with_service("WatchdogSec=30s\n").watchdog,
