@@ -189,6 +189,7 @@ impl ServiceCgroup {
     /// Sends `signal` to every process in the cgroup; returns how many it reached. Processes
     /// forked meanwhile may escape one round; callers that must end everything repeat it (or
     /// end the pid namespace, which the kernel then empties).
+    #[allow(dead_code)] // the run signals all but init (supervisor/run_actions.rs)
     pub(crate) fn signal_all(&self, signal: i32) -> io::Result<usize> {
         let mut reached = 0;
         for pid in self.pids()? {

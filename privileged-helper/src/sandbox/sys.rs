@@ -220,6 +220,11 @@ impl SigSet {
         set
     }
 
+    /// The set, for syscalls that take one (signalfd).
+    pub(crate) fn as_ptr(&self) -> *const libc::sigset_t {
+        &self.0
+    }
+
     /// Blocks these signals; returns the previous mask.
     pub(crate) fn block(&self) -> io::Result<SigSet> {
         let mut old = Self::empty();
@@ -233,17 +238,6 @@ impl SigSet {
         // SAFETY: the pointer is a valid sigset_t; a null old-set pointer is allowed.
         cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) })
             .map(drop)
-    }
-
-    /// Waits for one of these (blocked) signals; returns its number.
-    pub(crate) fn wait(&self) -> io::Result<i32> {
-        loop {
-            // SAFETY: the set pointer is valid; a null siginfo pointer is allowed.
-            match cvt(unsafe { libc::sigwaitinfo(&self.0, std::ptr::null_mut()) }) {
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                other => return other,
-            }
-        }
     }
 }
 

@@ -29,10 +29,32 @@ pub(super) struct Client {
     /// Descriptors received with the input, oldest first (for `ReplaceLog`).
     pub(super) fds: VecDeque<OwnedFd>,
     pub(super) dead: bool,
+    /// The last snapshot this client got (as a reply or unasked), without its error.
+    pub(super) seen: Option<SupervisorStatus>,
 }
 
 impl Client {
+    /// Sends `status` unless this client has already seen it. STATUS= and ERRNO= alone are
+    /// left to notify.rs, which paces them (a flood must not overrun a client).
+    pub(super) fn tell(&mut self, status: &SupervisorStatus) {
+        let Some(seen) = &self.seen else {
+            return self.queue(status);
+        };
+        let paced = SupervisorStatus {
+            status_text: seen.status_text.clone(),
+            notify_errno: seen.notify_errno,
+            ..status.clone()
+        };
+        if *seen != paced {
+            self.queue(status);
+        }
+    }
+
     pub(super) fn queue(&mut self, status: &SupervisorStatus) {
+        self.seen = Some(SupervisorStatus {
+            error: None,
+            ..status.clone()
+        });
         if let Ok(mut line) = serde_json::to_vec(status) {
             line.push(b'\n');
             self.output.extend_from_slice(&line);
@@ -71,12 +93,16 @@ impl Supervisor {
                 Ok(fd) => {
                     // Refused peers are just closed.
                     if self.control.allowed(&fd) && self.clients.len() < MAX_CLIENTS {
+                        // A new client hears of changes from now on; its first request
+                        // tells it the present.
+                        let seen = Some(self.status(None));
                         self.clients.push(Client {
                             fd,
                             input: Vec::new(),
                             output: Vec::new(),
                             fds: VecDeque::new(),
                             dead: false,
+                            seen,
                         });
                     }
                 }
@@ -136,18 +162,13 @@ impl Supervisor {
         self.clients[i].flush();
     }
 
-    /// Sends `signal` to every process of the service's cgroup (init included: it is in it).
+    /// Sends `signal` to every process of the service but init.
     fn signal_all(&self, signal: i32) -> SupervisorStatus {
         if self.init.is_none() {
             return self.status(Some("the service is not running".into()));
         }
-        let Some(cgroup) = &self.cgroup else {
-            return self.status(Some("the service has no cgroup to signal".into()));
-        };
-        match cgroup.signal_all(signal) {
-            Ok(_) => self.status(None),
-            Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
-        }
+        self.signal_service(signal);
+        self.status(None)
     }
 
     fn handle(&mut self, line: &[u8], fds: &mut VecDeque<OwnedFd>) -> SupervisorStatus {
@@ -158,19 +179,11 @@ impl Supervisor {
         match request {
             SupervisorRequest::Status => self.status(None),
             SupervisorRequest::Stop { timeout_ms } => {
-                if let Some((pid, _)) = &self.init {
-                    self.stop_requested = true;
-                    let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
-                    if timeout_ms == 0 {
-                        let _ = sys::kill(*pid, libc::SIGKILL);
-                    } else {
-                        // Init forwards SIGTERM to main; SIGKILL to init ends the namespace.
-                        let _ = sys::kill(*pid, libc::SIGTERM);
-                        self.kill_at = match (self.kill_at, deadline) {
-                            (Some(a), Some(b)) => Some(a.min(b)),
-                            (a, b) => a.or(b),
-                        };
-                    }
+                if self.init.is_some() {
+                    // 0: the program's TimeoutStopSec=.
+                    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+                    self.run.request_stop(timeout, Instant::now());
+                    self.carry_out();
                 }
                 self.status(None)
             }
@@ -191,14 +204,24 @@ impl Supervisor {
                 let Some((pid, _)) = &self.init else {
                     return self.status(Some("the service is not running".into()));
                 };
-                match sys::kill(*pid, signal) {
-                    Ok(()) => self.status(None),
-                    Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
+                if signal == libc::SIGKILL && self.run.main_ns_pid().is_none() {
+                    // No main to kill: SIGKILL to init ends the whole sandbox, as before.
+                    return match sys::kill(*pid, signal) {
+                        Ok(()) => self.status(None),
+                        Err(e) => self.status(Some(format!("cannot send signal {signal}: {e}"))),
+                    };
                 }
+                let Some(ns_pid) = self.run.main_ns_pid() else {
+                    return self.status(Some("the service has no main process".into()));
+                };
+                self.signal_main(ns_pid, signal);
+                self.status(None)
             }
             SupervisorRequest::ReplaceLog => self.replace_log(fds),
             SupervisorRequest::Reload => {
-                self.status(Some("this supervisor cannot reload services yet".into()))
+                let outcome = self.run.request_reload(Instant::now());
+                self.carry_out();
+                self.status(outcome.err())
             }
             SupervisorRequest::Release => {
                 if self.init.is_some() {

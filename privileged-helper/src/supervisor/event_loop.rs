@@ -1,16 +1,19 @@
-//! The supervisor's single-threaded `poll()` loop over the control socket, init's pidfd, the
-//! output pipes and the clients.
+//! The supervisor's single-threaded `poll()` loop over the control socket, init's pidfd and
+//! channel, the output pipes and the clients; after each turn the run looks at the notify
+//! state and the clock, and every client gets the snapshot if it changed.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use berth_protocol::log_line::Stream;
-use berth_protocol::supervisor::{ExitStatus, Phase, SupervisorStatus};
+use berth_protocol::supervisor::SupervisorStatus;
 
 use super::clients::Client;
 use super::control_socket::ControlSocket;
 use super::log_capture::{LineBuffer, Output};
 use super::notify::{NotifySocket, NotifyState};
+use super::run::Run;
+use super::service_pids;
 use super::spawn::{Sandbox, millis};
 use crate::launch_spec::LaunchSpec;
 use crate::sandbox::cgroup::ServiceCgroup;
@@ -25,6 +28,7 @@ const CHUNKS_PER_TURN: usize = 16;
 enum Slot {
     Listener,
     Init,
+    Channel,
     Output(usize),
     Client(usize),
     Notify,
@@ -38,12 +42,16 @@ pub(super) struct Supervisor {
     pub(super) outputs: [Output; 2],
     /// Init's pid and pidfd while it runs.
     pub(super) init: Option<(libc::pid_t, OwnedFd)>,
-    pub(super) status_pipe: OwnedFd,
-    pub(super) main_pid: u32,
+    /// The channel to init while it is open.
+    pub(super) channel: Option<OwnedFd>,
+    /// Where the sandbox's pid is in `NSpid:` (none if /proc would not say).
+    pub(super) level: Option<usize>,
     pub(super) started_usec: u64,
-    pub(super) stop_requested: bool,
-    pub(super) kill_at: Option<Instant>,
-    pub(super) exit: Option<ExitStatus>,
+    /// The run of the program (phases, result, main process).
+    pub(super) run: Run,
+    /// The first command of the run: its host pid, and whether it exec'd (for `launch`).
+    pub(super) first_host: Option<u32>,
+    pub(super) first: Option<Result<(), crate::sandbox::Failure>>,
     pub(super) clients: Vec<Client>,
     pub(super) released: bool,
     /// The service's cgroup while init lives.
@@ -77,12 +85,12 @@ impl Supervisor {
                 },
             ],
             init: Some((sandbox.init_pid, sandbox.pidfd)),
-            status_pipe: sandbox.status,
-            main_pid: sandbox.main_pid,
+            channel: Some(sandbox.channel),
+            level: service_pids::sandbox_level(sandbox.init_pid as u32),
             started_usec: sandbox.started_usec,
-            stop_requested: false,
-            kill_at: None,
-            exit: None,
+            run: Run::new(spec.program.clone()),
+            first_host: None,
+            first: None,
             clients: Vec::new(),
             released: false,
             cgroup: sandbox.cgroup,
@@ -103,28 +111,33 @@ impl Supervisor {
     }
 
     pub(super) fn status(&self, error: Option<String>) -> SupervisorStatus {
+        let (reloads, last_reload_ok) = self.run.reloads();
         SupervisorStatus {
             unit: self.unit.clone(),
             supervisor_pid: self.pid,
-            main_pid: Some(self.main_pid),
+            main_pid: self.run.main_pid(),
             running: self.init.is_some(),
-            stop_requested: self.stop_requested,
-            exit: self.exit,
+            stop_requested: self.run.stop_requested(),
+            exit: self.run.exit(),
             started_usec: self.started_usec,
             error,
-            phase: match (self.init.is_some(), self.stop_requested) {
-                (true, false) => Phase::Running,
-                (true, true) => Phase::StopSigterm,
-                (false, _) => Phase::Dead,
-            },
-            result: None,
-            failure: None,
+            phase: self.run.phase(),
+            result: self.run.result(),
+            failure: self.run.failure().map(str::to_string),
             status_text: self.notify.status_text.clone(),
             notify_errno: self.notify.errno,
-            reloads: 0,
-            last_reload_ok: None,
+            reloads,
+            last_reload_ok,
             accounting: None,
             log_dropped: 0,
+        }
+    }
+
+    /// Sends the snapshot to every client that has not seen it yet.
+    pub(super) fn broadcast(&mut self) {
+        let status = self.status(None);
+        for client in &mut self.clients {
+            client.tell(&status);
         }
     }
 
@@ -145,6 +158,10 @@ impl Supervisor {
                 pfds.push(sys::pollfd(pidfd.as_fd(), libc::POLLIN));
                 slots.push(Slot::Init);
             }
+            if let Some(channel) = &self.channel {
+                pfds.push(sys::pollfd(channel.as_fd(), libc::POLLIN));
+                slots.push(Slot::Channel);
+            }
             for (i, out) in self.outputs.iter().enumerate() {
                 if let Some(fd) = &out.fd {
                     pfds.push(sys::pollfd(fd.as_fd(), libc::POLLIN));
@@ -160,7 +177,7 @@ impl Supervisor {
                 pfds.push(sys::pollfd(client.fd.as_fd(), events));
                 slots.push(Slot::Client(i));
             }
-            let wake_at = match (self.kill_at, self.notify_deadline()) {
+            let wake_at = match (self.run.next_deadline(), self.notify_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -177,14 +194,6 @@ impl Supervisor {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            if let Some(at) = self.kill_at
-                && Instant::now() >= at
-            {
-                self.kill_at = None;
-                if let Some((pid, _)) = &self.init {
-                    let _ = sys::kill(*pid, libc::SIGKILL);
-                }
-            }
             for (slot, pfd) in slots.iter().zip(&pfds) {
                 if pfd.revents == 0 {
                     continue;
@@ -192,12 +201,17 @@ impl Supervisor {
                 match *slot {
                     Slot::Listener => self.accept(),
                     Slot::Init => self.reap_init(&mut chunk),
+                    Slot::Channel => {
+                        self.read_channel();
+                    }
                     Slot::Output(i) => self.read_output(i, &mut chunk, CHUNKS_PER_TURN),
                     Slot::Client(i) => self.client_io(i),
                     Slot::Notify => self.receive_notify(),
                 }
             }
             self.notify_timer();
+            self.advance();
+            self.broadcast();
             self.clients.retain(|c| !c.dead);
             if self.released {
                 for client in &mut self.clients {

@@ -1,4 +1,5 @@
-//! The end of a run: init's exit, the exact wait status of main, and telling the clients.
+//! The end of a run: init's exit (the sandbox is gone), its last reports, and telling the
+//! clients.
 
 use berth_protocol::supervisor::ExitStatus;
 
@@ -27,37 +28,27 @@ pub(super) fn decode_wait(status: i32) -> ExitStatus {
 impl Supervisor {
     pub(super) fn reap_init(&mut self, chunk: &mut [u8]) {
         let Some((pid, _)) = &self.init else { return };
-        let init_status = match sys::waitpid(*pid, libc::WNOHANG) {
-            Ok(None) => return,
-            Ok(Some((_, status))) => Some(status),
-            Err(_) => None,
-        };
+        if let Ok(None) = sys::waitpid(*pid, libc::WNOHANG) {
+            return;
+        }
+        // What init reported before it went (main's exit among it) comes first. Everything
+        // in the pid namespace is dead now, so the channel ends; bounded all the same.
+        for _ in 0..64 {
+            if !self.read_channel() {
+                break;
+            }
+        }
+        self.channel = None;
         self.init = None;
-        self.kill_at = None;
-        // Everything in the pid namespace is dead now: drain the pipes so the log is complete
-        // by the time the exit is announced.
+        // Drain the pipes so the log is complete by the time the end is announced.
         for i in 0..self.outputs.len() {
             self.read_output(i, chunk, 1024);
         }
-        let mut raw = [0u8; 4];
-        let main_status = match rustix::io::read(&self.status_pipe, &mut raw) {
-            Ok(4) => Some(i32::from_ne_bytes(raw)),
-            _ => None,
-        };
-        self.exit = Some(match (main_status, init_status) {
-            (Some(status), _) | (None, Some(status)) => decode_wait(status),
-            (None, None) => ExitStatus {
-                code: None,
-                signal: None,
-            },
-        });
+        self.run.sandbox_gone();
         // Nothing of the service is left in it (init's death ended its pid namespace); gone
-        // before the exit is told, so a successor never meets it.
+        // before the end is told, so a successor never meets it.
         self.cgroup = None;
-        let status = self.status(None);
-        for client in &mut self.clients {
-            client.queue(&status);
-        }
+        self.broadcast();
     }
 }
 

@@ -1,9 +1,11 @@
 //! The per-service supervisor (DESIGN.md §6).
 //!
 //! Forked by [`crate::sandbox::launch`] (the helper ignores SIGCHLD, so none is reaped), it runs
-//! as root in the host namespaces and outlives the helper. It binds `<unit>.sock` in the
-//! control directory, forks the sandbox's init into a new pid namespace, waits until main has
-//! exec'd and reports that to `launch`. Then a single-threaded `poll()` loop:
+//! in the host namespaces and outlives the helper. It binds `<unit>.sock` in the control
+//! directory, forks the sandbox's init into a new pid namespace, starts the run of the
+//! program (`run.rs`: every command forked by init, in order, with the timeouts and the kill
+//! policy), waits until the first command has exec'd and reports that to `launch`. Then a
+//! single-threaded `poll()` loop:
 //! - copies the service's stdout/stderr, split into lines, to the log file as
 //!   `log_line` records;
 //! - serves [`SupervisorRequest`]s from the manager uid and root (JSON lines);
@@ -16,6 +18,9 @@ mod event_loop;
 mod exit;
 mod log_capture;
 mod notify;
+mod run;
+mod run_actions;
+mod service_pids;
 mod spawn;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -33,10 +38,10 @@ pub(crate) fn run(spec: &LaunchSpec, fds: LaunchFds, report: OwnedFd) -> ! {
     let (fds, report) = sanitize(fds, report);
     name(&spec.unit);
     let code = match start(spec, fds) {
-        Ok(mut sup) => {
+        Ok((mut sup, main_pid)) => {
             let launched = Report::Launched {
                 supervisor_pid: sup.pid,
-                main_pid: sup.main_pid,
+                main_pid,
             };
             if launched.send(&report).is_ok() {
                 drop(report);
@@ -114,7 +119,9 @@ fn name(unit: &str) {
     let _ = process_name::set(c"berth-supervise", &[b"berth-supervise", unit.as_bytes()]);
 }
 
-fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
+/// Binds the control socket, builds the sandbox and starts the run; returns the supervisor
+/// and the pid `launch` reports.
+fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure> {
     let LaunchFds {
         root,
         log,
@@ -124,7 +131,16 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<Supervisor, Failure> {
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
     match spawn::spawn(spec, root, extensions, directories) {
-        Ok(sandbox) => Ok(Supervisor::new(spec, control, log, sandbox)),
+        Ok(sandbox) => {
+            let mut sup = Supervisor::new(spec, control, log, sandbox);
+            match sup.begin(spec) {
+                Ok(pid) => Ok((sup, pid)),
+                Err(failure) => {
+                    sup.abort();
+                    Err(failure)
+                }
+            }
+        }
         Err(failure) => {
             control.remove();
             Err(failure)

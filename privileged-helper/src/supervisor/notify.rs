@@ -363,14 +363,7 @@ impl Supervisor {
             };
             changed |= self.accept_datagram(&datagram, &buf[..datagram.len]);
         }
-        // Until the run takes an accepted MAINPID= itself (h-program), it is the main pid from
-        // now on; left in the state for the run.
-        if let Some(pid) = self.notify.main_pid
-            && pid != self.main_pid
-        {
-            self.main_pid = pid;
-            changed = true;
-        }
+        // An accepted MAINPID= stays in the state until the run takes it (run_actions.rs).
         if changed {
             self.notify_changed();
         }
@@ -396,13 +389,14 @@ impl Supervisor {
             .notify_socket
             .as_ref()
             .map_or(NotifyAccess::None, |s| s.access);
+        let commands = self.run.command_pids();
         let senders = Senders {
             access,
             // Also once main is gone: what it sent just before its exit still counts (nobody
             // else can reach the socket, whose namespace ends with the run).
-            main: Some(self.main_pid),
-            // The run exposes its commands' pids once it runs more than main.
-            commands: &[],
+            main: self.run.last_main_pid(),
+            // The Exec*= command in flight (NotifyAccess=exec).
+            commands: &commands,
             cgroup: self.cgroup.as_ref(),
         };
         if !senders.allow(datagram.sender) {

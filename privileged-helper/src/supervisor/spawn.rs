@@ -1,15 +1,11 @@
 //! Starting the sandbox: the service's cgroup, init forked into a new pid namespace, and the
-//! wait until main has exec'd.
+//! wait until init has built the sandbox and takes commands.
 
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
-};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, PidfdFlags};
 
 use super::exit::decode_wait;
@@ -18,20 +14,22 @@ use crate::launch_spec::LaunchSpec;
 use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
 use crate::sandbox::directories::PreparedDirectory;
 use crate::sandbox::firewall;
+use crate::sandbox::init::channel::Report;
 use crate::sandbox::init::{self, InitFds};
 use crate::sandbox::{Failure, sys};
 
-/// How long the sandbox may take from fork to main's exec (`launch` itself waits 10 s).
-const EXEC_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the sandbox may take from fork to the first command's exec (`launch` itself
+/// waits 10 s).
+pub(super) const EXEC_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A started sandbox, as the supervisor holds it.
 pub(super) struct Sandbox {
     pub(super) init_pid: libc::pid_t,
     pub(super) pidfd: OwnedFd,
-    pub(super) status: OwnedFd,
+    /// The channel to init (`sandbox/init/channel.rs`), non-blocking.
+    pub(super) channel: OwnedFd,
     pub(super) stdout: OwnedFd,
     pub(super) stderr: OwnedFd,
-    pub(super) main_pid: u32,
     pub(super) started_usec: u64,
     /// Removed when dropped, once init is gone.
     pub(super) cgroup: Option<ServiceCgroup>,
@@ -48,7 +46,7 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
     sys::set_nonblocking(fd).map_err(|e| Failure::setup("fcntl", e))
 }
 
-/// Forks init into a new pid namespace and waits until main has exec'd.
+/// Forks init into a new pid namespace and waits until it has built the sandbox.
 pub(super) fn spawn(
     spec: &LaunchSpec,
     root: OwnedFd,
@@ -57,19 +55,18 @@ pub(super) fn spawn(
 ) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
     let (stderr, stderr_w) = pipe("stderr")?;
-    let (status, status_w) = pipe("status")?;
-    for fd in [&stdout, &stderr, &status] {
+    for fd in [&stdout, &stderr] {
         nonblocking(fd)?;
     }
-    let (report, report_w) = rustix::net::socketpair(
+    let (channel, channel_w) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| Failure::setup("create the report socket", e))?;
-    // The kernel then translates main's pid into ours (the host's) in SCM_CREDENTIALS.
-    rustix::net::sockopt::set_socket_passcred(&report, true)
+    .map_err(|e| Failure::setup("create init's channel", e))?;
+    // The kernel then translates each command's pid into ours (the host's) in SCM_CREDENTIALS.
+    rustix::net::sockopt::set_socket_passcred(&channel, true)
         .map_err(|e| Failure::setup("set SO_PASSCRED", e))?;
     let cgroup = service_cgroup(spec)?;
     // Init binds its copy in the sandbox and closes it; the environment names it.
@@ -110,8 +107,7 @@ pub(super) fn spawn(
                 directories,
                 stdout: stdout_w,
                 stderr: stderr_w,
-                status: status_w,
-                report: report_w,
+                channel: channel_w,
                 cgroup_procs,
                 notify: init_notify,
             },
@@ -126,8 +122,7 @@ pub(super) fn spawn(
         directories,
         stdout_w,
         stderr_w,
-        status_w,
-        report_w,
+        channel_w,
         cgroup_procs,
         init_notify,
     ));
@@ -145,14 +140,13 @@ pub(super) fn spawn(
             return Err(Failure::setup("pidfd_open", e));
         }
     };
-    match await_exec(&report, &pidfd, init_pid) {
-        Ok(main_pid) => Ok(Sandbox {
+    match await_ready(&channel, &pidfd, init_pid).and_then(|()| nonblocking(&channel)) {
+        Ok(()) => Ok(Sandbox {
             init_pid,
             pidfd,
-            status,
+            channel,
             stdout,
             stderr,
-            main_pid,
             started_usec: sys::realtime_usec(),
             cgroup,
             notify,
@@ -189,57 +183,35 @@ pub(super) fn millis(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
 }
 
-/// Reads init's and main's reports until EOF; returns main's host pid.
-fn await_exec(report: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Result<u32, Failure> {
+/// Waits for init's first report: ready, or why the sandbox could not be built.
+fn await_ready(channel: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Result<(), Failure> {
     let deadline = Instant::now() + EXEC_TIMEOUT;
-    let mut main_pid = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; crate::sandbox::init::channel::MAX_REPORT + 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::setup(
-                "wait for the service to exec",
-                Errno::TIMEDOUT,
-            ));
+            return Err(Failure::setup("wait for the sandbox", Errno::TIMEDOUT));
         }
-        let mut pfd = [sys::pollfd(report.as_fd(), libc::POLLIN)];
+        let mut pfd = [sys::pollfd(channel.as_fd(), libc::POLLIN)];
         if sys::poll(&mut pfd, millis(left).max(1)).map_err(|e| Failure::setup("poll", e))? == 0 {
             continue;
         }
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let msg = match rustix::net::recvmsg(
-            report,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => msg,
+        let n = match rustix::net::recv(channel, &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) => n,
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Failure::setup("read the sandbox's report", e)),
         };
-        if msg.bytes == 0 {
-            break;
+        if n == 0 {
+            return Err(Failure::InitDied {
+                detail: init_death(pidfd, init_pid),
+            });
         }
-        let sender = control.drain().find_map(|m| match m {
-            RecvAncillaryMessage::ScmCredentials(cred) => Some(cred.pid.as_raw_pid() as u32),
-            _ => None,
-        });
-        match buf[0] {
-            init::MSG_PID => main_pid = sender,
-            init::MSG_FAILURE => {
-                return Err(
-                    serde_json::from_slice(&buf[1..msg.bytes]).unwrap_or_else(|_| {
-                        Failure::setup("decode the sandbox's report", Errno::PROTO)
-                    }),
-                );
-            }
-            _ => return Err(Failure::setup("decode the sandbox's report", Errno::PROTO)),
-        }
+        return match Report::decode(&buf[..n.min(buf.len())]) {
+            Some(Report::Ready) => Ok(()),
+            Some(Report::SetupFailed(failure)) => Err(failure),
+            _ => Err(Failure::setup("decode the sandbox's report", Errno::PROTO)),
+        };
     }
-    main_pid.ok_or_else(|| Failure::InitDied {
-        detail: init_death(pidfd, init_pid),
-    })
 }
 
 /// Describes how init ended, waiting briefly for it to do so.

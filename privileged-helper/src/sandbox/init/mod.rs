@@ -1,30 +1,30 @@
-//! PID 1 of the sandbox and the service's main process.
+//! PID 1 of the sandbox, which forks every command of the run.
 //!
 //! Init builds the sandbox as the spec says, in this order: namespaces (mount and cgroup, ipc,
 //! uts and network as asked), new root, `lo` up, the synthesized user databases, resource
 //! limits, the Landlock domain, the user namespace (PrivateUsers=), then the service's
-//! credentials (bounding set, ids, capabilities, session keyring, no_new_privs); it forks main, then only forwards signals to main and reaps orphans. It catches
-//! no signal with a handler: it keeps the forwarded ones and SIGCHLD blocked and takes them with
-//! `sigwaitinfo`, which cannot race with reaping; blocked signals are queued even for a
-//! pid-namespace init (which otherwise drops signals it has no handler for).
+//! credentials (bounding set, ids, capabilities, session keyring, no_new_privs). Then it
+//! reports ready and becomes a command executor (`executor.rs`): on the supervisor's request
+//! it forks each `Exec*=` command of the program, with the same credentials and the seccomp
+//! filter installed right before the execve, reaps every child (commands, and daemons
+//! reparented to it) and reports each exit with its raw wait status. It forwards the signals
+//! sent to it to the process the supervisor named main. It catches no signal with a handler:
+//! it keeps the forwarded ones and SIGCHLD blocked and reads them from a signalfd, which
+//! cannot race with reaping; blocked signals are queued even for a pid-namespace init (which
+//! otherwise drops signals it has no handler for).
 //!
-//! Exit status: when main exits, init writes main's raw wait status (4 bytes, native endian)
-//! to the status pipe, then exits with main's exit code, or 128 + signal; the kernel then kills
-//! whatever is left in the pid namespace. The supervisor takes the exact status from the pipe;
-//! without it (init SIGKILLed by a stop timeout) it uses init's own wait status, i.e. SIGKILL.
-//!
-//! Init and main talk to the supervisor over a SOCK_SEQPACKET socket (CLOEXEC): main sends
-//! [`MSG_PID`] with SCM_CREDENTIALS just before execve, so the supervisor learns main's host
-//! pid; any failure is sent as [`MSG_FAILURE`] + JSON [`Failure`]. EOF after the pid message
-//! means the exec succeeded.
+//! Init and the commands talk to the supervisor over one SOCK_SEQPACKET socket (CLOEXEC,
+//! `channel.rs`): each command sends [`channel::MSG_PID`] with SCM_CREDENTIALS just before
+//! execve, so the supervisor learns its host pid. When the supervisor asks it to end (the run
+//! is over), or its channel closes while no main process runs, init exits and the kernel kills
+//! whatever is left in the pid namespace.
 
-use std::convert::Infallible;
+pub(crate) mod channel;
+mod executor;
+
 use std::ffi::CString;
-use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, UCred};
 
 use super::capabilities::CapabilityPlan;
 use super::credentials::Credentials;
@@ -35,11 +35,7 @@ use super::{
     rlimits, seccomp, sys, user_namespace,
 };
 use crate::launch_spec::LaunchSpec;
-
-/// Report message: "this is main, about to exec" (carries SCM_CREDENTIALS).
-pub(crate) const MSG_PID: u8 = b'P';
-/// Report message: a failure, followed by the JSON of a [`Failure`].
-pub(crate) const MSG_FAILURE: u8 = b'E';
+use channel::Report;
 
 /// Descriptors init receives from the supervisor; all CLOEXEC.
 pub(crate) struct InitFds {
@@ -50,8 +46,8 @@ pub(crate) struct InitFds {
     pub directories: Vec<PreparedDirectory>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    pub status: OwnedFd,
-    pub report: OwnedFd,
+    /// The channel to the supervisor (`channel.rs`).
+    pub channel: OwnedFd,
     /// `cgroup.procs` of the service's cgroup, which init joins first (none without cgroup2).
     pub cgroup_procs: Option<OwnedFd>,
     /// The supervisor's `$NOTIFY_SOCKET`, which init binds in the sandbox (notify_socket.rs).
@@ -94,8 +90,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         directories,
         stdout,
         stderr,
-        status,
-        report,
+        channel,
         cgroup_procs,
         notify,
     } = fds;
@@ -103,8 +98,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         root.as_raw_fd(),
         stdout.as_raw_fd(),
         stderr.as_raw_fd(),
-        status.as_raw_fd(),
-        report.as_raw_fd(),
+        channel.as_raw_fd(),
     ];
     keep.extend(extensions.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(directories.iter().map(|d| d.fd.as_raw_fd()));
@@ -116,15 +110,19 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
         .and_then(|()| join_cgroup(cgroup_procs))
-        .and_then(|()| setup(spec, root, extensions, directories, notify))
-        .and_then(|exec| spawn_main(&exec, stdout, stderr, &report));
+        .and_then(|()| setup(spec, root, extensions, directories, notify));
     match result {
-        Ok(main) => {
-            drop(report);
-            reap(main, status)
-        }
+        Ok(template) => executor::serve(
+            spec,
+            executor::Io {
+                template,
+                stdout,
+                stderr,
+                channel,
+            },
+        ),
         Err(failure) => {
-            send_failure(&report, &failure);
+            send_failure(&channel, &failure);
             sys::exit(127)
         }
     }
@@ -141,17 +139,15 @@ fn join_cgroup(procs: Option<OwnedFd>) -> Result<(), Failure> {
     }
 }
 
-/// What main needs for its exec, prepared before the fork.
-struct Exec {
-    path: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+/// What every command shares, prepared once the sandbox is built.
+struct Template {
+    /// The service's environment (`MAINPID=` is added per command).
+    env: Vec<String>,
     cwd: CString,
-    path_str: String,
     cwd_str: String,
     /// UMask=.
     umask: u32,
-    // Installed right before the exec.
+    // Installed right before each exec.
     seccomp: Arc<seccomp::CompiledFilter>,
 }
 
@@ -170,7 +166,7 @@ fn setup(
     mut extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
     notify: Option<OwnedFd>,
-) -> Result<Exec, Failure> {
+) -> Result<Template, Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
     process_name::set(c"berth-init", &[b"berth-init"])
@@ -227,159 +223,16 @@ fn setup(
         )
     })?;
 
-    let main_argv = spec.main_argv();
-    let path_str = main_argv.first().cloned().unwrap_or_default();
-    Ok(Exec {
-        path: cstring(&path_str, "argv[0]")?,
-        argv: main_argv
-            .iter()
-            .map(|a| cstring(a, "argv"))
-            .collect::<Result<_, _>>()?,
-        env: spec
-            .environment
-            .iter()
-            .map(|e| cstring(e, "environment"))
-            .collect::<Result<_, _>>()?,
+    Ok(Template {
+        env: spec.environment.clone(),
         cwd: cstring(&spec.working_directory, "working directory")?,
-        path_str,
         cwd_str: spec.working_directory.clone(),
         umask: sandbox.umask,
         seccomp,
     })
 }
 
-fn spawn_main(
-    exec: &Exec,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    report: &OwnedFd,
-) -> Result<libc::pid_t, Failure> {
-    if exec.argv.is_empty() {
-        return Err(Failure::Exec {
-            path: String::new(),
-            errno: libc::EINVAL,
-        });
-    }
-    // SAFETY: init is single-threaded; main ends in execve or sys::exit.
-    match unsafe { sys::fork() }.map_err(|e| Failure::setup("fork the main process", e))? {
-        sys::Forked::Child => {
-            let Err(failure) = become_main(exec, stdout, stderr, report);
-            send_failure(report, &failure);
-            sys::exit(127)
-        }
-        sys::Forked::Parent(pid) => Ok(pid),
-    }
-}
-
-fn become_main(
-    exec: &Exec,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    report: &OwnedFd,
-) -> Result<Infallible, Failure> {
-    rustix::stdio::dup2_stdout(&stdout).map_err(|e| Failure::setup("set up stdout", e))?;
-    rustix::stdio::dup2_stderr(&stderr).map_err(|e| Failure::setup("set up stderr", e))?;
-    drop((stdout, stderr));
-    let null = rustix::fs::open(
-        c"/dev/null",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Failure::setup("open /dev/null", e))?;
-    rustix::stdio::dup2_stdin(&null).map_err(|e| Failure::setup("set up stdin", e))?;
-    drop(null);
-    // No controlling terminal, own session.
-    rustix::process::setsid().map_err(|e| Failure::setup("setsid", e))?;
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(exec.umask));
-    rustix::process::chdir(exec.cwd.as_c_str()).map_err(|e| Failure::WorkingDirectory {
-        path: exec.cwd_str.clone(),
-        errno: e.raw_os_error(),
-    })?;
-    sys::reset_signals(false).map_err(|e| Failure::setup("reset signals", e))?;
-    // Only 0, 1 and 2 survive the exec (the report socket closes with it, which is the signal
-    // of success).
-    sys::cloexec_from_3().map_err(|e| Failure::setup("close descriptors", e))?;
-
-    let ucred = UCred {
-        pid: rustix::process::getpid(),
-        uid: rustix::process::getuid(),
-        gid: rustix::process::getgid(),
-    };
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    control.push(SendAncillaryMessage::ScmCredentials(ucred));
-    rustix::net::sendmsg(
-        report,
-        &[IoSlice::new(&[MSG_PID])],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .map_err(|e| Failure::setup("report the main pid", e))?;
-
-    let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut env: Vec<*const libc::c_char> = exec.env.iter().map(|e| e.as_ptr()).collect();
-    env.push(std::ptr::null());
-    // The last step before the exec: from here on only the service's syscalls run, and
-    // nothing more is allocated or reported unless the exec fails.
-    seccomp::install(&exec.seccomp).map_err(|e| Failure::setup("install the seccomp filter", e))?;
-    // SAFETY: path and every element are NUL-terminated strings alive for the call; both
-    // arrays end with a null pointer.
-    unsafe { libc::execve(exec.path.as_ptr(), argv.as_ptr(), env.as_ptr()) };
-    let errno = std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO);
-    Err(Failure::Exec {
-        path: exec.path_str.clone(),
-        errno,
-    })
-}
-
-/// Sends a failure to the supervisor; best effort (the supervisor also sees EOF).
-pub(crate) fn send_failure(report: impl AsFd, failure: &Failure) {
-    let mut msg = vec![MSG_FAILURE];
-    if serde_json::to_writer(&mut msg, failure).is_ok() {
-        let _ = rustix::net::send(report, &msg, SendFlags::NOSIGNAL);
-    }
-}
-
-/// Init's life after main is running: forward signals, reap everything, follow main's exit.
-fn reap(main: libc::pid_t, status_pipe: OwnedFd) -> ! {
-    let signals = init_signals();
-    // Already blocked by the supervisor before the fork; this only makes sure.
-    let _ = signals.block();
-    loop {
-        let sig = match signals.wait() {
-            Ok(sig) => sig,
-            Err(_) => libc::SIGCHLD,
-        };
-        if sig != libc::SIGCHLD {
-            // ESRCH just means main is gone; its SIGCHLD is on its way.
-            let _ = sys::kill(main, sig);
-            continue;
-        }
-        loop {
-            match sys::waitpid(-1, libc::WNOHANG) {
-                Ok(Some((pid, status))) if pid == main => {
-                    let _ = sys::write_all(&status_pipe, &status.to_ne_bytes());
-                    sys::exit(exit_code(status))
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => break,
-                // No children at all: main is gone without us seeing it (cannot happen).
-                Err(_) => sys::exit(255),
-            }
-        }
-    }
-}
-
-/// Init's own exit code for main's wait status: the code, or 128 + signal.
-fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
-    }
+/// Sends a setup failure to the supervisor; best effort (the supervisor also sees EOF).
+pub(crate) fn send_failure(channel: &OwnedFd, failure: &Failure) {
+    executor::send(channel, &Report::SetupFailed(failure.clone()));
 }
