@@ -271,11 +271,26 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::ETIMEDOUT))
         },
         "read" => |path| {
-            let mut text = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(4096).read_to_end(&mut text))
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-            Ok(String::from_utf8_lossy(&text).into_owned())
+            use std::os::unix::fs::OpenOptionsExt;
+            let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+            // Non-blocking: a file with nothing to read yet (/proc/kmsg as root once the
+            // kernel's ring has been read) is readable, not a hang.
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(errno)?;
+            let mut text = vec![0u8; 4096];
+            let mut len = 0;
+            while len < text.len() {
+                match file.read(&mut text[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+            Ok(String::from_utf8_lossy(&text[..len]).into_owned())
         },
         "list" => |path| {
             let mut names = std::fs::read_dir(path)
