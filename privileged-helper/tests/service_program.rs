@@ -339,6 +339,24 @@ fn forking_with_a_pid_file_naming_no_process_of_the_service_is_a_protocol_failur
 }
 
 #[test]
+fn forking_with_a_pid_file_naming_a_host_process_is_a_protocol_failure() {
+    require_root();
+    let mut fx = Fixture::new("hostpidfile.service");
+    let host_pid = std::process::id();
+    let mut p = program(
+        ServiceType::Forking,
+        &format!("sleep 1000 & echo {host_pid} > /tmp/host.pid; exit 0"),
+    );
+    p.pid_file = Some("/tmp/host.pid".into());
+    fx.launch_program(p);
+
+    let end = fx.wait_exit();
+
+    assert_eq!(end.result, Some(RunResult::Protocol));
+    assert_eq!(end.main_pid, None);
+}
+
+#[test]
 fn forking_whose_start_process_fails_fails_with_exit_code() {
     require_root();
     let mut fx = Fixture::new("forkfail.service");

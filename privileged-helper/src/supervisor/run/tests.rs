@@ -427,3 +427,91 @@ fn a_sandbox_that_does_not_end_is_killed() {
 
     assert!(h.other.contains(&Action::KillSandbox));
 }
+
+#[test]
+fn reloading_1_then_ready_1_is_a_reload_the_service_announced() {
+    let mut h = Harness::new(program(ServiceType::Notify));
+    h.exec_last();
+    let ready = |ready, reloading| NotifyInput {
+        ready,
+        reloading,
+        ..NotifyInput::default()
+    };
+    h.run.notify(ready(1, 0), h.now);
+
+    h.run.notify(ready(1, 1), h.now);
+    assert_eq!(h.run.phase(), Phase::Reload);
+    h.run.notify(ready(2, 1), h.now);
+
+    assert_eq!(h.run.phase(), Phase::Running);
+    assert_eq!(h.run.reloads(), (1, Some(true)));
+}
+
+#[test]
+fn watchdog_trigger_fails_the_run_at_once() {
+    let mut p = program(ServiceType::Simple);
+    p.watchdog_ms = 60_000;
+    let mut h = Harness::new(p);
+    h.exec_last();
+
+    h.run.notify(
+        NotifyInput {
+            watchdog_trigger: true,
+            ..NotifyInput::default()
+        },
+        h.now,
+    );
+
+    assert_eq!(h.run.result(), Some(RunResult::Watchdog));
+    assert_eq!(h.run.phase(), Phase::StopSigterm);
+}
+
+#[test]
+fn an_exec_stop_that_hangs_times_out_into_the_kill_step() {
+    let mut p = program(ServiceType::Simple);
+    p.exec_stop = vec![cmd("hang", false)];
+    p.timeout_stop_ms = 100;
+    let mut h = Harness::new(p);
+    h.exec_last();
+    h.run.request_stop(None, h.now);
+    h.collect();
+    h.exec_last();
+
+    h.later(100);
+
+    assert_eq!(h.run.phase(), Phase::StopSigterm);
+    assert_eq!(h.run.result(), Some(RunResult::Timeout));
+}
+
+#[test]
+fn a_stop_request_gives_its_own_timeout() {
+    let mut p = program(ServiceType::Simple);
+    p.timeout_stop_ms = 60_000;
+    let mut h = Harness::new(p);
+    h.exec_last();
+
+    h.run.request_stop(Some(Duration::from_millis(50)), h.now);
+    h.collect();
+    h.later(50);
+
+    assert_eq!(h.run.phase(), Phase::StopSigkill);
+}
+
+#[test]
+fn a_mainpid_from_the_notify_socket_becomes_main() {
+    let mut h = Harness::new(program(ServiceType::Notify));
+    h.exec_last();
+
+    h.run.notify(
+        NotifyInput {
+            main_pid: Some((5555, 55)),
+            ..NotifyInput::default()
+        },
+        h.now,
+    );
+
+    assert_eq!(h.run.main_pid(), Some(5555));
+    assert!(h.other.is_empty());
+    h.collect();
+    assert!(h.other.contains(&Action::SetMain { ns_pid: 55 }));
+}
