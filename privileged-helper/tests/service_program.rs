@@ -478,3 +478,35 @@ fn notify_is_running_once_main_sends_ready() {
     assert_eq!(status.result, None);
     assert!(status.main_pid.is_some());
 }
+
+#[test]
+fn signal_to_all_reaches_every_process_but_init_and_the_run_goes_on() {
+    require_root();
+    let mut fx = Fixture::new("signalall.service");
+    let mut p = program(
+        ServiceType::Simple,
+        "sh -c 'trap \"echo child-usr1\" USR1; echo child-up; while :; do sleep 0.05; done' & \
+         trap 'echo main-usr1' USR1; while :; do sleep 0.05; done",
+    );
+    p.exec_stop_post = vec![sh("echo post", false)];
+    fx.launch_program(p);
+    fx.wait_for_stdout("child-up");
+
+    let reply = fx.request(&SupervisorRequest::Signal {
+        signal: libc::SIGUSR1,
+        whom: berth_protocol::supervisor::KillWhom::All,
+    });
+    fx.wait_for_stdout("main-usr1");
+    fx.wait_for_stdout("child-usr1");
+    fx.request(&SupervisorRequest::Signal {
+        signal: libc::SIGKILL,
+        whom: berth_protocol::supervisor::KillWhom::All,
+    });
+    let end = fx.wait_exit();
+
+    assert_eq!(reply.error, None);
+    // Init was spared: the run still had a sandbox to run ExecStopPost= in.
+    assert!(fx.stdout_lines().contains(&"post".to_string()));
+    assert_eq!(end.exit.unwrap().signal, Some(libc::SIGKILL));
+    assert_eq!(end.result, Some(RunResult::Signal));
+}

@@ -515,3 +515,30 @@ fn a_mainpid_from_the_notify_socket_becomes_main() {
     h.collect();
     assert!(h.other.contains(&Action::SetMain { ns_pid: 55 }));
 }
+
+#[test]
+fn kill_mode_mixed_terms_main_and_kills_everything() {
+    let mut p = program(ServiceType::Simple);
+    p.kill.mode = KillMode::Mixed;
+    p.timeout_stop_ms = 100;
+    let mut h = Harness::new(p);
+    let main = h.exec_last();
+
+    h.run.request_stop(None, h.now);
+    h.collect();
+    assert!(h.other.contains(&Action::Signal {
+        ns_pid: 10 + main,
+        signal: 15
+    }));
+    assert!(
+        !h.other
+            .iter()
+            .any(|a| matches!(a, Action::SignalAll { .. }))
+    );
+    h.exit(main, 15);
+    // Main is gone but not everything: mixed waits for the whole sandbox.
+    assert_eq!(h.run.phase(), Phase::StopSigterm);
+    h.later(100);
+
+    assert!(h.other.contains(&Action::SignalAll { signal: 9 }));
+}
