@@ -5,12 +5,13 @@
 //! ```text
 //! helper ─fork→ supervisor (setsid; root, host namespaces; crate::supervisor)
 //!          └─unshare(NEWPID)+fork→ init = PID 1 (new mnt/ipc/uts/cgroup ns, new root,
-//!                                   service uid; init.rs)
-//!                                    └─fork→ main (execs argv)
+//!                                   service uid; init/)
+//!                                    └─fork→ each Exec*= command, on the supervisor's
+//!                                            request (ExecStartPre=, main, ExecStop=, ...)
 //! ```
 //!
 //! The supervisor reports `Launched` (or the failure) to `launch` over a CLOEXEC pipe as one
-//! JSON document, once main's exec has succeeded or failed.
+//! JSON document, once the run's first command has exec'd or failed.
 
 pub(crate) mod capabilities;
 pub(crate) mod cgroup;

@@ -9,8 +9,10 @@
 //! - copies the service's stdout/stderr, split into lines, to the log file as
 //!   `log_line` records;
 //! - serves [`SupervisorRequest`]s from the manager uid and root (JSON lines);
-//! - on init's exit records the [`ExitStatus`], tells every client, and keeps it until a
-//!   `Release`, after which it removes its socket and exits.
+//! - takes init's reports (`run_actions.rs`) and the notify socket's messages, and moves the
+//!   run on; every change goes to every client as a full snapshot;
+//! - once the run is over (init gone, phase `dead`), keeps the result and the
+//!   [`ExitStatus`] until a `Release`, after which it removes its socket and exits.
 
 mod clients;
 mod control_socket;
