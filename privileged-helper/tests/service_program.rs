@@ -304,6 +304,25 @@ fn forking_main_is_the_process_the_pid_file_names() {
 }
 
 #[test]
+fn forking_waits_for_a_pid_file_the_daemon_writes_after_its_parent_exited() {
+    require_root();
+    let mut fx = Fixture::new("latepidfile.service");
+    let mut p = program(
+        ServiceType::Forking,
+        "sh -c 'sleep 0.3; echo $$ > /tmp/late.pid; exec sleep 1000' & exit 0",
+    );
+    p.pid_file = Some("/tmp/late.pid".into());
+    fx.launch_program(p);
+
+    let status = running(&fx);
+
+    let main = status.main_pid.expect("main pid from the late PID file");
+    wait_until("main is the sleep", || {
+        status_field(&proc_status(main), "Name") == "sleep"
+    });
+}
+
+#[test]
 fn forking_without_pid_file_guesses_the_only_process_left() {
     require_root();
     let mut fx = Fixture::new("guess.service");

@@ -90,6 +90,8 @@ pub(super) struct Run {
     /// Init reported an empty sandbox after this command seq.
     empty_after: Option<u32>,
     deadline: Option<Instant>,
+    /// When to ask init again for a forking service's PID file.
+    find_main_at: Option<Instant>,
     watchdog_from: Option<Instant>,
     ready_seen: u64,
     reloading_seen: u64,
@@ -102,6 +104,9 @@ pub(super) struct Run {
     ending: bool,
     actions: Vec<Action>,
 }
+
+/// How often a forking service's PID file is looked for until it exists.
+const PID_FILE_RETRY: Duration = Duration::from_millis(50);
 
 fn ms(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
@@ -142,6 +147,7 @@ impl Run {
             failed_exit: None,
             empty_after: None,
             deadline: None,
+            find_main_at: None,
             watchdog_from: None,
             ready_seen: 0,
             reloading_seen: 0,
@@ -205,10 +211,10 @@ impl Run {
 
     /// When [`Run::tick`] must run next.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        match (self.deadline, self.watchdog_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, self.watchdog_deadline(), self.find_main_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn watchdog_deadline(&self) -> Option<Instant> {
@@ -666,6 +672,13 @@ impl Run {
         self.check_stopped(now);
     }
 
+    /// Init found no PID file yet: ask again shortly (TimeoutStartSec= bounds the wait).
+    pub(super) fn main_pending(&mut self, now: Instant) {
+        if self.phase == Phase::Start {
+            self.find_main_at = Some(now + PID_FILE_RETRY);
+        }
+    }
+
     /// Init's answer to [`Action::FindMain`], with the host pid of the process found.
     pub(super) fn main_found(&mut self, found: Result<(u32, Option<u32>), String>, now: Instant) {
         if self.phase != Phase::Start {
@@ -753,8 +766,14 @@ impl Run {
         self.enter_stop_sigterm(now);
     }
 
-    /// The clock: timeouts and the watchdog.
+    /// The clock: timeouts, the watchdog, and asking again for a PID file.
     pub(super) fn tick(&mut self, now: Instant) {
+        if self.find_main_at.is_some_and(|at| now >= at) {
+            self.find_main_at = None;
+            if self.phase == Phase::Start {
+                self.actions.push(Action::FindMain);
+            }
+        }
         if self.watchdog_deadline().is_some_and(|at| now >= at) {
             self.watchdog_expired(now);
             return;

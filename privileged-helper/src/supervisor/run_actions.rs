@@ -97,6 +97,7 @@ impl Supervisor {
                 });
                 self.run.main_found(found, now)
             }
+            Report::MainPending => self.run.main_pending(now),
             // Only at the start (spawn.rs takes them).
             Report::Ready | Report::SetupFailed(_) => {}
         }

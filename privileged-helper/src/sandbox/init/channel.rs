@@ -157,6 +157,7 @@ const MSG_EXEC_FAILED: u8 = b'C';
 const MSG_EXITED: u8 = b'W';
 const MSG_EMPTY: u8 = b'Z';
 const MSG_MAIN: u8 = b'F';
+const MSG_MAIN_PENDING: u8 = b'f';
 
 /// What init or one of its commands reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +189,8 @@ pub(crate) enum Report {
     },
     /// The main process of a forking service (sandbox pid), or why none was found.
     Main(Result<u32, String>),
+    /// The PID file is not there yet (a daemon may write it after its parent exited).
+    MainPending,
     SetupFailed(Failure),
 }
 
@@ -233,6 +236,7 @@ impl Report {
                 out.extend_from_slice(why.as_bytes());
                 out
             }
+            Report::MainPending => vec![MSG_MAIN_PENDING],
             Report::SetupFailed(failure) => {
                 let mut out = vec![MSG_FAILURE];
                 let _ = serde_json::to_writer(&mut out, failure);
@@ -289,6 +293,7 @@ impl Report {
                     Report::Main(Err(why))
                 }
             }
+            MSG_MAIN_PENDING if body.is_empty() => Report::MainPending,
             MSG_FAILURE => Report::SetupFailed(serde_json::from_slice(body).ok()?),
             _ => return None,
         })
@@ -343,6 +348,7 @@ mod tests {
             Report::Empty { seq: 4 },
             Report::Main(Ok(12)),
             Report::Main(Err("no PID file".into())),
+            Report::MainPending,
         ] {
             assert_eq!(Report::decode(&report.encode()), Some(report));
         }

@@ -209,11 +209,15 @@ impl Executor<'_> {
                 self.main = libc::pid_t::try_from(ns_pid).ok().filter(|p| *p > 1);
             }
             Request::FindMain => {
-                let found = find_main(self.spec);
-                if let Ok(pid) = found {
-                    self.main = libc::pid_t::try_from(pid).ok();
-                }
-                send(&self.io.channel, &Report::Main(found));
+                let report = match find_main(self.spec) {
+                    Ok(pid) => {
+                        self.main = libc::pid_t::try_from(pid).ok();
+                        Report::Main(Ok(pid))
+                    }
+                    Err(FindMain::Pending) => Report::MainPending,
+                    Err(FindMain::Failed(why)) => Report::Main(Err(why)),
+                };
+                send(&self.io.channel, &report);
             }
             Request::End => sys::exit(0),
         }
@@ -429,11 +433,22 @@ fn become_command(command: &Prepared<'_>, io: &Io, seq: u32) -> Result<Infallibl
 /// The main process of a forking service, as a pid of the sandbox: the one `PIDFile=` names
 /// (it must be a process of the sandbox other than init), else the only process left (or the
 /// only child of init).
-fn find_main(spec: &LaunchSpec) -> Result<u32, String> {
+fn find_main(spec: &LaunchSpec) -> Result<u32, FindMain> {
     match &spec.program.pid_file {
-        Some(path) => read_pid_file(path),
-        None => guess_main(),
+        // Not there yet: a daemon may write it after its parent exited.
+        Some(path) if rustix::fs::stat(path.as_str()).err() == Some(Errno::NOENT) => {
+            Err(FindMain::Pending)
+        }
+        Some(path) => read_pid_file(path).map_err(FindMain::Failed),
+        None => guess_main().map_err(FindMain::Failed),
     }
+}
+
+/// Why [`find_main`] found no main process.
+enum FindMain {
+    /// The PID file does not exist yet: ask again (until TimeoutStartSec=, as systemd waits).
+    Pending,
+    Failed(String),
 }
 
 fn read_pid_file(path: &str) -> Result<u32, String> {

@@ -542,3 +542,21 @@ fn kill_mode_mixed_terms_main_and_kills_everything() {
 
     assert!(h.other.contains(&Action::SignalAll { signal: 9 }));
 }
+
+#[test]
+fn a_pid_file_not_there_yet_is_asked_for_again_until_the_start_timeout() {
+    let mut p = program(ServiceType::Forking);
+    p.timeout_start_ms = 1000;
+    let mut h = Harness::new(p);
+    let start = h.exec_last();
+    h.exit(start, EXIT_0);
+    h.other.clear();
+
+    h.run.main_pending(h.now);
+    h.later(50);
+    assert_eq!(h.other, [Action::FindMain]);
+    h.run.main_pending(h.now);
+    h.later(1000);
+
+    assert_eq!(h.run.result(), Some(RunResult::Timeout));
+}
