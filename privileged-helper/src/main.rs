@@ -88,7 +88,7 @@ fn serve(args: Args, logging: &berth_logging::Logging) -> Result<(), HelperError
         .enable_all()
         .build()
         .map_err(HelperError::Runtime)?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         tokio::select! {
             served = berth_helper::server::serve(&args.socket, args.manager_uid, policy) => {
                 Ok(served?)
@@ -98,7 +98,10 @@ fn serve(args: Args, logging: &berth_logging::Logging) -> Result<(), HelperError
                 gone.map_err(HelperError::Lifeline)
             }
         }
-    })
+    });
+    // Runs that ended since the last release leave their cgroups for the helper to remove.
+    berth_helper::sandbox::remove_stale_cgroups();
+    served
 }
 
 /// Resolves when the manager that started the helper has exited. berthd keeps the write end of

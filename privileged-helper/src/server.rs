@@ -213,6 +213,12 @@ impl HelperInterface {
                 });
             }
         };
+        // The run that held the uid is over: its supervisor, no longer root, could not remove
+        // its cgroups.
+        let stale = sandbox::remove_stale_cgroups();
+        if stale > 0 {
+            tracing::debug!(stale, "removed the cgroups of finished runs");
+        }
         match uid_release::release_user(uid) {
             Ok(removed) => {
                 tracing::debug!(uid, ipc_removed = removed.total(), "released uid");

@@ -103,11 +103,22 @@ impl Supervisor {
 
     /// Ends the service at once and cleans up (used when `launch` is no longer listening).
     pub(super) fn abort(&mut self) {
+        self.kill_service();
         if let Some((pid, _)) = self.init.take() {
-            let _ = sys::kill(pid, libc::SIGKILL);
             let _ = sys::waitpid(pid, 0);
         }
         self.control.remove();
+    }
+
+    /// SIGKILL to the whole service without relying on init: every process of its cgroup
+    /// (`cgroup.kill`, or pid by pid), and init, whose death ends the pid namespace.
+    pub(super) fn kill_service(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.kill_all();
+        }
+        if let Some((pid, _)) = &self.init {
+            let _ = sys::kill(*pid, libc::SIGKILL);
+        }
     }
 
     pub(super) fn status(&self, error: Option<String>) -> SupervisorStatus {

@@ -220,11 +220,7 @@ impl Supervisor {
             Action::SetMain { ns_pid } => self.tell_init(Request::SetMain { ns_pid }),
             Action::FindMain => self.tell_init(Request::FindMain),
             Action::EndSandbox => self.tell_init(Request::End),
-            Action::KillSandbox => {
-                if let Some((pid, _)) = &self.init {
-                    let _ = sys::kill(*pid, libc::SIGKILL);
-                }
-            }
+            Action::KillSandbox => self.kill_service(),
         }
     }
 

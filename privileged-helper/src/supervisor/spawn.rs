@@ -85,8 +85,8 @@ pub(super) fn spawn(
     };
     let spec = with_socket.as_ref().unwrap_or(spec);
     let cgroup_procs = match &cgroup {
-        Some(cgroup) => Some(cgroup.procs().map_err(cgroup_failure)?),
-        None => None,
+        Some(cgroup) => cgroup.procs().map_err(cgroup_failure)?,
+        None => Vec::new(),
     };
 
     // SAFETY: no CLONE_FILES; this process is single-threaded.
@@ -158,20 +158,29 @@ pub(super) fn spawn(
     }
 }
 
-/// The service's own cgroup with its IP firewall attached, made before init exists so that
-/// the service's first packet already meets the firewall. Without a firewall, a host where
-/// no cgroup can be made runs the service in the supervisor's cgroup, as before cgroups.
+/// The service's own cgroups with its limits and its IP firewall attached, made before init
+/// exists so that the service's first instruction is already limited and its first packet
+/// meets the firewall. Without a firewall or limits, a host where no cgroup can be made runs
+/// the service in the supervisor's cgroup, as before cgroups.
 fn service_cgroup(spec: &LaunchSpec) -> Result<Option<ServiceCgroup>, Failure> {
     let rules = firewall::rules(&spec.sandbox.firewall)
         .map_err(|e| Failure::setup(format!("read the IP firewall ({e})"), Errno::INVAL))?;
-    let cgroup = match ServiceCgroup::create(&spec.unit) {
+    let limited = spec.sandbox.resources != Default::default();
+    let cgroup = match ServiceCgroup::create(&spec.unit, &spec.sandbox.resources) {
         Ok(cgroup) => cgroup,
-        Err(_) if !rules.filters() => return Ok(None),
+        Err(CgroupError::NoHierarchy) if !rules.filters() && !limited => return Ok(None),
         Err(e) => return Err(cgroup_failure(e)),
     };
-    // On failure the cgroup is dropped, hence removed.
-    firewall::install(cgroup.dir(), &rules)
-        .map_err(|e| Failure::setup(e.to_string(), e.os_error()))?;
+    if rules.filters() {
+        let Some(dir) = cgroup.dir() else {
+            return Err(Failure::setup(
+                "attach the IP firewall: the host has no cgroup2 hierarchy",
+                Errno::NOENT,
+            ));
+        };
+        // On failure the cgroup is dropped, hence removed.
+        firewall::install(dir, &rules).map_err(|e| Failure::setup(e.to_string(), e.os_error()))?;
+    }
     Ok(Some(cgroup))
 }
 

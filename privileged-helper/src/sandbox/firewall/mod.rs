@@ -118,10 +118,10 @@ mod tests {
                 }
             }
         });
-        let cgroup = ServiceCgroup::create(unit).unwrap();
-        install(cgroup.dir(), &rules(spec).unwrap()).unwrap();
+        let cgroup = ServiceCgroup::create(unit, &Default::default()).unwrap();
+        install(cgroup.dir().unwrap(), &rules(spec).unwrap()).unwrap();
         let procs = cgroup.procs().unwrap();
-        let fd = procs.as_raw_fd();
+        let fds: Vec<_> = procs.iter().map(|fd| fd.as_raw_fd()).collect();
         let mut cmd = Command::new("/bin/busybox");
         cmd.args(["nc", "-w", "1", ip, &port])
             .stdin(Stdio::null())
@@ -130,9 +130,12 @@ mod tests {
         // SAFETY: the closure only calls write(2), async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
-                // SAFETY: `fd` stays open in the child until exec (CLOEXEC).
-                let procs = std::os::fd::BorrowedFd::borrow_raw(fd);
-                crate::sandbox::cgroup::join(procs)
+                for &fd in &fds {
+                    // SAFETY: `fd` stays open in the child until exec (CLOEXEC).
+                    let procs = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    crate::sandbox::cgroup::join(procs)?;
+                }
+                Ok(())
             });
         }
         let mut child = cmd.spawn().unwrap();

@@ -48,8 +48,9 @@ pub(crate) struct InitFds {
     pub stderr: OwnedFd,
     /// The channel to the supervisor (`channel.rs`).
     pub channel: OwnedFd,
-    /// `cgroup.procs` of the service's cgroup, which init joins first (none without cgroup2).
-    pub cgroup_procs: Option<OwnedFd>,
+    /// `cgroup.procs` of each of the service's cgroups (one per hierarchy), which init joins
+    /// first (none without cgroups).
+    pub cgroup_procs: Vec<OwnedFd>,
     /// The supervisor's `$NOTIFY_SOCKET`, which init binds in the sandbox (notify_socket.rs).
     pub notify: Option<OwnedFd>,
 }
@@ -130,13 +131,11 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
 
 /// Moves init, and so everything the service forks, into its cgroup (before the cgroup
 /// namespace is unshared in `setup`, so that the namespace's root is the service's cgroup).
-fn join_cgroup(procs: Option<OwnedFd>) -> Result<(), Failure> {
-    match procs {
-        Some(procs) => {
-            cgroup::join(procs).map_err(|e| Failure::setup("join the service's cgroup", e))
-        }
-        None => Ok(()),
+fn join_cgroup(procs: Vec<OwnedFd>) -> Result<(), Failure> {
+    for procs in procs {
+        cgroup::join(procs).map_err(|e| Failure::setup("join the service's cgroup", e))?;
     }
+    Ok(())
 }
 
 /// What every command shares, prepared once the sandbox is built.
