@@ -28,4 +28,9 @@ pub static BUILT_IN: &[BuiltIn] = &[
     built_in!("nonetwork", 1),
     built_in!("strict", 1),
     built_in!("trusted", 1),
+    // Version 2: TasksMax=15% (systemd's DefaultTasksMax=), so no service forks without end.
+    built_in!("default", 2),
+    built_in!("nonetwork", 2),
+    built_in!("strict", 2),
+    built_in!("trusted", 2),
 ];

@@ -290,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn every_built_in_profile_is_listed_at_version_1_without_an_admin_directory() {
+    fn every_built_in_profile_is_listed_at_every_version_without_an_admin_directory() {
         let profiles = Profiles::new(Path::new("/nonexistent/berth/profiles"));
 
         let listed: Vec<String> = profiles
@@ -302,7 +302,16 @@ mod tests {
 
         assert_eq!(
             listed,
-            ["default@1", "nonetwork@1", "strict@1", "trusted@1"]
+            [
+                "default@1",
+                "default@2",
+                "nonetwork@1",
+                "nonetwork@2",
+                "strict@1",
+                "strict@2",
+                "trusted@1",
+                "trusted@2"
+            ]
         );
     }
 
@@ -326,13 +335,13 @@ mod tests {
             ("web.conf", "# a profile of the admin's own\n"),
         ]);
 
-        let strict = profiles.resolve("strict").unwrap();
+        let strict = profiles.resolve("strict@1").unwrap();
         let nonetwork = profiles.resolve("nonetwork").unwrap();
         let web = profiles.resolve("web").unwrap();
 
         assert_eq!(strict.summary().as_deref(), Some("admin's strict 1"));
         assert_eq!(strict.path, Some(dir.path().join("strict@1.conf")));
-        assert_eq!(nonetwork.reference(), "nonetwork@1");
+        assert_eq!(nonetwork.reference(), "nonetwork@2");
         assert_eq!(nonetwork.summary().as_deref(), Some("admin's nonetwork"));
         assert_eq!(web.reference(), "web@1");
     }
@@ -404,9 +413,25 @@ mod tests {
         assert_eq!(warnings, Vec::<String>::new());
         assert_eq!(
             (default.profile.as_str(), strict.profile.as_str()),
-            ("default@1", "strict@1")
+            ("default@2", "strict@2")
         );
         assert!(!default.namespaces.private_network && strict.namespaces.private_network);
+    }
+
+    #[test]
+    fn every_profile_at_version_2_limits_tasks_and_at_version_1_does_not() {
+        let profiles = Profiles::new(Path::new("/nonexistent"));
+        let tasks = |name: &str| {
+            let (spec, warnings) = profiles.resolve(name).unwrap().spec("a.service").unwrap();
+            assert_eq!(warnings, Vec::<String>::new(), "{name}");
+            spec.resources.tasks_max
+        };
+
+        for name in ["default", "nonetwork", "strict", "trusted"] {
+            let limit = tasks(&format!("{name}@2"));
+            assert!(limit.is_some_and(|n| n > 0), "{name}@2: {limit:?}");
+            assert_eq!(tasks(&format!("{name}@1")), None, "{name}@1");
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(super) fn merge(
         families,
         namespaces,
         rlimits,
+        resources,
         umask,
         dynamic_user: _,
         protect_clock,
@@ -164,6 +165,9 @@ pub(super) fn merge(
 
     for (resource, (limit, source)) in rlimits {
         m.rlimit(&resource, limit, &source);
+    }
+    for source in super::resources::merge(&mut m.out.resources, resources, m.replace) {
+        m.warnings.push(loosens(&source));
     }
     if let Some((mask, source)) = umask {
         let before = m.out.umask;

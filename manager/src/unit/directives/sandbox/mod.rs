@@ -12,6 +12,7 @@
 mod firewall;
 mod merge;
 mod parse;
+mod resources;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +32,7 @@ use super::super::syntax::{Assignment, UnitFile};
 use super::super::values::{parse_boolean, parse_mode};
 use super::shorten;
 use parse::{Expected, LimitUnit, RLIMITS};
+use resources::Limit;
 
 /// Where a layer of directives comes from, which decides what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +247,31 @@ const TABLE: &[Row] = &[
     Row(
         "LimitRTTIME",
         Action::Read(|l, s, v| l.limit("RTTIME", s, v)),
+    ),
+    // The service's cgroup limits.
+    Row(
+        "MemoryMax",
+        Action::Read(|l, s, v| l.resource(Limit::MemoryMax, s, v)),
+    ),
+    Row(
+        "MemoryHigh",
+        Action::Read(|l, s, v| l.resource(Limit::MemoryHigh, s, v)),
+    ),
+    Row(
+        "TasksMax",
+        Action::Read(|l, s, v| l.resource(Limit::TasksMax, s, v)),
+    ),
+    Row(
+        "CPUQuota",
+        Action::Read(|l, s, v| l.resource(Limit::CpuQuota, s, v)),
+    ),
+    Row(
+        "CPUWeight",
+        Action::Read(|l, s, v| l.resource(Limit::CpuWeight, s, v)),
+    ),
+    Row(
+        "IOWeight",
+        Action::Read(|l, s, v| l.resource(Limit::IoWeight, s, v)),
     ),
     // Service directories.
     Row(
@@ -493,6 +520,8 @@ struct Layer {
     namespaces: NameSet,
     /// Per resource: the limit, or `None` after an empty assignment.
     rlimits: BTreeMap<String, (Option<Rlimit>, Source)>,
+    /// Per cgroup limit: the number, `None` for infinity.
+    resources: BTreeMap<Limit, (Option<u64>, Source)>,
     umask: Set<u32>,
     dynamic_user: Option<Source>,
     protect_clock: Set<bool>,

@@ -193,6 +193,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ConfigurationDirectoryMode", "0700"),
     ("IPAddressAllow", "localhost 10.0.0.0/8"),
     ("IPAddressDeny", "any"),
+    ("MemoryMax", "64M"),
+    ("MemoryHigh", "10%"),
+    ("TasksMax", "15%"),
+    ("CPUQuota", "50%"),
+    ("CPUWeight", "50"),
+    ("IOWeight", "50"),
 ];
 
 #[test]
@@ -1144,4 +1150,54 @@ fn tightening_sandbox_directives_apply_without_a_warning() {
 
         assert!(cfg.warnings.is_empty(), "{line}: {:?}", cfg.warnings);
     }
+}
+
+#[test]
+fn cgroup_limits_are_read_into_numbers() {
+    let (spec, warnings) =
+        unit("MemoryMax=64M\nMemoryHigh=48M\nTasksMax=32\nCPUQuota=50%\nCPUWeight=20\nIOWeight=30");
+
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let r = spec.resources;
+    assert_eq!(
+        (r.memory_max, r.memory_high, r.tasks_max),
+        (Some(64 << 20), Some(48 << 20), Some(32))
+    );
+    assert_eq!(
+        (r.cpu_quota_per_sec_usec, r.cpu_weight, r.io_weight),
+        (Some(500_000), Some(20), Some(30))
+    );
+}
+
+#[test]
+fn a_units_task_limit_above_its_profiles_is_ignored_with_a_warning() {
+    let (base, _) = profile("TasksMax=100", false);
+
+    let (spec, warnings) = unit_over(&base, "TasksMax=infinity\nMemoryMax=1G");
+
+    assert_eq!(spec.resources.tasks_max, Some(100));
+    assert_eq!(spec.resources.memory_max, Some(1 << 30));
+    assert_loosening_ignored(&warnings, 2, "TasksMax=infinity");
+}
+
+#[test]
+fn a_host_drop_in_lowers_the_units_memory_limit_but_cannot_raise_it() {
+    let (lowered, lowered_warnings) = unit_and_drop_in("MemoryMax=1G", "MemoryMax=256M");
+    let (raised, raised_warnings) = unit_and_drop_in("MemoryMax=256M", "MemoryMax=1G");
+
+    assert_eq!(lowered.resources.memory_max, Some(256 << 20));
+    assert!(lowered_warnings.is_empty(), "{lowered_warnings:?}");
+    assert_eq!(raised.resources.memory_max, Some(256 << 20));
+    assert_eq!(raised_warnings.len(), 1, "{raised_warnings:?}");
+}
+
+#[test]
+fn an_invalid_limit_is_warned_about_and_leaves_the_base() {
+    let (spec, warnings) = unit("TasksMax=many");
+
+    assert_eq!(spec.resources.tasks_max, None);
+    assert!(
+        warnings[0].contains("TasksMax=many is not a positive number"),
+        "{warnings:?}"
+    );
 }
