@@ -134,3 +134,49 @@ mod tests {
         );
     }
 }
+
+/// Bytes as systemctl shows them: `512B`, `1.5K`, `12.3M`, `2.0G` (powers of 1024).
+pub fn format_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+/// CPU time as systemctl shows it: `830us`, `12ms`, `1.250s`, `2min 3.500s`.
+pub fn format_cpu_time(usec: i64) -> String {
+    match usec {
+        ..1_000 => format!("{usec}us"),
+        1_000..1_000_000 => format!("{}ms", usec / 1_000),
+        1_000_000..60_000_000 => format!("{}.{:03}s", usec / 1_000_000, usec % 1_000_000 / 1_000),
+        _ => format!(
+            "{}min {}.{:03}s",
+            usec / 60_000_000,
+            usec % 60_000_000 / 1_000_000,
+            usec % 1_000_000 / 1_000
+        ),
+    }
+}
+
+#[cfg(test)]
+mod accounting_tests {
+    use super::*;
+
+    #[test]
+    fn bytes_and_cpu_time_read_as_systemctl_shows_them() {
+        assert_eq!(format_bytes(512), "512B");
+        assert_eq!(format_bytes(1536), "1.5K");
+        assert_eq!(format_bytes(64 << 20), "64.0M");
+        assert_eq!(format_cpu_time(830), "830us");
+        assert_eq!(format_cpu_time(12_345), "12ms");
+        assert_eq!(format_cpu_time(1_250_000), "1.250s");
+        assert_eq!(format_cpu_time(123_500_000), "2min 3.500s");
+    }
+}

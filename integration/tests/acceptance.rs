@@ -52,7 +52,7 @@ fn attached_image_is_listed_with_its_units() {
     assert_eq!(list[0]["unit"], "hello.service");
     assert_eq!(list[0]["image"], "hello");
     assert_eq!(list[0]["state"], "stopped");
-    assert_eq!(list[0]["profile"], "default@1");
+    assert_eq!(list[0]["profile"], "default@2");
     assert!(list[0]["main_pid"].is_null() && list[0]["uid"].is_null());
     assert_eq!(
         h.berth_json(&["image", "list"]).unwrap()[0]["state"],

@@ -32,7 +32,7 @@ fn attach_with_a_profile_records_it_with_its_version() {
     h.berth_ok(&["attach", "hello", "--profile", "strict"])
         .unwrap();
 
-    assert_eq!(profile_of(&h, "hello"), "strict@1");
+    assert_eq!(profile_of(&h, "hello"), "strict@2");
 }
 
 #[test]
@@ -82,9 +82,13 @@ fn profile_list_shows_the_built_in_profiles_and_the_admins() {
         shown,
         [
             ("default@1".to_owned(), None),
+            ("default@2".to_owned(), None),
             ("nonetwork@1".to_owned(), None),
+            ("nonetwork@2".to_owned(), None),
             ("strict@1".to_owned(), admins("strict@1.conf")),
+            ("strict@2".to_owned(), None),
             ("trusted@1".to_owned(), None),
+            ("trusted@2".to_owned(), None),
             ("web@1".to_owned(), admins("web.conf")),
         ]
     );
@@ -138,17 +142,17 @@ fn a_newer_version_goes_to_new_attachments_and_old_ones_keep_theirs_across_reatt
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", path(&v1)]).unwrap();
 
-    // A newer berth (here: the admin) brings default@2.
+    // A newer berth (here: the admin) brings default@3.
     std::fs::write(
-        profiles.path().join("default@2.conf"),
-        "# default@2\n[Service]\n",
+        profiles.path().join("default@3.conf"),
+        "# default@3\n[Service]\n",
     )
     .unwrap();
     h.berth_ok(&["reattach", path(&v2)]).unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
 
-    assert_eq!(profile_of(&h, "foo"), "default@1");
-    assert_eq!(profile_of(&h, "hello"), "default@2");
+    assert_eq!(profile_of(&h, "foo"), "default@2");
+    assert_eq!(profile_of(&h, "hello"), "default@3");
 }
 
 #[test]
@@ -163,7 +167,7 @@ fn security_rates_the_units_sandbox_check_by_check() {
     let checks = report["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 81);
     assert_eq!(report["unit"], "hello.service");
-    assert_eq!(report["profile"], "default@1");
+    assert_eq!(report["profile"], "default@2");
     let exposure = report["exposure"].as_i64().unwrap();
     assert!((0..=100).contains(&exposure));
     let network = checks
@@ -175,7 +179,7 @@ fn security_rates_the_units_sandbox_check_by_check() {
         (Some(2500), Some(1))
     );
     let overall = format!(
-        "→ Overall exposure level for hello.service (profile default@1): {}.{} {}",
+        "→ Overall exposure level for hello.service (profile default@2): {}.{} {}",
         exposure / 10,
         exposure % 10,
         report["rating"].as_str().unwrap()

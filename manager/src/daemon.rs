@@ -163,6 +163,13 @@ impl Manager {
             .attachments
             .get(&unit.image)
             .map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
+        let usage = unit
+            .main_pid
+            .filter(|_| unit.state.is_active())
+            .and_then(|pid| {
+                crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
+            });
+        let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
         UnitStatus {
             unit: unit.name.clone(),
             image: unit.image.clone(),
@@ -183,12 +190,12 @@ impl Manager {
             status_text: None,
             restarts: None,
             enabled: None,
-            cpu_usec: None,
-            memory_current: None,
-            memory_peak: None,
-            tasks: None,
+            cpu_usec: number(usage.as_ref().and_then(|u| u.cpu_usec)),
+            memory_current: number(usage.as_ref().and_then(|u| u.memory_current)),
+            memory_peak: number(usage.as_ref().and_then(|u| u.memory_peak)),
+            tasks: number(usage.as_ref().and_then(|u| u.tasks)),
             log_dropped: None,
-            resource_notes: None,
+            resource_notes: usage.map(|u| u.notes),
         }
     }
 

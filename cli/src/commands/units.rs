@@ -386,6 +386,7 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
     if let Some(f) = &st.failure {
         out!("   Failure: {}", escape(f))?;
     }
+    print_accounting(&st)?;
     let params = LogsParams {
         unit,
         lines: Some(10),
@@ -409,6 +410,31 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
         print_entries(&st.unit, &entries, LogFormat::Short)?;
     }
     Ok(code)
+}
+
+/// Tasks, memory and CPU time as `systemctl status` shows them, and what of the limits fell
+/// back.
+fn print_accounting(st: &berth_protocol::manager::UnitStatus) -> anyhow::Result<()> {
+    if let Some(tasks) = st.tasks {
+        out!("     Tasks: {tasks}")?;
+    }
+    if let Some(current) = st.memory_current {
+        match st.memory_peak {
+            Some(peak) => out!(
+                "    Memory: {} (peak: {})",
+                output::format_bytes(current),
+                output::format_bytes(peak)
+            )?,
+            None => out!("    Memory: {}", output::format_bytes(current))?,
+        }
+    }
+    if let Some(usec) = st.cpu_usec {
+        out!("       CPU: {}", output::format_cpu_time(usec))?;
+    }
+    for note in st.resource_notes.iter().flatten() {
+        out!("      Note: {}", escape(note))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn set_property(

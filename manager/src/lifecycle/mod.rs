@@ -1,6 +1,7 @@
 //! Starting and stopping services: berthd asks berth-helper to spawn (helper_client), then
 //! follows each run through the supervisor's control socket (supervisor_link).
 
+pub mod accounting;
 mod helper_client;
 mod supervisor_link;
 
