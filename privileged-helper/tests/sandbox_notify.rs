@@ -258,6 +258,30 @@ fn main_pid_naming_a_host_process_is_refused() {
     assert_eq!(status.main_pid, Some(launched.main_pid));
 }
 
+#[test]
+fn main_pid_one_is_refused_as_berths_init() {
+    let mut fx = probe_fixture("mainpid-init.service");
+
+    let launched = launch_notify(
+        &mut fx,
+        NotifyAccess::Main,
+        &[
+            PROBE,
+            "--notify",
+            "MAINPID=1",
+            "--notify",
+            "STATUS=after",
+            "--sleep",
+            "100",
+        ],
+    );
+
+    let note = wait_for_note(&fx, "refused MAINPID=1 ");
+    assert!(note.contains("berth's init"), "{note}");
+    let status = status_until(&fx, "the next message is read", |s| s.status_text.is_some());
+    assert_eq!(status.main_pid, Some(launched.main_pid));
+}
+
 /// Main is `sleep`; its child, the probe, speaks.
 const CHILD_SPEAKS: &str =
     "/usr/bin/berth-probe --notify STATUS=from-child --sleep 100 & exec sleep 100";

@@ -28,6 +28,7 @@ use rustix::net::{
 };
 
 use super::event_loop::Supervisor;
+use super::service_pids;
 use crate::sandbox::cgroup::ServiceCgroup;
 use crate::sandbox::{Failure, notify_socket};
 
@@ -207,42 +208,6 @@ impl Senders<'_> {
     }
 }
 
-/// The `NSpid:` numbers of a `/proc/<pid>/status` text, outermost first.
-fn nspids(status: &str) -> Option<Vec<u32>> {
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_whitespace().map(|n| n.parse().ok()).collect()
-}
-
-/// The host pid of the process among `candidates` that the service's pid namespace numbers
-/// `ns_pid`. The service's namespace is init's: its level is where init's `NSpid:` ends.
-/// `status` reads `/proc/<pid>/status` (a parameter so the logic is tested without processes).
-pub(super) fn translate_main_pid(
-    ns_pid: u32,
-    init: u32,
-    candidates: &[u32],
-    status: impl Fn(u32) -> Option<String>,
-) -> Result<u32, MainPidError> {
-    if ns_pid == 1 {
-        return Err(MainPidError::Init);
-    }
-    let level = status(init)
-        .as_deref()
-        .and_then(nspids)
-        .and_then(|ids| ids.len().checked_sub(1))
-        .ok_or(MainPidError::NoNamespace)?;
-    candidates
-        .iter()
-        .copied()
-        .filter(|pid| *pid != init)
-        .find(|pid| {
-            status(*pid)
-                .as_deref()
-                .and_then(nspids)
-                .is_some_and(|ids| ids.get(level) == Some(&ns_pid))
-        })
-        .ok_or(MainPidError::NotInService)
-}
-
 /// Why a MAINPID= was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum MainPidError {
@@ -252,14 +217,6 @@ pub(super) enum MainPidError {
     NotInService,
     #[error("the service's pid namespace cannot be read")]
     NoNamespace,
-    #[error("the service has no cgroup to find it in")]
-    NoCgroup,
-    #[error("the service's processes cannot be listed")]
-    ListProcesses,
-}
-
-fn proc_status(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
 }
 
 /// The supervisor's end of `$NOTIFY_SOCKET` and the bookkeeping of what it sends on.
@@ -436,12 +393,15 @@ impl Supervisor {
 
     /// The host pid of the service's process `ns_pid` (as the service numbers it).
     fn service_pid(&self, ns_pid: u32) -> Result<u32, MainPidError> {
+        if ns_pid == 1 {
+            return Err(MainPidError::Init);
+        }
         let Some((init, _)) = &self.init else {
             return Err(MainPidError::NotInService);
         };
-        let cgroup = self.cgroup.as_ref().ok_or(MainPidError::NoCgroup)?;
-        let pids = cgroup.pids().map_err(|_| MainPidError::ListProcesses)?;
-        translate_main_pid(ns_pid, *init as u32, &pids, proc_status)
+        let level = self.level.ok_or(MainPidError::NoNamespace)?;
+        service_pids::host_pid(ns_pid, level, *init as u32, self.cgroup.as_ref())
+            .ok_or(MainPidError::NotInService)
     }
 
     /// When the loop must wake up for the notify socket's sake.
@@ -675,59 +635,5 @@ mod tests {
         };
 
         assert!(!s.allow(100));
-    }
-
-    /// `/proc/<pid>/status` texts of a service: init (host 500, ns 1), two processes.
-    fn service_status(pid: u32) -> Option<String> {
-        let nspid = match pid {
-            500 => "500\t1",
-            501 => "501\t2",
-            502 => "502\t7",
-            // A process of a nested namespace inside the service: ns pid 9, nested 1.
-            503 => "503\t9\t1",
-            _ => return None,
-        };
-        Some(format!(
-            "Name:\tx\nPid:\t{pid}\nNSpid:\t{nspid}\nPPid:\t1\n"
-        ))
-    }
-
-    #[test]
-    fn main_pid_translates_to_the_host_pid_of_that_service_process() {
-        let found = translate_main_pid(7, 500, &[500, 501, 502, 503], service_status);
-
-        assert_eq!(found, Ok(502));
-    }
-
-    #[test]
-    fn main_pid_of_a_nested_process_uses_the_services_numbering() {
-        assert_eq!(
-            translate_main_pid(9, 500, &[500, 503], service_status),
-            Ok(503)
-        );
-    }
-
-    #[test]
-    fn main_pid_outside_the_service_is_refused() {
-        assert_eq!(
-            translate_main_pid(8, 500, &[500, 501, 502], service_status),
-            Err(MainPidError::NotInService)
-        );
-    }
-
-    #[test]
-    fn main_pid_one_is_refused_as_init() {
-        assert_eq!(
-            translate_main_pid(1, 500, &[500, 501], service_status),
-            Err(MainPidError::Init)
-        );
-    }
-
-    #[test]
-    fn main_pid_of_a_vanished_process_is_refused() {
-        assert_eq!(
-            translate_main_pid(2, 500, &[500, 999], service_status),
-            Err(MainPidError::NotInService)
-        );
     }
 }
