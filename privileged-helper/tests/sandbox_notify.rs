@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use berth_helper::launch_spec::Launched;
 use berth_protocol::sandbox::SandboxPath;
-use berth_protocol::service_program::{NotifyAccess, ServiceType};
-use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use berth_protocol::service_program::{Command, NotifyAccess, ServiceType};
+use berth_protocol::supervisor::{Phase, SupervisorRequest, SupervisorStatus};
 use berth_testkit::ImageBuilder;
 use fixture::*;
 use serde_json::Value;
@@ -149,6 +149,28 @@ fn read_only_root_still_gets_the_socket() {
     let status = status_until(&fx, "STATUS= shows", |s| s.status_text.is_some());
     assert_eq!(status.status_text.as_deref(), Some("bound"));
     fx.wait_for_stdout("run-read-only");
+}
+
+#[test]
+fn ready_sent_at_once_after_exec_makes_the_service_running() {
+    let mut fx = probe_fixture("notify-ready.service");
+    let mut spec = fx.spec(&[PROBE, "--notify", "READY=1", "--sleep", "100"]);
+    spec.program.service_type = ServiceType::Notify;
+    spec.program.notify_access = NotifyAccess::Main;
+    // A command before main, so that main's pid reaches the supervisor just before its
+    // READY=1 (they once were read in the wrong order and READY=1 was refused).
+    spec.program.exec_start_pre = vec![Command {
+        argv: vec!["/bin/true".into()],
+        ignore_failure: false,
+    }];
+
+    fx.try_launch_spec(&spec)
+        .unwrap_or_else(|e| panic!("launch failed: {e}"));
+
+    status_until(&fx, "READY=1 makes it running", |s| {
+        s.phase == Phase::Running
+    });
+    assert!(notes(&fx).is_empty(), "{:?}", notes(&fx));
 }
 
 #[test]
@@ -315,6 +337,45 @@ fn notify_access_all_accepts_a_childs_message() {
         s.status_text.is_some()
     });
     assert_eq!(status.status_text.as_deref(), Some("from-child"));
+}
+
+/// A Type=notify service whose ExecStartPre= speaks (and stays a moment, so that it is still
+/// running when its message is read), with `access`.
+fn launch_with_speaking_pre(fx: &mut Fixture, access: NotifyAccess) {
+    let mut spec = fx.spec(&[PROBE, "--notify", "READY=1", "--sleep", "100"]);
+    spec.program.service_type = ServiceType::Notify;
+    spec.program.notify_access = access;
+    spec.program.exec_start_pre = vec![Command {
+        argv: [PROBE, "--notify", "STATUS=from-pre", "--sleep", "1"]
+            .map(String::from)
+            .to_vec(),
+        ignore_failure: false,
+    }];
+    fx.try_launch_spec(&spec)
+        .unwrap_or_else(|e| panic!("launch failed: {e}"));
+}
+
+#[test]
+fn notify_access_exec_accepts_an_exec_command() {
+    let mut fx = probe_fixture("access-exec.service");
+
+    launch_with_speaking_pre(&mut fx, NotifyAccess::Exec);
+
+    let status = status_until(&fx, "the ExecStartPre= STATUS= shows", |s| {
+        s.status_text.is_some()
+    });
+    assert_eq!(status.status_text.as_deref(), Some("from-pre"));
+}
+
+#[test]
+fn notify_access_main_refuses_an_exec_command() {
+    let mut fx = probe_fixture("access-exec-main.service");
+
+    launch_with_speaking_pre(&mut fx, NotifyAccess::Main);
+
+    wait_for_note(&fx, "NotifyAccess=main does not allow it");
+    status_until(&fx, "main is running", |s| s.phase == Phase::Running);
+    assert_eq!(fx.request(&SupervisorRequest::Status).status_text, None);
 }
 
 #[test]

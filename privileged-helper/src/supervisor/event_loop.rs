@@ -160,11 +160,6 @@ impl Supervisor {
             let mut pfds = Vec::with_capacity(4 + self.clients.len());
             pfds.push(sys::pollfd(self.control.listener.as_fd(), libc::POLLIN));
             slots.push(Slot::Listener);
-            // Before init: what the service said before its exit is taken in first.
-            if let Some(socket) = &self.notify_socket {
-                pfds.push(sys::pollfd(socket.fd().as_fd(), libc::POLLIN));
-                slots.push(Slot::Notify);
-            }
             if let Some((_, pidfd)) = &self.init {
                 pfds.push(sys::pollfd(pidfd.as_fd(), libc::POLLIN));
                 slots.push(Slot::Init);
@@ -172,6 +167,12 @@ impl Supervisor {
             if let Some(channel) = &self.channel {
                 pfds.push(sys::pollfd(channel.as_fd(), libc::POLLIN));
                 slots.push(Slot::Channel);
+            }
+            // After init's channel: a command reports its pid there before it execs, so a
+            // datagram it sent is read once the run knows whose it is.
+            if let Some(socket) = &self.notify_socket {
+                pfds.push(sys::pollfd(socket.fd().as_fd(), libc::POLLIN));
+                slots.push(Slot::Notify);
             }
             for (i, out) in self.outputs.iter().enumerate() {
                 if let Some(fd) = &out.fd {
