@@ -235,3 +235,38 @@ fn reattach_to_a_version_without_the_template_stops_its_instances() {
         [("web-new@.service".to_owned(), "stopped".to_owned())]
     );
 }
+
+#[test]
+fn an_instance_the_image_ships_a_file_for_runs_that_file() {
+    let h = Harness::start().unwrap();
+    let own = "[Service]\nExecStart=/bin/sh -c 'echo i=own-file; exec sleep 1000'\n";
+    ImageBuilder::new(&h.images_dir().join("web"))
+        .unit("web@.service", TEMPLATE)
+        .unit("web@fixed.service", own)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "web"]).unwrap();
+
+    h.berth_ok(&["start", "web@fixed"]).unwrap();
+
+    assert_eq!(specifier_line(&h, "web@fixed"), "i=own-file");
+    let cat = h.berth_ok(&["cat", "web@fixed"]).unwrap();
+    assert!(cat.contains("echo i=own-file"), "{cat}");
+    h.berth_ok(&["stop", "web@fixed"]).unwrap();
+    assert!(
+        listed(&h).contains(&("web@fixed.service".to_owned(), "stopped".to_owned())),
+        "an attached unit stays listed"
+    );
+}
+
+#[test]
+fn cat_of_an_instance_shows_its_templates_file() {
+    let h = attached_template();
+    h.berth_ok(&["start", "web@blue"]).unwrap();
+
+    let cat = h.berth_ok(&["cat", "web@blue"]).unwrap();
+
+    assert!(cat.contains("web@.service"), "{cat}");
+    assert!(cat.contains("Description=web instance %i"), "{cat}");
+    h.berth_ok(&["stop", "web@blue"]).unwrap();
+}

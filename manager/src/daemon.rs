@@ -202,7 +202,7 @@ impl Manager {
     pub fn list(&self) -> Vec<UnitStatus> {
         self.units
             .values()
-            .filter(|u| !crate::unit_instances::is_idle_instance(u))
+            .filter(|u| !self.is_idle_instance(u))
             .map(|u| self.status(u))
             .collect()
     }

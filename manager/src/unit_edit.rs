@@ -20,7 +20,7 @@ use crate::attach::parse_unit_with;
 use crate::daemon::Manager;
 use crate::drop_ins::{self, DropIn};
 use crate::image_catalog::{MAX_CAT_BYTES, shown_contents};
-use crate::unit_instances::{unit_drop_ins, unit_file_name};
+use crate::unit_instances::unit_drop_ins;
 
 /// Most `KEY=VALUE` pairs in one `set-property`.
 pub const MAX_PROPERTIES: usize = 64;
@@ -36,7 +36,7 @@ impl Manager {
         let path = self
             .paths
             .attachment_dir(&image)
-            .join(unit_file_name(&unit.name));
+            .join(self.unit_file_name(unit));
         let contents = std::fs::read_to_string(&path)
             .map_err(|e| ManagerError::internal(format!("{}: {e}", path.display())))?;
         let drop_ins =
@@ -46,13 +46,14 @@ impl Manager {
 
     /// `Cat`: the unit's file, then its drop-ins, each with its path; within a bounded reply.
     pub fn cat(&self, unit: &str) -> Result<(String, Vec<UnitSource>), ManagerError> {
-        let name = self.unit(unit)?.name.clone();
+        let unit = self.unit(unit)?;
+        let (name, file) = (unit.name.clone(), self.unit_file_name(unit));
         let (image, contents, drop_ins) = self.unit_sources(&name)?;
         let main = UnitSource {
             path: self
                 .paths
                 .attachment_dir(&image)
-                .join(unit_file_name(&name))
+                .join(file)
                 .display()
                 .to_string(),
             contents,

@@ -35,7 +35,10 @@ impl Manager {
         let Some(template) = template_of(&name) else {
             return self.unit(&name).map(|_| ());
         };
-        if self.units.get(&name).is_some_and(|u| u.state.is_active()) {
+        // An image may ship the instance's own file: that is then the unit, as in systemd.
+        if self.is_attached_file(&name)
+            || self.units.get(&name).is_some_and(|u| u.state.is_active())
+        {
             return Ok(());
         }
         let image = match self.units.get(&template) {
@@ -49,8 +52,8 @@ impl Manager {
                 self.prune_instances();
                 let count = self
                     .units
-                    .keys()
-                    .filter(|u| template_of(u).is_some())
+                    .values()
+                    .filter(|u| self.is_made_instance(u))
                     .count();
                 if count >= MAX_INSTANCES {
                     return Err(ManagerError::StartFailed {
@@ -97,7 +100,44 @@ impl Manager {
 
     /// Drops the instances that have nothing to show.
     fn prune_instances(&mut self) {
-        self.units.retain(|_, u| !is_idle_instance(u));
+        let idle: Vec<String> = self
+            .units
+            .values()
+            .filter(|u| self.is_idle_instance(u))
+            .map(|u| u.name.clone())
+            .collect();
+        for name in idle {
+            self.units.remove(&name);
+        }
+    }
+
+    /// Whether unit `name` was attached from a file of its own (not made from a template).
+    fn is_attached_file(&self, name: &str) -> bool {
+        self.units.get(name).is_some_and(|u| {
+            self.attachments
+                .get(&u.image)
+                .is_some_and(|r| r.units.iter().any(|n| n == name))
+        })
+    }
+
+    /// Whether `unit` was made from a template (not attached from a file of its own).
+    fn is_made_instance(&self, unit: &Unit) -> bool {
+        template_of(&unit.name).is_some() && !self.is_attached_file(&unit.name)
+    }
+
+    /// Whether `unit` is an instance `list` leaves out: one made from a template that has
+    /// nothing to show.
+    pub fn is_idle_instance(&self, unit: &Unit) -> bool {
+        self.is_made_instance(unit) && unit.state == UnitState::Stopped && unit.link.is_none()
+    }
+
+    /// The file in the attachment that holds `unit`'s text: a made instance's is its
+    /// template's.
+    pub fn unit_file_name(&self, unit: &Unit) -> String {
+        match template_of(&unit.name) {
+            Some(template) if self.is_made_instance(unit) => template,
+            _ => unit.name.clone(),
+        }
     }
 
     /// The status of unit `arg`; an instance of an attached template that berthd has not made
@@ -128,7 +168,7 @@ impl Manager {
     pub(crate) fn instances_of(&self, image: &str) -> Vec<String> {
         self.units
             .values()
-            .filter(|u| u.image == image && template_of(&u.name).is_some())
+            .filter(|u| u.image == image && self.is_made_instance(u))
             .map(|u| u.name.clone())
             .collect()
     }
@@ -183,16 +223,6 @@ pub fn unit_drop_ins(
     Ok(merged.into_values().collect())
 }
 
-/// Whether `unit` is an instance `list` leaves out: one with nothing to show.
-pub fn is_idle_instance(unit: &Unit) -> bool {
-    template_of(&unit.name).is_some() && unit.state == UnitState::Stopped && unit.link.is_none()
-}
-
-/// The file an attached unit's text is kept in: an instance's is its template's.
-pub fn unit_file_name(unit: &str) -> String {
-    template_of(unit).unwrap_or_else(|| unit.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,12 +273,5 @@ mod tests {
 
         assert_eq!(own.len(), 1);
         assert_eq!(own[0].contents, "own");
-    }
-
-    #[test]
-    fn an_instance_is_kept_in_its_templates_file() {
-        assert_eq!(unit_file_name("web@blue.service"), "web@.service");
-        assert_eq!(unit_file_name("web.service"), "web.service");
-        assert_eq!(unit_file_name("web@.service"), "web@.service");
     }
 }
