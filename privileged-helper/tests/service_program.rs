@@ -472,15 +472,42 @@ fn every_change_of_phase_is_sent_unasked() {
     assert_eq!(next.phase, Phase::Running);
 }
 
-#[test]
-fn notify_is_running_once_main_sends_ready() {
-    require_root();
+fn probe_fixture(unit: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     berth_testkit::ImageBuilder::new(dir.path())
         .probe()
         .build()
         .unwrap();
-    let mut fx = Fixture::with_image("notifyready.service", dir);
+    Fixture::with_image(unit, dir)
+}
+
+#[test]
+fn watchdog_1_in_time_keeps_the_service_running() {
+    require_root();
+    let mut fx = probe_fixture("watchdogfed.service");
+    let mut spec = fx.spec(&[
+        "/usr/bin/berth-probe",
+        "--notify",
+        "READY=1",
+        "--watchdog-every",
+        "50",
+    ]);
+    spec.program.service_type = ServiceType::Notify;
+    spec.program.notify_access = berth_protocol::service_program::NotifyAccess::Main;
+    spec.program.watchdog_ms = 500;
+    fx.try_launch_spec(&spec).unwrap();
+    running(&fx);
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = fx.request(&SupervisorRequest::Status);
+
+    assert_eq!((status.phase, status.result), (Phase::Running, None));
+}
+
+#[test]
+fn notify_is_running_once_main_sends_ready() {
+    require_root();
+    let mut fx = probe_fixture("notifyready.service");
     let mut spec = fx.spec(&[
         "/usr/bin/berth-probe",
         "--notify",

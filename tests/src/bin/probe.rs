@@ -3,10 +3,10 @@
 //!
 //! Usage: `berth-probe [--check-path P]... [--try ATTEMPT]... [--listen-abstract NAME]
 //! [--keyring] [--add-session-key NAME]... [--notify MSG]... [--sleep SECS | --loop |
-//! --notify-flood]` (`--try help` lists the attempts, see `attempts.rs`). `--notify` sends MSG
+//! --notify-flood | --watchdog-every MS]` (`--try help` lists the attempts, see `attempts.rs`). `--notify` sends MSG
 //! (`\n` standing for a newline) as one datagram to `$NOTIFY_SOCKET` before the report; the
 //! outcomes are under `notify`. `--notify-flood` sends `STATUS=flood N` datagrams without end
-//! after it.
+//! after it; `--watchdog-every MS` sends `WATCHDOG=1` every MS milliseconds.
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -52,6 +52,8 @@ enum After {
     Sleep(u64),
     Forever,
     NotifyFlood,
+    /// `--watchdog-every MS`: send WATCHDOG=1 every MS milliseconds, for ever.
+    Watchdog(u64),
 }
 
 /// Parsed command line.
@@ -73,7 +75,7 @@ struct Args {
 
 const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
                      [--listen-abstract NAME]... [--keyring] [--add-session-key NAME]... [--notify MSG]... \
-                     [--sleep SECS | --loop | --notify-flood]";
+                     [--sleep SECS | --loop | --notify-flood | --watchdog-every MS]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
 fn parse_args() -> Result<Args, String> {
@@ -131,6 +133,14 @@ fn parse_args() -> Result<Args, String> {
                 args.notify.push(m.to_string_lossy().replace("\\n", "\n"));
             }
             "--notify-flood" => args.after = After::NotifyFlood,
+            "--watchdog-every" => {
+                let ms = it.next().ok_or("--watchdog-every needs milliseconds")?;
+                let ms = ms
+                    .to_string_lossy()
+                    .parse::<u64>()
+                    .map_err(|e| format!("--watchdog-every: {e}"))?;
+                args.after = After::Watchdog(ms);
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -165,6 +175,7 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         },
         After::NotifyFlood => notify::flood(),
+        After::Watchdog(ms) => notify::keep_alive(ms),
     }
 }
 
@@ -314,6 +325,16 @@ mod notify {
             Err(e) => super::err(e),
         });
         Value::Array(outcomes.collect())
+    }
+
+    /// Sends `WATCHDOG=1` every `ms` milliseconds, for ever (or until an error).
+    pub(super) fn keep_alive(ms: u64) {
+        let Ok(socket) = UnixDatagram::unbound() else {
+            return;
+        };
+        while send(&socket, "WATCHDOG=1").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     /// Sends `STATUS=flood N` as fast as the socket takes them, for ever (or until an error).
