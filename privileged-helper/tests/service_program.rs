@@ -531,8 +531,10 @@ fn signal_to_all_reaches_every_process_but_init_and_the_run_goes_on() {
     let mut fx = Fixture::new("signalall.service");
     let mut p = program(
         ServiceType::Simple,
-        "sh -c 'trap \"echo child-usr1\" USR1; echo child-up; while :; do sleep 0.05; done' & \
-         trap 'echo main-usr1' USR1; while :; do sleep 0.05; done",
+        // Main's trap is set before the child can say it is up.
+        "trap 'echo main-usr1' USR1; \
+         sh -c 'trap \"echo child-usr1\" USR1; echo child-up; while :; do sleep 0.05; done' & \
+         while :; do sleep 0.05; done",
     );
     p.exec_stop_post = vec![sh("echo post", false)];
     fx.launch_program(p);
