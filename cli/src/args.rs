@@ -45,6 +45,9 @@ pub enum Command {
         /// Start the units after attaching.
         #[arg(long)]
         now: bool,
+        /// Enable the units: berthd starts them when it starts at boot.
+        #[arg(long)]
+        enable: bool,
         /// Take over units attached from another image; accept an extension whose release
         /// file is not named after it.
         #[arg(long)]
@@ -91,6 +94,22 @@ pub enum Command {
     Restart {
         #[arg(required = true)]
         units: Vec<String>,
+    },
+    /// Enable units: berthd starts them when it starts at boot, in dependency order.
+    Enable {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Start them now too.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Disable units: berthd no longer starts them at boot.
+    Disable {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Stop them now too.
+        #[arg(long)]
+        now: bool,
     },
     /// Show a unit's state and its latest output; exit 0 when it is active (running), 3 when
     /// not, 4 when there is no such unit.

@@ -62,6 +62,7 @@ fn attach_call(
             profile: None,
             force: None,
             extensions: Some(extensions.iter().map(|e| e.to_string()).collect()),
+            enable: None,
         };
         client.call("io.berth.Manager.Attach", &params, fds).await
     })

@@ -61,6 +61,8 @@ const METHODS: &[(&str, Access)] = &[
     ("Start", Access::Change),
     ("Stop", Access::Change),
     ("Restart", Access::Change),
+    ("Enable", Access::Change),
+    ("Disable", Access::Change),
     // Unit files and drop-ins are not secret, as with `systemctl cat` (see unit_edit.rs).
     ("Cat", Access::Read),
     ("SetProperty", Access::Change),
@@ -413,7 +415,10 @@ impl ManagerInterface {
                     fd,
                     &prefixes,
                     p.profile.as_deref(),
-                    p.force.unwrap_or(false),
+                    crate::attach::AttachHow {
+                        force: p.force.unwrap_or(false),
+                        enable: p.enable.unwrap_or(false),
+                    },
                     extensions,
                 );
                 Outcome::from_result(result.map(|(image, units, warnings)| AttachReply {
@@ -531,6 +536,11 @@ impl ManagerInterface {
                     };
                     result.map(|status| StatusReply { status })
                 })
+            }
+            "Enable" | "Disable" => {
+                let p: UnitParams = params(parameters)?;
+                let result = shared.borrow_mut().set_enabled(&p.unit, method == "Enable");
+                Outcome::from_result(result.map(|status| StatusReply { status }))
             }
             "Cat" => {
                 let p: UnitParams = params(parameters)?;

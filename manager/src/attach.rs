@@ -20,6 +20,15 @@ use crate::image::{self, ImageSource};
 use crate::unit::{self, ServiceConfig, syntax};
 use crate::unit_state::{Unit, now_usec};
 
+/// How [`Manager::attach`] attaches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachHow {
+    /// Take over units attached from another image; accept what only `--force` accepts.
+    pub force: bool,
+    /// Enable every unit attached (`attach --enable`).
+    pub enable: bool,
+}
+
 /// An image found for `inspect` or `attach`, opened.
 pub(crate) struct Located {
     pub(crate) name: String,
@@ -136,15 +145,18 @@ impl Manager {
     /// Attaches the matching units of an image: copies them into `STATE/attached/<image>/`.
     /// `fd`: the image, opened by the client (see [`Self::locate`]); berthd keeps it.
     /// `extensions`: each with the descriptor the client passed for it, if any (same rules).
+    /// Attaching an attached image again keeps which of its units are enabled; `how.enable`
+    /// enables them all (templates aside: only their instances start).
     pub fn attach(
         &mut self,
         arg: &str,
         fd: Option<OwnedFd>,
         prefixes: &[String],
         profile: Option<&str>,
-        force: bool,
+        how: AttachHow,
         extensions: Vec<(String, Option<OwnedFd>)>,
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
+        let AttachHow { force, enable } = how;
         let Located {
             name,
             path,
@@ -227,16 +239,23 @@ impl Manager {
         if let Some(unit) = self.active_unit_of(&name) {
             return Err(ManagerError::UnitActive { unit });
         }
+        let units: Vec<String> = parsed.iter().map(|(n, _)| n.clone()).collect();
+        let enabled = match self.attachments.get(&name) {
+            _ if enable => crate::startup::enableable(&units),
+            Some(old) => crate::startup::still_enabled(&old.enabled, &units),
+            None => Vec::new(),
+        };
         let record = AttachmentRecord {
             image: name.clone(),
             path: path.clone(),
             identity: Some(identity),
             by_descriptor,
             profile,
-            units: parsed.iter().map(|(n, _)| n.clone()).collect(),
+            units,
             attached_usec: now_usec(),
             prefixes: prefixes.clone(),
             extensions: extensions.iter().map(ExtensionRecord::of).collect(),
+            enabled,
         };
         let copies: Vec<UnitCopy> = found
             .iter()
@@ -256,6 +275,7 @@ impl Manager {
                 // --force took the unit over from another image.
                 if let Some(rec) = self.attachments.get_mut(&other) {
                     rec.units.retain(|u| *u != unit_name);
+                    rec.enabled.retain(|u| *u != unit_name);
                 }
             }
             self.units.insert(

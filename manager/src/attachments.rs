@@ -37,6 +37,10 @@ pub struct AttachmentRecord {
     /// Extension images laid over the image, lowest first; each pinned like the image.
     #[serde(default)]
     pub extensions: Vec<ExtensionRecord>,
+    /// The units enabled (`berth enable`, `attach --enable`): started when berthd starts at
+    /// boot. Absent in older records: none.
+    #[serde(default)]
+    pub enabled: Vec<String>,
 }
 
 /// One extension image of an attachment.
@@ -128,6 +132,17 @@ pub fn save(
         source: std::io::Error::other(e),
     })?;
     write_atomic(&record_path, &json).map_err(write_err(&record_path))
+}
+
+/// Replaces the record alone (the unit copies stay as they are), atomically: a crash leaves
+/// the old record or the new one.
+pub fn save_record(paths: &Paths, record: &AttachmentRecord) -> Result<(), AttachmentError> {
+    let path = paths.attachment_dir(&record.image).join(RECORD);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| AttachmentError::Write {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&path, &json).map_err(|source| AttachmentError::Write { path, source })
 }
 
 /// Loads every complete attachment. Broken ones are reported, not fatal: berthd keeps serving
@@ -235,6 +250,7 @@ mod tests {
                 relaxed: false,
                 by_descriptor: false,
             }],
+            enabled: vec!["hello.service".into()],
         }
     }
 
@@ -279,6 +295,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(loaded[0].0.identity, None);
         assert!(loaded[0].0.extensions.is_empty() && loaded[0].0.prefixes.is_empty());
+        assert!(loaded[0].0.enabled.is_empty());
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Manager {
             result: None,
             status_text: None,
             restarts: None,
-            enabled: None,
+            enabled: Some(self.is_enabled(unit)),
             cpu_usec: number(usage.as_ref().and_then(|u| u.cpu_usec)),
             memory_current: number(usage.as_ref().and_then(|u| u.memory_current)),
             memory_peak: number(usage.as_ref().and_then(|u| u.memory_peak)),

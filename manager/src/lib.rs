@@ -23,6 +23,7 @@ pub mod privilege_split;
 pub mod profile;
 pub mod reattach;
 pub mod service_directories;
+pub mod startup;
 pub mod uid_release;
 pub mod unit;
 pub mod unit_edit;

@@ -125,6 +125,7 @@ fn run() -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
         lifecycle::adopt_running(&shared);
+        tokio::task::spawn_local(berth_manager::startup::start_enabled(shared.clone()));
         let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -24,6 +24,11 @@ impl Paths {
     pub fn lock_file(&self) -> PathBuf {
         self.runtime.join("berthd.lock")
     }
+    /// Holds the boot id once the enabled units were started at that boot, so a berthd that
+    /// restarts within the same boot does not start them again (see `startup::boot_start`).
+    pub fn boot_marker(&self) -> PathBuf {
+        self.runtime.join("boot-started")
+    }
     /// 0700, owned by the berth user.
     pub fn private_dir(&self) -> PathBuf {
         self.runtime.join("private")

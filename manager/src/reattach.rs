@@ -161,6 +161,7 @@ impl Manager {
             .collect();
         removed.extend(instances);
         let record = AttachmentRecord {
+            enabled: crate::startup::still_enabled(&old.enabled, &new_units),
             image: name,
             path,
             identity: Some(identity),

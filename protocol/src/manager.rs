@@ -218,6 +218,9 @@ pub struct AttachParams {
     // in order, each opened by the client as the image is (the image's alone, or none, is
     // accepted too: berthd then opens the other paths itself).
     pub extensions: Option<Vec<String>>,
+    // Enable every unit attached (they start when berthd starts at boot, as `Enable`).
+    #[serde(default)]
+    pub enable: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -668,6 +671,8 @@ pub fn description() -> String {
         .method::<UnitParams, StatusReply>("Stop")
         .method::<UnitParams, StatusReply>("Restart")
         .method::<UnitParams, StatusReply>("Status")
+        .method::<UnitParams, StatusReply>("Enable")
+        .method::<UnitParams, StatusReply>("Disable")
         .method_more::<LogsParams, LogsReply>("Logs")
         .method::<UnitParams, CatReply>("Cat")
         .method::<SetPropertyParams, DropInsReply>("SetProperty")

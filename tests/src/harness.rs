@@ -342,6 +342,18 @@ impl Harness {
         })
     }
 
+    /// What a reboot does to this instance: berthd stopped, every process of it killed (the
+    /// services too), everything mounted under it unmounted, the runtime directory emptied (as
+    /// `/run` is at boot); then berthd starts again.
+    pub fn reboot(&mut self) -> Result<()> {
+        self.cleanup();
+        let runtime = self.runtime_dir();
+        fs::remove_dir_all(&runtime).with_context(|| format!("emptying {}", runtime.display()))?;
+        fs::create_dir_all(&runtime)?;
+        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o755))?;
+        self.start_berthd()
+    }
+
     /// Kills the processes tied to the harness dir, unmounts what is mounted under it.
     fn cleanup(&mut self) {
         let _ = self.stop_berthd();

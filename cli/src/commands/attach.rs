@@ -15,15 +15,22 @@ use crate::local_image::{image_arg, image_args, local_image};
 use crate::report::report;
 use crate::session::Session;
 
+/// `attach`'s flags.
+pub(crate) struct How {
+    pub(crate) now: bool,
+    pub(crate) enable: bool,
+    pub(crate) force: bool,
+}
+
 pub(crate) async fn attach(
     s: &mut Session,
     image: String,
     prefixes: Vec<String>,
     profile: Option<String>,
-    now: bool,
-    force: bool,
+    how: How,
     extensions: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
+    let How { now, enable, force } = how;
     let (image, mut fds) = local_image(&image)?;
     // Extensions given as paths go as descriptors too, after the image's, in order.
     let mut extension_args = Vec::new();
@@ -38,6 +45,7 @@ pub(crate) async fn attach(
         profile,
         force: Some(force),
         extensions: Some(extension_args),
+        enable: Some(enable),
     };
     let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {

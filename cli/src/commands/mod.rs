@@ -59,9 +59,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefixes,
             profile,
             now,
+            enable,
             force,
             extensions,
-        } => return attach::attach(&mut s, image, prefixes, profile, now, force, extensions).await,
+        } => {
+            let how = attach::How { now, enable, force };
+            return attach::attach(&mut s, image, prefixes, profile, how, extensions).await;
+        }
         Command::Detach {
             image,
             now,
@@ -74,6 +78,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { units } => return units::lifecycle(&mut s, "Start", units).await,
         Command::Stop { units } => return units::lifecycle(&mut s, "Stop", units).await,
         Command::Restart { units } => return units::lifecycle(&mut s, "Restart", units).await,
+        Command::Enable { units, now } => {
+            return units::enable(&mut s, "Enable", units, now.then_some("Start")).await;
+        }
+        Command::Disable { units, now } => {
+            return units::enable(&mut s, "Disable", units, now.then_some("Stop")).await;
+        }
         Command::Status { unit } => return units::status(&mut s, unit).await,
         Command::IsActive { units, quiet } => {
             return units::is_state(&mut s, units, quiet, "active", units::EXIT_NOT_ACTIVE).await;

@@ -281,6 +281,50 @@ pub(crate) async fn lifecycle(
     Ok(exit_for(failed))
 }
 
+/// `enable`/`disable` (`method`) of every unit, then `then` (`Start`/`Stop`, with `--now`) of
+/// those it succeeded for; systemctl's messages are for symlinks, so berth says what changed.
+pub(crate) async fn enable(
+    s: &mut Session,
+    method: &str,
+    units: Vec<String>,
+    then: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mut done = Vec::new();
+    let mut failed = false;
+    for unit in units {
+        match s.call::<_, StatusReply>(method, &UnitParams { unit }).await {
+            Ok(reply) => done.push(reply.status),
+            Err(e) => {
+                report(&e);
+                failed = true;
+            }
+        }
+    }
+    if !s.json {
+        let what = if method == "Enable" {
+            "Enabled"
+        } else {
+            "Disabled"
+        };
+        for status in &done {
+            out!("{what} {}", escape(&status.unit))?;
+        }
+    }
+    let statuses = match then {
+        Some(verb) => {
+            let names = done.iter().map(|st| st.unit.clone()).collect();
+            let (statuses, then_failed) = act_on_each(s, verb, names).await?;
+            failed |= then_failed;
+            statuses
+        }
+        None => done,
+    };
+    if s.json {
+        s.print_json(&statuses)?;
+    }
+    Ok(exit_for(failed))
+}
+
 /// `systemctl status`'s exit status for a unit that is not active (LSB "program is not
 /// running"); also `is-active`'s.
 pub(crate) const EXIT_NOT_ACTIVE: u8 = 3;
@@ -367,6 +411,9 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
         escape(&st.image),
         escape(&st.profile)
     )?;
+    if st.enabled == Some(true) {
+        out!("   Enabled: yes (started when berthd starts at boot)")?;
+    }
     let since = st
         .since_usec
         .map(|u| format!(" since {} UTC", output::format_usec(u)))

@@ -106,7 +106,7 @@ impl ImageIdentity {
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
-fn boot_id() -> Option<&'static str> {
+pub(crate) fn boot_id() -> Option<&'static str> {
     static BOOT_ID: OnceLock<Option<String>> = OnceLock::new();
     BOOT_ID
         .get_or_init(|| {

@@ -26,7 +26,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Waits until `done` holds for the manager's state.
-async fn wait_until(shared: &Shared, timeout: Duration, done: impl Fn(&Manager) -> bool) -> bool {
+pub(crate) async fn wait_until(
+    shared: &Shared,
+    timeout: Duration,
+    done: impl Fn(&Manager) -> bool,
+) -> bool {
     let mut rx = shared.borrow().changed.subscribe();
     let wait = async {
         loop {

@@ -1,0 +1,75 @@
+//! Starting at boot: which units are enabled ([`enable`]), the order their start jobs run in
+//! ([`boot_order`], pure), and carrying that order out when berthd starts ([`boot_start`]).
+
+pub mod boot_order;
+pub mod boot_start;
+mod enable;
+
+pub use boot_start::start_enabled;
+
+/// Whether `unit` is a template (`foo@.service`): only its instances run, so it is never
+/// enabled itself.
+pub fn is_template(unit: &str) -> bool {
+    unit.split_once('@')
+        .is_some_and(|(_, instance)| instance.starts_with('.'))
+}
+
+/// The units `attach --enable` enables: all of them but templates.
+pub fn enableable(units: &[String]) -> Vec<String> {
+    units.iter().filter(|u| !is_template(u)).cloned().collect()
+}
+
+/// Of the units enabled before, those still attached (`units`): what attaching the same image
+/// again, or reattaching it, keeps enabled.
+pub fn still_enabled(enabled: &[String], units: &[String]) -> Vec<String> {
+    enabled
+        .iter()
+        .filter(|u| units.contains(u) || is_instance_of_any(u, units))
+        .cloned()
+        .collect()
+}
+
+/// Whether `unit` (`foo@bar.service`) is an instance of one of the templates in `units`.
+fn is_instance_of_any(unit: &str, units: &[String]) -> bool {
+    let Some((prefix, rest)) = unit.split_once('@') else {
+        return false;
+    };
+    let Some((_, suffix)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    units.contains(&format!("{prefix}@.{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_template_is_told_from_an_instance_and_a_plain_unit() {
+        assert!(is_template("foo@.service"));
+        assert!(!is_template("foo@bar.service"));
+        assert!(!is_template("foo.service"));
+    }
+
+    #[test]
+    fn attach_enable_leaves_templates_out() {
+        let units = names(&["a.service", "t@.service"]);
+
+        assert_eq!(enableable(&units), names(&["a.service"]));
+    }
+
+    #[test]
+    fn attaching_again_keeps_the_enabled_units_still_there_and_their_instances() {
+        let enabled = names(&["a.service", "gone.service", "t@x.service", "u@y.service"]);
+        let units = names(&["a.service", "t@.service"]);
+
+        assert_eq!(
+            still_enabled(&enabled, &units),
+            names(&["a.service", "t@x.service"])
+        );
+    }
+}
