@@ -105,8 +105,12 @@ pub enum AttachmentError {
     },
 }
 
-/// Writes the unit copies, then the record. A crash in between leaves a directory without a
-/// record, which [`load_all`] skips and the next attach overwrites.
+/// Writes an attachment in one step a crash cannot split: the unit copies are staged as
+/// `.<unit>.next`, then the new record is written as `attachment.json.next` (the commit point),
+/// then copies and record move to their names. [`load_all`] finishes a save that reached its
+/// commit point and undoes one that did not, so after a crash the image is attached as before
+/// (or not at all) or as after, never with a mix of the two sets of unit files, and attaching
+/// it again never loses the attachment (nor its drop-ins) on the way.
 pub fn save(
     paths: &Paths,
     record: &AttachmentRecord,
@@ -117,21 +121,102 @@ pub fn save(
         let path = path.to_owned();
         move |source| AttachmentError::Write { path, source }
     };
-    // A re-attach replaces the old record first, so a half-written set is never taken as whole.
-    let record_path = dir.join(RECORD);
-    if record_path.exists() {
-        std::fs::remove_file(&record_path).map_err(write_err(&record_path))?;
-    }
     std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
     for unit in units {
-        let path = dir.join(&unit.name);
+        check_unit_name(&unit.name).map_err(|reason| AttachmentError::Write {
+            path: dir.join(&unit.name),
+            source: std::io::Error::other(reason),
+        })?;
+        let path = dir.join(staged(&unit.name));
         write_atomic(&path, unit.contents.as_bytes()).map_err(write_err(&path))?;
     }
+    let next = dir.join(NEXT_RECORD);
     let json = serde_json::to_vec_pretty(record).map_err(|e| AttachmentError::Write {
-        path: record_path.clone(),
+        path: next.clone(),
         source: std::io::Error::other(e),
     })?;
-    write_atomic(&record_path, &json).map_err(write_err(&record_path))
+    write_atomic(&next, &json).map_err(write_err(&next))?;
+    finish_save(&dir, record)
+}
+
+/// The record of a save past its commit point, before it is in place.
+const NEXT_RECORD: &str = "attachment.json.next";
+
+/// The name a unit copy is staged under until its save is committed.
+fn staged(unit: &str) -> String {
+    format!(".{unit}.next")
+}
+
+/// Moves the staged copies of `record`'s units and its staged record to their names.
+fn finish_save(dir: &Path, record: &AttachmentRecord) -> Result<(), AttachmentError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| AttachmentError::Write { path, source }
+    };
+    for unit in &record.units {
+        let from = dir.join(staged(unit));
+        match std::fs::rename(&from, dir.join(unit)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(write_err(&from))?,
+        }
+    }
+    std::fs::rename(dir.join(NEXT_RECORD), dir.join(RECORD)).map_err(write_err(dir))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err(dir))
+}
+
+/// Brings an attachment directory to a state a save or a removal left complete: a save past
+/// its commit point is finished, anything staged before it is removed, and a directory left
+/// without a record (an attach or a detach cut short) is removed with what it holds (a
+/// detach's drop-ins must not come back with the next attach). Returns what it did, if
+/// anything.
+fn recover(dir: &Path) -> Result<Option<&'static str>, AttachmentError> {
+    let read_err = |path: &Path, e: &dyn std::fmt::Display| AttachmentError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let next = dir.join(NEXT_RECORD);
+    let mut done = None;
+    if next.exists() {
+        let text = std::fs::read(&next).map_err(|e| read_err(&next, &e))?;
+        let record: AttachmentRecord =
+            serde_json::from_slice(&text).map_err(|e| read_err(&next, &e))?;
+        finish_save(dir, &record)?;
+        done = Some("finished an attach cut short");
+    }
+    if !dir.join(RECORD).exists() {
+        return match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(Some("removed an attach or detach cut short")),
+            Err(e) => Err(AttachmentError::Remove {
+                path: dir.to_owned(),
+                source: e,
+            }),
+        };
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| read_err(dir, &e))?;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Staged copies of a save that never committed, and temp files of atomic writes.
+        let leftover = name.starts_with('.') && (name.ends_with(".next") || name.ends_with(".tmp"));
+        if leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| read_err(&entry.path(), &e))?;
+            done = done.or(Some("removed what an attach cut short had staged"));
+        }
+    }
+    Ok(done)
+}
+
+/// A unit copy's name is a plain file name of the attachment directory.
+fn check_unit_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') || name == RECORD {
+        return Err(format!("bad unit name {name}"));
+    }
+    Ok(())
 }
 
 /// Replaces the record alone (the unit copies stay as they are), atomically: a crash leaves
@@ -156,6 +241,14 @@ pub fn load_all(paths: &Paths) -> (Vec<(AttachmentRecord, Vec<UnitCopy>)>, Vec<A
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     dirs.sort();
     for dir in dirs {
+        match recover(&dir) {
+            Ok(Some(what)) => tracing::info!(dir = %dir.display(), "{what}"),
+            Ok(None) => {}
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        }
         let record_path = dir.join(RECORD);
         if !record_path.exists() {
             continue;
@@ -181,9 +274,7 @@ fn load_one(
         serde_json::from_slice(&text).map_err(|e| read_err(record_path, e.to_string()))?;
     let mut units = Vec::new();
     for name in &record.units {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(read_err(record_path, format!("bad unit name {name}")));
-        }
+        check_unit_name(name).map_err(|reason| read_err(record_path, reason))?;
         let path = dir.join(name);
         let contents =
             std::fs::read_to_string(&path).map_err(|e| read_err(&path, e.to_string()))?;
@@ -299,14 +390,87 @@ mod tests {
     }
 
     #[test]
-    fn directory_without_record_is_skipped() {
+    fn a_directory_without_record_is_removed_drop_ins_and_all() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path(), dir.path());
-        std::fs::create_dir_all(paths.attachment_dir("half")).unwrap();
+        let half = paths.attachment_dir("half");
+        std::fs::create_dir_all(half.join("half.service.d")).unwrap();
+        std::fs::write(half.join("half.service.d/50-Environment.conf"), "x").unwrap();
 
         let (loaded, errors) = load_all(&paths);
 
         assert!(loaded.is_empty() && errors.is_empty());
+        assert!(!half.exists());
+    }
+
+    fn unit_with(contents: &str) -> UnitCopy {
+        UnitCopy {
+            name: "hello.service".into(),
+            contents: contents.into(),
+        }
+    }
+
+    /// `hello` attached with `old`, then a save of `new` carried up to (not past) `step`:
+    /// 1 = the copy staged, 2 = the record staged (committed), 3 = the copy moved.
+    fn cut_save(paths: &Paths, step: usize) {
+        save(paths, &record(), &[unit_with("old")]).unwrap();
+        let dir = paths.attachment_dir("hello");
+        let mut next = record();
+        next.profile = "strict@1".into();
+        std::fs::write(dir.join(".hello.service.next"), "new").unwrap();
+        if step >= 2 {
+            std::fs::write(dir.join(NEXT_RECORD), serde_json::to_vec(&next).unwrap()).unwrap();
+        }
+        if step >= 3 {
+            std::fs::rename(dir.join(".hello.service.next"), dir.join("hello.service")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_save_cut_before_its_commit_leaves_the_old_attachment_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), dir.path());
+        cut_save(&paths, 1);
+
+        let (loaded, errors) = load_all(&paths);
+
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(loaded, vec![(record(), vec![unit_with("old")])]);
+        let left: Vec<_> = std::fs::read_dir(paths.attachment_dir("hello"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(left.iter().all(|n| !n.ends_with(".next")), "{left:?}");
+    }
+
+    #[test]
+    fn a_save_cut_after_its_commit_is_finished() {
+        for step in [2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = Paths::new(dir.path(), dir.path());
+            cut_save(&paths, step);
+
+            let (loaded, errors) = load_all(&paths);
+
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(loaded[0].0.profile, "strict@1", "cut at {step}");
+            assert_eq!(loaded[0].1, vec![unit_with("new")], "cut at {step}");
+            assert!(!paths.attachment_dir("hello").join(NEXT_RECORD).exists());
+        }
+    }
+
+    #[test]
+    fn saving_again_keeps_the_drop_ins() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), dir.path());
+        save(&paths, &record(), &[unit()]).unwrap();
+        let drop_in = paths.attachment_dir("hello").join("hello.service.d");
+        std::fs::create_dir_all(&drop_in).unwrap();
+
+        save(&paths, &record(), &[unit_with("again")]).unwrap();
+
+        assert!(drop_in.is_dir());
+        assert_eq!(load_all(&paths).0[0].1, vec![unit_with("again")]);
     }
 
     #[test]
