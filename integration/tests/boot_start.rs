@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{Harness, busybox_image, process_exists};
+use berth_testkit::{Harness, ImageBuilder, busybox_image, process_exists};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -25,6 +25,26 @@ fn state(h: &Harness, unit: &str) -> String {
 fn wait_state(h: &Harness, unit: &str, want: &str) {
     h.wait_for(|| Ok(state(h, unit) == want), WAIT)
         .unwrap_or_else(|e| panic!("{unit} never {want}: {e:#}"));
+}
+
+/// An image `name` with the one unit `name.service` holding `unit`.
+fn image(h: &Harness, name: &str, unit: &str) {
+    ImageBuilder::new(&h.images_dir().join(name))
+        .unit(&format!("{name}.service"), unit)
+        .build()
+        .unwrap();
+}
+
+/// The time (`usec`) of the log line of `unit` that holds `text` (`logs -o json`: one object
+/// per line).
+fn logged_at(h: &Harness, unit: &str, text: &str) -> i64 {
+    let out = h.berth_ok(&["logs", "-o", "json", unit]).unwrap();
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["text"].as_str().is_some_and(|t| t.contains(text)))
+        .unwrap_or_else(|| panic!("no '{text}' in the log of {unit}: {out}"))["usec"]
+        .as_i64()
+        .unwrap()
 }
 
 #[test]
@@ -157,4 +177,148 @@ fn a_running_enabled_unit_is_readopted_at_a_restart_not_started_twice() {
 
     wait_state(&h, "on", "running");
     assert_eq!(h.status_json("on").unwrap()["main_pid"], pid);
+}
+
+#[test]
+fn boot_start_runs_the_jobs_in_after_order() {
+    let mut h = Harness::start().unwrap();
+    // zeta first, then mid, then alpha: against the order of their names.
+    image(
+        &h,
+        "zeta",
+        "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'sleep 0.5; echo zeta done'\n",
+    );
+    image(
+        &h,
+        "mid",
+        "[Unit]\nAfter=zeta.service\n[Service]\nType=oneshot\n\
+         ExecStart=/bin/sh -c 'echo mid start; sleep 0.5; echo mid done'\n",
+    );
+    image(
+        &h,
+        "alpha",
+        "[Unit]\nAfter=mid\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo alpha start'\n",
+    );
+    for name in ["alpha", "mid", "zeta"] {
+        h.berth_ok(&["attach", "--enable", name]).unwrap();
+    }
+
+    h.reboot().unwrap();
+
+    for name in ["alpha", "mid", "zeta"] {
+        wait_state(&h, name, "exited");
+    }
+    assert!(logged_at(&h, "zeta", "zeta done") <= logged_at(&h, "mid", "mid start"));
+    assert!(logged_at(&h, "mid", "mid done") <= logged_at(&h, "alpha", "alpha start"));
+}
+
+#[test]
+fn before_orders_a_job_ahead_of_another() {
+    let mut h = Harness::start().unwrap();
+    image(
+        &h,
+        "late",
+        "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo late start'\n",
+    );
+    image(
+        &h,
+        "early",
+        "[Unit]\nBefore=late.service\n[Service]\nType=oneshot\n\
+         ExecStart=/bin/sh -c 'sleep 0.5; echo early done'\n",
+    );
+    h.berth_ok(&["attach", "--enable", "late"]).unwrap();
+    h.berth_ok(&["attach", "--enable", "early"]).unwrap();
+
+    h.reboot().unwrap();
+
+    wait_state(&h, "late", "exited");
+    assert!(logged_at(&h, "early", "early done") <= logged_at(&h, "late", "late start"));
+}
+
+#[test]
+fn a_unit_requiring_one_that_fails_is_not_started_and_one_wanting_it_is() {
+    let mut h = Harness::start().unwrap();
+    image(
+        &h,
+        "broken",
+        "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n",
+    );
+    image(
+        &h,
+        "needy",
+        "[Unit]\nRequires=broken.service\nAfter=broken.service\n\
+         [Service]\nExecStart=/bin/sh -c 'echo needy ran; exec sleep 1000'\n",
+    );
+    image(
+        &h,
+        "easy",
+        "[Unit]\nWants=broken.service\nAfter=broken.service\n\
+         [Service]\nExecStart=/bin/sh -c 'exec sleep 1000'\n",
+    );
+    // broken is pulled in by the others; it is not enabled itself.
+    h.berth_ok(&["attach", "broken"]).unwrap();
+    h.berth_ok(&["attach", "--enable", "needy"]).unwrap();
+    h.berth_ok(&["attach", "--enable", "easy"]).unwrap();
+
+    h.reboot().unwrap();
+
+    wait_state(&h, "easy", "running");
+    wait_state(&h, "broken", "failed");
+    assert_eq!(state(&h, "needy"), "stopped");
+    assert!(
+        h.stderr_log().contains("dependency failed"),
+        "{}",
+        h.stderr_log()
+    );
+}
+
+#[test]
+fn a_unit_requiring_one_not_attached_is_not_started() {
+    let mut h = Harness::start().unwrap();
+    image(
+        &h,
+        "orphan",
+        "[Unit]\nRequires=nowhere.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    busybox_image(&h.images_dir(), "fine").unwrap();
+    h.berth_ok(&["attach", "--enable", "orphan"]).unwrap();
+    h.berth_ok(&["attach", "--enable", "fine"]).unwrap();
+
+    h.reboot().unwrap();
+
+    wait_state(&h, "fine", "running");
+    assert_eq!(state(&h, "orphan"), "stopped");
+    assert!(
+        h.stderr_log().contains("nowhere.service"),
+        "{}",
+        h.stderr_log()
+    );
+}
+
+#[test]
+fn an_ordering_cycle_is_broken_with_a_warning_and_the_rest_starts() {
+    let mut h = Harness::start().unwrap();
+    image(
+        &h,
+        "ping",
+        "[Unit]\nAfter=pong.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    image(
+        &h,
+        "pong",
+        "[Unit]\nAfter=ping.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    h.berth_ok(&["attach", "--enable", "ping"]).unwrap();
+    h.berth_ok(&["attach", "--enable", "pong"]).unwrap();
+
+    h.reboot().unwrap();
+
+    // The walk enters at ping (by name) and closes the cycle at pong, whose job goes.
+    wait_state(&h, "ping", "running");
+    assert_eq!(state(&h, "pong"), "stopped");
+    assert!(
+        h.stderr_log().contains("ordering cycle"),
+        "{}",
+        h.stderr_log()
+    );
 }

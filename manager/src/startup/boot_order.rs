@@ -60,6 +60,12 @@ pub fn transaction(units: &BTreeMap<String, Dependencies>, enabled: &[String]) -
         for d in deps.requires.iter().chain(&deps.binds_to) {
             if attached(d) {
                 queue.push(d.clone());
+            } else if !d.ends_with(".service") {
+                // A target, socket, mount...: the host's init's, which berth neither starts
+                // nor watches.
+                warnings.push(format!(
+                    "{u} requires {d}, which is not a service berth runs; not waited for"
+                ));
             } else if !missing.get(&u).is_some_and(|m| m.contains(d)) {
                 missing.entry(u.clone()).or_default().push(d.clone());
             }
@@ -369,6 +375,24 @@ mod tests {
         assert_eq!(order(&t), list("a w"));
         assert!(
             t.warnings[0].contains("b.service, r.service not started"),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn a_required_unit_of_the_host_init_fails_nothing_and_is_said() {
+        let mut u = units(&["a"]);
+        u.get_mut("a.service")
+            .unwrap()
+            .requires
+            .push("network-online.target".into());
+
+        let t = transaction(&u, &list("a"));
+
+        assert!(job(&t, "a").missing.is_empty());
+        assert!(
+            t.warnings[0].contains("network-online.target"),
             "{:?}",
             t.warnings
         );
