@@ -10,6 +10,7 @@ use berth_manager::config::Config;
 use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
+use berth_manager::startup::service_manager;
 use berth_manager::{host_users, lifecycle, log_access, privilege_split};
 use berth_varlink::listener::{BoundedListener, raise_fd_limit};
 use berth_varlink::service::{BERTH_INFO, VarlinkService};
@@ -50,6 +51,9 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Taken from the environment first, before any thread exists.
+    let activated = service_manager::activated_listener();
+    let notifier = service_manager::Notifier::from_env();
     let rust_log = std::env::var("RUST_LOG").ok();
     let logging = berth_logging::init(
         "berthd",
@@ -64,6 +68,11 @@ fn run() -> anyhow::Result<()> {
         log_target = %logging.target,
         "berthd starting"
     );
+    let activated = activated?;
+    let notifier = notifier.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot reach the service manager's notification socket");
+        None
+    });
     raise_fd_limit();
     let config = Config::load(&args.config)?;
     let paths = Paths::new(&args.runtime_dir, &args.state_dir);
@@ -116,20 +125,29 @@ fn run() -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let socket = paths.manager_socket();
-        if socket.exists() {
-            std::fs::remove_file(&socket)
-                .with_context(|| format!("removing stale {}", socket.display()))?;
-        }
-        let listener = BoundedListener::bind(&socket)
-            .with_context(|| format!("binding {}", socket.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        // A socket passed by socket activation is the service manager's: it stays when berthd
+        // goes, so connections wait for the next berthd.
+        let own_socket = activated.is_none();
+        let listener = match activated {
+            Some(passed) => {
+                BoundedListener::from_std(passed).context("taking the socket passed")?
+            }
+            None => bind_socket(&socket)?,
+        };
         lifecycle::adopt_running(&shared);
         tokio::task::spawn_local(berth_manager::startup::start_enabled(shared.clone()));
         let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        tracing::info!(socket = %socket.display(), "berthd serving");
+        tracing::info!(socket = %socket.display(), activated = !own_socket, "berthd serving");
+        if let Some(notifier) = &notifier {
+            notifier.notify("READY=1\nSTATUS=serving");
+        }
+        let remove_socket = || {
+            if own_socket {
+                let _ = std::fs::remove_file(&socket);
+            }
+        };
         tokio::select! {
             r = server => r.context("varlink server")?,
             _ = term.recv() => tracing::info!(signal = "SIGTERM", "berthd stopping"),
@@ -137,14 +155,31 @@ fn run() -> anyhow::Result<()> {
             status = helper_exit(helper.as_mut()) => {
                 // berthd cannot restart a root helper once it has dropped privileges. Exiting lets
                 // whatever runs berthd restart the pair; running services are re-adopted then.
-                let _ = std::fs::remove_file(&socket);
+                remove_socket();
                 tracing::error!(%status, "berth-helper exited; berthd stopping");
                 anyhow::bail!("berth-helper exited ({status}); restart berthd");
             }
         }
-        let _ = std::fs::remove_file(&socket);
+        if let Some(notifier) = &notifier {
+            notifier.notify("STOPPING=1");
+        }
+        remove_socket();
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Binds the public API socket at `socket` (a stale one removed first), mode 0666: who may
+/// do what is decided per call.
+fn bind_socket(socket: &std::path::Path) -> anyhow::Result<BoundedListener> {
+    if socket.exists() {
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let listener =
+        BoundedListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
 }
 
 /// The gid of group `name` of the host (the config's `key`); a missing group has no members.

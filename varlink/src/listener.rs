@@ -520,6 +520,16 @@ impl BoundedListener {
         Self::bind_with(path, ConnectionLimits::default())
     }
 
+    /// Serves on a socket already bound and listening (passed by socket activation), with the
+    /// default limits. Needs the tokio runtime.
+    pub fn from_std(listener: std::os::unix::net::UnixListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(BoundedListener {
+            listener: tokio::net::UnixListener::from_std(listener)?,
+            counter: ConnectionCounter::new(ConnectionLimits::default()),
+        })
+    }
+
     pub fn bind_with(path: &Path, limits: ConnectionLimits) -> std::io::Result<Self> {
         Ok(BoundedListener {
             listener: tokio::net::UnixListener::bind(path)?,

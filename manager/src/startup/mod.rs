@@ -1,9 +1,11 @@
 //! Starting at boot: which units are enabled ([`enable`]), the order their start jobs run in
-//! ([`boot_order`], pure), and carrying that order out when berthd starts ([`boot_start`]).
+//! ([`boot_order`], pure), carrying that order out when berthd starts ([`boot_start`]), and
+//! what berthd takes from the service manager that runs it ([`service_manager`]).
 
 pub mod boot_order;
 pub mod boot_start;
 mod enable;
+pub mod service_manager;
 
 pub use boot_start::start_enabled;
 
