@@ -322,3 +322,32 @@ fn an_ordering_cycle_is_broken_with_a_warning_and_the_rest_starts() {
         h.stderr_log()
     );
 }
+
+#[test]
+fn an_enabled_instance_of_a_template_starts_at_boot_and_the_template_cannot_be_enabled() {
+    let mut h = Harness::start().unwrap();
+    ImageBuilder::new(&h.images_dir().join("greet"))
+        .unit(
+            "greet@.service",
+            "[Service]\nExecStart=/bin/sh -c 'echo hello %i; exec sleep 1000'\n",
+        )
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "--enable", "greet"]).unwrap();
+
+    let refused = h.berth_err(&["enable", "greet@"]).unwrap();
+    h.berth_ok(&["enable", "greet@world"]).unwrap();
+    h.reboot().unwrap();
+
+    assert!(refused.contains("template"), "{refused}");
+    wait_state(&h, "greet@world", "running");
+    assert_eq!(enabled(&h, "greet@world"), true);
+    h.wait_for(
+        || {
+            Ok(h.berth_ok(&["logs", "greet@world"])?
+                .contains("hello world"))
+        },
+        WAIT,
+    )
+    .unwrap();
+}

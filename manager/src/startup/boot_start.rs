@@ -36,7 +36,8 @@ pub async fn start_enabled(shared: Shared) {
     // A unit whose supervisor is being re-linked is not started a second time.
     lifecycle::wait_until(&shared, ADOPTION_WAIT, adoption_settled).await;
     let transaction = {
-        let m = shared.borrow();
+        let mut m = shared.borrow_mut();
+        make_instances(&mut m);
         boot_order::transaction(&dependencies(&m), &enabled(&m))
     };
     for warning in &transaction.warnings {
@@ -54,6 +55,40 @@ fn adoption_settled(m: &Manager) -> bool {
     m.units
         .values()
         .all(|u| u.link.is_none() || u.state.is_active())
+}
+
+/// Makes the instances of attached templates that the boot transaction may take in (enabled
+/// ones, and those units name as dependencies), so that they are units like the others. One
+/// that cannot be made stays out and is said.
+fn make_instances(m: &mut Manager) {
+    let mut tried = BTreeSet::new();
+    loop {
+        let wanted: Vec<String> = enabled(m)
+            .into_iter()
+            .chain(m.units.values().flat_map(|u| {
+                let d = &u.config.dependencies;
+                [&d.requires, &d.binds_to, &d.wants]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            }))
+            .filter(|u| super::template_of(u).is_some() && !m.units.contains_key(u))
+            .filter(|u| !tried.contains(u))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for unit in wanted {
+            // Not an instance of an attached template: the transaction says so.
+            if let Err(e) = m.instantiate(&unit)
+                && !matches!(e, berth_protocol::manager::ManagerError::NoSuchUnit { .. })
+            {
+                tracing::warn!(unit = %Untrusted(&unit), error = %e, "cannot make the instance");
+            }
+            tried.insert(unit);
+        }
+    }
 }
 
 fn dependencies(m: &Manager) -> BTreeMap<String, Dependencies> {

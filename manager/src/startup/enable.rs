@@ -19,17 +19,18 @@ impl Manager {
     /// Enables (`enabled`) or disables `unit`: only the record changes, atomically; a running
     /// unit keeps running and a stopped one stays stopped (as `systemctl enable` without
     /// `--now`).
+    /// An instance of an attached template (`foo@bar`) is enabled in its template's
+    /// attachment; a template itself cannot be.
     pub fn set_enabled(&mut self, unit: &str, enabled: bool) -> Result<UnitStatus, ManagerError> {
-        let unit = self.unit(unit)?;
-        let (name, image) = (unit.name.clone(), unit.image.clone());
+        let name = berth_protocol::manager::unit_name(unit);
         if enabled && super::is_template(&name) {
-            return Err(ManagerError::InvalidUnit {
-                unit: name,
-                reason: "a template is never started itself; enable an instance of it \
-                         (NAME@INSTANCE)"
-                    .into(),
-            });
+            return Err(ManagerError::UnitIsTemplate { unit: name });
         }
+        if super::template_of(&name).is_some() {
+            self.instantiate(&name)?;
+        }
+        let unit = self.unit(&name)?;
+        let image = unit.image.clone();
         let Some(record) = self.attachments.get(&image) else {
             return Err(ManagerError::internal(format!(
                 "{name} has no attachment record"

@@ -9,12 +9,7 @@ pub mod service_manager;
 
 pub use boot_start::start_enabled;
 
-/// Whether `unit` is a template (`foo@.service`): only its instances run, so it is never
-/// enabled itself.
-pub fn is_template(unit: &str) -> bool {
-    unit.split_once('@')
-        .is_some_and(|(_, instance)| instance.starts_with('.'))
-}
+use berth_protocol::names::{is_template, template_of};
 
 /// The units `attach --enable` enables: all of them but templates.
 pub fn enableable(units: &[String]) -> Vec<String> {
@@ -26,20 +21,9 @@ pub fn enableable(units: &[String]) -> Vec<String> {
 pub fn still_enabled(enabled: &[String], units: &[String]) -> Vec<String> {
     enabled
         .iter()
-        .filter(|u| units.contains(u) || is_instance_of_any(u, units))
+        .filter(|u| units.contains(u) || template_of(u).is_some_and(|t| units.contains(&t)))
         .cloned()
         .collect()
-}
-
-/// Whether `unit` (`foo@bar.service`) is an instance of one of the templates in `units`.
-fn is_instance_of_any(unit: &str, units: &[String]) -> bool {
-    let Some((prefix, rest)) = unit.split_once('@') else {
-        return false;
-    };
-    let Some((_, suffix)) = rest.rsplit_once('.') else {
-        return false;
-    };
-    units.contains(&format!("{prefix}@.{suffix}"))
 }
 
 #[cfg(test)]
@@ -48,13 +32,6 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn a_template_is_told_from_an_instance_and_a_plain_unit() {
-        assert!(is_template("foo@.service"));
-        assert!(!is_template("foo@bar.service"));
-        assert!(!is_template("foo.service"));
     }
 
     #[test]
