@@ -19,8 +19,8 @@ use crate::daemon::Manager;
 use crate::drop_ins::{self, DropIn, DropInError};
 use crate::unit_state::{Unit, UnitState};
 
-/// Most instances berthd keeps: a stopped one is dropped to make room, and past this many
-/// active, exited or failed ones a new instance is refused.
+/// Most instances berthd keeps: once there are this many, the stopped ones are dropped to make
+/// room, and past this many active, exited or failed ones a new instance is refused.
 pub const MAX_INSTANCES: usize = 4096;
 
 impl Manager {
@@ -28,6 +28,11 @@ impl Manager {
     /// template is made (or made again, when it is not active) from the template's current
     /// files; any other unit must be attached.
     pub fn instantiate(&mut self, arg: &str) -> Result<(), ManagerError> {
+        self.instantiate_within(arg, MAX_INSTANCES)
+    }
+
+    /// [`Self::instantiate`], keeping at most `max` instances.
+    fn instantiate_within(&mut self, arg: &str, max: usize) -> Result<(), ManagerError> {
         let name = unit_name(arg);
         if is_template(&name) {
             return Err(ManagerError::UnitIsTemplate { unit: name });
@@ -49,17 +54,16 @@ impl Manager {
         match self.units.get_mut(&name) {
             Some(unit) => unit.config = config,
             None => {
-                self.prune_instances();
-                let count = self
-                    .units
-                    .values()
-                    .filter(|u| self.is_made_instance(u))
-                    .count();
-                if count >= MAX_INSTANCES {
+                // Only when full: an instance another start has just made is stopped until
+                // that start gets its uid, and must not vanish under it.
+                if self.made_instances() >= max {
+                    self.prune_instances();
+                }
+                if self.made_instances() >= max {
                     return Err(ManagerError::StartFailed {
                         unit: name,
                         reason: format!(
-                            "berthd keeps at most {MAX_INSTANCES} instances that are active, \
+                            "berthd keeps at most {max} instances that are active, \
                              exited or failed; stop or reset some first"
                         ),
                     });
@@ -96,6 +100,13 @@ impl Manager {
                 reason,
             })?;
         Ok(config)
+    }
+
+    fn made_instances(&self) -> usize {
+        self.units
+            .values()
+            .filter(|u| self.is_made_instance(u))
+            .count()
     }
 
     /// Drops the instances that have nothing to show.
@@ -226,6 +237,121 @@ pub fn unit_drop_ins(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attachments::AttachmentRecord;
+
+    const TEMPLATE: &str = "[Unit]\nDescription=web %i\n[Service]\nExecStart=/bin/web %I\n";
+
+    /// A manager with image `web` attached, its one unit the template `web@.service`.
+    fn manager_with_template() -> (tempfile::TempDir, Manager) {
+        let (dir, paths) = paths();
+        let users = crate::dynamic_user::DynamicUsers::new(61184, 65519);
+        let groups = crate::api::Groups {
+            admin: None,
+            log: None,
+        };
+        let mut m = Manager::load(paths, users, groups);
+        let attachment = m.paths.attachment_dir("web");
+        std::fs::create_dir_all(&attachment).unwrap();
+        std::fs::write(attachment.join("web@.service"), TEMPLATE).unwrap();
+        let record = AttachmentRecord {
+            image: "web".into(),
+            path: "/srv/web".into(),
+            identity: None,
+            by_descriptor: false,
+            profile: "default@1".into(),
+            units: vec!["web@.service".into()],
+            attached_usec: 0,
+            prefixes: Vec::new(),
+            extensions: Vec::new(),
+        };
+        m.attachments.insert("web".into(), record);
+        let (config, _) = m
+            .parse_attached("web", "default@1", "web@.service", TEMPLATE)
+            .unwrap();
+        let template = Unit::new("web@.service".into(), "web".into(), config);
+        m.units.insert("web@.service".into(), template);
+        (dir, m)
+    }
+
+    #[test]
+    fn a_template_is_refused_under_either_name() {
+        let (_dir, mut m) = manager_with_template();
+
+        for arg in ["web@", "web@.service"] {
+            assert_eq!(
+                m.instantiate(arg),
+                Err(ManagerError::UnitIsTemplate {
+                    unit: "web@.service".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn an_instance_is_made_with_its_specifiers_resolved() {
+        let (_dir, mut m) = manager_with_template();
+
+        m.instantiate("web@a-b").unwrap();
+
+        let unit = &m.units["web@a-b.service"];
+        assert_eq!(unit.image, "web");
+        assert_eq!(unit.config.description.as_deref(), Some("web a-b"));
+        assert_eq!(unit.config.exec_start[0].argv, ["/bin/web", "a/b"]);
+    }
+
+    #[test]
+    fn an_instance_of_no_attached_template_does_not_exist() {
+        let (_dir, mut m) = manager_with_template();
+
+        let result = m.instantiate("db@x");
+
+        assert_eq!(
+            result,
+            Err(ManagerError::NoSuchUnit {
+                unit: "db@x.service".into()
+            })
+        );
+        assert!(!m.units.contains_key("db@x.service"));
+    }
+
+    #[test]
+    fn a_new_instance_leaves_a_stopped_one_alone_below_the_limit() {
+        let (_dir, mut m) = manager_with_template();
+        m.instantiate("web@a").unwrap();
+
+        m.instantiate("web@b").unwrap();
+
+        assert!(m.units.contains_key("web@a.service"));
+        assert!(m.units.contains_key("web@b.service"));
+    }
+
+    #[test]
+    fn at_the_limit_stopped_instances_make_room_and_others_do_not() {
+        let (_dir, mut m) = manager_with_template();
+        m.instantiate_within("web@a", 2).unwrap();
+        m.instantiate_within("web@b", 2).unwrap();
+        m.units.get_mut("web@b.service").unwrap().state = UnitState::Failed;
+
+        m.instantiate_within("web@c", 2).unwrap();
+        m.units.get_mut("web@c.service").unwrap().state = UnitState::Exited;
+        let refused = m.instantiate_within("web@d", 2);
+
+        assert!(!m.units.contains_key("web@a.service"), "stopped: dropped");
+        assert!(m.units.contains_key("web@b.service"), "failed: kept");
+        assert!(matches!(refused, Err(ManagerError::StartFailed { .. })));
+        assert!(!m.units.contains_key("web@d.service"));
+    }
+
+    #[test]
+    fn the_status_of_an_instance_never_made_is_stopped() {
+        let (_dir, m) = manager_with_template();
+
+        let status = m.unit_status("web@x").unwrap();
+
+        assert_eq!(status.unit, "web@x.service");
+        assert_eq!(status.state, "stopped");
+        assert!(m.list().iter().all(|s| s.unit != "web@x.service"));
+    }
 
     fn paths() -> (tempfile::TempDir, crate::paths::Paths) {
         let dir = tempfile::tempdir().unwrap();
