@@ -263,6 +263,7 @@ mod tests {
             attached_usec: 0,
             prefixes: Vec::new(),
             extensions: Vec::new(),
+            enabled: Vec::new(),
         };
         m.attachments.insert("web".into(), record);
         let (config, _) = m
