@@ -351,3 +351,22 @@ fn an_enabled_instance_of_a_template_starts_at_boot_and_the_template_cannot_be_e
     )
     .unwrap();
 }
+
+#[test]
+fn enable_and_disable_need_root_or_the_admin_group() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello"]).unwrap();
+
+    let enable = h.berth_as(65534, 65534, &[], &["enable", "hello"]).unwrap();
+    h.berth_ok(&["enable", "hello"]).unwrap();
+    let disable = h
+        .berth_as(65534, 65534, &[], &["disable", "hello"])
+        .unwrap();
+
+    for out in [&enable, &disable] {
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    }
+    assert_eq!(enabled(&h, "hello"), true);
+}
