@@ -21,7 +21,7 @@ pub(crate) fn capability_named(name: &str) -> Option<Capability> {
 
 /// The capability sets a service ends up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct CapabilityPlan {
+pub(crate) struct CapabilityPlan {
     pub bounding: CapsHashSet,
     pub ambient: CapsHashSet,
 }
@@ -69,7 +69,7 @@ fn sorted(caps: &CapsHashSet) -> Vec<Capability> {
 
 /// Drops every capability outside `plan.bounding` from the bounding set, including those a
 /// newer kernel has and the `caps` crate cannot name. Needs CAP_SETPCAP: before the uid change.
-pub(super) fn limit_bounding(
+pub(crate) fn limit_bounding(
     os: &impl ProcessSyscalls,
     plan: &CapabilityPlan,
 ) -> Result<(), Failure> {

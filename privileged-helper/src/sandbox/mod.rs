@@ -25,11 +25,11 @@ mod mounts;
 mod namespaces;
 pub(crate) mod notify_socket;
 pub(crate) mod process_name;
-mod process_syscalls;
+pub(crate) mod process_syscalls;
 pub(crate) mod rlimits;
 pub mod seccomp;
 pub(crate) mod sys;
-mod syscalls;
+pub(crate) mod syscalls;
 mod user_namespace;
 
 use std::io;

@@ -19,6 +19,8 @@ pub(super) struct ControlSocket {
     ident: (u64, u64),
     /// The directory's owner: the manager uid, the only non-root uid allowed to connect.
     pub(super) owner: u32,
+    /// The directory's group: the manager's primary gid (berthd makes it).
+    pub(super) group: u32,
 }
 
 impl ControlSocket {
@@ -87,6 +89,7 @@ impl ControlSocket {
                 name,
                 ident,
                 owner: st.st_uid,
+                group: st.st_gid,
             }),
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());

@@ -1,11 +1,12 @@
 //! The per-service supervisor (DESIGN.md §6).
 //!
 //! Forked by [`crate::sandbox::launch`] (the helper ignores SIGCHLD, so none is reaped), it runs
-//! in the host namespaces and outlives the helper. It binds `<unit>.sock` in the control
-//! directory, forks the sandbox's init into a new pid namespace, starts the run of the
-//! program (`run.rs`: every command forked by init, in order, with the timeouts and the kill
-//! policy), waits until the first command has exec'd and reports that to `launch`. Then a
-//! single-threaded `poll()` loop:
+//! in the host namespaces and outlives the helper. As root it binds `<unit>.sock` in the
+//! control directory, makes the service's cgroups and forks the sandbox's init into a new pid
+//! namespace; then it gives up root ([`privileges`]: the manager's uid with CAP_KILL alone),
+//! starts the run of the program (`run.rs`: every command forked by init, in order, with the
+//! timeouts and the kill policy), waits until the first command has exec'd and reports that
+//! to `launch`. Then a single-threaded `poll()` loop:
 //! - copies the service's stdout/stderr, split into lines, to the log file as
 //!   `log_line` records;
 //! - serves [`SupervisorRequest`]s from the manager uid and root (JSON lines);
@@ -20,6 +21,7 @@ mod event_loop;
 mod exit;
 mod log_capture;
 mod notify;
+mod privileges;
 mod run;
 mod run_actions;
 mod service_pids;
@@ -132,19 +134,29 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         directories,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
-    match spawn::spawn(spec, root, extensions, directories) {
-        Ok(sandbox) => {
-            let mut sup = Supervisor::new(spec, control, log, sandbox);
-            match sup.begin(spec) {
-                Ok(pid) => Ok((sup, pid)),
-                Err(failure) => {
-                    sup.abort();
-                    Err(failure)
-                }
-            }
-        }
+    let sandbox = match spawn::spawn(spec, root, extensions, directories) {
+        Ok(sandbox) => sandbox,
         Err(failure) => {
             control.remove();
+            return Err(failure);
+        }
+    };
+    // Before any thread starts (credentials are per thread), and before `launch` hears of
+    // the service: no supervisor runs as root past its launch.
+    let manager = privileges::Manager {
+        uid: control.owner,
+        gid: control.group,
+    };
+    if let Err(e) = privileges::give_up_root(manager) {
+        spawn::end(sandbox);
+        control.remove();
+        return Err(Failure::setup(e.to_string(), e.errno()));
+    }
+    let mut sup = Supervisor::new(spec, control, log, sandbox);
+    match sup.begin(spec) {
+        Ok(pid) => Ok((sup, pid)),
+        Err(failure) => {
+            sup.abort();
             Err(failure)
         }
     }

@@ -158,6 +158,16 @@ pub(super) fn spawn(
     }
 }
 
+/// Ends a started sandbox the supervisor will not serve: every process of the service, then
+/// init reaped.
+pub(super) fn end(sandbox: Sandbox) {
+    if let Some(cgroup) = &sandbox.cgroup {
+        let _ = cgroup.kill_all();
+    }
+    let _ = sys::kill(sandbox.init_pid, libc::SIGKILL);
+    let _ = sys::waitpid(sandbox.init_pid, 0);
+}
+
 /// The service's own cgroups with its limits and its IP firewall attached, made before init
 /// exists so that the service's first instruction is already limited and its first packet
 /// meets the firewall. Without a firewall or limits, a host where no cgroup can be made runs
