@@ -215,10 +215,7 @@ impl HelperInterface {
         };
         // The run that held the uid is over: its supervisor, no longer root, could not remove
         // its cgroups.
-        let stale = sandbox::remove_stale_cgroups();
-        if stale > 0 {
-            tracing::debug!(stale, "removed the cgroups of finished runs");
-        }
+        schedule_cgroup_sweeps();
         match uid_release::release_user(uid) {
             Ok(removed) => {
                 tracing::debug!(uid, ipc_removed = removed.total(), "released uid");
@@ -236,6 +233,44 @@ impl HelperInterface {
         }
     }
 }
+
+/// Sweeps the cgroups of finished runs soon, and again a little later: the supervisor of the
+/// run just released may still be exiting, and a cgroup stays busy a moment after its last
+/// process. One schedule at a time (a release during it runs it once more at its end), so
+/// that 500 services stopping at once cost a few sweeps, not 2,000.
+fn schedule_cgroup_sweeps() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SWEEPING: AtomicBool = AtomicBool::new(false);
+    static AGAIN: AtomicBool = AtomicBool::new(false);
+    if SWEEPING.swap(true, Ordering::SeqCst) {
+        AGAIN.store(true, Ordering::SeqCst);
+        return;
+    }
+    tokio::spawn(async {
+        loop {
+            for pause in CGROUP_SWEEPS {
+                tokio::time::sleep(pause).await;
+                let stale = sandbox::remove_stale_cgroups();
+                if stale > 0 {
+                    tracing::debug!(stale, "removed the cgroups of finished runs");
+                }
+            }
+            if !AGAIN.swap(false, Ordering::SeqCst) {
+                break;
+            }
+        }
+        SWEEPING.store(false, Ordering::SeqCst);
+    });
+}
+
+/// When the cgroups of finished runs are swept after a uid release (each pause after the
+/// previous sweep).
+const CGROUP_SWEEPS: [std::time::Duration; 4] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
 
 impl Interface for HelperInterface {
     const NAME: &'static str = helper::INTERFACE;
