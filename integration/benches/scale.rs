@@ -1,6 +1,8 @@
 //! Scale (DESIGN.md §9): 1,000 attached units, 500 of them started from cold with one
-//! `berth start`, then `berth list`, berthd's memory and each supervisor's memory while they
-//! run, then one `berth stop` of all 500.
+//! `berth start` (each in its own cgroups with limits: the default profile's TasksMax= and the
+//! unit's MemoryMax=), then `berth list` (which reads every service's accounting), berthd's
+//! memory and each supervisor's memory (no longer root) while they run, then one `berth stop`
+//! of all 500.
 //! Run as root: `scripts/build-release.sh && cargo bench -p berth-integration --bench scale`
 //! (BERTH_BENCH_RUNNING=N starts N services instead of 500).
 
@@ -48,7 +50,7 @@ fn main() -> Result<()> {
     for i in 0..ATTACHED {
         image = image.unit(
             &format!("scale-{i}.service"),
-            "[Service]\nExecStart=/bin/sleep 100000\n",
+            "[Service]\nMemoryMax=64M\nExecStart=/bin/sleep 100000\n",
         );
     }
     image.build()?;
@@ -78,6 +80,16 @@ fn main() -> Result<()> {
         .filter(|u| u["state"] == "running")
         .count();
     ensure!(running_now == running, "{running_now} of {running} running");
+    let limited = listed
+        .as_array()
+        .context("list is not an array")?
+        .iter()
+        .filter(|u| u["state"] == "running" && u["tasks"].as_u64().is_some())
+        .count();
+    ensure!(
+        limited == running,
+        "{limited} of {running} in a cgroup of their own"
+    );
 
     let mut list_times = Vec::new();
     for _ in 0..20 {
