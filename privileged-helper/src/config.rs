@@ -11,9 +11,9 @@ use berth_protocol::config_file::{self, ConfigFile, KeyError};
 /// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
 /// `dynamic_uid_max`, `image_roots = ["/a", "/b"]`, `image_filesystems = ["squashfs",
 /// "erofs"]`, `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, `bind_sources =
-/// ["/srv/shared"]` and `allowed_devices = ["/dev/fuse"]`, all optional; an unknown key or a
-/// value
-/// of the wrong type is an error naming the file, line and key.
+/// ["/srv/shared"]`, `allowed_devices = ["/dev/fuse"]`, `credential_roots = ["/etc/credstore"]`
+/// and `systemd_creds = "/usr/bin/systemd-creds"`, all optional; an unknown key or a value of
+/// the wrong type is an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloorPolicy {
@@ -35,6 +35,13 @@ pub struct FloorPolicy {
     pub bind_sources: Vec<PathBuf>,
     /// Host device nodes DeviceAllow= may give a service; empty (the default) allows none.
     pub allowed_devices: Vec<PathBuf>,
+    /// Directories LoadCredential= and LoadCredentialEncrypted= read from (systemd's
+    /// credential stores by default); a bare credential name is looked up in them in order,
+    /// the `*.encrypted` ones for LoadCredentialEncrypted= and the others for LoadCredential=.
+    pub credential_roots: Vec<PathBuf>,
+    /// The `systemd-creds` that decrypts LoadCredentialEncrypted= (run with a clean
+    /// environment); without it such a credential fails its service's start.
+    pub systemd_creds: PathBuf,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -42,6 +49,14 @@ pub struct FloorPolicy {
     #[serde(skip)]
     pub group: PathBuf,
 }
+
+/// systemd's credential stores, searched in this order (systemd.exec(5), "Credentials").
+pub const DEFAULT_CREDENTIAL_ROOTS: [&str; 4] = [
+    "/etc/credstore",
+    "/run/credstore",
+    "/etc/credstore.encrypted",
+    "/run/credstore.encrypted",
+];
 
 impl Default for FloorPolicy {
     fn default() -> Self {
@@ -56,6 +71,8 @@ impl Default for FloorPolicy {
             allowed_capabilities: Vec::new(),
             bind_sources: Vec::new(),
             allowed_devices: Vec::new(),
+            credential_roots: DEFAULT_CREDENTIAL_ROOTS.iter().map(PathBuf::from).collect(),
+            systemd_creds: PathBuf::from("/usr/bin/systemd-creds"),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -74,6 +91,21 @@ impl ConfigFile for FloorPolicy {
             return Err(KeyError {
                 keys: &["bind_sources"],
                 reason: format!("{} is not an absolute, normalized path", relative.display()),
+            });
+        }
+        if let Some(relative) = self.credential_roots.iter().find(|p| !normal_absolute(p)) {
+            return Err(KeyError {
+                keys: &["credential_roots"],
+                reason: format!("{} is not an absolute, normalized path", relative.display()),
+            });
+        }
+        if !normal_absolute(&self.systemd_creds) {
+            return Err(KeyError {
+                keys: &["systemd_creds"],
+                reason: format!(
+                    "{} is not an absolute, normalized path",
+                    self.systemd_creds.display()
+                ),
             });
         }
         if let Some(other) = self
@@ -219,6 +251,30 @@ mod tests {
         assert_eq!(
             error_line_and_key("\nallowed_devices = [\"/etc/passwd\"]\n"),
             (2, Some("allowed_devices".into()))
+        );
+    }
+
+    #[test]
+    fn credential_roots_are_systemd_s_stores_by_default_and_read_from_the_file() {
+        let default = parse("").unwrap();
+        let set = parse("credential_roots = [\"/srv/creds\"]\n").unwrap();
+
+        assert_eq!(
+            default.credential_roots,
+            DEFAULT_CREDENTIAL_ROOTS.map(PathBuf::from)
+        );
+        assert_eq!(set.credential_roots, [PathBuf::from("/srv/creds")]);
+    }
+
+    #[test]
+    fn a_relative_credential_root_or_systemd_creds_is_refused_at_its_key() {
+        assert_eq!(
+            error_line_and_key("credential_roots = [\"etc/credstore\"]\n"),
+            (1, Some("credential_roots".into()))
+        );
+        assert_eq!(
+            error_line_and_key("\nsystemd_creds = \"systemd-creds\"\n"),
+            (2, Some("systemd_creds".into()))
         );
     }
 

@@ -10,6 +10,8 @@ use berth_protocol::helper::JournalFields;
 use berth_protocol::sandbox::SandboxSpec;
 use berth_protocol::service_program::ServiceProgram;
 
+use crate::sandbox::credentials_dir::CredentialSources;
+
 /// A validated request to launch a service in a fresh sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -26,6 +28,8 @@ pub struct LaunchSpec {
     /// The sandbox, every part checked and clamped by the floor (`floor/sandbox/`); the
     /// identity in it is a dynamic uid and gid (never 0, never a host user).
     pub sandbox: SandboxSpec,
+    /// Where the sandbox's credentials may be read from (helper.toml).
+    pub credential_sources: CredentialSources,
 }
 
 /// File descriptors that come with a launch (passed by berthd over SCM_RIGHTS).

@@ -78,19 +78,35 @@ pub struct Resources {
 pub const MAX_CREDENTIALS: usize = 64;
 pub const MAX_CREDENTIAL_BYTES: usize = 1024 * 1024;
 
-/// One credential of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+/// One credential of a service. Its `Debug` leaves the value out, so that no log or error
+/// built from a spec ever shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     // Its name: the file name under `$CREDENTIALS_DIRECTORY` (no `/`, not `.` or `..`).
     pub id: String,
     // LoadCredential=/LoadCredentialEncrypted=: an absolute host path the helper reads, only
-    // below the roots its config allows.
+    // below the roots its config allows, or a bare name the helper looks up in those roots
+    // (systemd's credential store).
     pub path: Option<String>,
     // SetCredential=: the value itself; with `path` too, the fallback when the file is missing.
     pub data: Option<String>,
     // LoadCredentialEncrypted=: the file is systemd-creds ciphertext.
     pub encrypted: bool,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field(
+                "data",
+                &self.data.as_ref().map(|d| format!("<{} bytes>", d.len())),
+            )
+            .field("encrypted", &self.encrypted)
+            .finish()
+    }
 }
 
 /// Who the service runs as.
@@ -542,4 +558,26 @@ pub fn describe(builder: crate::idl::InterfaceBuilder) -> crate::idl::InterfaceB
         .custom_type::<ServiceDirectory>()
         .custom_type::<Resources>()
         .custom_type::<Credential>()
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_s_debug_shows_its_value_s_length_only() {
+        let credential = Credential {
+            id: "db".into(),
+            path: None,
+            data: Some("hunter2".into()),
+            encrypted: false,
+        };
+
+        let shown = format!("{credential:?}");
+
+        assert!(
+            shown.contains("<7 bytes>") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 }

@@ -20,6 +20,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
 use crate::manager_access::{self, Credentials};
+use crate::sandbox::credentials_dir::CredentialSources;
 
 const MAX_ARGS: usize = 4096;
 const MAX_ENV: usize = 4096;
@@ -83,13 +84,19 @@ impl FloorPolicy {
             return Err(refuse("program", "request too large"));
         }
         let sandbox = self.check_sandbox(params.sandbox)?;
+        let mut environment = params.environment;
+        sandbox::set_credentials_directory(&params.unit, &sandbox.credentials, &mut environment);
         Ok(LaunchSpec {
             unit: params.unit,
             program: params.program,
             journal: params.journal,
-            environment: params.environment,
+            environment,
             working_directory: params.working_directory,
             sandbox,
+            credential_sources: CredentialSources {
+                roots: self.credential_roots.clone(),
+                systemd_creds: self.systemd_creds.clone(),
+            },
         })
     }
 

@@ -16,6 +16,7 @@
 pub(crate) mod capabilities;
 pub(crate) mod cgroup;
 mod credentials;
+pub mod credentials_dir;
 pub mod directories;
 pub(crate) mod firewall;
 pub(crate) mod init;

@@ -33,7 +33,7 @@ use rustix::fs::Mode;
 
 use crate::launch_spec::{LaunchFds, LaunchSpec};
 use crate::sandbox::directories::PreparedDirectory;
-use crate::sandbox::{Failure, Report, process_name, sys};
+use crate::sandbox::{Failure, Report, credentials_dir, process_name, sys};
 
 use control_socket::ControlSocket;
 use event_loop::Supervisor;
@@ -134,7 +134,16 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         directories,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
-    let sandbox = match spawn::spawn(spec, root, extensions, directories) {
+    // Read as root before the sandbox exists; init writes them into it.
+    let credentials =
+        match credentials_dir::load(&spec.sandbox.credentials, &spec.credential_sources) {
+            Ok(credentials) => credentials,
+            Err(e) => {
+                control.remove();
+                return Err(e.into_failure());
+            }
+        };
+    let sandbox = match spawn::spawn(spec, root, extensions, directories, credentials) {
         Ok(sandbox) => sandbox,
         Err(failure) => {
             control.remove();

@@ -12,6 +12,7 @@ use super::exit::decode_wait;
 use super::notify;
 use crate::launch_spec::LaunchSpec;
 use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
+use crate::sandbox::credentials_dir::LoadedCredentials;
 use crate::sandbox::directories::PreparedDirectory;
 use crate::sandbox::firewall;
 use crate::sandbox::init::channel::Report;
@@ -52,6 +53,7 @@ pub(super) fn spawn(
     root: OwnedFd,
     extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
+    credentials: LoadedCredentials,
 ) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
     let (stderr, stderr_w) = pipe("stderr")?;
@@ -110,6 +112,7 @@ pub(super) fn spawn(
                 channel: channel_w,
                 cgroup_procs,
                 notify: init_notify,
+                credentials,
             },
         ),
         Ok(sys::Forked::Parent(pid)) => pid,
@@ -125,6 +128,8 @@ pub(super) fn spawn(
         channel_w,
         cgroup_procs,
         init_notify,
+        // Zeroed here: only init keeps them.
+        credentials,
     ));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);

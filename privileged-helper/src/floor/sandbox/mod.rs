@@ -5,6 +5,7 @@
 //! the sandbox code cannot carry out is refused, never silently dropped.
 
 mod capabilities;
+mod credentials;
 mod directories;
 mod firewall;
 mod identity;
@@ -16,6 +17,7 @@ mod syscalls;
 
 use berth_protocol::sandbox::SandboxSpec;
 
+pub(super) use credentials::set_directory as set_credentials_directory;
 pub(super) use identity::check_id;
 
 use super::{Refusal, refuse};
@@ -48,6 +50,7 @@ impl FloorPolicy {
         resources::check(self, &mut spec)?;
         firewall::check(self, &mut spec.firewall)?;
         directories::check(self, &mut spec.directories)?;
+        credentials::check(self, &spec.credentials)?;
         Ok(spec)
     }
 }

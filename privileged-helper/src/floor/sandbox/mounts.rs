@@ -19,7 +19,7 @@ use crate::config::FloorPolicy;
 pub(crate) const MAX_TMPFS_BYTES: u64 = 1 << 30;
 
 /// Checks one absolute, normalized path, not `/` itself.
-fn check_path(field: &str, path: &str) -> Result<(), Refusal> {
+pub(super) fn check_path(field: &str, path: &str) -> Result<(), Refusal> {
     check_path_or_root(field, path)?;
     if path == "/" {
         return Err(refuse(field, "the root itself cannot be the path"));

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use super::capabilities::CapabilityPlan;
 use super::credentials::Credentials;
+use super::credentials_dir::{self, LoadedCredentials};
 use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
 use super::{
@@ -53,6 +54,8 @@ pub(crate) struct InitFds {
     pub cgroup_procs: Vec<OwnedFd>,
     /// The supervisor's `$NOTIFY_SOCKET`, which init binds in the sandbox (notify_socket.rs).
     pub notify: Option<OwnedFd>,
+    /// LoadCredential= and friends, read by the supervisor.
+    pub credentials: LoadedCredentials,
 }
 
 /// Signals init forwards to main: all but SIGCHLD, the unblockable ones, the synchronous
@@ -94,6 +97,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         channel,
         cgroup_procs,
         notify,
+        credentials,
     } = fds;
     let mut keep = vec![
         root.as_raw_fd(),
@@ -111,7 +115,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
         .and_then(|()| join_cgroup(cgroup_procs))
-        .and_then(|()| setup(spec, root, extensions, directories, notify));
+        .and_then(|()| setup(spec, root, extensions, directories, notify, credentials));
     match result {
         Ok(template) => executor::serve(
             spec,
@@ -165,6 +169,7 @@ fn setup(
     mut extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
     notify: Option<OwnedFd>,
+    credentials: LoadedCredentials,
 ) -> Result<Template, Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
@@ -189,6 +194,12 @@ fn setup(
     directories::make_runtime(
         &LinuxSyscalls,
         &sandbox.directories,
+        (identity.uid, identity.gid),
+    )?;
+    credentials_dir::install(
+        &LinuxSyscalls,
+        credentials,
+        &spec.unit,
         (identity.uid, identity.gid),
     )?;
     namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
