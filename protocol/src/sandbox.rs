@@ -78,6 +78,11 @@ pub struct Resources {
 pub const MAX_CREDENTIALS: usize = 64;
 pub const MAX_CREDENTIAL_BYTES: usize = 1024 * 1024;
 
+/// `$CREDENTIALS_DIRECTORY` of `unit` inside its sandbox, where its credentials are files.
+pub fn credentials_directory(unit: &str) -> String {
+    format!("/run/credentials/{unit}")
+}
+
 /// One credential of a service. Its `Debug` leaves the value out, so that no log or error
 /// built from a spec ever shows it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]

@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::ManagerError;
-use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::sandbox::{SandboxSpec, credentials_directory};
 use berth_protocol::service_program::ServiceProgram;
 use berth_varlink::client::ClientError;
 
@@ -65,6 +65,13 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
     env.insert("USER".into(), stem.into());
     env.insert("LOGNAME".into(), stem.into());
     env.insert("PORTABLE".into(), unit.image.clone());
+    // Set by the helper too; here for `${CREDENTIALS_DIRECTORY}` in ExecStart=.
+    if !config.sandbox.credentials.is_empty() {
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            credentials_directory(&unit.name),
+        );
+    }
     env.extend(config.environment.clone());
     // Only oneshot services run several ExecStart= lines (one after the other).
     let count = match config.service_type {

@@ -275,6 +275,27 @@ fn finish_word(word: &mut Vec<u8>, value: &str) -> Result<String, UnitFileError>
     })
 }
 
+/// A whole value with its C escapes decoded and no quoting (systemd's `cunescape`, as
+/// SetCredential= reads its value).
+pub(crate) fn unescape(value: &str) -> Result<String, UnitFileError> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            push_char(&mut out, c);
+            continue;
+        }
+        let Some(escape) = chars.next() else {
+            return Err(UnitFileError::InvalidEscape {
+                escape: "\\".into(),
+                value: value.to_owned(),
+            });
+        };
+        unescape_one(escape, &mut chars, &mut out, value)?;
+    }
+    finish_word(&mut out, value)
+}
+
 /// Decodes the escape whose first character (after the backslash) is `c`, like systemd's
 /// `cunescape_one`.
 fn unescape_one(

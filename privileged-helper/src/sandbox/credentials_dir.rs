@@ -31,19 +31,11 @@ use rustix::mount::{MountAttrFlags, MoveMountFlags};
 use super::Failure;
 use super::syscalls::MountSyscalls;
 
-/// Where the credentials of every unit appear inside its sandbox.
-pub const CREDENTIALS_ROOT: &str = "/run/credentials";
-
 /// How long `systemd-creds decrypt` may take for one credential (the whole launch has 10 s).
 const DECRYPT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Most bytes of `systemd-creds`' complaints kept for the error.
 const MAX_STDERR_BYTES: usize = 2048;
-
-/// `$CREDENTIALS_DIRECTORY` of `unit`.
-pub fn directory_of(unit: &str) -> String {
-    format!("{CREDENTIALS_ROOT}/{unit}")
-}
 
 /// Where the helper's config lets credentials come from (helper.toml `credential_roots` and
 /// `systemd_creds`), carried to the supervisor with the launch.

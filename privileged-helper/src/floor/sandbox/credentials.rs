@@ -8,13 +8,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use berth_protocol::sandbox::{Credential, MAX_CREDENTIAL_BYTES, MAX_CREDENTIALS};
+use berth_protocol::sandbox::{
+    Credential, MAX_CREDENTIAL_BYTES, MAX_CREDENTIALS, credentials_directory,
+};
 
 use super::super::{Refusal, refuse};
 use super::bounded;
 use super::mounts::check_path;
 use crate::config::FloorPolicy;
-use crate::sandbox::credentials_dir;
 
 const FIELD: &str = "sandbox.credentials";
 
@@ -116,7 +117,7 @@ pub(in crate::floor) fn set_directory(
     const KEY: &str = "CREDENTIALS_DIRECTORY=";
     environment.retain(|e| !e.starts_with(KEY));
     if !credentials.is_empty() {
-        environment.push(format!("{KEY}{}", credentials_dir::directory_of(unit)));
+        environment.push(format!("{KEY}{}", credentials_directory(unit)));
     }
 }
 

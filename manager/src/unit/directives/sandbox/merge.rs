@@ -57,6 +57,7 @@ pub(super) fn merge(
         protect_clock,
         ip_allow,
         ip_deny,
+        credentials,
         warnings,
     } = layer;
     m.warnings = warnings;
@@ -162,6 +163,8 @@ pub(super) fn merge(
         m.replace,
         &mut m.warnings,
     );
+
+    super::credentials::merge(&mut m.out.credentials, credentials, &mut m.warnings);
 
     for (resource, (limit, source)) in rlimits {
         m.rlimit(&resource, limit, &source);

@@ -9,6 +9,7 @@
 //! naming the file and line. Only a `trusted` profile replaces instead of tightening. Adding a
 //! directive is a row in [`TABLE`] and, for a new kind of value, its arm in `merge`.
 
+mod credentials;
 mod firewall;
 mod merge;
 mod parse;
@@ -314,6 +315,16 @@ const TABLE: &[Row] = &[
         "ConfigurationDirectoryMode",
         Action::Read(|l, s, v| l.directory_mode(4, s, v)),
     ),
+    // Credentials.
+    Row("LoadCredential", Action::Read(Layer::load_credential)),
+    Row(
+        "LoadCredentialEncrypted",
+        Action::Read(Layer::load_credential_encrypted),
+    ),
+    Row(
+        credentials::SET_CREDENTIAL,
+        Action::Read(Layer::set_credential),
+    ),
 ];
 
 /// The rows that reach the host's own paths or devices: a profile's or a host drop-in's to
@@ -527,6 +538,7 @@ struct Layer {
     protect_clock: Set<bool>,
     ip_allow: Listed<IpPrefix>,
     ip_deny: Listed<IpPrefix>,
+    credentials: Vec<credentials::Step>,
     warnings: Vec<String>,
 }
 
@@ -538,7 +550,7 @@ impl Layer {
             label: label.to_owned(),
             line: a.line,
             key: a.key.clone(),
-            value: a.value.clone(),
+            value: credentials::shown_value(&a.key, &a.value),
         };
         for spec in unresolved {
             self.warnings.push(format!(
@@ -567,6 +579,14 @@ impl Layer {
                 Err(Refused::Never(
                     "an image's unit may not reach host paths or devices (a profile or a host \
                      drop-in may)",
+                ))
+            }
+            // A credential file of the host, likewise; a name in its credential store is fine.
+            Action::Read(_)
+                if origin == Origin::Image && credentials::names_host_path(row.0, &value) =>
+            {
+                Err(Refused::Never(
+                    "an image's unit may name only credentials of the host's credential store,                      not host paths (a profile or a host drop-in may)",
                 ))
             }
             Action::Read(read) => read(self, &source, &value),

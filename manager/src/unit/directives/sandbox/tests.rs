@@ -199,6 +199,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("CPUQuota", "50%"),
     ("CPUWeight", "50"),
     ("IOWeight", "50"),
+    ("LoadCredential", "db:/etc/credstore/db"),
+    ("LoadCredentialEncrypted", "db"),
+    ("SetCredential", "token:value"),
 ];
 
 #[test]
