@@ -335,3 +335,26 @@ fn an_encrypted_credential_sealed_for_another_name_fails_the_start() {
     );
     assert!(!err.contains(SECRET), "{err}");
 }
+
+#[test]
+fn a_read_only_run_still_gets_the_credentials_and_stays_read_only() {
+    require_root();
+    let stores = stores();
+    let mut fx = Fixture::new("creds-ro-run.service");
+    let mut spec = spec(
+        &fx,
+        &stores,
+        vec![set("token", "t0k3n")],
+        r#"echo "token=$(cat $CREDENTIALS_DIRECTORY/token)"
+           if touch /run/x 2>/dev/null; then echo run=writable; else echo run=read-only; fi"#,
+    );
+    spec.sandbox.mounts.read_only_paths = vec![berth_protocol::sandbox::SandboxPath {
+        path: "/run".into(),
+        ignore_missing: false,
+    }];
+
+    let lines = run(&mut fx, &spec);
+
+    assert_eq!(line_with(&lines, "token="), "t0k3n");
+    assert_eq!(line_with(&lines, "run="), "read-only");
+}

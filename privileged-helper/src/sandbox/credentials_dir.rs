@@ -568,7 +568,20 @@ pub(crate) fn install(
         return Ok(());
     }
     let fail = |what: &str, e: Errno| Failure::setup(format!("{what} for the credentials"), e);
-    let target = mount_point(os, unit).map_err(|e| fail("create /run/credentials/UNIT", e))?;
+    let target = match mount_point(os, unit) {
+        // ReadOnlyPaths= over /run (or /): the mount point is made with /run writable for that
+        // moment, as the notify socket is; mounting on it needs no writable mount.
+        Err(Errno::ROFS) => {
+            let mut made = None;
+            super::notify_socket::with_run_writable(|| {
+                made = Some(mount_point(os, unit)?);
+                Ok(())
+            })
+            .and_then(|()| made.ok_or(Errno::ROFS))
+        }
+        other => other,
+    }
+    .map_err(|e| fail("create /run/credentials/UNIT", e))?;
     let mount = credentials_fs(os, &credentials).map_err(|e| fail("mount a tmpfs", e))?;
     for credential in &credentials.0 {
         write_file(os, &mount, credential, ids)

@@ -58,7 +58,7 @@ fn bind_at_path(socket: &OwnedFd) -> Result<(), Errno> {
 }
 
 /// Runs `f` with the mount at `/run` writable, read-only again after it (whatever `f` did).
-fn with_run_writable(f: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
+pub(crate) fn with_run_writable(f: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
     let os = LinuxSyscalls;
     let run = os.open(
         c"/run",
