@@ -422,6 +422,10 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
     if let Some(pid) = st.main_pid {
         out!("  Main PID: {pid}")?;
     }
+    // The service's own STATUS= (sd_notify), quoted as systemctl shows it.
+    if let Some(text) = &st.status_text {
+        out!("    Status: \"{}\"", escape(text))?;
+    }
     if let Some(uid) = st.uid {
         out!("       UID: {uid} (dynamic)")?;
     }
