@@ -111,6 +111,14 @@ pub enum Command {
         #[arg(long)]
         now: bool,
     },
+    /// Reload running units (ExecReload=, or a Type=notify service's own reload).
+    Reload {
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Forget that units failed (every unit when none is named): `failed` becomes `stopped`,
+    /// and the start rate limit and the restart count start again.
+    ResetFailed { units: Vec<String> },
     /// Show a unit's state and its latest output; exit 0 when it is active (running), 3 when
     /// not, 4 when there is no such unit.
     Status { unit: String },

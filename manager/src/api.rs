@@ -63,6 +63,8 @@ const METHODS: &[(&str, Access)] = &[
     ("Restart", Access::Change),
     ("Enable", Access::Change),
     ("Disable", Access::Change),
+    ("Reload", Access::Change),
+    ("ResetFailed", Access::Change),
     // Unit files and drop-ins are not secret, as with `systemctl cat` (see unit_edit.rs).
     ("Cat", Access::Read),
     ("SetProperty", Access::Change),
@@ -247,6 +249,18 @@ impl Checked for AttachParams {
 impl Checked for UnitParams {
     fn check(&mut self) -> Result<(), &'static str> {
         unit_of(&mut self.unit)
+    }
+}
+
+/// Most units one `ResetFailed` names.
+const MAX_RESET_UNITS: usize = 4096;
+
+impl Checked for manager::ResetFailedParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        if self.units.len() > MAX_RESET_UNITS {
+            return Err("units");
+        }
+        self.units.iter_mut().try_for_each(unit_of)
     }
 }
 
@@ -454,10 +468,7 @@ impl ManagerInterface {
                     // Units the new version lacks are stopped before anything changes.
                     let removed = shared.borrow().reattach_prepare(&p.image)?.removed;
                     for unit in removed {
-                        let active = shared
-                            .borrow()
-                            .unit(&unit)
-                            .is_ok_and(|u| u.state.is_active());
+                        let active = shared.borrow().unit(&unit).is_ok_and(|u| u.is_active());
                         if active {
                             lifecycle::stop(shared.clone(), unit).await?;
                         }
@@ -467,10 +478,7 @@ impl ManagerInterface {
                     let done = shared.borrow_mut().reattach_commit(prepared)?;
                     if now {
                         for unit in &done.updated {
-                            let active = shared
-                                .borrow()
-                                .unit(unit)
-                                .is_ok_and(|u| u.state.is_active());
+                            let active = shared.borrow().unit(unit).is_ok_and(|u| u.is_active());
                             if active {
                                 lifecycle::restart(shared.clone(), unit.clone()).await?;
                             }
@@ -541,6 +549,18 @@ impl ManagerInterface {
                 let p: UnitParams = params(parameters)?;
                 let result = shared.borrow_mut().set_enabled(&p.unit, method == "Enable");
                 Outcome::from_result(result.map(|status| StatusReply { status }))
+            }
+            "Reload" => {
+                let p: UnitParams = params(parameters)?;
+                Outcome::later(async move {
+                    let result = lifecycle::reload(shared, p.unit).await;
+                    result.map(|status| StatusReply { status })
+                })
+            }
+            "ResetFailed" => {
+                let p: manager::ResetFailedParams = params(parameters)?;
+                let result = lifecycle::reset_failed(&shared, &p.units);
+                Outcome::from_result(result.map(|units| ListReply { units }))
             }
             "Cat" => {
                 let p: UnitParams = params(parameters)?;

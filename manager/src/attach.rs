@@ -228,7 +228,7 @@ impl Manager {
                         unit: unit.name.clone(),
                     });
                 }
-                if existing.state.is_active() {
+                if existing.is_active() {
                     return Err(ManagerError::UnitActive {
                         unit: unit.name.clone(),
                     });
@@ -268,6 +268,7 @@ impl Manager {
         if let Some(old) = self.attachments.remove(&name) {
             for unit in old.units {
                 self.units.remove(&unit);
+                crate::lifecycle::persistence::forget(&self.paths, &unit);
             }
         }
         for (unit_name, config) in parsed {
@@ -421,6 +422,7 @@ impl Manager {
             })?;
         for unit in record.units.iter().cloned().chain(self.instances_of(&name)) {
             self.units.remove(&unit);
+            crate::lifecycle::persistence::forget(&self.paths, &unit);
         }
         self.held_images.remove(&name);
         self.held_extensions.remove(&name);

@@ -163,32 +163,30 @@ impl Manager {
             .attachments
             .get(&unit.image)
             .map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
-        let usage = unit
-            .main_pid
-            .filter(|_| unit.state.is_active())
-            .and_then(|pid| {
-                crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
-            });
+        let usage = unit.lifecycle().main_pid().and_then(|pid| {
+            crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
+        });
         let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
         UnitStatus {
             unit: unit.name.clone(),
             image: unit.image.clone(),
-            state: unit.state.as_str().to_string(),
-            main_pid: unit
-                .main_pid
-                .filter(|_| unit.state.is_active())
-                .map(i64::from),
-            uid: unit.uid.filter(|_| unit.state.is_active()).map(i64::from),
+            state: unit.state().as_str().to_string(),
+            main_pid: unit.lifecycle().main_pid().map(i64::from),
+            uid: unit.uid.filter(|_| unit.is_active()).map(i64::from),
             profile,
             description: unit.config.description.clone(),
             service_type: unit.config.service_type.as_str().to_string(),
-            exit_code: unit.exit.and_then(|e| e.code).map(i64::from),
-            exit_signal: unit.exit.and_then(|e| e.signal).map(i64::from),
-            since_usec: i64::try_from(unit.since_usec).ok(),
-            failure: unit.failure.clone(),
-            result: None,
-            status_text: None,
-            restarts: None,
+            exit_code: unit.lifecycle().exit().and_then(|e| e.code).map(i64::from),
+            exit_signal: unit
+                .lifecycle()
+                .exit()
+                .and_then(|e| e.signal)
+                .map(i64::from),
+            since_usec: i64::try_from(unit.lifecycle().since_usec()).ok(),
+            failure: unit.lifecycle().failure().map(str::to_owned),
+            result: unit.lifecycle().result().map(|r| r.as_str().to_owned()),
+            status_text: unit.lifecycle().status_text().map(str::to_owned),
+            restarts: i64::try_from(unit.lifecycle().restarts()).ok(),
             enabled: Some(self.is_enabled(unit)),
             cpu_usec: number(usage.as_ref().and_then(|u| u.cpu_usec)),
             memory_current: number(usage.as_ref().and_then(|u| u.memory_current)),
@@ -221,6 +219,6 @@ impl Manager {
     pub(crate) fn active_unit_of(&self, name: &str) -> Option<String> {
         self.units_of(name)
             .into_iter()
-            .find(|u| self.units.get(u).is_some_and(|u| u.state.is_active()))
+            .find(|u| self.units.get(u).is_some_and(|u| u.is_active()))
     }
 }

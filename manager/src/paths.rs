@@ -56,6 +56,10 @@ impl Paths {
     pub fn logs_dir(&self) -> PathBuf {
         self.state.join("logs")
     }
+    /// Each unit's lifecycle record (`<unit>.json`), kept across berthd restarts.
+    pub fn units_dir(&self) -> PathBuf {
+        self.state.join("units")
+    }
     /// The directory of a unit's log files (see `logs::LogFiles`).
     pub fn unit_log_dir(&self, unit: &str) -> PathBuf {
         self.logs_dir().join(unit)

@@ -218,7 +218,7 @@ impl Manager {
         } = prepared;
         if let Some(unit) = removed
             .iter()
-            .find(|u| self.units.get(*u).is_some_and(|u| u.state.is_active()))
+            .find(|u| self.units.get(*u).is_some_and(|u| u.is_active()))
         {
             return Err(ManagerError::UnitActive { unit: unit.clone() });
         }
@@ -228,6 +228,7 @@ impl Manager {
             // A stale copy is never read (the record lists the units), so a failure is harmless.
             let _ = std::fs::remove_file(dir.join(unit));
             self.units.remove(unit);
+            crate::lifecycle::persistence::forget(&self.paths, unit);
         }
         for (unit_name, config) in parsed {
             match self.units.get_mut(&unit_name) {

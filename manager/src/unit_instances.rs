@@ -41,9 +41,7 @@ impl Manager {
             return self.unit(&name).map(|_| ());
         };
         // An image may ship the instance's own file: that is then the unit, as in systemd.
-        if self.is_attached_file(&name)
-            || self.units.get(&name).is_some_and(|u| u.state.is_active())
-        {
+        if self.is_attached_file(&name) || self.units.get(&name).is_some_and(|u| u.is_active()) {
             return Ok(());
         }
         let image = match self.units.get(&template) {
@@ -139,7 +137,10 @@ impl Manager {
     /// Whether `unit` is an instance `list` leaves out: one made from a template that has
     /// nothing to show.
     pub fn is_idle_instance(&self, unit: &Unit) -> bool {
-        self.is_made_instance(unit) && unit.state == UnitState::Stopped && unit.link.is_none()
+        self.is_made_instance(unit)
+            && unit.state() == UnitState::Stopped
+            && !unit.is_active()
+            && unit.link.is_none()
     }
 
     /// The file in the attachment that holds `unit`'s text: a made instance's is its
@@ -238,6 +239,7 @@ pub fn unit_drop_ins(
 mod tests {
     use super::*;
     use crate::attachments::AttachmentRecord;
+    use crate::lifecycle::state_machine::Lifecycle;
 
     const TEMPLATE: &str = "[Unit]\nDescription=web %i\n[Service]\nExecStart=/bin/web %I\n";
 
@@ -331,10 +333,16 @@ mod tests {
         let (_dir, mut m) = manager_with_template();
         m.instantiate_within("web@a", 2).unwrap();
         m.instantiate_within("web@b", 2).unwrap();
-        m.units.get_mut("web@b.service").unwrap().state = UnitState::Failed;
+        m.units
+            .get_mut("web@b.service")
+            .unwrap()
+            .set_lifecycle(Lifecycle::at_rest(UnitState::Failed));
 
         m.instantiate_within("web@c", 2).unwrap();
-        m.units.get_mut("web@c.service").unwrap().state = UnitState::Exited;
+        m.units
+            .get_mut("web@c.service")
+            .unwrap()
+            .set_lifecycle(Lifecycle::at_rest(UnitState::Exited));
         let refused = m.instantiate_within("web@d", 2);
 
         assert!(!m.units.contains_key("web@a.service"), "stopped: dropped");

@@ -1,41 +1,15 @@
-//! One unit's lifecycle state and record, as berthd keeps it in memory.
+//! One unit as berthd keeps it in memory: its configuration, its lifecycle (the pure state
+//! machine of lifecycle/state_machine.rs, changed only through [`Unit::handle`]) and the
+//! resources of its current run (the uid it holds, the link to its supervisor).
 
 use berth_logging::Untrusted;
-use berth_protocol::supervisor::{ExitStatus, SupervisorRequest};
+use berth_protocol::supervisor::SupervisorRequest;
 use tokio::sync::mpsc;
 
+use crate::lifecycle::state_machine::{Action, Event, Lifecycle, Policy, Refusal};
 use crate::unit::ServiceConfig;
 
-/// Lifecycle state of a unit, as `status` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnitState {
-    Stopped,
-    Starting,
-    Running,
-    Stopping,
-    Exited,
-    Failed,
-}
-
-impl UnitState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnitState::Stopped => "stopped",
-            UnitState::Starting => "starting",
-            UnitState::Running => "running",
-            UnitState::Stopping => "stopping",
-            UnitState::Exited => "exited",
-            UnitState::Failed => "failed",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            UnitState::Starting | UnitState::Running | UnitState::Stopping
-        )
-    }
-}
+pub use crate::lifecycle::state_machine::UnitState;
 
 /// An attached unit and what berthd knows of its current run.
 #[derive(Debug)]
@@ -43,15 +17,11 @@ pub struct Unit {
     pub name: String,
     pub image: String,
     pub config: ServiceConfig,
-    pub state: UnitState,
-    pub main_pid: Option<u32>,
-    pub uid: Option<u32>,
-    pub exit: Option<ExitStatus>,
-    pub since_usec: u64,
-    pub failure: Option<String>,
-    pub stop_requested: bool,
+    lifecycle: Lifecycle,
+    /// The dynamic uid the current run holds.
+    pub(crate) uid: Option<u32>,
     /// Requests to the supervisor of the current run; `None` when no supervisor is linked.
-    pub link: Option<mpsc::UnboundedSender<SupervisorRequest>>,
+    pub(crate) link: Option<mpsc::UnboundedSender<SupervisorRequest>>,
 }
 
 impl Unit {
@@ -60,37 +30,66 @@ impl Unit {
             name,
             image,
             config,
-            state: UnitState::Stopped,
-            main_pid: None,
+            lifecycle: Lifecycle::new(now_usec()),
             uid: None,
-            exit: None,
-            since_usec: now_usec(),
-            failure: None,
-            stop_requested: false,
             link: None,
         }
     }
 
-    /// Moves to `state` and logs the change; set the pid, exit and failure first, so the line
-    /// carries them.
-    pub fn set_state(&mut self, state: UnitState) {
-        let from = self.state;
-        self.state = state;
-        self.since_usec = now_usec();
-        // An exit belongs to the run that ended: shown once the unit is no longer active.
-        let exit = (!state.is_active()).then_some(self.exit).flatten();
+    pub fn state(&self) -> UnitState {
+        self.lifecycle.state()
+    }
+
+    /// Starting, running or stopping, or with a run still going (RemainAfterExit=): the unit
+    /// cannot be detached or replaced now.
+    pub fn is_active(&self) -> bool {
+        self.state().is_active() || self.lifecycle.has_run()
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// Replaces the lifecycle (one a previous berthd left, or the one of the unit this one
+    /// replaces on reattach).
+    pub(crate) fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.lifecycle = lifecycle;
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::of(&self.config)
+    }
+
+    /// Feeds `event` to the unit's state machine and logs a change of state.
+    pub(crate) fn handle(&mut self, event: Event<'_>) -> Result<Vec<Action>, Refusal> {
+        let from = self.lifecycle.state();
+        let result = self.lifecycle.handle(&self.policy(), event, now_usec());
+        let state = self.lifecycle.state();
+        if state != from {
+            self.log_change(from);
+        }
+        result
+    }
+
+    fn log_change(&self, from: UnitState) {
+        let l = &self.lifecycle;
+        let state = l.state();
+        let exit = (!state.is_active()).then_some(l.exit()).flatten();
         let (exit_code, exit_signal) = (exit.and_then(|e| e.code), exit.and_then(|e| e.signal));
-        let failure = self.failure.as_deref().map(Untrusted);
+        let failure = l.failure().map(Untrusted);
+        let result = l.result().map(|r| r.as_str());
         macro_rules! log_change {
             ($level:ident) => {
                 tracing::$level!(
                     unit = %Untrusted(&self.name),
                     from = %from.as_str(),
                     state = %state.as_str(),
-                    pid = self.main_pid,
+                    pid = l.main_pid(),
                     uid = self.uid,
                     exit_code,
                     exit_signal,
+                    result,
+                    restarts = l.restarts(),
                     failure = failure.as_ref().map(tracing::field::display),
                     "unit {}",
                     state.as_str()

@@ -295,6 +295,14 @@ pub struct UnitParams {
     pub unit: String,
 }
 
+/// `ResetFailed`: the units to reset; every unit when empty.
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct ResetFailedParams {
+    #[serde(default)]
+    pub units: Vec<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
 pub struct StatusReply {
     pub status: UnitStatus,
@@ -511,6 +519,11 @@ pub enum ManagerError {
         count: i64,
         limit: i64,
     },
+    /// Reload and Kill need a running unit.
+    UnitNotRunning {
+        unit: String,
+        reason: String,
+    },
     Internal {
         reason: String,
     },
@@ -553,6 +566,7 @@ impl std::fmt::Display for ManagerError {
             ManagerError::InvalidDropIn { unit, reason } => {
                 write!(f, "drop-in of {unit} refused, nothing written: {reason}")
             }
+            ManagerError::UnitNotRunning { unit, reason } => write!(f, "{unit}: {reason}"),
             ManagerError::UnitActive { unit } => {
                 write!(f, "unit '{unit}' is active; stop it first")
             }
@@ -670,6 +684,8 @@ pub fn description() -> String {
         .method::<UnitParams, StatusReply>("Start")
         .method::<UnitParams, StatusReply>("Stop")
         .method::<UnitParams, StatusReply>("Restart")
+        .method::<UnitParams, StatusReply>("Reload")
+        .method::<ResetFailedParams, ListReply>("ResetFailed")
         .method::<UnitParams, StatusReply>("Status")
         .method::<UnitParams, StatusReply>("Enable")
         .method::<UnitParams, StatusReply>("Disable")

@@ -84,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Disable { units, now } => {
             return units::enable(&mut s, "Disable", units, now.then_some("Stop")).await;
         }
+        Command::Reload { units } => return units::lifecycle(&mut s, "Reload", units).await,
+        Command::ResetFailed { units } => units::reset_failed(&mut s, units).await?,
         Command::Status { unit } => return units::status(&mut s, unit).await,
         Command::IsActive { units, quiet } => {
             return units::is_state(&mut s, units, quiet, "active", units::EXIT_NOT_ACTIVE).await;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use berth_protocol::manager::{
     CatReply, DropInsReply, Empty, ListReply, LogsParams, LogsReply, MAX_DROP_IN_BYTES,
-    ManagerError, SetPropertyParams, StatusReply, UnitParams, UnitStatus, WriteDropInParams,
+    ManagerError, ResetFailedParams, SetPropertyParams, StatusReply, UnitParams, UnitStatus,
+    WriteDropInParams,
 };
 
 use super::logs::print_entries;
@@ -243,7 +244,7 @@ pub(crate) async fn act_on_each(
     for unit in units {
         let outcome = match s.call::<_, StatusReply>(method, &UnitParams { unit }).await {
             Ok(reply) => {
-                let checked = if method == "Stop" {
+                let checked = if method == "Stop" || method == "Reload" {
                     Ok(())
                 } else {
                     check_started(&reply.status)
@@ -323,6 +324,15 @@ pub(crate) async fn enable(
         s.print_json(&statuses)?;
     }
     Ok(exit_for(failed))
+}
+
+/// `reset-failed`: every unit when none is named, as systemctl does.
+pub(crate) async fn reset_failed(s: &mut Session, units: Vec<String>) -> anyhow::Result<()> {
+    let reply: ListReply = s.call("ResetFailed", &ResetFailedParams { units }).await?;
+    if s.json {
+        s.print_json(&reply.units)?;
+    }
+    Ok(())
 }
 
 /// `systemctl status`'s exit status for a unit that is not active (LSB "program is not

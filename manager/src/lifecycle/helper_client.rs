@@ -17,7 +17,6 @@ use crate::helper_connection;
 use crate::image::identity::{IdentityError, ImageIdentity};
 use crate::logs;
 use crate::service_directories;
-use crate::unit::ServiceType;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -37,9 +36,8 @@ pub(super) struct Plan {
     pub(super) extensions: Vec<crate::attachments::ExtensionRecord>,
     /// What berthd kept of each extension passed as a descriptor (as `held_image`), in order.
     pub(super) held_extensions: Vec<Option<OwnedFd>>,
-    pub(super) service_type: ServiceType,
-    /// argv of each ExecStart= and whether its failure is ignored (`-` prefix).
-    pub(super) commands: Vec<(Vec<String>, bool)>,
+    /// What the run executes, every `$VAR` but `$MAINPID` expanded.
+    pub(super) program: ServiceProgram,
     pub(super) environment: Vec<String>,
     pub(super) working_directory: String,
     /// The unit's sandbox; its identity is filled at each spawn.
@@ -73,17 +71,7 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         );
     }
     env.extend(config.environment.clone());
-    // Only oneshot services run several ExecStart= lines (one after the other).
-    let count = match config.service_type {
-        ServiceType::Oneshot => config.exec_start.len(),
-        _ => 1,
-    };
-    let commands = config
-        .exec_start
-        .iter()
-        .take(count)
-        .map(|c| (c.expand(&env), c.ignore_failure))
-        .collect();
+    let program = super::program::build(config, &env);
     let working_directory = config
         .working_directory
         .as_deref()
@@ -113,19 +101,14 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
             .transpose()
             .map_err(ManagerError::internal)?
             .unwrap_or_default(),
-        service_type: config.service_type,
-        commands,
+        program,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_directory,
         sandbox: config.sandbox.clone(),
     })
 }
 
-pub(super) async fn spawn(
-    shared: &Shared,
-    plan: &Plan,
-    argv: &[String],
-) -> Result<SpawnReply, ManagerError> {
+pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, ManagerError> {
     let (uid, paths) = {
         let m = shared.borrow();
         let uid = m
@@ -138,7 +121,9 @@ pub(super) async fn spawn(
         unit: plan.unit.clone(),
         reason,
     };
-    check_exec_size(argv, &plan.environment).map_err(start_failed)?;
+    for command in plan.program.commands() {
+        check_exec_size(&command.argv, &plan.environment).map_err(start_failed)?;
+    }
     let layer_failed = |image: &str, by_descriptor: bool, e: IdentityError| match e {
         IdentityError::Changed { path, reason } => ManagerError::ImageChanged {
             image: image.to_string(),
@@ -205,12 +190,7 @@ pub(super) async fn spawn(
     }
     let params = SpawnParams {
         unit: plan.unit.clone(),
-        // One command per spawn until the supervisor runs whole programs.
-        program: ServiceProgram {
-            service_type: plan.service_type,
-            timeout_stop_ms: 0,
-            ..ServiceProgram::simple(argv.to_vec())
-        },
+        program: plan.program.clone(),
         journal: None,
         environment,
         working_directory: plan.working_directory.clone(),

@@ -1,49 +1,32 @@
-//! Starting and stopping services: berthd asks berth-helper to spawn (helper_client), then
-//! follows each run through the supervisor's control socket (supervisor_link).
+//! Starting and stopping services. A unit's lifecycle is a pure state machine
+//! (state_machine); the engine carries out what it decides: one Spawn per run through
+//! berth-helper (helper_client, with the whole program: program), the run followed through its
+//! supervisor's control socket (supervisor_link), restarts after RestartSec=, and the record
+//! kept across berthd restarts (persistence).
 
 pub mod accounting;
+mod engine;
 mod helper_client;
+mod oneshot_steps;
+pub mod persistence;
+pub mod program;
+pub mod state_machine;
 mod supervisor_link;
 
 use std::time::Duration;
 
 use berth_protocol::manager::{ManagerError, UnitStatus};
-use berth_protocol::supervisor::SupervisorRequest;
-use tokio::sync::mpsc;
 
-use crate::daemon::{Manager, Shared};
-use crate::uid_release;
-use crate::unit::ServiceType;
-use crate::unit_state::UnitState;
+use crate::daemon::Shared;
+pub(crate) use engine::wait_until;
+use engine::{carry_out, feed, spawn_run};
+use program::MAX_STOP_TIMEOUT;
+use state_machine::{Event, Refusal};
 
-use helper_client::{Plan, plan, spawn};
-pub use supervisor_link::{adopt_running, follow_supervisor};
+pub use supervisor_link::adopt_running;
 
 /// Extra time berthd waits past TimeoutStopSec= for the supervisor's SIGKILL to land.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Longest TimeoutStopSec= honoured (`infinity` included): after it the sandbox is SIGKILLed.
-const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Waits until `done` holds for the manager's state.
-pub(crate) async fn wait_until(
-    shared: &Shared,
-    timeout: Duration,
-    done: impl Fn(&Manager) -> bool,
-) -> bool {
-    let mut rx = shared.borrow().changed.subscribe();
-    let wait = async {
-        loop {
-            if done(&shared.borrow()) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.is_ok()
-}
 
 fn status_of(shared: &Shared, unit: &str) -> Result<UnitStatus, ManagerError> {
     let m = shared.borrow();
@@ -51,166 +34,62 @@ fn status_of(shared: &Shared, unit: &str) -> Result<UnitStatus, ManagerError> {
     Ok(m.status(u))
 }
 
-/// Starts a unit. Simple/exec: returns once the main process has exec'd. Oneshot: returns once
-/// every ExecStart= has exited (state `exited`, or `failed`).
+/// The canonical name of the unit `unit_arg` names.
+fn name_of(shared: &Shared, unit_arg: &str) -> Result<String, ManagerError> {
+    Ok(shared.borrow().unit(unit_arg)?.name.clone())
+}
+
+fn refused(unit: &str, refusal: Refusal) -> ManagerError {
+    ManagerError::StartFailed {
+        unit: unit.to_owned(),
+        reason: refusal.to_string(),
+    }
+}
+
+/// Starts a unit. Returns once its run is up (simple/exec: the main process has exec'd;
+/// notify: READY=1; oneshot: every ExecStart= has exited), or with the run's failure.
 pub async fn start(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
     shared.borrow_mut().instantiate(&unit_arg)?;
-    let plan = {
-        let m = shared.borrow();
-        let unit = m.unit(&unit_arg)?;
-        if unit.state.is_active() {
-            return Ok(m.status(unit));
-        }
-        plan(&m, &unit_arg)?
-    };
-    let uid = uid_release::allocate(&shared, &plan.unit)
-        .await
-        .map_err(|e| ManagerError::StartFailed {
-            unit: plan.unit.clone(),
-            reason: e.to_string(),
-        })?;
-    let plan = {
-        let mut m = shared.borrow_mut();
-        let unit = m.unit(&unit_arg)?;
-        // Another start may have won while this one waited for a uid; this one was never used.
-        if unit.state.is_active() {
-            let status = m.status(unit);
-            m.users.release(uid);
-            return Ok(status);
-        }
-        let unit = m.unit_mut(&unit_arg)?;
-        unit.uid = Some(uid);
-        unit.exit = None;
-        unit.failure = None;
-        unit.main_pid = None;
-        unit.stop_requested = false;
-        unit.set_state(UnitState::Starting);
-        m.notify();
-        plan
-    };
-    let result = run_commands(&shared, &plan).await;
-    if let Err(e) = &result {
-        let released = {
-            let mut m = shared.borrow_mut();
-            let mut released = None;
-            if let Ok(unit) = m.unit_mut(&plan.unit)
-                && unit.link.is_none()
-            {
-                unit.failure = Some(e.to_string());
-                unit.set_state(UnitState::Failed);
-                released = unit.uid.take();
-            }
-            m.notify();
-            released
-        };
-        if let Some(uid) = released {
-            uid_release::release(&shared, uid).await;
-        }
+    let name = name_of(&shared, &unit_arg)?;
+    let actions = feed(&shared, &name, Event::StartRequested).map_err(|r| refused(&name, r))?;
+    let run = shared.borrow().unit(&name)?.lifecycle().run();
+    if carry_out(&shared, &name, actions) {
+        spawn_run(&shared, &name).await?;
     }
-    result?;
-    status_of(&shared, &plan.unit)
+    wait_until(&shared, Duration::MAX, |m| {
+        m.units
+            .get(&name)
+            .is_none_or(|u| u.lifecycle().start_outcome(run).is_some())
+    })
+    .await;
+    let outcome = shared
+        .borrow()
+        .units
+        .get(&name)
+        .and_then(|u| u.lifecycle().start_outcome(run));
+    if let Some(Err(reason)) = outcome {
+        return Err(ManagerError::StartFailed { unit: name, reason });
+    }
+    status_of(&shared, &name)
 }
 
-async fn run_commands(shared: &Shared, plan: &Plan) -> Result<(), ManagerError> {
-    for (index, (argv, ignore_failure)) in plan.commands.iter().enumerate() {
-        // A previous run's supervisor must be gone before the next binds the same socket.
-        let unit = plan.unit.clone();
-        wait_until(shared, Duration::from_secs(10), |m| {
-            m.units.get(&unit).is_none_or(|u| u.link.is_none())
-        })
-        .await;
-        let reply = spawn(shared, plan, argv).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut m = shared.borrow_mut();
-            let unit = m.unit_mut(&plan.unit)?;
-            unit.main_pid = u32::try_from(reply.main_pid).ok();
-            unit.link = Some(tx);
-            if plan.service_type != ServiceType::Oneshot {
-                unit.set_state(UnitState::Running);
-            }
-            m.notify();
-        }
-        let socket = shared.borrow().paths.supervisor_socket(&plan.unit);
-        tokio::task::spawn_local(follow_supervisor(
-            shared.clone(),
-            plan.unit.clone(),
-            socket,
-            rx,
-        ));
-        if plan.service_type == ServiceType::Oneshot {
-            let unit = plan.unit.clone();
-            let last = index + 1 == plan.commands.len();
-            // Done once the exit is recorded; the supervisor's release finishes in the background.
-            wait_until(shared, Duration::MAX, |m| {
-                m.units.get(&unit).is_none_or(|u| {
-                    u.link.is_none()
-                        || !matches!(u.state, UnitState::Starting | UnitState::Stopping)
-                })
-            })
-            .await;
-            let next = {
-                let mut m = shared.borrow_mut();
-                let unit = m.unit_mut(&plan.unit)?;
-                if unit.state == UnitState::Failed && *ignore_failure && !unit.stop_requested {
-                    // `-` prefix: this command's failure does not fail the unit.
-                    unit.failure = None;
-                    unit.set_state(UnitState::Exited);
-                }
-                if unit.state != UnitState::Exited {
-                    return Ok(());
-                }
-                let next = (!last).then(|| {
-                    // The exit released the uid; the next command gets one again.
-                    unit.set_state(UnitState::Starting);
-                    unit.name.clone()
-                });
-                m.notify();
-                next
-            };
-            let Some(name) = next else {
-                continue;
-            };
-            let uid = uid_release::allocate(shared, &name).await.map_err(|e| {
-                ManagerError::StartFailed {
-                    unit: name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            let mut m = shared.borrow_mut();
-            m.unit_mut(&name)?.uid = Some(uid);
-            m.notify();
-        }
-    }
-    Ok(())
-}
-
-/// Stops a unit: SIGTERM, then SIGKILL of the whole sandbox after TimeoutStopSec=.
+/// Stops a unit: the supervisor runs the stop sequence (SIGKILL after TimeoutStopSec=). A
+/// pending restart is cancelled.
 pub async fn stop(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
-    let (name, timeout) = {
-        let mut m = shared.borrow_mut();
-        let unit = m.unit_mut(&unit_arg)?;
-        let name = unit.name.clone();
-        if !unit.state.is_active() {
-            return Ok(m.status(m.unit(&name)?));
-        }
-        let timeout = unit.config.timeout_stop.min(MAX_STOP_TIMEOUT);
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        unit.stop_requested = true;
-        unit.set_state(UnitState::Stopping);
-        let Some(link) = &unit.link else {
-            return Err(ManagerError::internal(format!(
-                "{name} has no supervisor link"
-            )));
-        };
-        link.send(SupervisorRequest::Stop { timeout_ms })
-            .map_err(ManagerError::internal)?;
-        m.notify();
-        (name, timeout)
-    };
+    let name = name_of(&shared, &unit_arg)?;
+    let timeout = shared
+        .borrow()
+        .unit(&name)?
+        .config
+        .timeout_stop
+        .min(MAX_STOP_TIMEOUT);
+    let actions = feed(&shared, &name, Event::StopRequested).map_err(ManagerError::internal)?;
+    carry_out(&shared, &name, actions);
     let wait = timeout.saturating_add(STOP_GRACE);
     let stopped = wait_until(&shared, wait, |m| {
-        m.units.get(&name).is_none_or(|u| u.link.is_none())
+        m.units
+            .get(&name)
+            .is_none_or(|u| u.link.is_none() && !u.lifecycle().has_run())
     })
     .await;
     if !stopped {
@@ -225,4 +104,38 @@ pub async fn stop(shared: Shared, unit_arg: String) -> Result<UnitStatus, Manage
 pub async fn restart(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
     stop(shared.clone(), unit_arg.clone()).await?;
     start(shared, unit_arg).await
+}
+
+/// Reloads a running unit (ExecReload=, or a notify service's RELOADING=1 ... READY=1);
+/// returns once the supervisor has the request: the reload's outcome shows in `status`.
+pub async fn reload(shared: Shared, unit_arg: String) -> Result<UnitStatus, ManagerError> {
+    let name = name_of(&shared, &unit_arg)?;
+    let actions =
+        feed(&shared, &name, Event::ReloadRequested).map_err(|r| not_running(&name, r))?;
+    carry_out(&shared, &name, actions);
+    status_of(&shared, &name)
+}
+
+/// Forgets the failure of each unit named (every unit when none is): `failed` becomes
+/// `stopped`, and the start rate limit and restart count start again.
+pub fn reset_failed(shared: &Shared, units: &[String]) -> Result<Vec<UnitStatus>, ManagerError> {
+    let names: Vec<String> = if units.is_empty() {
+        shared.borrow().units.keys().cloned().collect()
+    } else {
+        units
+            .iter()
+            .map(|u| name_of(shared, u))
+            .collect::<Result<_, _>>()?
+    };
+    for name in &names {
+        feed(shared, name, Event::ResetFailed).map_err(ManagerError::internal)?;
+    }
+    names.iter().map(|n| status_of(shared, n)).collect()
+}
+
+fn not_running(unit: &str, refusal: Refusal) -> ManagerError {
+    ManagerError::UnitNotRunning {
+        unit: unit.to_owned(),
+        reason: refusal.to_string(),
+    }
 }

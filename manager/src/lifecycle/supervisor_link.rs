@@ -1,64 +1,81 @@
 //! The supervisor link: following one run through its supervisor's control socket
-//! (protocol/src/supervisor.rs), recording its exit, rotating its log, and re-linking the
-//! supervisors of services that kept running while berthd was down.
+//! (protocol/src/supervisor.rs), feeding its snapshots to the unit's state machine, rotating
+//! its log, and, at berthd's start, restoring each unit and re-linking the supervisors of
+//! services that kept running while berthd was down.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
+use berth_protocol::supervisor::{RunResult, SupervisorRequest, SupervisorStatus};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use berth_logging::Untrusted;
+
+use super::engine::{carry_out, dispatch, spawn_step};
+use super::oneshot_steps::{self, Step, StepEnd};
+use super::persistence;
+use super::state_machine::{Event, Lifecycle};
 use crate::daemon::Shared;
 use crate::logs;
 use crate::uid_release;
-use crate::unit::ServiceType;
 use crate::unit_state::UnitState;
 
-/// Follows one run through its supervisor: records the exit, releases the supervisor, and
-/// forwards requests. Ends when the supervisor closes the connection.
+/// Follows one run through its supervisor: feeds its snapshots to the unit's machine, forwards
+/// requests, and when the supervisor closes the connection releases the run's uid and the link.
 pub async fn follow_supervisor(
     shared: Shared,
     unit: String,
     socket: std::path::PathBuf,
     mut requests: mpsc::UnboundedReceiver<SupervisorRequest>,
+    step: Option<Step>,
 ) {
-    let mut ended = RunEnd::default();
-    if let Err(e) = follow(&shared, &unit, &socket, &mut requests, &mut ended).await {
+    let mut next_step = false;
+    if let Err(e) = follow(
+        &shared,
+        &unit,
+        &socket,
+        &mut requests,
+        step.as_ref(),
+        &mut next_step,
+    )
+    .await
+    {
         tracing::warn!(%unit, error = %e, "lost the supervisor");
     }
-    let vanished = {
-        let mut m = shared.borrow_mut();
-        match m.units.get_mut(&unit) {
-            // After a recorded exit the unit may already be on its next run (oneshot).
-            Some(u) if !ended.exited && u.state.is_active() => {
-                // The supervisor vanished without reporting an exit.
-                u.failure = Some("supervisor disappeared".into());
-                u.set_state(UnitState::Failed);
-                u.uid.take()
-            }
-            _ => None,
-        }
-    };
+    // After the end it recorded, or without one (the supervisor vanished): the machine decides.
+    if !next_step {
+        dispatch(&shared, &unit, Event::SupervisorGone);
+    }
+    let uid = shared
+        .borrow_mut()
+        .units
+        .get_mut(&unit)
+        .and_then(|u| u.uid.take());
     // Before the link goes, so that a stop returns once the uid is clean.
-    for uid in ended.uid.into_iter().chain(vanished) {
+    if let Some(uid) = uid {
         uid_release::release(&shared, uid).await;
     }
-    let mut m = shared.borrow_mut();
-    if let Some(u) = m.units.get_mut(&unit) {
-        u.link = None;
+    {
+        let mut m = shared.borrow_mut();
+        if let Some(u) = m.units.get_mut(&unit) {
+            u.link = None;
+        }
+        m.notify();
     }
-    m.notify();
-}
-
-/// What [`follow`] learnt of the end of a run.
-#[derive(Default)]
-struct RunEnd {
-    /// The exit was recorded.
-    exited: bool,
-    /// The uid the run held, to release.
-    uid: Option<u32>,
+    if let Some(step) = step.filter(|_| next_step) {
+        let stopping = shared
+            .borrow()
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.state() == UnitState::Stopping);
+        if stopping {
+            oneshot_steps::end_run(&shared, &unit, RunResult::Success, None);
+        } else {
+            let _ = spawn_step(&shared, &unit, step.index + 1).await;
+        }
+    }
 }
 
 async fn follow(
@@ -66,7 +83,8 @@ async fn follow(
     unit: &str,
     socket: &std::path::Path,
     requests: &mut mpsc::UnboundedReceiver<SupervisorRequest>,
-    ended: &mut RunEnd,
+    step: Option<&Step>,
+    next_step: &mut bool,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
@@ -88,6 +106,7 @@ async fn follow(
     let mut outstanding = 1usize;
     let mut switching = false;
     let mut rotating = true;
+    let mut ended = false;
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -110,13 +129,28 @@ async fn follow(
                         tracing::warn!(%unit, error = %e, "cannot rotate the log");
                     }
                 }
-                // One exit per run: later lines (the answer to Release) change nothing.
-                if !ended.exited && let Some(uid) = record_status(shared, unit, &status) {
-                    ended.exited = true;
-                    ended.uid = uid;
-                    send(&mut write, &SupervisorRequest::Release).await?;
-                    outstanding += 1;
+                if status.error.is_none() {
+                    adopt_uid(shared, unit, &status);
                 }
+                let stepped = match step.filter(|_| !status.running && status.error.is_none() && !ended) {
+                    Some(step) => {
+                        let stopping = shared.borrow().units.get(unit).is_some_and(|u| u.state() == UnitState::Stopping);
+                        step.on_end(&status, stopping)
+                    }
+                    None => StepEnd::Feed(Box::new(status.clone())),
+                };
+                match stepped {
+                    // This step's end stays between this supervisor and berthd.
+                    StepEnd::Feed(_) if *next_step => {}
+                    StepEnd::Next => {
+                        *next_step = true;
+                        send(&mut write, &SupervisorRequest::Release).await?;
+                        outstanding += 1;
+                    }
+                    // The machine asks for Release (through `requests`) once the run is over.
+                    StepEnd::Feed(status) => dispatch(shared, unit, Event::Snapshot(&status)),
+                }
+                ended |= !status.running;
             }
             request = requests.recv() => {
                 match request {
@@ -127,7 +161,7 @@ async fn follow(
                     None => return Ok(()),
                 }
             }
-            _ = rotation.tick(), if rotating && !switching && outstanding == 0 && !ended.exited => {
+            _ = rotation.tick(), if rotating && !switching && outstanding == 0 && !ended => {
                 // An incoming.log left by a berthd that stopped mid-rotation is handed over
                 // (again: the supervisor may or may not have switched to it) before any new one.
                 let incoming = match logs::interrupted_rotation(&files) {
@@ -203,55 +237,19 @@ async fn send(
     write.write_all(&line).await
 }
 
-/// Applies a supervisor's report; `Some` when the run is over and the supervisor may go, with
-/// the uid it held (to release).
-fn record_status(shared: &Shared, unit: &str, status: &SupervisorStatus) -> Option<Option<u32>> {
+/// A run berthd re-adopts: the uid it runs as is in use (taken from its main process).
+fn adopt_uid(shared: &Shared, unit: &str, status: &SupervisorStatus) {
     let mut m = shared.borrow_mut();
-    let u = m.units.get_mut(unit)?;
-    if status.error.is_some() {
-        return None;
-    }
-    u.main_pid = status.main_pid;
-    if status.running {
-        if u.state == UnitState::Stopped
-            || u.state == UnitState::Failed
-            || u.state == UnitState::Exited
-        {
-            // Re-adopted after a berthd restart.
-            u.set_state(if u.config.service_type == ServiceType::Oneshot {
-                UnitState::Starting
-            } else {
-                UnitState::Running
-            });
-            if u.uid.is_none() {
-                u.uid = status.main_pid.and_then(proc_uid);
-            }
-            if let Some(uid) = u.uid {
-                m.users.mark_in_use(uid);
-            }
-        }
-        m.notify();
-        return None;
-    }
-    let exit = status.exit?;
-    let stop_requested = u.stop_requested || status.stop_requested;
-    u.exit = Some(exit);
-    let state = if stop_requested {
-        UnitState::Stopped
-    } else if exit.success() {
-        UnitState::Exited
-    } else {
-        u.failure = Some(match (exit.code, exit.signal) {
-            (_, Some(sig)) => format!("main process killed by signal {sig}"),
-            (Some(code), _) => format!("main process exited with code {code}"),
-            _ => "main process ended".into(),
-        });
-        UnitState::Failed
+    let Some(u) = m.units.get_mut(unit) else {
+        return;
     };
-    u.set_state(state);
-    let uid = u.uid.take();
-    m.notify();
-    Some(uid)
+    if !status.running || u.uid.is_some() {
+        return;
+    }
+    u.uid = status.main_pid.and_then(proc_uid);
+    if let Some(uid) = u.uid {
+        m.users.mark_in_use(uid);
+    }
 }
 
 fn proc_uid(pid: u32) -> Option<u32> {
@@ -265,21 +263,46 @@ fn proc_uid(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// Re-links the supervisors of services that kept running while berthd was down.
+/// At berthd's start: restores each unit's record, re-links the supervisors of runs that went
+/// on while berthd was down (their snapshot wins over the record), and acts on runs that
+/// ended meanwhile (the restart policy; a run whose supervisor is gone too has failed).
 pub fn adopt_running(shared: &Shared) {
-    let units: Vec<(String, std::path::PathBuf)> = {
-        let m = shared.borrow();
-        m.units
-            .keys()
-            .map(|u| (u.clone(), m.paths.supervisor_socket(u)))
-            .filter(|(_, s)| s.exists())
-            .collect()
-    };
-    for (unit, socket) in units {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Some(u) = shared.borrow_mut().units.get_mut(&unit) {
-            u.link = Some(tx);
+    let units: Vec<String> = shared.borrow().units.keys().cloned().collect();
+    for unit in units {
+        let (socket, record) = {
+            let m = shared.borrow();
+            let record = persistence::load(&m.paths, &unit).unwrap_or_else(|e| {
+                tracing::warn!(unit = %Untrusted(&unit), error = %e, "ignoring the unit's record");
+                None
+            });
+            (m.paths.supervisor_socket(&unit), record)
+        };
+        let mut actions = Vec::new();
+        if let Some(record) = record {
+            let mut m = shared.borrow_mut();
+            if let Some(u) = m.units.get_mut(&unit) {
+                let (lifecycle, restored) = Lifecycle::restore(record, &u.policy());
+                u.set_lifecycle(lifecycle);
+                actions = restored;
+            }
         }
-        tokio::task::spawn_local(follow_supervisor(shared.clone(), unit, socket, rx));
+        if socket.exists() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Some(u) = shared.borrow_mut().units.get_mut(&unit) {
+                u.link = Some(tx);
+            }
+            tokio::task::spawn_local(follow_supervisor(
+                shared.clone(),
+                unit.clone(),
+                socket,
+                rx,
+                None,
+            ));
+        } else {
+            dispatch(shared, &unit, Event::SupervisorGone);
+        }
+        if carry_out(shared, &unit, actions) {
+            tracing::warn!(unit = %Untrusted(&unit), "a restored unit asked for a spawn");
+        }
     }
 }

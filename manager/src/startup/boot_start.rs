@@ -52,9 +52,7 @@ pub async fn start_enabled(shared: Shared) {
 
 /// Every unit linked to a supervisor has said how it is.
 fn adoption_settled(m: &Manager) -> bool {
-    m.units
-        .values()
-        .all(|u| u.link.is_none() || u.state.is_active())
+    m.units.values().all(|u| u.link.is_none() || u.is_active())
 }
 
 /// Makes the instances of attached templates that the boot transaction may take in (enabled
