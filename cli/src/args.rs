@@ -116,6 +116,16 @@ pub enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
+    /// Send a signal to a running unit's processes.
+    Kill {
+        unit: String,
+        /// The signal: `SIGTERM`, `TERM` or `15`.
+        #[arg(long, short, default_value = "SIGTERM")]
+        signal: String,
+        /// Whom to signal: `main` (the main process) or `all` (every process of the unit).
+        #[arg(long, default_value = "all", value_parser = ["main", "all"])]
+        kill_whom: String,
+    },
     /// Forget that units failed (every unit when none is named): `failed` becomes `stopped`,
     /// and the start rate limit and the restart count start again.
     ResetFailed { units: Vec<String> },

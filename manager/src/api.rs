@@ -64,6 +64,7 @@ const METHODS: &[(&str, Access)] = &[
     ("Enable", Access::Change),
     ("Disable", Access::Change),
     ("Reload", Access::Change),
+    ("Kill", Access::Change),
     ("ResetFailed", Access::Change),
     // Unit files and drop-ins are not secret, as with `systemctl cat` (see unit_edit.rs).
     ("Cat", Access::Read),
@@ -252,8 +253,31 @@ impl Checked for UnitParams {
     }
 }
 
+/// Longest signal name (`SIGRTMIN+30`) or `kill_whom` taken, with room to spare.
+const MAX_SIGNAL_TEXT: usize = 32;
 /// Most units one `ResetFailed` names.
 const MAX_RESET_UNITS: usize = 4096;
+
+impl Checked for manager::KillParams {
+    fn check(&mut self) -> Result<(), &'static str> {
+        unit_of(&mut self.unit)?;
+        if self
+            .signal
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SIGNAL_TEXT)
+        {
+            return Err("signal");
+        }
+        if self
+            .kill_whom
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SIGNAL_TEXT)
+        {
+            return Err("kill_whom");
+        }
+        Ok(())
+    }
+}
 
 impl Checked for manager::ResetFailedParams {
     fn check(&mut self) -> Result<(), &'static str> {
@@ -554,6 +578,15 @@ impl ManagerInterface {
                 let p: UnitParams = params(parameters)?;
                 Outcome::later(async move {
                     let result = lifecycle::reload(shared, p.unit).await;
+                    result.map(|status| StatusReply { status })
+                })
+            }
+            "Kill" => {
+                let p: manager::KillParams = params(parameters)?;
+                let request = lifecycle::kill_request(p.signal.as_deref(), p.kill_whom.as_deref());
+                Outcome::later(async move {
+                    let (signal, whom) = request?;
+                    let result = lifecycle::kill(shared, p.unit, signal, whom).await;
                     result.map(|status| StatusReply { status })
                 })
             }

@@ -295,6 +295,19 @@ pub struct UnitParams {
     pub unit: String,
 }
 
+/// `Kill`: a signal to a running unit's processes.
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct KillParams {
+    pub unit: String,
+    // `SIGTERM`, `TERM` or `15`; SIGTERM when absent.
+    #[serde(default)]
+    pub signal: Option<String>,
+    // `main` (the main process) or `all` (every process of the service, the default).
+    #[serde(default)]
+    pub kill_whom: Option<String>,
+}
+
 /// `ResetFailed`: the units to reset; every unit when empty.
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
@@ -519,6 +532,10 @@ pub enum ManagerError {
         count: i64,
         limit: i64,
     },
+    /// A signal name or number that is not one (`Kill`).
+    InvalidSignal {
+        signal: String,
+    },
     /// Reload and Kill need a running unit.
     UnitNotRunning {
         unit: String,
@@ -567,6 +584,7 @@ impl std::fmt::Display for ManagerError {
                 write!(f, "drop-in of {unit} refused, nothing written: {reason}")
             }
             ManagerError::UnitNotRunning { unit, reason } => write!(f, "{unit}: {reason}"),
+            ManagerError::InvalidSignal { signal } => write!(f, "{signal}: not a signal"),
             ManagerError::UnitActive { unit } => {
                 write!(f, "unit '{unit}' is active; stop it first")
             }
@@ -685,6 +703,7 @@ pub fn description() -> String {
         .method::<UnitParams, StatusReply>("Stop")
         .method::<UnitParams, StatusReply>("Restart")
         .method::<UnitParams, StatusReply>("Reload")
+        .method::<KillParams, StatusReply>("Kill")
         .method::<ResetFailedParams, ListReply>("ResetFailed")
         .method::<UnitParams, StatusReply>("Status")
         .method::<UnitParams, StatusReply>("Enable")

@@ -85,6 +85,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return units::enable(&mut s, "Disable", units, now.then_some("Stop")).await;
         }
         Command::Reload { units } => return units::lifecycle(&mut s, "Reload", units).await,
+        Command::Kill {
+            unit,
+            signal,
+            kill_whom,
+        } => units::kill(&mut s, unit, signal, kill_whom).await?,
         Command::ResetFailed { units } => units::reset_failed(&mut s, units).await?,
         Command::Status { unit } => return units::status(&mut s, unit).await,
         Command::IsActive { units, quiet } => {

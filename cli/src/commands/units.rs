@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use berth_protocol::manager::{
-    CatReply, DropInsReply, Empty, ListReply, LogsParams, LogsReply, MAX_DROP_IN_BYTES,
+    CatReply, DropInsReply, Empty, KillParams, ListReply, LogsParams, LogsReply, MAX_DROP_IN_BYTES,
     ManagerError, ResetFailedParams, SetPropertyParams, StatusReply, UnitParams, UnitStatus,
     WriteDropInParams,
 };
@@ -324,6 +324,28 @@ pub(crate) async fn enable(
         s.print_json(&statuses)?;
     }
     Ok(exit_for(failed))
+}
+
+/// `kill`: the signal is checked here first, so a typo never reaches berthd.
+pub(crate) async fn kill(
+    s: &mut Session,
+    unit: String,
+    signal: String,
+    kill_whom: String,
+) -> anyhow::Result<()> {
+    if berth_protocol::signal_names::signal_number(&signal).is_none() {
+        return Err(anyhow!("{}: not a signal", escape(&signal)));
+    }
+    let params = KillParams {
+        unit,
+        signal: Some(signal),
+        kill_whom: Some(kill_whom),
+    };
+    let reply: StatusReply = s.call("Kill", &params).await?;
+    if s.json {
+        s.print_json(&reply.status)?;
+    }
+    Ok(())
 }
 
 /// `reset-failed`: every unit when none is named, as systemctl does.

@@ -16,6 +16,7 @@ mod supervisor_link;
 use std::time::Duration;
 
 use berth_protocol::manager::{ManagerError, UnitStatus};
+use berth_protocol::supervisor::KillWhom;
 
 use crate::daemon::Shared;
 pub(crate) use engine::wait_until;
@@ -116,6 +117,20 @@ pub async fn reload(shared: Shared, unit_arg: String) -> Result<UnitStatus, Mana
     status_of(&shared, &name)
 }
 
+/// Sends `signal` to the unit's main process or to all its processes.
+pub async fn kill(
+    shared: Shared,
+    unit_arg: String,
+    signal: i32,
+    whom: KillWhom,
+) -> Result<UnitStatus, ManagerError> {
+    let name = name_of(&shared, &unit_arg)?;
+    let actions = feed(&shared, &name, Event::KillRequested { signal, whom })
+        .map_err(|r| not_running(&name, r))?;
+    carry_out(&shared, &name, actions);
+    status_of(&shared, &name)
+}
+
 /// Forgets the failure of each unit named (every unit when none is): `failed` becomes
 /// `stopped`, and the start rate limit and restart count start again.
 pub fn reset_failed(shared: &Shared, units: &[String]) -> Result<Vec<UnitStatus>, ManagerError> {
@@ -131,6 +146,31 @@ pub fn reset_failed(shared: &Shared, units: &[String]) -> Result<Vec<UnitStatus>
         feed(shared, name, Event::ResetFailed).map_err(ManagerError::internal)?;
     }
     names.iter().map(|n| status_of(shared, n)).collect()
+}
+
+/// The signal and whom of a `Kill` (SIGTERM to every process when not given, as systemctl's).
+pub fn kill_request(
+    signal: Option<&str>,
+    whom: Option<&str>,
+) -> Result<(i32, KillWhom), ManagerError> {
+    let number = match signal {
+        None => libc::SIGTERM,
+        Some(name) => berth_protocol::signal_names::signal_number(name).ok_or_else(|| {
+            ManagerError::InvalidSignal {
+                signal: name.to_owned(),
+            }
+        })?,
+    };
+    let whom = match whom {
+        None | Some("all") => KillWhom::All,
+        Some("main") => KillWhom::Main,
+        Some(other) => {
+            return Err(ManagerError::InvalidSignal {
+                signal: format!("kill_whom {other} (main or all)"),
+            });
+        }
+    };
+    Ok((number, whom))
 }
 
 fn not_running(unit: &str, refusal: Refusal) -> ManagerError {
