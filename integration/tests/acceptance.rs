@@ -559,7 +559,10 @@ fn stop_kills_every_process_of_the_service() {
         .filter(|p| ns_inode(*p, "pid").ok() == Some(pidns))
         .collect();
     assert!(left.is_empty(), "processes left in the sandbox: {left:?}");
-    assert_eq!(h.status_json("stubborn").unwrap()["state"], "stopped");
+    // As systemd: a stop that needed the final SIGKILL failed, with result timeout.
+    let status = h.status_json("stubborn").unwrap();
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["result"], "timeout");
 }
 
 #[test]

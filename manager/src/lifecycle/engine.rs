@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use berth_protocol::manager::ManagerError;
-use berth_protocol::supervisor::{RunResult, SupervisorRequest};
+use berth_protocol::supervisor::SupervisorRequest;
 use tokio::sync::mpsc;
 
 use super::helper_client::{plan, spawn};
-use super::oneshot_steps;
 use super::persistence;
 use super::program::MAX_STOP_TIMEOUT;
 use super::state_machine::{Action, Event, Refusal};
@@ -110,16 +109,7 @@ const PREVIOUS_RUN_WAIT: Duration = Duration::from_secs(10);
 /// Spawns the run the machine asked for: a uid, one Spawn with the whole program, then the
 /// supervisor link. A failure is fed to the machine and returned.
 pub(crate) async fn spawn_run(shared: &Shared, unit: &str) -> Result<(), ManagerError> {
-    spawn_step(shared, unit, 0).await
-}
-
-/// [`spawn_run`] of ExecStart= `step` of a oneshot (see oneshot_steps.rs; 0 for the others).
-pub(super) async fn spawn_step(
-    shared: &Shared,
-    unit: &str,
-    step: usize,
-) -> Result<(), ManagerError> {
-    let result = try_spawn_run(shared, unit, step).await;
+    let result = try_spawn_run(shared, unit).await;
     if let Err(e) = &result {
         let released = shared
             .borrow_mut()
@@ -133,22 +123,17 @@ pub(super) async fn spawn_step(
             ManagerError::StartFailed { reason, .. } => reason.clone(),
             e => e.to_string(),
         };
-        if step == 0 {
-            dispatch(shared, unit, Event::SpawnFailed { reason });
-        } else {
-            oneshot_steps::end_run(shared, unit, RunResult::Resources, Some(reason));
-        }
+        dispatch(shared, unit, Event::SpawnFailed { reason });
     }
     result
 }
 
-async fn try_spawn_run(shared: &Shared, unit: &str, step: usize) -> Result<(), ManagerError> {
+async fn try_spawn_run(shared: &Shared, unit: &str) -> Result<(), ManagerError> {
     wait_until(shared, PREVIOUS_RUN_WAIT, |m| {
         m.units.get(unit).is_none_or(|u| u.link.is_none())
     })
     .await;
-    let mut plan = plan(&shared.borrow(), unit)?;
-    let step = oneshot_steps::narrow(&mut plan.program, step);
+    let plan = plan(&shared.borrow(), unit)?;
     let uid = uid_release::allocate(shared, unit)
         .await
         .map_err(|e| ManagerError::StartFailed {
@@ -172,7 +157,6 @@ async fn try_spawn_run(shared: &Shared, unit: &str, step: usize) -> Result<(), M
         unit.to_owned(),
         socket,
         rx,
-        step,
     ));
     Ok(())
 }

@@ -7,7 +7,6 @@
 pub mod accounting;
 mod engine;
 mod helper_client;
-mod oneshot_steps;
 pub mod persistence;
 pub mod program;
 pub mod state_machine;

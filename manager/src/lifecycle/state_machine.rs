@@ -73,6 +73,9 @@ impl UnitResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub service_type: ServiceType,
+    /// Up once Spawn answers (the first command has exec'd): simple and exec without
+    /// ExecStartPre=/ExecStartPost=. The others are up when a snapshot says so.
+    pub up_at_spawn: bool,
     pub restart: RestartPolicy,
     pub restart_sec: Duration,
     /// Zero turns the rate limit off.
@@ -85,6 +88,9 @@ impl Policy {
     pub fn of(config: &ServiceConfig) -> Policy {
         Policy {
             service_type: config.service_type,
+            up_at_spawn: matches!(config.service_type, ServiceType::Simple | ServiceType::Exec)
+                && config.exec_start_pre.is_empty()
+                && config.exec_start_post.is_empty(),
             restart: config.restart,
             restart_sec: config.restart_sec,
             start_limit_interval: config.start_limit_interval,
@@ -483,8 +489,9 @@ impl Lifecycle {
         if self.stop_requested {
             return vec![Action::SendStop];
         }
-        // Simple and exec are up once the main process has exec'd (when Spawn answers).
-        if matches!(policy.service_type, ServiceType::Simple | ServiceType::Exec) {
+        // Simple and exec are up once the main process has exec'd (when Spawn answers, if
+        // it is the first command).
+        if policy.up_at_spawn {
             self.set(UnitState::Running, now);
         }
         Vec::new()
@@ -706,6 +713,7 @@ mod tests {
     fn policy(service_type: ServiceType, restart: RestartPolicy) -> Policy {
         Policy {
             service_type,
+            up_at_spawn: matches!(service_type, ServiceType::Simple | ServiceType::Exec),
             restart,
             restart_sec: Duration::from_millis(100),
             start_limit_interval: Duration::from_secs(10),
@@ -826,6 +834,24 @@ mod tests {
 
         assert_eq!(before_ready, UnitState::Starting);
         assert_eq!(l.start_outcome(1), Some(Ok(())));
+        assert_eq!(l.state(), UnitState::Running);
+    }
+
+    #[test]
+    fn a_simple_service_with_start_pre_is_starting_until_its_supervisor_says_running() {
+        let mut p = simple(RestartPolicy::No);
+        p.up_at_spawn = false;
+        let mut l = running(&p);
+        let at_spawn = l.state();
+
+        l.handle(
+            &p,
+            Event::Snapshot(&snapshot(Phase::Running, None)),
+            2 * SEC,
+        )
+        .unwrap();
+
+        assert_eq!(at_spawn, UnitState::Starting);
         assert_eq!(l.state(), UnitState::Running);
     }
 

@@ -6,21 +6,19 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use berth_protocol::supervisor::{RunResult, SupervisorRequest, SupervisorStatus};
+use berth_protocol::supervisor::{SupervisorRequest, SupervisorStatus};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use berth_logging::Untrusted;
 
-use super::engine::{carry_out, dispatch, spawn_step};
-use super::oneshot_steps::{self, Step, StepEnd};
+use super::engine::{carry_out, dispatch};
 use super::persistence;
 use super::state_machine::{Event, Lifecycle};
 use crate::daemon::Shared;
 use crate::logs;
 use crate::uid_release;
-use crate::unit_state::UnitState;
 
 /// Follows one run through its supervisor: feeds its snapshots to the unit's machine, forwards
 /// requests, and when the supervisor closes the connection releases the run's uid and the link.
@@ -29,25 +27,12 @@ pub async fn follow_supervisor(
     unit: String,
     socket: std::path::PathBuf,
     mut requests: mpsc::UnboundedReceiver<SupervisorRequest>,
-    step: Option<Step>,
 ) {
-    let mut next_step = false;
-    if let Err(e) = follow(
-        &shared,
-        &unit,
-        &socket,
-        &mut requests,
-        step.as_ref(),
-        &mut next_step,
-    )
-    .await
-    {
+    if let Err(e) = follow(&shared, &unit, &socket, &mut requests).await {
         tracing::warn!(%unit, error = %e, "lost the supervisor");
     }
     // After the end it recorded, or without one (the supervisor vanished): the machine decides.
-    if !next_step {
-        dispatch(&shared, &unit, Event::SupervisorGone);
-    }
+    dispatch(&shared, &unit, Event::SupervisorGone);
     let uid = shared
         .borrow_mut()
         .units
@@ -57,25 +42,11 @@ pub async fn follow_supervisor(
     if let Some(uid) = uid {
         uid_release::release(&shared, uid).await;
     }
-    {
-        let mut m = shared.borrow_mut();
-        if let Some(u) = m.units.get_mut(&unit) {
-            u.link = None;
-        }
-        m.notify();
+    let mut m = shared.borrow_mut();
+    if let Some(u) = m.units.get_mut(&unit) {
+        u.link = None;
     }
-    if let Some(step) = step.filter(|_| next_step) {
-        let stopping = shared
-            .borrow()
-            .units
-            .get(&unit)
-            .is_some_and(|u| u.state() == UnitState::Stopping);
-        if stopping {
-            oneshot_steps::end_run(&shared, &unit, RunResult::Success, None);
-        } else {
-            let _ = spawn_step(&shared, &unit, step.index + 1).await;
-        }
-    }
+    m.notify();
 }
 
 async fn follow(
@@ -83,8 +54,6 @@ async fn follow(
     unit: &str,
     socket: &std::path::Path,
     requests: &mut mpsc::UnboundedReceiver<SupervisorRequest>,
-    step: Option<&Step>,
-    next_step: &mut bool,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
@@ -132,24 +101,8 @@ async fn follow(
                 if status.error.is_none() {
                     adopt_uid(shared, unit, &status);
                 }
-                let stepped = match step.filter(|_| !status.running && status.error.is_none() && !ended) {
-                    Some(step) => {
-                        let stopping = shared.borrow().units.get(unit).is_some_and(|u| u.state() == UnitState::Stopping);
-                        step.on_end(&status, stopping)
-                    }
-                    None => StepEnd::Feed(Box::new(status.clone())),
-                };
-                match stepped {
-                    // This step's end stays between this supervisor and berthd.
-                    StepEnd::Feed(_) if *next_step => {}
-                    StepEnd::Next => {
-                        *next_step = true;
-                        send(&mut write, &SupervisorRequest::Release).await?;
-                        outstanding += 1;
-                    }
-                    // The machine asks for Release (through `requests`) once the run is over.
-                    StepEnd::Feed(status) => dispatch(shared, unit, Event::Snapshot(&status)),
-                }
+                // The machine asks for Release (through `requests`) once the run is over.
+                dispatch(shared, unit, Event::Snapshot(&status));
                 ended |= !status.running;
             }
             request = requests.recv() => {
@@ -291,13 +244,7 @@ pub fn adopt_running(shared: &Shared) {
             if let Some(u) = shared.borrow_mut().units.get_mut(&unit) {
                 u.link = Some(tx);
             }
-            tokio::task::spawn_local(follow_supervisor(
-                shared.clone(),
-                unit.clone(),
-                socket,
-                rx,
-                None,
-            ));
+            tokio::task::spawn_local(follow_supervisor(shared.clone(), unit.clone(), socket, rx));
         } else {
             dispatch(shared, &unit, Event::SupervisorGone);
         }
