@@ -289,8 +289,13 @@ impl Lifecycle {
         if self.run != run {
             return Some(Ok(()));
         }
-        match (self.state, self.link) {
-            (UnitState::Starting, _) | (_, RunLink::Spawning) => None,
+        if self.link == RunLink::Spawning {
+            return None;
+        }
+        match self.state {
+            // A run winding down on its own (a failure's stop sequence) is not up: its end says.
+            UnitState::Starting => None,
+            UnitState::Stopping if !self.stop_requested => None,
             _ => Some(Ok(())),
         }
     }
@@ -535,8 +540,10 @@ impl Lifecycle {
                     }
                     Phase::Running | Phase::Reload => UnitState::Running,
                     Phase::Exited => UnitState::Exited,
+                    // Winding down on its own (after the main process ended or a failure):
+                    // the unit stays as it was until the run's end says how it went.
                     Phase::Stop | Phase::StopSigterm | Phase::StopSigkill | Phase::StopPost => {
-                        UnitState::Stopping
+                        self.state
                     }
                     Phase::Dead => self.state,
                 }
@@ -908,6 +915,21 @@ mod tests {
         assert!(old_link_closes.is_empty());
         assert_eq!(l.state(), UnitState::Starting);
         assert!(l.has_run());
+    }
+
+    #[test]
+    fn a_start_is_not_over_while_a_failed_run_winds_down() {
+        let p = policy(ServiceType::Oneshot, RestartPolicy::No);
+        let mut l = running(&p);
+        let mut winding = snapshot(Phase::StopPost, None);
+        winding.result = Some(RunResult::ExitCode);
+
+        l.handle(&p, Event::Snapshot(&winding), 2 * SEC).unwrap();
+        let while_winding = l.start_outcome(1);
+        exits(&mut l, &p, code(2), 3 * SEC);
+
+        assert_eq!(while_winding, None);
+        assert!(matches!(l.start_outcome(1), Some(Err(_))));
     }
 
     #[test]
