@@ -613,14 +613,9 @@ impl Lifecycle {
             },
         ));
         if self.stop_requested {
-            self.set(
-                if ok {
-                    UnitState::Stopped
-                } else {
-                    UnitState::Failed
-                },
-                now,
-            );
+            // A stop asked for ends stopped, as berth has always shown it; `result` says when
+            // it needed the final SIGKILL (timeout).
+            self.set(UnitState::Stopped, now);
             return Vec::new();
         }
         self.set(
@@ -1073,7 +1068,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_that_the_supervisor_reports_failed_leaves_the_unit_failed() {
+    fn a_stop_that_timed_out_is_stopped_with_result_timeout() {
         let p = simple(RestartPolicy::Always);
         let mut l = running(&p);
         l.handle(&p, Event::StopRequested, 2 * SEC).unwrap();
@@ -1083,7 +1078,7 @@ mod tests {
         let end = l.handle(&p, Event::Snapshot(&s), 3 * SEC).unwrap();
 
         assert_eq!(end, vec![Action::Release]);
-        assert_eq!(l.state(), UnitState::Failed);
+        assert_eq!(l.state(), UnitState::Stopped);
         assert_eq!(l.result(), Some(UnitResult::Run(RunResult::Timeout)));
     }
 
