@@ -1,8 +1,8 @@
 //! Faults (issue 8 item 6): berthd, berth-helper or both killed with SIGKILL while services
-//! run. The services keep running; once the daemons are back, `status` shows the same pids and
-//! an exit that happened meanwhile. And berthd killed at random points of attach, detach and
-//! start, again and again: what is on disk stays whole each time, and berthd, the processes
-//! and the disk agree.
+//! run. The services keep running; once the daemons are back, `status` shows the same pids,
+//! the same state and last exit of every unit, and an exit that happened meanwhile (acted on
+//! by Restart=). And berthd killed at random points of attach, detach and start, again and
+//! again: what is on disk stays whole each time, and berthd, the processes and the disk agree.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -358,4 +358,93 @@ fn berthd_killed_at_random_points_of_attach_detach_and_start_leaves_a_consistent
     }
     assert!(attachments_on_disk(&h.state_dir()).unwrap().is_empty());
     h.wait_for(|| Ok(supervisors(&h).is_empty()), WAIT).unwrap();
+}
+
+/// A snapshot of what `status` says of a unit's last run.
+fn run_of(h: &Harness, unit: &str) -> Value {
+    let s = status(h, unit);
+    serde_json::json!({
+        "state": s["state"], "main_pid": s["main_pid"], "exit_code": s["exit_code"],
+        "exit_signal": s["exit_signal"], "result": s["result"], "failure": s["failure"],
+    })
+}
+
+/// Units in every state: `long` running, `once` a oneshot that exited, `bad` failed (exit 3),
+/// `idle` never started.
+fn units_in_every_state(h: &Harness) {
+    busybox_image(&h.images_dir(), "long").unwrap();
+    for (name, unit) in [
+        ("once", "[Service]\nType=oneshot\nExecStart=/bin/true\n"),
+        ("bad", "[Service]\nExecStart=/bin/sh -c 'exit 3'\n"),
+        ("idle", "[Service]\nExecStart=/bin/sleep 1000\n"),
+    ] {
+        ImageBuilder::new(&h.images_dir().join(name))
+            .unit(&format!("{name}.service"), unit)
+            .build()
+            .unwrap();
+    }
+    for name in ["long", "once", "bad", "idle"] {
+        h.berth_ok(&["attach", name]).unwrap();
+    }
+    h.berth_ok(&["start", "long", "once"]).unwrap();
+    let _ = h.berth(&["start", "bad"]);
+    wait_state(h, "bad", "failed");
+}
+
+fn states_survive(kill: Kill) {
+    let mut h = Harness::start().unwrap();
+    units_in_every_state(&h);
+    let units = ["long", "once", "bad", "idle"];
+    let before: Vec<Value> = units.iter().map(|u| run_of(&h, u)).collect();
+
+    crash(&mut h, kill);
+    h.start_berthd().unwrap();
+    wait_state(&h, "long", "running");
+
+    let after: Vec<Value> = units.iter().map(|u| run_of(&h, u)).collect();
+    assert_eq!(after, before, "{kill:?}");
+}
+
+#[test]
+fn every_units_state_and_last_exit_survive_a_killed_berthd() {
+    states_survive(Kill::Berthd);
+}
+
+#[test]
+fn every_units_state_and_last_exit_survive_a_killed_helper() {
+    states_survive(Kill::Helper);
+}
+
+#[test]
+fn every_units_state_and_last_exit_survive_both_daemons_killed() {
+    states_survive(Kill::Both);
+}
+
+#[test]
+fn an_exit_while_the_daemons_were_down_is_acted_on_by_restart() {
+    let mut h = Harness::start().unwrap();
+    let unit =
+        "[Service]\nRestart=on-failure\nRestartSec=100ms\nExecStart=/bin/sh -c 'sleep 2; exit 7'\n";
+    ImageBuilder::new(&h.images_dir().join("again"))
+        .unit("again.service", unit)
+        .build()
+        .unwrap();
+    h.berth_ok(&["attach", "again"]).unwrap();
+    h.berth_ok(&["start", "again"]).unwrap();
+    let pid = status(&h, "again")["main_pid"].as_u64().unwrap() as u32;
+
+    crash(&mut h, Kill::Both);
+    h.wait_for(|| Ok(!process_exists(pid)), WAIT).unwrap();
+    h.start_berthd().unwrap();
+
+    h.wait_for(
+        || {
+            let s = h.status_json("again")?;
+            Ok(s["restarts"].as_i64().unwrap_or(0) >= 1
+                && s["state"] == "running"
+                && s["main_pid"].as_u64().is_some_and(|p| p as u32 != pid))
+        },
+        WAIT,
+    )
+    .unwrap();
 }
