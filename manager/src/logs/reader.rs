@@ -1,30 +1,17 @@
-//! Reading captured output back: the last N records, and following new ones.
+//! Reading records back: the range of the last N, and batches after a cursor (following).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use berth_protocol::log_line;
 use berth_protocol::manager::LogEntry;
 
-/// Most bytes read from the end of a log for one `logs` call.
-pub const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
-/// How often `logs -f` looks for new output.
-pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
-/// Longest silence on a `logs -f` stream: an empty batch is sent after it.
-pub const FOLLOW_KEEPALIVE: Duration = Duration::from_secs(5);
-/// Log bytes per streamed batch. zlink serializes a reply into a buffer that grows 256 bytes
-/// per failed attempt, so a reply's cost is quadratic in its size: a 1 MiB reply costs seconds of
-/// CPU, during which berthd serves nobody. Small batches keep every reply cheap. The read size
-/// leaves room for one record of the longest line.
-pub const BATCH_BYTES: u64 = 32 * 1024 + log_line::MAX_LINE as u64;
+use super::reply_size::size_of;
+use super::{BATCH_BYTES, LogFiles};
+
 /// Most reply bytes (by [`size_of`]) in one streamed batch: log text full of control characters
 /// takes up to six times its size as JSON.
 const BATCH_REPLY_BYTES: usize = 64 * 1024;
-/// Largest single (non-`more`) `Logs` reply, in entry bytes; older entries are left out.
-pub const REPLY_MAX_BYTES: usize = 64 * 1024;
-/// What an entry adds to a reply besides its text: timestamp, stream, keys and quotes.
-const ENTRY_OVERHEAD: usize = 48;
 
 fn entry(line: &[u8]) -> Option<LogEntry> {
     let record = log_line::decode(line)?;
@@ -61,30 +48,6 @@ fn parse_batch(bytes: &[u8], budget: usize) -> (Vec<LogEntry>, usize) {
         used += len + 1;
     }
     (entries, used)
-}
-
-/// A unit's log: `current.log`, which its supervisor appends to; `previous.log`, where berthd
-/// moves it once it is full; and `incoming.log`, the next `current.log` while the supervisor
-/// is switching to it.
-#[derive(Debug, Clone)]
-pub struct LogFiles {
-    pub current: PathBuf,
-    pub previous: PathBuf,
-    pub incoming: PathBuf,
-}
-
-impl LogFiles {
-    pub fn of(paths: &crate::paths::Paths, unit: &str) -> LogFiles {
-        LogFiles::in_dir(&paths.unit_log_dir(unit))
-    }
-
-    pub fn in_dir(dir: &Path) -> LogFiles {
-        LogFiles {
-            current: dir.join("current.log"),
-            previous: dir.join("previous.log"),
-            incoming: dir.join("incoming.log"),
-        }
-    }
 }
 
 /// Which file a reader is in, whatever its name now (rotation renames files): its inode and
@@ -314,140 +277,12 @@ fn read_after(
     Ok((entries, offset + used as u64))
 }
 
-/// Rotation, in three steps that readers in berthd never see half done:
-/// 1. [`begin_rotation`]: once `current.log` has grown past the limit, create `incoming.log`,
-///    which berthd hands to the supervisor;
-/// 2. the supervisor switches to it, so `current.log` receives no more output;
-/// 3. [`finish_rotation`]: move `current.log` to `previous.log` (replacing it) and
-///    `incoming.log` to `current.log`.
-///
-/// A follower therefore reads the old file to its true end before the new one starts, and
-/// loses no line. If the supervisor refuses the file, [`abandon_rotation`] removes it.
-pub fn begin_rotation(files: &LogFiles, max: u64) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::metadata(&files.current) {
-        Ok(meta) if meta.len() > max => {}
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let incoming = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&files.incoming)?;
-    incoming.set_len(0)?;
-    Ok(Some(incoming))
-}
-
-/// `incoming.log` left by a rotation a berthd restart interrupted, opened for appending, to be
-/// handed to the supervisor again.
-pub fn interrupted_rotation(files: &LogFiles) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&files.incoming)
-    {
-        Ok(file) => Ok(Some(file)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Step 3 of a rotation (see [`begin_rotation`]), once the supervisor writes to `incoming.log`.
-pub fn finish_rotation(files: &LogFiles) -> std::io::Result<()> {
-    if !files.incoming.exists() {
-        return Ok(());
-    }
-    match std::fs::rename(&files.current, &files.previous) {
-        // Already moved by a berthd that stopped between the two renames.
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    std::fs::rename(&files.incoming, &files.current)
-}
-
-/// Undoes step 1 when the supervisor refused the new file.
-pub fn abandon_rotation(files: &LogFiles) -> std::io::Result<()> {
-    match std::fs::remove_file(&files.incoming) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-/// What `entry` adds to a reply: its text as JSON (a control character takes six bytes as
-/// `\u00XX`, a quote or backslash two), its bytes if any (up to four each, `255,`) plus the fixed
-/// fields.
-fn size_of(entry: &LogEntry) -> usize {
-    let escaped: usize = entry
-        .text
-        .bytes()
-        .map(|b| match b {
-            b'"' | b'\\' => 2,
-            0..0x20 => 6,
-            _ => 1,
-        })
-        .sum();
-    let bytes = entry
-        .bytes
-        .as_ref()
-        .map_or(0, |b| b.len() * 4 + ENTRY_OVERHEAD);
-    escaped + bytes + ENTRY_OVERHEAD
-}
-
-/// The newest of `entries` that fit in `max` bytes, and whether older ones were left out.
-pub fn newest_within(mut entries: Vec<LogEntry>, max: usize) -> (Vec<LogEntry>, bool) {
-    let mut size = 0;
-    let kept = entries
-        .iter()
-        .rev()
-        .take_while(|e| {
-            size += size_of(e);
-            size <= max
-        })
-        .count()
-        // The newest entry always, even one larger than `max` on its own.
-        .max(entries.len().min(1));
-    let dropped = entries.len() - kept;
-    entries.drain(..dropped);
-    (entries, dropped > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logs::MAX_TAIL_BYTES;
+    use crate::logs::test_log::{append_log, files, rotate, write_log};
     use berth_protocol::log_line::{Stream, encode};
-
-    fn write_log(path: &Path, texts: &[&str]) {
-        let mut bytes = Vec::new();
-        for (i, t) in texts.iter().enumerate() {
-            encode(i as u64, Stream::Stdout, t.as_bytes(), &mut bytes);
-        }
-        std::fs::write(path, bytes).unwrap();
-    }
-
-    fn append_log(path: &Path, texts: &[&str]) {
-        use std::io::Write;
-        let mut bytes = Vec::new();
-        for t in texts {
-            encode(9, Stream::Stdout, t.as_bytes(), &mut bytes);
-        }
-        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-        file.write_all(&bytes).unwrap();
-    }
-
-    fn files(dir: &Path) -> LogFiles {
-        LogFiles::in_dir(dir)
-    }
-
-    /// A whole rotation, as berthd and a cooperating supervisor do it.
-    fn rotate(files: &LogFiles) {
-        begin_rotation(files, 1).unwrap().unwrap();
-        finish_rotation(files).unwrap();
-    }
 
     /// The texts of the last `lines` records, as a single `Logs` reply reads them.
     fn tail_texts(files: &LogFiles, lines: Option<usize>) -> Vec<String> {
@@ -509,83 +344,6 @@ mod tests {
     }
 
     #[test]
-    fn a_full_log_gets_an_incoming_file_and_is_moved_aside_when_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = files(dir.path());
-        write_log(&files.current, &["old"]);
-
-        let incoming = begin_rotation(&files, 1).unwrap();
-        let untouched = std::fs::read_to_string(&files.current).unwrap();
-        finish_rotation(&files).unwrap();
-
-        assert!(incoming.is_some());
-        assert!(
-            untouched.contains("old"),
-            "current.log moved before the switch"
-        );
-        assert_eq!(std::fs::metadata(&files.current).unwrap().len(), 0);
-        assert!(
-            std::fs::read_to_string(&files.previous)
-                .unwrap()
-                .contains("old")
-        );
-        assert!(!files.incoming.exists());
-    }
-
-    #[test]
-    fn an_interrupted_rotation_hands_over_the_same_incoming_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = files(dir.path());
-        write_log(&files.current, &["old"]);
-        assert!(interrupted_rotation(&files).unwrap().is_none());
-        begin_rotation(&files, 1).unwrap().unwrap();
-        append_log(&files.incoming, &["new"]);
-
-        let again = interrupted_rotation(&files).unwrap();
-        finish_rotation(&files).unwrap();
-
-        assert!(again.is_some());
-        assert!(
-            std::fs::read_to_string(&files.current)
-                .unwrap()
-                .contains("new")
-        );
-        assert!(
-            std::fs::read_to_string(&files.previous)
-                .unwrap()
-                .contains("old")
-        );
-    }
-
-    #[test]
-    fn a_log_under_its_limit_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = files(dir.path());
-        write_log(&files.current, &["small"]);
-
-        assert!(begin_rotation(&files, 1 << 20).unwrap().is_none());
-        assert!(!files.incoming.exists());
-    }
-
-    #[test]
-    fn an_abandoned_rotation_leaves_the_log_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = files(dir.path());
-        write_log(&files.current, &["kept"]);
-        begin_rotation(&files, 1).unwrap().unwrap();
-
-        abandon_rotation(&files).unwrap();
-        finish_rotation(&files).unwrap();
-
-        assert!(
-            std::fs::read_to_string(&files.current)
-                .unwrap()
-                .contains("kept")
-        );
-        assert!(!files.previous.exists() && !files.incoming.exists());
-    }
-
-    #[test]
     fn a_follower_reads_the_rest_of_a_rotated_log_then_the_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let files = files(dir.path());
@@ -629,22 +387,6 @@ mod tests {
         assert_eq!(texts, ["b", "c"]);
     }
 
-    fn entries(texts: &[&str]) -> Vec<LogEntry> {
-        texts
-            .iter()
-            .map(|t| LogEntry {
-                usec: 1,
-                stream: "stdout".into(),
-                text: (*t).into(),
-                bytes: None,
-            })
-            .collect()
-    }
-
-    fn texts(batch: &[LogEntry]) -> Vec<&str> {
-        batch.iter().map(|e| e.text.as_str()).collect()
-    }
-
     #[test]
     fn a_batch_stops_at_its_reply_budget_and_resumes_there() {
         let mut bytes = Vec::new();
@@ -659,53 +401,6 @@ mod tests {
         assert!(first.len() < 5, "{} entries", first.len());
         assert_eq!(first.len() + rest.len(), 100);
         assert_eq!(used + rest_used, bytes.len());
-    }
-
-    #[test]
-    fn control_characters_count_as_their_escaped_size() {
-        let plain = entries(&["ab"]).remove(0);
-        let control = entries(&["\u{1}\u{2}"]).remove(0);
-
-        assert_eq!(size_of(&control) - size_of(&plain), 10);
-    }
-
-    #[test]
-    fn a_single_reply_keeps_the_newest_entries_that_fit() {
-        let one = 1 + ENTRY_OVERHEAD;
-
-        let (kept, truncated) = newest_within(entries(&["a", "b", "c"]), 2 * one);
-
-        assert_eq!((texts(&kept), truncated), (vec!["b", "c"], true));
-    }
-
-    #[test]
-    fn a_single_reply_keeps_the_newest_entry_even_when_it_is_larger() {
-        let big = "\u{1}".repeat(20_000);
-
-        let (kept, truncated) = newest_within(entries(&["a", &big]), 1024);
-
-        assert_eq!((kept.len(), truncated), (1, true));
-        assert_eq!(kept[0].text, big);
-    }
-
-    #[test]
-    fn a_rotation_interrupted_between_its_renames_is_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = files(dir.path());
-        write_log(&files.current, &["old"]);
-        begin_rotation(&files, 1).unwrap().unwrap();
-        std::fs::rename(&files.current, &files.previous).unwrap();
-
-        finish_rotation(&files).unwrap();
-
-        assert!(files.current.exists() && !files.incoming.exists());
-    }
-
-    #[test]
-    fn a_reply_that_fits_is_not_truncated() {
-        let (kept, truncated) = newest_within(entries(&["a", "b"]), 1024);
-
-        assert_eq!((texts(&kept), truncated), (vec!["a", "b"], false));
     }
 
     #[test]
