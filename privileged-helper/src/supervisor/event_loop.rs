@@ -11,6 +11,7 @@ use berth_protocol::supervisor::SupervisorStatus;
 use super::clients::Client;
 use super::control_socket::ControlSocket;
 use super::log_capture::{LineBuffer, Output};
+use super::log_writer::LogWriter;
 use super::notify::{NotifySocket, NotifyState};
 use super::run::Run;
 use super::service_pids;
@@ -38,7 +39,9 @@ pub(super) struct Supervisor {
     pub(super) unit: String,
     pub(super) pid: u32,
     pub(super) control: ControlSocket,
-    pub(super) log: OwnedFd,
+    pub(super) log: LogWriter,
+    /// The drop count last told to the clients, and when.
+    pub(super) drops_reported: (u64, Instant),
     pub(super) outputs: [Output; 2],
     /// Init's pid and pidfd while it runs.
     pub(super) init: Option<(libc::pid_t, OwnedFd)>,
@@ -69,11 +72,14 @@ impl Supervisor {
         log: OwnedFd,
         sandbox: Sandbox,
     ) -> Self {
+        let mut log = LogWriter::new(log);
+        log.start();
         Supervisor {
             unit: spec.unit.clone(),
             pid: rustix::process::getpid().as_raw_pid() as u32,
             control,
             log,
+            drops_reported: (0, Instant::now()),
             outputs: [
                 Output {
                     fd: Some(sandbox.stdout),
@@ -140,7 +146,7 @@ impl Supervisor {
             reloads,
             last_reload_ok,
             accounting: None,
-            log_dropped: 0,
+            log_dropped: self.log.dropped(),
         }
     }
 

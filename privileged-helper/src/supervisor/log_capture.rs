@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use berth_protocol::log_line::{self, Stream};
 use berth_protocol::supervisor::SupervisorStatus;
@@ -71,6 +72,9 @@ pub(super) struct Output {
     pub(super) lines: LineBuffer,
 }
 
+/// Shortest time between two unasked snapshots telling a growing drop count.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Supervisor {
     pub(super) fn read_output(&mut self, i: usize, chunk: &mut [u8], max_chunks: usize) {
         let mut records = Vec::new();
@@ -90,21 +94,43 @@ impl Supervisor {
             }
             // One write per batch of whole records.
             if !records.is_empty() {
-                self.write_log(&records);
+                if self.write_log(&records) {
+                    self.log_drops_changed(false);
+                }
                 records.clear();
             }
         }
+        if self.outputs.iter().all(|o| o.fd.is_none()) {
+            // The output ended: the note about the last drops, then everything written out,
+            // so the log is complete when the exit is told.
+            self.log.flush_note();
+            self.log.drain();
+            self.log_drops_changed(true);
+        }
     }
 
-    pub(super) fn write_log(&self, mut records: &[u8]) {
-        while !records.is_empty() {
-            match rustix::io::write(&self.log, records) {
-                Ok(0) => return,
-                Ok(n) => records = &records[n..],
-                Err(Errno::INTR) => {}
-                // A full disk or another write error: drop rather than stall the service.
-                Err(_) => return,
-            }
+    /// Queues whole records for the log (the service's output, or the supervisor's own notes);
+    /// true when they were dropped.
+    pub(super) fn write_log(&self, records: &[u8]) -> bool {
+        self.log.push(records)
+    }
+
+    /// Tells the clients the drop count (a snapshot) when it changed: at most once per
+    /// [`DROP_REPORT_INTERVAL`] while lines keep being dropped, and at the end of the output
+    /// (`now`). Any request's reply carries the count too.
+    fn log_drops_changed(&mut self, now: bool) {
+        let dropped = self.log.dropped();
+        if dropped == self.drops_reported.0 {
+            return;
+        }
+        let at = Instant::now();
+        if !now && at.duration_since(self.drops_reported.1) < DROP_REPORT_INTERVAL {
+            return;
+        }
+        self.drops_reported = (dropped, at);
+        let status = self.status(None);
+        for client in &mut self.clients {
+            client.queue(&status);
         }
     }
 
@@ -115,7 +141,7 @@ impl Supervisor {
         };
         match crate::floor::check_log_fd(&log, self.control.owner) {
             Ok(()) => {
-                self.log = log;
+                self.log.replace(log);
                 self.status(None)
             }
             Err(refusal) => self.status(Some(format!("log refused: {refusal}"))),

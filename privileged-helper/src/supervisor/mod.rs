@@ -20,6 +20,7 @@ mod control_socket;
 mod event_loop;
 mod exit;
 mod log_capture;
+mod log_writer;
 mod notify;
 mod privileges;
 mod run;
