@@ -192,7 +192,7 @@ impl Manager {
             memory_current: number(usage.as_ref().and_then(|u| u.memory_current)),
             memory_peak: number(usage.as_ref().and_then(|u| u.memory_peak)),
             tasks: number(usage.as_ref().and_then(|u| u.tasks)),
-            log_dropped: None,
+            log_dropped: unit.log_dropped.and_then(|n| i64::try_from(n).ok()),
             resource_notes: usage.map(|u| u.notes),
         }
     }

@@ -22,6 +22,9 @@ pub struct Unit {
     pub(crate) uid: Option<u32>,
     /// Requests to the supervisor of the current run; `None` when no supervisor is linked.
     pub(crate) link: Option<mpsc::UnboundedSender<SupervisorRequest>>,
+    /// Output lines the last run's supervisor dropped (its log could not keep up); `None`
+    /// before any report of a run.
+    pub log_dropped: Option<u64>,
 }
 
 impl Unit {
@@ -33,6 +36,7 @@ impl Unit {
             lifecycle: Lifecycle::new(now_usec()),
             uid: None,
             link: None,
+            log_dropped: None,
         }
     }
 

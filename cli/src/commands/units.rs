@@ -470,6 +470,9 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
         out!("   Failure: {}", escape(f))?;
     }
     print_accounting(&st)?;
+    if let Some(n) = st.log_dropped.filter(|n| *n > 0) {
+        out!("       Log: {n} lines dropped (the log could not keep up)")?;
+    }
     let params = LogsParams {
         unit,
         lines: Some(10),

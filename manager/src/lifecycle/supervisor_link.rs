@@ -101,6 +101,9 @@ async fn follow(
                 if status.error.is_none() {
                     adopt_uid(shared, unit, &status);
                 }
+                if let Some(u) = shared.borrow_mut().units.get_mut(unit) {
+                    u.log_dropped = Some(status.log_dropped);
+                }
                 // The machine asks for Release (through `requests`) once the run is over.
                 dispatch(shared, unit, Event::Snapshot(&status));
                 ended |= !status.running;
