@@ -7,7 +7,8 @@
 //! service keeps at most about twice it), `image_search_dirs` (absolute directories searched for
 //! images after `STATE/images`; portabled's `/etc/portables`, `/run/portables` and
 //! `/var/lib/portables` by default), `profiles_dir` (the admin's profiles, over the built-in ones:
-//! `/etc/berth/profiles` by default, see [`crate::profile`]). Tarball imports are bounded by `tarball_max_bytes`
+//! `/etc/berth/profiles` by default, see [`crate::profile`]), `forward_to_journal` (`auto`, the
+//! default: services' output goes to the host's journal too when it has one; `yes`; `no`). Tarball imports are bounded by `tarball_max_bytes`
 //! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
 //! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
 //! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
@@ -20,6 +21,7 @@ use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError}
 
 use crate::image::kind::tar::TarLimits;
 use crate::image::store;
+use crate::logs::journal_fields::ForwardToJournal;
 
 pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub tarball_max_ratio: u64,
     pub image_search_dirs: Vec<PathBuf>,
     pub profiles_dir: PathBuf,
+    pub forward_to_journal: ForwardToJournal,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
@@ -69,6 +72,7 @@ impl Default for Config {
                 .map(PathBuf::from)
                 .collect(),
             profiles_dir: PathBuf::from(crate::profile::DEFAULT_DIR),
+            forward_to_journal: ForwardToJournal::Auto,
         }
     }
 }

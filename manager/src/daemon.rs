@@ -43,6 +43,8 @@ pub struct Manager {
     pub helper_client: Option<berth_varlink::client::Client>,
     /// A service's `current.log` is moved aside past this size.
     pub log_max_bytes: u64,
+    /// Services' output goes to the host's journal too (berthd.toml `forward_to_journal`).
+    pub forward_to_journal: bool,
     /// The root of each image attached by descriptor, by attachment: what its units start
     /// from while berthd runs (see [`crate::image_descriptor`]).
     pub held_images: BTreeMap<String, image::HeldImage>,
@@ -79,6 +81,7 @@ impl Manager {
             groups,
             helper_client: None,
             log_max_bytes: crate::config::LOG_MAX_BYTES,
+            forward_to_journal: false,
             held_images: BTreeMap::new(),
             held_extensions: BTreeMap::new(),
         };

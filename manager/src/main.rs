@@ -11,7 +11,7 @@ use berth_manager::daemon::Manager;
 use berth_manager::dynamic_user::DynamicUsers;
 use berth_manager::paths::Paths;
 use berth_manager::startup::service_manager;
-use berth_manager::{host_users, lifecycle, log_access, privilege_split};
+use berth_manager::{host_users, lifecycle, log_access, logs, privilege_split};
 use berth_varlink::listener::{BoundedListener, raise_fd_limit};
 use berth_varlink::service::{BERTH_INFO, VarlinkService};
 use clap::Parser;
@@ -112,6 +112,9 @@ fn run() -> anyhow::Result<()> {
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
     let mut manager = Manager::load(paths.clone(), users, groups);
     manager.log_max_bytes = config.log_max_bytes;
+    manager.forward_to_journal = config.forward_to_journal.resolve(std::path::Path::new(
+        logs::journal_fields::HOST_JOURNAL_SOCKET,
+    ));
     manager.tar_limits = config.tar_limits();
     manager.profiles = berth_manager::profile::Profiles::new(&config.profiles_dir);
     manager.search =

@@ -11,9 +11,10 @@ use berth_protocol::config_file::{self, ConfigFile, KeyError};
 /// Limits the helper enforces. Read from `--config`, TOML: `dynamic_uid_min`,
 /// `dynamic_uid_max`, `image_roots = ["/a", "/b"]`, `image_filesystems = ["squashfs",
 /// "erofs"]`, `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, `bind_sources =
-/// ["/srv/shared"]`, `allowed_devices = ["/dev/fuse"]`, `credential_roots = ["/etc/credstore"]`
-/// and `systemd_creds = "/usr/bin/systemd-creds"`, all optional; an unknown key or a value of
-/// the wrong type is an error naming the file, line and key.
+/// ["/srv/shared"]`, `allowed_devices = ["/dev/fuse"]`, `credential_roots = ["/etc/credstore"]`,
+/// `systemd_creds = "/usr/bin/systemd-creds"` and `journal_socket =
+/// "/run/systemd/journal/socket"`, all optional; an unknown key or a value of the wrong type is
+/// an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloorPolicy {
@@ -42,6 +43,9 @@ pub struct FloorPolicy {
     /// The `systemd-creds` that decrypts LoadCredentialEncrypted= (run with a clean
     /// environment); without it such a credential fails its service's start.
     pub systemd_creds: PathBuf,
+    /// The host journal's native socket, which services' output is forwarded to when berthd
+    /// asks for it (berthd.toml `forward_to_journal`) and the socket exists.
+    pub journal_socket: PathBuf,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -73,6 +77,7 @@ impl Default for FloorPolicy {
             allowed_devices: Vec::new(),
             credential_roots: DEFAULT_CREDENTIAL_ROOTS.iter().map(PathBuf::from).collect(),
             systemd_creds: PathBuf::from("/usr/bin/systemd-creds"),
+            journal_socket: PathBuf::from("/run/systemd/journal/socket"),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
         }
@@ -143,6 +148,15 @@ impl ConfigFile for FloorPolicy {
                 ),
             });
         }
+        if !normal_absolute(&self.journal_socket) {
+            return Err(KeyError {
+                keys: &["journal_socket"],
+                reason: format!(
+                    "{} is not an absolute, normalized path",
+                    self.journal_socket.display()
+                ),
+            });
+        }
         config_file::check_uid_range(self.uid_min, self.uid_max)
     }
 }
@@ -190,6 +204,21 @@ mod tests {
             policy.image_roots,
             [PathBuf::from("/srv/img"), PathBuf::from("/srv/more")]
         );
+    }
+
+    #[test]
+    fn the_journal_socket_is_the_hosts_unless_set_and_must_be_absolute() {
+        assert_eq!(
+            parse("").unwrap().journal_socket,
+            PathBuf::from("/run/systemd/journal/socket")
+        );
+        assert_eq!(
+            parse("journal_socket = \"/run/other/socket\"\n")
+                .unwrap()
+                .journal_socket,
+            PathBuf::from("/run/other/socket")
+        );
+        assert!(parse("journal_socket = \"journal\"\n").is_err());
     }
 
     #[test]

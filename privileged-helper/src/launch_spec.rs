@@ -5,6 +5,7 @@
 //! `sandbox/` trusts a `LaunchSpec` to be sane but still treats the image as hostile.
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 use berth_protocol::helper::JournalFields;
 use berth_protocol::sandbox::SandboxSpec;
@@ -19,8 +20,9 @@ pub struct LaunchSpec {
     pub unit: String,
     /// What the run executes (checked by `floor/program.rs`).
     pub program: ServiceProgram,
-    /// Fields for forwarding the output to the host's journal, if berthd asked for it.
-    pub journal: Option<JournalFields>,
+    /// Where and with which fields to forward the output to the host's journal, if berthd
+    /// asked for it.
+    pub journal: Option<JournalTarget>,
     /// Complete environment of the service, `KEY=VALUE`.
     pub environment: Vec<String>,
     /// Working directory inside the sandbox (absolute). Resolved inside the new root.
@@ -30,6 +32,14 @@ pub struct LaunchSpec {
     pub sandbox: SandboxSpec,
     /// Where the sandbox's credentials may be read from (helper.toml).
     pub credential_sources: CredentialSources,
+}
+
+/// The journal a service's output is forwarded to: the socket is the helper's to choose
+/// (helper.toml `journal_socket`), the fields are berthd's (checked by the floor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalTarget {
+    pub socket: PathBuf,
+    pub fields: JournalFields,
 }
 
 /// File descriptors that come with a launch (passed by berthd over SCM_RIGHTS).

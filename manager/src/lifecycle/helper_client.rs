@@ -42,6 +42,8 @@ pub(super) struct Plan {
     pub(super) working_directory: String,
     /// The unit's sandbox; its identity is filled at each spawn.
     pub(super) sandbox: SandboxSpec,
+    /// The fields of its entries in the host's journal, when its output goes there too.
+    pub(super) journal: Option<berth_protocol::helper::JournalFields>,
 }
 
 pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
@@ -105,6 +107,10 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_directory,
         sandbox: config.sandbox.clone(),
+        journal: m.forward_to_journal.then(|| {
+            let executable = config.exec_start.first().map(|c| c.path.as_str());
+            crate::logs::journal_fields::journal_fields(&unit.image, executable)
+        }),
     })
 }
 
@@ -191,7 +197,7 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
     let params = SpawnParams {
         unit: plan.unit.clone(),
         program: plan.program.clone(),
-        journal: None,
+        journal: plan.journal.clone(),
         environment,
         working_directory: plan.working_directory.clone(),
         sandbox,

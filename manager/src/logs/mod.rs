@@ -1,7 +1,9 @@
 //! A unit's captured output on disk: reading it back ([`reader`]: the last N records, and
 //! following new ones), moving a full log aside ([`rotation`]) and keeping replies small
-//! ([`reply_size`]).
+//! ([`reply_size`]); and what berthd asks of forwarding it to the host's journal
+//! ([`journal_fields`]).
 
+pub mod journal_fields;
 mod reader;
 mod reply_size;
 mod rotation;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use berth_protocol::helper::SpawnParams;
 use rustix::fs::{FileType, Mode, OFlags};
 
-use crate::launch_spec::{LaunchFds, LaunchSpec};
+use crate::launch_spec::{JournalTarget, LaunchFds, LaunchSpec};
 use crate::manager_access::{self, Credentials};
 use crate::sandbox::credentials_dir::CredentialSources;
 
@@ -89,7 +89,10 @@ impl FloorPolicy {
         Ok(LaunchSpec {
             unit: params.unit,
             program: params.program,
-            journal: params.journal,
+            journal: params.journal.map(|fields| JournalTarget {
+                socket: self.journal_socket.clone(),
+                fields,
+            }),
             environment,
             working_directory: params.working_directory,
             sandbox,

@@ -10,6 +10,7 @@ use berth_protocol::supervisor::SupervisorStatus;
 
 use super::clients::Client;
 use super::control_socket::ControlSocket;
+use super::journal::Journal;
 use super::log_capture::{LineBuffer, Output};
 use super::log_writer::LogWriter;
 use super::notify::{NotifySocket, NotifyState};
@@ -40,6 +41,8 @@ pub(super) struct Supervisor {
     pub(super) pid: u32,
     pub(super) control: ControlSocket,
     pub(super) log: LogWriter,
+    /// The host's journal, when the output is forwarded there too.
+    pub(super) journal: Option<Journal>,
     /// The drop count last told to the clients, and when.
     pub(super) drops_reported: (u64, Instant),
     pub(super) outputs: [Output; 2],
@@ -79,6 +82,10 @@ impl Supervisor {
             pid: rustix::process::getpid().as_raw_pid() as u32,
             control,
             log,
+            journal: spec
+                .journal
+                .as_ref()
+                .and_then(|target| Journal::connect(target, &spec.unit)),
             drops_reported: (0, Instant::now()),
             outputs: [
                 Output {

@@ -10,6 +10,7 @@ use berth_protocol::supervisor::SupervisorStatus;
 use rustix::io::Errno;
 
 use super::event_loop::Supervisor;
+use super::journal::Journal;
 use crate::sandbox::sys;
 
 pub(super) struct LineBuffer {
@@ -25,16 +26,17 @@ impl LineBuffer {
         }
     }
 
-    /// Appends the records for every line completed by `data` to `out`.
-    fn push(&mut self, data: &[u8], usec: u64, out: &mut Vec<u8>) {
+    /// Appends the records for every line completed by `data` to `out`, and sends each line to
+    /// `journal` when there is one.
+    fn push(&mut self, data: &[u8], usec: u64, out: &mut Vec<u8>, journal: &mut Option<Journal>) {
         let mut rest = data;
         while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
             if self.partial.is_empty() {
-                self.emit(&rest[..pos], usec, out);
+                self.emit(&rest[..pos], usec, out, journal);
             } else {
                 self.partial.extend_from_slice(&rest[..pos]);
                 let line = std::mem::take(&mut self.partial);
-                self.emit(&line, usec, out);
+                self.emit(&line, usec, out, journal);
             }
             rest = &rest[pos + 1..];
         }
@@ -45,24 +47,28 @@ impl LineBuffer {
             let keep = self.partial.len() % log_line::MAX_LINE;
             let keep = if keep == 0 { log_line::MAX_LINE } else { keep };
             let full: Vec<u8> = self.partial.drain(..self.partial.len() - keep).collect();
-            self.emit(&full, usec, out);
+            self.emit(&full, usec, out, journal);
         }
     }
 
     /// Flushes an unterminated last line (at EOF).
-    fn finish(&mut self, usec: u64, out: &mut Vec<u8>) {
+    fn finish(&mut self, usec: u64, out: &mut Vec<u8>, journal: &mut Option<Journal>) {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.emit(&line, usec, out);
+            self.emit(&line, usec, out, journal);
         }
     }
 
-    fn emit(&self, line: &[u8], usec: u64, out: &mut Vec<u8>) {
+    fn emit(&self, line: &[u8], usec: u64, out: &mut Vec<u8>, journal: &mut Option<Journal>) {
         if line.is_empty() {
             log_line::encode(usec, self.stream, line, out);
         }
         for piece in line.chunks(log_line::MAX_LINE) {
             log_line::encode(usec, self.stream, piece, out);
+        }
+        if let Some(journal) = journal {
+            // The journal takes long lines whole (journald splits at its own LineMax=).
+            journal.send(self.stream, line);
         }
     }
 }
@@ -83,12 +89,15 @@ impl Supervisor {
             let Some(fd) = &out.fd else { break };
             match rustix::io::read(fd, &mut *chunk) {
                 Ok(0) | Err(Errno::BADF | Errno::IO) => {
-                    out.lines.finish(sys::realtime_usec(), &mut records);
+                    let usec = sys::realtime_usec();
+                    out.lines.finish(usec, &mut records, &mut self.journal);
                     out.fd = None;
                 }
-                Ok(n) => out
-                    .lines
-                    .push(&chunk[..n], sys::realtime_usec(), &mut records),
+                Ok(n) => {
+                    let usec = sys::realtime_usec();
+                    out.lines
+                        .push(&chunk[..n], usec, &mut records, &mut self.journal)
+                }
                 Err(Errno::INTR) => continue,
                 Err(_) => break,
             }
@@ -157,10 +166,10 @@ mod tests {
         let mut lines = LineBuffer::new(Stream::Stdout);
         let mut out = Vec::new();
         for chunk in chunks {
-            lines.push(chunk, 7, &mut out);
+            lines.push(chunk, 7, &mut out, &mut None);
         }
         if finish {
-            lines.finish(7, &mut out);
+            lines.finish(7, &mut out, &mut None);
         }
         out.split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
@@ -221,7 +230,7 @@ mod tests {
         let mut lines = LineBuffer::new(Stream::Stderr);
         let mut out = Vec::new();
 
-        lines.push(b"\n", 1, &mut out);
+        lines.push(b"\n", 1, &mut out, &mut None);
 
         assert_eq!(out, b"1 stderr \n");
     }

@@ -8,7 +8,8 @@
 //! timeouts and the kill policy), waits until the first command has exec'd and reports that
 //! to `launch`. Then a single-threaded `poll()` loop:
 //! - copies the service's stdout/stderr, split into lines, to the log file as
-//!   `log_line` records;
+//!   `log_line` records (written by a thread of its own, see `log_writer`), and to the host's
+//!   journal when berthd asks for it (`journal`);
 //! - serves [`SupervisorRequest`]s from the manager uid and root (JSON lines);
 //! - takes init's reports (`run_actions.rs`) and the notify socket's messages, and moves the
 //!   run on; every change goes to every client as a full snapshot;
@@ -19,6 +20,7 @@ mod clients;
 mod control_socket;
 mod event_loop;
 mod exit;
+mod journal;
 mod log_capture;
 mod log_writer;
 mod notify;
