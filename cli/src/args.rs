@@ -177,15 +177,28 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=100))]
         threshold: Option<i64>,
     },
+    /// Stream every state change of every unit, from the current states on (`--json`: one
+    /// object per change).
+    Monitor,
     /// Show a unit's captured output.
     Logs {
         unit: String,
         /// Keep printing new output.
         #[arg(long, short)]
         follow: bool,
-        /// Only the last N lines.
+        /// Only the last N lines (of those --since and --until keep).
         #[arg(long, short = 'n')]
         lines: Option<i64>,
+        /// Only lines at or after this local time, as journalctl takes it: '2026-12-01
+        /// 14:00:00', '14:00', 'today', 'yesterday', '-5min', '@EPOCH'.
+        #[arg(long, short = 'S', value_name = "TIME")]
+        since: Option<String>,
+        /// Only lines at or before this time (same forms as --since).
+        #[arg(long, short = 'U', value_name = "TIME")]
+        until: Option<String>,
+        /// Newest first.
+        #[arg(long, short, conflicts_with = "follow")]
+        reverse: bool,
         /// How to print each line (`--json` means `json`).
         #[arg(long, short, value_enum, default_value_t = LogFormat::Short)]
         output: LogFormat,
@@ -195,11 +208,11 @@ pub enum Command {
 /// The formats of `berth logs -o`, named as journalctl names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Timestamp, unit and stream, then the line, control characters escaped.
+    /// Local time, host and unit, then the line, control characters escaped (as journalctl).
     Short,
     /// The line only, control characters escaped.
     Cat,
-    /// One JSON object per line with the exact data.
+    /// One JSON object per line, with journald's field names and the exact data.
     Json,
 }
 

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod docs;
 pub mod escape;
 mod local_image;
+pub mod local_time;
 pub mod output;
 pub mod pack;
 pub mod progress;

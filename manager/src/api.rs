@@ -52,6 +52,8 @@ const METHODS: &[(&str, Access)] = &[
     ("List", Access::Read),
     ("Status", Access::Read),
     ("Logs", Access::Logs),
+    // States are open to every local user, as `List` is.
+    ("Monitor", Access::Read),
     ("ImportImage", Access::Change),
     ("RemoveImage", Access::Change),
     ("MarkImageReadOnly", Access::Change),
@@ -628,17 +630,27 @@ impl ManagerInterface {
                 let p: LogsParams = params(parameters)?;
                 self.logs(p, ctx.more)
             }
+            "Monitor" => {
+                params::<manager::Empty>(parameters)?;
+                crate::monitor::stream(shared.clone(), ctx.more)
+            }
             other => method_not_found(other),
         })
     }
 
     /// `Logs`: without `more`, one small reply of the newest entries; with `more`, every
     /// requested entry in small batches, then (unless `follow` is false) new ones as they come.
+    /// `since_usec`/`until_usec` keep the entries of a time window; `lines` counts the last of
+    /// those.
     fn logs(&self, p: LogsParams, more: bool) -> Outcome {
         let follow = p.follow.unwrap_or(more);
         if follow && !more {
             return Outcome::Error(invalid_parameter("follow"));
         }
+        let window = logs::TimeWindow {
+            since: p.since_usec,
+            until: p.until_usec,
+        };
         let m = self.shared.borrow();
         let unit = match m.known_unit(&p.unit) {
             Ok(name) => name,
@@ -648,26 +660,41 @@ impl ManagerInterface {
         let lines = p
             .lines
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
+        // Records are in time order, so the last N of the window are among the last N records
+        // when the window reaches the end; one with an end is counted first instead.
+        let tail_lines = if window.until.is_some() { None } else { lines };
         let internal = |e: std::io::Error| Outcome::error(&ManagerError::internal(e));
         if !more {
             let budget = logs::REPLY_MAX_BYTES as u64;
-            let range = match logs::tail_range(&files, lines, budget) {
+            let range = match logs::tail_range(&files, tail_lines, budget) {
                 Ok(range) => range,
                 Err(e) => return internal(e),
             };
-            let entries = match logs::read_range(&files, range) {
+            let mut entries = match logs::read_range(&files, range) {
                 Ok(entries) => entries,
                 Err(e) => return internal(e),
             };
+            entries.retain(|e| window.contains(e.usec));
+            if let Some(n) = lines {
+                entries.drain(..entries.len().saturating_sub(n));
+            }
             let (entries, dropped) = logs::newest_within(entries, logs::REPLY_MAX_BYTES);
             return Outcome::reply(&LogsReply {
                 entries,
                 truncated: Some(dropped || !range.complete),
             });
         }
-        let range = match logs::tail_range(&files, lines, logs::MAX_TAIL_BYTES) {
+        let range = match logs::tail_range(&files, tail_lines, logs::MAX_TAIL_BYTES) {
             Ok(range) => range,
             Err(e) => return internal(e),
+        };
+        // Entries of the window to pass over before the last `lines` of it.
+        let skip = match (lines, window.until) {
+            (Some(n), Some(_)) => match logs::count_in(&files, range, window) {
+                Ok(count) => count.saturating_sub(n as u64),
+                Err(e) => return internal(e),
+            },
+            _ => 0,
         };
         let end = range.end;
         let reached_end = move |c: logs::Cursor| c.file == end.file && c.offset >= end.offset;
@@ -675,13 +702,14 @@ impl ManagerInterface {
         let complete = range.complete;
         // The existing records, then (when following) new ones; each batch is read from the
         // file when the client has room for it, so a stalled client costs no memory.
-        // State: where to read next, whether the existing records are done (following), and
-        // whether anything was sent yet (a follower gets a first reply at once, even if empty).
+        // State: where to read next, whether the existing records are done (following),
+        // whether anything was sent yet (a follower gets a first reply at once, even if empty),
+        // and how many entries of the window are still to be passed over.
         let stream =
-            futures_util::stream::unfold(Some((range.start, false, false)), move |state| {
+            futures_util::stream::unfold(Some((range.start, false, false, skip)), move |state| {
                 let files = files.clone();
                 async move {
-                    let (mut cursor, mut following, sent) = state?;
+                    let (mut cursor, mut following, sent, mut skip) = state?;
                     let mut idle = std::time::Duration::ZERO;
                     let mut behind = true;
                     loop {
@@ -694,7 +722,7 @@ impl ManagerInterface {
                             if !sent {
                                 return Some((
                                     logs_item(Vec::new(), true, true, complete),
-                                    Some((cursor, true, true)),
+                                    Some((cursor, true, true, skip)),
                                 ));
                             }
                         }
@@ -703,7 +731,7 @@ impl ManagerInterface {
                             tokio::time::sleep(logs::FOLLOW_INTERVAL).await;
                             idle += logs::FOLLOW_INTERVAL;
                         }
-                        let (entries, next) = match logs::read_next(&files, cursor) {
+                        let (mut entries, next) = match logs::read_next(&files, cursor) {
                             Ok(read) => read,
                             // Said, not just dropped: the client would wait for ever.
                             Err(e) => {
@@ -714,10 +742,25 @@ impl ManagerInterface {
                         // Let the daemon's other work run between batches: sending to a fast
                         // client never waits, so a long catch-up would otherwise hold the loop.
                         tokio::task::yield_now().await;
-                        if !entries.is_empty() {
-                            let last = !follow && !following && reached_end(next);
-                            let state = (!last).then_some((next, following, true));
+                        let read = !entries.is_empty();
+                        // The window has closed: nothing newer belongs to it (records are in
+                        // time order).
+                        let past = entries.last().is_some_and(|e| window.past(e.usec));
+                        entries.retain(|e| window.contains(e.usec));
+                        let passed = entries
+                            .len()
+                            .min(usize::try_from(skip).unwrap_or(usize::MAX));
+                        entries.drain(..passed);
+                        skip -= passed as u64;
+                        let ended = past;
+                        if !entries.is_empty() || ended {
+                            let last = ended || (!follow && !following && reached_end(next));
+                            let state = (!last).then_some((next, following, true, skip));
                             return Some((logs_item(entries, !last, !sent, complete), state));
+                        }
+                        if read {
+                            cursor = next;
+                            continue;
                         }
                         if !following && next == cursor {
                             // Nothing more to read before the end (the log went away).
@@ -728,7 +771,7 @@ impl ManagerInterface {
                         // write tells the server that a follower has gone away.
                         if following && idle >= logs::FOLLOW_KEEPALIVE {
                             let item = logs_item(Vec::new(), true, !sent, complete);
-                            return Some((item, Some((next, true, true))));
+                            return Some((item, Some((next, true, true, skip))));
                         }
                         cursor = next;
                         behind = false;

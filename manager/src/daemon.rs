@@ -37,6 +37,8 @@ pub struct Manager {
     pub users: DynamicUsers,
     /// Bumped on every state change; waiters watch it.
     pub changed: watch::Sender<u64>,
+    /// The `Monitor` streams, told every change.
+    pub monitors: crate::monitor::Monitors,
     /// The groups whose members may change things or read logs besides root.
     pub groups: crate::api::Groups,
     /// The connection to berth-helper, kept between spawns.
@@ -78,6 +80,7 @@ impl Manager {
             units: BTreeMap::new(),
             users,
             changed,
+            monitors: crate::monitor::Monitors::default(),
             groups,
             helper_client: None,
             log_max_bytes: crate::config::LOG_MAX_BYTES,
@@ -144,6 +147,7 @@ impl Manager {
 
     pub fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        self.monitors.observe(|| self.list());
     }
 
     /// Canonical unit name: `hello` means `hello.service`.

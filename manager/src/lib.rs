@@ -18,6 +18,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod log_access;
 pub mod logs;
+pub mod monitor;
 pub mod paths;
 pub mod privilege_split;
 pub mod profile;

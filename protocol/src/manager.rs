@@ -330,6 +330,14 @@ pub struct LogsParams {
     // With `more`: after the existing entries, keep streaming new ones (true, the default) or
     // end the stream (false). Without `more` it must not be true.
     pub follow: Option<bool>,
+    // Only entries at or after this time (microseconds since the epoch); `lines` counts the
+    // last of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_usec: Option<i64>,
+    // Only entries at or before this time; `lines` counts the last of those. A stream with
+    // `follow` ends once the log has passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_usec: Option<i64>,
 }
 
 /// One batch of log entries. Replies are kept small: with `more`, the entries come in batches
@@ -339,6 +347,31 @@ pub struct LogsParams {
 pub struct LogsReply {
     pub entries: Vec<LogEntry>,
     pub truncated: Option<bool>,
+}
+
+/// One state change of one unit, as `Monitor` streams them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+pub struct UnitEvent {
+    pub unit: String,
+    // The state now, as `UnitStatus.state`, or `detached` when the unit went away.
+    pub state: String,
+    // The state before; null for a unit seen for the first time (just attached, or in the
+    // current states a stream starts with).
+    pub previous_state: Option<String>,
+    pub result: Option<String>,
+    pub main_pid: Option<i64>,
+    // When berthd saw the change, microseconds since the epoch.
+    pub usec: i64,
+}
+
+/// One batch of `Monitor` (always with `more`): the first reply holds the current state of
+/// every unit, each later one the changes since, oldest first; empty now and then while
+/// nothing changes. A client that reads too slowly misses changes, never holds berthd up: the
+/// reply after it says how many with `lost` and holds every unit's current state again.
+#[derive(Debug, Serialize, Deserialize, introspect::Type)]
+pub struct MonitorReply {
+    pub events: Vec<UnitEvent>,
+    pub lost: Option<i64>,
 }
 
 /// One file of an attached unit as `Cat` shows it: the unit's copy in the attachment, then each
@@ -686,6 +719,7 @@ pub fn description() -> String {
         .custom_type::<ImageVerity>()
         .custom_type::<UnitStatus>()
         .custom_type::<LogEntry>()
+        .custom_type::<UnitEvent>()
         .custom_type::<UnitSource>()
         .custom_type::<ProfileInfo>()
         .custom_type::<SecurityCheck>()
@@ -709,6 +743,7 @@ pub fn description() -> String {
         .method::<UnitParams, StatusReply>("Enable")
         .method::<UnitParams, StatusReply>("Disable")
         .method_more::<LogsParams, LogsReply>("Logs")
+        .method_more::<Empty, MonitorReply>("Monitor")
         .method::<UnitParams, CatReply>("Cat")
         .method::<SetPropertyParams, DropInsReply>("SetProperty")
         .method::<WriteDropInParams, DropInsReply>("WriteDropIn")

@@ -4,10 +4,11 @@ use std::io::Write;
 
 use anyhow::anyhow;
 use berth_protocol::manager::{LogEntry, LogsParams, LogsReply};
+use serde_json::{Map, Value};
 
 use crate::args::LogFormat;
 use crate::escape::escape;
-use crate::output;
+use crate::local_time;
 use crate::report::report;
 use crate::session::Session;
 
@@ -17,56 +18,117 @@ pub(crate) fn exact_text(entry: &LogEntry) -> &[u8] {
     entry.bytes.as_deref().unwrap_or(entry.text.as_bytes())
 }
 
+/// This host's name, as journalctl's short output shows it.
+fn host_name() -> String {
+    String::from_utf8_lossy(rustix::system::uname().nodename().to_bytes()).into_owned()
+}
+
+/// journald's priority of a stream's lines (what its stdout streams give them by default).
+fn priority(entry: &LogEntry) -> &'static str {
+    if entry.stream == "stderr" { "3" } else { "6" }
+}
+
+/// One entry as `journalctl -o json` writes one: journald's field names, values as strings,
+/// MESSAGE an array of its bytes when they are not UTF-8; berth's own as BERTH_*.
+fn journal_json(unit: &str, host: &str, entry: &LogEntry) -> Value {
+    let mut object = Map::new();
+    let mut put = |k: &str, v: Value| {
+        object.insert(k.to_string(), v);
+    };
+    put("__REALTIME_TIMESTAMP", entry.usec.to_string().into());
+    put("_HOSTNAME", host.into());
+    put("PRIORITY", priority(entry).into());
+    put("UNIT", unit.into());
+    put("BERTH_UNIT", unit.into());
+    put("BERTH_STREAM", entry.stream.clone().into());
+    put(
+        "MESSAGE",
+        match &entry.bytes {
+            Some(bytes) => bytes.iter().map(|b| Value::from(*b)).collect(),
+            None => entry.text.clone().into(),
+        },
+    );
+    Value::Object(object)
+}
+
 pub(crate) fn print_entries(
     unit: &str,
     entries: &[LogEntry],
     format: LogFormat,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
+    let host = host_name();
     for e in entries {
         match format {
-            LogFormat::Json => writeln!(stdout, "{}", serde_json::to_string(e)?)?,
+            LogFormat::Json => writeln!(stdout, "{}", journal_json(unit, &host, e))?,
             LogFormat::Cat => writeln!(stdout, "{}", escape(exact_text(e)))?,
-            LogFormat::Short => {
-                let marker = if e.stream == "stderr" {
-                    " [stderr]"
-                } else {
-                    ""
-                };
-                writeln!(
-                    stdout,
-                    "{} {}{marker}: {}",
-                    output::format_usec(e.usec),
-                    escape(unit),
-                    escape(exact_text(e))
-                )?
-            }
+            LogFormat::Short => writeln!(
+                stdout,
+                "{} {} {}: {}",
+                local_time::format_short(e.usec),
+                escape(host.as_bytes()),
+                escape(unit),
+                escape(exact_text(e))
+            )?,
         }
     }
     stdout.flush()?;
     Ok(())
 }
 
+/// What `berth logs` asks for.
+pub(crate) struct LogsRequest {
+    pub(crate) unit: String,
+    pub(crate) follow: bool,
+    pub(crate) lines: Option<i64>,
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    /// Newest first: the entries are gathered (the most one call returns, 16 MiB of log) and
+    /// printed at the end.
+    pub(crate) reverse: bool,
+}
+
+fn now_usec() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 pub(crate) async fn logs(
     s: &mut Session,
-    unit: String,
-    follow: bool,
-    lines: Option<i64>,
+    request: LogsRequest,
     format: LogFormat,
 ) -> anyhow::Result<()> {
+    let LogsRequest {
+        unit,
+        follow,
+        lines,
+        since,
+        until,
+        reverse,
+    } = request;
+    let now = now_usec();
+    let time = |t: Option<String>| t.map(|t| local_time::parse(&t, now)).transpose();
     let name = berth_protocol::manager::unit_name(&unit);
     // Always streamed with `more`: the entries come in small batches however long the log.
     let params = LogsParams {
         unit,
         lines,
         follow: Some(follow),
+        since_usec: time(since)?,
+        until_usec: time(until)?,
     };
     let mut failed = None;
+    let mut gathered = Vec::new();
     let each = |reply: LogsReply| {
         if reply.truncated == Some(true) {
             report(&anyhow!(
                 "older lines of the log are left out; this is its newest part"
             ));
+        }
+        if reverse {
+            gathered.extend(reply.entries);
+            return true;
         }
         match print_entries(&name, &reply.entries, format) {
             Ok(()) => true,
@@ -77,5 +139,9 @@ pub(crate) async fn logs(
         }
     };
     s.call_more("Logs", &params, each).await?;
-    failed.map_or(Ok(()), Err)
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    gathered.reverse();
+    print_entries(&name, &gathered, format)
 }

@@ -14,6 +14,7 @@ use crate::session::Session;
 mod attach;
 mod images;
 mod logs;
+mod monitor;
 mod profiles;
 mod units;
 
@@ -110,14 +111,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Security { unit, threshold } => {
             return profiles::security(&mut s, unit, threshold).await;
         }
+        Command::Monitor => monitor::monitor(&mut s).await?,
         Command::Logs {
             unit,
             follow,
             lines,
+            since,
+            until,
+            reverse,
             output,
         } => {
             let format = if s.json { LogFormat::Json } else { output };
-            logs::logs(&mut s, unit, follow, lines, format).await?
+            let request = logs::LogsRequest {
+                unit,
+                follow,
+                lines,
+                since,
+                until,
+                reverse,
+            };
+            logs::logs(&mut s, request, format).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -477,6 +477,8 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
         unit,
         lines: Some(10),
         follow: None,
+        since_usec: None,
+        until_usec: None,
     };
     let entries = match s.call::<_, LogsReply>("Logs", &params).await {
         Ok(logs) => logs.entries,

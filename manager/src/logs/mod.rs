@@ -1,7 +1,7 @@
 //! A unit's captured output on disk: reading it back ([`reader`]: the last N records, and
-//! following new ones), moving a full log aside ([`rotation`]) and keeping replies small
-//! ([`reply_size`]); and what berthd asks of forwarding it to the host's journal
-//! ([`journal_fields`]).
+//! following new ones), moving a full log aside ([`rotation`]), keeping replies small
+//! ([`reply_size`]) and keeping a time window ([`window`]); and what berthd asks of forwarding
+//! it to the host's journal ([`journal_fields`]).
 
 pub mod journal_fields;
 mod reader;
@@ -9,6 +9,7 @@ mod reply_size;
 mod rotation;
 #[cfg(test)]
 mod test_log;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use berth_protocol::log_line;
 pub use reader::{Cursor, FileId, TailRange, read_next, read_range, tail_range};
 pub use reply_size::newest_within;
 pub use rotation::{abandon_rotation, begin_rotation, finish_rotation, interrupted_rotation};
+pub use window::{TimeWindow, count_in};
 
 /// Most bytes read from the end of a log for one `logs` call.
 pub const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
