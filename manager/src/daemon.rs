@@ -147,7 +147,7 @@ impl Manager {
 
     pub fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
-        self.monitors.observe(|| self.list());
+        self.monitors.observe(|| self.list_without_usage());
     }
 
     /// Canonical unit name: `hello` means `hello.service`.
@@ -166,13 +166,23 @@ impl Manager {
     }
 
     pub fn status(&self, unit: &Unit) -> UnitStatus {
+        self.status_of(unit, true)
+    }
+
+    /// [`Self::status`], reading the cgroup's accounting files only `with_usage` (`Monitor`
+    /// compares every unit on every change and needs none of it).
+    fn status_of(&self, unit: &Unit, with_usage: bool) -> UnitStatus {
         let profile = self
             .attachments
             .get(&unit.image)
             .map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
-        let usage = unit.lifecycle().main_pid().and_then(|pid| {
-            crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
-        });
+        let usage = unit
+            .lifecycle()
+            .main_pid()
+            .filter(|_| with_usage)
+            .and_then(|pid| {
+                crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
+            });
         let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
         UnitStatus {
             unit: unit.name.clone(),
@@ -205,11 +215,17 @@ impl Manager {
     }
 
     pub fn list(&self) -> Vec<UnitStatus> {
-        self.units
-            .values()
-            .filter(|u| !self.is_idle_instance(u))
-            .map(|u| self.status(u))
-            .collect()
+        self.listed().map(|u| self.status(u)).collect()
+    }
+
+    /// [`Self::list`] without the accounting (see [`Self::status_of`]).
+    pub fn list_without_usage(&self) -> Vec<UnitStatus> {
+        self.listed().map(|u| self.status_of(u, false)).collect()
+    }
+
+    /// The units `list` shows.
+    fn listed(&self) -> impl Iterator<Item = &Unit> {
+        self.units.values().filter(|u| !self.is_idle_instance(u))
     }
 
     /// The units attached from image `name`, and the instances made of its templates.

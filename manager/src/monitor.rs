@@ -141,7 +141,7 @@ pub fn stream(shared: Shared, more: bool) -> berth_varlink::service::Outcome {
     use berth_varlink::service::{Outcome, stream_item};
     let (receiver, first) = {
         let m = shared.borrow();
-        m.monitors.subscribe(m.list())
+        m.monitors.subscribe(m.list_without_usage())
     };
     let reply = |events, lost| MonitorReply { events, lost };
     if !more {
@@ -166,7 +166,7 @@ async fn next_batch(
 ) -> Option<(Vec<UnitEvent>, Option<i64>)> {
     use broadcast::error::{RecvError, TryRecvError};
     let lagged = |n: u64| {
-        let units = shared.borrow().list();
+        let units = shared.borrow().list_without_usage();
         Some((current(units), Some(i64::try_from(n).unwrap_or(i64::MAX))))
     };
     let first = match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
