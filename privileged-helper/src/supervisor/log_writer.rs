@@ -1,7 +1,9 @@
 //! The log file's writer: a thread of its own behind a bounded queue, so that a slow, stalled or
-//! full disk never holds the poll loop, and so never the service writing to its pipes. When the
-//! queue is full the loop drops whole records and counts them, and a record saying how many
-//! lines were dropped takes their place in the log as soon as the writer can write it.
+//! full disk never holds the poll loop, and so never the service writing to its pipes, for
+//! long. When the queue is full the loop waits for room only while the writer keeps up (it
+//! finished a write in the last [`KEEP_UP`]: a writer that merely waited for a CPU on a busy
+//! host); otherwise it drops whole records and counts them, and a record saying how many lines
+//! were dropped takes their place in the log as soon as the writer can write it.
 //!
 //! The thread is started by [`LogWriter::start`] once the supervisor no longer forks (init is
 //! forked before it) and before it gives up root (it needs CAP_SYS_ADMIN to undo the pid
@@ -22,6 +24,10 @@ pub(super) const QUEUE_BYTES: usize = 256 * 1024;
 const STACK_BYTES: usize = 64 * 1024;
 /// Longest wait for the writer to take a new log file or to write out the queue at the end.
 const HANDOVER_WAIT: Duration = Duration::from_millis(500);
+/// How recently the writer must have finished a write for a full queue to be waited for
+/// rather than dropped: a write to the page cache takes well under a millisecond, and the
+/// kernel's dirty-page throttling pauses a writer for up to 200 ms at a time.
+pub(super) const KEEP_UP: Duration = Duration::from_millis(100);
 /// Pause after a failed write before the writer tries again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
@@ -41,6 +47,8 @@ struct Queue {
     idle: bool,
     /// The writer's last write ended inside a record: the next write starts a new line first.
     torn: bool,
+    /// When the writer last finished a write or found nothing to do.
+    progress: Option<Instant>,
 }
 
 struct Channel {
@@ -73,6 +81,7 @@ impl LogWriter {
             channel: Arc::new(Channel {
                 queue: Mutex::new(Queue {
                     idle: true,
+                    progress: Some(Instant::now()),
                     ..Queue::default()
                 }),
                 wake: Condvar::new(),
@@ -116,19 +125,28 @@ impl LogWriter {
         }
     }
 
-    /// Queues whole `records` (each ending in a newline), or drops and counts them when the
-    /// queue has no room. Returns true when this call dropped lines.
+    /// Queues whole `records` (each ending in a newline); when the queue has no room, waits
+    /// for it while the writer keeps up (see [`KEEP_UP`]), else drops and counts them. Returns
+    /// true when this call dropped lines.
     pub(super) fn push(&self, records: &[u8]) -> bool {
         if let Some(log) = &self.inline {
             let mut q = self.channel.lock();
             return write_inline(log, &mut q, records);
         }
         let mut q = self.channel.lock();
-        if q.records.len() + records.len() > QUEUE_BYTES {
-            let lines = count_lines(records);
-            q.lost += lines;
-            q.dropped += lines;
-            return lines > 0;
+        while !q.records.is_empty() && q.records.len() + records.len() > QUEUE_BYTES {
+            let keeps_up_until = q.progress.unwrap_or_else(Instant::now) + KEEP_UP;
+            let left = keeps_up_until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let lines = count_lines(records);
+                q.lost += lines;
+                q.dropped += lines;
+                return lines > 0;
+            }
+            q = match self.channel.wake.wait_timeout(q, left) {
+                Ok((q, _)) => q,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
         q.records.extend_from_slice(records);
         q.idle = false;
@@ -230,6 +248,7 @@ fn write_loop(channel: &Channel, mut log: OwnedFd) {
                 q.records = Vec::new();
             }
             q.idle = true;
+            q.progress = Some(Instant::now());
             channel.wake.notify_all();
             q = match channel.wake.wait(q) {
                 Ok(q) => q,
@@ -249,8 +268,11 @@ fn write_loop(channel: &Channel, mut log: OwnedFd) {
         q.records.clear();
         batch.extend_from_slice(&note_for(std::mem::take(&mut q.lost)));
         drop(q);
-        if let Err(written) = write_all(&log, &batch) {
-            let mut q = channel.lock();
+        let written = write_all(&log, &batch);
+        let mut q = channel.lock();
+        q.progress = Some(Instant::now());
+        channel.wake.notify_all();
+        if let Err(written) = written {
             let lines = count_lines(&batch[written..]);
             q.failed += lines;
             q.dropped += lines;
@@ -395,6 +417,37 @@ mod tests {
         let got = texts(&log);
         assert_eq!(got.last(), Some(&note));
         assert_eq!(got.len() as u64 - 1 + dropped, pushed);
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_for_while_the_writer_keeps_up() {
+        // A reader that takes 64 KiB every millisecond: slower than the pushes, never stalled.
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0;
+            while let Ok(n) = rustix::io::read(&read, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            total
+        });
+        let mut writer = LogWriter::new(write);
+        writer.start();
+        let line = record(&"x".repeat(1000));
+
+        for _ in 0..4_000 {
+            writer.push(&line);
+        }
+        writer.drain();
+
+        assert_eq!(writer.dropped(), 0);
+        drop(writer);
+        // The thread holds the pipe's write end: it is not joined, so the reader is not either.
+        drop(reader);
     }
 
     #[test]
