@@ -35,15 +35,17 @@ fn image(h: &Harness, name: &str, unit: &str) {
         .unwrap();
 }
 
-/// The time (`usec`) of the log line of `unit` that holds `text` (`logs -o json`: one object
-/// per line).
+/// The time (microseconds) of the log line of `unit` that holds `text` (`logs -o json`: one
+/// object per line, with journald's field names).
 fn logged_at(h: &Harness, unit: &str, text: &str) -> i64 {
     let out = h.berth_ok(&["logs", "-o", "json", unit]).unwrap();
     out.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|e| e["text"].as_str().is_some_and(|t| t.contains(text)))
-        .unwrap_or_else(|| panic!("no '{text}' in the log of {unit}: {out}"))["usec"]
-        .as_i64()
+        .find(|e| e["MESSAGE"].as_str().is_some_and(|t| t.contains(text)))
+        .unwrap_or_else(|| panic!("no '{text}' in the log of {unit}: {out}"))
+        ["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
         .unwrap()
 }
 
