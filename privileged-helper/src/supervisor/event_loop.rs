@@ -74,6 +74,7 @@ impl Supervisor {
         control: ControlSocket,
         log: OwnedFd,
         sandbox: Sandbox,
+        journal: Option<Journal>,
     ) -> Self {
         let mut log = LogWriter::new(log);
         log.start();
@@ -82,10 +83,7 @@ impl Supervisor {
             pid: rustix::process::getpid().as_raw_pid() as u32,
             control,
             log,
-            journal: spec
-                .journal
-                .as_ref()
-                .and_then(|target| Journal::connect(target, &spec.unit)),
+            journal,
             drops_reported: (0, Instant::now()),
             outputs: [
                 Output {

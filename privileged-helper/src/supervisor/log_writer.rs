@@ -6,10 +6,9 @@
 //! were dropped takes their place in the log as soon as the writer can write it.
 //!
 //! The thread is started by [`LogWriter::start`] once the supervisor no longer forks (init is
-//! forked before it) and before it gives up root (it needs CAP_SYS_ADMIN to undo the pid
-//! namespace unshared for init). Credentials are per thread in the kernel: the privilege drop
-//! must be process-wide (glibc's `setresuid` family, or the raw call in every thread), or the
-//! writer thread keeps root.
+//! forked before it) and after it has given up root (credentials are per thread in the kernel:
+//! a thread started earlier would keep root); [`own_pid_namespace_for_children`] must have run
+//! before that drop.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -99,12 +98,6 @@ impl LogWriter {
         let Some(log) = self.inline.take() else {
             return;
         };
-        // The kernel refuses a thread while new children would go to another pid namespace
-        // (init's, unshared before it was forked): new children go to ours again first.
-        if own_pid_namespace_for_children().is_err() {
-            self.inline = Some(log);
-            return;
-        }
         let channel = Arc::clone(&self.channel);
         let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedFd>(1);
         let spawned = std::thread::Builder::new()
@@ -220,8 +213,11 @@ impl LogWriter {
 }
 
 /// Makes this process's future children (and threads) start in its own pid namespace, undoing
-/// the `unshare(CLONE_NEWPID)` that placed init in a new one. Needs CAP_SYS_ADMIN.
-fn own_pid_namespace_for_children() -> std::io::Result<()> {
+/// the `unshare(CLONE_NEWPID)` that placed init in a new one: the kernel refuses a thread while
+/// new children would go to another pid namespace. Needs CAP_SYS_ADMIN, so it is called before
+/// the supervisor gives up root; without it [`LogWriter::start`] gets no thread and the loop
+/// writes the log itself.
+pub(super) fn own_pid_namespace_for_children() -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
     let own = rustix::fs::open(

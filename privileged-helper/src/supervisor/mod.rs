@@ -153,6 +153,13 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
             return Err(failure);
         }
     };
+    // What needs root goes before the drop: the journal's socket, and our own pid namespace
+    // back for new children, without which no log writer thread can start.
+    let journal = spec
+        .journal
+        .as_ref()
+        .and_then(|target| journal::Journal::connect(target, &spec.unit));
+    let _ = log_writer::own_pid_namespace_for_children();
     // Before any thread starts (credentials are per thread), and before `launch` hears of
     // the service: no supervisor runs as root past its launch.
     let manager = privileges::Manager {
@@ -164,7 +171,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         control.remove();
         return Err(Failure::setup(e.to_string(), e.errno()));
     }
-    let mut sup = Supervisor::new(spec, control, log, sandbox);
+    let mut sup = Supervisor::new(spec, control, log, sandbox, journal);
     match sup.begin(spec) {
         Ok(pid) => Ok((sup, pid)),
         Err(failure) => {
