@@ -2,7 +2,9 @@
 # Installs what berth's build, demo and tests need on Debian 12, and creates the berth user.
 # Idempotent; run as root.
 set -euo pipefail
-packages=(busybox-static squashfs-tools erofs-utils e2fsprogs bubblewrap util-linux fdisk gcc libc6-dev file python3 tar gzip zstd)
+# systemd: systemd-analyze (the security oracle), systemd-creds (encrypted credentials),
+# systemd-journald and journalctl (log forwarding), systemd-socket-activate (berthd.socket).
+packages=(busybox-static squashfs-tools erofs-utils e2fsprogs bubblewrap util-linux fdisk gcc libc6-dev file python3 tar gzip zstd systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
