@@ -25,7 +25,9 @@ if [ "$status" = 0 ]; then
     BERTH_BENCH_SECONDS=2 BERTH_BENCH_HOSTILE=2 BERTH_BENCH_PARTIAL_CONNS=4 \
       cargo bench --quiet -p berth-integration --bench hostile_clients &&
     BERTH_BENCH_RUNS=3 BERTH_BENCH_BIG_MB=100 \
-      cargo bench --quiet -p berth-integration --bench attach_cost; } || bench_status=$?
+      cargo bench --quiet -p berth-integration --bench attach_cost &&
+    BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench restart_latency; } ||
+    bench_status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
