@@ -48,7 +48,7 @@ fn build(dir: &Path, name: &str, megabytes: u64) -> Result<PathBuf> {
     let tree = ImageBuilder::new(&dir.join("trees").join(name))
         .unit(
             &format!("{name}.service"),
-            "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
         )
         .build()?;
     write_noise(&tree.join("usr/payload"), megabytes * 1_000_000)?;

@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     // No rotation during the run: the log must take all of it, to be measured.
     let h = Harness::start_with_config(&format!("log_max_bytes = {}\n", 4 * bytes))?;
     let unit = format!(
-        "[Service]\nType=oneshot\n\
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\n\
          ExecStart=/bin/sh -c '/bin/busybox yes {LINE} | /bin/head -c {bytes}'\n"
     );
     ImageBuilder::new(&h.images_dir().join("flood"))
