@@ -30,12 +30,13 @@ fn up_times(h: &Harness) -> Result<Vec<u64>> {
     let mut times = Vec::new();
     for line in out.lines() {
         let entry: serde_json::Value = serde_json::from_str(line).context("a log line")?;
-        if entry["text"] != "up" {
+        // `berth logs -o json` uses journald's field names.
+        if entry["MESSAGE"] != "up" {
             continue;
         }
-        let usec = entry["usec"]
-            .as_u64()
-            .or_else(|| entry["__REALTIME_TIMESTAMP"].as_str()?.parse().ok())
+        let usec = entry["__REALTIME_TIMESTAMP"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
             .context("a log line without its time")?;
         times.push(usec);
     }
