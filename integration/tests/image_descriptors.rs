@@ -63,6 +63,7 @@ fn attach_call(
             force: None,
             extensions: Some(extensions.iter().map(|e| e.to_string()).collect()),
             enable: None,
+            ports: None,
         };
         client.call("io.berth.Manager.Attach", &params, fds).await
     })

@@ -211,6 +211,11 @@ impl Manager {
             tasks: number(usage.as_ref().and_then(|u| u.tasks)),
             log_dropped: unit.log_dropped.and_then(|n| i64::try_from(n).ok()),
             resource_notes: usage.map(|u| u.notes),
+            // Filled in by the image-users and persistent-/var work (issue 9).
+            user: None,
+            uid_block: None,
+            var_path: None,
+            ports: None,
         }
     }
 

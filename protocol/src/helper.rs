@@ -26,6 +26,23 @@ pub const SPAWN_FDS: [&str; 3] = [
     "supervisor socket directory",
 ];
 
+/// The fds a `Spawn` call carries between the service directories' parents and the extension
+/// roots, in order, each only when `sandbox` asks for it: the attachment's persistent /var
+/// directory (`STATE/var/<image>/`, owned by berthd's user, mode 0700; the helper keeps the
+/// overlay's `upper/` and `work/` in it), then berthd's current copies of the host's
+/// `/etc/resolv.conf` and `/etc/hosts` (regular files, bound read-only).
+pub fn spawn_extra_fds(sandbox: &SandboxSpec) -> Vec<&'static str> {
+    let mounts = &sandbox.mounts;
+    [
+        (mounts.persistent_var, "persistent /var directory"),
+        (mounts.host_files.resolv_conf, "resolv.conf copy"),
+        (mounts.host_files.hosts, "hosts copy"),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, label)| wanted.then_some(label))
+    .collect()
+}
+
 /// Most extension images one service may have layered over its image.
 pub const MAX_EXTENSIONS: usize = 16;
 

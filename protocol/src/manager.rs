@@ -127,6 +127,21 @@ pub struct UnitStatus {
     pub log_dropped: Option<i64>,
     // What of the unit's resource limits the host could not apply, in words.
     pub resource_notes: Option<Vec<String>>,
+    // The image's user the service runs as (`redis`; `root` of its own namespace without
+    // User=); null for a dynamic user.
+    #[serde(default)]
+    pub user: Option<String>,
+    // The attachment's block of host uids: inside, 0-65535 are `first` onwards on the host;
+    // null for a dynamic user.
+    #[serde(default)]
+    pub uid_block: Option<crate::sandbox::UidBlock>,
+    // Where the attachment's persistent /var lives on the host (`STATE/var/<image>`); null
+    // when the unit has none.
+    #[serde(default)]
+    pub var_path: Option<String>,
+    // Ports below 1024 the attachment was granted (`berth attach --port`).
+    #[serde(default)]
+    pub ports: Option<Vec<i64>>,
 }
 
 /// One captured output line.
@@ -221,6 +236,10 @@ pub struct AttachParams {
     // Enable every unit attached (they start when berthd starts at boot, as `Enable`).
     #[serde(default)]
     pub enable: Option<bool>,
+    // Ports below 1024 the attachment's services may bind on the host's network
+    // (`--port`); kept across reattach. Each 1 to 1023.
+    #[serde(default)]
+    pub ports: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -247,6 +266,10 @@ pub struct DetachParams {
     pub now: Option<bool>,
     // The extensions the image was attached with, in the same order (none if omitted).
     pub extensions: Option<Vec<String>>,
+    // Remove the attachment's persistent /var (`STATE/var/<image>`) too; without it the
+    // state stays for the next attach of the image.
+    #[serde(default)]
+    pub clean: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, introspect::Type)]
@@ -718,6 +741,7 @@ pub fn description() -> String {
         .custom_type::<ImagePartition>()
         .custom_type::<ImageVerity>()
         .custom_type::<UnitStatus>()
+        .custom_type::<crate::sandbox::UidBlock>()
         .custom_type::<LogEntry>()
         .custom_type::<UnitEvent>()
         .custom_type::<UnitSource>()

@@ -51,6 +51,62 @@ pub struct SandboxSpec {
     // LoadCredential=, LoadCredentialEncrypted=, SetCredential=: files on a private tmpfs at
     // `$CREDENTIALS_DIRECTORY` (`/run/credentials/UNIT`), mode 0400, owned by the service.
     pub credentials: Vec<Credential>,
+    // Ports below 1024 the admin granted the attachment (`berth attach --port`): on the host's
+    // network the service may bind them (TCP or UDP, IPv4 or IPv6), and no other port below
+    // 1024. The supervisor intercepts bind(2) with a seccomp user notification and binds the
+    // service's own socket for it (pidfd_getfd); the helper's floor allows only the ports of
+    // helper.toml's `grantable_ports`. Empty: no interception at all.
+    #[serde(default)]
+    pub privileged_ports: Vec<u16>,
+    // syslog(3) to `/dev/log` and the journal's native socket
+    // (`/run/systemd/journal/socket`, and `/run/systemd/journal/dev-log`) are sockets of the
+    // supervisor in the sandbox: what the service logs through them lands in its own log,
+    // with its priority, like its stdout.
+    #[serde(default)]
+    pub capture_log_sockets: bool,
+}
+
+/// The size of every attachment's block of host uids (and gids): inside its user namespace a
+/// service sees ids 0 to 65535, as a full Linux system has them.
+pub const UID_BLOCK_SIZE: u32 = 65536;
+
+/// An attachment's private block of host uids and gids (DESIGN.md §5): the service's user
+/// namespace maps 0..`size` inside onto `first`..`first + size` on the host, the image is
+/// mounted idmapped the same way, so its files keep their owners inside. berthd hands out
+/// blocks from its configured range; the floor checks that the block lies in helper.toml's
+/// `user_blocks` range, aligned, clear of `/etc/subuid`, `/etc/subgid` and the host databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct UidBlock {
+    pub first: u32,
+    // Always [`UID_BLOCK_SIZE`].
+    pub size: u32,
+}
+
+impl UidBlock {
+    /// The block that starts at `first`, of [`UID_BLOCK_SIZE`] ids.
+    pub fn at(first: u32) -> UidBlock {
+        UidBlock {
+            first,
+            size: UID_BLOCK_SIZE,
+        }
+    }
+
+    /// The host id of `inside` (an id of the service's user namespace), if the block has it.
+    pub fn host_id(&self, inside: u32) -> Option<u32> {
+        (inside < self.size).then(|| self.first.checked_add(inside))?
+    }
+
+    /// The id inside the service's user namespace of host id `host`, if it lies in the block.
+    pub fn inside_id(&self, host: u32) -> Option<u32> {
+        host.checked_sub(self.first)
+            .filter(|inside| *inside < self.size)
+    }
+
+    /// The last host id of the block.
+    pub fn last(&self) -> u32 {
+        self.first.saturating_add(self.size.saturating_sub(1))
+    }
 }
 
 /// The cgroup limits of a service, resolved to numbers by berthd (a percentage of
@@ -114,21 +170,42 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// Who the service runs as.
+/// Who the service runs as. All ids are host ids: with a `user_block`, `uid` is the block's
+/// first id plus the image user's uid (what the service sees inside its user namespace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
-    // The dynamic uid and gid (the floor allows only its range).
+    // The dynamic uid and gid (the floor allows only its range), or, with `user_block`, the
+    // host ids of the image's user and group (User=, Group=; root of the namespace without).
     pub uid: u32,
     pub gid: u32,
-    // SupplementaryGroups=, as gids of the same range.
+    // SupplementaryGroups=, as gids of the same range (or of the block).
     pub supplementary_groups: Vec<u32>,
     // PrivateUsers=: a user namespace in which only root, the service's uid and nobody exist,
     // with /etc/passwd and /etc/group synthesized to match.
     pub private_users: bool,
     // The user and group name the service's uid gets in the synthesized databases (the
-    // unit's name, as DynamicUser= does).
+    // unit's name, as DynamicUser= does); with `user_block`, the image user's name (display
+    // only: the image's own /etc/passwd is what the service reads).
     pub user_name: String,
+    // The image's own users (DESIGN.md §5): the service runs in a user namespace that maps
+    // 0-65535 onto this block, owned by berthd's uid (so that the supervisor, running as it,
+    // may pidfd_getfd the service's sockets), with the image (and its extensions, and the
+    // lower layer of the persistent /var) mounted idmapped onto it. `None`: a transient
+    // dynamic user (DynamicUser=yes, or a profile before level 3; PrivateUsers=yes adds its
+    // three-user namespace). With a block, PrivateUsers=yes keeps its three-user meaning:
+    // the service's namespace maps only root, its own uid and gids (onto their block ids);
+    // every other id, of the image or the host, shows as nobody.
+    #[serde(default)]
+    pub user_block: Option<UidBlock>,
+}
+
+impl Identity {
+    /// The host uid that is root in the service's user namespace: the block's first id, or
+    /// host root (0) for a service without a block (no namespace of its own ids).
+    pub fn namespace_root(&self) -> u32 {
+        self.user_block.map_or(0, |b| b.first)
+    }
 }
 
 /// Namespaces besides the pid, mount and cgroup ones, which every sandbox has.
@@ -168,6 +245,33 @@ pub struct MountPlan {
     // BindPaths= and BindReadOnlyPaths=.
     pub bind_paths: Vec<BindPath>,
     pub temporary_filesystems: Vec<TemporaryFileSystem>,
+    // The attachment's persistent /var (DESIGN.md §5): an overlay with the image's /var as
+    // its lower layer and an upper layer in the directory berthd passes with the spawn
+    // (`STATE/var/<image>/`, see [`crate::helper::spawn_extra_fds`]); it survives restarts and
+    // reattach. Without it /var is the image's, read-only. ProtectSystem=strict still makes it
+    // read-only but for ReadWritePaths=.
+    #[serde(default)]
+    pub persistent_var: bool,
+    // The host's files bound read-only over the image's placeholders.
+    #[serde(default)]
+    pub host_files: HostFiles,
+}
+
+/// Host files a service sees in place of the image's (portable services' integration):
+/// each is bound read-only over the image's file of that name, which must exist (an empty
+/// placeholder, by the portable conventions); an image without it is left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
+#[serde(deny_unknown_fields)]
+pub struct HostFiles {
+    // `/etc/resolv.conf`, from a copy berthd keeps current in place (a host that replaces its
+    // resolv.conf, as resolvers and DHCP clients do, is seen by running services: systemd
+    // #17155); the copy travels with the spawn.
+    pub resolv_conf: bool,
+    // `/etc/hosts`, likewise, and only where the image's own is empty.
+    pub hosts: bool,
+    // `/etc/machine-id` and `/etc/localtime`: the helper opens the host's own.
+    pub machine_id: bool,
+    pub localtime: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, introspect::CustomType)]
@@ -474,6 +578,7 @@ impl SandboxSpec {
                 supplementary_groups: Vec::new(),
                 private_users: false,
                 user_name: user_name.to_owned(),
+                user_block: None,
             },
             namespaces: Namespaces {
                 private_network: false,
@@ -497,6 +602,8 @@ impl SandboxSpec {
                 inaccessible_paths: Vec::new(),
                 bind_paths: Vec::new(),
                 temporary_filesystems: Vec::new(),
+                persistent_var: false,
+                host_files: HostFiles::default(),
             },
             capabilities: Capabilities {
                 bounding: Vec::new(),
@@ -533,6 +640,8 @@ impl SandboxSpec {
             remove_ipc: true,
             resources: Resources::default(),
             credentials: Vec::new(),
+            privileged_ports: Vec::new(),
+            capture_log_sockets: false,
         }
     }
 }
@@ -542,6 +651,8 @@ pub fn describe(builder: crate::idl::InterfaceBuilder) -> crate::idl::InterfaceB
     builder
         .custom_type::<SandboxSpec>()
         .custom_type::<Identity>()
+        .custom_type::<UidBlock>()
+        .custom_type::<HostFiles>()
         .custom_type::<Namespaces>()
         .custom_type::<MountPlan>()
         .custom_type::<ProtectSystem>()
@@ -584,5 +695,29 @@ mod credential_tests {
             shown.contains("<7 bytes>") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+}
+
+#[cfg(test)]
+mod uid_block_tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_block_maps_inside_ids_onto_its_host_ids_and_back() {
+        let block = UidBlock::at(524_288);
+
+        assert_eq!(block.host_id(100), Some(524_388));
+        assert_eq!(block.inside_id(524_388), Some(100));
+        assert_eq!(block.last(), 589_823);
+    }
+
+    #[test]
+    fn ids_outside_a_uid_block_have_no_counterpart() {
+        let block = UidBlock::at(524_288);
+
+        assert_eq!(block.host_id(65_536), None);
+        assert_eq!(block.inside_id(524_287), None);
+        assert_eq!(block.inside_id(589_824), None);
+        assert_eq!(UidBlock::at(u32::MAX - 10).host_id(100), None);
     }
 }

@@ -46,6 +46,7 @@ pub(crate) async fn attach(
         force: Some(force),
         extensions: Some(extension_args),
         enable: Some(enable),
+        ports: None,
     };
     let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {
@@ -83,6 +84,7 @@ pub(crate) async fn detach(
         image: image_arg(&image)?,
         now: Some(now),
         extensions: Some(image_args(&extensions)?),
+        clean: None,
     };
     let reply: DetachReply = s.call("Detach", &params).await?;
     if s.json {

@@ -73,6 +73,7 @@ mod tests {
             supplementary_groups: vec![61502],
             private_users: false,
             user_name: "web".into(),
+            user_block: None,
         }
     }
 

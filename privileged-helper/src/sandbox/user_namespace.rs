@@ -203,6 +203,7 @@ mod tests {
             supplementary_groups: supplementary.to_vec(),
             private_users: true,
             user_name: "web".into(),
+            user_block: None,
         }
     }
 

@@ -100,6 +100,7 @@ mod tests {
             supplementary_groups: groups.to_vec(),
             private_users: false,
             user_name: "web".into(),
+            user_block: None,
         }
     }
 
