@@ -25,8 +25,8 @@ pub(crate) enum FsParam<'a> {
     Fd(&'a CStr, BorrowedFd<'a>),
 }
 
-/// What [`MountSyscalls::node`] tells of a file: its type, permission bits, owner and, for
-/// a device, its number.
+/// What [`MountSyscalls::node`] tells of a file: its type, permission bits, owner, size and,
+/// for a device, its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Node {
     pub kind: FileType,
@@ -34,6 +34,7 @@ pub(crate) struct Node {
     pub uid: u32,
     pub gid: u32,
     pub rdev: u64,
+    pub size: u64,
 }
 
 #[cfg(test)]
@@ -45,6 +46,7 @@ impl Node {
             uid: 0,
             gid: 0,
             rdev: 0,
+            size: 0,
         }
     }
 }
@@ -338,6 +340,7 @@ impl MountSyscalls for LinuxSyscalls {
             uid: st.st_uid,
             gid: st.st_gid,
             rdev: st.st_rdev,
+            size: u64::try_from(st.st_size).unwrap_or(0),
         })
     }
 

@@ -240,6 +240,7 @@ mod tests {
             uid: 0,
             gid: 0,
             rdev: libc::makedev(10, 229),
+            size: 0,
         }
     }
 
