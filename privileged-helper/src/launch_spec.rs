@@ -58,6 +58,35 @@ pub struct LaunchFds {
     /// The service directories kept on the host, created and re-owned to the service's uid
     /// (see `sandbox::directories`), in the order they are bound.
     pub directories: Vec<crate::sandbox::directories::PreparedDirectory>,
+    /// berthd's copies of the host's resolv.conf and hosts, as the spec asks for them.
+    pub host_files: HostFileFds,
+}
+
+/// berthd's copies of the host's `/etc/resolv.conf` and `/etc/hosts` (regular files it keeps
+/// current in place), each present when the spec's `mounts.host_files` asks for it.
+#[derive(Debug, Default)]
+pub struct HostFileFds {
+    pub resolv_conf: Option<OwnedFd>,
+    pub hosts: Option<OwnedFd>,
+}
+
+impl HostFileFds {
+    /// The same, every descriptor moved above stdio and close-on-exec.
+    pub fn above_stdio(self) -> std::io::Result<HostFileFds> {
+        let lift = |fd: Option<OwnedFd>| fd.map(crate::sandbox::sys::above_stdio).transpose();
+        Ok(HostFileFds {
+            resolv_conf: lift(self.resolv_conf)?,
+            hosts: lift(self.hosts)?,
+        })
+    }
+
+    pub fn raw_fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
+        use std::os::fd::AsRawFd;
+        [&self.resolv_conf, &self.hosts]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_raw_fd())
+    }
 }
 
 /// What the caller learns once the service's main process has exec'd (or failed to).

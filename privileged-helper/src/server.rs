@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::config::FloorPolicy;
 use crate::image_mount;
+use crate::launch_spec::LaunchFds;
 use crate::manager_access::Credentials;
 use crate::sandbox;
 use crate::socket_dir::{SocketDir, SocketDirError};
@@ -77,7 +78,14 @@ impl HelperInterface {
             let parents = self
                 .policy
                 .check_directory_fds(&mut fds, &kinds, &manager)?;
-            Ok((spec, self.policy.check_spawn_fds(fds, &manager)?, parents))
+            let extra = self
+                .policy
+                .check_extra_fds(&mut fds, &spec.sandbox, &manager)?;
+            let launch = LaunchFds {
+                host_files: extra.host_files,
+                ..self.policy.check_spawn_fds(fds, &manager)?
+            };
+            Ok((spec, launch, parents))
         });
         let (spec, mut fds, parents) = match checked {
             Ok(v) => v,

@@ -5,6 +5,7 @@
 //! only from the dynamic range and never a user or group of the host database, image roots only
 //! from allowed directories, bounded sizes, no NUL bytes, fds of the right type and owner.
 
+mod extra_fds;
 mod image;
 mod program;
 mod release;
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::SpawnParams;
 use rustix::fs::{FileType, Mode, OFlags};
+
+pub use extra_fds::ExtraFds;
 
 use crate::launch_spec::{JournalTarget, LaunchFds, LaunchSpec};
 use crate::manager_access::{self, Credentials};
@@ -144,6 +147,7 @@ impl FloorPolicy {
             control_dir,
             extensions,
             directories: Vec::new(),
+            host_files: Default::default(),
         })
     }
 

@@ -95,6 +95,7 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
                 .into_iter()
                 .map(PreparedDirectory::above_stdio)
                 .collect::<Result<_, _>>()?,
+            host_files: fds.host_files.above_stdio()?,
         })
     })();
     let fds = lifted.unwrap_or_else(|e| fail(&report, "move descriptors", e));
@@ -106,6 +107,7 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
     ];
     keep.extend(fds.extensions.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(fds.directories.iter().map(|d| d.fd.as_raw_fd()));
+    keep.extend(fds.host_files.raw_fds());
     // SAFETY: this is the freshly forked supervisor; the descriptors closed belong to helper
     // objects it never touches again (it only leaves through sys::exit).
     if let Err(e) = unsafe { sys::close_fds_except(&keep) } {
@@ -135,6 +137,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         control_dir,
         extensions,
         directories,
+        host_files,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
     // Read as root before the sandbox exists; init writes them into it.
@@ -146,7 +149,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
                 return Err(e.into_failure());
             }
         };
-    let sandbox = match spawn::spawn(spec, root, extensions, directories, credentials) {
+    let sandbox = match spawn::spawn(spec, root, extensions, directories, host_files, credentials) {
         Ok(sandbox) => sandbox,
         Err(failure) => {
             control.remove();

@@ -10,7 +10,7 @@ use rustix::process::{Pid, PidfdFlags};
 
 use super::exit::decode_wait;
 use super::notify;
-use crate::launch_spec::LaunchSpec;
+use crate::launch_spec::{HostFileFds, LaunchSpec};
 use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
 use crate::sandbox::credentials_dir::LoadedCredentials;
 use crate::sandbox::directories::PreparedDirectory;
@@ -53,6 +53,7 @@ pub(super) fn spawn(
     root: OwnedFd,
     extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
+    host_files: HostFileFds,
     credentials: LoadedCredentials,
 ) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
@@ -107,6 +108,7 @@ pub(super) fn spawn(
                 root,
                 extensions,
                 directories,
+                host_files,
                 stdout: stdout_w,
                 stderr: stderr_w,
                 channel: channel_w,
@@ -123,6 +125,7 @@ pub(super) fn spawn(
         root,
         extensions,
         directories,
+        host_files,
         stdout_w,
         stderr_w,
         channel_w,

@@ -35,7 +35,7 @@ use super::{
     Failure, cgroup, credentials, landlock, mounts, namespaces, notify_socket, process_name,
     rlimits, seccomp, sys, user_namespace,
 };
-use crate::launch_spec::LaunchSpec;
+use crate::launch_spec::{HostFileFds, LaunchSpec};
 use channel::Report;
 
 /// Descriptors init receives from the supervisor; all CLOEXEC.
@@ -45,6 +45,8 @@ pub(crate) struct InitFds {
     pub extensions: Vec<OwnedFd>,
     /// The service directories kept on the host, ready to bind.
     pub directories: Vec<PreparedDirectory>,
+    /// berthd's copies of the host's resolv.conf and hosts (`mounts/host_files.rs`).
+    pub host_files: HostFileFds,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     /// The channel to the supervisor (`channel.rs`).
@@ -92,6 +94,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         root,
         extensions,
         directories,
+        host_files,
         stdout,
         stderr,
         channel,
@@ -109,13 +112,24 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     keep.extend(directories.iter().map(|d| d.fd.as_raw_fd()));
     keep.extend(cgroup_procs.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(notify.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(host_files.raw_fds());
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
     let result = closed
         .map_err(|e| Failure::setup("close inherited descriptors", e))
         .and_then(|()| join_cgroup(cgroup_procs))
-        .and_then(|()| setup(spec, root, extensions, directories, notify, credentials));
+        .and_then(|()| {
+            setup(
+                spec,
+                root,
+                extensions,
+                directories,
+                host_files,
+                notify,
+                credentials,
+            )
+        });
     match result {
         Ok(template) => executor::serve(
             spec,
@@ -168,6 +182,7 @@ fn setup(
     root: OwnedFd,
     mut extensions: Vec<OwnedFd>,
     directories: Vec<PreparedDirectory>,
+    host_files: HostFileFds,
     notify: Option<OwnedFd>,
     credentials: LoadedCredentials,
 ) -> Result<Template, Failure> {
@@ -187,7 +202,9 @@ fn setup(
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
     // Host trees the plan binds are cloned here, in the host mount namespace.
-    let plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?;
+    let mut plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?;
+    plan.host_files =
+        mounts::host_files::prepare(&LinuxSyscalls, &sandbox.mounts.host_files, host_files)?;
     namespaces::unshare(&LinuxSyscalls, &sandbox.namespaces)?;
     mounts::build_root(&LinuxSyscalls, entries, plan)?;
     let identity = &sandbox.identity;

@@ -165,7 +165,9 @@ pub(super) fn apply(
     root: &OwnedFd,
     prepared: Prepared,
 ) -> Result<(), Failure> {
-    let Prepared { plan, mut trees } = prepared;
+    let Prepared {
+        plan, mut trees, ..
+    } = prepared;
     let mut inaccessible = None;
     // Steps whose mount is in place, with whether it was writable at the end of pass 1.
     let mut placed: Vec<Option<bool>> = vec![None; plan.steps.len()];

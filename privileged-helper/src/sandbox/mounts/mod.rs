@@ -16,6 +16,7 @@
 
 mod apply;
 mod dev;
+pub(super) mod host_files;
 mod image;
 mod plan;
 mod proc;

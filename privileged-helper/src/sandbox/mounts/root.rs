@@ -1,6 +1,7 @@
 //! The new root: a small tmpfs holding the image's entries and our own `/proc`, `/dev`, `/tmp`,
 //! `/run` and `/sys` (an empty read-only directory: no sysfs is mounted in the sandbox), then
-//! `pivot_root` into it. The service's mount plan (`plan.rs`) is carried out in it just before.
+//! `pivot_root` into it. The host's files (`host_files.rs`) are bound over the image's
+//! placeholders in it, then the service's mount plan (`plan.rs`) is carried out, just before.
 
 use std::ffi::CStr;
 use std::os::fd::AsFd;
@@ -10,7 +11,7 @@ use rustix::mount::{MountAttrFlags, MountFlags, MountPropagationFlags, UnmountFl
 
 use super::image::{Entry, place};
 use super::sources::Prepared;
-use super::{apply, at, dev, mkdir, proc, tmpfs};
+use super::{apply, at, dev, host_files, mkdir, proc, tmpfs};
 use crate::sandbox::Failure;
 use crate::sandbox::syscalls::MountSyscalls;
 
@@ -25,7 +26,7 @@ const RUN_TMPFS: &CStr = c"mode=0755,size=10%,nr_inodes=400k";
 pub(in crate::sandbox) fn build_root(
     os: &impl MountSyscalls,
     entries: Vec<Entry>,
-    plan: Prepared,
+    mut plan: Prepared,
 ) -> Result<(), Failure> {
     os.mount_change(
         c"/",
@@ -73,6 +74,7 @@ pub(in crate::sandbox) fn build_root(
         RUN_TMPFS,
         "mount /run",
     )?;
+    host_files::bind(os, &newroot, std::mem::take(&mut plan.host_files))?;
     apply::apply(os, &newroot, plan)?;
     drop(newroot);
 
@@ -151,6 +153,35 @@ mod tests {
             .position(|c| matches!(c, Call::PivotRoot { .. }))
             .unwrap();
         assert!(run < var_tmp && var_tmp < pivot, "{calls:#?}");
+    }
+
+    #[test]
+    fn host_files_are_bound_before_the_mount_plan_so_that_the_unit_s_own_mounts_win() {
+        let regular = crate::sandbox::syscalls::Node {
+            kind: rustix::fs::FileType::RegularFile,
+            ..crate::sandbox::syscalls::Node::directory()
+        };
+        let os = RecordingSyscalls::new().with_node("/etc/machine-id", regular);
+        let spec = berth_protocol::sandbox::SandboxSpec::baseline(61200, 61200, "p").mounts;
+        let mut plan = crate::sandbox::mounts::sources::prepare(&os, &spec, Vec::new()).unwrap();
+        let wanted = berth_protocol::sandbox::HostFiles {
+            machine_id: true,
+            ..Default::default()
+        };
+        plan.host_files =
+            crate::sandbox::mounts::host_files::prepare(&os, &wanted, Default::default()).unwrap();
+
+        build_root(&os, Vec::new(), plan).unwrap();
+
+        let calls = os.calls();
+        let onto = |path: &str| {
+            calls
+                .iter()
+                .position(|c| matches!(c, Call::MoveMount { to_dir, .. } if to_dir == path))
+                .unwrap_or_else(|| panic!("nothing mounted at {path}: {calls:#?}"))
+        };
+        let run = index_of(&calls, &mounts_at(&calls, "run")[0]);
+        assert!(run < onto("/etc/machine-id") && onto("/etc/machine-id") < onto("/var/tmp"));
     }
 
     #[test]

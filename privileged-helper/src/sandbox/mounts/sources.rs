@@ -32,10 +32,12 @@ pub(super) struct Tree {
     pub dir: bool,
 }
 
-/// A plan and its host trees, by source index (`None`: a source that was missing and may be).
+/// A plan and its host trees, by source index (`None`: a source that was missing and may be),
+/// and the host's files bound over the image's placeholders before it (`host_files.rs`).
 pub(in crate::sandbox) struct Prepared {
     pub(super) plan: Plan,
     pub(super) trees: Vec<Option<Tree>>,
+    pub(in crate::sandbox) host_files: Vec<super::host_files::HostFile>,
 }
 
 pub(super) fn cstring(path: &str, what: &str) -> Result<CString, Failure> {
@@ -94,7 +96,11 @@ pub(in crate::sandbox) fn prepare(
         };
         trees.push(tree);
     }
-    Ok(Prepared { plan, trees })
+    Ok(Prepared {
+        plan,
+        trees,
+        host_files: Vec::new(),
+    })
 }
 
 fn fd_tree(os: &impl MountSyscalls, fd: BorrowedFd<'_>) -> Result<Tree, Errno> {
