@@ -8,7 +8,10 @@
 //! images after `STATE/images`; portabled's `/etc/portables`, `/run/portables` and
 //! `/var/lib/portables` by default), `profiles_dir` (the admin's profiles, over the built-in ones:
 //! `/etc/berth/profiles` by default, see [`crate::profile`]), `forward_to_journal` (`auto`, the
-//! default: services' output goes to the host's journal too when it has one; `yes`; `no`). Tarball imports are bounded by `tarball_max_bytes`
+//! default: services' output goes to the host's journal too when it has one; `yes`; `no`),
+//! `host_resolv_conf` and `host_hosts` (the host's files berthd copies for the services,
+//! `/etc/resolv.conf` and `/etc/hosts` by default, see [`crate::host_files`]). Tarball imports
+//! are bounded by `tarball_max_bytes`
 //! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
 //! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
 //! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
@@ -44,6 +47,8 @@ pub struct Config {
     pub image_search_dirs: Vec<PathBuf>,
     pub profiles_dir: PathBuf,
     pub forward_to_journal: ForwardToJournal,
+    pub host_resolv_conf: PathBuf,
+    pub host_hosts: PathBuf,
 }
 
 /// Default `log_max_bytes`: 64 MiB.
@@ -73,6 +78,8 @@ impl Default for Config {
                 .collect(),
             profiles_dir: PathBuf::from(crate::profile::DEFAULT_DIR),
             forward_to_journal: ForwardToJournal::Auto,
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            host_hosts: PathBuf::from("/etc/hosts"),
         }
     }
 }
@@ -103,6 +110,17 @@ impl ConfigFile for Config {
                 keys: &["profiles_dir"],
                 reason: format!("{} is not an absolute path", self.profiles_dir.display()),
             });
+        }
+        for (key, path) in [
+            (&"host_resolv_conf", &self.host_resolv_conf),
+            (&"host_hosts", &self.host_hosts),
+        ] {
+            if !path.is_absolute() {
+                return Err(KeyError {
+                    keys: std::slice::from_ref(key),
+                    reason: format!("{} is not an absolute path", path.display()),
+                });
+            }
         }
         if let Some(dir) = self.image_search_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(KeyError {
@@ -254,6 +272,21 @@ mod tests {
         assert_eq!(
             error_line_and_key("profiles_dir = \"profiles\"\n"),
             (1, Some("profiles_dir".into()))
+        );
+    }
+
+    #[test]
+    fn the_host_files_default_to_the_host_s_own_and_must_be_absolute() {
+        let config = parse("host_resolv_conf = \"/run/test/resolv.conf\"\n").unwrap();
+
+        assert_eq!(
+            config.host_resolv_conf,
+            PathBuf::from("/run/test/resolv.conf")
+        );
+        assert_eq!(Config::default().host_hosts, PathBuf::from("/etc/hosts"));
+        assert_eq!(
+            error_line_and_key("\nhost_hosts = \"hosts\"\n"),
+            (2, Some("host_hosts".into()))
         );
     }
 

@@ -59,6 +59,9 @@ pub struct Manager {
     pub tar_limits: TarLimits,
     /// The built-in profiles and the admin's directory (berthd.toml `profiles_dir`) over them.
     pub profiles: crate::profile::Profiles,
+    /// The copies of the host's resolv.conf and hosts the services see (`None`: none could be
+    /// made, and services get the image's own).
+    pub host_files: Option<crate::host_files::HostFiles>,
 }
 
 impl Manager {
@@ -87,6 +90,7 @@ impl Manager {
             forward_to_journal: false,
             held_images: BTreeMap::new(),
             held_extensions: BTreeMap::new(),
+            host_files: None,
         };
         let (loaded, errors) = attachments::load_all(&manager.paths);
         for e in errors {

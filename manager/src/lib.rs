@@ -11,6 +11,7 @@ pub mod drop_ins;
 pub mod dynamic_user;
 pub mod extension;
 pub mod helper_connection;
+pub mod host_files;
 pub mod host_users;
 pub mod image;
 pub mod image_catalog;

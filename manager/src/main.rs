@@ -119,6 +119,17 @@ fn run() -> anyhow::Result<()> {
     manager.profiles = berth_manager::profile::Profiles::new(&config.profiles_dir);
     manager.search =
         berth_manager::image::pool::SearchPath::new(paths.images_dir(), &config.image_search_dirs);
+    manager.host_files = match berth_manager::host_files::HostFiles::open(
+        &paths.host_files_dir(),
+        &config.host_resolv_conf,
+        &config.host_hosts,
+    ) {
+        Ok(copies) => Some(copies),
+        Err(e) => {
+            tracing::warn!(error = %e, "services get the image's resolv.conf and hosts, not the host's");
+            None
+        }
+    };
     let shared = Rc::new(RefCell::new(manager));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -139,6 +150,7 @@ fn run() -> anyhow::Result<()> {
         };
         lifecycle::adopt_running(&shared);
         tokio::task::spawn_local(berth_manager::startup::start_enabled(shared.clone()));
+        tokio::task::spawn_local(berth_manager::host_files::keep_current(shared.clone()));
         let server = VarlinkService::new(ManagerInterface::new(shared), BERTH_INFO).serve(listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -43,6 +43,10 @@ impl Paths {
     pub fn supervisor_socket(&self, unit: &str) -> PathBuf {
         self.supervise_dir().join(format!("{unit}.sock"))
     }
+    /// berthd's copies of the host's resolv.conf and hosts (see `host_files`).
+    pub fn host_files_dir(&self) -> PathBuf {
+        self.runtime.join("host")
+    }
     /// The image pool.
     pub fn images_dir(&self) -> PathBuf {
         self.state.join("images")

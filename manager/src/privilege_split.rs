@@ -223,6 +223,7 @@ pub fn prepare_dirs(paths: &Paths, owner: Option<&User>) -> Result<PreparedDirs,
     let runtime = make_top_dir(&paths.runtime, 0o755, owner)?;
     let private = make_dir_at(&runtime, &paths.private_dir(), 0o700, owner)?;
     make_dir_at(&private, &paths.supervise_dir(), 0o700, owner)?;
+    make_dir_at(&runtime, &paths.host_files_dir(), 0o755, owner)?;
     let state = make_top_dir(&paths.state, 0o755, owner)?;
     for (path, mode) in [
         (paths.images_dir(), 0o755),

@@ -181,9 +181,15 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
     let control_dir: OwnedFd = File::open(paths.supervise_dir())
         .map_err(ManagerError::internal)?
         .into();
-    let sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
+    let mut sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
     let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
         .map_err(ManagerError::internal)?;
+    let host_file_fds = match &shared.borrow().host_files {
+        Some(copies) => copies
+            .for_spawn(&mut sandbox)
+            .map_err(ManagerError::internal)?,
+        None => Vec::new(),
+    };
     let mut environment = plan.environment.clone();
     // As in systemd, the unit's own Environment= wins.
     for (key, value) in service_directories::environment(&sandbox.directories) {
@@ -212,6 +218,7 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         [root, log, control_dir]
             .into_iter()
             .chain(directory_fds)
+            .chain(host_file_fds)
             .chain(extensions)
             .collect(),
     )
