@@ -70,6 +70,28 @@ pub struct SandboxSpec {
 /// service sees ids 0 to 65535, as a full Linux system has them.
 pub const UID_BLOCK_SIZE: u32 = 65536;
 
+/// The capabilities a service in block mode (its own user namespace, [`Identity::user_block`])
+/// may hold beyond helper.toml's `allowed_capabilities`: what a root master needs to run as
+/// the image's users (nginx: chown its directories, switch its workers to www-data, signal
+/// them, write its logs, bind its port). In a user namespace each acts only on what the
+/// namespace maps: the block's own ids and the files the block owns (a file of an unmapped
+/// owner, a host file, stays out of reach: the kernel asks that owner and group both be mapped),
+/// processes of the same namespace; never the host's. CAP_NET_BIND_SERVICE in it covers only
+/// network namespaces the service's namespace owns: the host network's ports below 1024 go
+/// through the supervisor's grants. In kernel order.
+pub const NAMESPACE_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+];
+
 /// An attachment's private block of host uids and gids (DESIGN.md §5): the service's user
 /// namespace maps 0..`size` inside onto `first`..`first + size` on the host, the image is
 /// mounted idmapped the same way, so its files keep their owners inside. berthd hands out

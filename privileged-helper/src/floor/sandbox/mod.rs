@@ -38,7 +38,8 @@ impl FloorPolicy {
         identity::check(self, &mut spec.identity)?;
         namespaces::check(self, &mut spec.namespaces)?;
         mounts::check(self, &mut spec.mounts)?;
-        capabilities::check(self, &mut spec.capabilities)?;
+        let block_mode = spec.identity.user_block.is_some();
+        capabilities::check(self, &mut spec.capabilities, block_mode)?;
         if !spec.no_new_privileges {
             return Err(refuse(
                 "sandbox.no_new_privileges",
