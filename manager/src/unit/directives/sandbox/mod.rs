@@ -163,6 +163,17 @@ const TABLE: &[Row] = &[
     Row("ReadOnlyPaths", Action::Read(Layer::read_only_paths)),
     Row("ReadWritePaths", Action::Read(Layer::read_write_paths)),
     Row("InaccessiblePaths", Action::Read(Layer::inaccessible_paths)),
+    // The names before systemd 231, which it still accepts with the same meaning (stock units
+    // use them: redis-server's ReadWriteDirectories=-/etc/redis).
+    Row("ReadOnlyDirectories", Action::Read(Layer::read_only_paths)),
+    Row(
+        "ReadWriteDirectories",
+        Action::Read(Layer::read_write_paths),
+    ),
+    Row(
+        "InaccessibleDirectories",
+        Action::Read(Layer::inaccessible_paths),
+    ),
     Row("BindPaths", Action::Read(Layer::bind_paths)),
     Row(
         "BindReadOnlyPaths",

@@ -152,6 +152,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ReadOnlyPaths", "-/srv"),
     ("ReadWritePaths", "/var/lib/app"),
     ("InaccessiblePaths", "/etc/shadow"),
+    ("ReadOnlyDirectories", "-/srv"),
+    ("ReadWriteDirectories", "/var/lib/app"),
+    ("InaccessibleDirectories", "/etc/shadow"),
     ("BindPaths", "/srv:/data"),
     ("BindReadOnlyPaths", "/etc/resolv.conf"),
     ("TemporaryFileSystem", "/var:ro"),
@@ -423,6 +426,42 @@ fn read_only_and_inaccessible_paths_add_to_the_base() {
         .map(|p| p.path.as_str())
         .collect();
     assert_eq!(hidden, ["/etc/secret", "/root"]);
+}
+
+#[test]
+fn the_directories_names_before_systemd_231_are_the_paths_lists() {
+    let (spec, warnings) = unit(
+        "ReadWriteDirectories=-/etc/redis\nReadWritePaths=/var/lib/redis\n\
+         ReadOnlyDirectories=/srv\nInaccessibleDirectories=/etc/secret\n",
+    );
+    let (reset, _) = unit("ReadWritePaths=/a\nReadWriteDirectories=\nReadWritePaths=/b\n");
+
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let paths = |list: &[SandboxPath]| -> Vec<(String, bool)> {
+        list.iter()
+            .map(|p| (p.path.clone(), p.ignore_missing))
+            .collect()
+    };
+    assert_eq!(
+        paths(&spec.mounts.read_write_paths),
+        [
+            ("/etc/redis".into(), true),
+            ("/var/lib/redis".into(), false)
+        ]
+    );
+    assert_eq!(
+        paths(&spec.mounts.read_only_paths),
+        [("/srv".into(), false)]
+    );
+    assert_eq!(
+        paths(&spec.mounts.inaccessible_paths),
+        [("/etc/secret".into(), false)]
+    );
+    // One list under both names, as in systemd: an empty assignment of either resets it.
+    assert_eq!(
+        paths(&reset.mounts.read_write_paths),
+        [("/b".into(), false)]
+    );
 }
 
 #[test]
