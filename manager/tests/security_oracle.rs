@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_manager::profile::Profiles;
-use berth_manager::profile::score::{self, Report, UnitFacts, assess, spec_as_unit};
+use berth_manager::profile::score::{self, ImageUser, Report, UnitFacts, assess, spec_as_unit};
 use berth_protocol::sandbox::{
     AddressFamilies, DeviceAccess, KeyringMode, ProtectHome, ProtectProc, ProtectSystem,
     SandboxSpec,
@@ -482,15 +482,31 @@ fn each_grade_of_each_check_scores_as_systemd_analyze_scores_it() {
             t(),
             UnitFacts {
                 host_root: true,
-                notify_access_all: false,
+                ..UnitFacts::default()
             },
         ),
         (
             "NotifyAccess=all",
             t(),
             UnitFacts {
-                host_root: false,
                 notify_access_all: true,
+                ..UnitFacts::default()
+            },
+        ),
+        (
+            "block mode, root of its namespace",
+            t(),
+            UnitFacts {
+                image_user: Some(ImageUser::NamespaceRoot),
+                ..UnitFacts::default()
+            },
+        ),
+        (
+            "block mode, an image user",
+            t(),
+            UnitFacts {
+                image_user: Some(ImageUser::User),
+                ..UnitFacts::default()
             },
         ),
     ];
@@ -500,6 +516,7 @@ fn each_grade_of_each_check_scores_as_systemd_analyze_scores_it() {
         UnitFacts {
             host_root: true,
             notify_access_all: true,
+            image_user: None,
         },
     ));
 

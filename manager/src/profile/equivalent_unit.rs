@@ -26,7 +26,8 @@ pub fn spec_as_unit(spec: &SandboxSpec, facts: &UnitFacts, groups: GroupSyscalls
     line("[Service]".into());
     line("ExecStart=/bin/true".into());
     // berth runs every service from its image, in a mount namespace of its own, as a
-    // dynamic uid: a static non-root name scores as that does, without DynamicUser='s
+    // dynamic uid or its image's users on a block of host uids (root of that namespace is not
+    // the host's): a static non-root name scores as those do, without DynamicUser='s
     // implications (which berth's spec states field by field).
     line("RootDirectory=/var/lib/berth/image".into());
     line("PrivateMounts=yes".into());
@@ -47,7 +48,11 @@ pub fn spec_as_unit(spec: &SandboxSpec, facts: &UnitFacts, groups: GroupSyscalls
             .collect();
         line(format!("SupplementaryGroups={}", gids.join(" ")));
     }
-    line(format!("PrivateUsers={}", yes(spec.identity.private_users)));
+    // The block's user namespace counts as one, as berth's check counts it.
+    line(format!(
+        "PrivateUsers={}",
+        yes(spec.identity.private_users || facts.image_user.is_some())
+    ));
     line(format!(
         "PrivateNetwork={}",
         yes(spec.namespaces.private_network)

@@ -23,10 +23,26 @@ use berth_protocol::sandbox::{
 /// What scoring needs to know besides the spec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnitFacts {
-    /// The service runs as root of the host (otherwise as a dynamic uid of its own).
+    /// The service runs as root of the host (otherwise as a dynamic uid of its own, or as its
+    /// image's users).
     pub host_root: bool,
     /// `NotifyAccess=all`: any process of the service may change its state.
     pub notify_access_all: bool,
+    /// Block mode (profile level 3 on, not DynamicUser=): the service runs as its image's
+    /// users, in a user namespace of its own on a private block of host uids. `None`: a
+    /// dynamic uid.
+    pub image_user: Option<ImageUser>,
+}
+
+/// Who a service in block mode runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageUser {
+    /// No User= (or User=root): root of its own user namespace, which is a uid of its block on
+    /// the host, never host root. What its capabilities let it do is scored by the
+    /// CapabilityBoundingSet= checks, as systemd scores them.
+    NamespaceRoot,
+    /// User= names a user of the image.
+    User,
 }
 
 /// The syscalls of a systemd `@group`, nested groups expanded (empty for an unknown group), as
@@ -348,18 +364,46 @@ pub(super) fn architectures_grade(spec: &SandboxSpec) -> u64 {
     }
 }
 
+/// systemd rates root 10 and any other user 0; root of the service's own user namespace is
+/// not root of the host, so it rates as a non-root user (its capabilities are rated on their
+/// own, by the CapabilityBoundingSet= checks).
 fn grade_user(s: &Subject<'_>) -> (Option<u64>, &'static str) {
     if s.facts.host_root {
-        (Some(10), "Runs as root of the host")
-    } else {
-        (
+        return (Some(10), "Runs as root of the host");
+    }
+    match s.facts.image_user {
+        Some(ImageUser::NamespaceRoot) => (
+            Some(0),
+            "Runs as root of its own user namespace, a uid of its block on the host, never \
+             host root",
+        ),
+        Some(ImageUser::User) => (
+            Some(0),
+            "Runs as a user of its image, on a block of host uids of its own, never a host user",
+        ),
+        None => (
             Some(0),
             "Runs as a dynamic user of its own, never a host user",
-        )
+        ),
     }
 }
 
-/// Not applicable to a service that runs as root, as in systemd.
+/// Block mode counts as a user namespace: the service sees its image's users, not the host's.
+fn grade_private_users(s: &Subject<'_>) -> (Option<u64>, &'static str) {
+    if s.spec.identity.private_users {
+        (Some(0), "Sees only root, itself and nobody")
+    } else if s.facts.image_user.is_some() {
+        (
+            Some(0),
+            "A user namespace of its own: its image's users on a private block of host uids",
+        )
+    } else {
+        (Some(1), "Sees the users of the host")
+    }
+}
+
+/// Not applicable to a service that runs as root of the host, as in systemd (root of its own
+/// user namespace is not: as systemd reads a non-root User=).
 fn unless_root(
     s: &Subject<'_>,
     bad: bool,
@@ -624,13 +668,7 @@ static CHECKS: &[Check] = &[
         "A /tmp and /var/tmp of its own",
         "Shares /tmp with the host",
     ),
-    holds(
-        "PrivateUsers=",
-        1000,
-        |s| s.spec.identity.private_users,
-        "Sees only root, itself and nobody",
-        "Sees the users of the host",
-    ),
+    graded("PrivateUsers=", 1000, 1, grade_private_users),
     holds(
         "ProtectControlGroups=",
         1000,
@@ -1241,5 +1279,69 @@ mod tests {
         let report = assess(&s, &UnitFacts::default(), &groups);
 
         assert_eq!(badness(&report, "RemoveIPC="), Some(0));
+    }
+
+    fn in_block_mode(user: ImageUser) -> UnitFacts {
+        UnitFacts {
+            image_user: Some(user),
+            ..UnitFacts::default()
+        }
+    }
+
+    #[test]
+    fn block_mode_counts_as_a_user_namespace_of_its_own() {
+        let s = spec();
+
+        let dynamic = assess(&s, &UnitFacts::default(), &groups);
+        let block = assess(&s, &in_block_mode(ImageUser::User), &groups);
+
+        assert_eq!(badness(&dynamic, "PrivateUsers="), Some(1));
+        assert_eq!(badness(&block, "PrivateUsers="), Some(0));
+        assert!(block.exposure < dynamic.exposure);
+    }
+
+    #[test]
+    fn root_of_its_own_namespace_is_not_host_root() {
+        let root = assess(&spec(), &in_block_mode(ImageUser::NamespaceRoot), &groups);
+        let user = assess(&spec(), &in_block_mode(ImageUser::User), &groups);
+        let host_root = UnitFacts {
+            host_root: true,
+            ..UnitFacts::default()
+        };
+
+        assert_eq!(badness(&root, "User=/DynamicUser="), Some(0));
+        assert_eq!(badness(&root, "SupplementaryGroups="), Some(0));
+        assert_eq!(badness(&root, "RemoveIPC="), Some(0));
+        assert_eq!(badness(&user, "User=/DynamicUser="), Some(0));
+        let host = assess(&spec(), &host_root, &groups);
+        assert_eq!(badness(&host, "User=/DynamicUser="), Some(10));
+    }
+
+    #[test]
+    fn a_root_master_s_namespace_capabilities_still_count_against_it() {
+        let mut s = spec();
+        s.capabilities.bounding = berth_protocol::sandbox::NAMESPACE_CAPABILITIES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let facts = in_block_mode(ImageUser::NamespaceRoot);
+
+        let capable = assess(&s, &facts, &groups);
+        let without = assess(&spec(), &facts, &groups);
+
+        for id in [
+            "CapabilityBoundingSet=~CAP_SET(UID|GID|PCAP)",
+            "CapabilityBoundingSet=~CAP_(CHOWN|FSETID|SETFCAP)",
+            "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
+            "CapabilityBoundingSet=~CAP_KILL",
+            "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
+        ] {
+            assert_eq!(badness(&capable, id), Some(1), "{id}");
+        }
+        assert_eq!(
+            badness(&capable, "CapabilityBoundingSet=~CAP_SYS_ADMIN"),
+            Some(0)
+        );
+        assert!(capable.exposure > without.exposure);
     }
 }
