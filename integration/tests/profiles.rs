@@ -36,6 +36,21 @@ fn attach_with_a_profile_records_it_with_its_version() {
 }
 
 #[test]
+fn level_3_is_attached_by_its_reference_and_shows_in_status() {
+    let h = Harness::start().unwrap();
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    busybox_image(&h.images_dir(), "other").unwrap();
+
+    h.berth_ok(&["attach", "hello", "--profile", "default@3"])
+        .unwrap();
+    h.berth_ok(&["attach", "other"]).unwrap();
+
+    assert_eq!(profile_of(&h, "hello"), "default@3");
+    // Not yet what an attach without --profile gets.
+    assert_eq!(profile_of(&h, "other"), "default@2");
+}
+
+#[test]
 fn an_unknown_profile_is_refused_and_nothing_is_attached() {
     let h = Harness::start().unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
@@ -83,12 +98,16 @@ fn profile_list_shows_the_built_in_profiles_and_the_admins() {
         [
             ("default@1".to_owned(), None),
             ("default@2".to_owned(), None),
+            ("default@3".to_owned(), None),
             ("nonetwork@1".to_owned(), None),
             ("nonetwork@2".to_owned(), None),
+            ("nonetwork@3".to_owned(), None),
             ("strict@1".to_owned(), admins("strict@1.conf")),
             ("strict@2".to_owned(), None),
+            ("strict@3".to_owned(), None),
             ("trusted@1".to_owned(), None),
             ("trusted@2".to_owned(), None),
+            ("trusted@3".to_owned(), None),
             ("web@1".to_owned(), admins("web.conf")),
         ]
     );
@@ -122,8 +141,8 @@ fn profile_show_prints_the_newest_version_or_the_one_named() {
         first.contains("\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"),
         "{first}"
     );
-    let err = h.berth_err(&["profile", "show", "default@3"]).unwrap();
-    assert!(err.contains("no profile 'default@3'"), "{err}");
+    let err = h.berth_err(&["profile", "show", "default@4"]).unwrap();
+    assert!(err.contains("no profile 'default@4'"), "{err}");
 }
 
 #[test]
@@ -142,17 +161,17 @@ fn a_newer_version_goes_to_new_attachments_and_old_ones_keep_theirs_across_reatt
     busybox_image(&h.images_dir(), "hello").unwrap();
     h.berth_ok(&["attach", path(&v1)]).unwrap();
 
-    // A newer berth (here: the admin) brings default@3.
+    // A newer berth (here: the admin) brings default@4.
     std::fs::write(
-        profiles.path().join("default@3.conf"),
-        "# default@3\n[Service]\n",
+        profiles.path().join("default@4.conf"),
+        "# default@4\n[Service]\n",
     )
     .unwrap();
     h.berth_ok(&["reattach", path(&v2)]).unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
 
     assert_eq!(profile_of(&h, "foo"), "default@2");
-    assert_eq!(profile_of(&h, "hello"), "default@3");
+    assert_eq!(profile_of(&h, "hello"), "default@4");
 }
 
 #[test]

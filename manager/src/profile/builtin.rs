@@ -22,6 +22,12 @@ macro_rules! built_in {
     };
 }
 
+/// The level a bare profile name gives (`attach --profile default`, and an attach without
+/// `--profile`): the newest built-in version at most this. A built-in version above it is
+/// shipped ahead, selectable by its full reference (`default@3`) until berth makes it the
+/// default; the admin's own versions are not held back.
+pub const LEVEL: u32 = 2;
+
 /// Every built-in profile, every version.
 pub static BUILT_IN: &[BuiltIn] = &[
     built_in!("default", 1),
@@ -33,4 +39,11 @@ pub static BUILT_IN: &[BuiltIn] = &[
     built_in!("nonetwork", 2),
     built_in!("strict", 2),
     built_in!("trusted", 2),
+    // Version 3: the image's own users on a private uid block, a persistent /var
+    // (ProtectSystem=full), the capabilities and syscalls a root master needs in its own user
+    // namespace; no PrivateUsers=.
+    built_in!("default", 3),
+    built_in!("nonetwork", 3),
+    built_in!("strict", 3),
+    built_in!("trusted", 3),
 ];

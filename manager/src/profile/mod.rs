@@ -4,13 +4,17 @@
 //! berth ships `default`, `nonetwork`, `strict` and `trusted` ([`builtin`]); the admin's
 //! directory (berthd.toml `profiles_dir`, default `/etc/berth/profiles`) overrides them and
 //! adds others: `NAME@V.conf` is version V of NAME, `NAME.conf` replaces NAME's newest version
-//! (version 1 of a new name). `attach --profile NAME` takes the newest version and the
-//! attachment records it; the unit keeps that version, even when a newer one appears, until it
-//! is attached again. [`score`] rates a sandbox as `systemd-analyze security` does.
+//! (version 1 of a new name). `attach --profile NAME` takes the newest version (of the built-in
+//! ones, the newest up to [`builtin::LEVEL`]) and the attachment records it; the unit keeps
+//! that version, even when a newer one appears, until it is attached again. From version
+//! [`IMAGE_USERS_LEVEL`] on, a profile runs its services as the users of their image (block
+//! mode). [`score`] rates a sandbox as `systemd-analyze security` does.
 
 pub mod builtin;
 mod equivalent_unit;
 pub mod score;
+#[cfg(test)]
+mod stock_units_tests;
 mod verbs;
 
 use std::collections::BTreeMap;
@@ -18,7 +22,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use berth_protocol::names;
-use berth_protocol::sandbox::SandboxSpec;
+use berth_protocol::sandbox::{NAMESPACE_CAPABILITIES, ProtectSystem, SandboxSpec};
 
 /// The profile an attach without `--profile` gets.
 pub const DEFAULT: &str = "default";
@@ -26,6 +30,10 @@ pub const DEFAULT: &str = "default";
 /// The profile whose directives replace the baseline instead of only tightening it (its
 /// relaxations are still only what berth-helper's floor allows).
 pub const TRUSTED: &str = "trusted";
+
+/// The first profile level whose services run as the image's own users, in a block of host
+/// uids of their own (DESIGN.md §5, "Users"); below it, a transient dynamic uid.
+pub const IMAGE_USERS_LEVEL: u32 = 3;
 
 /// Where the admin's profiles are unless berthd.toml says otherwise.
 pub const DEFAULT_DIR: &str = "/etc/berth/profiles";
@@ -52,9 +60,42 @@ impl Profile {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// The sandbox this profile gives unit `unit`: its `[Service]` directives over
-    /// [`SandboxSpec::baseline`] (only tightening it, unless it is [`TRUSTED`]), with a warning
-    /// for each line that had no effect.
+    /// Whether this profile runs its units as their image's users (see [`uses_image_users`]).
+    pub fn uses_image_users(&self) -> bool {
+        self.version >= IMAGE_USERS_LEVEL
+    }
+
+    /// What its own exposure is rated with: a unit without User= under it, so in block mode
+    /// root of its own user namespace (the most block mode gives).
+    pub fn rated_as(&self) -> score::UnitFacts {
+        score::UnitFacts {
+            image_user: self
+                .uses_image_users()
+                .then_some(score::ImageUser::NamespaceRoot),
+            ..score::UnitFacts::default()
+        }
+    }
+
+    /// What this profile's directives tighten: [`SandboxSpec::baseline`], and in block mode
+    /// (version [`IMAGE_USERS_LEVEL`] on) with the attachment's /var writable
+    /// (ProtectSystem=full: the image itself is read-only at every level) and the
+    /// capabilities confined to the service's own user namespace
+    /// ([`NAMESPACE_CAPABILITIES`], which berth-helper grants only in block mode).
+    fn base(&self) -> SandboxSpec {
+        let mut base = SandboxSpec::baseline(0, 0, "");
+        if self.uses_image_users() {
+            base.mounts.protect_system = ProtectSystem::Full;
+            base.capabilities.bounding = NAMESPACE_CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect();
+        }
+        base
+    }
+
+    /// The sandbox this profile gives unit `unit`: its `[Service]` directives over its base
+    /// ([`Self::base`]: only tightening it, unless it is [`TRUSTED`]), with a warning for each
+    /// line that had no effect.
     pub fn spec(&self, unit: &str) -> Result<(SandboxSpec, Vec<String>), ProfileError> {
         let reference = self.reference();
         let file = crate::unit::parse(&self.text).map_err(|e| ProfileError::Invalid {
@@ -62,7 +103,7 @@ impl Profile {
             reason: e.to_string(),
         })?;
         let label = format!("profile {reference}");
-        let base = SandboxSpec::baseline(0, 0, "");
+        let base = self.base();
         let trusted = self.name == TRUSTED;
         let (mut spec, mut warnings) =
             crate::unit::profile_sandbox(unit, &base, &label, &file, trusted);
@@ -86,6 +127,12 @@ impl Profile {
             }
         }
         Ok((spec, warnings))
+    }
+
+    /// Whether a bare `NAME` may give this version: the admin's always, a built-in one up to
+    /// [`builtin::LEVEL`].
+    fn bare_name_gives(&self) -> bool {
+        self.path.is_some() || self.version <= builtin::LEVEL
     }
 
     /// The first comment line of its text, the profile's summary.
@@ -117,6 +164,16 @@ pub enum ProfileError {
     Invalid { profile: String, reason: String },
     #[error("profile {path} is not a regular file of at most {MAX_PROFILE_BYTES} bytes of UTF-8")]
     BadFile { path: PathBuf },
+}
+
+/// Whether services attached with `profile` (as an attachment records it: `default@3`) run as
+/// the image's own users: from level [`IMAGE_USERS_LEVEL`] on (unless `DynamicUser=yes`).
+/// Levels 1 and 2 keep their dynamic uid, so that attachments made before do not change.
+pub fn uses_image_users(profile: &str) -> bool {
+    matches!(
+        parse_reference(profile),
+        Ok((_, Some(level))) if level >= IMAGE_USERS_LEVEL
+    )
 }
 
 /// A profile argument: `NAME` (the newest version) or `NAME@VERSION`.
@@ -176,12 +233,12 @@ impl Profiles {
         for ((name, version), path) in versioned {
             known.insert((name.clone(), version), admins(name, version, path)?);
         }
-        // NAME.conf replaces the newest version known otherwise.
+        // NAME.conf replaces the newest version a bare NAME gives otherwise.
         for (name, path) in newest {
             let version = known
-                .keys()
-                .filter(|(n, _)| *n == name)
-                .map(|(_, v)| *v)
+                .values()
+                .filter(|p| p.name == name && p.bare_name_gives())
+                .map(|p| p.version)
                 .max()
                 .unwrap_or(1);
             known.insert((name.clone(), version), admins(name, version, path)?);
@@ -189,13 +246,15 @@ impl Profiles {
         Ok(known.into_values().collect())
     }
 
-    /// The profile `arg` names: `NAME` is its newest version.
+    /// The profile `arg` names: `NAME` is its newest version (of the built-in ones, the newest
+    /// up to [`builtin::LEVEL`]).
     pub fn resolve(&self, arg: &str) -> Result<Profile, ProfileError> {
         let (name, version) = parse_reference(arg)?;
         let mut matching: Vec<Profile> = self
             .list()?
             .into_iter()
-            .filter(|p| p.name == name && version.is_none_or(|v| v == p.version))
+            .filter(|p| p.name == name)
+            .filter(|p| version.map_or_else(|| p.bare_name_gives(), |v| v == p.version))
             .collect();
         matching.pop().ok_or_else(|| ProfileError::NotFound {
             profile: arg.to_owned(),
@@ -290,6 +349,17 @@ mod tests {
     }
 
     #[test]
+    fn services_run_as_the_images_users_from_profile_level_3() {
+        assert!(uses_image_users("default@3"));
+        assert!(uses_image_users("strict@12"));
+        assert!(!uses_image_users("default@2"));
+        assert!(!uses_image_users("trusted@1"));
+        // An attachment always records a level; a bare or broken name is no level 3.
+        assert!(!uses_image_users("default"));
+        assert!(!uses_image_users("default@03"));
+    }
+
+    #[test]
     fn every_built_in_profile_is_listed_at_every_version_without_an_admin_directory() {
         let profiles = Profiles::new(Path::new("/nonexistent/berth/profiles"));
 
@@ -305,12 +375,16 @@ mod tests {
             [
                 "default@1",
                 "default@2",
+                "default@3",
                 "nonetwork@1",
                 "nonetwork@2",
+                "nonetwork@3",
                 "strict@1",
                 "strict@2",
+                "strict@3",
                 "trusted@1",
-                "trusted@2"
+                "trusted@2",
+                "trusted@3"
             ]
         );
     }
@@ -325,6 +399,27 @@ mod tests {
         );
         let one = profiles.resolve("default@1").unwrap();
         assert_eq!((one.reference(), one.path), ("default@1".to_owned(), None));
+    }
+
+    #[test]
+    fn a_bare_name_gives_a_built_in_version_up_to_the_level_and_a_newer_one_by_reference() {
+        let profiles = Profiles::new(Path::new("/nonexistent"));
+
+        let bare = profiles.resolve("default").unwrap().reference();
+        let three = profiles.resolve("default@3").unwrap();
+
+        assert_eq!(bare, "default@2");
+        assert_eq!(
+            (three.reference(), three.path),
+            ("default@3".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn the_admins_own_versions_are_not_held_back_by_the_level() {
+        let (_dir, profiles) = with_files(&[("web@4.conf", "# web 4\n[Service]\n")]);
+
+        assert_eq!(profiles.resolve("web").unwrap().reference(), "web@4");
     }
 
     #[test]
@@ -463,5 +558,107 @@ mod tests {
         assert!(!trusted.no_new_privileges && none.is_empty());
         assert!(web.no_new_privileges);
         assert_eq!(warned.len(), 1, "{warned:?}");
+    }
+
+    /// The spec profile `name` gives a unit, checked to have no warnings.
+    fn spec_of(name: &str) -> SandboxSpec {
+        let profiles = Profiles::new(Path::new("/nonexistent"));
+        let (spec, warnings) = profiles.resolve(name).unwrap().spec("a.service").unwrap();
+        assert_eq!(warnings, Vec::<String>::new(), "{name}");
+        spec
+    }
+
+    /// Whether `spec`'s syscall filter lets `name` through.
+    fn allows(spec: &SandboxSpec, name: &str) -> bool {
+        let filter = &spec.syscalls;
+        filter
+            .allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|n| n == name))
+            && !filter.deny.iter().any(|n| n == name)
+    }
+
+    #[test]
+    fn every_profile_at_version_3_is_version_2_without_private_users_and_with_var_writable() {
+        for name in ["default", "nonetwork", "strict", "trusted"] {
+            let two = spec_of(&format!("{name}@2"));
+            let three = spec_of(&format!("{name}@3"));
+
+            assert!(!three.identity.private_users, "{name}@3");
+            assert_eq!(three.mounts.protect_system, ProtectSystem::Full, "{name}@3");
+            let same = |s: &SandboxSpec| {
+                let mut s = s.clone();
+                s.profile.clear();
+                s.identity.private_users = false;
+                s.mounts.protect_system = ProtectSystem::Full;
+                s.capabilities.bounding.clear();
+                s.syscalls.allow = None;
+                s.syscalls.deny.clear();
+                s
+            };
+            assert_eq!(same(&three), same(&two), "{name}@3 against {name}@2");
+        }
+    }
+
+    #[test]
+    fn version_3_bounds_exactly_the_namespace_confined_capabilities() {
+        for name in ["default", "nonetwork", "strict", "trusted"] {
+            let three = spec_of(&format!("{name}@3"));
+            let two = spec_of(&format!("{name}@2"));
+
+            assert_eq!(
+                three.capabilities.bounding, NAMESPACE_CAPABILITIES,
+                "{name}@3"
+            );
+            assert!(three.capabilities.ambient.is_empty(), "{name}@3");
+            assert!(two.capabilities.bounding.is_empty(), "{name}@2");
+        }
+    }
+
+    #[test]
+    fn version_3_lets_a_root_master_chown_and_switch_users_and_denies_the_rest() {
+        let switch = [
+            "setuid",
+            "setgid",
+            "setgroups",
+            "setresuid",
+            "setresgid",
+            "chown",
+            "fchown",
+            "fchownat",
+            "lchown",
+        ];
+        let denied = [
+            "mount",
+            "bpf",
+            "chroot",
+            "capset",
+            "setrlimit",
+            "sched_setscheduler",
+            "reboot",
+            "io_uring_setup",
+            "userfaultfd",
+            "pivot_root",
+            "sethostname",
+        ];
+        for name in ["default", "nonetwork", "strict"] {
+            let three = spec_of(&format!("{name}@3"));
+            let two = spec_of(&format!("{name}@2"));
+
+            for call in switch {
+                assert!(allows(&three, call), "{name}@3 denies {call}");
+            }
+            // @privileged holds the uid half of @setuid, setgroups and @chown.
+            for call in ["setuid", "setresuid", "setgroups", "chown", "fchownat"] {
+                assert!(!allows(&two, call), "{name}@2 allows {call}");
+            }
+            for call in denied {
+                assert!(!allows(&three, call), "{name}@3 allows {call}");
+            }
+        }
+        assert!(
+            !allows(&spec_of("strict@3"), "add_key"),
+            "strict@3: @keyring"
+        );
     }
 }

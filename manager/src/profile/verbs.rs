@@ -26,7 +26,7 @@ impl From<ProfileError> for ManagerError {
 fn info(profile: &Profile) -> ProfileInfo {
     // The unit name only fills the profile's specifiers.
     let exposure = profile.spec("profile.service").ok().map(|(spec, _)| {
-        let report = score::assess(&spec, &UnitFacts::default(), &group_syscalls);
+        let report = score::assess(&spec, &profile.rated_as(), &group_syscalls);
         number(report.exposure)
     });
     ProfileInfo {

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use berth_protocol::sandbox::{
-    AddressFamilies, KeyringMode, MAX_ENTRIES, MAX_PATHS, ProcSubset, ProtectHome, ProtectProc,
-    ProtectSystem, Rlimit, SandboxPath, SandboxSpec, ServiceDirectory,
+    AddressFamilies, KeyringMode, MAX_ENTRIES, MAX_PATHS, NAMESPACE_CAPABILITIES, ProcSubset,
+    ProtectHome, ProtectProc, ProtectSystem, Rlimit, SandboxPath, SandboxSpec, ServiceDirectory,
 };
 
 use super::parse::{limit_above, limit_min};
@@ -53,7 +53,7 @@ pub(super) fn merge(
         rlimits,
         resources,
         umask,
-        dynamic_user: _,
+        dynamic_user,
         protect_clock,
         ip_allow,
         ip_deny,
@@ -185,6 +185,9 @@ pub(super) fn merge(
         }
     }
 
+    if dynamic_user.is_some() {
+        m.drop_namespace_capabilities();
+    }
     // What the service may hold at all bounds what it holds from the start.
     let bounding = m.out.capabilities.bounding.clone();
     m.out
@@ -472,6 +475,17 @@ impl Merge {
         if !extra.is_empty() {
             self.loosens_in_part(&source, after == before, &extra);
         }
+    }
+
+    /// DynamicUser=yes: a transient uid of the host, never root, so outside any block of uids;
+    /// the capabilities a block-mode profile bounds for a root master
+    /// ([`NAMESPACE_CAPABILITIES`]) are of no use to it unless ambient (no_new_privs: no exec
+    /// gains one), and berth-helper grants them only in block mode: they leave the bounding set.
+    fn drop_namespace_capabilities(&mut self) {
+        let caps = &mut self.out.capabilities;
+        let ambient = caps.ambient.clone();
+        caps.bounding
+            .retain(|c| ambient.contains(c) || !NAMESPACE_CAPABILITIES.contains(&c.as_str()));
     }
 
     fn capabilities(&mut self, bounding: NameSet, ambient: NameSet) {

@@ -1243,3 +1243,24 @@ fn an_invalid_limit_is_warned_about_and_leaves_the_base() {
         "{warnings:?}"
     );
 }
+#[test]
+fn dynamic_user_drops_the_namespace_confined_capabilities_a_block_mode_base_bounds() {
+    let mut base = baseline();
+    base.capabilities.bounding = berth_protocol::sandbox::NAMESPACE_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .chain(["CAP_SYS_ADMIN".to_owned()])
+        .collect();
+    base.capabilities.ambient = strings(&["CAP_NET_BIND_SERVICE"]);
+
+    let (dynamic, warnings) = unit_over(&base, "DynamicUser=yes\n");
+    let (image_user, _) = unit_over(&base, "PrivateTmp=yes\n");
+
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Ambient ones it holds from the start; other capabilities are not the block's to drop.
+    assert_eq!(
+        dynamic.capabilities.bounding,
+        strings(&["CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"])
+    );
+    assert_eq!(image_user.capabilities, base.capabilities);
+}
