@@ -118,6 +118,32 @@ fn a_running_service_sees_the_host_s_resolv_conf_replaced_by_rename() {
 }
 
 #[test]
+fn a_service_running_across_a_berthd_restart_still_sees_the_host_s_changes() {
+    let etc = HostEtc::new();
+    let mut h = etc.harness();
+    image(
+        &h,
+        "survivor",
+        "",
+        "while :; do cat /etc/resolv.conf; sleep 0.2; done",
+    )
+    .build()
+    .unwrap();
+    h.berth_ok(&["attach", "survivor"]).unwrap();
+    h.berth_ok(&["start", "survivor"]).unwrap();
+    let pid = h.status_json("survivor").unwrap()["main_pid"].clone();
+    h.restart_berthd().unwrap();
+
+    etc.replace("resolv.conf", "nameserver 203.0.113.9\n");
+
+    let logs = || h.berth_ok(&["logs", "survivor", "-o", "cat"]);
+    h.wait_for(|| Ok(logs()?.contains("nameserver 203.0.113.9")), WAIT)
+        .unwrap();
+    assert_eq!(h.status_json("survivor").unwrap()["main_pid"], pid);
+    h.berth_ok(&["stop", "survivor"]).unwrap();
+}
+
+#[test]
 fn an_image_with_an_empty_hosts_gets_the_host_s() {
     let etc = HostEtc::new();
     let h = etc.harness();
@@ -184,6 +210,26 @@ fn localtime_is_the_host_s_zone_over_the_file_the_image_s_symlink_names() {
         log.contains(&format!("size={} magic=TZif", host.len())),
         "{log}"
     );
+}
+
+#[test]
+fn a_placeholder_that_is_a_symlink_redirects_no_bind() {
+    let etc = HostEtc::new();
+    let h = etc.harness();
+    // A hostile image points resolv.conf at another of its files: the host's file must not
+    // land there (only localtime's symlink is followed).
+    let app = image(
+        &h,
+        "redirect",
+        "Type=oneshot\n",
+        "echo first=$(head -n 1 /etc/os-release)",
+    )
+    .symlink("etc/resolv.conf", "os-release");
+
+    let log = oneshot(&h, app, "redirect");
+
+    assert!(log.contains("first=ID=berth-test"), "{log}");
+    assert!(!log.contains("nameserver"), "{log}");
 }
 
 #[test]
