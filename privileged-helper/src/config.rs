@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_protocol::config_file::DEFAULT_UID_RANGE;
+use berth_protocol::config_file::{DEFAULT_UID_RANGE, DEFAULT_USER_BLOCK_RANGE};
+use berth_protocol::sandbox::UID_BLOCK_SIZE;
 
 pub use berth_protocol::config_file::ConfigFileError as ConfigError;
 use berth_protocol::config_file::{self, ConfigFile, KeyError};
@@ -46,12 +47,23 @@ pub struct FloorPolicy {
     /// The host journal's native socket, which services' output is forwarded to when berthd
     /// asks for it (berthd.toml `forward_to_journal`) and the socket exists.
     pub journal_socket: PathBuf,
+    /// The host ids user blocks (the image's own users, 65536 ids each) may come from; a
+    /// block must lie wholly inside, clear of `/etc/subuid`, `/etc/subgid` and the host's
+    /// users and groups. systemd's container range by default.
+    pub user_block_min: u32,
+    pub user_block_max: u32,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
     pub passwd: PathBuf,
     #[serde(skip)]
     pub group: PathBuf,
+    /// The subordinate id ranges of the host's users (not configurable either), which no
+    /// user block may overlap.
+    #[serde(skip)]
+    pub subuid: PathBuf,
+    #[serde(skip)]
+    pub subgid: PathBuf,
 }
 
 /// systemd's credential stores, searched in this order (systemd.exec(5), "Credentials").
@@ -78,8 +90,12 @@ impl Default for FloorPolicy {
             credential_roots: DEFAULT_CREDENTIAL_ROOTS.iter().map(PathBuf::from).collect(),
             systemd_creds: PathBuf::from("/usr/bin/systemd-creds"),
             journal_socket: PathBuf::from("/run/systemd/journal/socket"),
+            user_block_min: DEFAULT_USER_BLOCK_RANGE.0,
+            user_block_max: DEFAULT_USER_BLOCK_RANGE.1,
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
+            subuid: PathBuf::from("/etc/subuid"),
+            subgid: PathBuf::from("/etc/subgid"),
         }
     }
 }
@@ -157,7 +173,35 @@ impl ConfigFile for FloorPolicy {
                 ),
             });
         }
-        config_file::check_uid_range(self.uid_min, self.uid_max)
+        config_file::check_uid_range(self.uid_min, self.uid_max)?;
+        self.check_user_block_range()
+    }
+}
+
+impl FloorPolicy {
+    /// `user_block_min`..`user_block_max`: room for a block, no block holding host root (the
+    /// first block starts at 65536 at the lowest), and clear of the dynamic range, whose ids
+    /// are handed to DynamicUser= services one at a time.
+    fn check_user_block_range(&self) -> Result<(), KeyError> {
+        let (min, max) = (self.user_block_min, self.user_block_max);
+        let keys = &["user_block_min", "user_block_max"];
+        let reason = if min < UID_BLOCK_SIZE {
+            Some(format!(
+                "user_block_min {min} is below {UID_BLOCK_SIZE}: the first block would hold host root"
+            ))
+        } else if u64::from(max) + 1 < u64::from(min) + u64::from(UID_BLOCK_SIZE) {
+            Some(format!(
+                "the user block range {min}-{max} holds no block of {UID_BLOCK_SIZE} ids"
+            ))
+        } else if min <= self.uid_max && self.uid_min <= max {
+            Some(format!(
+                "the user block range {min}-{max} overlaps the dynamic range {}-{}",
+                self.uid_min, self.uid_max
+            ))
+        } else {
+            None
+        };
+        reason.map_or(Ok(()), |reason| Err(KeyError { keys, reason }))
     }
 }
 
@@ -219,6 +263,45 @@ mod tests {
             PathBuf::from("/run/other/socket")
         );
         assert!(parse("journal_socket = \"journal\"\n").is_err());
+    }
+
+    #[test]
+    fn user_blocks_come_from_systemd_s_container_range_unless_set() {
+        let default = parse("").unwrap();
+        let set = parse("user_block_min = 1_048_576\nuser_block_max = 2_097_151\n").unwrap();
+
+        assert_eq!(
+            (default.user_block_min, default.user_block_max),
+            (524_288, 1_879_048_191)
+        );
+        assert_eq!(
+            (set.user_block_min, set.user_block_max),
+            (1_048_576, 2_097_151)
+        );
+    }
+
+    #[test]
+    fn a_user_block_range_that_would_hold_host_root_is_refused() {
+        assert_eq!(
+            error_line_and_key("user_block_min = 0\n"),
+            (1, Some("user_block_min".into()))
+        );
+    }
+
+    #[test]
+    fn a_user_block_range_without_room_for_a_block_is_refused() {
+        assert_eq!(
+            error_line_and_key("user_block_min = 524288\nuser_block_max = 589822\n"),
+            (1, Some("user_block_min".into()))
+        );
+    }
+
+    #[test]
+    fn a_user_block_range_over_the_dynamic_range_is_refused() {
+        assert!(
+            parse("dynamic_uid_min = 70000\ndynamic_uid_max = 70010\nuser_block_min = 65536\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -120,6 +120,11 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 /// DynamicUser= range).
 pub const DEFAULT_UID_RANGE: (u32, u32) = (61184, 65519);
 
+/// The range of host ids both daemons hand out and accept user blocks from (the image's own
+/// users, one block of 65536 ids per attachment) unless configured otherwise
+/// (`user_block_min`, `user_block_max`): systemd's container range (systemd's UIDS-GIDS.md).
+pub const DEFAULT_USER_BLOCK_RANGE: (u32, u32) = (524_288, 1_879_048_191);
+
 /// Checks a dynamic uid range (`dynamic_uid_min`, `dynamic_uid_max`): non-empty, and never 0.
 pub fn check_uid_range(min: u32, max: u32) -> Result<(), KeyError> {
     let error = |keys, reason: &str| {

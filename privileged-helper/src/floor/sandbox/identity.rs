@@ -1,5 +1,6 @@
 //! Who the service runs as: a dynamic uid and gid, never 0, never a host user or group; its
-//! supplementary groups likewise; PrivateUsers= as asked.
+//! supplementary groups likewise; PrivateUsers= as asked. In block mode (the image's own
+//! users) the ids are those of the block instead (`user_block.rs`).
 
 use std::path::Path;
 
@@ -15,16 +16,20 @@ const MAX_USER_NAME: usize = 31;
 const MAX_SUPPLEMENTARY_GROUPS: usize = 32;
 
 pub(super) fn check(policy: &FloorPolicy, identity: &mut Identity) -> Result<(), Refusal> {
-    check_id(policy, "sandbox.identity.uid", identity.uid, &policy.passwd)?;
-    check_id(policy, "sandbox.identity.gid", identity.gid, &policy.group)?;
     let groups = "sandbox.identity.supplementary_groups";
     bounded(
         groups,
         &identity.supplementary_groups,
         MAX_SUPPLEMENTARY_GROUPS,
     )?;
-    for gid in &identity.supplementary_groups {
-        check_id(policy, groups, *gid, &policy.group)?;
+    if let Some(block) = identity.user_block {
+        super::user_block::check(policy, identity, block)?;
+    } else {
+        check_id(policy, "sandbox.identity.uid", identity.uid, &policy.passwd)?;
+        check_id(policy, "sandbox.identity.gid", identity.gid, &policy.group)?;
+        for gid in &identity.supplementary_groups {
+            check_id(policy, groups, *gid, &policy.group)?;
+        }
     }
     // Each once, and not the primary gid again: setgroups and the gid map want no repeats.
     identity.supplementary_groups.sort_unstable();
@@ -156,6 +161,36 @@ mod tests {
         check(&policy_in(&dir), &mut identity).unwrap();
 
         assert!(identity.private_users);
+    }
+
+    #[test]
+    fn block_ids_outside_the_dynamic_range_pass_in_block_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = berth_protocol::sandbox::UidBlock::at(524_288);
+        let mut identity = Identity {
+            uid: 524_388,
+            gid: 524_388,
+            supplementary_groups: vec![524_292, 524_388],
+            user_block: Some(block),
+            ..identity(&[])
+        };
+
+        check(&policy_in(&dir), &mut identity).unwrap();
+
+        assert_eq!(identity.supplementary_groups, [524_292]);
+    }
+
+    #[test]
+    fn a_dynamic_uid_is_refused_in_block_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut identity = Identity {
+            user_block: Some(berth_protocol::sandbox::UidBlock::at(524_288)),
+            ..identity(&[])
+        };
+
+        let refusal = check(&policy_in(&dir), &mut identity).unwrap_err();
+
+        assert_eq!(refusal.field, "sandbox.identity.uid");
     }
 
     #[test]

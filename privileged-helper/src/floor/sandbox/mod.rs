@@ -14,6 +14,7 @@ mod mounts;
 mod namespaces;
 mod resources;
 mod syscalls;
+mod user_block;
 
 use berth_protocol::sandbox::SandboxSpec;
 
