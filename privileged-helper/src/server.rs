@@ -103,10 +103,16 @@ impl HelperInterface {
                 });
             }
         };
+        let identity = &spec.sandbox.identity;
         let owner = sandbox::directories::Owner {
-            uid: spec.sandbox.identity.uid,
-            gid: spec.sandbox.identity.gid,
-            dynamic: self.policy.uid_min..=self.policy.uid_max,
+            uid: identity.uid,
+            gid: identity.gid,
+            // Block mode: what the image's users left is the block's to re-own.
+            dynamic: identity
+                .user_block
+                .map_or(self.policy.uid_min..=self.policy.uid_max, |block| {
+                    block.first..=block.last()
+                }),
         };
         match sandbox::directories::prepare(&spec.sandbox.directories, &parents, &owner) {
             Ok(prepared) => fds.directories = prepared,

@@ -96,16 +96,29 @@ pub(crate) fn limit_bounding(
     Ok(())
 }
 
-/// After the uid change: permitted, inheritable and effective become the ambient set, and each
-/// ambient capability is raised (the kernel wants it permitted and inheritable first).
-pub(super) fn grant(os: &impl ProcessSyscalls, plan: &CapabilityPlan) -> Result<(), Failure> {
-    // Permitted first: the effective set must stay within it at every step.
-    for (set, name) in [
-        (CapSet::Permitted, "permitted"),
-        (CapSet::Inheritable, "inheritable"),
-        (CapSet::Effective, "effective"),
+/// After the uid change: effective, permitted and inheritable become the ambient set, and each
+/// ambient capability is raised (the kernel wants it permitted and inheritable first). Root of
+/// the block's user namespace (`namespace_root`) has the whole bounding set permitted and
+/// effective instead, as root has it after an exec.
+pub(super) fn grant(
+    os: &impl ProcessSyscalls,
+    plan: &CapabilityPlan,
+    namespace_root: bool,
+) -> Result<(), Failure> {
+    let held = if namespace_root {
+        &plan.bounding
+    } else {
+        &plan.ambient
+    };
+    // Effective first: it must stay within permitted at every step, and permitted only
+    // shrinks here (after joining the block's namespace init still holds the full set,
+    // since its uid change was not one from that namespace's root).
+    for (set, name, caps) in [
+        (CapSet::Effective, "effective", held),
+        (CapSet::Permitted, "permitted", held),
+        (CapSet::Inheritable, "inheritable", &plan.ambient),
     ] {
-        os.set_capabilities(set, &plan.ambient)
+        os.set_capabilities(set, caps)
             .map_err(|e| Failure::setup(format!("set the {name} capabilities"), e))?;
     }
     os.clear_ambient()
@@ -201,11 +214,15 @@ mod tests {
     fn without_ambient_capabilities_every_set_is_emptied() {
         let os = RecordingProcess::new();
 
-        grant(&os, &plan(&["CAP_NET_BIND_SERVICE"], &[])).unwrap();
+        grant(&os, &plan(&["CAP_NET_BIND_SERVICE"], &[]), false).unwrap();
 
         assert_eq!(
             os.calls(),
             [
+                ProcessCall::SetCapabilities {
+                    set: "Effective".into(),
+                    caps: vec![]
+                },
                 ProcessCall::SetCapabilities {
                     set: "Permitted".into(),
                     caps: vec![]
@@ -214,17 +231,13 @@ mod tests {
                     set: "Inheritable".into(),
                     caps: vec![]
                 },
-                ProcessCall::SetCapabilities {
-                    set: "Effective".into(),
-                    caps: vec![]
-                },
                 ProcessCall::ClearAmbient,
             ]
         );
     }
 
     #[test]
-    fn ambient_capabilities_are_permitted_inheritable_effective_and_raised() {
+    fn ambient_capabilities_are_effective_permitted_inheritable_and_raised() {
         let os = RecordingProcess::new();
         let caps = vec![Capability::CAP_NET_BIND_SERVICE];
 
@@ -234,6 +247,7 @@ mod tests {
                 &["CAP_NET_BIND_SERVICE", "CAP_KILL"],
                 &["CAP_NET_BIND_SERVICE"],
             ),
+            false,
         )
         .unwrap();
 
@@ -241,19 +255,46 @@ mod tests {
             os.calls(),
             [
                 ProcessCall::SetCapabilities {
+                    set: "Effective".into(),
+                    caps: caps.clone()
+                },
+                ProcessCall::SetCapabilities {
                     set: "Permitted".into(),
                     caps: caps.clone()
                 },
                 ProcessCall::SetCapabilities {
                     set: "Inheritable".into(),
-                    caps: caps.clone()
-                },
-                ProcessCall::SetCapabilities {
-                    set: "Effective".into(),
                     caps
                 },
                 ProcessCall::ClearAmbient,
                 ProcessCall::RaiseAmbient(Capability::CAP_NET_BIND_SERVICE),
+            ]
+        );
+    }
+
+    #[test]
+    fn root_of_the_block_namespace_holds_its_bounding_set_permitted_and_effective() {
+        let os = RecordingProcess::new();
+        let bounding = vec![Capability::CAP_CHOWN, Capability::CAP_SETUID];
+
+        grant(&os, &plan(&["CAP_CHOWN", "CAP_SETUID"], &[]), true).unwrap();
+
+        assert_eq!(
+            os.calls(),
+            [
+                ProcessCall::SetCapabilities {
+                    set: "Effective".into(),
+                    caps: bounding.clone()
+                },
+                ProcessCall::SetCapabilities {
+                    set: "Permitted".into(),
+                    caps: bounding
+                },
+                ProcessCall::SetCapabilities {
+                    set: "Inheritable".into(),
+                    caps: vec![]
+                },
+                ProcessCall::ClearAmbient,
             ]
         );
     }

@@ -1,9 +1,12 @@
 //! Dropping from root to the service's uid, gid and supplementary groups, keeping only the
-//! capabilities the spec grants (see `capabilities.rs`), in a fresh session keyring.
+//! capabilities the spec grants (see `capabilities.rs`), in a fresh session keyring. In block
+//! mode the ids are those inside the block's user namespace (`block_namespace.rs`), and root
+//! of that namespace (no User=) keeps its bounding set permitted and effective.
 
 use berth_protocol::sandbox::{Identity, KeyringMode};
 
 use super::Failure;
+use super::block_namespace::InsideIds;
 use super::capabilities::{self, CapabilityPlan};
 use super::keyring;
 use super::process_syscalls::ProcessSyscalls;
@@ -19,27 +22,29 @@ pub(super) struct Credentials<'a> {
 /// Becomes `target`: bounding set cut, then the ids, then the capability sets, a new session
 /// keyring, no_new_privs (NoNewPrivileges=), not dumpable, and SIGKILL when the supervisor dies.
 pub(super) fn drop_to(os: &impl ProcessSyscalls, target: &Credentials<'_>) -> Result<(), Failure> {
-    let identity = target.identity;
+    let ids = InsideIds::of(target.identity)?;
     // Needs CAP_SETPCAP, so before the uid change.
     capabilities::limit_bounding(os, &target.capabilities)?;
-    os.set_groups(&identity.supplementary_groups)
+    os.set_groups(&ids.groups)
         .map_err(|e| Failure::setup("setgroups", e))?;
     let keep = target.capabilities.keeps_capabilities();
     if keep {
         os.set_keep_capabilities(true)
             .map_err(|e| Failure::setup("keep capabilities across the uid change", e))?;
     }
-    os.set_resgid(identity.gid)
+    os.set_resgid(ids.gid)
         .map_err(|e| Failure::setup("setresgid", e))?;
-    os.set_resuid(identity.uid)
+    os.set_resuid(ids.uid)
         .map_err(|e| Failure::setup("setresuid", e))?;
     if keep {
         os.set_keep_capabilities(false)
             .map_err(|e| Failure::setup("stop keeping capabilities", e))?;
     }
     // setresuid emptied permitted and effective unless kept; make the sets exactly the
-    // ambient ones either way, inheritable included.
-    capabilities::grant(os, &target.capabilities)?;
+    // ambient ones either way, inheritable included (root of the block's namespace: the
+    // bounding set permitted and effective, so that its exec as uid 0 keeps them under
+    // no_new_privs, which grants nothing beyond the permitted set).
+    capabilities::grant(os, &target.capabilities, ids.namespace_root)?;
     // Owned by the service's uid now that it is that uid.
     keyring::join(os, target.keyring)?;
     if target.no_new_privileges {
@@ -212,6 +217,56 @@ mod tests {
             index(&calls, &ProcessCall::SetResuid(61500))
                 < index(&calls, &ProcessCall::JoinSessionKeyring)
         );
+    }
+
+    fn block_identity(uid: u32) -> Identity {
+        Identity {
+            uid: 524_288 + uid,
+            gid: 524_288 + uid,
+            supplementary_groups: vec![524_292],
+            private_users: false,
+            user_name: "redis".into(),
+            user_block: Some(berth_protocol::sandbox::UidBlock::at(524_288)),
+        }
+    }
+
+    #[test]
+    fn in_block_mode_the_ids_set_are_those_inside_the_block() {
+        let os = RecordingProcess::new();
+        let identity = block_identity(100);
+
+        drop_to(&os, &credentials(&identity, &[], true)).unwrap();
+
+        let calls = steps(&os.calls());
+        assert_eq!(
+            calls[..3],
+            [
+                ProcessCall::SetGroups(vec![4]),
+                ProcessCall::SetResgid(100),
+                ProcessCall::SetResuid(100),
+            ]
+        );
+    }
+
+    #[test]
+    fn root_of_the_block_keeps_its_bounding_set_permitted() {
+        let os = RecordingProcess::new();
+        let identity = block_identity(0);
+
+        drop_to(&os, &credentials(&identity, &["CAP_CHOWN"], true)).unwrap();
+
+        assert!(os.calls().contains(&ProcessCall::SetCapabilities {
+            set: "Permitted".into(),
+            caps: vec![Capability::CAP_CHOWN],
+        }));
+        let mut user = credentials(&identity, &[], true);
+        user.capabilities.bounding.insert(Capability::CAP_KILL);
+        let os = RecordingProcess::new();
+        drop_to(&os, &user).unwrap();
+        assert!(os.calls().contains(&ProcessCall::SetCapabilities {
+            set: "Permitted".into(),
+            caps: vec![Capability::CAP_KILL],
+        }));
     }
 
     #[test]

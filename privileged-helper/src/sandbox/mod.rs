@@ -13,6 +13,7 @@
 //! The supervisor reports `Launched` (or the failure) to `launch` over a CLOEXEC pipe as one
 //! JSON document, once the run's first command has exec'd or failed.
 
+pub(crate) mod block_namespace;
 pub(crate) mod capabilities;
 pub(crate) mod cgroup;
 mod credentials;

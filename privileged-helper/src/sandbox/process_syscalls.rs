@@ -7,6 +7,7 @@
 //! `keyring.rs` and `landlock.rs` produce are checked without root.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use rustix::io::Errno;
@@ -42,6 +43,9 @@ pub(crate) trait ProcessSyscalls {
     /// written by a child left behind in the parent namespace: only a process with CAP_SETUID
     /// there may map more than its own id.
     fn enter_user_namespace(&self, uid_map: &str, gid_map: &str) -> Result<(), Errno>;
+    /// `setns(userns, CLONE_NEWUSER)`: joins an existing user namespace (the image's own
+    /// users, `block_namespace.rs`); the bounding set is full again afterwards.
+    fn join_user_namespace(&self, userns: BorrowedFd<'_>) -> Result<(), Errno>;
     /// Brings the loopback interface of the current network namespace up.
     fn set_loopback_up(&self) -> Result<(), Errno>;
     /// `setrlimit(resource, {soft, hard})`; `None` is infinity.
@@ -158,6 +162,13 @@ impl ProcessSyscalls for LinuxSyscalls {
                 }
             }
         }
+    }
+
+    fn join_user_namespace(&self, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+        rustix::thread::move_into_link_name_space(
+            userns,
+            Some(rustix::thread::LinkNameSpaceType::User),
+        )
     }
 
     fn set_loopback_up(&self) -> Result<(), Errno> {
@@ -309,7 +320,7 @@ fn landlock_errno(e: &landlock::RulesetError) -> Errno {
 /// Writes the id maps of process `pid` (run by the child of [`enter_user_namespace`]).
 /// `setgroups` stays allowed: the writer has CAP_SETGID in the parent namespace, and init must
 /// still set the service's supplementary groups inside.
-fn write_id_maps(pid: i32, uid_map: &str, gid_map: &str) -> Result<(), Errno> {
+pub(crate) fn write_id_maps(pid: i32, uid_map: &str, gid_map: &str) -> Result<(), Errno> {
     for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
         let path = format!("/proc/{pid}/{file}");
         let fd = rustix::fs::open(
@@ -343,6 +354,8 @@ mod fake {
             uid_map: String,
             gid_map: String,
         },
+        /// The raw descriptor passed.
+        JoinUserNamespace(i32),
         SetLoopbackUp,
         SetRlimit {
             resource: Resource,
@@ -445,6 +458,11 @@ mod fake {
                 uid_map: uid_map.to_owned(),
                 gid_map: gid_map.to_owned(),
             })
+        }
+
+        fn join_user_namespace(&self, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+            use std::os::fd::AsRawFd;
+            self.record(ProcessCall::JoinUserNamespace(userns.as_raw_fd()))
         }
 
         fn set_loopback_up(&self) -> Result<(), Errno> {

@@ -158,18 +158,21 @@ pub(crate) trait MountSyscalls {
     ) -> Result<(), Errno>;
     /// `fchownat(dir, path, uid, gid, AT_SYMLINK_NOFOLLOW)`.
     fn chownat(&self, dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> Result<(), Errno>;
+    /// `mount_setattr(mount, "", AT_EMPTY_PATH, {MOUNT_ATTR_IDMAP, userns})`: idmaps the
+    /// detached mount `mount` with the id maps of user namespace `userns`.
+    fn mount_idmap(&self, mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno>;
 }
 
 /// The real syscalls.
 pub(crate) struct LinuxSyscalls;
 
-/// `mount_setattr(2)` (rustix lacks it).
+/// `mount_setattr(2)` (rustix lacks it); `userns` goes with `MOUNT_ATTR_IDMAP`.
 fn setattr(
     dir: Option<BorrowedFd<'_>>,
     path: &CStr,
     flags: AtFlags,
-    attr_set: MountAttrFlags,
-    attr_clr: MountAttrFlags,
+    (attr_set, attr_clr): (MountAttrFlags, MountAttrFlags),
+    userns: Option<BorrowedFd<'_>>,
 ) -> Result<(), Errno> {
     #[repr(C)]
     struct MountAttr {
@@ -182,7 +185,7 @@ fn setattr(
         attr_set: u64::from(attr_set.bits()),
         attr_clr: u64::from(attr_clr.bits()),
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
     };
     let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     // SAFETY: path is NUL-terminated and attr is a valid mount_attr of the size passed;
@@ -231,7 +234,7 @@ impl MountSyscalls for LinuxSyscalls {
         flags: AtFlags,
         attr_set: MountAttrFlags,
     ) -> Result<(), Errno> {
-        setattr(dir, path, flags, attr_set, MountAttrFlags::empty())
+        setattr(dir, path, flags, (attr_set, MountAttrFlags::empty()), None)
     }
 
     fn open_tree(
@@ -359,8 +362,8 @@ impl MountSyscalls for LinuxSyscalls {
             Some(dir),
             c"",
             AtFlags::EMPTY_PATH | flags,
-            MountAttrFlags::empty(),
-            attr_clr,
+            (MountAttrFlags::empty(), attr_clr),
+            None,
         )
     }
 
@@ -378,6 +381,16 @@ impl MountSyscalls for LinuxSyscalls {
     fn chownat(&self, dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> Result<(), Errno> {
         let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
         rustix::fs::chownat(dir, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    fn mount_idmap(&self, mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+        setattr(
+            Some(mount),
+            c"",
+            AtFlags::EMPTY_PATH,
+            (MountAttrFlags::MOUNT_ATTR_IDMAP, MountAttrFlags::empty()),
+            Some(userns),
+        )
     }
 }
 
@@ -495,6 +508,11 @@ mod fake {
             dir: String,
             flags: AtFlags,
             attr_clr: MountAttrFlags,
+        },
+        /// `userns` as the raw descriptor passed.
+        MountIdmap {
+            mount: String,
+            userns: RawFd,
         },
     }
 
@@ -900,6 +918,13 @@ mod fake {
                 path: text(path),
                 uid,
                 gid,
+            })
+        }
+
+        fn mount_idmap(&self, mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+            self.record(Call::MountIdmap {
+                mount: self.name_of(mount),
+                userns: userns.as_raw_fd(),
             })
         }
     }

@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 use super::Failure;
+use super::block_namespace::BlockNamespaces;
 use super::process_syscalls::ProcessSyscalls;
 use super::syscalls::{FsParam, MountSyscalls};
 
@@ -184,8 +185,19 @@ fn etc_file(name: &CStr) -> Result<Option<OwnedFd>, rustix::io::Errno> {
     Ok((FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile).then_some(file))
 }
 
-/// Moves init into the new user namespace with [`id_maps`].
-pub(super) fn enter(os: &impl ProcessSyscalls, identity: &Identity) -> Result<(), Failure> {
+/// Moves init into its user namespace: the block's (`block_namespace.rs`) when it has one,
+/// else with PrivateUsers= a new one with [`id_maps`]; without either it stays in the host's.
+pub(super) fn enter(
+    os: &impl ProcessSyscalls,
+    identity: &Identity,
+    block: Option<&BlockNamespaces>,
+) -> Result<(), Failure> {
+    if let Some(namespaces) = block {
+        return super::block_namespace::enter(os, namespaces);
+    }
+    if !identity.private_users {
+        return Ok(());
+    }
     let (uid_map, gid_map) = id_maps(identity);
     os.enter_user_namespace(&uid_map, &gid_map)
         .map_err(|e| Failure::setup("create the private user namespace", e))
@@ -244,7 +256,7 @@ mod tests {
     fn entering_writes_both_maps() {
         let os = RecordingProcess::new();
 
-        enter(&os, &identity(&[])).unwrap();
+        enter(&os, &identity(&[]), None).unwrap();
 
         assert_eq!(
             os.calls(),

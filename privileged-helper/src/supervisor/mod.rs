@@ -149,7 +149,15 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
                 return Err(e.into_failure());
             }
         };
-    let sandbox = match spawn::spawn(spec, root, extensions, directories, host_files, credentials) {
+    let manager = (control.owner, control.group);
+    let sandbox = match spawn::spawn(
+        spec,
+        (root, extensions),
+        directories,
+        host_files,
+        credentials,
+        manager,
+    ) {
         Ok(sandbox) => sandbox,
         Err(failure) => {
             control.remove();

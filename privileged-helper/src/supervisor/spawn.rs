@@ -11,6 +11,7 @@ use rustix::process::{Pid, PidfdFlags};
 use super::exit::decode_wait;
 use super::notify;
 use crate::launch_spec::{HostFileFds, LaunchSpec};
+use crate::sandbox::block_namespace;
 use crate::sandbox::cgroup::{CgroupError, ServiceCgroup};
 use crate::sandbox::credentials_dir::LoadedCredentials;
 use crate::sandbox::directories::PreparedDirectory;
@@ -47,14 +48,15 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Failure> {
     sys::set_nonblocking(fd).map_err(|e| Failure::setup("fcntl", e))
 }
 
-/// Forks init into a new pid namespace and waits until it has built the sandbox.
+/// Forks init into a new pid namespace and waits until it has built the sandbox. `manager`
+/// (uid, gid) owns the user namespaces of a block-mode sandbox.
 pub(super) fn spawn(
     spec: &LaunchSpec,
-    root: OwnedFd,
-    extensions: Vec<OwnedFd>,
+    (root, extensions): (OwnedFd, Vec<OwnedFd>),
     directories: Vec<PreparedDirectory>,
     host_files: HostFileFds,
     credentials: LoadedCredentials,
+    manager: (u32, u32),
 ) -> Result<Sandbox, Failure> {
     let (stdout, stdout_w) = pipe("stdout")?;
     let (stderr, stderr_w) = pipe("stderr")?;
@@ -91,6 +93,8 @@ pub(super) fn spawn(
         Some(cgroup) => cgroup.procs().map_err(cgroup_failure)?,
         None => Vec::new(),
     };
+    // Before the pid namespace: the child that creates them would become its init.
+    let block = block_namespace::create(&spec.sandbox.identity, manager)?;
 
     // SAFETY: no CLONE_FILES; this process is single-threaded.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
@@ -115,6 +119,7 @@ pub(super) fn spawn(
                 cgroup_procs,
                 notify: init_notify,
                 credentials,
+                block,
             },
         ),
         Ok(sys::Forked::Parent(pid)) => pid,
@@ -133,6 +138,8 @@ pub(super) fn spawn(
         init_notify,
         // Zeroed here: only init keeps them.
         credentials,
+        // The namespaces live on in init.
+        block,
     ));
     let kill_init = || {
         let _ = sys::kill(init_pid, libc::SIGKILL);

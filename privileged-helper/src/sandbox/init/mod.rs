@@ -23,9 +23,10 @@ pub(crate) mod channel;
 mod executor;
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
+use super::block_namespace::{self, BlockNamespaces};
 use super::capabilities::CapabilityPlan;
 use super::credentials::Credentials;
 use super::credentials_dir::{self, LoadedCredentials};
@@ -58,6 +59,8 @@ pub(crate) struct InitFds {
     pub notify: Option<OwnedFd>,
     /// LoadCredential= and friends, read by the supervisor.
     pub credentials: LoadedCredentials,
+    /// The user namespaces of the image's own users (block mode), made by the supervisor.
+    pub block: Option<BlockNamespaces>,
 }
 
 /// Signals init forwards to main: all but SIGCHLD, the unblockable ones, the synchronous
@@ -101,6 +104,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         cgroup_procs,
         notify,
         credentials,
+        block,
     } = fds;
     let mut keep = vec![
         root.as_raw_fd(),
@@ -113,6 +117,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     keep.extend(cgroup_procs.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(notify.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(host_files.raw_fds());
+    keep.extend(block.iter().flat_map(BlockNamespaces::raw_fds));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
@@ -122,8 +127,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         .and_then(|()| {
             setup(
                 spec,
-                root,
-                extensions,
+                (root, extensions, block),
                 directories,
                 host_files,
                 notify,
@@ -179,8 +183,7 @@ fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
 
 fn setup(
     spec: &LaunchSpec,
-    root: OwnedFd,
-    mut extensions: Vec<OwnedFd>,
+    (root, mut extensions, block): (OwnedFd, Vec<OwnedFd>, Option<BlockNamespaces>),
     directories: Vec<PreparedDirectory>,
     host_files: HostFileFds,
     notify: Option<OwnedFd>,
@@ -198,6 +201,13 @@ fn setup(
     let (service_dirs, mount_points) =
         directories::mount_plan_binds(&LinuxSyscalls, &root, directories)?;
     extensions.extend(mount_points);
+    // Block mode: the image's files keep their owners inside the block's namespace.
+    let (root, extensions) = match &block {
+        Some(ns) => {
+            block_namespace::idmap_layers(&LinuxSyscalls, ns.mounts.as_fd(), &root, &extensions)?
+        }
+        None => (root, extensions),
+    };
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
     let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
     drop((root, extensions, view));
@@ -221,7 +231,8 @@ fn setup(
     )?;
     namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
     notify_socket::bind(notify)?;
-    if sandbox.identity.private_users {
+    // In block mode the image's own databases name its users.
+    if sandbox.identity.private_users && block.is_none() {
         user_namespace::bind_databases(&LinuxSyscalls, &sandbox.identity)?;
     }
     // Our stdio still points at the host's /dev/null; use the sandbox's.
@@ -230,9 +241,8 @@ fn setup(
     rlimits::apply(&LinuxSyscalls, &sandbox.rlimits)?;
     // While init still holds CAP_SYS_ADMIN, which Landlock takes instead of no_new_privs.
     landlock::restrict(&LinuxSyscalls, &sandbox.landlock)?;
-    if sandbox.identity.private_users {
-        user_namespace::enter(&LinuxSyscalls, &sandbox.identity)?;
-    }
+    user_namespace::enter(&LinuxSyscalls, &sandbox.identity, block.as_ref())?;
+    drop(block);
     credentials::drop_to(
         &LinuxSyscalls,
         &Credentials {
