@@ -20,9 +20,10 @@ use berth_protocol::sandbox::{AddressFamilies, SyscallFilter};
 use berth_protocol::syscall_groups;
 use seccompiler::{
     BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch, sock_filter,
+    SeccompFilter, SeccompRule, TargetArch,
 };
 
+use super::bpf::{self, ARCH_OFFSET, AUDIT_ARCH_X86_64, NR_OFFSET, X32_SYSCALL_BIT};
 use super::table;
 
 /// Syscalls the start itself needs once main has installed the filter: the execve of the
@@ -39,9 +40,6 @@ const MAX_TOTAL_INSTRUCTIONS: usize = 32768;
 
 /// Largest errno a seccomp `SECCOMP_RET_ERRNO` may return (`MAX_ERRNO`).
 const MAX_ERRNO: i32 = 4095;
-
-/// The x32 ABI's bit in the syscall number.
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// The programs of one [`SyscallFilter`], in installation order; empty when the filter asks
 /// for nothing at all.
@@ -196,36 +194,15 @@ pub(crate) fn check_names(filter: &SyscallFilter) -> Result<(), CompileError> {
 /// The architecture and x32 check, written out because seccompiler's programs check only the
 /// architecture, and an x32 call carries x86-64's.
 fn native_only() -> BpfProgram {
-    const ARCH_OFFSET: u32 = 4;
-    const NR_OFFSET: u32 = 0;
-    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-    let load = |offset| sock_filter {
-        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-        jt: 0,
-        jf: 0,
-        k: offset,
-    };
-    let jump = |op: u32, k: u32, jt: u8, jf: u8| sock_filter {
-        code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let ret = |k: u32| sock_filter {
-        code: (libc::BPF_RET | libc::BPF_K) as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
     vec![
-        load(ARCH_OFFSET),
+        bpf::load(ARCH_OFFSET),
         // Not x86-64 (i386's int 0x80): to the kill at the end.
-        jump(libc::BPF_JEQ, AUDIT_ARCH_X86_64, 0, 3),
-        load(NR_OFFSET),
+        bpf::jump(libc::BPF_JEQ, AUDIT_ARCH_X86_64, 0, 3),
+        bpf::load(NR_OFFSET),
         // An x32 number: to the kill.
-        jump(libc::BPF_JGE, X32_SYSCALL_BIT, 1, 0),
-        ret(libc::SECCOMP_RET_ALLOW),
-        ret(libc::SECCOMP_RET_KILL_PROCESS),
+        bpf::jump(libc::BPF_JGE, X32_SYSCALL_BIT, 1, 0),
+        bpf::ret(libc::SECCOMP_RET_ALLOW),
+        bpf::ret(libc::SECCOMP_RET_KILL_PROCESS),
     ]
 }
 
