@@ -13,8 +13,8 @@ use berth_protocol::config_file::{self, ConfigFile, KeyError};
 /// `dynamic_uid_max`, `image_roots = ["/a", "/b"]`, `image_filesystems = ["squashfs",
 /// "erofs"]`, `allowed_capabilities = ["CAP_NET_BIND_SERVICE"]`, `bind_sources =
 /// ["/srv/shared"]`, `allowed_devices = ["/dev/fuse"]`, `credential_roots = ["/etc/credstore"]`,
-/// `systemd_creds = "/usr/bin/systemd-creds"` and `journal_socket =
-/// "/run/systemd/journal/socket"`, all optional; an unknown key or a value of the wrong type is
+/// `systemd_creds = "/usr/bin/systemd-creds"`, `journal_socket =
+/// "/run/systemd/journal/socket"` and `grantable_ports = [80, 443]`, all optional; an unknown key or a value of the wrong type is
 /// an error naming the file, line and key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +52,10 @@ pub struct FloorPolicy {
     /// users and groups. systemd's container range by default.
     pub user_block_min: u32,
     pub user_block_max: u32,
+    /// Ports below 1024 berthd may grant a service (`berth attach --port`), bound for it by
+    /// its supervisor; every one (1 to 1023) by default. Grants apply only to services running
+    /// as the image's own users.
+    pub grantable_ports: Vec<u16>,
     /// Files listing host users and groups that dynamic IDs must never collide with (not
     /// configurable: the host's own; tests point them elsewhere).
     #[serde(skip)]
@@ -92,6 +96,7 @@ impl Default for FloorPolicy {
             journal_socket: PathBuf::from("/run/systemd/journal/socket"),
             user_block_min: DEFAULT_USER_BLOCK_RANGE.0,
             user_block_max: DEFAULT_USER_BLOCK_RANGE.1,
+            grantable_ports: (1..1024).collect(),
             passwd: PathBuf::from("/etc/passwd"),
             group: PathBuf::from("/etc/group"),
             subuid: PathBuf::from("/etc/subuid"),
@@ -171,6 +176,16 @@ impl ConfigFile for FloorPolicy {
                     "{} is not an absolute, normalized path",
                     self.journal_socket.display()
                 ),
+            });
+        }
+        if let Some(port) = self
+            .grantable_ports
+            .iter()
+            .find(|p| **p == 0 || **p >= 1024)
+        {
+            return Err(KeyError {
+                keys: &["grantable_ports"],
+                reason: format!("{port} is not a privileged port (1 to 1023)"),
             });
         }
         config_file::check_uid_range(self.uid_min, self.uid_max)?;
@@ -419,6 +434,23 @@ mod tests {
         assert_eq!(
             error_line_and_key("\ndynamic_uid_max = \"65519\"\n"),
             (2, Some("dynamic_uid_max".into()))
+        );
+    }
+
+    #[test]
+    fn grantable_ports_are_every_privileged_port_unless_set() {
+        let default = parse("").unwrap();
+        let set = parse("grantable_ports = [80, 443]\n").unwrap();
+
+        assert_eq!(default.grantable_ports, (1..=1023).collect::<Vec<u16>>());
+        assert_eq!(set.grantable_ports, [80, 443]);
+    }
+
+    #[test]
+    fn an_unprivileged_grantable_port_is_refused_at_its_key() {
+        assert_eq!(
+            error_line_and_key("\ngrantable_ports = [80, 8080]\n"),
+            (2, Some("grantable_ports".into()))
         );
     }
 }

@@ -14,6 +14,7 @@ use super::journal::Journal;
 use super::log_capture::{LineBuffer, Output};
 use super::log_writer::LogWriter;
 use super::notify::{NotifySocket, NotifyState};
+use super::port_broker::PortBroker;
 use super::run::Run;
 use super::service_pids;
 use super::spawn::{Sandbox, millis};
@@ -34,6 +35,7 @@ enum Slot {
     Output(usize),
     Client(usize),
     Notify,
+    Ports,
 }
 
 pub(super) struct Supervisor {
@@ -66,6 +68,10 @@ pub(super) struct Supervisor {
     pub(super) notify_socket: Option<NotifySocket>,
     /// What the service said on it (notify.rs).
     pub(super) notify: NotifyState,
+    /// The broker of the granted privileged ports, while the service may bind.
+    pub(super) ports: Option<PortBroker>,
+    /// The broker told the log about a failure already (once per run is enough).
+    pub(super) ports_noted: bool,
 }
 
 impl Supervisor {
@@ -109,6 +115,10 @@ impl Supervisor {
                 .notify
                 .map(|fd| NotifySocket::new(fd, &spec.program)),
             notify: NotifyState::default(),
+            ports: sandbox
+                .bind_listener
+                .map(|listener| PortBroker::new(listener, &spec.sandbox.privileged_ports)),
+            ports_noted: false,
         }
     }
 
@@ -185,6 +195,11 @@ impl Supervisor {
                 pfds.push(sys::pollfd(socket.fd().as_fd(), libc::POLLIN));
                 slots.push(Slot::Notify);
             }
+            // A bind waits for the answer: served before the output.
+            if let Some(broker) = &self.ports {
+                pfds.push(sys::pollfd(broker.fd(), libc::POLLIN));
+                slots.push(Slot::Ports);
+            }
             for (i, out) in self.outputs.iter().enumerate() {
                 if let Some(fd) = &out.fd {
                     pfds.push(sys::pollfd(fd.as_fd(), libc::POLLIN));
@@ -230,6 +245,7 @@ impl Supervisor {
                     Slot::Output(i) => self.read_output(i, &mut chunk, CHUNKS_PER_TURN),
                     Slot::Client(i) => self.client_io(i),
                     Slot::Notify => self.receive_notify(),
+                    Slot::Ports => self.serve_ports(pfd.revents),
                 }
             }
             self.notify_timer();

@@ -24,6 +24,7 @@ mod journal;
 mod log_capture;
 mod log_writer;
 mod notify;
+mod port_broker;
 mod privileges;
 mod run;
 mod run_actions;
@@ -176,6 +177,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
     let manager = privileges::Manager {
         uid: control.owner,
         gid: control.group,
+        bind_ports: !spec.sandbox.privileged_ports.is_empty(),
     };
     if let Err(e) = privileges::give_up_root(manager) {
         spawn::end(sandbox);

@@ -411,7 +411,7 @@ impl Supervisor {
 
     /// A line from berth itself in the service's log (stderr), for what the service should
     /// know went wrong.
-    fn note(&self, text: &str) {
+    pub(super) fn note(&self, text: &str) {
         let mut record = Vec::new();
         let line = format!("berth-supervise: {text}");
         log_line::encode(

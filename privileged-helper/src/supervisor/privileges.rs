@@ -4,7 +4,9 @@
 //! It becomes the manager's uid and primary gid (the owner of the control directory), with no
 //! supplementary groups, CAP_KILL alone in its permitted and effective sets (and bounding set;
 //! nothing inheritable or ambient), no_new_privs, and not dumpable, so berthd, running as the
-//! same uid, can neither ptrace it nor read its memory to borrow CAP_KILL. What it still needs
+//! same uid, can neither ptrace it nor read its memory to borrow CAP_KILL. When the spec
+//! grants privileged ports it keeps CAP_NET_BIND_SERVICE as well, for the port broker
+//! (`port_broker.rs`) to bind them for the service; never otherwise. What it still needs
 //! it opened as root before: the cgroup files (`cgroup.kill`, the directories `cgroup.procs`
 //! is read through), the log, the control and notify sockets. After this it opens nothing but
 //! world-readable `/proc` files and `cgroup.procs` by descriptor; the cgroups it can no longer
@@ -28,6 +30,8 @@ use crate::sandbox::process_syscalls::ProcessSyscalls;
 pub(super) struct Manager {
     pub(super) uid: u32,
     pub(super) gid: u32,
+    /// Keep CAP_NET_BIND_SERVICE: the service was granted privileged ports.
+    pub(super) bind_ports: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +79,18 @@ pub(super) fn give_up_root(manager: Manager) -> Result<(), PrivilegeError> {
     verify(&status, manager)
 }
 
-fn kill_only() -> CapsHashSet {
-    CapsHashSet::from([Capability::CAP_KILL])
+/// CAP_KILL, and CAP_NET_BIND_SERVICE for a port broker.
+fn kept(manager: Manager) -> CapsHashSet {
+    let mut kept = CapsHashSet::from([Capability::CAP_KILL]);
+    if manager.bind_ports {
+        kept.insert(Capability::CAP_NET_BIND_SERVICE);
+    }
+    kept
 }
 
 /// The steps, in the order the kernel needs them: the bounding set while CAP_SETPCAP is still
 /// held, groups and gid while CAP_SETGID is, the uid keeping the permitted set, then the sets
-/// cut to CAP_KILL.
+/// cut to [`kept`].
 fn drop_to(os: &impl ProcessSyscalls, manager: Manager) -> Result<(), PrivilegeError> {
     let step = |step: &'static str| {
         move |e: Errno| PrivilegeError::Step {
@@ -90,11 +99,11 @@ fn drop_to(os: &impl ProcessSyscalls, manager: Manager) -> Result<(), PrivilegeE
         }
     };
     let plan = CapabilityPlan {
-        bounding: kill_only(),
+        bounding: kept(manager),
         ambient: CapsHashSet::new(),
     };
     capabilities::limit_bounding(os, &plan).map_err(|f| PrivilegeError::Step {
-        step: "cut the bounding set to CAP_KILL",
+        step: "cut the bounding set to CAP_KILL (and CAP_NET_BIND_SERVICE)",
         source: match f {
             Failure::Setup { errno, .. } => io::Error::from_raw_os_error(errno),
             _ => io::Error::from_raw_os_error(libc::EPERM),
@@ -108,11 +117,11 @@ fn drop_to(os: &impl ProcessSyscalls, manager: Manager) -> Result<(), PrivilegeE
     os.set_keep_capabilities(false)
         .map_err(step("stop keeping capabilities"))?;
     // Permitted first: the effective set must stay within it at every step.
-    os.set_capabilities(CapSet::Permitted, &kill_only())
+    os.set_capabilities(CapSet::Permitted, &kept(manager))
         .map_err(step("cut the permitted set to CAP_KILL"))?;
     os.set_capabilities(CapSet::Inheritable, &CapsHashSet::new())
         .map_err(step("empty the inheritable set"))?;
-    os.set_capabilities(CapSet::Effective, &kill_only())
+    os.set_capabilities(CapSet::Effective, &kept(manager))
         .map_err(step("make CAP_KILL effective"))?;
     os.clear_ambient()
         .map_err(step("clear the ambient capabilities"))?;
@@ -135,7 +144,10 @@ fn verify(status: &str, manager: Manager) -> Result<(), PrivilegeError> {
         let values: Vec<&str> = field(name).split_whitespace().collect();
         values.len() == 4 && values.iter().all(|v| *v == id.to_string())
     };
-    let kill = format!("{:016x}", 1u64 << Capability::CAP_KILL.index());
+    let bits = kept(manager)
+        .iter()
+        .fold(0u64, |bits, cap| bits | 1u64 << cap.index());
+    let kill = format!("{bits:016x}");
     let expected = [
         ("CapPrm:", kill.as_str()),
         ("CapEff:", kill.as_str()),
@@ -166,7 +178,11 @@ mod tests {
     use super::*;
     use crate::sandbox::process_syscalls::{ProcessCall, RecordingProcess};
 
-    const MANAGER: Manager = Manager { uid: 999, gid: 998 };
+    const MANAGER: Manager = Manager {
+        uid: 999,
+        gid: 998,
+        bind_ports: false,
+    };
 
     fn position(calls: &[ProcessCall], call: &ProcessCall) -> usize {
         calls
@@ -208,6 +224,60 @@ mod tests {
         assert!(!calls.contains(&ProcessCall::DropBounding(Capability::CAP_KILL)));
         position(&calls, &ProcessCall::SetNoNewPrivs);
         position(&calls, &ProcessCall::SetDumpable(false));
+    }
+
+    #[test]
+    fn a_supervisor_with_port_grants_keeps_cap_net_bind_service_too() {
+        let os = RecordingProcess::new();
+        let manager = Manager {
+            bind_ports: true,
+            ..MANAGER
+        };
+
+        drop_to(&os, manager).unwrap();
+
+        let calls = os.calls();
+        let mut both = vec![Capability::CAP_KILL, Capability::CAP_NET_BIND_SERVICE];
+        both.sort_by_key(|c| c.index());
+        for set in ["Permitted", "Effective"] {
+            let call = ProcessCall::SetCapabilities {
+                set: set.into(),
+                caps: both.clone(),
+            };
+            position(&calls, &call);
+        }
+        assert!(!calls.contains(&ProcessCall::DropBounding(Capability::CAP_NET_BIND_SERVICE)));
+    }
+
+    #[test]
+    fn a_supervisor_without_port_grants_drops_cap_net_bind_service() {
+        let os = RecordingProcess::new();
+
+        drop_to(&os, MANAGER).unwrap();
+
+        position(
+            &os.calls(),
+            &ProcessCall::DropBounding(Capability::CAP_NET_BIND_SERVICE),
+        );
+    }
+
+    #[test]
+    fn the_check_expects_cap_net_bind_service_exactly_when_kept() {
+        // CAP_KILL (5) and CAP_NET_BIND_SERVICE (10).
+        let both = "0000000000000420";
+        let with_ports = Manager {
+            bind_ports: true,
+            ..MANAGER
+        };
+        let status = status("999\t999\t999\t999", both, "1")
+            .replace("CapPrm:\t0000000000000020", &format!("CapPrm:\t{both}"))
+            .replace("CapBnd:\t0000000000000020", &format!("CapBnd:\t{both}"));
+
+        let kept = verify(&status, with_ports);
+        let unexpected = verify(&status, MANAGER);
+
+        kept.unwrap();
+        assert!(unexpected.unwrap_err().to_string().contains("CapEff:"));
     }
 
     fn status(uid: &str, cap_eff: &str, nnp: &str) -> String {

@@ -1,11 +1,15 @@
 //! Starting the sandbox: the service's cgroup, init forked into a new pid namespace, and the
 //! wait until init has built the sandbox and takes commands.
 
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
+};
 use rustix::process::{Pid, PidfdFlags};
 
 use super::exit::decode_wait;
@@ -37,6 +41,8 @@ pub(super) struct Sandbox {
     pub(super) cgroup: Option<ServiceCgroup>,
     /// The receiving end of `$NOTIFY_SOCKET`, when the program has one.
     pub(super) notify: Option<OwnedFd>,
+    /// The bind(2) notification's listener, when the spec grants privileged ports.
+    pub(super) bind_listener: Option<OwnedFd>,
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
@@ -155,8 +161,11 @@ pub(super) fn spawn(
             return Err(Failure::setup("pidfd_open", e));
         }
     };
-    match await_ready(&channel, &pidfd, init_pid).and_then(|()| nonblocking(&channel)) {
-        Ok(()) => Ok(Sandbox {
+    let ready = await_ready(&channel, &pidfd, init_pid)
+        .and_then(|listener| bind_listener(spec, listener))
+        .and_then(|listener| nonblocking(&channel).map(|()| listener));
+    match ready {
+        Ok(bind_listener) => Ok(Sandbox {
             init_pid,
             pidfd,
             channel,
@@ -165,6 +174,7 @@ pub(super) fn spawn(
             started_usec: sys::realtime_usec(),
             cgroup,
             notify,
+            bind_listener,
         }),
         Err(failure) => {
             kill_init();
@@ -217,8 +227,25 @@ pub(super) fn millis(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
 }
 
-/// Waits for init's first report: ready, or why the sandbox could not be built.
-fn await_ready(channel: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Result<(), Failure> {
+/// The listener init sent with its ready report: there exactly when the spec grants ports.
+fn bind_listener(spec: &LaunchSpec, listener: Option<OwnedFd>) -> Result<Option<OwnedFd>, Failure> {
+    match (spec.sandbox.privileged_ports.is_empty(), listener) {
+        (true, _) => Ok(None),
+        (false, Some(listener)) => Ok(Some(listener)),
+        (false, None) => Err(Failure::setup(
+            "receive the bind(2) notification's listener from the sandbox's init",
+            Errno::PROTO,
+        )),
+    }
+}
+
+/// Waits for init's first report: ready (with the descriptor init sent along, if any), or
+/// why the sandbox could not be built.
+fn await_ready(
+    channel: &OwnedFd,
+    pidfd: &OwnedFd,
+    init_pid: libc::pid_t,
+) -> Result<Option<OwnedFd>, Failure> {
     let deadline = Instant::now() + EXEC_TIMEOUT;
     let mut buf = vec![0u8; crate::sandbox::init::channel::MAX_REPORT + 1];
     loop {
@@ -230,18 +257,29 @@ fn await_ready(channel: &OwnedFd, pidfd: &OwnedFd, init_pid: libc::pid_t) -> Res
         if sys::poll(&mut pfd, millis(left).max(1)).map_err(|e| Failure::setup("poll", e))? == 0 {
             continue;
         }
-        let n = match rustix::net::recv(channel, &mut buf, rustix::net::RecvFlags::empty()) {
-            Ok((n, _)) => n,
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let n = match rustix::net::recvmsg(
+            channel,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg.bytes,
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Failure::setup("read the sandbox's report", e)),
         };
+        let fd = control.drain().find_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        });
         if n == 0 {
             return Err(Failure::InitDied {
                 detail: init_death(pidfd, init_pid),
             });
         }
         return match Report::decode(&buf[..n.min(buf.len())]) {
-            Some(Report::Ready) => Ok(()),
+            Some(Report::Ready) => Ok(fd),
             Some(Report::SetupFailed(failure)) => Err(failure),
             _ => Err(Failure::setup("decode the sandbox's report", Errno::PROTO)),
         };

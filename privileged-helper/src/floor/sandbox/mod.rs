@@ -12,6 +12,7 @@ mod identity;
 mod landlock;
 mod mounts;
 mod namespaces;
+mod ports;
 mod resources;
 mod syscalls;
 mod user_block;
@@ -53,6 +54,7 @@ impl FloorPolicy {
         firewall::check(self, &mut spec.firewall)?;
         directories::check(self, &mut spec.directories)?;
         credentials::check(self, &spec.credentials)?;
+        ports::check(self, &mut spec.privileged_ports, &spec.identity)?;
         Ok(spec)
     }
 }

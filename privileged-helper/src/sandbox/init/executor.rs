@@ -27,6 +27,20 @@ pub(super) fn send(channel: &OwnedFd, report: &Report) {
     let _ = rustix::net::send(channel, &report.encode(), SendFlags::NOSIGNAL);
 }
 
+/// Sends one report with a descriptor (SCM_RIGHTS), which is closed here afterwards.
+fn send_with_fd(channel: &OwnedFd, report: &Report, fd: OwnedFd) {
+    let fds = [fd.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let _ = rustix::net::sendmsg(
+        channel,
+        &[IoSlice::new(&report.encode())],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    );
+}
+
 struct Executor<'a> {
     spec: &'a LaunchSpec,
     io: Io,
@@ -40,8 +54,9 @@ struct Executor<'a> {
     orphaned: bool,
 }
 
-/// Serves the supervisor until it asks init to end.
-pub(super) fn serve(spec: &LaunchSpec, io: Io) -> ! {
+/// Serves the supervisor until it asks init to end. `bind_listener` goes with the ready
+/// report; init keeps no copy (with the supervisor gone, a bind fails rather than waits).
+pub(super) fn serve(spec: &LaunchSpec, io: Io, bind_listener: Option<OwnedFd>) -> ! {
     let signals = init_signals();
     // Already blocked by the supervisor before the fork; this only makes sure.
     let _ = signals.block();
@@ -63,7 +78,10 @@ pub(super) fn serve(spec: &LaunchSpec, io: Io) -> ! {
         last_seq: 0,
         orphaned: false,
     };
-    send(&ex.io.channel, &Report::Ready);
+    match bind_listener {
+        Some(listener) => send_with_fd(&ex.io.channel, &Report::Ready, listener),
+        None => send(&ex.io.channel, &Report::Ready),
+    }
     loop {
         let mut pfds = vec![sys::pollfd(signalfd.as_fd(), libc::POLLIN)];
         if !ex.orphaned {

@@ -2,9 +2,10 @@
 //!
 //! Init builds the sandbox as the spec says, in this order: namespaces (mount and cgroup, ipc,
 //! uts and network as asked), new root, `lo` up, the synthesized user databases, resource
-//! limits, the Landlock domain, the user namespace (PrivateUsers=), then the service's
+//! limits, the Landlock domain, the user namespace (PrivateUsers=), the bind(2) notification
+//! filter when the spec grants privileged ports (`seccomp/bind_notify.rs`), then the service's
 //! credentials (bounding set, ids, capabilities, session keyring, no_new_privs). Then it
-//! reports ready and becomes a command executor (`executor.rs`): on the supervisor's request
+//! reports ready (passing the filter's listener with the report) and becomes a command executor (`executor.rs`): on the supervisor's request
 //! it forks each `Exec*=` command of the program, with the same credentials and the seccomp
 //! filter installed right before the execve, reaps every child (commands, and daemons
 //! reparented to it) and reports each exit with its raw wait status. It forwards the signals
@@ -135,7 +136,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
             )
         });
     match result {
-        Ok(template) => executor::serve(
+        Ok((template, bind_listener)) => executor::serve(
             spec,
             executor::Io {
                 template,
@@ -143,6 +144,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
                 stderr,
                 channel,
             },
+            bind_listener,
         ),
         Err(failure) => {
             send_failure(&channel, &failure);
@@ -188,7 +190,7 @@ fn setup(
     host_files: HostFileFds,
     notify: Option<OwnedFd>,
     credentials: LoadedCredentials,
-) -> Result<Template, Failure> {
+) -> Result<(Template, Option<OwnedFd>), Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
     // command line is readable by the service).
     process_name::set(c"berth-init", &[b"berth-init"])
@@ -243,6 +245,16 @@ fn setup(
     landlock::restrict(&LinuxSyscalls, &sandbox.landlock)?;
     user_namespace::enter(&LinuxSyscalls, &sandbox.identity, block.as_ref())?;
     drop(block);
+    // Privileged-port grants: after init's own binds, while it may still install a filter
+    // without no_new_privs; every command inherits it.
+    let bind_listener = if sandbox.privileged_ports.is_empty() {
+        None
+    } else {
+        Some(
+            seccomp::bind_notify::install()
+                .map_err(|e| Failure::setup("install the bind(2) notification filter", e))?,
+        )
+    };
     credentials::drop_to(
         &LinuxSyscalls,
         &Credentials {
@@ -260,13 +272,14 @@ fn setup(
         )
     })?;
 
-    Ok(Template {
+    let template = Template {
         env: spec.environment.clone(),
         cwd: cstring(&spec.working_directory, "working directory")?,
         cwd_str: spec.working_directory.clone(),
         umask: sandbox.umask,
         seccomp,
-    })
+    };
+    Ok((template, bind_listener))
 }
 
 /// Sends a setup failure to the supervisor; best effort (the supervisor also sees EOF).

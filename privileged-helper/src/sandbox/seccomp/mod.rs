@@ -7,6 +7,7 @@
 //! helper process, and main installs it with [`install`] right before its execve, the last
 //! step of the start.
 
+pub(crate) mod bind_notify;
 mod bpf;
 pub mod cache;
 pub mod compile;
