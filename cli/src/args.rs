@@ -55,6 +55,11 @@ pub enum Command {
         /// Lay an extension image over the image (repeatable; the last one lies on top).
         #[arg(long = "extension", value_name = "IMG")]
         extensions: Vec<String>,
+        /// Grant a port below 1024: its services may bind it on the host's network, without
+        /// host root (repeatable; kept by reattach; only for services running as the image's
+        /// own users).
+        #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..1024))]
+        ports: Vec<u16>,
     },
     /// Detach an image.
     Detach {

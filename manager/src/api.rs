@@ -245,8 +245,21 @@ impl Checked for AttachParams {
             name_of("profile", names::check_profile_name(profile))?;
         }
         check_prefixes(self.prefixes.as_deref().unwrap_or_default())?;
-        extensions_of(&self.extensions)
+        extensions_of(&self.extensions)?;
+        ports_of(self.ports.as_deref().unwrap_or_default()).map(drop)
     }
+}
+
+/// `Attach`'s ports: each a privileged port (1 to 1023), at most as many as a sandbox takes.
+fn ports_of(ports: &[i64]) -> Result<Vec<u16>, &'static str> {
+    if ports.len() > berth_protocol::sandbox::MAX_ENTRIES {
+        return Err("ports");
+    }
+    ports
+        .iter()
+        .map(|p| u16::try_from(*p).ok().filter(|p| (1..1024).contains(p)))
+        .collect::<Option<Vec<u16>>>()
+        .ok_or("ports")
 }
 
 impl Checked for UnitParams {
@@ -450,6 +463,8 @@ impl ManagerInterface {
                 let extensions = p.extensions.unwrap_or_default();
                 let (fd, extensions) = attach_fds(&p.image, extensions, ctx.fds)?;
                 let prefixes = p.prefixes.unwrap_or_default();
+                // Checked with the call's parameters.
+                let ports = ports_of(p.ports.as_deref().unwrap_or_default()).unwrap_or_default();
                 let result = shared.borrow_mut().attach(
                     &p.image,
                     fd,
@@ -458,6 +473,7 @@ impl ManagerInterface {
                     crate::attach::AttachHow {
                         force: p.force.unwrap_or(false),
                         enable: p.enable.unwrap_or(false),
+                        ports,
                     },
                     extensions,
                 );
@@ -855,5 +871,20 @@ mod tests {
     fn another_count_of_descriptors_is_refused() {
         assert_eq!(mapped("/i", &["/x"], 3), None);
         assert_eq!(mapped("name", &["e"], 1), None);
+    }
+
+    #[test]
+    fn attach_ports_are_privileged_ports() {
+        assert_eq!(ports_of(&[80, 443, 1023, 1]), Ok(vec![80, 443, 1023, 1]));
+        for bad in [0, 1024, -80, 65536 + 80] {
+            assert_eq!(ports_of(&[80, bad]), Err("ports"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn too_many_attach_ports_are_refused() {
+        let many: Vec<i64> = (1..=200).collect();
+
+        assert_eq!(ports_of(&many), Err("ports"));
     }
 }

@@ -21,12 +21,15 @@ use crate::unit::{self, ServiceConfig, syntax};
 use crate::unit_state::{Unit, now_usec};
 
 /// How [`Manager::attach`] attaches.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AttachHow {
     /// Take over units attached from another image; accept what only `--force` accepts.
     pub force: bool,
     /// Enable every unit attached (`attach --enable`).
     pub enable: bool,
+    /// The ports below 1024 granted (`attach --port`): exactly these, also when the image was
+    /// attached before with others (reattach keeps them; attach states them anew).
+    pub ports: Vec<u16>,
 }
 
 /// An image found for `inspect` or `attach`, opened.
@@ -156,7 +159,13 @@ impl Manager {
         how: AttachHow,
         extensions: Vec<(String, Option<OwnedFd>)>,
     ) -> Result<(String, Vec<String>, Vec<String>), ManagerError> {
-        let AttachHow { force, enable } = how;
+        let AttachHow {
+            force,
+            enable,
+            mut ports,
+        } = how;
+        ports.sort_unstable();
+        ports.dedup();
         let Located {
             name,
             path,
@@ -256,6 +265,7 @@ impl Manager {
             prefixes: prefixes.clone(),
             extensions: extensions.iter().map(ExtensionRecord::of).collect(),
             enabled,
+            ports,
         };
         let copies: Vec<UnitCopy> = found
             .iter()

@@ -41,6 +41,10 @@ pub struct AttachmentRecord {
     /// boot. Absent in older records: none.
     #[serde(default)]
     pub enabled: Vec<String>,
+    /// Ports below 1024 its services may bind on the host's network (`attach --port`),
+    /// sorted, each once; kept by reattach. Absent in older records: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// One extension image of an attachment.
@@ -342,6 +346,7 @@ mod tests {
                 by_descriptor: false,
             }],
             enabled: vec!["hello.service".into()],
+            ports: vec![80, 443],
         }
     }
 
@@ -387,6 +392,7 @@ mod tests {
         assert_eq!(loaded[0].0.identity, None);
         assert!(loaded[0].0.extensions.is_empty() && loaded[0].0.prefixes.is_empty());
         assert!(loaded[0].0.enabled.is_empty());
+        assert!(loaded[0].0.ports.is_empty());
     }
 
     #[test]

@@ -176,10 +176,11 @@ impl Manager {
     /// [`Self::status`], reading the cgroup's accounting files only `with_usage` (`Monitor`
     /// compares every unit on every change and needs none of it).
     fn status_of(&self, unit: &Unit, with_usage: bool) -> UnitStatus {
-        let profile = self
-            .attachments
-            .get(&unit.image)
-            .map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
+        let attachment = self.attachments.get(&unit.image);
+        let profile = attachment.map_or_else(|| DEFAULT_PROFILE.to_string(), |a| a.profile.clone());
+        let ports = attachment
+            .filter(|a| !a.ports.is_empty())
+            .map(|a| a.ports.iter().copied().map(i64::from).collect());
         let usage = unit
             .lifecycle()
             .main_pid()
@@ -219,7 +220,7 @@ impl Manager {
             user: None,
             uid_block: None,
             var_path: None,
-            ports: None,
+            ports,
         }
     }
 

@@ -172,6 +172,7 @@ impl Manager {
             extensions: extensions.iter().map(ExtensionRecord::of).collect(),
             // berthd opened the new version itself, as it will at each start.
             by_descriptor: false,
+            ports: old.ports.clone(),
         };
         let copies = found
             .into_iter()

@@ -266,6 +266,7 @@ mod tests {
             prefixes: Vec::new(),
             extensions: Vec::new(),
             enabled: Vec::new(),
+            ports: Vec::new(),
         };
         m.attachments.insert("web".into(), record);
         let (config, _) = m

@@ -20,6 +20,8 @@ pub(crate) struct How {
     pub(crate) now: bool,
     pub(crate) enable: bool,
     pub(crate) force: bool,
+    /// `--port`: the privileged ports granted.
+    pub(crate) ports: Vec<u16>,
 }
 
 pub(crate) async fn attach(
@@ -30,7 +32,12 @@ pub(crate) async fn attach(
     how: How,
     extensions: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let How { now, enable, force } = how;
+    let How {
+        now,
+        enable,
+        force,
+        ports,
+    } = how;
     let (image, mut fds) = local_image(&image)?;
     // Extensions given as paths go as descriptors too, after the image's, in order.
     let mut extension_args = Vec::new();
@@ -46,7 +53,7 @@ pub(crate) async fn attach(
         force: Some(force),
         extensions: Some(extension_args),
         enable: Some(enable),
-        ports: None,
+        ports: Some(ports.into_iter().map(i64::from).collect()),
     };
     let reply: AttachReply = s.call_with_fds("Attach", &params, fds).await?;
     for warning in &reply.warnings {

@@ -63,8 +63,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             enable,
             force,
             extensions,
+            ports,
         } => {
-            let how = attach::How { now, enable, force };
+            let how = attach::How {
+                now,
+                enable,
+                force,
+                ports,
+            };
             return attach::attach(&mut s, image, prefixes, profile, how, extensions).await;
         }
         Command::Detach {

@@ -461,6 +461,13 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
     if let Some(uid) = st.uid {
         out!("       UID: {uid} (dynamic)")?;
     }
+    if let Some(ports) = st.ports.as_deref().filter(|p| !p.is_empty()) {
+        let list: Vec<String> = ports.iter().map(i64::to_string).collect();
+        out!(
+            "     Ports: {} (granted; bound for it below 1024)",
+            list.join(", ")
+        )?;
+    }
     match (st.exit_code, st.exit_signal) {
         (Some(code), _) => out!("      Exit: code {code}")?,
         (_, Some(sig)) => out!("      Exit: signal {sig}")?,

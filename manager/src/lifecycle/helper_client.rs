@@ -106,7 +106,10 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
         program,
         environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_directory,
-        sandbox: config.sandbox.clone(),
+        sandbox: SandboxSpec {
+            privileged_ports: record.ports.clone(),
+            ..config.sandbox.clone()
+        },
         journal: m.forward_to_journal.then(|| {
             let executable = config.exec_start.first().map(|c| c.path.as_str());
             crate::logs::journal_fields::journal_fields(&unit.image, executable)
@@ -182,6 +185,12 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         .map_err(ManagerError::internal)?
         .into();
     let mut sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
+    // The floor grants ports only to the image's own users (a uid block); a dynamic user of
+    // the same attachment runs without them.
+    if sandbox.identity.user_block.is_none() && !sandbox.privileged_ports.is_empty() {
+        tracing::warn!(unit = %plan.unit, "runs as a dynamic user: its attachment's --port grants do not apply");
+        sandbox.privileged_ports.clear();
+    }
     let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
         .map_err(ManagerError::internal)?;
     let host_file_fds = match &shared.borrow().host_files {
