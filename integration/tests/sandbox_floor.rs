@@ -205,6 +205,17 @@ fn a_uid_outside_the_dynamic_range_is_refused() {
     );
 }
 
+// Privileged-port grants need the image's own users: the supervisor's port broker may take a
+// service's sockets only where it owns the service's user namespace.
+#[test]
+fn port_grants_for_a_dynamic_user_are_refused() {
+    assert_refused(
+        tampered("ports", |s| s["privileged_ports"] = json!([80])),
+        "sandbox.privileged_ports",
+        Some("uid block"),
+    );
+}
+
 #[test]
 fn root_as_the_service_uid_is_refused() {
     assert_refused(

@@ -2,7 +2,7 @@
 //! the sandbox looks like from inside (identity, capabilities, namespaces, fds, mounts, ...).
 //!
 //! Usage: `berth-probe [--check-path P]... [--try ATTEMPT]... [--listen-abstract NAME]
-//! [--keyring] [--add-session-key NAME]... [--notify MSG]... [--sleep SECS | --loop |
+//! [--bind-tcp IP:PORT]... [--bind-unix PATH]... [--keyring] [--add-session-key NAME]... [--notify MSG]... [--sleep SECS | --loop |
 //! --notify-flood | --watchdog-every MS]` (`--try help` lists the attempts, see `attempts.rs`). `--notify` sends MSG
 //! (`\n` standing for a newline) as one datagram to `$NOTIFY_SOCKET` before the report; the
 //! outcomes are under `notify`. `--notify-flood` sends `STATUS=flood N` datagrams without end
@@ -27,6 +27,8 @@ use serde_json::{Map, Value, json};
 // In probe/ so that cargo does not take it for a binary of its own.
 #[path = "probe/attempts.rs"]
 mod attempts;
+#[path = "probe/binds.rs"]
+mod binds;
 
 /// Marker value of the `probe` field.
 const MARKER: &str = "berth-probe";
@@ -70,11 +72,13 @@ struct Args {
     add_session_keys: Vec<String>,
     // `--notify`: datagrams sent to $NOTIFY_SOCKET before the report.
     notify: Vec<String>,
+    // `--bind-tcp`, `--bind-unix`: sockets bound before the report (binds.rs).
+    binds: Vec<binds::Bind>,
     after: After,
 }
 
 const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
-                     [--listen-abstract NAME]... [--keyring] [--add-session-key NAME]... [--notify MSG]... \
+                     [--listen-abstract NAME]... [--bind-tcp IP:PORT]... [--bind-unix PATH]... [--keyring] [--add-session-key NAME]... [--notify MSG]... \
                      [--sleep SECS | --loop | --notify-flood | --watchdog-every MS]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
@@ -86,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         keyring: false,
         add_session_keys: Vec::new(),
         notify: Vec::new(),
+        binds: Vec::new(),
         after: After::Exit,
     };
     let mut it = std::env::args_os().skip(1);
@@ -133,6 +138,15 @@ fn parse_args() -> Result<Args, String> {
                 args.notify.push(m.to_string_lossy().replace("\\n", "\n"));
             }
             "--notify-flood" => args.after = After::NotifyFlood,
+            "--bind-tcp" => {
+                let a = it.next().ok_or("--bind-tcp needs IP:PORT")?;
+                args.binds.push(binds::tcp(&a.to_string_lossy())?);
+            }
+            "--bind-unix" => {
+                let p = it.next().ok_or("--bind-unix needs a path")?;
+                args.binds
+                    .push(binds::Bind::Unix(p.to_string_lossy().into_owned()));
+            }
             "--watchdog-every" => {
                 let ms = it.next().ok_or("--watchdog-every needs milliseconds")?;
                 let ms = ms
@@ -158,9 +172,11 @@ fn main() {
     };
     let listening = listen(&args.listen_abstract);
     let notified = notify::send_all(&args.notify);
+    let (_bound, bound_report) = binds::bind_all(&args.binds);
     let mut report = probe(&args);
     report["listening"] = listening.1;
     report["notify"] = notified;
+    report["binds"] = bound_report;
     // Kept open until the probe exits.
     let _listeners = listening.0;
     let mut out = std::io::stdout().lock();
@@ -692,6 +708,7 @@ mod tests {
             keyring: false,
             add_session_keys: Vec::new(),
             notify: Vec::new(),
+            binds: Vec::new(),
             after: After::Exit,
         });
         for k in [
