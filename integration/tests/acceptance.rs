@@ -19,12 +19,17 @@ fn probe_unit(args: &str) -> String {
 
 /// A harness with image `probe` in its pool, whose `probe.service` runs the probe and sleeps.
 fn harness_with_probe(args: &str) -> Result<Harness> {
+    harness_with_probe_at(args, &[])
+}
+
+/// [`harness_with_probe`], attached with `attach_args` (`--profile default@2`).
+fn harness_with_probe_at(args: &str, attach_args: &[&str]) -> Result<Harness> {
     let h = Harness::start()?;
     ImageBuilder::new(&h.images_dir().join("probe"))
         .probe()
         .unit("probe.service", &probe_unit(args))
         .build()?;
-    h.berth_ok(&["attach", "probe"])?;
+    h.berth_ok(&[&["attach", "probe"], attach_args].concat())?;
     Ok(h)
 }
 
@@ -472,7 +477,8 @@ fn sandbox_namespaces_differ_from_the_host() {
 
 #[test]
 fn sandbox_runs_with_a_dynamic_uid_and_no_privileges() {
-    let h = harness_with_probe("--loop").unwrap();
+    // Level 2's dynamic uid; level 3's image users: image_users.rs.
+    let h = harness_with_probe_at("--loop", &["--profile", "default@2"]).unwrap();
 
     let (probe, pid) = run_probe(&h).unwrap();
 
@@ -913,7 +919,10 @@ fn setuid_root_binary_in_the_image_grants_nothing() {
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o4000,
         0o4000
     );
-    h.berth_ok(&["attach", "suid"]).unwrap();
+    // As a dynamic uid (level 2): at level 3 a unit without User= is root of its own user
+    // namespace already.
+    h.berth_ok(&["attach", "suid", "--profile", "default@2"])
+        .unwrap();
 
     h.berth_ok(&["start", "suid"]).unwrap();
 

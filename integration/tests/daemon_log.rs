@@ -139,7 +139,9 @@ fn a_floor_refusal_is_logged_by_the_helper_with_field_and_reason() {
     args.extend(["--config", config.to_str().unwrap()]);
     let h = Harness::start_with_args(&args).unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
-    h.berth_ok(&["attach", "hello"]).unwrap();
+    // A dynamic uid: level 2 (level 3 gives the image's users a block instead).
+    h.berth_ok(&["attach", "hello", "--profile", "default@2"])
+        .unwrap();
 
     h.berth_err(&["start", "hello"]).unwrap();
 

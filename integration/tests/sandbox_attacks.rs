@@ -34,6 +34,14 @@ fn probe_service(h: &Harness, name: &str, directives: &str, probe_args: &str) ->
     attempts::probe_service(h, name, &[], directives, probe_args, |image| image).unwrap()
 }
 
+/// [`probe_service`] attached at level 2, as a dynamic uid: what these tests hold of its uid
+/// (one uid handed from service to service) is level 2's; level 3 gives each image its own
+/// block instead (image_users.rs).
+fn probe_service_at_level_2(h: &Harness, name: &str, probe_args: &str) -> Value {
+    let at = ["--profile", "default@2"];
+    attempts::probe_service(h, name, &at, "", probe_args, |image| image).unwrap()
+}
+
 fn host_probe(command: Command, tries: &[&str]) -> Value {
     attempts::host_probe(command, tries).unwrap()
 }
@@ -59,29 +67,31 @@ fn assert_refused_inside_working_outside(tries: &[&str], inside: &Value, control
     }
 }
 
-// #15, #16, #19, #21: what needs a capability fails, since the service has none: mounts,
-// namespaces without a user namespace, BPF, set-uid, realtime scheduling, raw packets, the
-// host name. Control: the same attempts work as root.
+/// What needs a capability of the host's namespaces (or of ones it owns): mounts, namespaces
+/// without a user namespace, BPF, realtime scheduling, raw packets, the host name.
+const NEEDS_A_HOST_CAPABILITY: [&str; 12] = [
+    "mount-tmpfs",
+    "fsopen",
+    "bpf",
+    "unshare-mnt",
+    "unshare-net",
+    "unshare-ipc",
+    "unshare-uts",
+    "unshare-pid",
+    "unshare-cgroup",
+    "sched-fifo",
+    "socket-packet",
+    "sethostname",
+];
+
+// #15, #16, #19, #21: what needs a capability fails, since the service (at level 2, a dynamic
+// uid) has none: the above, and set-uid. Control: the same attempts work as root.
 #[test]
 fn operations_that_need_a_capability_fail_in_the_service() {
-    let tries = [
-        "mount-tmpfs",
-        "fsopen",
-        "bpf",
-        "unshare-mnt",
-        "unshare-net",
-        "unshare-ipc",
-        "unshare-uts",
-        "unshare-pid",
-        "unshare-cgroup",
-        "setuid0",
-        "sched-fifo",
-        "socket-packet",
-        "sethostname",
-    ];
+    let tries = [&NEEDS_A_HOST_CAPABILITY[..], &["setuid0"]].concat();
     let h = Harness::start().unwrap();
 
-    let inside = probe_service(&h, "privileged", "", &try_args(&tries));
+    let inside = probe_service_at_level_2(&h, "privileged", &try_args(&tries));
 
     let control = on_host_as_root_in_namespaces(&tries);
     assert_refused_inside_working_outside(&tries, &inside, &control);
@@ -141,8 +151,8 @@ fn ipc_objects_a_service_leaves_are_gone_for_the_next_holder_of_its_uid() {
     let leave: Vec<&str> = leave.iter().map(String::as_str).collect();
     let find = &leave[2..];
 
-    let first = probe_service(&h, "leaver", "", &try_args(&leave));
-    let second = probe_service(&h, "finder", "", &try_args(find));
+    let first = probe_service_at_level_2(&h, "leaver", &try_args(&leave));
+    let second = probe_service_at_level_2(&h, "finder", &try_args(find));
 
     assert_eq!(first["uid"], 61500);
     assert_eq!(second["uid"], 61500);
@@ -170,8 +180,8 @@ fn a_key_a_service_leaves_in_its_user_keyring_is_gone_for_the_next_holder_of_its
     let leave = format!("key-add:{description}=secret");
     let find = format!("key-read:{description}");
 
-    let first = probe_service(&h, "leaver", "", &try_args(&[&leave, &find]));
-    let second = probe_service(&h, "finder", "", &try_args(&[&find]));
+    let first = probe_service_at_level_2(&h, "leaver", &try_args(&[&leave, &find]));
+    let second = probe_service_at_level_2(&h, "finder", &try_args(&[&find]));
 
     assert_eq!(
         (&first["uid"], &second["uid"]),
@@ -201,7 +211,7 @@ fn a_key_left_for_a_uid_before_berthd_started_is_gone_for_its_first_holder() {
     ))
     .unwrap();
 
-    let first = probe_service(&h, "holder", "", &try_args(&[&find]));
+    let first = probe_service_at_level_2(&h, "holder", &try_args(&[&find]));
 
     assert_eq!(
         planted["tries"][&find], "ok: secret",

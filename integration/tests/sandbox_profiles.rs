@@ -456,7 +456,10 @@ fn assert_profile_holds(name: &str) {
     let tries = tries(&host);
     let h = Harness::start().unwrap();
 
-    let inside = run(&h, "probe", &["--profile", name], "", &tries);
+    // The lines of name@1 at name@2 (which adds only TasksMax=); level 3 runs as the image's
+    // users, whose rows differ (no PrivateUsers=, the namespace's capabilities).
+    let at_level_2 = format!("{name}@2");
+    let inside = run(&h, "probe", &["--profile", &at_level_2], "", &tries);
 
     let controls = controls(&tries);
     let mut wrong = Vec::new();
@@ -505,14 +508,15 @@ fn assert_directive_holds(directive: &str, with: &str) {
     let h = Harness::start().unwrap();
     let (name, value) = directive.split_once('=').unwrap();
 
+    // Level 2: a dynamic uid, whose PrivateUsers= is the three users of systemd's.
     let asked = run(
         &h,
         "asked",
-        &["--profile", "trusted"],
+        &["--profile", "trusted@2"],
         &format!("{with}{directive}\n"),
         &tries,
     );
-    let control = run(&h, "control", &["--profile", "trusted"], with, &tries);
+    let control = run(&h, "control", &["--profile", "trusted@2"], with, &tries);
 
     if let Err(why) = check(name, value, &asked, &host) {
         panic!("{directive}: {why}");

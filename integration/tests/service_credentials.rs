@@ -30,6 +30,11 @@ fn probe_unit_with(directives: &str, args: &str) -> String {
 
 /// A harness with image `name` whose `name.service` has `directives` and runs the probe.
 fn attached(name: &str, directives: &str) -> Harness {
+    attached_with(name, directives, &[])
+}
+
+/// [`attached`], attached with `attach_args` (`--profile default@2`).
+fn attached_with(name: &str, directives: &str, attach_args: &[&str]) -> Harness {
     let h = Harness::start().unwrap();
     ImageBuilder::new(&h.images_dir().join(name))
         .probe()
@@ -39,7 +44,8 @@ fn attached(name: &str, directives: &str) -> Harness {
         )
         .build()
         .unwrap();
-    h.berth_ok(&["attach", name]).unwrap();
+    h.berth_ok(&[&["attach", name], attach_args].concat())
+        .unwrap();
     h
 }
 
@@ -81,7 +87,9 @@ fn without_those_directives_the_service_has_the_host_network_and_limits() {
 
 #[test]
 fn the_units_private_users_shows_root_the_service_and_nobody() {
-    let h = attached("users", "PrivateUsers=yes\nUMask=0077\n");
+    // A dynamic uid's three users (level 2; in block mode: the image's own, image_users.rs).
+    let at = ["--profile", "default@2"];
+    let h = attached_with("users", "PrivateUsers=yes\nUMask=0077\n", &at);
 
     let probe = run(&h, "users").unwrap();
 

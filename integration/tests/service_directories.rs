@@ -37,6 +37,10 @@ fn harness() -> Harness {
     .unwrap()
 }
 
+/// The profile of every attachment here: level 2, whose services run as dynamic uids, which
+/// these tests hand from run to run (level 3's image users keep one block: image_users.rs).
+const LEVEL_2: [&str; 2] = ["--profile", "default@2"];
+
 /// Attaches image `app` with `app.service` as `unit` and the run-once script.
 fn attach_app(h: &Harness, unit: &str) {
     ImageBuilder::new(&h.images_dir().join("app"))
@@ -44,7 +48,8 @@ fn attach_app(h: &Harness, unit: &str) {
         .unit("app.service", unit)
         .build()
         .unwrap();
-    h.berth_ok(&["attach", "app"]).unwrap();
+    h.berth_ok(&["attach", "app", LEVEL_2[0], LEVEL_2[1]])
+        .unwrap();
 }
 
 /// Runs app.service once; returns the two lines it printed.
@@ -66,7 +71,8 @@ fn run_app(h: &Harness) -> (String, String) {
 fn hold(h: &Harness, uid: u32) {
     for name in ["filler-a", "filler-b"] {
         busybox_image(&h.images_dir(), name).unwrap();
-        h.berth_ok(&["attach", name]).unwrap();
+        h.berth_ok(&["attach", name, LEVEL_2[0], LEVEL_2[1]])
+            .unwrap();
     }
     h.berth_ok(&["start", "filler-a"]).unwrap();
     if h.status_json("filler-a").unwrap()["uid"] == uid {
