@@ -60,6 +60,9 @@ pub struct LaunchFds {
     pub directories: Vec<crate::sandbox::directories::PreparedDirectory>,
     /// berthd's copies of the host's resolv.conf and hosts, as the spec asks for them.
     pub host_files: HostFileFds,
+    /// The attachment's persistent /var directory (`STATE/var/<image>/`), when the sandbox
+    /// has one (see `sandbox::mounts::persistent_var`).
+    pub persistent_var: Option<OwnedFd>,
 }
 
 /// berthd's copies of the host's `/etc/resolv.conf` and `/etc/hosts` (regular files it keeps

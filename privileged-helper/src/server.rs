@@ -83,6 +83,7 @@ impl HelperInterface {
                 .check_extra_fds(&mut fds, &spec.sandbox, &manager)?;
             let launch = LaunchFds {
                 host_files: extra.host_files,
+                persistent_var: extra.persistent_var,
                 ..self.policy.check_spawn_fds(fds, &manager)?
             };
             Ok((spec, launch, parents))

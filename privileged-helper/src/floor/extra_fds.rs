@@ -209,6 +209,31 @@ mod tests {
     }
 
     #[test]
+    fn the_persistent_var_directory_comes_first_and_others_may_not_write_to_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let var = tempfile::tempdir().unwrap();
+        let mut spec = with_host_files(true, false);
+        spec.mounts.persistent_var = true;
+        let resolv = copy(&dir, "resolv.conf", OFlags::RDONLY);
+        let mut fds = spawn_fds(&dir, vec![open(var.path(), OFlags::RDONLY), resolv]);
+        std::fs::set_permissions(var.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        let extra = FloorPolicy::default()
+            .check_extra_fds(&mut fds, &spec, &manager())
+            .unwrap();
+        std::fs::set_permissions(var.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let resolv = copy(&dir, "resolv.conf", OFlags::RDONLY);
+        let mut open_to_all = spawn_fds(&dir, vec![open(var.path(), OFlags::RDONLY), resolv]);
+        let refusal = FloorPolicy::default()
+            .check_extra_fds(&mut open_to_all, &spec, &manager())
+            .unwrap_err();
+
+        assert!(extra.persistent_var.is_some() && extra.host_files.resolv_conf.is_some());
+        assert_eq!(refusal.reason, "writable by group or others");
+    }
+
+    #[test]
     fn too_few_descriptors_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let any = || open(dir.path(), OFlags::RDONLY);

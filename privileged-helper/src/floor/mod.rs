@@ -148,6 +148,7 @@ impl FloorPolicy {
             extensions,
             directories: Vec::new(),
             host_files: Default::default(),
+            persistent_var: None,
         })
     }
 

@@ -97,6 +97,7 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
                 .map(PreparedDirectory::above_stdio)
                 .collect::<Result<_, _>>()?,
             host_files: fds.host_files.above_stdio()?,
+            persistent_var: fds.persistent_var.map(sys::above_stdio).transpose()?,
         })
     })();
     let fds = lifted.unwrap_or_else(|e| fail(&report, "move descriptors", e));
@@ -109,6 +110,7 @@ fn sanitize(fds: LaunchFds, report: OwnedFd) -> (LaunchFds, OwnedFd) {
     keep.extend(fds.extensions.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(fds.directories.iter().map(|d| d.fd.as_raw_fd()));
     keep.extend(fds.host_files.raw_fds());
+    keep.extend(fds.persistent_var.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: this is the freshly forked supervisor; the descriptors closed belong to helper
     // objects it never touches again (it only leaves through sys::exit).
     if let Err(e) = unsafe { sys::close_fds_except(&keep) } {
@@ -139,6 +141,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         extensions,
         directories,
         host_files,
+        persistent_var,
     } = fds;
     let control = ControlSocket::bind(&spec.unit, control_dir)?;
     // Read as root before the sandbox exists; init writes them into it.
@@ -155,7 +158,7 @@ fn start(spec: &LaunchSpec, fds: LaunchFds) -> Result<(Supervisor, u32), Failure
         spec,
         (root, extensions),
         directories,
-        host_files,
+        (host_files, persistent_var),
         credentials,
         manager,
     ) {

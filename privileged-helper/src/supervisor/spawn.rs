@@ -60,7 +60,8 @@ pub(super) fn spawn(
     spec: &LaunchSpec,
     (root, extensions): (OwnedFd, Vec<OwnedFd>),
     directories: Vec<PreparedDirectory>,
-    host_files: HostFileFds,
+    // The host-side trees bound or laid over the image, each only when the spec asks.
+    (host_files, persistent_var): (HostFileFds, Option<OwnedFd>),
     credentials: LoadedCredentials,
     manager: (u32, u32),
 ) -> Result<Sandbox, Failure> {
@@ -119,6 +120,7 @@ pub(super) fn spawn(
                 extensions,
                 directories,
                 host_files,
+                persistent_var,
                 stdout: stdout_w,
                 stderr: stderr_w,
                 channel: channel_w,
@@ -137,6 +139,7 @@ pub(super) fn spawn(
         extensions,
         directories,
         host_files,
+        persistent_var,
         stdout_w,
         stderr_w,
         channel_w,

@@ -12,6 +12,7 @@ mod identity;
 mod landlock;
 mod mounts;
 mod namespaces;
+mod persistent_var;
 mod ports;
 mod resources;
 mod syscalls;
@@ -54,6 +55,7 @@ impl FloorPolicy {
         firewall::check(self, &mut spec.firewall)?;
         directories::check(self, &mut spec.directories)?;
         credentials::check(self, &spec.credentials)?;
+        persistent_var::check(&spec)?;
         ports::check(self, &mut spec.privileged_ports, &spec.identity)?;
         Ok(spec)
     }

@@ -49,6 +49,8 @@ pub(crate) struct InitFds {
     pub directories: Vec<PreparedDirectory>,
     /// berthd's copies of the host's resolv.conf and hosts (`mounts/host_files.rs`).
     pub host_files: HostFileFds,
+    /// The attachment's persistent /var directory, if the sandbox has one.
+    pub persistent_var: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     /// The channel to the supervisor (`channel.rs`).
@@ -99,6 +101,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         extensions,
         directories,
         host_files,
+        persistent_var,
         stdout,
         stderr,
         channel,
@@ -119,6 +122,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     keep.extend(notify.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(host_files.raw_fds());
     keep.extend(block.iter().flat_map(BlockNamespaces::raw_fds));
+    keep.extend(persistent_var.iter().map(|fd| fd.as_raw_fd()));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
@@ -130,7 +134,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
                 spec,
                 (root, extensions, block),
                 directories,
-                host_files,
+                (host_files, persistent_var),
                 notify,
                 credentials,
             )
@@ -172,6 +176,9 @@ struct Template {
     umask: u32,
     // Installed right before each exec.
     seccomp: Arc<seccomp::CompiledFilter>,
+    // The persistent /var's directory, locked for as long as init lives (CLOEXEC: no
+    // command keeps it).
+    _persistent_var: Option<OwnedFd>,
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString, Failure> {
@@ -187,7 +194,8 @@ fn setup(
     spec: &LaunchSpec,
     (root, mut extensions, block): (OwnedFd, Vec<OwnedFd>, Option<BlockNamespaces>),
     directories: Vec<PreparedDirectory>,
-    host_files: HostFileFds,
+    // The host-side trees bound or laid over the image, each only when the spec asks.
+    (host_files, persistent_var): (HostFileFds, Option<OwnedFd>),
     notify: Option<OwnedFd>,
     credentials: LoadedCredentials,
 ) -> Result<(Template, Option<OwnedFd>), Failure> {
@@ -211,7 +219,13 @@ fn setup(
         None => (root, extensions),
     };
     let view = mounts::image_view(&LinuxSyscalls, &root, &extensions)?;
-    let entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
+    let mut entries = mounts::clone_image(&LinuxSyscalls, view.as_ref().unwrap_or(&root))?;
+    let persistent_var = persistent_var
+        .map(|dir| {
+            let owner = sandbox.identity.namespace_root();
+            mounts::mount_persistent_var(&LinuxSyscalls, &mut entries, dir, owner)
+        })
+        .transpose()?;
     drop((root, extensions, view));
     // Host trees the plan binds are cloned here, in the host mount namespace.
     let mut plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?;
@@ -278,6 +292,7 @@ fn setup(
         cwd_str: spec.working_directory.clone(),
         umask: sandbox.umask,
         seccomp,
+        _persistent_var: persistent_var,
     };
     Ok((template, bind_listener))
 }

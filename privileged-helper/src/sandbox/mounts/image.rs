@@ -108,7 +108,37 @@ enum Kind {
         fd: OwnedFd,
         dir: bool,
     },
+    /// A directory tree of ours that stays writable (nosuid, nodev): the persistent /var.
+    Writable(OwnedFd),
     Symlink(CString),
+}
+
+impl Entry {
+    /// A writable directory tree at `/NAME`, in place of the image's.
+    pub(super) fn writable(name: &CStr, fd: OwnedFd) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            kind: Kind::Writable(fd),
+        }
+    }
+}
+
+/// The image's top-level entry `name`, taken out of `entries`: `Ok(Some(fd))` for a directory
+/// (its detached clone), `Ok(None)` when the image has none, an error for anything else.
+pub(super) fn take_directory(
+    entries: &mut Vec<Entry>,
+    name: &CStr,
+) -> Result<Option<OwnedFd>, Failure> {
+    let Some(index) = entries.iter().position(|e| e.name.as_c_str() == name) else {
+        return Ok(None);
+    };
+    match entries.remove(index).kind {
+        Kind::Tree { fd, dir: true } | Kind::Writable(fd) => Ok(Some(fd)),
+        Kind::Tree { dir: false, .. } | Kind::Symlink(_) => Err(Failure::setup(
+            format!("{} in the image is not a directory", display(name)),
+            rustix::io::Errno::NOTDIR,
+        )),
+    }
 }
 
 fn display(name: &CStr) -> String {
@@ -205,6 +235,26 @@ pub(super) fn place(
         Kind::Symlink(target) => os
             .symlinkat(target.as_c_str(), newroot.as_fd(), name)
             .map_err(|e| Failure::setup(format!("create symlink {}", display(name)), e)),
+        Kind::Writable(fd) => {
+            os.mkdirat(newroot.as_fd(), name, Mode::from_raw_mode(0o755))
+                .map_err(at(&stage))?;
+            os.move_mount(
+                fd.as_fd(),
+                c"",
+                newroot.as_fd(),
+                name,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(at(&stage))?;
+            let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
+            os.mount_setattr(
+                Some(newroot.as_fd()),
+                name,
+                AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
+                attrs,
+            )
+            .map_err(|e| Failure::setup(format!("make {} nosuid, nodev", display(name)), e))
+        }
         Kind::Tree { fd, dir } => {
             if dir {
                 os.mkdirat(newroot.as_fd(), name, Mode::from_raw_mode(0o755))

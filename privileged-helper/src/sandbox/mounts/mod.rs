@@ -18,6 +18,7 @@ mod apply;
 mod dev;
 pub(super) mod host_files;
 mod image;
+mod persistent_var;
 mod plan;
 mod proc;
 mod root;
@@ -32,6 +33,7 @@ use rustix::fs::Mode;
 use rustix::mount::MountFlags;
 
 pub(super) use image::{clone_image, image_view};
+pub(super) use persistent_var::mount as mount_persistent_var;
 // The service directories (StateDirectory= and its kind) bind their descriptors with it.
 pub(crate) use plan::FdBind;
 pub(super) use root::build_root;

@@ -14,7 +14,7 @@
 
 use std::os::fd::OwnedFd;
 
-use berth_protocol::sandbox::{MountPlan, ProcSubset, ProtectHome, ProtectProc};
+use berth_protocol::sandbox::{MountPlan, ProcSubset, ProtectHome, ProtectProc, ProtectSystem};
 
 /// An already-open host directory (or file) bound at `target` in the sandbox: how the service
 /// directories (StateDirectory= and its kind) reach it. `target` is absolute; it is created
@@ -187,6 +187,16 @@ impl Plan {
             let mut var_tmp = step("/var/tmp", tmpfs, Missing::Skip, "PrivateTmp=yes");
             var_tmp.rank = PRIVATE_TMP_RANK;
             steps.push(var_tmp);
+        }
+        if spec.persistent_var && spec.protect_system == ProtectSystem::Strict {
+            // The one writable part of the system a unit may tighten: the persistent /var,
+            // read-only but for ReadWritePaths= (and the service directories) below it.
+            steps.push(step(
+                "/var",
+                Action::ReadOnly,
+                Missing::Skip,
+                "ProtectSystem=strict",
+            ));
         }
         let flag_lists: [(bool, &[&str], Action, &str); 4] = [
             (
@@ -666,6 +676,41 @@ mod tests {
         let plan = Plan::new(&spec, &[]);
 
         assert_eq!(plan.proc_options, "hidepid=invisible,subset=pid");
+    }
+
+    #[test]
+    fn protect_system_strict_makes_the_persistent_var_read_only_but_for_read_write_paths() {
+        let mut spec = baseline();
+        spec.persistent_var = true;
+        spec.protect_system = ProtectSystem::Strict;
+        spec.read_write_paths = vec![path("/var/lib/app")];
+
+        let plan = Plan::new(&spec, &[]);
+
+        let var: Vec<_> = steps_of(&plan)
+            .into_iter()
+            .filter(|(p, _)| *p == "/var" || *p == "/var/lib/app")
+            .collect();
+        assert_eq!(
+            var,
+            [
+                ("/var", &Action::ReadOnly),
+                ("/var/lib/app", &Action::ReadWrite)
+            ]
+        );
+    }
+
+    #[test]
+    fn below_strict_the_persistent_var_stays_writable() {
+        let mut spec = baseline();
+        spec.persistent_var = true;
+        spec.protect_system = ProtectSystem::Full;
+        spec.read_write_paths = vec![path("/var/lib/app")];
+
+        let plan = Plan::new(&spec, &[]);
+
+        assert!(!plan.steps.iter().any(|s| s.path.starts_with("/var/lib")));
+        assert!(!plan.steps.iter().any(|s| s.path == "/var"));
     }
 
     #[test]
