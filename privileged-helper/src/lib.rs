@@ -17,6 +17,7 @@ pub mod server;
 pub mod socket_dir;
 pub mod supervisor;
 pub mod uid_release;
+pub mod var_state;
 
 #[cfg(test)]
 mod test_support {

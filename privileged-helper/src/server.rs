@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use berth_protocol::helper::{
     self, HelperError, MountImageParams, MountImageReply, PingReply, ReleaseUserParams,
-    ReleaseUserReply, SpawnParams, SpawnReply,
+    ReleaseUserReply, RemoveVarStateParams, RemoveVarStateReply, SpawnParams, SpawnReply,
 };
 use berth_protocol::sandbox::ServiceDirectory;
 use berth_varlink::listener::BoundedListener;
@@ -20,6 +20,7 @@ use crate::manager_access::Credentials;
 use crate::sandbox;
 use crate::socket_dir::{SocketDir, SocketDirError};
 use crate::uid_release;
+use crate::var_state;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -249,6 +250,47 @@ impl HelperInterface {
     }
 }
 
+impl HelperInterface {
+    fn remove_var_state(&self, parameters: Value, fds: Vec<std::os::fd::OwnedFd>) -> Outcome {
+        let params: RemoveVarStateParams = match parse_params(parameters) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let first = params.block.first;
+        let (dir, block) = match self
+            .policy
+            .check_remove_var_state(&params, fds, self.manager_uid)
+        {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                tracing::warn!(
+                    block = first,
+                    field = %refusal.field,
+                    reason = %berth_logging::Untrusted(&refusal.reason),
+                    "floor refused removing a persistent /var"
+                );
+                return Outcome::error(&HelperError::RequestRefused {
+                    field: refusal.field,
+                    reason: refusal.reason,
+                });
+            }
+        };
+        match var_state::remove(dir, block) {
+            Ok(removed) => {
+                tracing::info!(block = first, removed, "removed a persistent /var");
+                Outcome::reply(&RemoveVarStateReply {
+                    removed: i64::try_from(removed).unwrap_or(i64::MAX),
+                })
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(block = first, error = %berth_logging::Untrusted(&reason), "persistent /var removal failed");
+                Outcome::error(&HelperError::RemoveVarStateFailed { reason })
+            }
+        }
+    }
+}
+
 /// Sweeps the cgroups of finished runs soon, and again a little later: the supervisor of the
 /// run just released may still be exiting, and a cgroup stays busy a moment after its last
 /// process. One schedule at a time (a release during it runs it once more at its end), so
@@ -311,6 +353,7 @@ impl Interface for HelperInterface {
             "Spawn" => self.spawn(parameters, ctx),
             "MountImage" => self.mount_image(parameters, ctx),
             "ReleaseUser" => self.release_user(parameters),
+            "RemoveVarState" => self.remove_var_state(parameters, ctx.fds),
             other => Outcome::Error(varlink_error(
                 "MethodNotFound",
                 json!({ "method": format!("{}.{other}", helper::INTERFACE) }),

@@ -120,6 +120,25 @@ pub struct ReleaseUserReply {
     pub ipc_removed: i64,
 }
 
+/// `RemoveVarState`: `berth detach --clean` of an attachment with a persistent /var. The call
+/// carries one fd, the attachment's directory (`STATE/var/<image>/`, berthd's, not group or
+/// other writable); the helper removes the overlay's `upper/` and `work/` in it, never
+/// following a symlink or crossing a mount, and only what host root or an id of `block` owns
+/// (the files the service and the overlay made); berthd then removes the directory itself.
+/// Refused while a run of the attachment holds the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveVarStateParams {
+    // The attachment's uid block, whose ids own the files of its /var.
+    pub block: crate::sandbox::UidBlock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, introspect::Type)]
+pub struct RemoveVarStateReply {
+    // How many files and directories were removed.
+    pub removed: i64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
@@ -144,6 +163,9 @@ pub enum HelperError {
     MountFailed { fstype: String, reason: String },
     // Something the uid left could not be removed; the uid must not be handed out again.
     ReleaseFailed { uid: i64, reason: String },
+    // The persistent /var could not be removed (in use, or something in it that is not the
+    // attachment's); what was not removed stays.
+    RemoveVarStateFailed { reason: String },
 }
 
 impl std::fmt::Display for HelperError {
@@ -162,6 +184,9 @@ impl std::fmt::Display for HelperError {
             HelperError::ReleaseFailed { uid, reason } => {
                 write!(f, "cannot release uid {uid}: {reason}")
             }
+            HelperError::RemoveVarStateFailed { reason } => {
+                write!(f, "cannot remove the persistent /var: {reason}")
+            }
         }
     }
 }
@@ -178,6 +203,7 @@ pub fn description() -> String {
         .method::<SpawnParams, SpawnReply>("Spawn")
         .method::<MountImageParams, MountImageReply>("MountImage")
         .method::<ReleaseUserParams, ReleaseUserReply>("ReleaseUser")
+        .method::<RemoveVarStateParams, RemoveVarStateReply>("RemoveVarState")
         .errors::<HelperError>()
         .build()
 }

@@ -10,6 +10,7 @@ mod image;
 mod program;
 mod release;
 mod sandbox;
+mod var_state;
 
 use std::fs::File;
 use std::io::Read;
