@@ -67,6 +67,9 @@ pub enum Command {
         /// Stop its units first.
         #[arg(long)]
         now: bool,
+        /// Remove its persistent /var too (kept for the next attach otherwise).
+        #[arg(long)]
+        clean: bool,
         /// The extensions it was attached with, in the same order.
         #[arg(long = "extension", value_name = "IMG")]
         extensions: Vec<String>,

@@ -486,7 +486,8 @@ impl ManagerInterface {
             "Detach" => {
                 let p: DetachParams = params(parameters)?;
                 let extensions = p.extensions.unwrap_or_default();
-                if !p.now.unwrap_or(false) {
+                let (now, clean) = (p.now.unwrap_or(false), p.clean.unwrap_or(false));
+                if !now && !clean {
                     let result = shared.borrow_mut().detach(&p.image, &extensions);
                     return Ok(Outcome::from_result(
                         result.map(|(image, units)| DetachReply { image, units }),
@@ -495,9 +496,15 @@ impl ManagerInterface {
                 Outcome::later(async move {
                     // Checked before anything is stopped.
                     shared.borrow().check_detach(&p.image, &extensions)?;
-                    let units = shared.borrow().units_of(&attachment_name(&p.image));
-                    for unit in units {
-                        lifecycle::stop(shared.clone(), unit).await?;
+                    let name = attachment_name(&p.image);
+                    if now {
+                        let units = shared.borrow().units_of(&name);
+                        for unit in units {
+                            lifecycle::stop(shared.clone(), unit).await?;
+                        }
+                    }
+                    if clean {
+                        crate::var_state::clean(&shared, &name).await?;
                     }
                     let result = shared.borrow_mut().detach(&p.image, &extensions);
                     result.map(|(image, units)| DetachReply { image, units })

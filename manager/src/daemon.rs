@@ -189,7 +189,7 @@ impl Manager {
                 crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
             });
         let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
-        UnitStatus {
+        let mut status = UnitStatus {
             unit: unit.name.clone(),
             image: unit.image.clone(),
             state: unit.state().as_str().to_string(),
@@ -221,7 +221,9 @@ impl Manager {
             uid_block: None,
             var_path: None,
             ports,
-        }
+        };
+        status.var_path = crate::var_state::status_path(&self.paths, &unit.image, status.uid_block);
+        status
     }
 
     pub fn list(&self) -> Vec<UnitStatus> {

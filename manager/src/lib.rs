@@ -31,3 +31,4 @@ pub mod unit;
 pub mod unit_edit;
 pub mod unit_instances;
 pub mod unit_state;
+pub mod var_state;

@@ -57,6 +57,10 @@ impl Paths {
     pub fn attachment_dir(&self, image: &str) -> PathBuf {
         self.attached_dir().join(image)
     }
+    /// The attachment's persistent /var (`STATE/var/<image>`), 0700 (see `var_state`).
+    pub fn var_dir(&self, image: &str) -> PathBuf {
+        self.state.join("var").join(image)
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.state.join("logs")
     }

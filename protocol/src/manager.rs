@@ -597,6 +597,12 @@ pub enum ManagerError {
         unit: String,
         reason: String,
     },
+    /// `detach --clean` could not remove the attachment's persistent /var; the image stays
+    /// attached.
+    CleanFailed {
+        image: String,
+        reason: String,
+    },
     Internal {
         reason: String,
     },
@@ -725,6 +731,10 @@ impl std::fmt::Display for ManagerError {
             ManagerError::HelperUnavailable { reason } => {
                 write!(f, "berth-helper is unavailable: {reason}")
             }
+            ManagerError::CleanFailed { image, reason } => write!(
+                f,
+                "cannot remove the persistent /var of '{image}' (still attached): {reason}"
+            ),
             ManagerError::Internal { reason } => write!(f, "internal error: {reason}"),
         }
     }

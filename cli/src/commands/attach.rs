@@ -85,13 +85,14 @@ pub(crate) async fn detach(
     s: &mut Session,
     image: String,
     now: bool,
+    clean: bool,
     extensions: Vec<String>,
 ) -> anyhow::Result<()> {
     let params = DetachParams {
         image: image_arg(&image)?,
         now: Some(now),
         extensions: Some(image_args(&extensions)?),
-        clean: None,
+        clean: clean.then_some(true),
     };
     let reply: DetachReply = s.call("Detach", &params).await?;
     if s.json {

@@ -76,8 +76,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Detach {
             image,
             now,
+            clean,
             extensions,
-        } => attach::detach(&mut s, image, now, extensions).await?,
+        } => attach::detach(&mut s, image, now, clean, extensions).await?,
         Command::Reattach { image, now } => attach::reattach(&mut s, image, now).await?,
         Command::IsAttached { image, extensions } => {
             return attach::is_attached(&mut s, image, extensions).await;

@@ -476,6 +476,9 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
     if let Some(f) = &st.failure {
         out!("   Failure: {}", escape(f))?;
     }
+    if let Some(path) = &st.var_path {
+        out!("       Var: {} (persistent /var)", escape(path))?;
+    }
     print_accounting(&st)?;
     if let Some(n) = st.log_dropped.filter(|n| *n > 0) {
         out!("       Log: {n} lines dropped (the log could not keep up)")?;

@@ -191,6 +191,7 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         tracing::warn!(unit = %plan.unit, "runs as a dynamic user: its attachment's --port grants do not apply");
         sandbox.privileged_ports.clear();
     }
+    let (mut sandbox, var_dir) = crate::var_state::for_spawn(&paths, &plan.image, sandbox)?;
     let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
         .map_err(ManagerError::internal)?;
     let host_file_fds = match &shared.borrow().host_files {
@@ -227,6 +228,7 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         [root, log, control_dir]
             .into_iter()
             .chain(directory_fds)
+            .chain(var_dir)
             .chain(host_file_fds)
             .chain(extensions)
             .collect(),
