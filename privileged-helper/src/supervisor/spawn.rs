@@ -260,7 +260,9 @@ fn await_ready(
         if sys::poll(&mut pfd, millis(left).max(1)).map_err(|e| Failure::setup("poll", e))? == 0 {
             continue;
         }
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        // SO_PASSCRED is on: every message carries init's credentials too.
+        let mut space =
+            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let n = match rustix::net::recvmsg(
             channel,
@@ -303,5 +305,51 @@ fn init_death(pidfd: &OwnedFd, init_pid: libc::pid_t) -> String {
             }
         }
         _ => "it closed its report channel".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+    use super::*;
+
+    #[test]
+    fn the_ready_report_brings_the_descriptor_init_sent_with_it() {
+        // As spawn makes the channel: SO_PASSCRED on the supervisor's end, so the message
+        // carries credentials besides the descriptor.
+        let (channel, init_end) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::sockopt::set_socket_passcred(&channel, true).unwrap();
+        let (sent, _keep) = rustix::pipe::pipe().unwrap();
+        let fds = [sent.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg(
+            &init_end,
+            &[IoSlice::new(&Report::Ready.encode())],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let me = rustix::process::getpid();
+        let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).unwrap();
+
+        let received = await_ready(&channel, &pidfd, me.as_raw_pid()).unwrap();
+
+        let received = received.expect("no descriptor with the ready report");
+        let (a, b) = (
+            rustix::fs::fstat(&received).unwrap(),
+            rustix::fs::fstat(&sent).unwrap(),
+        );
+        assert_eq!((a.st_dev, a.st_ino), (b.st_dev, b.st_ino));
     }
 }
