@@ -573,7 +573,7 @@ pub(crate) fn install(
         // moment, as the notify socket is; mounting on it needs no writable mount.
         Err(Errno::ROFS) => {
             let mut made = None;
-            super::notify_socket::with_run_writable(|| {
+            super::bound_socket::with_writable(c"/run", || {
                 made = Some(mount_point(os, unit)?);
                 Ok(())
             })

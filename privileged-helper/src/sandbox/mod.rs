@@ -14,6 +14,7 @@
 //! JSON document, once the run's first command has exec'd or failed.
 
 pub(crate) mod block_namespace;
+mod bound_socket;
 pub(crate) mod capabilities;
 pub(crate) mod cgroup;
 mod credentials;
