@@ -629,9 +629,10 @@ fn sandbox_dev_holds_only_the_minimal_devices() {
             "/dev lacks {expected}: {dev:?}"
         );
     }
+    // `log`: the symlink to the sandbox's syslog socket, as systemd's PrivateDevices= has it.
     let allowed = [
-        "core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
-        "tty", "urandom", "zero",
+        "core", "fd", "full", "log", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+        "stdout", "tty", "urandom", "zero",
     ];
     assert!(
         dev.iter().all(|d| allowed.contains(&d.as_str())),

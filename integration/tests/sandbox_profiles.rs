@@ -183,9 +183,10 @@ fn mask(p: &Value, key: &str) -> u64 {
 }
 
 /// Device nodes a private /dev may hold (systemd's PrivateDevices= set and its links).
+/// `log`: the symlink to the sandbox's syslog socket, as systemd's PrivateDevices= has it.
 const PRIVATE_DEV: &[&str] = &[
-    "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
-    "stdout", "tty", "urandom", "zero",
+    "core", "fd", "full", "log", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
+    "stdin", "stdout", "tty", "urandom", "zero",
 ];
 
 /// The row for `directive=value`: whether the probe's report `p` shows it.

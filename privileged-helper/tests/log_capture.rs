@@ -164,3 +164,40 @@ fn every_line_reaches_a_real_journald_with_the_units_fields() {
     // The log file has them as before.
     assert_eq!(fx.stdout_lines(), ["to stdout"]);
 }
+
+#[test]
+fn a_syslog_message_reaches_a_real_journald_with_its_priority_and_identifier() {
+    require_root();
+    let journald = Journald::start();
+    let mut fx = Fixture::new("syslogged.service");
+    let mut spec = fx.spec(&[
+        "/bin/sh",
+        "-c",
+        "logger -t food -p daemon.crit 'from syslog'",
+    ]);
+    spec.sandbox.capture_log_sockets = true;
+    spec.journal = Some(JournalTarget {
+        socket: journald.socket(),
+        fields: JournalFields {
+            identifier: "sh".into(),
+            portable: "syslogged_1.0".into(),
+        },
+    });
+
+    fx.try_launch_spec(&spec).unwrap();
+    fx.wait_exit();
+
+    let mut ours = None;
+    wait_until("the message in the journal", || {
+        ours = journald
+            .entries()
+            .into_iter()
+            .find(|e| e["BERTH_UNIT"] == "syslogged.service");
+        ours.is_some()
+    });
+    let entry = ours.unwrap();
+    assert_eq!(entry["MESSAGE"], "from syslog");
+    assert_eq!(entry["PRIORITY"], "2");
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "food");
+    assert_eq!(entry["PORTABLE"], "syslogged_1.0");
+}

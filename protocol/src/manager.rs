@@ -155,6 +155,18 @@ pub struct LogEntry {
     // The line's exact bytes, only when they are not valid UTF-8 (as journald's JSON does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<Vec<u8>>,
+    // Of a message the service sent to a log socket (stream `syslog`: syslog(3) to /dev/log;
+    // `journal`: the journal's native protocol): its priority, 0 (emerg) to 7 (debug), as
+    // journald's PRIORITY=; stdout and stderr lines have none (6 and 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    // The pid the message named (syslog's TAG[PID], the journal's SYSLOG_PID=), as the
+    // service's pid namespace numbers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    // The identifier it named (syslog's TAG, the journal's SYSLOG_IDENTIFIER=).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, introspect::Type)]

@@ -23,9 +23,32 @@ fn host_name() -> String {
     String::from_utf8_lossy(rustix::system::uname().nodename().to_bytes()).into_owned()
 }
 
-/// journald's priority of a stream's lines (what its stdout streams give them by default).
-fn priority(entry: &LogEntry) -> &'static str {
-    if entry.stream == "stderr" { "3" } else { "6" }
+/// journald's priority of an entry: a log socket's message's own, else what journald's stdout
+/// streams give a stream's lines by default.
+fn priority(entry: &LogEntry) -> String {
+    match entry.priority {
+        Some(priority) => priority.to_string(),
+        None if entry.stream == "stderr" => "3".into(),
+        None => "6".into(),
+    }
+}
+
+/// journald's `_TRANSPORT=`: how the entry came (stderr is a stdout stream to journald).
+fn transport(entry: &LogEntry) -> &str {
+    match entry.stream.as_str() {
+        "stderr" => "stdout",
+        other => other,
+    }
+}
+
+/// Who an entry is from in the short output: a log socket's message's identifier (and pid) as
+/// journalctl shows them, else the unit.
+fn sender(unit: &str, entry: &LogEntry) -> String {
+    match (&entry.identifier, entry.pid) {
+        (Some(identifier), Some(pid)) => format!("{identifier}[{pid}]"),
+        (Some(identifier), None) => identifier.clone(),
+        (None, _) => unit.to_string(),
+    }
 }
 
 /// One entry as `journalctl -o json` writes one: journald's field names, values as strings,
@@ -41,6 +64,13 @@ fn journal_json(unit: &str, host: &str, entry: &LogEntry) -> Value {
     put("UNIT", unit.into());
     put("BERTH_UNIT", unit.into());
     put("BERTH_STREAM", entry.stream.clone().into());
+    put("_TRANSPORT", transport(entry).into());
+    if let Some(identifier) = &entry.identifier {
+        put("SYSLOG_IDENTIFIER", identifier.clone().into());
+    }
+    if let Some(pid) = entry.pid {
+        put("SYSLOG_PID", pid.to_string().into());
+    }
     put(
         "MESSAGE",
         match &entry.bytes {
@@ -67,7 +97,7 @@ pub(crate) fn print_entries(
                 "{} {} {}: {}",
                 local_time::format_short(e.usec),
                 escape(host.as_bytes()),
-                escape(unit),
+                escape(&sender(unit, e)),
                 escape(exact_text(e))
             )?,
         }
@@ -144,4 +174,43 @@ pub(crate) async fn logs(
     }
     gathered.reverse();
     print_entries(&name, &gathered, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stream: &str, priority: Option<i64>) -> LogEntry {
+        LogEntry {
+            usec: 1,
+            stream: stream.into(),
+            text: "hi".into(),
+            bytes: None,
+            priority,
+            pid: priority.map(|_| 42),
+            identifier: priority.map(|_| "food".into()),
+        }
+    }
+
+    #[test]
+    fn a_syslog_message_has_its_priority_identifier_pid_and_transport() {
+        let json = journal_json("a.service", "host", &entry("syslog", Some(2)));
+
+        assert_eq!(json["PRIORITY"], "2");
+        assert_eq!(json["SYSLOG_IDENTIFIER"], "food");
+        assert_eq!(json["SYSLOG_PID"], "42");
+        assert_eq!(json["_TRANSPORT"], "syslog");
+        assert_eq!(json["BERTH_STREAM"], "syslog");
+    }
+
+    #[test]
+    fn output_lines_keep_the_streams_priority_and_name_no_identifier() {
+        let json = journal_json("a.service", "host", &entry("stderr", None));
+
+        assert_eq!(json["PRIORITY"], "3");
+        assert_eq!(json["_TRANSPORT"], "stdout");
+        assert!(json.get("SYSLOG_IDENTIFIER").is_none());
+        assert_eq!(sender("a.service", &entry("stdout", None)), "a.service");
+        assert_eq!(sender("a.service", &entry("journal", Some(6))), "food[42]");
+    }
 }

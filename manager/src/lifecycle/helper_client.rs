@@ -192,6 +192,8 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         sandbox.privileged_ports.clear();
     }
     let (mut sandbox, var_dir) = crate::var_state::for_spawn(&paths, &plan.image, sandbox)?;
+    // Every unit's syslog(3) and journal messages land in its own log, like its stdout.
+    sandbox.capture_log_sockets = true;
     let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
         .map_err(ManagerError::internal)?;
     let host_file_fds = match &shared.borrow().host_files {

@@ -20,6 +20,9 @@ fn entry(line: &[u8]) -> Option<LogEntry> {
         stream: record.stream.as_str().to_string(),
         text: record.text,
         bytes: record.bytes,
+        priority: record.priority.map(i64::from),
+        pid: record.pid.map(i64::from),
+        identifier: record.identifier,
     })
 }
 

@@ -22,7 +22,12 @@ pub(super) fn size_of(entry: &LogEntry) -> usize {
         .bytes
         .as_ref()
         .map_or(0, |b| b.len() * 4 + ENTRY_OVERHEAD);
-    escaped + bytes + ENTRY_OVERHEAD
+    // A log socket's message: its priority, pid and identifier (whose bytes are printable,
+    // but may be U+FFFD's three).
+    let origin = entry.priority.map_or(0, |_| {
+        ENTRY_OVERHEAD + entry.identifier.as_ref().map_or(0, String::len)
+    });
+    escaped + bytes + origin + ENTRY_OVERHEAD
 }
 
 /// The newest of `entries` that fit in `max` bytes, and whether older ones were left out.
@@ -55,6 +60,9 @@ mod tests {
                 stream: "stdout".into(),
                 text: (*t).into(),
                 bytes: None,
+                priority: None,
+                pid: None,
+                identifier: None,
             })
             .collect()
     }

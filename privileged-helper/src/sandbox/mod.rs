@@ -24,6 +24,7 @@ pub(crate) mod firewall;
 pub(crate) mod init;
 mod keyring;
 pub(crate) mod landlock;
+pub(crate) mod log_sockets;
 mod mounts;
 mod namespaces;
 pub(crate) mod notify_socket;

@@ -12,6 +12,7 @@ use super::clients::Client;
 use super::control_socket::ControlSocket;
 use super::journal::Journal;
 use super::log_capture::{LineBuffer, Output};
+use super::log_sockets::{self, LogSockets};
 use super::log_writer::LogWriter;
 use super::notify::{NotifySocket, NotifyState};
 use super::port_broker::PortBroker;
@@ -36,6 +37,7 @@ enum Slot {
     Client(usize),
     Notify,
     Ports,
+    LogSocket(log_sockets::Kind),
 }
 
 pub(super) struct Supervisor {
@@ -72,6 +74,8 @@ pub(super) struct Supervisor {
     pub(super) ports: Option<PortBroker>,
     /// The broker told the log about a failure already (once per run is enough).
     pub(super) ports_noted: bool,
+    /// `/dev/log` and the journal's socket, when the spec captures them (log_sockets.rs).
+    pub(super) log_sockets: Option<LogSockets>,
 }
 
 impl Supervisor {
@@ -119,6 +123,7 @@ impl Supervisor {
                 .bind_listener
                 .map(|listener| PortBroker::new(listener, &spec.sandbox.privileged_ports)),
             ports_noted: false,
+            log_sockets: sandbox.log_sockets,
         }
     }
 
@@ -200,6 +205,12 @@ impl Supervisor {
                 pfds.push(sys::pollfd(broker.fd(), libc::POLLIN));
                 slots.push(Slot::Ports);
             }
+            for kind in [log_sockets::Kind::Syslog, log_sockets::Kind::Journal] {
+                if let Some(fd) = self.log_sockets.as_ref().and_then(|s| s.fd(kind)) {
+                    pfds.push(sys::pollfd(fd.as_fd(), libc::POLLIN));
+                    slots.push(Slot::LogSocket(kind));
+                }
+            }
             for (i, out) in self.outputs.iter().enumerate() {
                 if let Some(fd) = &out.fd {
                     pfds.push(sys::pollfd(fd.as_fd(), libc::POLLIN));
@@ -246,6 +257,7 @@ impl Supervisor {
                     Slot::Client(i) => self.client_io(i),
                     Slot::Notify => self.receive_notify(),
                     Slot::Ports => self.serve_ports(pfd.revents),
+                    Slot::LogSocket(kind) => self.receive_log(kind),
                 }
             }
             self.notify_timer();

@@ -1,13 +1,15 @@
 //! Forwarding each output line to the host's journal with journald's native protocol: one
 //! datagram per line on `/run/systemd/journal/socket` (helper.toml `journal_socket`), with
 //! MESSAGE=, PRIORITY= (6 for stdout, 3 for stderr, as journald's stdout streams default to),
-//! SYSLOG_IDENTIFIER=, BERTH_UNIT=, UNIT= and PORTABLE=. The socket is connected before the
+//! SYSLOG_IDENTIFIER=, BERTH_UNIT=, UNIT= and PORTABLE=; a message the service sent to a log
+//! socket goes with its own PRIORITY=, SYSLOG_IDENTIFIER= and SYSLOG_PID=. The socket is
+//! connected before the
 //! supervisor gives up root and written without ever waiting: a journal that does not keep up
 //! loses lines (counted), never holds the loop.
 
 use std::os::fd::OwnedFd;
 
-use berth_protocol::log_line::Stream;
+use berth_protocol::log_line::{Origin, Stream};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -15,6 +17,8 @@ use crate::launch_spec::JournalTarget;
 
 pub(super) struct Journal {
     socket: OwnedFd,
+    /// SYSLOG_IDENTIFIER= of the output's lines.
+    identifier: Vec<u8>,
     /// The fields every entry carries, encoded once.
     fixed: Vec<u8>,
     /// The datagram being built (kept to reuse its allocation).
@@ -37,32 +41,48 @@ impl Journal {
         let address = SocketAddrUnix::new(target.socket.as_path()).ok()?;
         rustix::net::connect(&socket, &address).ok()?;
         let mut fixed = Vec::new();
-        field(
-            &mut fixed,
-            "SYSLOG_IDENTIFIER",
-            target.fields.identifier.as_bytes(),
-        );
         field(&mut fixed, "BERTH_UNIT", unit.as_bytes());
         field(&mut fixed, "UNIT", unit.as_bytes());
         field(&mut fixed, "PORTABLE", target.fields.portable.as_bytes());
         Some(Journal {
             socket,
+            identifier: target.fields.identifier.as_bytes().to_vec(),
             fixed,
             datagram: Vec::new(),
             dropped: 0,
         })
     }
 
-    /// Sends one line (without its newline) as an entry; never waits.
+    /// Sends one output line (without its newline) as an entry; never waits.
     pub(super) fn send(&mut self, stream: Stream, line: &[u8]) {
-        self.datagram.clear();
-        self.datagram.extend_from_slice(&self.fixed);
-        let priority: &[u8] = match stream {
-            Stream::Stdout => b"6",
-            Stream::Stderr => b"3",
+        let priority = match stream {
+            Stream::Stderr => 3,
+            _ => 6,
         };
-        field(&mut self.datagram, "PRIORITY", priority);
-        field(&mut self.datagram, "MESSAGE", line);
+        let origin = Origin {
+            priority,
+            pid: None,
+            identifier: None,
+        };
+        self.send_message(&origin, line);
+    }
+
+    /// Sends one message (a line of output, or what the service sent a log socket) with the
+    /// priority, pid and identifier it came with; never waits.
+    pub(super) fn send_message(&mut self, origin: &Origin<'_>, message: &[u8]) {
+        self.datagram.clear();
+        let identifier = origin.identifier.unwrap_or(&self.identifier);
+        field(&mut self.datagram, "SYSLOG_IDENTIFIER", identifier);
+        self.datagram.extend_from_slice(&self.fixed);
+        if let Some(pid) = origin.pid {
+            field(&mut self.datagram, "SYSLOG_PID", pid.to_string().as_bytes());
+        }
+        field(
+            &mut self.datagram,
+            "PRIORITY",
+            &[b'0' + origin.priority.min(7)],
+        );
+        field(&mut self.datagram, "MESSAGE", message);
         loop {
             match rustix::net::send(
                 &self.socket,

@@ -127,7 +127,7 @@ impl Supervisor {
     /// Tells the clients the drop count (a snapshot) when it changed: at most once per
     /// [`DROP_REPORT_INTERVAL`] while lines keep being dropped, and at the end of the output
     /// (`now`). Any request's reply carries the count too.
-    fn log_drops_changed(&mut self, now: bool) {
+    pub(super) fn log_drops_changed(&mut self, now: bool) {
         let dropped = self.log.dropped();
         if dropped == self.drops_reported.0 {
             return;

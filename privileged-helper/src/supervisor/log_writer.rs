@@ -169,6 +169,12 @@ impl LogWriter {
         self.channel.lock().dropped
     }
 
+    /// Counts `lines` dropped before they reached the queue (the log sockets' rate limit,
+    /// which writes its own note about them).
+    pub(super) fn count_dropped(&self, lines: u64) {
+        self.channel.lock().dropped += lines;
+    }
+
     /// Switches to `log`: what is queued now and after goes there. Waits (briefly) until the
     /// writer has taken it, so that berthd, told the switch is done, can move the old file
     /// aside knowing nothing more comes to it; a writer stuck on a stalled disk is not waited

@@ -22,6 +22,7 @@ mod event_loop;
 mod exit;
 mod journal;
 mod log_capture;
+mod log_sockets;
 mod log_writer;
 mod notify;
 mod port_broker;

@@ -226,9 +226,35 @@ pub(super) struct NotifySocket {
     last_broadcast: Option<Instant>,
     /// A STATUS=/ERRNO= change not yet sent to the clients is due then.
     broadcast_due: Option<Instant>,
+    refusals: RefusalNotes,
+}
+
+/// Notes about refused messages at most once per [`REFUSAL_NOTE_INTERVAL`] (a flood of bad
+/// messages must not become a flood of notes), each with the count of those in between.
+#[derive(Debug, Default)]
+pub(super) struct RefusalNotes {
     last_note: Option<Instant>,
     /// Refusals since the last note.
     unnoted: u64,
+}
+
+impl RefusalNotes {
+    /// The note for refusing `what` now, or `None` when it is only counted.
+    pub(super) fn note(&mut self, what: &str) -> Option<String> {
+        let now = Instant::now();
+        if self
+            .last_note
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_NOTE_INTERVAL)
+        {
+            self.unnoted += 1;
+            return None;
+        }
+        self.last_note = Some(now);
+        Some(match std::mem::take(&mut self.unnoted) {
+            0 => format!("refused {what}"),
+            n => format!("refused {what} (and {n} more messages since the last note)"),
+        })
+    }
 }
 
 impl NotifySocket {
@@ -238,8 +264,7 @@ impl NotifySocket {
             access: program.notify_access,
             last_broadcast: None,
             broadcast_due: None,
-            last_note: None,
-            unnoted: 0,
+            refusals: RefusalNotes::default(),
         }
     }
 
@@ -253,14 +278,18 @@ impl NotifySocket {
     }
 }
 
-/// One datagram as read: the sender's host pid (0 when unknown) and its bytes.
-struct Datagram {
-    sender: u32,
-    len: usize,
-    truncated: bool,
+/// One datagram as read: the sender's host pid (0 when unknown), its length and whether it
+/// was longer than the buffer, and how many descriptors came with it (closed already).
+pub(super) struct Datagram {
+    pub(super) sender: u32,
+    pub(super) len: usize,
+    pub(super) truncated: bool,
+    pub(super) descriptors: usize,
 }
 
-fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+/// Reads one datagram into `buf` without waiting (`None`: none is queued); the sender is known
+/// on a socket with SO_PASSCRED.
+pub(super) fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
     let mut space =
         [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_RIGHTS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -272,22 +301,24 @@ fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
             RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
         ) {
             Ok(msg) => {
-                // Descriptors (FDSTORE=, BARRIER=1) are closed as the buffer drains: berth
-                // keeps none, and a barrier's sender sees its descriptor closed.
-                let sender = control
-                    .drain()
-                    .filter_map(|m| match m {
+                // Descriptors (FDSTORE=, BARRIER=1, a journal entry's memfd) are closed as the
+                // buffer drains: berth keeps none, and a barrier's sender sees its descriptor
+                // closed.
+                let (mut sender, mut descriptors) = (0, 0);
+                for message in control.drain() {
+                    match message {
                         RecvAncillaryMessage::ScmCredentials(cred) => {
-                            Some(cred.pid.as_raw_pid() as u32)
+                            sender = cred.pid.as_raw_pid() as u32;
                         }
-                        _ => None,
-                    })
-                    .last()
-                    .unwrap_or(0);
+                        RecvAncillaryMessage::ScmRights(fds) => descriptors += fds.count(),
+                        _ => {}
+                    }
+                }
                 return Ok(Some(Datagram {
                     sender,
                     len: msg.bytes.min(buf.len()),
                     truncated: msg.flags.contains(ReturnFlags::TRUNC),
+                    descriptors,
                 }));
             }
             Err(Errno::INTR) => {}
@@ -429,21 +460,9 @@ impl Supervisor {
         let Some(socket) = &mut self.notify_socket else {
             return;
         };
-        let now = Instant::now();
-        if socket
-            .last_note
-            .is_some_and(|at| now.duration_since(at) < REFUSAL_NOTE_INTERVAL)
-        {
-            socket.unnoted += 1;
-            return;
+        if let Some(text) = socket.refusals.note(what) {
+            self.note(&text);
         }
-        let more = std::mem::take(&mut socket.unnoted);
-        socket.last_note = Some(now);
-        let text = match more {
-            0 => format!("refused {what}"),
-            n => format!("refused {what} (and {n} more messages since the last note)"),
-        };
-        self.note(&text);
     }
 
     /// STATUS= or ERRNO= changed: tell the clients now, or once [`BROADCAST_INTERVAL`] has

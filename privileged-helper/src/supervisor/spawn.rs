@@ -13,6 +13,7 @@ use rustix::net::{
 use rustix::process::{Pid, PidfdFlags};
 
 use super::exit::decode_wait;
+use super::log_sockets::{self, LogSockets};
 use super::notify;
 use crate::launch_spec::{HostFileFds, LaunchSpec};
 use crate::sandbox::block_namespace;
@@ -43,6 +44,8 @@ pub(super) struct Sandbox {
     pub(super) notify: Option<OwnedFd>,
     /// The bind(2) notification's listener, when the spec grants privileged ports.
     pub(super) bind_listener: Option<OwnedFd>,
+    /// The log sockets' receiving ends, when the spec captures them.
+    pub(super) log_sockets: Option<LogSockets>,
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Failure> {
@@ -96,6 +99,13 @@ pub(super) fn spawn(
         (None, None, None)
     };
     let spec = with_socket.as_ref().unwrap_or(spec);
+    // Init binds its copies in the sandbox, as with the notify socket.
+    let (log_sockets, init_log_sockets) = if spec.sandbox.capture_log_sockets {
+        let (sockets, copies) = log_sockets::create()?;
+        (Some(sockets), Some(copies))
+    } else {
+        (None, None)
+    };
     let cgroup_procs = match &cgroup {
         Some(cgroup) => cgroup.procs().map_err(cgroup_failure)?,
         None => Vec::new(),
@@ -126,6 +136,7 @@ pub(super) fn spawn(
                 channel: channel_w,
                 cgroup_procs,
                 notify: init_notify,
+                log_sockets: init_log_sockets,
                 credentials,
                 block,
             },
@@ -145,6 +156,7 @@ pub(super) fn spawn(
         channel_w,
         cgroup_procs,
         init_notify,
+        init_log_sockets,
         // Zeroed here: only init keeps them.
         credentials,
         // The namespaces live on in init.
@@ -178,6 +190,7 @@ pub(super) fn spawn(
             cgroup,
             notify,
             bind_listener,
+            log_sockets,
         }),
         Err(failure) => {
             kill_init();

@@ -6,7 +6,11 @@
 //! --notify-flood | --watchdog-every MS]` (`--try help` lists the attempts, see `attempts.rs`). `--notify` sends MSG
 //! (`\n` standing for a newline) as one datagram to `$NOTIFY_SOCKET` before the report; the
 //! outcomes are under `notify`. `--notify-flood` sends `STATUS=flood N` datagrams without end
-//! after it; `--watchdog-every MS` sends `WATCHDOG=1` every MS milliseconds.
+//! after it; `--watchdog-every MS` sends `WATCHDOG=1` every MS milliseconds. `--log WHAT`
+//! logs through the log sockets before the report (outcomes under `log_sockets`):
+//! `syslog:PRI:TEXT` with syslog(3), `journal:PRI:TEXT` as a native journal datagram,
+//! `journal-malformed` a datagram whose binary field's size is past its end, `syslog-flood:N`
+//! N syslog(3) messages `flood I`.
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -74,11 +78,13 @@ struct Args {
     notify: Vec<String>,
     // `--bind-tcp`, `--bind-unix`: sockets bound before the report (binds.rs).
     binds: Vec<binds::Bind>,
+    // `--log`: messages sent to the log sockets before the report.
+    log: Vec<String>,
     after: After,
 }
 
 const USAGE: &str = "usage: berth-probe [--check-path P]... [--try ATTEMPT]... \
-                     [--listen-abstract NAME]... [--bind-tcp IP:PORT]... [--bind-unix PATH]... [--keyring] [--add-session-key NAME]... [--notify MSG]... \
+                     [--listen-abstract NAME]... [--bind-tcp IP:PORT]... [--bind-unix PATH]... [--keyring] [--add-session-key NAME]... [--notify MSG]... [--log WHAT]... \
                      [--sleep SECS | --loop | --notify-flood | --watchdog-every MS]";
 
 /// Parses the command line; unknown arguments are an error (exit status 2).
@@ -91,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         add_session_keys: Vec::new(),
         notify: Vec::new(),
         binds: Vec::new(),
+        log: Vec::new(),
         after: After::Exit,
     };
     let mut it = std::env::args_os().skip(1);
@@ -147,6 +154,10 @@ fn parse_args() -> Result<Args, String> {
                 args.binds
                     .push(binds::Bind::Unix(p.to_string_lossy().into_owned()));
             }
+            "--log" => {
+                let m = it.next().ok_or("--log needs what to log")?;
+                args.log.push(m.to_string_lossy().into_owned());
+            }
             "--watchdog-every" => {
                 let ms = it.next().ok_or("--watchdog-every needs milliseconds")?;
                 let ms = ms
@@ -173,10 +184,12 @@ fn main() {
     let listening = listen(&args.listen_abstract);
     let notified = notify::send_all(&args.notify);
     let (_bound, bound_report) = binds::bind_all(&args.binds);
+    let logged = log_sockets::send_all(&args.log);
     let mut report = probe(&args);
     report["listening"] = listening.1;
     report["notify"] = notified;
     report["binds"] = bound_report;
+    report["log_sockets"] = logged;
     // Kept open until the probe exits.
     let _listeners = listening.0;
     let mut out = std::io::stdout().lock();
@@ -312,6 +325,7 @@ fn probe(args: &Args) -> Value {
     m.insert("tries".into(), attempts::run_all(&args.tries));
     m.insert("listening".into(), Value::Object(Map::new()));
     m.insert("notify".into(), Value::Array(Vec::new()));
+    m.insert("log_sockets".into(), Value::Array(Vec::new()));
     Value::Object(m)
 }
 
@@ -709,6 +723,7 @@ mod tests {
             add_session_keys: Vec::new(),
             notify: Vec::new(),
             binds: Vec::new(),
+            log: Vec::new(),
             after: After::Exit,
         });
         for k in [
@@ -746,6 +761,7 @@ mod tests {
             "tries",
             "listening",
             "notify",
+            "log_sockets",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
@@ -753,5 +769,91 @@ mod tests {
         assert_eq!(v["visible"]["/nonexistent-probe-path"], false);
         assert_eq!(v["tries"]["socket-unix"], "ok");
         assert!(v["fds"].as_array().is_some_and(|a| !a.is_empty()));
+    }
+}
+
+/// Logging as daemons do: syslog(3) to `/dev/log`, and libsystemd's native datagrams to
+/// `/run/systemd/journal/socket`.
+mod log_sockets {
+    use std::ffi::CString;
+    use std::os::unix::net::UnixDatagram;
+
+    use serde_json::Value;
+
+    const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+    /// The binary-safe field form, as sd_journal_send uses for values with newlines.
+    fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend_from_slice(value);
+        out.push(b'\n');
+    }
+
+    fn journal(datagram: &[u8]) -> Result<(), String> {
+        let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+        socket
+            .send_to(datagram, JOURNAL_SOCKET)
+            .map(drop)
+            .map_err(|e| format!("{JOURNAL_SOCKET}: {e}"))
+    }
+
+    fn syslog(priority: i32, text: &str) -> Result<(), String> {
+        let text = CString::new(text).map_err(|e| e.to_string())?;
+        // SAFETY: the identifier is static, the format takes exactly the one string given.
+        unsafe {
+            libc::openlog(c"berth-probe".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+            libc::syslog(priority, c"%s".as_ptr(), text.as_ptr());
+        }
+        Ok(())
+    }
+
+    fn send(what: &str) -> Result<(), String> {
+        let mut parts = what.splitn(3, ':');
+        let kind = parts.next().unwrap_or_default();
+        let number = |p: Option<&str>| {
+            p.and_then(|p| p.parse::<i32>().ok())
+                .ok_or_else(|| format!("{what}: a number is missing"))
+        };
+        match kind {
+            "syslog" => {
+                let priority = number(parts.next())?;
+                syslog(priority, parts.next().unwrap_or_default())
+            }
+            "journal" => {
+                let priority = number(parts.next())?;
+                let mut datagram =
+                    format!("PRIORITY={priority}\nSYSLOG_IDENTIFIER=berth-probe\n").into_bytes();
+                field(
+                    &mut datagram,
+                    "MESSAGE",
+                    parts.next().unwrap_or_default().as_bytes(),
+                );
+                journal(&datagram)
+            }
+            "journal-malformed" => {
+                let mut datagram = b"MESSAGE\n".to_vec();
+                datagram.extend_from_slice(&1000u64.to_le_bytes());
+                datagram.extend_from_slice(b"short\n");
+                journal(&datagram)
+            }
+            "syslog-flood" => {
+                for i in 0..number(parts.next())? {
+                    syslog(libc::LOG_INFO, &format!("flood {i}"))?;
+                }
+                Ok(())
+            }
+            _ => Err(format!("{what}: unknown")),
+        }
+    }
+
+    /// Sends each; per entry `sent` or `error: ...`.
+    pub(super) fn send_all(what: &[String]) -> Value {
+        let outcomes = what.iter().map(|w| match send(w) {
+            Ok(()) => "sent".into(),
+            Err(e) => super::err(e),
+        });
+        Value::Array(outcomes.collect())
     }
 }

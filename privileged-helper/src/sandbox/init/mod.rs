@@ -34,8 +34,8 @@ use super::credentials_dir::{self, LoadedCredentials};
 use super::directories::{self, PreparedDirectory};
 use super::syscalls::LinuxSyscalls;
 use super::{
-    Failure, cgroup, credentials, landlock, mounts, namespaces, notify_socket, process_name,
-    rlimits, seccomp, sys, user_namespace,
+    Failure, cgroup, credentials, landlock, log_sockets, mounts, namespaces, notify_socket,
+    process_name, rlimits, seccomp, sys, user_namespace,
 };
 use crate::launch_spec::{HostFileFds, LaunchSpec};
 use channel::Report;
@@ -60,6 +60,8 @@ pub(crate) struct InitFds {
     pub cgroup_procs: Vec<OwnedFd>,
     /// The supervisor's `$NOTIFY_SOCKET`, which init binds in the sandbox (notify_socket.rs).
     pub notify: Option<OwnedFd>,
+    /// The supervisor's log sockets, which init binds in the sandbox (log_sockets.rs).
+    pub log_sockets: Option<log_sockets::LogSocketFds>,
     /// LoadCredential= and friends, read by the supervisor.
     pub credentials: LoadedCredentials,
     /// The user namespaces of the image's own users (block mode), made by the supervisor.
@@ -107,6 +109,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
         channel,
         cgroup_procs,
         notify,
+        log_sockets,
         credentials,
         block,
     } = fds;
@@ -123,6 +126,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
     keep.extend(host_files.raw_fds());
     keep.extend(block.iter().flat_map(BlockNamespaces::raw_fds));
     keep.extend(persistent_var.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(log_sockets.iter().flat_map(log_sockets::LogSocketFds::raw));
     // SAFETY: fresh single-threaded child; the closed descriptors belong to supervisor objects
     // this process never uses.
     let closed = unsafe { sys::close_fds_except(&keep) };
@@ -135,7 +139,7 @@ pub(crate) fn run(spec: &LaunchSpec, fds: InitFds) -> ! {
                 (root, extensions, block),
                 directories,
                 (host_files, persistent_var),
-                notify,
+                (notify, log_sockets),
                 credentials,
             )
         });
@@ -196,7 +200,7 @@ fn setup(
     directories: Vec<PreparedDirectory>,
     // The host-side trees bound or laid over the image, each only when the spec asks.
     (host_files, persistent_var): (HostFileFds, Option<OwnedFd>),
-    notify: Option<OwnedFd>,
+    (notify, log_sockets): (Option<OwnedFd>, Option<log_sockets::LogSocketFds>),
     credentials: LoadedCredentials,
 ) -> Result<(Template, Option<OwnedFd>), Failure> {
     // Forked without exec, init would show the helper's argv and environment in /proc/1 (the
@@ -247,6 +251,7 @@ fn setup(
     )?;
     namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
     notify_socket::bind(notify)?;
+    log_sockets::bind(log_sockets, sandbox.mounts.private_devices)?;
     // In block mode the image's own databases name its users.
     if sandbox.identity.private_users && block.is_none() {
         user_namespace::bind_databases(&LinuxSyscalls, &sandbox.identity)?;
