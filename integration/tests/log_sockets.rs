@@ -120,6 +120,27 @@ fn a_malformed_journal_datagram_is_refused_and_the_service_keeps_logging() {
 }
 
 #[test]
+fn an_entry_passed_as_a_memfd_is_refused_and_the_service_keeps_logging() {
+    let h = Harness::start().unwrap();
+
+    start_probe(
+        &h,
+        "--log journal-memfd:hidden --log 'journal:6:after the memfd'",
+    );
+
+    wait_entry(&h, "after the memfd");
+    let all = entries(&h).unwrap();
+    h.berth_ok(&["stop", "logs"]).unwrap();
+    assert_eq!(messages_starting(&all, "hidden"), 0);
+    assert!(
+        all.iter().any(|e| e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused an entry passed as a descriptor (memfd)"))),
+        "{all:?}"
+    );
+}
+
+#[test]
 fn a_syslog_flood_is_cut_at_the_rate_limit_and_counted() {
     let h = Harness::start().unwrap();
     let sent = RATE_BURST + 2_000;

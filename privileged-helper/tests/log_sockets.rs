@@ -90,3 +90,30 @@ fn without_capture_there_is_no_dev_log() {
 
     assert_eq!(fx.stdout_lines(), ["no-dev-log", "no-journal"]);
 }
+
+#[test]
+fn a_unit_whose_run_is_inaccessible_starts_without_them_and_the_log_says_so() {
+    require_root();
+    let mut fx = Fixture::new("syslog-no-run.service");
+    let mut spec = fx.spec(&["/bin/sh", "-c", "echo started"]);
+    spec.sandbox.capture_log_sockets = true;
+    spec.sandbox.mounts.inaccessible_paths = vec![SandboxPath {
+        path: "/run".into(),
+        ignore_missing: false,
+    }];
+
+    fx.try_launch_spec(&spec)
+        .unwrap_or_else(|e| panic!("launch failed: {e}"));
+    fx.wait_exit();
+
+    let records = fx.log_records();
+    let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+    assert!(texts.contains(&"started"), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("berth-supervise: could not make ")
+                && t.contains("/run/systemd/journal/dev-log")),
+        "{texts:?}"
+    );
+}

@@ -9,6 +9,10 @@
 //! `/dev/log`: on the sandbox's own `/dev` (a tmpfs, PrivateDevices=) a symlink is made. On the
 //! host's `/dev` nothing is ever created: a socket there (a host syslog daemon's) gets ours
 //! bound over it in the sandbox's mount namespace; a symlink into `/run` already leads to ours.
+//!
+//! Best effort: logging must not keep a service from starting, and a unit may have made its
+//! `/run` unusable (`InaccessiblePaths=/run`). A socket that could not be bound stays unbound,
+//! which the supervisor sees (its address) and notes in the log.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -16,8 +20,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
+use super::bound_socket;
 use super::syscalls::{LinuxSyscalls, MountSyscalls};
-use super::{Failure, bound_socket};
 
 /// The journal's native protocol socket (sd_journal_send).
 pub(crate) const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -39,20 +43,18 @@ impl LogSocketFds {
     }
 }
 
-/// Binds the sockets and makes `/dev/log`; nothing to do without them. Init's cwd is the new
-/// root, `/dev` the sandbox's own when `private_devices`.
-pub(crate) fn bind(sockets: Option<LogSocketFds>, private_devices: bool) -> Result<(), Failure> {
+/// Binds the sockets and makes `/dev/log`, each as far as it goes (see above); nothing to do
+/// without them. Init's cwd is the new root, `/dev` the sandbox's own when `private_devices`.
+pub(crate) fn bind(sockets: Option<LogSocketFds>, private_devices: bool) {
     let Some(sockets) = sockets else {
-        return Ok(());
+        return;
     };
-    for (socket, path) in [
-        (&sockets.journal, JOURNAL_SOCKET),
-        (&sockets.syslog, SYSLOG_SOCKET),
-    ] {
-        bound_socket::bind(socket, c"/run", &DIRS, path)
-            .map_err(|e| Failure::setup(format!("bind the log socket at {path}"), e))?;
+    // Unbound on failure: the supervisor tells (supervisor/log_sockets.rs).
+    let _ = bound_socket::bind(&sockets.journal, c"/run", &DIRS, JOURNAL_SOCKET);
+    if bound_socket::bind(&sockets.syslog, c"/run", &DIRS, SYSLOG_SOCKET).is_ok() {
+        // Without it syslog(3) finds no socket, as without the syslog socket itself.
+        let _ = dev_log(private_devices);
     }
-    dev_log(private_devices).map_err(|e| Failure::setup("make /dev/log", e))
 }
 
 fn dev_log(private_devices: bool) -> Result<(), Errno> {

@@ -88,7 +88,7 @@ impl Supervisor {
     ) -> Self {
         let mut log = LogWriter::new(log);
         log.start();
-        Supervisor {
+        let mut supervisor = Supervisor {
             unit: spec.unit.clone(),
             pid: rustix::process::getpid().as_raw_pid() as u32,
             control,
@@ -124,7 +124,9 @@ impl Supervisor {
                 .map(|listener| PortBroker::new(listener, &spec.sandbox.privileged_ports)),
             ports_noted: false,
             log_sockets: sandbox.log_sockets,
-        }
+        };
+        supervisor.check_log_sockets();
+        supervisor
     }
 
     /// Ends the service at once and cleans up (used when `launch` is no longer listening).

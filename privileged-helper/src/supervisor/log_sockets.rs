@@ -26,11 +26,11 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use berth_protocol::log_line::{self, MAX_IDENTIFIER, Origin, Stream};
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::event_loop::Supervisor;
 use super::notify::{self, RefusalNotes};
-use crate::sandbox::log_sockets::LogSocketFds;
+use crate::sandbox::log_sockets::{self, LogSocketFds};
 use crate::sandbox::{Failure, sys};
 
 /// Longest datagram read whole.
@@ -440,9 +440,47 @@ impl LogSockets {
             Kind::Journal => self.journal = None,
         }
     }
+
+    /// Closes the sockets init could not bind in the sandbox; their paths.
+    fn close_unbound(&mut self) -> Vec<&'static str> {
+        let mut unbound = Vec::new();
+        for (kind, path) in [
+            (Kind::Syslog, log_sockets::SYSLOG_SOCKET),
+            (Kind::Journal, log_sockets::JOURNAL_SOCKET),
+        ] {
+            if self.fd(kind).is_some_and(|fd| !is_bound(fd)) {
+                self.close(kind);
+                unbound.push(path);
+            }
+        }
+        unbound
+    }
+}
+
+/// Whether the socket has a path (init bound it; an unbound one has none).
+fn is_bound(fd: &OwnedFd) -> bool {
+    rustix::net::getsockname(fd)
+        .ok()
+        .and_then(|address| SocketAddrUnix::try_from(address).ok())
+        .is_some_and(|address| address.path().is_some_and(|p| !p.is_empty()))
 }
 
 impl Supervisor {
+    /// Tells in the log which log sockets init could not bind (the unit made its `/run`
+    /// unusable, e.g. `InaccessiblePaths=/run`): the service runs without them.
+    pub(super) fn check_log_sockets(&mut self) {
+        let Some(sockets) = &mut self.log_sockets else {
+            return;
+        };
+        let unbound = sockets.close_unbound();
+        if !unbound.is_empty() {
+            self.note(&format!(
+                "could not make {} in the sandbox: what the service logs there is lost",
+                unbound.join(" and ")
+            ));
+        }
+    }
+
     /// Reads what the service sent to one log socket (at most [`DATAGRAMS_PER_TURN`]) into its
     /// log.
     pub(super) fn receive_log(&mut self, kind: Kind) {

@@ -9,8 +9,9 @@
 //! after it; `--watchdog-every MS` sends `WATCHDOG=1` every MS milliseconds. `--log WHAT`
 //! logs through the log sockets before the report (outcomes under `log_sockets`):
 //! `syslog:PRI:TEXT` with syslog(3), `journal:PRI:TEXT` as a native journal datagram,
-//! `journal-malformed` a datagram whose binary field's size is past its end, `syslog-flood:N`
-//! N syslog(3) messages `flood I`.
+//! `journal-malformed` a datagram whose binary field's size is past its end, `journal-memfd:TEXT`
+//! an entry in a sealed memfd passed with an empty datagram (as libsystemd sends large ones),
+//! `syslog-flood:N` N syslog(3) messages `flood I`.
 //!
 //! Conventions of the output: every field is always present; a field that could not be read
 //! holds a string starting with `error: `. Resource limits are numbers, `null` meaning
@@ -838,6 +839,7 @@ mod log_sockets {
                 datagram.extend_from_slice(b"short\n");
                 journal(&datagram)
             }
+            "journal-memfd" => memfd_entry(what.split_once(':').map_or("", |(_, t)| t)),
             "syslog-flood" => {
                 for i in 0..number(parts.next())? {
                     syslog(libc::LOG_INFO, &format!("flood {i}"))?;
@@ -846,6 +848,30 @@ mod log_sockets {
             }
             _ => Err(format!("{what}: unknown")),
         }
+    }
+
+    /// `MESSAGE=text` in a sealed memfd, passed alone (SCM_RIGHTS) in an empty datagram.
+    fn memfd_entry(text: &str) -> Result<(), String> {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix};
+        let memfd = rustix::fs::memfd_create("journal-entry", MemfdFlags::ALLOW_SEALING)
+            .map_err(|e| e.to_string())?;
+        rustix::io::write(&memfd, format!("MESSAGE={text}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        rustix::fs::fcntl_add_seals(
+            &memfd,
+            SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+        )
+        .map_err(|e| e.to_string())?;
+        let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+        let address = SocketAddrUnix::new(JOURNAL_SOCKET).map_err(|e| e.to_string())?;
+        let fds = [std::os::fd::AsFd::as_fd(&memfd)];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg_addr(&socket, &address, &[], &mut control, SendFlags::empty())
+            .map(drop)
+            .map_err(|e| format!("{JOURNAL_SOCKET}: {e}"))
     }
 
     /// Sends each; per entry `sent` or `error: ...`.

@@ -251,7 +251,7 @@ fn setup(
     )?;
     namespaces::finish(&LinuxSyscalls, &sandbox.namespaces)?;
     notify_socket::bind(notify)?;
-    log_sockets::bind(log_sockets, sandbox.mounts.private_devices)?;
+    log_sockets::bind(log_sockets, sandbox.mounts.private_devices);
     // In block mode the image's own databases name its users.
     if sandbox.identity.private_users && block.is_none() {
         user_namespace::bind_databases(&LinuxSyscalls, &sandbox.identity)?;
