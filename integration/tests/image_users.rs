@@ -372,3 +372,21 @@ fn a_block_outside_the_helper_s_range_is_refused() {
         "{reply}"
     );
 }
+
+#[test]
+fn what_the_image_s_user_logs_through_syslog_lands_in_its_log() {
+    let helper = Helper::start();
+    let image = image(&helper.h, "img");
+    let mut spec = block_spec(FIRST, IMAGE_UID, IMAGE_UID);
+    spec.capture_log_sockets = true;
+
+    helper.spawn(
+        &image,
+        "syslog",
+        &spec,
+        "logger -t food -p daemon.err 'as the image user'; exec sleep 30",
+    );
+
+    // Priority 3, no pid, tag `food` (log_line.rs's record of a log socket's message).
+    helper.log_until("syslog", " syslog:3::food as the image user");
+}
