@@ -301,6 +301,27 @@ fn root_of_the_namespace_is_the_block_s_first_id_on_the_host_and_not_host_root()
 }
 
 #[test]
+fn the_file_systems_berth_makes_belong_to_root_of_the_namespace() {
+    let helper = Helper::start();
+    let image = ImageBuilder::new(&helper.h.dir().join("img"))
+        .dir("var/tmp", 0o1777)
+        .build()
+        .unwrap();
+
+    helper.spawn(
+        &image,
+        "roots",
+        &block_spec(FIRST, 0, 0),
+        "echo owners=$(stat -c %u:%g / /tmp /run /dev /dev/shm /var/tmp); \
+         touch /run/service.pid && echo run=writable; echo done",
+    );
+
+    let log = helper.log_until("roots", "done");
+    assert_eq!(value(&log, "owners"), "0:0 0:0 0:0 0:0 0:0 0:0");
+    assert_eq!(value(&log, "run"), "writable");
+}
+
+#[test]
 fn private_users_in_block_mode_maps_only_root_and_the_service_s_ids() {
     let helper = Helper::start();
     let image = image(&helper.h, "img");

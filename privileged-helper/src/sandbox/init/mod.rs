@@ -232,7 +232,8 @@ fn setup(
         .transpose()?;
     drop((root, extensions, view));
     // Host trees the plan binds are cloned here, in the host mount namespace.
-    let mut plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?;
+    let mut plan = mounts::prepare(&LinuxSyscalls, &sandbox.mounts, service_dirs)?
+        .owned_by(sandbox.identity.namespace_root());
     plan.host_files =
         mounts::host_files::prepare(&LinuxSyscalls, &sandbox.mounts.host_files, host_files)?;
     namespaces::unshare(&LinuxSyscalls, &sandbox.namespaces)?;

@@ -166,7 +166,10 @@ pub(super) fn apply(
     prepared: Prepared,
 ) -> Result<(), Failure> {
     let Prepared {
-        plan, mut trees, ..
+        plan,
+        mut trees,
+        tmpfs_owner,
+        ..
     } = prepared;
     let mut inaccessible = None;
     // Steps whose mount is in place, with whether it was writable at the end of pass 1.
@@ -189,7 +192,7 @@ pub(super) fn apply(
                     bind(os, step, &fd, &target, *read_only)?;
                 }
             }
-            Action::Tmpfs { options, .. } => tmpfs(os, step, options, &target)?,
+            Action::Tmpfs { options, .. } => tmpfs(os, step, (options, tmpfs_owner), &target)?,
             Action::Inaccessible => {
                 let nodes = match &mut inaccessible {
                     Some(nodes) => nodes,
@@ -295,12 +298,15 @@ fn bind(
     attach(os, tree.as_fd(), target).map_err(|e| fail(step, "mount it", e))
 }
 
+/// A tmpfs with `options`, its root owned by `owner` (see `Prepared::owned_by`).
 fn tmpfs(
     os: &impl MountSyscalls,
     step: &Step,
-    options: &str,
+    (options, owner): (&str, u32),
     target: &OwnedFd,
 ) -> Result<(), Failure> {
+    let owned = format!("{options},uid={owner},gid={owner}");
+    let options = if owner == 0 { options } else { owned.as_str() };
     let mut pairs = Vec::new();
     for option in options.split(',') {
         let (key, value) = option.split_once('=').unwrap_or((option, ""));
@@ -642,6 +648,33 @@ mod tests {
                 setattr("/scratch", MountAttrFlags::MOUNT_ATTR_RDONLY),
             ]
         );
+    }
+
+    #[test]
+    fn in_block_mode_a_temporary_file_system_belongs_to_root_of_the_namespace() {
+        let os = RecordingSyscalls::new();
+        let mut spec = spec();
+        spec.temporary_filesystems = vec![TemporaryFileSystem {
+            path: "/scratch".into(),
+            read_only: false,
+            mode: 0o755,
+            size: 4096,
+        }];
+        let prepared = prepare(&os, &spec, Vec::new()).unwrap().owned_by(524_288);
+
+        apply(&os, &root(&os), prepared).unwrap();
+
+        assert!(os.calls().contains(&Call::FsMount {
+            fstype: "tmpfs".into(),
+            params: vec![
+                "mode=0755".into(),
+                "size=4096".into(),
+                "nr_inodes=400k".into(),
+                "uid=524288".into(),
+                "gid=524288".into(),
+            ],
+            attrs: NOSUID_NODEV,
+        }));
     }
 
     fn read_only_run_with_writable_keep(os: &RecordingSyscalls) -> Vec<Call> {

@@ -25,12 +25,17 @@ const DEVICES: [(&CStr, &CStr, &CStr); 6] = [
     (c"tty", c"/dev/tty", c"dev/tty"),
 ];
 
-pub(super) fn mount_dev(os: &impl MountSyscalls, newroot: &OwnedFd) -> Result<(), Failure> {
+/// `owner` owns the roots of /dev and /dev/shm (see `Prepared::owned_by`).
+pub(super) fn mount_dev(
+    os: &impl MountSyscalls,
+    newroot: &OwnedFd,
+    owner: u32,
+) -> Result<(), Failure> {
     tmpfs(
         os,
         c"dev",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        DEV_TMPFS,
+        (DEV_TMPFS, owner),
         "mount /dev",
     )?;
     let dev = os
@@ -71,7 +76,7 @@ pub(super) fn mount_dev(os: &impl MountSyscalls, newroot: &OwnedFd) -> Result<()
         os,
         c"dev/shm",
         MountFlags::NOSUID | MountFlags::NODEV,
-        SHM_TMPFS,
+        (SHM_TMPFS, owner),
         "mount /dev/shm",
     )?;
     for (name, target) in [

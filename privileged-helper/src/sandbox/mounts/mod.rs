@@ -51,14 +51,25 @@ fn mkdir(os: &impl MountSyscalls, dir: &OwnedFd, name: &CStr, mode: u32) -> Resu
         .map_err(|e| Failure::setup(format!("create {}", name.to_string_lossy()), e))
 }
 
-/// Mounts a tmpfs at `target` (relative to the cwd unless absolute).
+/// Mounts a tmpfs at `target` (relative to the cwd unless absolute), its root owned by
+/// `owner` (uid and gid; root of the sandbox's user namespace, see `Prepared::owned_by`).
 fn tmpfs(
     os: &impl MountSyscalls,
     target: &CStr,
     flags: MountFlags,
-    data: &CStr,
+    (data, owner): (&CStr, u32),
     stage: &str,
 ) -> Result<(), Failure> {
-    os.mount(c"tmpfs", target, c"tmpfs", flags, Some(data))
+    let data = owned_options(data, owner).map_err(at(stage))?;
+    os.mount(c"tmpfs", target, c"tmpfs", flags, Some(&data))
         .map_err(at(stage))
+}
+
+/// tmpfs options `data` with the root's owner added (none for host root, the default).
+fn owned_options(data: &CStr, owner: u32) -> Result<std::ffi::CString, rustix::io::Errno> {
+    if owner == 0 {
+        return Ok(data.to_owned());
+    }
+    let data = format!("{},uid={owner},gid={owner}", data.to_string_lossy());
+    std::ffi::CString::new(data).map_err(|_| rustix::io::Errno::INVAL)
 }

@@ -33,12 +33,13 @@ pub(in crate::sandbox) fn build_root(
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(at("make / private"))?;
+    let owner = plan.tmpfs_owner;
     // Scratch place for the new root, only visible in this mount namespace (as bubblewrap).
     tmpfs(
         os,
         c"/tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
-        ROOT_TMPFS,
+        (ROOT_TMPFS, owner),
         "mount the root tmpfs",
     )?;
     let newroot = os
@@ -57,21 +58,21 @@ pub(in crate::sandbox) fn build_root(
         mkdir(os, &newroot, name, 0o755)?;
     }
     proc::mount_proc(os, &plan.plan.proc_options)?;
-    dev::mount_dev(os, &newroot)?;
+    dev::mount_dev(os, &newroot, owner)?;
     // Needs our /dev/null, so after /dev.
     proc::mask_proc(os)?;
     tmpfs(
         os,
         c"tmp",
         MountFlags::NOSUID | MountFlags::NODEV,
-        TMP_TMPFS,
+        (TMP_TMPFS, owner),
         "mount /tmp",
     )?;
     tmpfs(
         os,
         c"run",
         MountFlags::NOSUID | MountFlags::NODEV,
-        RUN_TMPFS,
+        (RUN_TMPFS, owner),
         "mount /run",
     )?;
     host_files::bind(os, &newroot, std::mem::take(&mut plan.host_files))?;
@@ -132,6 +133,30 @@ mod tests {
                 "mode=0755,size=10%,nr_inodes=400k"
             )]
         );
+    }
+
+    #[test]
+    fn in_block_mode_the_root_tmp_run_dev_and_shm_belong_to_root_of_the_namespace() {
+        let os = RecordingSyscalls::new();
+
+        build_root(&os, Vec::new(), no_plan(&os).owned_by(524_288)).unwrap();
+
+        let calls = os.calls();
+        for (target, mode) in [
+            ("/tmp", "0755,size=4m,nr_inodes=4k"),
+            ("tmp", "1777,size=10%,nr_inodes=400k"),
+            ("run", "0755,size=10%,nr_inodes=400k"),
+            ("dev", "0755,size=4m,nr_inodes=64k"),
+            ("dev/shm", "1777,size=10%,nr_inodes=400k"),
+        ] {
+            let data = format!("mode={mode},uid=524288,gid=524288");
+            assert!(
+                mounts_at(&calls, target)
+                    .iter()
+                    .any(|c| matches!(c, Call::Mount { data: Some(d), .. } if *d == data)),
+                "{target}: {calls:#?}"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,20 @@ pub(in crate::sandbox) struct Prepared {
     pub(super) plan: Plan,
     pub(super) trees: Vec<Option<Tree>>,
     pub(in crate::sandbox) host_files: Vec<super::host_files::HostFile>,
+    /// Owner (uid and gid) of the roots of the tmpfs mounts berth makes: `/`, `/tmp`, `/run`,
+    /// `/dev`, `/dev/shm`, PrivateTmp='s `/var/tmp`, TemporaryFileSystem=, ProtectHome=tmpfs.
+    pub(super) tmpfs_owner: u32,
+}
+
+impl Prepared {
+    /// The same, with the tmpfs roots owned by `uid`: root of the sandbox's user namespace
+    /// (`Identity::namespace_root`), so that its root may write them (host root: 0).
+    pub(in crate::sandbox) fn owned_by(self, uid: u32) -> Prepared {
+        Prepared {
+            tmpfs_owner: uid,
+            ..self
+        }
+    }
 }
 
 pub(super) fn cstring(path: &str, what: &str) -> Result<CString, Failure> {
@@ -100,6 +114,7 @@ pub(in crate::sandbox) fn prepare(
         plan,
         trees,
         host_files: Vec::new(),
+        tmpfs_owner: 0,
     })
 }
 
