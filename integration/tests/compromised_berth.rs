@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_protocol::sandbox::SandboxSpec;
 use berth_protocol::service_program::ServiceProgram;
+use berth_testkit::direct_spawn::DirectSpawn;
 use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
 
 /// How long one race runs at most.
@@ -198,32 +199,6 @@ fn a_helper_started_while_private_is_swapped_binds_only_in_the_real_directory() 
     assert_eq!(tampered, None, "after {starts} helper starts");
 }
 
-/// Acts as a compromised berthd: sends the helper a Spawn of `/bin/cat /secret` with an image
-/// root it opened itself, a log and a control directory of its own; prints the reply.
-const SPAWNER: &str = r#"
-import array, json, os, socket, sys
-helper, image, spy, sandbox, program = sys.argv[1:6]
-log = os.open(os.path.join(spy, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-os.mkdir(os.path.join(spy, "ctl"), 0o700)
-ctl = os.open(os.path.join(spy, "ctl"), os.O_RDONLY | os.O_DIRECTORY)
-root = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
-call = {"method": "io.berth.Helper.Spawn", "parameters": {
-    "unit": "peek.service", "program": json.loads(program), "environment": ["PATH=/bin"],
-    "working_directory": "/", "sandbox": json.loads(sandbox)}}
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(helper)
-s.sendmsg([json.dumps(call).encode() + b"\0"],
-           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [root, log, ctl]))])
-reply = b""
-while not reply.endswith(b"\0"):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    reply += chunk
-print(reply.rstrip(b"\0").decode())
-"#;
-
 #[test]
 fn an_image_root_berth_may_list_but_not_enter_is_refused_by_the_helper() {
     let h = Harness::start().unwrap();
@@ -236,21 +211,27 @@ fn an_image_root_berth_may_list_but_not_enter_is_refused_by_the_helper() {
     let spy = h.dir().join("spy");
     fs::create_dir(&spy).unwrap();
     std::os::unix::fs::chown(&spy, Some(uid), Some(gid)).unwrap();
-    let mut cmd = as_user(uid, gid, &[]);
-    cmd.args(["/usr/bin/python3", "-c", SPAWNER])
-        .arg(h.runtime_dir().join("private/io.berth.Helper"))
-        .arg(&image)
-        .arg(&spy)
-        .arg(serde_json::to_string(&SandboxSpec::baseline(61300, 61300, "peek")).unwrap())
-        .arg(
-            serde_json::to_string(&ServiceProgram::simple(vec![
+    let socket = h.runtime_dir().join("private/io.berth.Helper");
+    // Acts as a compromised berthd: a Spawn of `/bin/cat /secret` with an image root it
+    // opened itself, a log and a control directory of its own.
+    let spawn = DirectSpawn {
+        berth: (uid, gid),
+        socket: &socket,
+        image: &image,
+        spy: &spy,
+        unit: "peek",
+    };
+
+    let out = spawn
+        .send(
+            &serde_json::to_string(&SandboxSpec::baseline(61300, 61300, "peek")).unwrap(),
+            &serde_json::to_string(&ServiceProgram::simple(vec![
                 "/bin/cat".into(),
                 "/secret".into(),
             ]))
             .unwrap(),
-        );
-
-    let out = berth_testkit::harness::output_with_timeout(cmd, Duration::from_secs(20)).unwrap();
+        )
+        .unwrap();
 
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -259,7 +240,7 @@ fn an_image_root_berth_may_list_but_not_enter_is_refused_by_the_helper() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::thread::sleep(Duration::from_millis(500));
-    let log = berth_testkit::harness::read_lossy(&spy.join("log"));
+    let log = berth_testkit::harness::read_lossy(&spy.join("peek.log"));
     assert!(!log.contains("top-secret"), "the service read it:\n{log}");
     assert!(
         reply.contains("io.berth.Helper.RequestRefused") && reply.contains("image root"),

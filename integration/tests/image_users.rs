@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use berth_protocol::sandbox::{Identity, SandboxSpec, UidBlock};
 use berth_protocol::service_program::ServiceProgram;
-use berth_testkit::harness::{output_with_timeout, read_lossy};
+use berth_testkit::direct_spawn::DirectSpawn;
+use berth_testkit::harness::read_lossy;
 use berth_testkit::procfs::proc_status_field;
-use berth_testkit::{Harness, ImageBuilder, as_user, wait_until};
+use berth_testkit::{Harness, ImageBuilder, wait_until};
 use serde_json::Value;
 
 const FIRST: u32 = 524_288;
@@ -29,32 +30,6 @@ const NOBODY: u32 = 65534;
 
 /// Capabilities the test's helper.toml lets a service keep in its bounding set.
 const HELPER_TOML: &str = "allowed_capabilities = [\"CAP_CHOWN\", \"CAP_KILL\"]\n";
-
-/// Sends one Spawn as berthd would (image root, log and control directory as descriptors),
-/// prints the reply.
-const SPAWNER: &str = r#"
-import array, json, os, socket, sys
-helper, image, spy, unit, sandbox, program = sys.argv[1:7]
-log = os.open(os.path.join(spy, unit + ".log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-os.mkdir(os.path.join(spy, unit + ".ctl"), 0o700)
-ctl = os.open(os.path.join(spy, unit + ".ctl"), os.O_RDONLY | os.O_DIRECTORY)
-root = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
-call = {"method": "io.berth.Helper.Spawn", "parameters": {
-    "unit": unit + ".service", "program": json.loads(program), "environment": ["PATH=/bin"],
-    "working_directory": "/", "sandbox": json.loads(sandbox)}}
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(20)
-s.connect(helper)
-s.sendmsg([json.dumps(call).encode() + b"\0"],
-           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [root, log, ctl]))])
-reply = b""
-while not reply.endswith(b"\0"):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    reply += chunk
-print(reply.rstrip(b"\0").decode())
-"#;
 
 /// A berth-helper of the test's own, for user berth, in the harness's directory (so the
 /// harness's cleanup ends it, and the supervisors it starts, with the test).
@@ -111,19 +86,34 @@ impl Helper {
         }
     }
 
+    /// Sends a Spawn of `program` as `unit` in `image` with `sandbox`; the spawner's output.
+    fn send(
+        &self,
+        image: &Path,
+        unit: &str,
+        sandbox: &SandboxSpec,
+        program: &ServiceProgram,
+    ) -> std::process::Output {
+        let spawn = DirectSpawn {
+            berth: self.berth,
+            socket: &self.socket,
+            image,
+            spy: &self.spy,
+            unit,
+        };
+        spawn
+            .send(
+                &serde_json::to_string(sandbox).unwrap(),
+                &serde_json::to_string(program).unwrap(),
+            )
+            .unwrap()
+    }
+
     /// Spawns `script` (run by busybox sh) as `unit` in `image` with `sandbox`; returns the
     /// reply's parameters (the main pid) or panics with the error.
     fn spawn(&self, image: &Path, unit: &str, sandbox: &SandboxSpec, script: &str) -> Value {
         let program = ServiceProgram::simple(vec!["/bin/sh".into(), "-c".into(), script.into()]);
-        let mut cmd = as_user(self.berth.0, self.berth.1, &[]);
-        cmd.args(["/usr/bin/python3", "-c", SPAWNER])
-            .arg(&self.socket)
-            .arg(image)
-            .arg(&self.spy)
-            .arg(unit)
-            .arg(serde_json::to_string(sandbox).unwrap())
-            .arg(serde_json::to_string(&program).unwrap());
-        let out = output_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+        let out = self.send(image, unit, sandbox, &program);
         assert!(
             out.status.success(),
             "{}",
@@ -375,16 +365,13 @@ fn a_block_outside_the_helper_s_range_is_refused() {
     let helper = Helper::start();
     let image = image(&helper.h, "img");
     let program = ServiceProgram::simple(vec!["/bin/true".into()]);
-    let mut cmd = as_user(helper.berth.0, helper.berth.1, &[]);
-    cmd.args(["/usr/bin/python3", "-c", SPAWNER])
-        .arg(&helper.socket)
-        .arg(&image)
-        .arg(&helper.spy)
-        .arg("low")
-        .arg(serde_json::to_string(&block_spec(65_536, IMAGE_UID, IMAGE_UID)).unwrap())
-        .arg(serde_json::to_string(&program).unwrap());
 
-    let out = output_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+    let out = helper.send(
+        &image,
+        "low",
+        &block_spec(65_536, IMAGE_UID, IMAGE_UID),
+        &program,
+    );
 
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(

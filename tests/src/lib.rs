@@ -8,6 +8,7 @@
 
 pub mod attempts;
 pub mod bench;
+pub mod direct_spawn;
 pub mod frozen_disk;
 pub mod gpt_disk;
 pub mod harness;
