@@ -10,8 +10,10 @@
 //! `/etc/berth/profiles` by default, see [`crate::profile`]), `forward_to_journal` (`auto`, the
 //! default: services' output goes to the host's journal too when it has one; `yes`; `no`),
 //! `host_resolv_conf` and `host_hosts` (the host's files berthd copies for the services,
-//! `/etc/resolv.conf` and `/etc/hosts` by default, see [`crate::host_files`]). Tarball imports
-//! are bounded by `tarball_max_bytes`
+//! `/etc/resolv.conf` and `/etc/hosts` by default, see [`crate::host_files`]),
+//! `user_block_min`, `user_block_max` (the range attachments' blocks of 65536 host uids come
+//! from, see [`crate::uid_blocks`]; systemd's container range 524288-1879048191 by default;
+//! berth-helper enforces its own). Tarball imports are bounded by `tarball_max_bytes`
 //! (file data unpacked), `tarball_max_entries`, `tarball_max_path_bytes`,
 //! `tarball_max_name_bytes`, `tarball_max_depth` and `tarball_max_ratio` (decompressed bytes per
 //! compressed byte, past the first 32 MiB): see [`TarLimits`] for the defaults. A missing file
@@ -20,7 +22,9 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_protocol::config_file::{self, ConfigFile, DEFAULT_UID_RANGE, KeyError};
+use berth_protocol::config_file::{
+    self, ConfigFile, DEFAULT_UID_RANGE, DEFAULT_USER_BLOCK_RANGE, KeyError,
+};
 
 use crate::image::kind::tar::TarLimits;
 use crate::image::store;
@@ -35,6 +39,8 @@ pub struct Config {
     pub uid_min: u32,
     #[serde(rename = "dynamic_uid_max")]
     pub uid_max: u32,
+    pub user_block_min: u32,
+    pub user_block_max: u32,
     pub admin_group: String,
     pub log_group: String,
     pub log_max_bytes: u64,
@@ -62,6 +68,8 @@ impl Default for Config {
         Config {
             uid_min: DEFAULT_UID_RANGE.0,
             uid_max: DEFAULT_UID_RANGE.1,
+            user_block_min: DEFAULT_USER_BLOCK_RANGE.0,
+            user_block_max: DEFAULT_USER_BLOCK_RANGE.1,
             admin_group: "berth-admin".into(),
             // As Debian's journal readers.
             log_group: "adm".into(),
@@ -152,7 +160,8 @@ impl ConfigFile for Config {
                 reason: "must be at least 1".into(),
             });
         }
-        config_file::check_uid_range(self.uid_min, self.uid_max)
+        config_file::check_uid_range(self.uid_min, self.uid_max)?;
+        config_file::check_user_block_range(self.user_block_min, self.user_block_max)
     }
 }
 
@@ -319,6 +328,27 @@ mod tests {
         assert_eq!(
             error_line_and_key("dynamic_uid_min = 0\n"),
             (1, Some("dynamic_uid_min".into()))
+        );
+    }
+
+    #[test]
+    fn the_uid_block_range_defaults_to_systemds_container_range_and_needs_a_whole_block() {
+        let config = parse("user_block_min = 1_048_576\nuser_block_max = 2_097_151\n").unwrap();
+
+        assert_eq!(
+            (
+                Config::default().user_block_min,
+                Config::default().user_block_max
+            ),
+            (524_288, 1_879_048_191)
+        );
+        assert_eq!(
+            (config.user_block_min, config.user_block_max),
+            (1_048_576, 2_097_151)
+        );
+        assert_eq!(
+            error_line_and_key("user_block_min = 600_000\nuser_block_max = 700_000\n"),
+            (2, Some("user_block_max".into()))
         );
     }
 

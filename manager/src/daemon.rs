@@ -35,6 +35,8 @@ pub struct Manager {
     pub attachments: BTreeMap<String, AttachmentRecord>,
     pub units: BTreeMap<String, Unit>,
     pub users: DynamicUsers,
+    /// The images' blocks of host uids (profiles from level 3: the image's own users).
+    pub uid_blocks: crate::uid_blocks::UidBlocks,
     /// Bumped on every state change; waiters watch it.
     pub changed: watch::Sender<u64>,
     /// The `Monitor` streams, told every change.
@@ -66,7 +68,12 @@ pub struct Manager {
 
 impl Manager {
     /// Loads the attachments from disk. Broken ones are logged and skipped.
-    pub fn load(paths: Paths, users: DynamicUsers, groups: crate::api::Groups) -> Manager {
+    pub fn load(
+        paths: Paths,
+        users: DynamicUsers,
+        uid_blocks: crate::uid_blocks::UidBlocks,
+        groups: crate::api::Groups,
+    ) -> Manager {
         let (changed, _) = watch::channel(0);
         image::mount::set_helper_socket(paths.helper_socket());
         let mut manager = Manager {
@@ -82,6 +89,7 @@ impl Manager {
             attachments: BTreeMap::new(),
             units: BTreeMap::new(),
             users,
+            uid_blocks,
             changed,
             monitors: crate::monitor::Monitors::default(),
             groups,

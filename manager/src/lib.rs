@@ -26,6 +26,7 @@ pub mod profile;
 pub mod reattach;
 pub mod service_directories;
 pub mod startup;
+pub mod uid_blocks;
 pub mod uid_release;
 pub mod unit;
 pub mod unit_edit;

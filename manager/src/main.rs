@@ -110,7 +110,12 @@ fn run() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "interrupted imports stay in the image pool"),
     }
     let users = DynamicUsers::new(config.uid_min, config.uid_max);
-    let mut manager = Manager::load(paths.clone(), users, groups);
+    let uid_blocks = berth_manager::uid_blocks::UidBlocks::load(
+        &paths.uid_blocks_file(),
+        config.user_block_min,
+        config.user_block_max,
+    )?;
+    let mut manager = Manager::load(paths.clone(), users, uid_blocks, groups);
     manager.log_max_bytes = config.log_max_bytes;
     manager.forward_to_journal = config.forward_to_journal.resolve(std::path::Path::new(
         logs::journal_fields::HOST_JOURNAL_SOCKET,

@@ -68,6 +68,10 @@ impl Paths {
     pub fn units_dir(&self) -> PathBuf {
         self.state.join("units")
     }
+    /// The blocks of host uids handed to images (see `uid_blocks`).
+    pub fn uid_blocks_file(&self) -> PathBuf {
+        self.state.join("uid-blocks.json")
+    }
     /// The directory of a unit's log files (see `logs::LogFiles`).
     pub fn unit_log_dir(&self, unit: &str) -> PathBuf {
         self.logs_dir().join(unit)

@@ -251,7 +251,9 @@ mod tests {
             admin: None,
             log: None,
         };
-        let mut m = Manager::load(paths, users, groups);
+        let blocks =
+            crate::uid_blocks::UidBlocks::load(&paths.uid_blocks_file(), 524_288, 589_823).unwrap();
+        let mut m = Manager::load(paths, users, blocks, groups);
         let attachment = m.paths.attachment_dir("web");
         std::fs::create_dir_all(&attachment).unwrap();
         std::fs::write(attachment.join("web@.service"), TEMPLATE).unwrap();

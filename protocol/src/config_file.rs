@@ -145,6 +145,38 @@ pub fn check_uid_range(min: u32, max: u32) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Checks a uid block range (`user_block_min`, `user_block_max`): it must hold at least one
+/// whole block of [`crate::sandbox::UID_BLOCK_SIZE`] ids starting at a multiple of that size,
+/// and never id 0 (host root).
+pub fn check_user_block_range(min: u32, max: u32) -> Result<(), KeyError> {
+    if min == 0 {
+        return Err(KeyError {
+            keys: &["user_block_min"],
+            reason: "the uid block range must exclude 0".to_string(),
+        });
+    }
+    if first_block_in(min, max).is_none() {
+        return Err(KeyError {
+            keys: &["user_block_max", "user_block_min"],
+            reason: format!(
+                "the uid block range {min}-{max} holds no whole block of {} ids starting at a \
+                 multiple of {}",
+                crate::sandbox::UID_BLOCK_SIZE,
+                crate::sandbox::UID_BLOCK_SIZE
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The first id of the lowest whole, aligned uid block inside `min..=max`, if there is one.
+pub fn first_block_in(min: u32, max: u32) -> Option<u32> {
+    let size = crate::sandbox::UID_BLOCK_SIZE;
+    let first = min.checked_next_multiple_of(size)?;
+    let last = first.checked_add(size - 1)?;
+    (last <= max).then_some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +206,30 @@ mod tests {
             }) => (line, key, reason),
             other => panic!("expected an invalid file, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_uid_block_range_must_hold_one_aligned_block_and_not_root() {
+        assert!(
+            check_user_block_range(DEFAULT_USER_BLOCK_RANGE.0, DEFAULT_USER_BLOCK_RANGE.1).is_ok()
+        );
+        assert!(check_user_block_range(65_536, 131_071).is_ok());
+        assert_eq!(
+            check_user_block_range(0, 200_000).unwrap_err().keys,
+            ["user_block_min"]
+        );
+        assert_eq!(
+            check_user_block_range(65_537, 196_606).unwrap_err().keys,
+            ["user_block_max", "user_block_min"]
+        );
+        assert!(check_user_block_range(u32::MAX - 10, u32::MAX).is_err());
+    }
+
+    #[test]
+    fn the_first_block_of_a_range_is_rounded_up_to_the_block_size() {
+        assert_eq!(first_block_in(524_288, 1_879_048_191), Some(524_288));
+        assert_eq!(first_block_in(524_289, 1_879_048_191), Some(589_824));
+        assert_eq!(first_block_in(65_536, 131_070), None);
     }
 
     #[test]
