@@ -248,6 +248,10 @@ impl Manager {
         if let Some(unit) = self.active_unit_of(&name) {
             return Err(ManagerError::UnitActive { unit });
         }
+        let image_users = crate::profile::uses_image_users(&profile);
+        if image_users {
+            warnings.extend(crate::image_users::attach_warnings(&opened.root, &parsed));
+        }
         let units: Vec<String> = parsed.iter().map(|(n, _)| n.clone()).collect();
         let enabled = match self.attachments.get(&name) {
             _ if enable => crate::startup::enableable(&units),
@@ -296,6 +300,10 @@ impl Manager {
         }
         let units = record.units.clone();
         self.attachments.insert(name.clone(), record);
+        // The block now, so that status shows it; a start tries again.
+        if image_users && let Err(e) = self.uid_blocks.allocate(&name) {
+            warnings.push(format!("{name}: {e}; its services cannot start"));
+        }
         if by_descriptor {
             let held = image::HeldImage::keep(opened, &path.to_string_lossy());
             self.held_images.insert(name.clone(), held);

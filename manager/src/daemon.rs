@@ -157,6 +157,16 @@ impl Manager {
         profile.spec(unit).map_err(|e| e.to_string())
     }
 
+    /// Whether `unit` runs as its image's own users in the attachment's uid block: its profile
+    /// is of level 3 or more and it is not `DynamicUser=yes` (else a dynamic uid, as before).
+    pub fn runs_as_image_users(&self, unit: &Unit) -> bool {
+        !unit.config.identity.dynamic_user
+            && self
+                .attachments
+                .get(&unit.image)
+                .is_some_and(|a| crate::profile::uses_image_users(&a.profile))
+    }
+
     pub fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
         self.monitors.observe(|| self.list_without_usage());
@@ -197,12 +207,17 @@ impl Manager {
                 crate::lifecycle::accounting::read(pid, &unit.config.sandbox.resources)
             });
         let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
+        let image_users = self.runs_as_image_users(unit);
         let mut status = UnitStatus {
             unit: unit.name.clone(),
             image: unit.image.clone(),
             state: unit.state().as_str().to_string(),
             main_pid: unit.lifecycle().main_pid().map(i64::from),
-            uid: unit.uid.filter(|_| unit.is_active()).map(i64::from),
+            uid: unit
+                .uid
+                .or(unit.run_user.as_ref().map(|r| r.uid))
+                .filter(|_| unit.is_active())
+                .map(i64::from),
             profile,
             description: unit.config.description.clone(),
             service_type: unit.config.service_type.as_str().to_string(),
@@ -224,9 +239,19 @@ impl Manager {
             tasks: number(usage.as_ref().and_then(|u| u.tasks)),
             log_dropped: unit.log_dropped.and_then(|n| i64::try_from(n).ok()),
             resource_notes: usage.map(|u| u.notes),
-            // Filled in by the image-users and persistent-/var work (issue 9).
-            user: None,
-            uid_block: None,
+            user: image_users.then(|| match &unit.run_user {
+                Some(run) => run.name.clone(),
+                None => unit
+                    .config
+                    .identity
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| "root".to_owned()),
+            }),
+            uid_block: image_users
+                .then(|| self.uid_blocks.get(&unit.image))
+                .flatten(),
+            // Filled in by the persistent-/var and ports work (issue 9).
             var_path: None,
             ports,
         };

@@ -1,4 +1,5 @@
-//! The host's user and group databases (`/etc/passwd`, `/etc/group` format).
+//! User and group databases in the `/etc/passwd`, `/etc/group` format: the host's, read here,
+//! and an image's, read by [`crate::image_users`] inside the image.
 
 use std::path::Path;
 
@@ -16,7 +17,8 @@ pub fn entries(path: &Path) -> Vec<DatabaseEntry> {
     std::fs::read_to_string(path).map_or_else(|_| Vec::new(), |text| parse(&text))
 }
 
-fn parse(text: &str) -> Vec<DatabaseEntry> {
+/// Parses passwd- or group-format text; malformed lines yield nothing.
+pub fn parse(text: &str) -> Vec<DatabaseEntry> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split(':');
@@ -24,6 +26,34 @@ fn parse(text: &str) -> Vec<DatabaseEntry> {
             let id = fields.nth(1)?.parse().ok()?;
             let gid = fields.next().and_then(|g| g.parse().ok());
             Some(DatabaseEntry { name, id, gid })
+        })
+        .collect()
+}
+
+/// One line of a group-format file with the users it lists as members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// Parses group-format text (`name:password:gid:user,user`); malformed lines yield nothing.
+pub fn parse_groups(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?.to_string();
+            let gid = fields.nth(1)?.parse().ok()?;
+            let members = fields
+                .next()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some(GroupEntry { name, gid, members })
         })
         .collect()
 }
@@ -57,6 +87,27 @@ mod tests {
 
         assert_eq!(entries[0].id, 990);
         assert_eq!(entries[0].gid, None);
+    }
+
+    #[test]
+    fn group_lines_give_their_members() {
+        let groups = parse_groups("adm:x:4:syslog, alice\nredis:x:101:\nbad\n");
+
+        assert_eq!(
+            groups,
+            vec![
+                GroupEntry {
+                    name: "adm".into(),
+                    gid: 4,
+                    members: vec!["syslog".into(), "alice".into()]
+                },
+                GroupEntry {
+                    name: "redis".into(),
+                    gid: 101,
+                    members: Vec::new()
+                }
+            ]
+        );
     }
 
     #[test]

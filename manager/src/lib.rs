@@ -15,6 +15,7 @@ pub mod host_files;
 pub mod host_users;
 pub mod image;
 pub mod image_catalog;
+pub mod image_users;
 pub mod import;
 pub mod lifecycle;
 pub mod log_access;

@@ -11,6 +11,15 @@ use crate::unit::ServiceConfig;
 
 pub use crate::lifecycle::state_machine::UnitState;
 
+/// The image's user a run runs as (see [`crate::image_users`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunUser {
+    /// Its name in the image.
+    pub name: String,
+    /// Its host uid: the block's first id plus its uid in the image.
+    pub uid: u32,
+}
+
 /// An attached unit and what berthd knows of its current run.
 #[derive(Debug)]
 pub struct Unit {
@@ -20,6 +29,9 @@ pub struct Unit {
     lifecycle: Lifecycle,
     /// The dynamic uid the current run holds.
     pub(crate) uid: Option<u32>,
+    /// The image's user the current (or last) run runs as, when it runs as the image's own
+    /// users (no dynamic uid then).
+    pub(crate) run_user: Option<RunUser>,
     /// Requests to the supervisor of the current run; `None` when no supervisor is linked.
     pub(crate) link: Option<mpsc::UnboundedSender<SupervisorRequest>>,
     /// Output lines the last run's supervisor dropped (its log could not keep up); `None`
@@ -35,6 +47,7 @@ impl Unit {
             config,
             lifecycle: Lifecycle::new(now_usec()),
             uid: None,
+            run_user: None,
             link: None,
             log_dropped: None,
         }

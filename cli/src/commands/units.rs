@@ -458,9 +458,7 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
     if let Some(text) = &st.status_text {
         out!("    Status: \"{}\"", escape(text))?;
     }
-    if let Some(uid) = st.uid {
-        out!("       UID: {uid} (dynamic)")?;
-    }
+    print_user(&st)?;
     if let Some(ports) = st.ports.as_deref().filter(|p| !p.is_empty()) {
         let list: Vec<String> = ports.iter().map(i64::to_string).collect();
         out!(
@@ -508,6 +506,30 @@ pub(crate) async fn status(s: &mut Session, unit: String) -> anyhow::Result<Exit
         print_entries(&st.unit, &entries, LogFormat::Short)?;
     }
     Ok(code)
+}
+
+/// Who the service runs as: the image's user with its ids inside and on the host and the
+/// attachment's uid block, or the dynamic uid.
+fn print_user(st: &berth_protocol::manager::UnitStatus) -> anyhow::Result<()> {
+    let (Some(user), Some(block)) = (&st.user, st.uid_block) else {
+        if let Some(uid) = st.uid {
+            out!("       UID: {uid} (dynamic)")?;
+        }
+        return Ok(());
+    };
+    let range = format!("block {}-{}", block.first, block.last());
+    let ids = st
+        .uid
+        .and_then(|uid| u32::try_from(uid).ok())
+        .and_then(|host| Some((block.inside_id(host)?, host)));
+    match ids {
+        Some((inside, host)) => out!(
+            "      User: {} (uid {inside} inside, {host} on the host; {range})",
+            escape(user)
+        )?,
+        None => out!("      User: {} ({range})", escape(user))?,
+    }
+    Ok(())
 }
 
 /// Tasks, memory and CPU time as `systemctl status` shows them, and what of the limits fell

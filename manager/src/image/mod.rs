@@ -26,7 +26,7 @@ pub mod sniff;
 pub mod store;
 pub mod strict_modes;
 #[cfg(test)]
-mod test_fixture;
+pub(crate) mod test_fixture;
 pub mod verity;
 
 pub use naming::{image_name_from_path, validate_image_name};

@@ -134,15 +134,24 @@ async fn try_spawn_run(shared: &Shared, unit: &str) -> Result<(), ManagerError> 
     })
     .await;
     let plan = plan(&shared.borrow(), unit)?;
-    let uid = uid_release::allocate(shared, unit)
-        .await
-        .map_err(|e| ManagerError::StartFailed {
-            unit: unit.to_owned(),
-            reason: e.to_string(),
-        })?;
-    match shared.borrow_mut().units.get_mut(unit) {
-        Some(u) => u.uid = Some(uid),
-        None => return Err(ManagerError::NoSuchUnit { unit: unit.into() }),
+    let start_failed = |reason: String| ManagerError::StartFailed {
+        unit: unit.to_owned(),
+        reason,
+    };
+    if plan.image_users.is_some() {
+        // The image's own users: the attachment's block, kept across runs; no dynamic uid.
+        let mut m = shared.borrow_mut();
+        m.uid_blocks
+            .allocate(&plan.image)
+            .map_err(|e| start_failed(e.to_string()))?;
+    } else {
+        let uid = uid_release::allocate(shared, unit)
+            .await
+            .map_err(|e| start_failed(e.to_string()))?;
+        match shared.borrow_mut().units.get_mut(unit) {
+            Some(u) => u.uid = Some(uid),
+            None => return Err(ManagerError::NoSuchUnit { unit: unit.into() }),
+        }
     }
     let reply = spawn(shared, &plan).await?;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -8,15 +8,19 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 use berth_protocol::helper::{HelperError, SpawnParams, SpawnReply};
 use berth_protocol::manager::ManagerError;
-use berth_protocol::sandbox::{SandboxSpec, credentials_directory};
+use berth_protocol::sandbox::{SandboxSpec, UidBlock, credentials_directory};
 use berth_protocol::service_program::ServiceProgram;
 use berth_varlink::client::ClientError;
 
 use crate::daemon::{Manager, Shared};
 use crate::helper_connection;
+use crate::image::ImageRoot;
 use crate::image::identity::{IdentityError, ImageIdentity};
+use crate::image_users::{self, ImageUser};
 use crate::logs;
 use crate::service_directories;
+use crate::unit::UnitIdentity;
+use crate::unit_state::RunUser;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -44,6 +48,9 @@ pub(super) struct Plan {
     pub(super) sandbox: SandboxSpec,
     /// The fields of its entries in the host's journal, when its output goes there too.
     pub(super) journal: Option<berth_protocol::helper::JournalFields>,
+    /// The unit's `User=` and the like, when it runs as the image's own users (in the
+    /// attachment's uid block; else a dynamic uid).
+    pub(super) image_users: Option<UnitIdentity>,
 }
 
 pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
@@ -114,17 +121,26 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
             let executable = config.exec_start.first().map(|c| c.path.as_str());
             crate::logs::journal_fields::journal_fields(&unit.image, executable)
         }),
+        image_users: m.runs_as_image_users(unit).then(|| config.identity.clone()),
     })
 }
 
 pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, ManagerError> {
-    let (uid, paths) = {
+    let (owner, paths) = {
         let m = shared.borrow();
-        let uid = m
-            .unit(&plan.unit)?
-            .uid
-            .ok_or_else(|| ManagerError::internal("no uid allocated"))?;
-        (uid, m.paths.clone())
+        let owner = match &plan.image_users {
+            Some(_) => Owner::Block(
+                m.uid_blocks
+                    .get(&plan.image)
+                    .ok_or_else(|| ManagerError::internal("no uid block allocated"))?,
+            ),
+            None => Owner::Dynamic(
+                m.unit(&plan.unit)?
+                    .uid
+                    .ok_or_else(|| ManagerError::internal("no uid allocated"))?,
+            ),
+        };
+        (owner, m.paths.clone())
     };
     let start_failed = |reason: String| ManagerError::StartFailed {
         unit: plan.unit.clone(),
@@ -184,7 +200,27 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
     let control_dir: OwnedFd = File::open(paths.supervise_dir())
         .map_err(ManagerError::internal)?
         .into();
-    let mut sandbox = with_identity(&plan.sandbox, uid, &plan.unit);
+    let run_as = match (owner, &plan.image_users) {
+        (Owner::Block(block), Some(identity)) => {
+            let fd = root.try_clone().map_err(ManagerError::internal)?;
+            let image_root = ImageRoot::from_fd(fd, plan.image_path.clone())
+                .map_err(|e| start_failed(e.to_string()))?;
+            let user = image_users::resolve(&image_root, identity)
+                .map_err(|e| start_failed(e.to_string()))?;
+            RunAs::Image { block, user }
+        }
+        (Owner::Dynamic(uid), _) => RunAs::Dynamic(uid),
+        (Owner::Block(_), None) => return Err(ManagerError::internal("no uid allocated")),
+    };
+    let mut sandbox = with_identity(&plan.sandbox, &run_as, &plan.unit).map_err(start_failed)?;
+    if let RunAs::Image { user, .. } = &run_as
+        && let Some(u) = shared.borrow_mut().units.get_mut(&plan.unit)
+    {
+        u.run_user = Some(RunUser {
+            name: user.name.clone(),
+            uid: sandbox.identity.uid,
+        });
+    }
     // The floor grants ports only to the image's own users (a uid block); a dynamic user of
     // the same attachment runs without them.
     if sandbox.identity.user_block.is_none() && !sandbox.privileged_ports.is_empty() {
@@ -254,13 +290,58 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
     }
 }
 
-/// The unit's sandbox for one spawn, as the dynamic user `uid` (its own group too).
-fn with_identity(sandbox: &SandboxSpec, uid: u32, unit: &str) -> SandboxSpec {
+/// Whose ids a spawn runs with, before the image's users are looked up.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// The dynamic uid the run holds.
+    Dynamic(u32),
+    /// The attachment's uid block.
+    Block(UidBlock),
+}
+
+/// Who one spawn runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RunAs {
+    /// A transient dynamic uid, its own gid too.
+    Dynamic(u32),
+    /// The image's user `user`, in the user namespace that maps 0-65535 onto `block`.
+    Image { block: UidBlock, user: ImageUser },
+}
+
+/// The unit's sandbox for one spawn, as `run_as`. All ids are host ids (the helper converts
+/// them for inside the namespace); PrivateUsers= stays as the profile and unit merged it.
+fn with_identity(sandbox: &SandboxSpec, run_as: &RunAs, unit: &str) -> Result<SandboxSpec, String> {
     let mut sandbox = sandbox.clone();
-    sandbox.identity.uid = uid;
-    sandbox.identity.gid = uid;
-    sandbox.identity.user_name = dynamic_user_name(unit);
-    sandbox
+    let identity = &mut sandbox.identity;
+    match run_as {
+        RunAs::Dynamic(uid) => {
+            identity.uid = *uid;
+            identity.gid = *uid;
+            identity.user_name = dynamic_user_name(unit);
+            identity.user_block = None;
+        }
+        RunAs::Image { block, user } => {
+            let host = |id: u32| {
+                block.host_id(id).ok_or_else(|| {
+                    format!(
+                        "id {id} of the image lies outside the uid block {}-{}",
+                        block.first,
+                        block.last()
+                    )
+                })
+            };
+            identity.uid = host(user.uid)?;
+            identity.gid = host(user.gid)?;
+            identity.supplementary_groups = user
+                .supplementary_groups
+                .iter()
+                .map(|gid| host(*gid))
+                .collect::<Result<_, _>>()?;
+            identity.user_name = user.name.clone();
+            identity.user_block = Some(*block);
+        }
+    }
+    Ok(sandbox)
 }
 
 /// The name a dynamic user gets in the sandbox's user database: the unit's name without its
@@ -346,6 +427,95 @@ mod tests {
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn private_users_spec() -> SandboxSpec {
+        let mut spec = SandboxSpec::baseline(0, 0, "");
+        spec.identity.private_users = true;
+        spec
+    }
+
+    #[test]
+    fn a_run_as_the_images_user_has_its_block_ids_on_the_host_and_its_name() {
+        let block = UidBlock::at(524_288);
+        let user = ImageUser {
+            name: "redis".into(),
+            uid: 100,
+            gid: 101,
+            supplementary_groups: vec![101, 4],
+        };
+
+        let spec = with_identity(
+            &private_users_spec(),
+            &RunAs::Image { block, user },
+            "redis-server.service",
+        )
+        .unwrap();
+
+        let identity = &spec.identity;
+        assert_eq!((identity.uid, identity.gid), (524_388, 524_389));
+        assert_eq!(identity.supplementary_groups, [524_389, 524_292]);
+        assert_eq!(identity.user_name, "redis");
+        assert_eq!(identity.user_block, Some(block));
+        assert!(identity.private_users);
+    }
+
+    #[test]
+    fn root_of_the_namespace_is_the_blocks_first_id() {
+        let block = UidBlock::at(589_824);
+        let root = ImageUser {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            supplementary_groups: Vec::new(),
+        };
+
+        let spec = with_identity(
+            &SandboxSpec::baseline(0, 0, ""),
+            &RunAs::Image { block, user: root },
+            "nginx.service",
+        )
+        .unwrap();
+
+        assert_eq!((spec.identity.uid, spec.identity.gid), (589_824, 589_824));
+        assert_eq!(spec.identity.namespace_root(), 589_824);
+        assert!(!spec.identity.private_users);
+    }
+
+    #[test]
+    fn a_dynamic_run_has_no_block_and_the_units_name() {
+        let spec = with_identity(
+            &private_users_spec(),
+            &RunAs::Dynamic(61_200),
+            "web@a.service",
+        )
+        .unwrap();
+
+        assert_eq!((spec.identity.uid, spec.identity.gid), (61_200, 61_200));
+        assert_eq!(spec.identity.user_block, None);
+        assert_eq!(spec.identity.user_name, "web_a");
+        assert!(spec.identity.private_users);
+    }
+
+    #[test]
+    fn an_id_beyond_the_block_is_refused() {
+        let user = ImageUser {
+            name: "big".into(),
+            uid: 70_000,
+            gid: 0,
+            supplementary_groups: Vec::new(),
+        };
+
+        let result = with_identity(
+            &SandboxSpec::baseline(0, 0, ""),
+            &RunAs::Image {
+                block: UidBlock::at(524_288),
+                user,
+            },
+            "x.service",
+        );
+
+        assert!(result.is_err_and(|e| e.contains("70000")));
     }
 
     #[test]

@@ -193,16 +193,29 @@ async fn send(
     write.write_all(&line).await
 }
 
-/// A run berthd re-adopts: the uid it runs as is in use (taken from its main process).
+/// A run berthd re-adopts: the uid it runs as is in use (taken from its main process). A run
+/// as the image's own users holds no dynamic uid: its host uid is only shown.
 fn adopt_uid(shared: &Shared, unit: &str, status: &SupervisorStatus) {
     let mut m = shared.borrow_mut();
+    let image_users = m.units.get(unit).is_some_and(|u| m.runs_as_image_users(u));
     let Some(u) = m.units.get_mut(unit) else {
         return;
     };
     if !status.running || u.uid.is_some() {
         return;
     }
-    u.uid = status.main_pid.and_then(proc_uid);
+    let uid = status.main_pid.and_then(proc_uid);
+    if image_users {
+        if u.run_user.is_none() {
+            let name = u.config.identity.user.clone();
+            u.run_user = uid.map(|uid| crate::unit_state::RunUser {
+                name: name.unwrap_or_else(|| "root".to_owned()),
+                uid,
+            });
+        }
+        return;
+    }
+    u.uid = uid;
     if let Some(uid) = u.uid {
         m.users.mark_in_use(uid);
     }

@@ -20,6 +20,6 @@ pub use model::{
     Credential, DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
     DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, Dependencies, KillMode, KillPolicy,
     MAX_WARNINGS_PER_UNIT, NotifyAccess, RestartPolicy, ServiceConfig, ServiceConfigError,
-    ServiceType, TIMEOUT_INFINITY, cap_warnings,
+    ServiceType, TIMEOUT_INFINITY, UnitIdentity, cap_warnings,
 };
 pub use syntax::{UnitFile, parse};

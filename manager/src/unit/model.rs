@@ -182,11 +182,29 @@ pub struct ServiceConfig {
     /// `WatchdogSec=`; zero is off.
     pub watchdog: Duration,
     pub dependencies: Dependencies,
+    /// Who of the image's users the service runs as (profiles from level 3 on).
+    pub identity: UnitIdentity,
     /// The sandbox: the profile's, tightened by the unit and its drop-ins; its identity is
     /// filled at each start.
     pub sandbox: SandboxSpec,
     /// One line per directive berth did not apply, as `unit:line: [Section] ...`.
     pub warnings: Vec<String>,
+}
+
+/// `User=`, `Group=`, `SupplementaryGroups=` and `DynamicUser=` as the unit gives them. Under a
+/// profile from level 3 on (see [`crate::profile::uses_image_users`]) the names (or numbers)
+/// are the image's users, resolved against its `/etc/passwd` and `/etc/group` at each start
+/// ([`crate::image_users`]); below it berth ignores them, as it always did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitIdentity {
+    /// `User=`; `None`: root of the service's own user namespace.
+    pub user: Option<String>,
+    /// `Group=`; `None`: the user's primary group.
+    pub group: Option<String>,
+    /// `SupplementaryGroups=`, in order, besides the groups that list the user.
+    pub supplementary_groups: Vec<String>,
+    /// `DynamicUser=yes`: a transient uid, whatever the profile's level.
+    pub dynamic_user: bool,
 }
 
 /// Warnings kept per unit; a hostile unit can hold thousands of bogus directives, and every

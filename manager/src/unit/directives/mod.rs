@@ -20,7 +20,8 @@ use berth_protocol::sandbox::SandboxSpec;
 use super::model::{
     DEFAULT_RESTART_SEC, DEFAULT_START_LIMIT_BURST, DEFAULT_START_LIMIT_INTERVAL,
     DEFAULT_TIMEOUT_START, DEFAULT_TIMEOUT_STOP, Dependencies, KillPolicy, MAX_WARNINGS_PER_UNIT,
-    NotifyAccess, RestartPolicy, ServiceConfig, ServiceConfigError, ServiceType, cap_warnings,
+    NotifyAccess, RestartPolicy, ServiceConfig, ServiceConfigError, ServiceType, UnitIdentity,
+    cap_warnings,
 };
 use super::specifiers::resolve_specifiers;
 use super::syntax::{Assignment, UnitFile};
@@ -90,10 +91,12 @@ pub fn from_unit_files_over(
             notify_access: None,
             watchdog: Duration::ZERO,
             dependencies: Dependencies::default(),
+            identity: UnitIdentity::default(),
             sandbox: profile.clone(),
             warnings: Vec::new(),
         },
         source: name.to_owned(),
+        image_users: crate::profile::uses_image_users(&profile.profile),
     };
     for (label, unit) in files {
         builder.source = (*label).to_owned();
@@ -166,6 +169,8 @@ struct Builder {
     config: ServiceConfig,
     /// The file being read (the unit's, or one of its drop-ins), as messages name it.
     source: String,
+    /// The profile runs the service as the image's own users: `User=` and the like apply.
+    image_users: bool,
 }
 
 impl Builder {

@@ -77,6 +77,15 @@ impl Builder {
             }
             "Environment" => self.environment(a)?,
             "WorkingDirectory" => self.working_directory(a)?,
+            "User" | "Group" | "SupplementaryGroups" if self.image_users => {
+                self.image_identity(a)?;
+            }
+            // The sandbox's table reads it too (what it implies); here only who runs.
+            "DynamicUser" => match parse_boolean(&a.value) {
+                Some(on) => self.config.identity.dynamic_user = on,
+                None if a.value.is_empty() => self.config.identity.dynamic_user = false,
+                None => {}
+            },
             key if key.starts_with("X-") => {}
             // The sandbox's table reads these (see `sandbox_from`).
             key if is_sandbox_directive(key) => {}
@@ -96,6 +105,29 @@ impl Builder {
             }
             key if KNOWN_SERVICE_DIRECTIVES.contains(&key) => self.warn_not_supported(a, "Service"),
             _ => self.warn_unknown(a, "Service"),
+        }
+        Ok(())
+    }
+
+    /// `User=`, `Group=`, `SupplementaryGroups=` of a service that runs as the image's own
+    /// users: names (or numbers) of the image's databases, looked up at each start. An empty
+    /// assignment resets; a value that is no name is an error (running as root instead of the
+    /// user asked for would give the service more than it wants).
+    fn image_identity(&mut self, a: &Assignment) -> Result<(), ServiceConfigError> {
+        let value = self.specifiers(a, "Service", false);
+        let names: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+        if names.iter().any(|n| !is_user_or_group(n)) {
+            return Err(self.invalid_value(a, "a user or group name, or a number"));
+        }
+        let identity = &mut self.config.identity;
+        match a.key.as_str() {
+            "SupplementaryGroups" if names.is_empty() => identity.supplementary_groups.clear(),
+            "SupplementaryGroups" => identity.supplementary_groups.extend(names),
+            _ if names.len() > 1 => {
+                return Err(self.invalid_value(a, "one user or group name, or a number"));
+            }
+            "User" => identity.user = names.into_iter().next(),
+            _ => identity.group = names.into_iter().next(),
         }
         Ok(())
     }
@@ -365,6 +397,16 @@ impl Builder {
         self.config.working_directory = Some(path.to_owned());
         Ok(())
     }
+}
+
+/// Whether `name` can name a user or group of an image: 1 to 31 characters of
+/// `[A-Za-z0-9_.-]` not starting with `-` (the names useradd makes), or a number.
+fn is_user_or_group(name: &str) -> bool {
+    (1..=31).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// `[Service]` directives systemd knows (systemd.service, .exec, .kill, .resource-control)
@@ -1305,5 +1347,108 @@ mod tests {
             cfg.warnings,
             ["hello.service:3: [Service] Frobnicate= is an unknown directive, ignored"]
         );
+    }
+}
+
+/// `User=`, `Group=`, `SupplementaryGroups=` and `DynamicUser=` under a profile that runs
+/// services as the image's own users (level 3 on), and below it.
+#[cfg(test)]
+mod image_identity_tests {
+    use berth_protocol::sandbox::SandboxSpec;
+
+    use super::super::test_support::*;
+    use crate::unit::model::{ServiceConfigError, UnitIdentity};
+    use crate::unit::{ServiceConfig, from_unit_files_over, parse};
+
+    fn over_profile(profile: &str, lines: &str) -> Result<ServiceConfig, ServiceConfigError> {
+        let mut base = SandboxSpec::baseline(0, 0, "");
+        base.profile = profile.to_owned();
+        let unit = parse(&format!("[Service]\nExecStart=/bin/hello\n{lines}")).unwrap();
+        from_unit_files_over("hello.service", &[("hello.service", &unit)], &base)
+    }
+
+    fn at_level_3(lines: &str) -> ServiceConfig {
+        over_profile("default@3", lines).unwrap()
+    }
+
+    #[test]
+    fn user_group_and_supplementary_groups_are_read_at_level_3() {
+        let cfg = at_level_3(
+            "User=redis\nGroup=101\nSupplementaryGroups=adm audio\nSupplementaryGroups=video\n",
+        );
+
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(
+            cfg.identity,
+            UnitIdentity {
+                user: Some("redis".into()),
+                group: Some("101".into()),
+                supplementary_groups: vec!["adm".into(), "audio".into(), "video".into()],
+                dynamic_user: false,
+            }
+        );
+    }
+
+    #[test]
+    fn user_root_is_root_of_the_services_namespace_at_level_3_not_a_loosening() {
+        let cfg = at_level_3("User=root\nGroup=0\n");
+
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(cfg.identity.user.as_deref(), Some("root"));
+        assert_eq!(cfg.identity.group.as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn empty_assignments_reset_the_user_and_the_groups() {
+        let cfg = at_level_3("User=redis\nUser=\nSupplementaryGroups=adm\nSupplementaryGroups=\n");
+
+        assert_eq!(cfg.identity, UnitIdentity::default());
+    }
+
+    #[test]
+    fn a_user_that_is_no_name_fails_the_unit_rather_than_run_it_as_root() {
+        for line in [
+            "User=a:b",
+            "User=redis www-data",
+            "Group=-x",
+            "SupplementaryGroups=ok b/c",
+        ] {
+            let result = over_profile("default@3", &format!("{line}\n"));
+
+            assert!(
+                matches!(
+                    result,
+                    Err(ServiceConfigError::InvalidValue { line: 3, .. })
+                ),
+                "{line}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dynamic_user_no_is_the_default_at_level_3_and_yes_is_kept() {
+        let no = at_level_3("DynamicUser=no\n");
+        let yes = at_level_3("DynamicUser=yes\n");
+
+        assert!(no.warnings.is_empty(), "{:?}", no.warnings);
+        assert!(!no.identity.dynamic_user);
+        assert!(yes.identity.dynamic_user);
+    }
+
+    #[test]
+    fn below_level_3_user_and_groups_are_ignored_as_before() {
+        let cfg = over_profile("default@2", "User=redis\nDynamicUser=no\n").unwrap();
+        let root = with_service("User=root\n");
+
+        assert_eq!(cfg.identity.user, None);
+        assert_eq!(
+            cfg.warnings,
+            [
+                "hello.service:3: [Service] User= is not supported yet, ignored",
+                "hello.service:4: [Service] DynamicUser=no is ignored: berth runs every service \
+                 as a dynamic user"
+            ]
+        );
+        assert_eq!(root.identity, UnitIdentity::default());
     }
 }

@@ -59,6 +59,7 @@ pub(super) fn merge(
         ip_deny,
         credentials,
         warnings,
+        image_users: _,
     } = layer;
     m.warnings = warnings;
 

@@ -87,7 +87,10 @@ pub fn apply_layer(
     files: &[(&str, &UnitFile)],
     origin: Origin,
 ) -> (SandboxSpec, Vec<String>) {
-    let mut layer = Layer::default();
+    let mut layer = Layer {
+        image_users: crate::profile::uses_image_users(&base.profile),
+        ..Layer::default()
+    };
     for (label, file) in files {
         for section in file.sections().iter().filter(|s| s.name == "Service") {
             for a in &section.assignments {
@@ -551,6 +554,9 @@ struct Layer {
     ip_deny: Listed<IpPrefix>,
     credentials: Vec<credentials::Step>,
     warnings: Vec<String>,
+    /// The base's profile runs services as the image's own users (level 3 on), so that
+    /// `DynamicUser=no` is what it says.
+    image_users: bool,
 }
 
 impl Layer {
@@ -626,12 +632,17 @@ impl Layer {
         }
     }
 
-    /// DynamicUser=: every berth service runs as a dynamic user; `yes` adds what systemd
-    /// implies with it (see [`Layer::imply_dynamic_user`]).
+    /// DynamicUser=: below profile level 3 every berth service runs as a dynamic user; from it
+    /// on `no` (the image's own users) is the default. `yes` adds what systemd implies with it
+    /// (see [`Layer::imply_dynamic_user`]).
     fn dynamic_user(&mut self, source: &Source, value: &str) -> Result<(), Refused> {
         match parse_boolean(value) {
             Some(true) => {
                 self.dynamic_user = Some(source.clone());
+                Ok(())
+            }
+            Some(false) if self.image_users => {
+                self.dynamic_user = None;
                 Ok(())
             }
             Some(false) => Err(Refused::Never("berth runs every service as a dynamic user")),
