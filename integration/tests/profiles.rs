@@ -308,14 +308,19 @@ fn a_unit_keeps_its_profile_versions_sandbox_until_it_is_attached_again() {
         .build()
         .unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
-    h.berth_ok(&["attach", path(&v1)]).unwrap();
+    // The admin's own profile, so that its newest version is the test's whatever the
+    // built-in ones are.
+    std::fs::write(profiles.path().join("web@1.conf"), "# web\n[Service]\n").unwrap();
+    h.berth_ok(&["attach", path(&v1), "--profile", "web"])
+        .unwrap();
 
-    // A newer berth (here: the admin) brings a stricter default@2.
-    let stricter = "# default, without the host network\n[Service]\nPrivateNetwork=yes\n";
-    std::fs::write(profiles.path().join("default@2.conf"), stricter).unwrap();
+    // A newer berth (here: the admin) brings a stricter web@2.
+    let stricter = "# web, without the host network\n[Service]\nPrivateNetwork=yes\n";
+    std::fs::write(profiles.path().join("web@2.conf"), stricter).unwrap();
     h.berth_ok(&["reattach", path(&v2)]).unwrap();
     h.restart_berthd().unwrap();
-    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["attach", "hello", "--profile", "web"])
+        .unwrap();
 
     assert_eq!(badness(&h, "foo", "PrivateNetwork="), 1);
     assert_eq!(badness(&h, "hello", "PrivateNetwork="), 0);
@@ -336,4 +341,18 @@ fn a_host_drop_in_tightens_the_units_profile_and_a_loosening_is_ignored() {
     assert_eq!(badness(&h, "hello", "PrivateNetwork="), 0);
     assert!(!loosen.status.success());
     assert_eq!(badness(&h, "hello", "ProtectHome="), 0);
+}
+
+#[test]
+fn a_unit_attached_with_an_admins_profile_is_still_attached_after_a_berthd_restart() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(profiles.path().join("web.conf"), "# web\n[Service]\n").unwrap();
+    let mut h = harness_with_profiles(profiles.path());
+    busybox_image(&h.images_dir(), "hello").unwrap();
+    h.berth_ok(&["attach", "hello", "--profile", "web"])
+        .unwrap();
+
+    h.restart_berthd().unwrap();
+
+    assert_eq!(profile_of(&h, "hello"), "web@1");
 }

@@ -67,20 +67,20 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Loads the attachments from disk. Broken ones are logged and skipped.
+    /// Loads the attachments from disk, their units parsed over `profiles` (the admin's
+    /// directory over the built-in ones). Broken ones are logged and skipped.
     pub fn load(
         paths: Paths,
         users: DynamicUsers,
         uid_blocks: crate::uid_blocks::UidBlocks,
         groups: crate::api::Groups,
+        profiles: crate::profile::Profiles,
     ) -> Manager {
         let (changed, _) = watch::channel(0);
         image::mount::set_helper_socket(paths.helper_socket());
         let mut manager = Manager {
             tar_limits: TarLimits::default(),
-            profiles: crate::profile::Profiles::new(std::path::Path::new(
-                crate::profile::DEFAULT_DIR,
-            )),
+            profiles,
             search: SearchPath::new(
                 paths.images_dir(),
                 &crate::config::Config::default().image_search_dirs,

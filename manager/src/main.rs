@@ -115,13 +115,15 @@ fn run() -> anyhow::Result<()> {
         config.user_block_min,
         config.user_block_max,
     )?;
-    let mut manager = Manager::load(paths.clone(), users, uid_blocks, groups);
+    // The admin's profiles before the attachments are read: a unit attached with one of them
+    // is parsed over it.
+    let profiles = berth_manager::profile::Profiles::new(&config.profiles_dir);
+    let mut manager = Manager::load(paths.clone(), users, uid_blocks, groups, profiles);
     manager.log_max_bytes = config.log_max_bytes;
     manager.forward_to_journal = config.forward_to_journal.resolve(std::path::Path::new(
         logs::journal_fields::HOST_JOURNAL_SOCKET,
     ));
     manager.tar_limits = config.tar_limits();
-    manager.profiles = berth_manager::profile::Profiles::new(&config.profiles_dir);
     manager.search =
         berth_manager::image::pool::SearchPath::new(paths.images_dir(), &config.image_search_dirs);
     manager.host_files = match berth_manager::host_files::HostFiles::open(

@@ -253,7 +253,9 @@ mod tests {
         };
         let blocks =
             crate::uid_blocks::UidBlocks::load(&paths.uid_blocks_file(), 524_288, 589_823).unwrap();
-        let mut m = Manager::load(paths, users, blocks, groups);
+        let profiles =
+            crate::profile::Profiles::new(std::path::Path::new(crate::profile::DEFAULT_DIR));
+        let mut m = Manager::load(paths, users, blocks, groups, profiles);
         let attachment = m.paths.attachment_dir("web");
         std::fs::create_dir_all(&attachment).unwrap();
         std::fs::write(attachment.join("web@.service"), TEMPLATE).unwrap();
