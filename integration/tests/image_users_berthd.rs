@@ -217,3 +217,26 @@ fn an_invalid_uid_block_range_in_berthd_toml_stops_berthd_with_the_key() {
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The badness `berth security` gives check `id` of `unit`.
+fn badness(h: &Harness, unit: &str, id: &str) -> i64 {
+    let report = h.berth_json(&["security", unit]).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let check = checks.iter().find(|c| c["id"] == id).unwrap();
+    check["badness"].as_i64().unwrap()
+}
+
+#[test]
+fn berth_security_counts_the_blocks_namespace_for_private_users_but_not_a_dynamic_users() {
+    let profiles = tempfile::tempdir().unwrap();
+    let h = harness(&profiles);
+    image_with_users(&h, "redis", "User=redis");
+    image_with_users(&h, "dyn", "DynamicUser=yes");
+    attach_at_level_3(&h, "redis");
+    attach_at_level_3(&h, "dyn");
+
+    let block = badness(&h, "redis", "PrivateUsers=");
+    let dynamic = badness(&h, "dyn", "PrivateUsers=");
+
+    assert_eq!((block, dynamic), (0, 1));
+}

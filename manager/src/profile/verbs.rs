@@ -69,9 +69,16 @@ impl Manager {
     pub fn security(&self, unit: &str) -> Result<SecurityReply, ManagerError> {
         let unit = self.unit(unit)?;
         let spec = &unit.config.sandbox;
-        // berthd runs every service as a dynamic uid.
+        // Never host root: a dynamic uid, or the image's users on the attachment's block.
+        let image_user =
+            self.runs_as_image_users(unit)
+                .then_some(match unit.config.identity.user.as_deref() {
+                    None | Some("root" | "0") => score::ImageUser::NamespaceRoot,
+                    Some(_) => score::ImageUser::User,
+                });
         let facts = UnitFacts {
             notify_access_all: unit.config.notify_access == Some(NotifyAccess::All),
+            image_user,
             ..UnitFacts::default()
         };
         let report = score::assess(spec, &facts, &group_syscalls);
