@@ -240,3 +240,80 @@ fn berth_security_counts_the_blocks_namespace_for_private_users_but_not_a_dynami
 
     assert_eq!((block, dynamic), (0, 1));
 }
+
+#[test]
+fn a_started_service_runs_as_the_image_user_inside_and_its_block_uid_on_the_host() {
+    let profiles = tempfile::tempdir().unwrap();
+    let h = harness(&profiles);
+    image_with_users(&h, "redis", "User=redis");
+    attach_at_level_3(&h, "redis");
+
+    h.berth_ok(&["start", "redis"]).unwrap();
+
+    let status = h.status_json("redis").unwrap();
+    assert_eq!(status["uid"], 524_388, "{status}");
+    let main = u32::try_from(status["main_pid"].as_u64().unwrap()).unwrap();
+    let uid = berth_testkit::proc_status_field(main, "Uid").unwrap();
+    let gid = berth_testkit::proc_status_field(main, "Gid").unwrap();
+    let groups = berth_testkit::proc_status_field(main, "Groups").unwrap();
+    assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), ["524388"; 4]);
+    assert_eq!(gid.split_whitespace().collect::<Vec<_>>(), ["524389"; 4]);
+    // adm, which lists redis (initgroups; the helper drops the primary group from the list,
+    // which the gid already is).
+    assert_eq!(groups.split_whitespace().collect::<Vec<_>>(), ["524292"]);
+    let text = h.berth(&["status", "redis"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(
+            "      User: redis (uid 100 inside, 524388 on the host; block 524288-589823)"
+        ),
+        "{text}"
+    );
+    h.berth_ok(&["stop", "redis"]).unwrap();
+}
+
+#[test]
+fn a_service_without_user_is_root_inside_and_the_blocks_first_id_on_the_host() {
+    let profiles = tempfile::tempdir().unwrap();
+    let h = harness(&profiles);
+    image_with_users(&h, "web", "");
+    attach_at_level_3(&h, "web");
+
+    h.berth_ok(&["start", "web"]).unwrap();
+
+    let status = h.status_json("web").unwrap();
+    let main = u32::try_from(status["main_pid"].as_u64().unwrap()).unwrap();
+    let uid = berth_testkit::proc_status_field(main, "Uid").unwrap();
+    let map = std::fs::read_to_string(format!("/proc/{main}/uid_map")).unwrap();
+    assert_eq!(status["uid"], 524_288, "{status}");
+    assert!(uid.starts_with("524288"), "{uid}");
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "524288", "65536"]
+    );
+    h.berth_ok(&["stop", "web"]).unwrap();
+}
+
+#[test]
+fn a_running_service_readopted_after_a_berthd_restart_keeps_its_user_and_uid() {
+    let profiles = tempfile::tempdir().unwrap();
+    let mut h = harness(&profiles);
+    image_with_users(&h, "redis", "User=redis");
+    attach_at_level_3(&h, "redis");
+    h.berth_ok(&["start", "redis"]).unwrap();
+    let pid = h.status_json("redis").unwrap()["main_pid"].clone();
+
+    h.restart_berthd().unwrap();
+
+    // The uid is read once the supervisor has answered berthd.
+    let adopted = h.wait_for(
+        || Ok(h.status_json("redis")?["uid"] == 524_388),
+        Duration::from_secs(20),
+    );
+    let status = h.status_json("redis").unwrap();
+    assert!(adopted.is_ok(), "{status}");
+    assert_eq!(status["main_pid"], pid, "{status}");
+    assert_eq!(status["user"], "redis", "{status}");
+    h.berth_ok(&["stop", "redis"]).unwrap();
+    assert_eq!(h.status_json("redis").unwrap()["state"], "stopped");
+}

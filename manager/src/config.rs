@@ -161,7 +161,17 @@ impl ConfigFile for Config {
             });
         }
         config_file::check_uid_range(self.uid_min, self.uid_max)?;
-        config_file::check_user_block_range(self.user_block_min, self.user_block_max)
+        config_file::check_user_block_range(self.user_block_min, self.user_block_max)?;
+        if self.user_block_min <= self.uid_max && self.uid_min <= self.user_block_max {
+            return Err(KeyError {
+                keys: &["user_block_min", "user_block_max"],
+                reason: format!(
+                    "the uid block range {}-{} overlaps the dynamic range {}-{}",
+                    self.user_block_min, self.user_block_max, self.uid_min, self.uid_max
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -349,6 +359,10 @@ mod tests {
         assert_eq!(
             error_line_and_key("user_block_min = 600_000\nuser_block_max = 700_000\n"),
             (2, Some("user_block_max".into()))
+        );
+        assert_eq!(
+            error_line_and_key("user_block_min = 1\nuser_block_max = 200_000\n"),
+            (1, Some("user_block_min".into()))
         );
     }
 
