@@ -85,10 +85,11 @@ const NEEDS_A_HOST_CAPABILITY: [&str; 12] = [
 ];
 
 // #15, #16, #19, #21: what needs a capability fails, since the service (at level 2, a dynamic
-// uid) has none: the above, and set-uid. Control: the same attempts work as root.
+// uid) has none: the above, set-uid, and handing a file to another uid and becoming it.
+// Control: the same attempts work as root.
 #[test]
 fn operations_that_need_a_capability_fail_in_the_service() {
-    let tries = [&NEEDS_A_HOST_CAPABILITY[..], &["setuid0"]].concat();
+    let tries = [&NEEDS_A_HOST_CAPABILITY[..], &["setuid0", "switch-to:33"]].concat();
     let h = Harness::start().unwrap();
 
     let inside = probe_service_at_level_2(&h, "privileged", &try_args(&tries));

@@ -99,6 +99,11 @@ pub const ATTEMPTS: &[(&str, &str)] = &[
     ),
     ("setuid0", "setuid(0)"),
     (
+        "switch-to:ID",
+        "as a root master for its worker: chown a new file in /tmp to ID:ID, setgroups([ID]), \
+         setgid(ID), setuid(ID), then write the file; ok: the uid it then has",
+    ),
+    (
         "abstract-connect:NAME",
         "connect to the abstract unix socket @NAME",
     ),
@@ -230,6 +235,7 @@ fn lookup(name: &str) -> Option<fn(&str) -> Outcome> {
         "mmap-wx" => |_| mmap_anonymous(libc::PROT_WRITE | libc::PROT_EXEC).map(|_| String::new()),
         "mprotect-exec" => |_| mprotect_exec(),
         "chmod-suid" => |_| chmod_suid(),
+        "switch-to" => switch_to,
         "sched-fifo" => |_| {
             let param = libc::sched_param { sched_priority: 1 };
             // SAFETY: sched_setscheduler reads the local `param`.
@@ -575,6 +581,32 @@ fn chmod_suid() -> Outcome {
         return Err(libc::EPERM);
     }
     Ok(String::new())
+}
+
+/// What a root master does for a worker (nginx for www-data): hands it a file, takes its ids.
+fn switch_to(id: &str) -> Outcome {
+    let id: u32 = id.parse().map_err(|_| libc::EINVAL)?;
+    let io = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let path = format!("/tmp/.probe-switch-{}", std::process::id());
+    std::fs::File::create(&path).map_err(io)?;
+    let done = (|| {
+        std::os::unix::fs::chown(&path, Some(id), Some(id)).map_err(io)?;
+        let groups = [id];
+        // SAFETY: setgroups reads one gid from the local array.
+        check(unsafe { libc::setgroups(1, groups.as_ptr()) }.into())?;
+        // SAFETY: setgid and setuid change only this (forked) child's credentials.
+        check(unsafe { libc::setgid(id) }.into())?;
+        // SAFETY: as above.
+        check(unsafe { libc::setuid(id) }.into())?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: getuid has no arguments and cannot fail.
+        Ok(unsafe { libc::getuid() }.to_string())
+    })();
+    let _ = std::fs::remove_file(&path);
+    done
 }
 
 /// A two-instruction socket filter (`return 0`).
