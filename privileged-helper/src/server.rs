@@ -127,8 +127,12 @@ impl HelperInterface {
             }
         }
         drop(parents);
+        let block_mode = spec.sandbox.identity.user_block.is_some();
         match sandbox::launch(&spec, fds) {
             Ok(launched) => {
+                if block_mode {
+                    sweep_once_gone(launched.supervisor_pid);
+                }
                 tracing::info!(
                     unit = %params_unit,
                     uid = params_uid,
@@ -317,6 +321,30 @@ fn schedule_cgroup_sweeps() {
             }
         }
         SWEEPING.store(false, Ordering::SeqCst);
+    });
+}
+
+/// A run in block mode has no uid to release, whose release sweeps its cgroups: they are
+/// swept once its supervisor is gone (it outlives the service's last process). A helper that
+/// restarts meanwhile sweeps at its start instead.
+fn sweep_once_gone(supervisor: u32) {
+    let pidfd =
+        rustix::process::Pid::from_raw(supervisor.try_into().unwrap_or(0)).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
+    let Some(pidfd) = pidfd else {
+        // Gone already (or never there): sweep now.
+        schedule_cgroup_sweeps();
+        return;
+    };
+    tokio::spawn(async move {
+        // A pidfd is readable once its process has exited.
+        // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and names the same
+        // process for the AsyncFd's whole life.
+        if let Ok(watched) = unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
+            let _ = watched.readable().await;
+        }
+        schedule_cgroup_sweeps();
     });
 }
 
