@@ -98,6 +98,26 @@ fn operations_that_need_a_capability_fail_in_the_service() {
     assert_refused_inside_working_outside(&tries, &inside, &control);
 }
 
+// The same at level 3 (block mode), where a unit without User= is root of its own user
+// namespace with the capabilities a root master needs there: it may hand a file to one of its
+// image's users and become it (nginx's master and www-data), but they reach none of the
+// above, which the mount, network, IPC, UTS and pid namespaces (the host's user namespace
+// owns them) and the filter keep. Control: the same attempts work as root.
+#[test]
+fn root_of_its_own_user_namespace_becomes_its_workers_but_gets_no_host_capability() {
+    let tries = NEEDS_A_HOST_CAPABILITY;
+    let h = Harness::start().unwrap();
+    let at = ["--profile", "default@3"];
+    let args = try_args(&[&tries[..], &["switch-to:33"]].concat());
+
+    let inside = attempts::probe_service(&h, "nsroot", &at, "", &args, |i| i).unwrap();
+
+    assert_eq!(inside["uid"], 0, "root of its own namespace: {inside}");
+    assert_eq!(inside["tries"]["switch-to:33"], "ok: 33");
+    let control = on_host_as_root_in_namespaces(&tries);
+    assert_refused_inside_working_outside(&tries, &inside, &control);
+}
+
 // #17, #18: the service cannot write to cgroupfs (a release_agent escape), /sys or the kernel's
 // tunables in /proc. Control: as root on the host each of these opens for writing, and the
 // service can create files in its own /tmp.
