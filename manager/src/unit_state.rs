@@ -102,7 +102,7 @@ impl Unit {
                     from = %from.as_str(),
                     state = %state.as_str(),
                     pid = l.main_pid(),
-                    uid = self.uid,
+                    uid = self.uid.or(self.run_user.as_ref().map(|r| r.uid)),
                     exit_code,
                     exit_signal,
                     result,
