@@ -216,6 +216,22 @@ fn port_grants_for_a_dynamic_user_are_refused() {
     );
 }
 
+// A compromised berthd granting a port the helper does not (grantable_ports: every port from 1
+// to 1023 by default) to a service of the image's own users.
+#[test]
+fn a_port_grant_outside_grantable_ports_is_refused() {
+    assert_refused(
+        tampered("ungrantable", |s| {
+            s["identity"]["uid"] = json!(524_288);
+            s["identity"]["gid"] = json!(524_288);
+            s["identity"]["user_block"] = json!({"first": 524_288, "size": 65_536});
+            s["privileged_ports"] = json!([80, 8080]);
+        }),
+        "sandbox.privileged_ports",
+        Some("port 8080 is not in this berth-helper's grantable_ports"),
+    );
+}
+
 #[test]
 fn root_as_the_service_uid_is_refused() {
     assert_refused(
