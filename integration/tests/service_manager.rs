@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::fs::OpenOptions;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -121,7 +121,10 @@ fn a_socket_activated_berthd_serves_on_the_socket_passed_and_leaves_it_in_place(
         .stderr(log(&h))
         .spawn()
         .unwrap();
-    h.wait_for(|| Ok(socket.exists()), WAIT).unwrap();
+    // The socket file exists from bind(2) on, but connections are refused until listen(2):
+    // wait for one that is taken (it starts berthd, which then serves on the socket).
+    h.wait_for(|| Ok(UnixStream::connect(&socket).is_ok()), WAIT)
+        .unwrap();
 
     // The first connection starts berthd, which answers on it.
     h.berth_ok(&["attach", "hello"]).unwrap();
