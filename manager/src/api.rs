@@ -506,8 +506,11 @@ impl ManagerInterface {
                     if clean {
                         crate::var_state::clean(&shared, &name).await?;
                     }
-                    let result = shared.borrow_mut().detach(&p.image, &extensions);
-                    result.map(|(image, units)| DetachReply { image, units })
+                    let (image, units) = shared.borrow_mut().detach(&p.image, &extensions)?;
+                    if clean {
+                        crate::var_state::release_block(&mut shared.borrow_mut(), &name)?;
+                    }
+                    Ok::<_, ManagerError>(DetachReply { image, units })
                 })
             }
             "Reattach" => {

@@ -251,7 +251,7 @@ impl Manager {
             uid_block: image_users
                 .then(|| self.uid_blocks.get(&unit.image))
                 .flatten(),
-            // Filled in by the persistent-/var work (issue 9).
+            // The block's, below.
             var_path: None,
             ports,
         };

@@ -14,7 +14,7 @@ use berth_protocol::sandbox::{SandboxSpec, UidBlock};
 use berth_varlink::client::ClientError;
 use rustix::fs::{Mode, OFlags};
 
-use crate::daemon::Shared;
+use crate::daemon::{Manager, Shared};
 use crate::helper_connection::call_helper;
 use crate::paths::Paths;
 
@@ -69,13 +69,27 @@ pub async fn clean(shared: &Shared, image: &str) -> Result<(), ManagerError> {
     if let Some(unit) = shared.borrow().active_unit_of(image) {
         return Err(ManagerError::UnitActive { unit });
     }
-    remove(shared, image, None).await?;
+    let block = shared.borrow().uid_blocks.get(image);
+    remove(shared, image, block).await?;
     Ok(())
 }
 
+/// `berth detach --clean`'s last part, once detached: the image's uid block goes back, no file
+/// of it being left (the persistent /var was its only place on disk).
+pub fn release_block(m: &mut Manager, image: &str) -> Result<(), ManagerError> {
+    match m.uid_blocks.release(image) {
+        Ok(Some(block)) => {
+            tracing::info!(image, first = block.first, "released the uid block");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(ManagerError::internal(e)),
+    }
+}
+
 /// Removes the persistent /var of `image` (its units stopped): berth-helper the layers, whose
-/// files are the `block`'s (by default that of the namespace root owning `upper/`), then
-/// berthd the directory. Whether there was one.
+/// files are the `block`'s (the image's, else that of the namespace root owning `upper/`),
+/// then berthd the directory. Whether there was one.
 async fn remove(
     shared: &Shared,
     image: &str,
