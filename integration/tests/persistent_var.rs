@@ -125,3 +125,151 @@ fn detach_clean_while_a_unit_runs_is_refused_without_now() {
     assert!(error.contains("store.service"), "{error}");
     assert!(!exists(&var));
 }
+
+/// The image `<name>_<version>` under `versions/`, its `store.service` (a oneshot, of
+/// `directives` besides ExecStart=) running `script` as root of its own namespace.
+fn version(h: &Harness, version: u32, directives: &str, script: &str) -> PathBuf {
+    ImageBuilder::new(&h.dir().join(format!("versions/store_{version}")))
+        .dir("var/lib/app", 0o755)
+        .file(
+            "var/lib/app/seed",
+            format!("from version {version}\n"),
+            0o644,
+        )
+        .dir("var/lib/other", 0o755)
+        .unit(
+            "store.service",
+            &format!("[Service]\nType=oneshot\n{directives}\nExecStart=/bin/sh -c '{script}'\n"),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Starts store.service (a oneshot: the start returns once it ran) and returns what that run
+/// printed.
+fn run(h: &Harness) -> Vec<String> {
+    let before = logged(h).len();
+    h.berth_ok(&["start", "store"]).unwrap();
+    logged(h)[before..].to_vec()
+}
+
+fn logged(h: &Harness) -> Vec<String> {
+    h.berth_ok(&["logs", "store", "-o", "cat", "-n", "1000"])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn attach_v(h: &Harness, image: &Path) {
+    h.berth_ok(&["attach", "--profile", "default@3", image.to_str().unwrap()])
+        .unwrap();
+}
+
+/// Prints the notes of the earlier runs and the image's seed, then adds one.
+const NOTES: &str = "echo notes: $(cat /var/lib/app/notes 2>/dev/null | wc -l); \
+                     cat /var/lib/app/seed; echo note >> /var/lib/app/notes";
+
+#[test]
+fn what_a_service_writes_under_var_lib_survives_restarts_and_reattach() {
+    let mut h = Harness::start().unwrap();
+    let v1 = version(&h, 1, "", NOTES);
+    let v2 = version(&h, 2, "", NOTES);
+    attach_v(&h, &v1);
+
+    let first = run(&h);
+    let second = run(&h);
+    h.restart_berthd().unwrap();
+    let after_restart = run(&h);
+    h.berth_ok(&["reattach", v2.to_str().unwrap()]).unwrap();
+    let after_reattach = run(&h);
+
+    assert_eq!(first, ["notes: 0", "from version 1"]);
+    assert_eq!(second, ["notes: 1", "from version 1"]);
+    assert_eq!(after_restart, ["notes: 2", "from version 1"]);
+    assert_eq!(after_reattach, ["notes: 3", "from version 2"]);
+    let status = h.status_json("store").unwrap();
+    let var = h.state_dir().join("var/store");
+    assert_eq!(status["var_path"], var.to_str().unwrap());
+}
+
+#[test]
+fn tmp_var_tmp_and_run_are_empty_at_every_start() {
+    let h = Harness::start().unwrap();
+    let script = "ls -A /tmp /var/tmp /run/app | grep -c left; \
+                  touch /tmp/left /var/tmp/left /run/app/left /var/lib/app/left";
+    attach_v(&h, &version(&h, 1, "RuntimeDirectory=app", script));
+
+    run(&h);
+    let second = run(&h);
+
+    // What it left under /var/lib is kept, as the control.
+    assert_eq!(second, ["0"]);
+    assert!(exists(&h.state_dir().join("var/store/upper/lib/app/left")));
+}
+
+#[test]
+fn detach_clean_and_attach_again_start_from_the_image_s_var() {
+    let h = Harness::start().unwrap();
+    let v1 = version(&h, 1, "", NOTES);
+    attach_v(&h, &v1);
+    run(&h);
+    run(&h);
+
+    h.berth_ok(&["detach", "--clean", "store"]).unwrap();
+    let cleaned = !exists(&h.state_dir().join("var/store"));
+    attach_v(&h, &v1);
+    let fresh = run(&h);
+
+    assert!(cleaned);
+    assert_eq!(fresh, ["notes: 0", "from version 1"]);
+}
+
+#[test]
+fn protect_system_strict_with_read_write_paths_leaves_exactly_those_writable() {
+    let h = Harness::start().unwrap();
+    let script = "for f in /var/lib/app/new /var/lib/other/new /var/new; do \
+                  touch $f 2>/dev/null && echo $f; done; echo end";
+    let strict = "ProtectSystem=strict\nReadWritePaths=/var/lib/app";
+    attach_v(&h, &version(&h, 1, strict, script));
+
+    let printed = run(&h);
+
+    assert_eq!(printed, ["/var/lib/app/new", "end"]);
+}
+
+#[test]
+fn detach_clean_gives_the_uid_block_back() {
+    let h = Harness::start().unwrap();
+    attach_v(&h, &version(&h, 1, "", NOTES));
+    run(&h);
+    let held = h.status_json("store").unwrap()["uid_block"]["first"].clone();
+    let next = ImageBuilder::new(&h.dir().join("next"))
+        .unit(
+            "next.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+        )
+        .build()
+        .unwrap();
+
+    h.berth_ok(&["detach", "--clean", "store"]).unwrap();
+    attach_v(&h, &next);
+    h.berth_ok(&["start", "next"]).unwrap();
+
+    assert!(held.is_u64(), "{held}");
+    assert_eq!(h.status_json("next").unwrap()["uid_block"]["first"], held);
+}
+
+#[test]
+fn a_state_directory_is_bound_over_the_persistent_var() {
+    let h = Harness::start().unwrap();
+    let script = "echo kept > /var/lib/app/state; echo $STATE_DIRECTORY";
+    attach_v(&h, &version(&h, 1, "StateDirectory=app", script));
+
+    let printed = run(&h);
+
+    assert_eq!(printed, ["/var/lib/app"]);
+    let state = h.state_dir();
+    assert!(exists(&state.join("private/app/state")));
+    assert!(!exists(&state.join("var/store/upper/lib/app/state")));
+}
