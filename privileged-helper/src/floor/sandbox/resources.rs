@@ -14,7 +14,7 @@ use crate::config::FloorPolicy;
 use crate::sandbox::rlimits::resource_named;
 
 pub(super) fn check(_policy: &FloorPolicy, spec: &mut SandboxSpec) -> Result<(), Refusal> {
-    check_rlimits(&spec.rlimits, |resource| {
+    check_rlimits(&mut spec.rlimits, |resource| {
         rustix::process::getrlimit(resource).maximum
     })?;
     check_cgroup_limits(&mut spec.resources)?;
@@ -28,20 +28,27 @@ pub(super) fn check(_policy: &FloorPolicy, spec: &mut SandboxSpec) -> Result<(),
     Ok(())
 }
 
-/// Checks `limits` against `ceiling`, the hard limit of a resource (`None` = infinity).
+/// Checks `limits` against `ceiling`, the hard limit of a resource (`None` = infinity): a
+/// limit above it is lowered to it, soft and hard, as systemd does when it may not raise one
+/// (`setrlimit_closest`): stock units ask for more than some hosts give (redis-server.service
+/// has LimitNOFILE=65535), and a service gets the closest the host allows, never more.
 fn check_rlimits(
-    limits: &[Rlimit],
+    limits: &mut [Rlimit],
     ceiling: impl Fn(Resource) -> Option<u64>,
 ) -> Result<(), Refusal> {
     const FIELD: &str = "sandbox.rlimits";
     bounded(FIELD, limits, MAX_ENTRIES)?;
     let infinite = |limit: Option<u64>| limit.unwrap_or(u64::MAX);
-    for (index, limit) in limits.iter().enumerate() {
+    for index in 0..limits.len() {
+        let (before, rest) = limits.split_at_mut(index);
+        let Some(limit) = rest.first_mut() else {
+            break;
+        };
         let name = &limit.resource;
         let Some(resource) = resource_named(name) else {
             return Err(refuse(FIELD, format!("{name:?} is not a Limit*= resource")));
         };
-        if limits[..index].iter().any(|l| l.resource == *name) {
+        if before.iter().any(|l| l.resource == *name) {
             return Err(refuse(FIELD, format!("Limit{name}= is given twice")));
         }
         if infinite(limit.soft) > infinite(limit.hard) {
@@ -52,11 +59,16 @@ fn check_rlimits(
         }
         let most = ceiling(resource);
         if infinite(limit.hard) > infinite(most) {
-            let most = most.map_or("infinity".to_owned(), |m| m.to_string());
-            return Err(refuse(
-                FIELD,
-                format!("Limit{name}= may not exceed berth-helper's own hard limit ({most})"),
-            ));
+            tracing::info!(
+                limit = %name,
+                asked = ?limit.hard,
+                given = ?most,
+                "Limit{name}= lowered to berth-helper's own hard limit"
+            );
+            limit.hard = most;
+        }
+        if infinite(limit.soft) > infinite(limit.hard) {
+            limit.soft = limit.hard;
         }
     }
     Ok(())
@@ -189,7 +201,7 @@ mod tests {
     #[test]
     fn limits_within_the_helpers_own_pass() {
         check_rlimits(
-            &[
+            &mut [
                 limit("NOFILE", Some(256), Some(1024)),
                 limit("CORE", Some(0), None),
             ],
@@ -199,34 +211,34 @@ mod tests {
     }
 
     #[test]
-    fn a_hard_limit_above_the_helpers_own_is_refused() {
-        let refusal =
-            check_rlimits(&[limit("NOFILE", Some(256), Some(1025))], ceiling).unwrap_err();
+    fn a_hard_limit_above_the_helpers_own_is_lowered_to_it() {
+        let mut limits = [limit("NOFILE", Some(256), Some(65535))];
 
-        assert_eq!(refusal.field, "sandbox.rlimits");
-        assert!(
-            refusal.reason.contains("own hard limit (1024)"),
-            "{refusal}"
-        );
+        check_rlimits(&mut limits, ceiling).unwrap();
+
+        assert_eq!(limits[0], limit("NOFILE", Some(256), Some(1024)));
     }
 
     #[test]
-    fn an_infinite_hard_limit_above_a_finite_own_is_refused() {
-        let refusal = check_rlimits(&[limit("NOFILE", None, None)], ceiling).unwrap_err();
+    fn an_infinite_limit_above_a_finite_own_is_lowered_to_it_soft_and_hard() {
+        let mut limits = [limit("NOFILE", None, None)];
 
-        assert!(refusal.reason.contains("LimitNOFILE="), "{refusal}");
+        check_rlimits(&mut limits, ceiling).unwrap();
+
+        assert_eq!(limits[0], limit("NOFILE", Some(1024), Some(1024)));
     }
 
     #[test]
     fn a_soft_limit_above_the_hard_one_is_refused() {
-        let refusal = check_rlimits(&[limit("NOFILE", Some(512), Some(256))], ceiling).unwrap_err();
+        let refusal =
+            check_rlimits(&mut [limit("NOFILE", Some(512), Some(256))], ceiling).unwrap_err();
 
         assert!(refusal.reason.contains("soft limit is above"), "{refusal}");
     }
 
     #[test]
     fn an_unknown_resource_is_refused() {
-        let refusal = check_rlimits(&[limit("nofile", None, Some(1))], ceiling).unwrap_err();
+        let refusal = check_rlimits(&mut [limit("nofile", None, Some(1))], ceiling).unwrap_err();
 
         assert!(
             refusal.reason.contains("not a Limit*= resource"),
@@ -237,7 +249,7 @@ mod tests {
     #[test]
     fn a_resource_given_twice_is_refused() {
         let refusal = check_rlimits(
-            &[
+            &mut [
                 limit("CORE", Some(0), Some(0)),
                 limit("CORE", Some(0), Some(0)),
             ],
@@ -249,12 +261,11 @@ mod tests {
     }
 
     #[test]
-    fn a_real_time_priority_the_helper_lacks_is_refused() {
-        let refusal = check_rlimits(&[limit("RTPRIO", Some(99), Some(99))], |r| {
-            (r == Resource::Rtprio).then_some(0)
-        })
-        .unwrap_err();
+    fn a_real_time_priority_the_helper_lacks_is_not_given() {
+        let mut limits = [limit("RTPRIO", Some(99), Some(99))];
 
-        assert!(refusal.reason.contains("LimitRTPRIO="), "{refusal}");
+        check_rlimits(&mut limits, |r| (r == Resource::Rtprio).then_some(0)).unwrap();
+
+        assert_eq!(limits[0], limit("RTPRIO", Some(0), Some(0)));
     }
 }
