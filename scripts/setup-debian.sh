@@ -4,7 +4,8 @@
 set -euo pipefail
 # systemd: systemd-analyze (the security oracle), systemd-creds (encrypted credentials),
 # systemd-journald and journalctl (log forwarding), systemd-socket-activate (berthd.socket).
-packages=(busybox-static squashfs-tools erofs-utils e2fsprogs bubblewrap util-linux fdisk gcc libc6-dev file python3 tar gzip zstd systemd)
+# debootstrap: the test kit's images of stock Debian services (tests/src/debian_images.rs).
+packages=(busybox-static squashfs-tools erofs-utils e2fsprogs bubblewrap util-linux fdisk gcc libc6-dev file python3 tar gzip zstd systemd debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

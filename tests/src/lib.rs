@@ -8,12 +8,14 @@
 
 pub mod attempts;
 pub mod bench;
+pub mod debian_images;
 pub mod direct_spawn;
 pub mod frozen_disk;
 pub mod gpt_disk;
 pub mod harness;
 pub mod image;
 pub mod procfs;
+pub mod service_clients;
 pub mod tarball;
 pub mod varlink_raw;
 
