@@ -26,7 +26,8 @@ if [ "$status" = 0 ]; then
       cargo bench --quiet -p berth-integration --bench hostile_clients &&
     BERTH_BENCH_RUNS=3 BERTH_BENCH_BIG_MB=100 \
       cargo bench --quiet -p berth-integration --bench attach_cost &&
-    BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench restart_latency; } ||
+    BERTH_BENCH_RUNS=20 cargo bench --quiet -p berth-integration --bench restart_latency &&
+    BERTH_BENCH_RUNS=5 cargo bench --quiet -p berth-integration --bench redis_start; } ||
     bench_status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often 0 doc-tests).
