@@ -122,6 +122,8 @@ pub(crate) trait MountSyscalls {
     fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno>;
     /// `chdir(path)`.
     fn chdir(&self, path: &CStr) -> Result<(), Errno>;
+
+    fn chroot(&self, path: &CStr) -> Result<(), Errno>;
     /// `pivot_root(new_root, put_old)`.
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
     /// `umount2(target, flags)`.
@@ -310,6 +312,10 @@ impl MountSyscalls for LinuxSyscalls {
         rustix::process::chdir(path)
     }
 
+    fn chroot(&self, path: &CStr) -> Result<(), Errno> {
+        rustix::process::chroot(path)
+    }
+
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
         rustix::process::pivot_root(new_root, put_old)
     }
@@ -475,6 +481,9 @@ mod fake {
             dir: String,
         },
         Chdir {
+            path: String,
+        },
+        Chroot {
             path: String,
         },
         PivotRoot {
@@ -821,6 +830,10 @@ mod fake {
 
         fn chdir(&self, path: &CStr) -> Result<(), Errno> {
             self.record(Call::Chdir { path: text(path) })
+        }
+
+        fn chroot(&self, path: &CStr) -> Result<(), Errno> {
+            self.record(Call::Chroot { path: text(path) })
         }
 
         fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {

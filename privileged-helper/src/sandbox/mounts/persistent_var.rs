@@ -146,7 +146,21 @@ pub(in crate::sandbox) fn mount(
     ];
     params.extend(OVERLAY_OPTIONS.iter().map(|(k, v)| FsParam::String(k, v)));
     let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
-    let overlay = os.fs_mount(c"overlay", &params, attrs).map_err(|e| {
+    // overlayfs names each layer in the service's mountinfo by its path as init sees it when
+    // it gives it: with the attachment's directory as init's root meanwhile that is `/upper`,
+    // not STATE's path on the host.
+    let here = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = os.open(c"/", here).map_err(|e| fail("open /", e))?;
+    let cwd = os.open(c".", here).map_err(|e| fail("open .", e))?;
+    os.fchdir(lock.as_fd())
+        .and_then(|()| os.chroot(c"."))
+        .map_err(|e| fail("enter the attachment's directory", e))?;
+    let mounted = os.fs_mount(c"overlay", &params, attrs);
+    os.fchdir(root.as_fd())
+        .and_then(|()| os.chroot(c"."))
+        .and_then(|()| os.fchdir(cwd.as_fd()))
+        .map_err(|e| fail("leave the attachment's directory", e))?;
+    let overlay = mounted.map_err(|e| {
         fail(
             "mount the overlay (overlayfs with layers by descriptor, Linux 6.13 or later, and \
              an upper file system with trusted xattrs)",
