@@ -26,15 +26,19 @@ fn attached(h: &Harness) -> PathBuf {
     image
 }
 
-/// `STATE/var/store` as a run of the block leaves it: berthd's 0700 directory with an upper
-/// layer of the block's files and a work directory of root's.
+/// `STATE/var/store/store.service` as a run of the block leaves it: berthd's 0700
+/// directories with an upper layer of the block's files and a work directory of root's.
 fn used_var(h: &Harness) -> PathBuf {
-    let dir = h.state_dir().join("var/store");
+    let dir = h.state_dir().join(UNIT_VAR);
     fs::create_dir_all(dir.join("upper/lib/store")).unwrap();
     fs::write(dir.join("upper/lib/store/data"), "kept").unwrap();
     fs::create_dir_all(dir.join("work/work")).unwrap();
     let berth = fs::metadata(h.state_dir()).unwrap();
-    for p in [h.state_dir().join("var"), dir.clone()] {
+    for p in [
+        h.state_dir().join("var"),
+        h.state_dir().join("var/store"),
+        dir.clone(),
+    ] {
         std::os::unix::fs::chown(&p, Some(berth.uid()), Some(berth.gid())).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
     }
@@ -48,6 +52,9 @@ fn used_var(h: &Harness) -> PathBuf {
     }
     dir
 }
+
+/// Where store.service's persistent /var lives, below its attachment's `STATE/var/store`.
+const UNIT_VAR: &str = "var/store/store.service";
 
 fn exists(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
@@ -189,7 +196,7 @@ fn what_a_service_writes_under_var_lib_survives_restarts_and_reattach() {
     assert_eq!(after_restart, ["notes: 2", "from version 1"]);
     assert_eq!(after_reattach, ["notes: 3", "from version 2"]);
     let status = h.status_json("store").unwrap();
-    let var = h.state_dir().join("var/store");
+    let var = h.state_dir().join(UNIT_VAR);
     assert_eq!(status["var_path"], var.to_str().unwrap());
 }
 
@@ -205,7 +212,9 @@ fn tmp_var_tmp_and_run_are_empty_at_every_start() {
 
     // What it left under /var/lib is kept, as the control.
     assert_eq!(second, ["0"]);
-    assert!(exists(&h.state_dir().join("var/store/upper/lib/app/left")));
+    assert!(exists(
+        &h.state_dir().join(UNIT_VAR).join("upper/lib/app/left")
+    ));
 }
 
 #[test]
@@ -271,5 +280,5 @@ fn a_state_directory_is_bound_over_the_persistent_var() {
     assert_eq!(printed, ["/var/lib/app"]);
     let state = h.state_dir();
     assert!(exists(&state.join("private/app/state")));
-    assert!(!exists(&state.join("var/store/upper/lib/app/state")));
+    assert!(!exists(&state.join(UNIT_VAR).join("upper/lib/app/state")));
 }

@@ -255,7 +255,8 @@ impl Manager {
             var_path: None,
             ports,
         };
-        status.var_path = crate::var_state::status_path(&self.paths, &unit.image, status.uid_block);
+        status.var_path =
+            crate::var_state::status_path(&self.paths, &unit.image, &unit.name, status.uid_block);
         status
     }
 

@@ -1,8 +1,13 @@
 //! The attachment's persistent /var on berthd's side (DESIGN.md §5): `STATE/var/<image>/`,
-//! made 0700 by berthd and passed to every spawn of the image's units that run with its own
-//! users (a uid block), where berth-helper keeps the overlay's `upper/` and `work/`; and
-//! `berth detach --clean`, which has berth-helper remove those (their files belong to the
-//! block's ids, not to berthd) and then removes the directory itself.
+//! with one directory per unit, `STATE/var/<image>/<unit>/`, made 0700 by berthd and passed
+//! to every spawn of that unit when it runs with its image's own users (a uid block), where
+//! berth-helper keeps the overlay's `upper/` and `work/`; and `berth detach --clean`, which
+//! has berth-helper remove those (their files belong to the block's ids, not to berthd) and
+//! then removes the directories itself.
+//!
+//! One layer per unit, not one for the whole attachment: overlayfs leaves two mounts over one
+//! upper layer undefined, so a layer serves one running sandbox at a time (berth-helper locks
+//! it), and the units of one image may run at once.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -18,19 +23,34 @@ use crate::daemon::{Manager, Shared};
 use crate::helper_connection::call_helper;
 use crate::paths::Paths;
 
-/// The attachment directory of `image`: created (and `STATE/var`) 0700 where missing, opened
-/// without following a symlink.
-fn open_dir(paths: &Paths, image: &str) -> std::io::Result<OwnedFd> {
-    let dir = paths.var_dir(image);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
-    Ok(rustix::fs::open(
-        &dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+/// The directory of `unit`'s persistent /var in the attachment of `image`.
+fn unit_dir(paths: &Paths, image: &str, unit: &str) -> PathBuf {
+    paths.var_dir(image).join(unit)
+}
+
+/// The directory of `unit` of `image`: created (and `STATE/var`, `STATE/var/<image>`) 0700
+/// where missing, opened without following a symlink. Unit names hold no `/` and are never
+/// `.` or `..` (unit/names), so it lies right below the attachment's.
+fn open_dir(paths: &Paths, image: &str, unit: &str) -> std::io::Result<OwnedFd> {
+    let top = paths.var_dir(image);
+    if let Some(var) = top.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(var)?;
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o700);
+    // Each level is made and opened by descriptor, so that a symlink planted at either is
+    // neither followed nor written through.
+    let made = |result: rustix::io::Result<()>| match result {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    };
+    made(rustix::fs::mkdir(&top, mode))?;
+    let image_dir = rustix::fs::open(&top, flags, Mode::empty())?;
+    made(rustix::fs::mkdirat(&image_dir, unit, mode))?;
+    Ok(rustix::fs::openat(&image_dir, unit, flags, Mode::empty())?)
 }
 
 /// The sandbox of one spawn with the persistent /var it gets, and the directory to pass with
@@ -39,21 +59,28 @@ fn open_dir(paths: &Paths, image: &str) -> std::io::Result<OwnedFd> {
 pub fn for_spawn(
     paths: &Paths,
     image: &str,
+    unit: &str,
     mut sandbox: SandboxSpec,
 ) -> Result<(SandboxSpec, Option<OwnedFd>), ManagerError> {
     if sandbox.identity.user_block.is_none() {
         return Ok((sandbox, None));
     }
-    let dir = open_dir(paths, image)
-        .map_err(|e| ManagerError::internal(format!("{}: {e}", paths.var_dir(image).display())))?;
+    let dir = open_dir(paths, image, unit).map_err(|e| {
+        ManagerError::internal(format!("{}: {e}", unit_dir(paths, image, unit).display()))
+    })?;
     sandbox.mounts.persistent_var = true;
     Ok((sandbox, Some(dir)))
 }
 
-/// Where the persistent /var of a unit of `image` lives, as status shows it: only for a unit
+/// Where the persistent /var of `unit` of `image` lives, as status shows it: only for a unit
 /// that runs in the attachment's uid `block`.
-pub fn status_path(paths: &Paths, image: &str, block: Option<UidBlock>) -> Option<String> {
-    block.map(|_| paths.var_dir(image).display().to_string())
+pub fn status_path(
+    paths: &Paths,
+    image: &str,
+    unit: &str,
+    block: Option<UidBlock>,
+) -> Option<String> {
+    block.map(|_| unit_dir(paths, image, unit).display().to_string())
 }
 
 /// The block whose namespace root owns `upper/` (berth-helper gives it to it at each start);
@@ -87,9 +114,9 @@ pub fn release_block(m: &mut Manager, image: &str) -> Result<(), ManagerError> {
     }
 }
 
-/// Removes the persistent /var of `image` (its units stopped): berth-helper the layers, whose
-/// files are the `block`'s (the image's, else that of the namespace root owning `upper/`),
-/// then berthd the directory. Whether there was one.
+/// Removes the persistent /var of `image` (its units stopped): berth-helper the layers of
+/// each unit, whose files are the `block`'s (the image's, else that of the namespace root
+/// owning `upper/`), then berthd the directories. Whether there was one.
 async fn remove(
     shared: &Shared,
     image: &str,
@@ -100,39 +127,64 @@ async fn remove(
         image: image.to_owned(),
         reason,
     };
-    let fd = match rustix::fs::open(
-        &dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(false),
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(failed(format!("{}: {e}", dir.display()))),
     };
-    if let Some(block) = block.or_else(|| block_of_upper(&dir)) {
-        let params = RemoveVarStateParams { block };
-        let result: Result<RemoveVarStateReply, ClientError> =
-            call_helper(shared, "io.berth.Helper.RemoveVarState", &params, vec![fd]).await;
-        match result {
-            Ok(reply) => {
-                tracing::info!(
-                    image,
-                    removed = reply.removed,
-                    "removed the persistent /var"
-                );
-            }
-            Err(ClientError::Remote(e)) => {
-                let reason = e
-                    .typed::<HelperError>()
-                    .map_or_else(|| e.to_string(), |h| h.to_string());
-                return Err(failed(reason));
-            }
-            Err(e) => return Err(failed(format!("berth-helper unreachable: {e}"))),
+    for entry in entries {
+        let entry = entry.map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            remove_unit_layers(shared, image, &entry.path(), block).await?;
         }
     }
     // What is left is berthd's own (nothing, unless someone put something there).
     std::fs::remove_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     Ok(true)
+}
+
+/// Has berth-helper remove the layers in one unit's directory `dir`.
+async fn remove_unit_layers(
+    shared: &Shared,
+    image: &str,
+    dir: &std::path::Path,
+    block: Option<UidBlock>,
+) -> Result<(), ManagerError> {
+    let failed = |reason: String| ManagerError::CleanFailed {
+        image: image.to_owned(),
+        reason,
+    };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+    let Some(block) = block.or_else(|| block_of_upper(dir)) else {
+        return Ok(());
+    };
+    let params = RemoveVarStateParams { block };
+    let result: Result<RemoveVarStateReply, ClientError> =
+        call_helper(shared, "io.berth.Helper.RemoveVarState", &params, vec![fd]).await;
+    match result {
+        Ok(reply) => {
+            tracing::info!(
+                image,
+                dir = %dir.display(),
+                removed = reply.removed,
+                "removed the persistent /var"
+            );
+            Ok(())
+        }
+        Err(ClientError::Remote(e)) => {
+            let reason = e
+                .typed::<HelperError>()
+                .map_or_else(|| e.to_string(), |h| h.to_string());
+            Err(failed(reason))
+        }
+        Err(e) => Err(failed(format!("berth-helper unreachable: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -151,15 +203,20 @@ mod tests {
         let mut sandbox = SandboxSpec::baseline(524_288, 524_288, "redis");
         sandbox.identity.user_block = Some(UidBlock::at(524_288));
 
-        let (sandbox, fd) = for_spawn(&paths(state.path()), "redis", sandbox).unwrap();
+        let (sandbox, fd) = for_spawn(
+            &paths(state.path()),
+            "redis",
+            "redis-server.service",
+            sandbox,
+        )
+        .unwrap();
 
         assert!(sandbox.mounts.persistent_var);
         assert!(fd.is_some());
-        let dir = state.path().join("var/redis");
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777, 0o700);
-        let parent = std::fs::metadata(state.path().join("var")).unwrap();
-        assert_eq!(parent.permissions().mode() & 0o7777, 0o700);
+        for dir in ["var", "var/redis", "var/redis/redis-server.service"] {
+            let meta = std::fs::metadata(state.path().join(dir)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{dir}");
+        }
     }
 
     #[test]
@@ -167,11 +224,30 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let sandbox = SandboxSpec::baseline(61200, 61200, "hello");
 
-        let (sandbox, fd) = for_spawn(&paths(state.path()), "hello", sandbox).unwrap();
+        let (sandbox, fd) =
+            for_spawn(&paths(state.path()), "hello", "hello.service", sandbox).unwrap();
 
         assert!(!sandbox.mounts.persistent_var);
         assert!(fd.is_none());
         assert!(!state.path().join("var").exists());
+    }
+
+    #[test]
+    fn two_units_of_one_image_get_a_directory_each() {
+        let state = tempfile::tempdir().unwrap();
+        let mut sandbox = SandboxSpec::baseline(524_288, 524_288, "app");
+        sandbox.identity.user_block = Some(UidBlock::at(524_288));
+        let p = paths(state.path());
+
+        for_spawn(&p, "app", "app.service", sandbox.clone()).unwrap();
+        for_spawn(&p, "app", "app-worker.service", sandbox).unwrap();
+
+        let mut names: Vec<String> = std::fs::read_dir(state.path().join("var/app"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["app-worker.service", "app.service"]);
     }
 
     #[test]
@@ -183,7 +259,7 @@ mod tests {
         let mut sandbox = SandboxSpec::baseline(524_288, 524_288, "redis");
         sandbox.identity.user_block = Some(UidBlock::at(524_288));
 
-        let result = for_spawn(&paths(state.path()), "redis", sandbox);
+        let result = for_spawn(&paths(state.path()), "redis", "redis.service", sandbox);
 
         assert!(result.is_err());
     }
@@ -193,9 +269,9 @@ mod tests {
         let p = paths(std::path::Path::new("/var/lib/berth"));
 
         assert_eq!(
-            status_path(&p, "redis", Some(UidBlock::at(524_288))).as_deref(),
-            Some("/var/lib/berth/var/redis")
+            status_path(&p, "redis", "redis.service", Some(UidBlock::at(524_288))).as_deref(),
+            Some("/var/lib/berth/var/redis/redis.service")
         );
-        assert_eq!(status_path(&p, "redis", None), None);
+        assert_eq!(status_path(&p, "redis", "redis.service", None), None);
     }
 }

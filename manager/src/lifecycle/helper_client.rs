@@ -227,7 +227,8 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         tracing::warn!(unit = %plan.unit, "runs as a dynamic user: its attachment's --port grants do not apply");
         sandbox.privileged_ports.clear();
     }
-    let (mut sandbox, var_dir) = crate::var_state::for_spawn(&paths, &plan.image, sandbox)?;
+    let (mut sandbox, var_dir) =
+        crate::var_state::for_spawn(&paths, &plan.image, &plan.unit, sandbox)?;
     // Every unit's syslog(3) and journal messages land in its own log, like its stdout.
     sandbox.capture_log_sockets = true;
     let directory_fds = service_directories::open_parents(&paths, &sandbox.directories)
