@@ -57,7 +57,7 @@ fn attached_image_is_listed_with_its_units() {
     assert_eq!(list[0]["unit"], "hello.service");
     assert_eq!(list[0]["image"], "hello");
     assert_eq!(list[0]["state"], "stopped");
-    assert_eq!(list[0]["profile"], "default@2");
+    assert_eq!(list[0]["profile"], "default@3");
     assert!(list[0]["main_pid"].is_null() && list[0]["uid"].is_null());
     assert_eq!(
         h.berth_json(&["image", "list"]).unwrap()[0]["state"],
@@ -136,7 +136,15 @@ fn status_json_has_the_contract_fields() {
         assert!(status.get(field).is_some(), "missing {field} in {status}");
     }
     let uid = status["uid"].as_u64().unwrap();
-    assert!((61184..=65519).contains(&uid), "uid {uid} not dynamic");
+    // The default profile runs it as its image's users: a uid of the attachment's block, never
+    // a host user's (level 2's dynamic uid: sandbox_runs_with_a_dynamic_uid_and_no_privileges).
+    let block = &status["uid_block"];
+    let (first, size) = (block["first"].as_u64(), block["size"].as_u64());
+    let (first, size) = (first.unwrap(), size.unwrap());
+    assert!(
+        (first..first + size).contains(&uid),
+        "uid {uid} not in {status}"
+    );
 }
 
 #[test]

@@ -15,6 +15,13 @@ use berth_testkit::{Harness, ImageBuilder};
 const BLOCK_ROOT: u32 = 6_553_600;
 
 fn attached(h: &Harness) -> PathBuf {
+    // Level 2, as these tests were written: the upper layer they make up belongs to a block
+    // (BLOCK_ROOT's) that need not be the one level 3 allocates for the attachment.
+    attached_with(h, &["--profile", "default@2"])
+}
+
+/// [`attached`], attached with `attach_args` (`--profile default@2`).
+fn attached_with(h: &Harness, attach_args: &[&str]) -> PathBuf {
     let image = ImageBuilder::new(&h.dir().join("store"))
         .unit(
             "store.service",
@@ -22,7 +29,8 @@ fn attached(h: &Harness) -> PathBuf {
         )
         .build()
         .unwrap();
-    h.berth_ok(&["attach", image.to_str().unwrap()]).unwrap();
+    h.berth_ok(&[&["attach", image.to_str().unwrap()], attach_args].concat())
+        .unwrap();
     image
 }
 

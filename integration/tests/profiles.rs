@@ -32,21 +32,20 @@ fn attach_with_a_profile_records_it_with_its_version() {
     h.berth_ok(&["attach", "hello", "--profile", "strict"])
         .unwrap();
 
-    assert_eq!(profile_of(&h, "hello"), "strict@2");
+    assert_eq!(profile_of(&h, "hello"), "strict@3");
 }
 
 #[test]
-fn level_3_is_attached_by_its_reference_and_shows_in_status() {
+fn an_attach_gets_level_3_and_an_older_level_by_its_reference() {
     let h = Harness::start().unwrap();
     busybox_image(&h.images_dir(), "hello").unwrap();
     busybox_image(&h.images_dir(), "other").unwrap();
 
-    h.berth_ok(&["attach", "hello", "--profile", "default@3"])
+    h.berth_ok(&["attach", "hello"]).unwrap();
+    h.berth_ok(&["attach", "other", "--profile", "default@2"])
         .unwrap();
-    h.berth_ok(&["attach", "other"]).unwrap();
 
     assert_eq!(profile_of(&h, "hello"), "default@3");
-    // Not yet what an attach without --profile gets.
     assert_eq!(profile_of(&h, "other"), "default@2");
 }
 
@@ -122,7 +121,7 @@ fn profile_list_shows_the_built_in_profiles_and_the_admins() {
 fn profile_show_prints_the_newest_version_or_the_one_named() {
     let profiles = tempfile::tempdir().unwrap();
     std::fs::write(
-        profiles.path().join("default@2.conf"),
+        profiles.path().join("default@3.conf"),
         "# default, tighter\n",
     )
     .unwrap();
@@ -131,7 +130,7 @@ fn profile_show_prints_the_newest_version_or_the_one_named() {
     let newest = h.berth_ok(&["profile", "show", "default"]).unwrap();
     let first = h.berth_ok(&["profile", "show", "default@1"]).unwrap();
 
-    assert!(newest.starts_with("# default@2 ("), "{newest}");
+    assert!(newest.starts_with("# default@3 ("), "{newest}");
     assert!(newest.contains("# default, tighter"), "{newest}");
     assert!(
         first.starts_with("# default@1 (built-in, exposure 0.9)"),
@@ -170,7 +169,7 @@ fn a_newer_version_goes_to_new_attachments_and_old_ones_keep_theirs_across_reatt
     h.berth_ok(&["reattach", path(&v2)]).unwrap();
     h.berth_ok(&["attach", "hello"]).unwrap();
 
-    assert_eq!(profile_of(&h, "foo"), "default@2");
+    assert_eq!(profile_of(&h, "foo"), "default@3");
     assert_eq!(profile_of(&h, "hello"), "default@4");
 }
 
@@ -186,7 +185,7 @@ fn security_rates_the_units_sandbox_check_by_check() {
     let checks = report["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 81);
     assert_eq!(report["unit"], "hello.service");
-    assert_eq!(report["profile"], "default@2");
+    assert_eq!(report["profile"], "default@3");
     let exposure = report["exposure"].as_i64().unwrap();
     assert!((0..=100).contains(&exposure));
     let network = checks
@@ -198,7 +197,7 @@ fn security_rates_the_units_sandbox_check_by_check() {
         (Some(2500), Some(1))
     );
     let overall = format!(
-        "→ Overall exposure level for hello.service (profile default@2): {}.{} {}",
+        "→ Overall exposure level for hello.service (profile default@3): {}.{} {}",
         exposure / 10,
         exposure % 10,
         report["rating"].as_str().unwrap()

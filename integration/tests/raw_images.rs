@@ -628,7 +628,10 @@ fn a_corrupt_squashfs_fails_to_attach_cleanly_and_berthd_keeps_serving() {
 fn two_running_services_of_one_image_share_one_loop_device_and_stop_frees_it() {
     let h = Harness::start().unwrap();
     let file = two_unit_image(h.dir(), "pair", RawFormat::Squashfs);
-    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    // Level 2: two units of one image run at once (at level 3 they share the attachment's
+    // persistent /var, which one run holds at a time).
+    h.berth_ok(&["attach", file.to_str().unwrap(), "--profile", "default@2"])
+        .unwrap();
     assert_nothing_left(&file);
 
     h.berth_ok(&["start", "pair-a", "pair-b"]).unwrap();
@@ -656,7 +659,10 @@ fn detach_now_leaves_no_loop_device_or_mount() {
 fn kill_9_of_berthd_then_of_the_helper_then_a_restart_leaves_nothing_after_stop() {
     let mut h = Harness::start().unwrap();
     let file = two_unit_image(h.dir(), "tough", RawFormat::Squashfs);
-    h.berth_ok(&["attach", file.to_str().unwrap()]).unwrap();
+    // Level 2: two units of one image run at once (at level 3 they share the attachment's
+    // persistent /var, which one run holds at a time).
+    h.berth_ok(&["attach", file.to_str().unwrap(), "--profile", "default@2"])
+        .unwrap();
     h.berth_ok(&["start", "tough-a"]).unwrap();
 
     h.kill_berthd().unwrap();

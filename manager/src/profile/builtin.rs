@@ -26,7 +26,7 @@ macro_rules! built_in {
 /// `--profile`): the newest built-in version at most this. A built-in version above it is
 /// shipped ahead, selectable by its full reference (`default@3`) until berth makes it the
 /// default; the admin's own versions are not held back.
-pub const LEVEL: u32 = 2;
+pub const LEVEL: u32 = 3;
 
 /// Every built-in profile, every version.
 pub static BUILT_IN: &[BuiltIn] = &[

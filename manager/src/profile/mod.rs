@@ -391,28 +391,41 @@ mod tests {
 
     #[test]
     fn a_name_is_its_newest_version_and_a_version_is_exact() {
-        let (_dir, profiles) = with_files(&[("default@2.conf", "# newer\n[Service]\n")]);
+        let (_dir, profiles) = with_files(&[("default@3.conf", "# newer\n[Service]\n")]);
 
-        assert_eq!(
-            profiles.resolve("default").unwrap().reference(),
-            "default@2"
-        );
+        let newest = profiles.resolve("default").unwrap();
+        assert_eq!(newest.reference(), "default@3");
+        assert_eq!(newest.summary().as_deref(), Some("newer"));
         let one = profiles.resolve("default@1").unwrap();
         assert_eq!((one.reference(), one.path), ("default@1".to_owned(), None));
     }
 
     #[test]
-    fn a_bare_name_gives_a_built_in_version_up_to_the_level_and_a_newer_one_by_reference() {
+    fn a_bare_name_gives_level_3_the_image_users_and_an_older_level_by_reference() {
         let profiles = Profiles::new(Path::new("/nonexistent"));
 
-        let bare = profiles.resolve("default").unwrap().reference();
-        let three = profiles.resolve("default@3").unwrap();
+        let bare = profiles.resolve("default").unwrap();
+        let two = profiles.resolve("default@2").unwrap();
 
-        assert_eq!(bare, "default@2");
-        assert_eq!(
-            (three.reference(), three.path),
-            ("default@3".to_owned(), None)
-        );
+        assert_eq!(bare.reference(), "default@3");
+        assert!(bare.uses_image_users());
+        assert_eq!((two.reference(), two.path), ("default@2".to_owned(), None));
+    }
+
+    #[test]
+    fn a_built_in_version_above_the_level_is_not_what_a_bare_name_gives() {
+        let ahead = Profile {
+            name: "default".into(),
+            version: builtin::LEVEL + 1,
+            text: String::new(),
+            path: None,
+        };
+        let admins = Profile {
+            path: Some("/etc/berth/profiles/default@9.conf".into()),
+            ..ahead.clone()
+        };
+
+        assert!(!ahead.bare_name_gives() && admins.bare_name_gives());
     }
 
     #[test]
@@ -436,7 +449,7 @@ mod tests {
 
         assert_eq!(strict.summary().as_deref(), Some("admin's strict 1"));
         assert_eq!(strict.path, Some(dir.path().join("strict@1.conf")));
-        assert_eq!(nonetwork.reference(), "nonetwork@2");
+        assert_eq!(nonetwork.reference(), "nonetwork@3");
         assert_eq!(nonetwork.summary().as_deref(), Some("admin's nonetwork"));
         assert_eq!(web.reference(), "web@1");
     }
@@ -508,7 +521,7 @@ mod tests {
         assert_eq!(warnings, Vec::<String>::new());
         assert_eq!(
             (default.profile.as_str(), strict.profile.as_str()),
-            ("default@2", "strict@2")
+            ("default@3", "strict@3")
         );
         assert!(!default.namespaces.private_network && strict.namespaces.private_network);
     }
