@@ -242,6 +242,28 @@ fn berth_security_counts_the_blocks_namespace_for_private_users_but_not_a_dynami
 }
 
 #[test]
+fn a_user_of_the_image_gets_its_name_and_home_in_the_environment() {
+    let profiles = tempfile::tempdir().unwrap();
+    let h = harness(&profiles);
+    image_with_users(&h, "redis", "User=redis");
+    attach_at_level_3(&h, "redis");
+
+    h.berth_ok(&["start", "redis"]).unwrap();
+
+    let status = h.status_json("redis").unwrap();
+    let main = status["main_pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{main}/environ")).unwrap();
+    h.berth_ok(&["stop", "redis"]).unwrap();
+    let environ: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    for wanted in ["USER=redis", "LOGNAME=redis", "HOME=/var/lib/redis"] {
+        assert!(environ.iter().any(|e| e == wanted), "{wanted}: {environ:?}");
+    }
+}
+
+#[test]
 fn a_started_service_runs_as_the_image_user_inside_and_its_block_uid_on_the_host() {
     let profiles = tempfile::tempdir().unwrap();
     let h = harness(&profiles);

@@ -10,6 +10,8 @@ pub struct DatabaseEntry {
     pub name: String,
     pub id: u32,
     pub gid: Option<u32>,
+    /// A passwd line's home directory (its sixth field), when it has a non-empty one.
+    pub home: Option<String>,
 }
 
 /// Parses a passwd- or group-format file; unreadable files and malformed lines yield nothing.
@@ -25,7 +27,13 @@ pub fn parse(text: &str) -> Vec<DatabaseEntry> {
             let name = fields.next()?.to_string();
             let id = fields.nth(1)?.parse().ok()?;
             let gid = fields.next().and_then(|g| g.parse().ok());
-            Some(DatabaseEntry { name, id, gid })
+            let home = fields.nth(1).filter(|h| !h.is_empty()).map(str::to_owned);
+            Some(DatabaseEntry {
+                name,
+                id,
+                gid,
+                home,
+            })
         })
         .collect()
 }
@@ -76,7 +84,8 @@ mod tests {
             vec![DatabaseEntry {
                 name: "berth".into(),
                 id: 998,
-                gid: Some(997)
+                gid: Some(997),
+                home: Some("/".into()),
             }]
         );
     }

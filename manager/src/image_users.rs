@@ -59,6 +59,9 @@ pub struct ImageUser {
     pub gid: u32,
     /// Each once, the primary gid among them when `initgroups` puts it there.
     pub supplementary_groups: Vec<u32>,
+    /// `User=`'s home directory in the image's `/etc/passwd` (`$HOME`, as systemd sets it for
+    /// a `User=`); none without `User=` or for a uid the database does not name.
+    pub home: Option<String>,
 }
 
 /// The image's databases, read once per resolution.
@@ -100,8 +103,8 @@ fn read_database(root: &ImageRoot, path: &str) -> Result<String, ImageUsersError
 }
 
 fn resolve_in(db: &Databases, identity: &UnitIdentity) -> Result<ImageUser, ImageUsersError> {
-    let (name, uid, primary) = match identity.user.as_deref() {
-        None => ("root".to_owned(), 0, Some(0)),
+    let (name, uid, primary, home) = match identity.user.as_deref() {
+        None => ("root".to_owned(), 0, Some(0), None),
         Some(user) => user_of(db, user)?,
     };
     check_id(|| format!("User={name}"), uid)?;
@@ -145,15 +148,19 @@ fn resolve_in(db: &Databases, identity: &UnitIdentity) -> Result<ImageUser, Imag
         uid,
         gid,
         supplementary_groups: groups,
+        home,
     })
 }
 
 /// `User=`'s name, uid and primary gid (`None`: a number no line names).
-fn user_of(db: &Databases, user: &str) -> Result<(String, u32, Option<u32>), ImageUsersError> {
+/// A `User=`'s name, uid, primary gid and home directory.
+type UserEntry = (String, u32, Option<u32>, Option<String>);
+
+fn user_of(db: &Databases, user: &str) -> Result<UserEntry, ImageUsersError> {
     let entry = match user.parse::<u32>() {
         Ok(uid) => match db.passwd.iter().find(|e| e.id == uid) {
             Some(entry) => entry,
-            None => return Ok((user.to_owned(), uid, None)),
+            None => return Ok((user.to_owned(), uid, None, None)),
         },
         Err(_) => db.passwd.iter().find(|e| e.name == user).ok_or_else(|| {
             ImageUsersError::NoSuchUser {
@@ -167,7 +174,7 @@ fn user_of(db: &Databases, user: &str) -> Result<(String, u32, Option<u32>), Ima
             name: entry.name.chars().take(40).collect(),
         });
     }
-    Ok((entry.name.clone(), entry.id, entry.gid))
+    Ok((entry.name.clone(), entry.id, entry.gid, entry.home.clone()))
 }
 
 /// The gid a group name or number of `key=` stands for.
@@ -242,6 +249,7 @@ mod tests {
                 uid: 100,
                 gid: 101,
                 supplementary_groups: vec![101, 4],
+                home: Some("/var/lib/redis".into()),
             }
         );
     }

@@ -51,6 +51,9 @@ pub(super) struct Plan {
     /// The unit's `User=` and the like, when it runs as the image's own users (in the
     /// attachment's uid block; else a dynamic uid).
     pub(super) image_users: Option<UnitIdentity>,
+    /// The unit's own Environment= sets USER=, LOGNAME= or HOME=, which then win over the
+    /// image user's.
+    pub(super) login_set_by_unit: bool,
 }
 
 pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
@@ -122,6 +125,9 @@ pub(super) fn plan(m: &Manager, unit_arg: &str) -> Result<Plan, ManagerError> {
             crate::logs::journal_fields::journal_fields(&unit.image, executable)
         }),
         image_users: m.runs_as_image_users(unit).then(|| config.identity.clone()),
+        login_set_by_unit: LOGIN_VARIABLES
+            .iter()
+            .any(|key| config.environment.contains_key(*key)),
     })
 }
 
@@ -240,6 +246,11 @@ pub(super) async fn spawn(shared: &Shared, plan: &Plan) -> Result<SpawnReply, Ma
         None => Vec::new(),
     };
     let mut environment = plan.environment.clone();
+    if let RunAs::Image { user, .. } = &run_as
+        && !plan.login_set_by_unit
+    {
+        set_login_environment(&mut environment, user);
+    }
     // As in systemd, the unit's own Environment= wins.
     for (key, value) in service_directories::environment(&sandbox.directories) {
         if !environment
@@ -298,6 +309,26 @@ enum Owner {
     Dynamic(u32),
     /// The attachment's uid block.
     Block(UidBlock),
+}
+
+/// What systemd sets from a `User=`'s passwd entry.
+const LOGIN_VARIABLES: [&str; 3] = ["USER", "LOGNAME", "HOME"];
+
+/// `USER=`, `LOGNAME=` and `HOME=` of the image's `user`, as systemd sets them for `User=`, in
+/// place of berthd's defaults (the unit's name, `/`); nothing for a user without a passwd entry
+/// (no `User=`, or a bare number).
+fn set_login_environment(environment: &mut Vec<String>, user: &ImageUser) {
+    let Some(home) = &user.home else {
+        return;
+    };
+    environment.retain(|entry| {
+        !LOGIN_VARIABLES
+            .iter()
+            .any(|key| entry.split_once('=').is_some_and(|(k, _)| k == *key))
+    });
+    environment.push(format!("USER={}", user.name));
+    environment.push(format!("LOGNAME={}", user.name));
+    environment.push(format!("HOME={home}"));
 }
 
 /// Who one spawn runs as.
@@ -437,6 +468,51 @@ mod tests {
     }
 
     #[test]
+    fn a_user_of_the_image_gets_its_name_and_home_in_the_environment() {
+        let user = ImageUser {
+            name: "redis".into(),
+            uid: 100,
+            gid: 101,
+            supplementary_groups: vec![101],
+            home: Some("/var/lib/redis".into()),
+        };
+        let mut environment = vec![
+            "PATH=/usr/bin".to_string(),
+            "HOME=/".to_string(),
+            "USER=redis-server".to_string(),
+            "LOGNAME=redis-server".to_string(),
+        ];
+
+        set_login_environment(&mut environment, &user);
+
+        assert_eq!(
+            environment,
+            [
+                "PATH=/usr/bin",
+                "USER=redis",
+                "LOGNAME=redis",
+                "HOME=/var/lib/redis"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_passwd_entry_the_environment_keeps_berthd_s_defaults() {
+        let root = ImageUser {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            supplementary_groups: Vec::new(),
+            home: None,
+        };
+        let mut environment = vec!["HOME=/".to_string(), "USER=hello".to_string()];
+
+        set_login_environment(&mut environment, &root);
+
+        assert_eq!(environment, ["HOME=/", "USER=hello"]);
+    }
+
+    #[test]
     fn a_run_as_the_images_user_has_its_block_ids_on_the_host_and_its_name() {
         let block = UidBlock::at(524_288);
         let user = ImageUser {
@@ -444,6 +520,7 @@ mod tests {
             uid: 100,
             gid: 101,
             supplementary_groups: vec![101, 4],
+            home: None,
         };
 
         let spec = with_identity(
@@ -469,6 +546,7 @@ mod tests {
             uid: 0,
             gid: 0,
             supplementary_groups: Vec::new(),
+            home: None,
         };
 
         let spec = with_identity(
@@ -505,6 +583,7 @@ mod tests {
             uid: 70_000,
             gid: 0,
             supplementary_groups: Vec::new(),
+            home: None,
         };
 
         let result = with_identity(
