@@ -238,22 +238,8 @@ pub(super) fn place(
         Kind::Writable(fd) => {
             os.mkdirat(newroot.as_fd(), name, Mode::from_raw_mode(0o755))
                 .map_err(at(&stage))?;
-            os.move_mount(
-                fd.as_fd(),
-                c"",
-                newroot.as_fd(),
-                name,
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-            .map_err(at(&stage))?;
             let attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
-            os.mount_setattr(
-                Some(newroot.as_fd()),
-                name,
-                AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
-                attrs,
-            )
-            .map_err(|e| Failure::setup(format!("make {} nosuid, nodev", display(name)), e))
+            move_onto(os, newroot, name, &fd, &stage, (attrs, "nosuid, nodev"))
         }
         Kind::Tree { fd, dir } => {
             if dir {
@@ -272,26 +258,39 @@ pub(super) fn place(
                 )
                 .map_err(at(&stage))?;
             }
-            os.move_mount(
-                fd.as_fd(),
-                c"",
-                newroot.as_fd(),
-                name,
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-            .map_err(at(&stage))?;
             let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
                 | MountAttrFlags::MOUNT_ATTR_NOSUID
                 | MountAttrFlags::MOUNT_ATTR_NODEV;
-            os.mount_setattr(
-                Some(newroot.as_fd()),
-                name,
-                AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
-                attrs,
-            )
-            .map_err(|e| Failure::setup(format!("make {} read-only", display(name)), e))
+            move_onto(os, newroot, name, &fd, &stage, (attrs, "read-only"))
         }
     }
+}
+
+/// Moves the detached tree `fd` onto its mount point `name` of the new root (made by the
+/// caller), then gives the mount and all below it `attrs`, named `said` in the error.
+fn move_onto(
+    os: &impl MountSyscalls,
+    newroot: &OwnedFd,
+    name: &CStr,
+    fd: &OwnedFd,
+    stage: &str,
+    (attrs, said): (MountAttrFlags, &str),
+) -> Result<(), Failure> {
+    os.move_mount(
+        fd.as_fd(),
+        c"",
+        newroot.as_fd(),
+        name,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(at(stage))?;
+    os.mount_setattr(
+        Some(newroot.as_fd()),
+        name,
+        AT_RECURSIVE | AtFlags::SYMLINK_NOFOLLOW,
+        attrs,
+    )
+    .map_err(|e| Failure::setup(format!("make {} {said}", display(name)), e))
 }
 
 #[cfg(test)]
